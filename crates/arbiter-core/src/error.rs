@@ -1,0 +1,85 @@
+//! The failure classes of arbiter's operations.
+//!
+//! Every layer reports failures as an [`Error`] with one of these kinds and a message for a
+//! person. The kinds are the contract: the binary maps each to an exit code and a stable
+//! JSON `error` code, the server (later) to an HTTP status — each in exactly one place.
+//! Dependency errors (SQLite, PostgreSQL, IO) are turned into an `Error` at the boundary of
+//! the crate that met them, with the context a person needs, and go no further.
+
+use std::fmt;
+
+/// What kind of failure happened. New kinds may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The input was malformed (flag, name, duration, URL, config): fix it and retry.
+    BadInput,
+    /// The lease is held by someone else (or the wait ran out).
+    Held,
+    /// A compare-and-swap or similar precondition did not hold.
+    Conflict,
+    /// The caller's lease token is no longer valid: the lease was lost.
+    Lost,
+    /// The object does not exist.
+    NotFound,
+    /// The store could not be reached or opened.
+    Unavailable,
+    /// Anything else: a bug, a corrupted store, an OS failure.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The stable machine-readable code of this kind, used in JSON output.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::BadInput => "bad_input",
+            ErrorKind::Held => "held",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Lost => "lost",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// A failure: its kind and a message that says what happened and, for bad input, what was
+/// expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadInput, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
+    }
+    /// Prefixes the message with context, keeping the kind.
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}

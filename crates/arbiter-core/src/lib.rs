@@ -1,0 +1,45 @@
+//! The semantics and types of arbiter's primitives.
+//!
+//! Layout:
+//! - [`name`]: what a namespace, lease name or key may look like.
+//! - [`duration`]: `30s`, `5m`, `1h30m` — the one duration syntax of the CLI and config.
+//! - [`lease`]: holders, leases and the requests that change them.
+//! - [`kv`]: versioned keys and their change events.
+//! - [`error`]: the failure classes every layer reports (mapped to exit codes by the binary,
+//!   to HTTP statuses by the server, each in one place).
+//!
+//! **Architecture invariant:** this crate does no IO and never reads the clock. Times are
+//! passed in as milliseconds since the Unix epoch *of the store's clock*; a caller's clock is
+//! never used to decide expiry.
+
+pub mod duration;
+pub mod error;
+pub mod kv;
+pub mod lease;
+pub mod name;
+
+pub use error::{Error, ErrorKind, Result};
+
+/// Milliseconds since the Unix epoch, as read from the store's clock.
+pub type Millis = i64;
+
+/// An input that does not have the expected form. The message says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ParseError {
+    pub message: String,
+}
+
+impl ParseError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ParseError> for Error {
+    fn from(err: ParseError) -> Self {
+        Error::new(ErrorKind::BadInput, err.message)
+    }
+}

@@ -1,0 +1,34 @@
+//! Processes, portably.
+//!
+//! Three things arbiter needs from the operating system, behind one small API:
+//!
+//! - **Identity** ([`host_name`], [`boot_id`], [`current_pid`], [`process_start_time`],
+//!   [`holder_for`]): enough to name a process unambiguously. A pid alone is not: pids are
+//!   reused, and they restart at every boot. Host, boot id, pid and the process's start time
+//!   together are.
+//! - **Liveness** ([`liveness`], [`group_alive`]): whether the holder of a lease is still
+//!   there, so that a lease whose holder is gone from this host can be taken over at once
+//!   instead of after its TTL. A holder on another host is [`Liveness::Unknown`]: only its
+//!   TTL can tell.
+//! - **Guarded commands** ([`spawn_guarded`], [`GuardedChild`]): a command whose whole
+//!   process tree dies with its owner, and that the owner can stop as a whole (TERM, then
+//!   KILL) — what `arbiter lock -- CMD…` needs when the lease is lost or arbiter dies. The
+//!   design of each platform is described in the module `guarded`.
+//!
+//! Linux is fully supported and tested. macOS and Windows code paths are kept small, behind
+//! `#[cfg]`, and are not compiled in this repository's CI.
+
+#[cfg(not(any(unix, windows)))]
+compile_error!("arbiter-process supports unix and windows only");
+
+mod guarded;
+mod identity;
+mod liveness;
+#[cfg(target_os = "linux")]
+mod procfs;
+
+pub use guarded::{GUARD_SUBCOMMAND, GuardedChild, exit_code, spawn_guarded};
+#[cfg(unix)]
+pub use guarded::{guard_main, run_guard};
+pub use identity::{boot_id, current_pid, holder_for, host_name, parent_pid, process_start_time};
+pub use liveness::{Liveness, group_alive, liveness};

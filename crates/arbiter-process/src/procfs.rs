@@ -1,0 +1,136 @@
+//! Reading `/proc` (Linux only).
+
+use std::fs;
+
+/// The fields of `/proc/<pid>/stat` that arbiter uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// Field 3: `R`, `S`, `D`, `Z` (zombie), `X` (dead), …
+    pub state: char,
+    /// Field 5: the process group id.
+    pub pgrp: i64,
+    /// Field 22: start time, in clock ticks since boot.
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// A zombie (exited, not yet reaped) or dead process: it runs no more code.
+    pub fn is_gone(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Parses one `/proc/<pid>/stat` line.
+///
+/// Field 2 (`comm`, the command name) is in parentheses and may itself contain spaces and
+/// parentheses, so the fields after it are found after the **last** `)` of the line.
+pub(crate) fn parse_stat(line: &str) -> Option<ProcStat> {
+    let (_, rest) = line.rsplit_once(')')?;
+    let mut fields = rest.split_ascii_whitespace();
+    // `rest` starts at field 3.
+    let state = fields.next()?;
+    let mut state_chars = state.chars();
+    let state_char = state_chars.next()?;
+    if state_chars.next().is_some() {
+        return None;
+    }
+    let _ppid = fields.next()?; // field 4
+    let pgrp = fields.next()?.parse().ok()?; // field 5
+    // Fields 6..=21 are 16 fields; field 22 comes after them.
+    let start_time = fields.nth(16)?.parse().ok()?;
+    Some(ProcStat {
+        state: state_char,
+        pgrp,
+        start_time,
+    })
+}
+
+/// Reads and parses `/proc/<pid>/stat`; `None` if there is no such process.
+pub(crate) fn stat(pid: u32) -> Option<ProcStat> {
+    let line = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&line)
+}
+
+/// Whether every process of group `pgid` that `/proc` shows is a zombie, and it shows at
+/// least one. `kill(-pgid, 0)` counts zombies as members, and orphaned zombies are reaped
+/// only when init gets to it (a second or more in some containers and VMs): a group of
+/// zombies runs no code, so for arbiter it is empty.
+pub(crate) fn group_has_only_zombies(pgid: u32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    let mut zombies = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // A process that vanished meanwhile is simply not a member any more.
+        let Some(st) = stat(pid) else { continue };
+        if st.pgrp != i64::from(pgid) {
+            continue;
+        }
+        if st.is_gone() {
+            zombies = true;
+        } else {
+            return false;
+        }
+    }
+    zombies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAIN: &str = "1234 (bash) S 1200 1234 1234 34816 5678 4194304 2961 31477 0 6 \
+                         4 3 37 22 20 0 1 0 987654 9437184 1312 18446744073709551615 1 1 0 0 \
+                         0 0 65536 3686404 1266761467 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0";
+
+    #[test]
+    fn parses_a_plain_line() {
+        let st = parse_stat(PLAIN).unwrap();
+        assert_eq!(
+            st,
+            ProcStat {
+                state: 'S',
+                pgrp: 1234,
+                start_time: 987654
+            }
+        );
+    }
+
+    #[test]
+    fn comm_with_spaces_and_parens() {
+        let line = "42 (a) b ) (c)) Z 1 77 77 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 \
+                    5555 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
+        let st = parse_stat(line).unwrap();
+        assert_eq!(
+            st,
+            ProcStat {
+                state: 'Z',
+                pgrp: 77,
+                start_time: 5555
+            }
+        );
+        assert!(st.is_gone());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(parse_stat(""), None);
+        assert_eq!(parse_stat("12 (x"), None);
+        assert_eq!(parse_stat("12 (x) S 1 2 3"), None);
+        assert_eq!(
+            parse_stat("12 (x) SS 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20"),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let st = stat(std::process::id()).unwrap();
+        assert!(!st.is_gone());
+        assert!(st.start_time > 0);
+    }
+}

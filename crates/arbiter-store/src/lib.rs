@@ -1,0 +1,79 @@
+//! The store: where all of arbiter's state lives.
+//!
+//! Layout:
+//! - [`url`]: how a store is named (`sqlite:///path.db`, a bare path, `postgres://…`).
+//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`]) plus
+//!   [`Changes`], the way a caller waits for the store to change without polling it hard.
+//! - `sqlite`: the embedded default backend (one file, WAL, many processes at once).
+//! - `postgres`: the backend for fleets that span machines.
+//!
+//! Both backends pass one conformance suite (`tests/it`).
+//!
+//! **Architecture invariant:** only this crate knows SQL. Every state change reads and
+//! writes in one transaction, and every time it decides with comes from the store's clock.
+
+pub mod api;
+mod postgres;
+mod sql;
+mod sqlite;
+pub mod url;
+
+use std::sync::Arc;
+
+pub use api::{Changes, KvStore, LeaseStore, Subscription, Topic};
+use arbiter_core::Result;
+pub use url::StoreUrl;
+
+/// The schema version this build writes. Opening a store migrates it up to this version; a
+/// store with a newer version is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// What `arbiter store info` prints.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoreInfo {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// The file path, or the Postgres URL without its password.
+    pub location: String,
+    pub schema_version: i64,
+}
+
+/// One backend: it implements every primitive's trait.
+pub trait Backend: Send + Sync + 'static {
+    fn info(&self) -> StoreInfo;
+    fn leases(&self) -> &dyn LeaseStore;
+    fn kv(&self) -> &dyn KvStore;
+    fn changes(&self) -> &dyn Changes;
+}
+
+/// A handle on an open, migrated store. Cheap to clone; every clone shares connections.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store named by `url`.
+    pub async fn open(url: &StoreUrl) -> Result<Store> {
+        let backend: Arc<dyn Backend> = match url {
+            StoreUrl::Sqlite { path, synchronous } => {
+                Arc::new(sqlite::SqliteStore::open(path.clone(), *synchronous).await?)
+            }
+            StoreUrl::Postgres { url, schema } => Arc::new(postgres::PgStore::open(url, schema.as_deref()).await?),
+        };
+        Ok(Store { backend })
+    }
+
+    pub fn info(&self) -> StoreInfo {
+        self.backend.info()
+    }
+    pub fn leases(&self) -> &dyn LeaseStore {
+        self.backend.leases()
+    }
+    pub fn kv(&self) -> &dyn KvStore {
+        self.backend.kv()
+    }
+    pub fn changes(&self) -> &dyn Changes {
+        self.backend.changes()
+    }
+}

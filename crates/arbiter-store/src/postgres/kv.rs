@@ -1,0 +1,160 @@
+//! Versioned keys on PostgreSQL. Every change first locks and bumps the one `revision` row,
+//! so changes commit in revision order and a watch reading by revision never skips one.
+
+use arbiter_core::kv::{EventType, IfVersion, KeyValue, KvEvent};
+use arbiter_core::{Error, ErrorKind, Result};
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+
+use super::{KV_CHANNEL, PgStore, execute, notify, pg_error, query};
+use crate::api::KvStore;
+use crate::sql::{check_if_version, event_kind, parse_event_kind};
+
+async fn next_revision(tx: &Transaction<'_>) -> Result<i64> {
+    Ok(query(
+        tx,
+        "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value",
+        &[],
+    )
+    .await?[0]
+        .get(0))
+}
+
+async fn current_version(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<Option<i64>> {
+    Ok(query(
+        tx,
+        "SELECT version FROM kv WHERE namespace = $1 AND key = $2",
+        &[&ns, &key],
+    )
+    .await?
+    .first()
+    .map(|row| row.get(0)))
+}
+
+async fn record_event(
+    tx: &Transaction<'_>,
+    revision: i64,
+    ns: &str,
+    key: &str,
+    kind: EventType,
+    value: Option<&str>,
+) -> Result<()> {
+    execute(
+        tx,
+        "INSERT INTO kv_events (revision, namespace, key, kind, value) VALUES ($1, $2, $3, $4, $5)",
+        &[&revision, &ns, &key, &event_kind(kind), &value],
+    )
+    .await
+    .map(drop)
+}
+
+fn key_value(row: &tokio_postgres::Row) -> KeyValue {
+    KeyValue {
+        key: row.get(0),
+        value: row.get(1),
+        version: row.get(2),
+        create_revision: row.get(3),
+    }
+}
+
+#[async_trait]
+impl KvStore for PgStore {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<KeyValue>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let rows = query(
+            &tx,
+            "SELECT key, value, version, create_revision FROM kv WHERE namespace = $1 AND key = $2",
+            &[&namespace, &key],
+        )
+        .await?;
+        Ok(rows.first().map(key_value))
+    }
+
+    async fn put(&self, namespace: &str, key: &str, value: &str, if_version: IfVersion) -> Result<i64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        // Lock the revision row first: it orders every change and serializes the check below.
+        let revision = next_revision(&tx).await?;
+        let current = current_version(&tx, namespace, key).await?;
+        check_if_version(key, current, if_version)?;
+        execute(
+            &tx,
+            "INSERT INTO kv (namespace, key, value, version, create_revision) VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, version = excluded.version",
+            &[&namespace, &key, &value, &revision],
+        )
+        .await?;
+        record_event(&tx, revision, namespace, key, EventType::Put, Some(value)).await?;
+        notify(&tx, KV_CHANNEL, &self.schema).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(revision)
+    }
+
+    async fn delete(&self, namespace: &str, key: &str, if_version: IfVersion) -> Result<i64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let revision = next_revision(&tx).await?;
+        let current = current_version(&tx, namespace, key).await?;
+        if current.is_none() && if_version.is_none_or(|v| v != 0) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no key {key:?} in namespace {namespace:?}"),
+            ));
+        }
+        check_if_version(key, current, if_version)?;
+        execute(
+            &tx,
+            "DELETE FROM kv WHERE namespace = $1 AND key = $2",
+            &[&namespace, &key],
+        )
+        .await?;
+        record_event(&tx, revision, namespace, key, EventType::Delete, None).await?;
+        notify(&tx, KV_CHANNEL, &self.schema).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(revision)
+    }
+
+    async fn list(&self, namespace: &str, prefix: &str) -> Result<Vec<KeyValue>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let rows = query(
+            &tx,
+            "SELECT key, value, version, create_revision FROM kv
+             WHERE namespace = $1 AND starts_with(key, $2) ORDER BY key COLLATE \"C\"",
+            &[&namespace, &prefix],
+        )
+        .await?;
+        Ok(rows.iter().map(key_value).collect())
+    }
+
+    async fn events(&self, namespace: &str, prefix: &str, from: i64, limit: usize) -> Result<Vec<KvEvent>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = query(
+            &tx,
+            "SELECT revision, key, kind, value FROM kv_events
+             WHERE namespace = $1 AND revision >= $2 AND starts_with(key, $3)
+             ORDER BY revision LIMIT $4",
+            &[&namespace, &from, &prefix, &limit],
+        )
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(KvEvent {
+                    version: row.get(0),
+                    key: row.get(1),
+                    kind: parse_event_kind(row.get(2))?,
+                    value: row.get(3),
+                })
+            })
+            .collect()
+    }
+
+    async fn revision(&self) -> Result<i64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        Ok(query(&tx, "SELECT value FROM revision WHERE id = 1", &[]).await?[0].get(0))
+    }
+}

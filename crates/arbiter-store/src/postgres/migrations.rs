@@ -1,0 +1,55 @@
+//! PostgreSQL schema migrations, applied in order on open under an advisory lock. The
+//! `arbiter_schema` table records the version reached. Never edit a migration that has shipped; add the next one.
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: leases and versioned keys.
+    r#"
+    CREATE TABLE lease_names (
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        slots      BIGINT NOT NULL,
+        last_token BIGINT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE lease_holders (
+        namespace   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        token       BIGINT NOT NULL,
+        holder      TEXT NOT NULL,
+        ttl_ms      BIGINT NOT NULL,
+        acquired_at BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL,
+        PRIMARY KEY (namespace, name, token)
+    );
+    CREATE TABLE lease_waiters (
+        ticket      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        namespace   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        holder      TEXT NOT NULL,
+        enqueued_at BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL
+    );
+    CREATE INDEX lease_waiters_by_name ON lease_waiters (namespace, name, ticket);
+    CREATE TABLE revision (
+        id    INT PRIMARY KEY CHECK (id = 1),
+        value BIGINT NOT NULL
+    );
+    INSERT INTO revision (id, value) VALUES (1, 0);
+    CREATE TABLE kv (
+        namespace       TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        value           TEXT NOT NULL,
+        version         BIGINT NOT NULL,
+        create_revision BIGINT NOT NULL,
+        PRIMARY KEY (namespace, key)
+    );
+    CREATE TABLE kv_events (
+        revision  BIGINT PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        kind      TEXT NOT NULL,
+        value     TEXT
+    );
+    CREATE INDEX kv_events_by_namespace ON kv_events (namespace, revision);
+    "#,
+];

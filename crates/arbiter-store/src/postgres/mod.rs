@@ -1,0 +1,295 @@
+//! The PostgreSQL backend, for fleets that span machines.
+//!
+//! Any number of arbiter processes on any number of hosts share one database (optionally
+//! one schema of it, `?schema=`). Connections come from a small pool. Every state change is
+//! one transaction that first locks the row it decides on (`SELECT … FOR UPDATE`), so
+//! concurrent requests for one name or one revision queue in the database; the store's
+//! clock is the server's (`clock_timestamp()`), read after that lock.
+//!
+//! Waiting for changes uses LISTEN/NOTIFY: writers `pg_notify` in the same transaction
+//! (delivered on commit), and one listening connection per handle wakes subscribers.
+
+mod kv;
+mod lease;
+mod migrations;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arbiter_core::{Error, Millis, Result};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::watch;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+use crate::api::{Changes, KvStore, LeaseStore, Subscription, Topic};
+use crate::url::redact;
+use crate::{Backend, SCHEMA_VERSION, StoreInfo};
+
+const POOL_SIZE: usize = 8;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const LEASES_CHANNEL: &str = "arbiter_leases";
+const KV_CHANNEL: &str = "arbiter_kv";
+
+pub(crate) struct PgStore {
+    location: String,
+    /// The schema, or `public`; also the NOTIFY payload, so two schemas do not wake each other.
+    schema: String,
+    config: tokio_postgres::Config,
+    pool: Pool,
+    listener: Mutex<Option<Listener>>,
+}
+
+/// One LISTEN connection and the counters it bumps, one per topic.
+#[derive(Clone)]
+struct Listener {
+    leases: watch::Receiver<u64>,
+    kv: watch::Receiver<u64>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropping the last clone drops the client, which ends the connection and its task.
+    _client: Arc<tokio_postgres::Client>,
+}
+
+impl PgStore {
+    pub(crate) async fn open(url: &str, schema: Option<&str>) -> Result<PgStore> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::bad_input(format!("invalid PostgreSQL URL {}: {e}", redact(url))))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if let Some(schema) = schema {
+            let options = format!("{} -c search_path={schema}", config.get_options().unwrap_or_default());
+            config.options(options.trim());
+        }
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| Error::internal(format!("cannot build PostgreSQL pool: {e}")))?;
+        let location = match schema {
+            Some(schema) => format!("{} (schema {schema})", redact(url)),
+            None => redact(url),
+        };
+        let store = PgStore {
+            location,
+            schema: schema.unwrap_or("public").to_string(),
+            config,
+            pool,
+            listener: Mutex::new(None),
+        };
+        store.migrate(schema).await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self, schema: Option<&str>) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("arbiter-migrate:{}", self.schema)],
+        )
+        .await
+        .map_err(pg_error)?;
+        if let Some(schema) = schema {
+            // The name was checked when the URL was parsed: lowercase letters, digits, _.
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS arbiter_schema (version BIGINT NOT NULL)")
+            .await
+            .map_err(pg_error)?;
+        let version: i64 = tx
+            .query_opt("SELECT version FROM arbiter_schema", &[])
+            .await
+            .map_err(pg_error)?
+            .map(|row| row.get(0))
+            .unwrap_or(0);
+        if version > SCHEMA_VERSION {
+            return Err(Error::unavailable(format!(
+                "PostgreSQL store {} has schema version {version}, newer than this arbiter's {SCHEMA_VERSION}: upgrade arbiter",
+                self.location
+            )));
+        }
+        for (index, sql) in migrations::MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| pg_error(e).context(format!("migration {}", index + 1)))?;
+        }
+        tx.execute("DELETE FROM arbiter_schema", &[]).await.map_err(pg_error)?;
+        tx.execute("INSERT INTO arbiter_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(|e| {
+            Error::unavailable(format!(
+                "cannot connect to PostgreSQL store {}: {}",
+                self.location,
+                pool_error_text(&e)
+            ))
+        })
+    }
+
+    fn listener(&self) -> Option<Listener> {
+        let guard = self.listener.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .clone()
+            .filter(|l| l.alive.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    async fn start_listener(&self) -> Result<Listener> {
+        let (client, mut connection) =
+            self.config.connect(NoTls).await.map_err(|e| {
+                Error::unavailable(format!("cannot connect to PostgreSQL store {}: {e}", self.location))
+            })?;
+        let (leases_tx, leases) = watch::channel(0u64);
+        let (kv_tx, kv) = watch::channel(0u64);
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let task_alive = alive.clone();
+        let schema = self.schema.clone();
+        tokio::spawn(async move {
+            // Ends when the connection does (error or server gone); subscribers then see
+            // only their timeouts until the next subscribe starts a new listener.
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) if n.payload() == schema => {
+                        let counter = if n.channel() == LEASES_CHANNEL {
+                            &leases_tx
+                        } else {
+                            &kv_tx
+                        };
+                        counter.send_modify(|c| *c += 1);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            task_alive.store(false, std::sync::atomic::Ordering::SeqCst);
+            // Wake everyone so they re-read rather than sleep through a lost notification.
+            leases_tx.send_modify(|c| *c += 1);
+            kv_tx.send_modify(|c| *c += 1);
+        });
+        client
+            .batch_execute(&format!("LISTEN {LEASES_CHANNEL}; LISTEN {KV_CHANNEL};"))
+            .await
+            .map_err(pg_error)?;
+        Ok(Listener {
+            leases,
+            kv,
+            alive,
+            _client: Arc::new(client),
+        })
+    }
+}
+
+/// Runs `sql` as a cached prepared statement.
+pub(crate) async fn query(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>> {
+    let stmt = tx.prepare_cached(sql).await.map_err(pg_error)?;
+    tx.query(&stmt, params).await.map_err(pg_error)
+}
+
+/// Runs `sql` as a cached prepared statement and returns the rows it changed.
+pub(crate) async fn execute(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64> {
+    let stmt = tx.prepare_cached(sql).await.map_err(pg_error)?;
+    tx.execute(&stmt, params).await.map_err(pg_error)
+}
+
+/// The store's clock: the server's, in milliseconds since the Unix epoch.
+pub(crate) async fn now_ms(tx: &deadpool_postgres::Transaction<'_>) -> Result<Millis> {
+    let rows = query(tx, "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint", &[]).await?;
+    Ok(rows[0].get(0))
+}
+
+pub(crate) async fn notify(tx: &deadpool_postgres::Transaction<'_>, channel: &str, schema: &str) -> Result<()> {
+    query(tx, "SELECT pg_notify($1, $2)", &[&channel, &schema])
+        .await
+        .map(drop)
+}
+
+pub(crate) fn pg_error(e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) => Error::internal(format!("PostgreSQL error {}: {}", db.code().code(), db.message())),
+        None => Error::unavailable(format!("PostgreSQL connection failed: {e}")),
+    }
+}
+
+fn pool_error_text(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+impl Backend for PgStore {
+    fn info(&self) -> StoreInfo {
+        StoreInfo {
+            backend: "postgres",
+            location: self.location.clone(),
+            schema_version: SCHEMA_VERSION,
+        }
+    }
+    fn leases(&self) -> &dyn LeaseStore {
+        self
+    }
+    fn kv(&self) -> &dyn KvStore {
+        self
+    }
+    fn changes(&self) -> &dyn Changes {
+        self
+    }
+}
+
+struct WatchSubscription(watch::Receiver<u64>);
+
+#[async_trait]
+impl Changes for PgStore {
+    async fn subscribe(&self, topic: Topic) -> Result<Box<dyn Subscription>> {
+        let listener = match self.listener() {
+            Some(listener) => listener,
+            None => {
+                let listener = self.start_listener().await?;
+                *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener.clone());
+                listener
+            }
+        };
+        let mut receiver = match topic {
+            Topic::Leases => listener.leases,
+            Topic::Kv => listener.kv,
+        };
+        receiver.mark_unchanged();
+        Ok(Box::new(WatchSubscription(receiver)))
+    }
+}
+
+#[async_trait]
+impl Subscription for WatchSubscription {
+    async fn wait(&mut self, timeout: Duration) -> Result<()> {
+        // A closed channel (listener gone) just means: wait out the timeout.
+        if let Ok(Err(_)) = tokio::time::timeout(timeout, self.0.changed()).await {
+            tokio::time::sleep(timeout).await;
+        }
+        Ok(())
+    }
+}

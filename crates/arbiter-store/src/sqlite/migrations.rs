@@ -1,0 +1,55 @@
+//! SQLite schema migrations, applied in order on open. `PRAGMA user_version` records the
+//! version reached. Never edit a migration that has shipped; add the next one.
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: leases and versioned keys.
+    r#"
+    CREATE TABLE lease_names (
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        slots      INTEGER NOT NULL,
+        last_token INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE lease_holders (
+        namespace   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        token       INTEGER NOT NULL,
+        holder      TEXT NOT NULL,
+        ttl_ms      INTEGER NOT NULL,
+        acquired_at INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name, token)
+    ) WITHOUT ROWID;
+    CREATE TABLE lease_waiters (
+        ticket      INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        holder      TEXT NOT NULL,
+        enqueued_at INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL
+    );
+    CREATE INDEX lease_waiters_by_name ON lease_waiters (namespace, name, ticket);
+    CREATE TABLE revision (
+        id    INTEGER PRIMARY KEY CHECK (id = 1),
+        value INTEGER NOT NULL
+    );
+    INSERT INTO revision (id, value) VALUES (1, 0);
+    CREATE TABLE kv (
+        namespace       TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        value           TEXT NOT NULL,
+        version         INTEGER NOT NULL,
+        create_revision INTEGER NOT NULL,
+        PRIMARY KEY (namespace, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE kv_events (
+        revision  INTEGER PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        kind      TEXT NOT NULL,
+        value     TEXT
+    );
+    CREATE INDEX kv_events_by_namespace ON kv_events (namespace, revision);
+    "#,
+];

@@ -1,0 +1,257 @@
+//! The embedded SQLite backend.
+//!
+//! One database file in WAL mode, shared directly by every arbiter process on the machine.
+//! rusqlite is blocking, so each operation runs on tokio's blocking pool with the handle's
+//! one connection; writers take SQLite's write lock up front (`BEGIN IMMEDIATE`), so a
+//! read-then-write transaction never fails half-way on a lock upgrade, and wait for each
+//! other through the busy timeout. The store's clock is this machine's clock, read inside
+//! the transaction.
+//!
+//! Waiting for changes: `PRAGMA data_version` on a second connection changes whenever
+//! another connection commits. A subscription polls it every few milliseconds — a read of
+//! shared memory, not of the database — which is the cheap wait SQLite allows (it has no
+//! LISTEN/NOTIFY).
+
+mod kv;
+mod lease;
+mod migrations;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arbiter_core::{Error, ErrorKind, Millis, Result};
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::api::{Changes, KvStore, LeaseStore, Subscription, Topic};
+use crate::url::Synchronous;
+use crate::{Backend, SCHEMA_VERSION, StoreInfo};
+
+/// How long a writer waits for the write lock before the store counts as unavailable.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a subscription looks at `data_version`.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+pub(crate) struct SqliteStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+    watcher: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    pub(crate) async fn open(path: PathBuf, synchronous: Synchronous) -> Result<SqliteStore> {
+        let open_path = path.clone();
+        let (conn, watcher) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut conn = open_connection(&open_path, synchronous)?;
+            migrate(&mut conn, &open_path)?;
+            let watcher = open_connection(&open_path, synchronous)?;
+            Ok((conn, watcher))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("SQLite open task failed: {e}")))??;
+        Ok(SqliteStore {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+            watcher: Arc::new(Mutex::new(watcher)),
+        })
+    }
+
+    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`) on the blocking pool; commits
+    /// when it returns `Ok(Commit(..))`, rolls back otherwise.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<Outcome<T>> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sqlite_error(&path, e))?;
+            match f(&tx)? {
+                Outcome::Commit(value) => {
+                    tx.commit().map_err(|e| sqlite_error(&path, e))?;
+                    Ok(value)
+                }
+                Outcome::Rollback(value) => {
+                    tx.rollback().map_err(|e| sqlite_error(&path, e))?;
+                    Ok(value)
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::internal(format!("SQLite task failed: {e}")))?
+    }
+
+    /// Runs `f` in a read transaction (one consistent snapshot) on the blocking pool.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(|e| sqlite_error(&path, e))?;
+            let value = f(&tx)?;
+            tx.commit().map_err(|e| sqlite_error(&path, e))?;
+            Ok(value)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("SQLite task failed: {e}")))?
+    }
+}
+
+/// What a write transaction does at its end. A transaction that changed nothing worth
+/// telling others rolls back, so it does not wake every waiter.
+pub(crate) enum Outcome<T> {
+    Commit(T),
+    Rollback(T),
+}
+
+fn open_connection(path: &std::path::Path, synchronous: Synchronous) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        let hint = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                format!(" (directory {} does not exist)", dir.display())
+            }
+            _ => String::new(),
+        };
+        Error::unavailable(format!("cannot open SQLite store {}{hint}: {e}", path.display()))
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sqlite_error(path, e))?;
+    let sync = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+    ))
+    .map_err(|e| sqlite_error(path, e))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sqlite_error(path, e))?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| sqlite_error(path, e))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::unavailable(format!(
+            "SQLite store {} has schema version {version}, newer than this arbiter's {SCHEMA_VERSION}: upgrade arbiter",
+            path.display()
+        )));
+    }
+    for (index, sql) in migrations::MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)
+            .map_err(|e| sqlite_error(path, e).context(format!("migration {}", index + 1)))?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+        .map_err(|e| sqlite_error(path, e))?;
+    tx.commit().map_err(|e| sqlite_error(path, e))
+}
+
+/// The store's clock: this machine's, in milliseconds since the Unix epoch.
+pub(crate) fn now_ms(tx: &Transaction<'_>) -> Result<Millis> {
+    tx.query_row("SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER)", [], |r| r.get(0))
+        .map_err(internal)
+}
+
+pub(crate) fn internal(e: rusqlite::Error) -> Error {
+    sqlite_error(std::path::Path::new(""), e)
+}
+
+fn sqlite_error(path: &std::path::Path, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
+    let kind = match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => ErrorKind::Unavailable,
+        Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
+            ErrorKind::Unavailable
+        }
+        Some(ErrorCode::NotADatabase) => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    };
+    let place = if path.as_os_str().is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", path.display())
+    };
+    Error::new(kind, format!("SQLite store error{place}: {e}"))
+}
+
+impl Backend for SqliteStore {
+    fn info(&self) -> StoreInfo {
+        StoreInfo {
+            backend: "sqlite",
+            location: self.path.display().to_string(),
+            schema_version: SCHEMA_VERSION,
+        }
+    }
+    fn leases(&self) -> &dyn LeaseStore {
+        self
+    }
+    fn kv(&self) -> &dyn KvStore {
+        self
+    }
+    fn changes(&self) -> &dyn Changes {
+        self
+    }
+}
+
+struct DataVersionSubscription {
+    watcher: Arc<Mutex<Connection>>,
+    seen: i64,
+}
+
+fn data_version(watcher: &Arc<Mutex<Connection>>) -> Result<i64> {
+    let conn = watcher.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+        .map_err(internal)
+}
+
+#[async_trait]
+impl Changes for SqliteStore {
+    async fn subscribe(&self, _topic: Topic) -> Result<Box<dyn Subscription>> {
+        let seen = data_version(&self.watcher)?;
+        Ok(Box::new(DataVersionSubscription {
+            watcher: self.watcher.clone(),
+            seen,
+        }))
+    }
+}
+
+#[async_trait]
+impl Subscription for DataVersionSubscription {
+    async fn wait(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Bounded: ends at the deadline at the latest.
+        loop {
+            let now = data_version(&self.watcher)?;
+            if now != self.seen {
+                self.seen = now;
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + POLL_INTERVAL)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn schema_version_matches_migrations() {
+        assert_eq!(super::migrations::MIGRATIONS.len() as i64, crate::SCHEMA_VERSION);
+    }
+}

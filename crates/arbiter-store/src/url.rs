@@ -1,0 +1,226 @@
+//! Naming a store.
+//!
+//! - `sqlite:///abs/path.db`, `sqlite://relative/path.db`, or a bare file path: SQLite.
+//!   `?synchronous=normal` trades durability on power loss for speed (default `full`:
+//!   every acknowledged write is on disk).
+//! - `postgres://user@host:port/db` or `postgresql://…`: PostgreSQL. `?schema=NAME` keeps
+//!   arbiter's tables in that schema (created if missing), so several fleets or test runs
+//!   share one database without meeting.
+//!
+//! Without `--store` or `ARBITER_STORE`, the store is `arbiter/arbiter.db` under the user's
+//! data directory (XDG on Linux, Application Support on macOS, %APPDATA% on Windows).
+
+use std::path::PathBuf;
+
+use arbiter_core::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite { path: PathBuf, synchronous: Synchronous },
+    Postgres { url: String, schema: Option<String> },
+}
+
+/// SQLite's `synchronous` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+const EXPECTED: &str = "expected sqlite:///path/to/file.db, a file path, or postgres://user@host/db";
+
+impl StoreUrl {
+    /// Parses a store URL; see the module documentation.
+    pub fn parse(text: &str) -> Result<StoreUrl> {
+        let bad = |why: String| Error::bad_input(format!("invalid store URL {text:?}: {why}; {EXPECTED}"));
+        if text.trim().is_empty() {
+            return Err(bad("it is empty".into()));
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return parse_postgres(text).map_err(bad);
+        }
+        let (path, query) = if let Some(rest) = text.strip_prefix("sqlite://") {
+            match rest.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (rest, None),
+            }
+        } else if let Some((scheme, _)) = text.split_once("://") {
+            return Err(bad(format!("unknown scheme {scheme:?}")));
+        } else {
+            (text, None)
+        };
+        if path.is_empty() {
+            return Err(bad("the SQLite file path is empty".into()));
+        }
+        let mut synchronous = Synchronous::Full;
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            match pair.split_once('=') {
+                Some(("synchronous", "full")) => synchronous = Synchronous::Full,
+                Some(("synchronous", "normal")) => synchronous = Synchronous::Normal,
+                Some(("synchronous", other)) => {
+                    return Err(bad(format!("synchronous={other:?}: expected full or normal")));
+                }
+                _ => return Err(bad(format!("unknown SQLite option {pair:?} (known: synchronous)"))),
+            }
+        }
+        Ok(StoreUrl::Sqlite {
+            path: PathBuf::from(path),
+            synchronous,
+        })
+    }
+
+    /// The default store: `arbiter/arbiter.db` under the user's data directory.
+    pub fn default_sqlite() -> Result<StoreUrl> {
+        let dir = dirs::data_dir().ok_or_else(|| {
+            Error::bad_input("no data directory is known for this user; pass --store or set ARBITER_STORE")
+        })?;
+        Ok(StoreUrl::Sqlite {
+            path: dir.join("arbiter").join("arbiter.db"),
+            synchronous: Synchronous::Full,
+        })
+    }
+
+    /// The URL to give child processes (`ARBITER_STORE`) so they open the same store.
+    pub fn to_url(&self) -> String {
+        match self {
+            StoreUrl::Sqlite { path, synchronous } => {
+                let path = path.display();
+                match synchronous {
+                    Synchronous::Full => format!("sqlite://{path}"),
+                    Synchronous::Normal => format!("sqlite://{path}?synchronous=normal"),
+                }
+            }
+            StoreUrl::Postgres { url, schema: None } => url.clone(),
+            StoreUrl::Postgres {
+                url,
+                schema: Some(schema),
+            } => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}schema={schema}")
+            }
+        }
+    }
+}
+
+fn parse_postgres(text: &str) -> std::result::Result<StoreUrl, String> {
+    let (base, query) = match text.split_once('?') {
+        Some((base, query)) => (base, query),
+        None => (text, ""),
+    };
+    let mut schema = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", value)) => {
+                let ok = !value.is_empty()
+                    && value.len() <= 63
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    && !value.as_bytes()[0].is_ascii_digit();
+                if !ok {
+                    return Err(format!(
+                        "schema={value:?}: expected 1-63 characters of a-z, 0-9 and _, not starting with a digit"
+                    ));
+                }
+                schema = Some(value.to_string());
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    // Let the driver check the rest now, so a bad URL is bad input, not "unavailable" later.
+    url.parse::<tokio_postgres::Config>().map_err(|e| format!("{e}"))?;
+    Ok(StoreUrl::Postgres { url, schema })
+}
+
+/// The URL with any password replaced by `***`, for printing.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses() {
+        assert_eq!(
+            StoreUrl::parse("sqlite:///tmp/a.db").unwrap(),
+            StoreUrl::Sqlite {
+                path: "/tmp/a.db".into(),
+                synchronous: Synchronous::Full
+            }
+        );
+        assert_eq!(
+            StoreUrl::parse("rel/a.db").unwrap(),
+            StoreUrl::Sqlite {
+                path: "rel/a.db".into(),
+                synchronous: Synchronous::Full
+            }
+        );
+        assert_eq!(
+            StoreUrl::parse("C:\\data\\a.db").unwrap(),
+            StoreUrl::Sqlite {
+                path: "C:\\data\\a.db".into(),
+                synchronous: Synchronous::Full
+            }
+        );
+        assert_eq!(
+            StoreUrl::parse("sqlite:///tmp/a.db?synchronous=normal").unwrap(),
+            StoreUrl::Sqlite {
+                path: "/tmp/a.db".into(),
+                synchronous: Synchronous::Normal
+            }
+        );
+        assert_eq!(
+            StoreUrl::parse("postgres://postgres@127.0.0.1/test?schema=t1&connect_timeout=3").unwrap(),
+            StoreUrl::Postgres {
+                url: "postgres://postgres@127.0.0.1/test?connect_timeout=3".into(),
+                schema: Some("t1".into())
+            }
+        );
+        for text in ["sqlite:///tmp/a.db?synchronous=normal", "postgres://u@h/db?schema=s"] {
+            assert_eq!(
+                StoreUrl::parse(&StoreUrl::parse(text).unwrap().to_url()).unwrap(),
+                StoreUrl::parse(text).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn rejects() {
+        for (text, why) in [
+            ("", "it is empty"),
+            ("mysql://x", "unknown scheme \"mysql\""),
+            ("sqlite://", "file path is empty"),
+            ("sqlite:///a.db?synchronous=off", "expected full or normal"),
+            ("sqlite:///a.db?mode=ro", "unknown SQLite option"),
+            ("postgres://h/db?schema=Bad-Name", "schema=\"Bad-Name\""),
+            ("postgres://h:notaport/db", "invalid store URL"),
+        ] {
+            let err = StoreUrl::parse(text).unwrap_err();
+            assert_eq!(err.kind, arbiter_core::ErrorKind::BadInput);
+            assert!(err.message.contains(why), "{text}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn redacts() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

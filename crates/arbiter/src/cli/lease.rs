@@ -1,0 +1,208 @@
+//! `arbiter lease …`: acquire, renew, release, list, show.
+
+use std::time::Duration;
+
+use arbiter_client::lease::{Acquire, describe};
+use arbiter_core::lease::{MAX_SLOTS, RenewRequest};
+use arbiter_core::{Error, Result};
+use clap::{Args, Subcommand};
+
+use super::output::{LeaseView, Output, timestamp};
+use super::{Global, parse_duration, parse_name, parse_prefix};
+use crate::exit;
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Take a place of a lease and print its fencing token.
+    ///
+    /// The holder recorded is the process that ran this command (your shell or script):
+    /// on this host, once that process is gone the lease is free for the next acquirer at
+    /// once; elsewhere, after its TTL. Renew before the TTL runs out, release when done.
+    Acquire(AcquireArgs),
+    /// Extend a held lease; a stale token fails with exit code 4 (lost).
+    Renew {
+        /// The lease name.
+        #[arg(value_parser = parse_name)]
+        name: String,
+        /// The fencing token `acquire` printed.
+        #[arg(long, value_parser = parse_token)]
+        token: i64,
+        /// New time to live from now (default: the lease's own TTL).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        ttl: Option<Duration>,
+    },
+    /// Release a held lease; a stale token fails with exit code 4 (lost).
+    Release {
+        /// The lease name.
+        #[arg(value_parser = parse_name)]
+        name: String,
+        /// The fencing token `acquire` printed.
+        #[arg(long, value_parser = parse_token)]
+        token: i64,
+    },
+    /// List the live holders of leases whose names start with PREFIX.
+    List {
+        /// Only names starting with this (default: all).
+        #[arg(value_parser = parse_prefix, default_value = "")]
+        prefix: String,
+    },
+    /// Show one lease: slots, last fencing token, holders and waiters.
+    Show {
+        /// The lease name.
+        #[arg(value_parser = parse_name)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AcquireArgs {
+    /// The lease name.
+    #[arg(value_parser = parse_name)]
+    pub name: String,
+    /// How long the lease lasts unless renewed.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub ttl: Duration,
+    /// Wait up to this long for a place, in arrival order (default: fail at once if held).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub wait: Option<Duration>,
+    /// Places of the lease: 1 is a lock, N a semaphore. Every holder must agree on N.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_SLOTS as i64))]
+    pub slots: u32,
+    /// Who is holding it, for people reading `lease show` (an agent name).
+    #[arg(long, value_name = "TEXT", default_value = "", value_parser = parse_agent)]
+    pub holder: String,
+}
+
+pub(super) fn parse_token(text: &str) -> std::result::Result<i64, String> {
+    match text.parse::<i64>() {
+        Ok(token) if token > 0 => Ok(token),
+        _ => Err(format!(
+            "invalid token {text:?}: expected the positive integer `lease acquire` printed"
+        )),
+    }
+}
+
+pub(super) fn parse_agent(text: &str) -> std::result::Result<String, String> {
+    if text.len() > 200 || text.chars().any(char::is_control) {
+        return Err(format!(
+            "invalid holder {text:?}: expected at most 200 characters, no control characters"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+impl AcquireArgs {
+    pub fn request(&self, namespace: &str, pid: u32) -> Result<Acquire> {
+        Ok(Acquire {
+            namespace: namespace.to_string(),
+            name: self.name.clone(),
+            holder: arbiter_process::holder_for(pid, &self.holder)?,
+            ttl: self.ttl,
+            slots: self.slots,
+            wait: self.wait,
+        })
+    }
+}
+
+pub async fn run(command: LeaseCommand, global: &Global, out: Output) -> Result<i32> {
+    let ns = &global.namespace;
+    match command {
+        LeaseCommand::Acquire(args) => {
+            // The holder is whoever asked: our parent (a shell or script), since this
+            // process ends right after printing the token.
+            let pid = arbiter_process::parent_pid()
+                .ok_or_else(|| Error::internal("cannot tell which process ran this command"))?;
+            let request = args.request(ns, pid)?;
+            let (store, _) = global.open().await?;
+            let granted = arbiter_client::lease::acquire(&store, request).await?;
+            if out.json {
+                out.print_json(&LeaseView::from(&granted.lease));
+            } else {
+                println!("{}", granted.lease.token);
+            }
+        }
+        LeaseCommand::Renew { name, token, ttl } => {
+            let (store, _) = global.open().await?;
+            let request = RenewRequest {
+                namespace: ns.clone(),
+                name,
+                token,
+                ttl,
+                pgid: None,
+            };
+            let lease = store.leases().renew(request).await?;
+            if out.json {
+                out.print_json(&LeaseView::from(&lease));
+            } else {
+                println!("{}", timestamp(lease.expires_at));
+            }
+        }
+        LeaseCommand::Release { name, token } => {
+            let (store, _) = global.open().await?;
+            store.leases().release(ns, &name, token).await?;
+            if out.json {
+                out.print_json(&serde_json::json!({ "name": name, "token": token, "released": true }));
+            }
+        }
+        LeaseCommand::List { prefix } => {
+            let (store, _) = global.open().await?;
+            let leases = store.leases().list(ns, &prefix).await?;
+            if out.json {
+                out.print_json(&leases.iter().map(LeaseView::from).collect::<Vec<_>>());
+            } else {
+                for lease in &leases {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        lease.name,
+                        lease.token,
+                        describe(&lease.holder),
+                        timestamp(lease.expires_at)
+                    );
+                }
+            }
+        }
+        LeaseCommand::Show { name } => {
+            let (store, _) = global.open().await?;
+            let info = store.leases().show(ns, &name).await?;
+            if out.json {
+                out.print_json(&serde_json::json!({
+                    "namespace": info.namespace,
+                    "name": info.name,
+                    "slots": info.slots,
+                    "last_token": info.last_token,
+                    "holders": info.holders.iter().map(LeaseView::from).collect::<Vec<_>>(),
+                    "waiters": info.waiters.iter().map(|w| serde_json::json!({
+                        "ticket": w.ticket,
+                        "holder": w.holder,
+                        "enqueued_at": timestamp(w.enqueued_at),
+                    })).collect::<Vec<_>>(),
+                }));
+            } else {
+                println!("name: {}", info.name);
+                println!("namespace: {}", info.namespace);
+                println!("slots: {}", info.slots);
+                println!("last token: {}", info.last_token);
+                if info.holders.is_empty() {
+                    println!("holders: none (free)");
+                }
+                for lease in &info.holders {
+                    println!(
+                        "holder: token {} {} since {} until {}",
+                        lease.token,
+                        describe(&lease.holder),
+                        timestamp(lease.acquired_at),
+                        timestamp(lease.expires_at)
+                    );
+                }
+                for waiter in &info.waiters {
+                    println!(
+                        "waiter: {} since {}",
+                        describe(&waiter.holder),
+                        timestamp(waiter.enqueued_at)
+                    );
+                }
+            }
+        }
+    }
+    Ok(exit::SUCCESS)
+}

@@ -1,0 +1,102 @@
+//! `arbiter lock NAME -- CMD…`: hold a lease while a command runs.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use arbiter_client::lock::{LockCommand, LockOutcome, run_locked};
+use arbiter_core::{Error, Result};
+use clap::Args;
+
+use super::lease::AcquireArgs;
+use super::output::{LeaseView, Output};
+use super::{Global, parse_duration};
+use crate::exit;
+
+/// Acquires NAME (waiting with --wait), runs CMD with ARBITER_LEASE_NAME,
+/// ARBITER_LEASE_TOKEN, ARBITER_NAMESPACE and ARBITER_STORE set, renews the lease while CMD
+/// runs, and releases it when CMD exits, exiting with CMD's code.
+///
+/// CMD runs in its own process group, which dies with this process. If the lease is lost
+/// (for example the store was unreachable until the TTL ran out), the whole group gets
+/// TERM, then KILL after --grace, and arbiter exits with code 4. On SIGINT or SIGTERM the
+/// group is stopped the same way and the lease released. Because CMD is in its own
+/// process group, it cannot read from the terminal.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct LockArgs {
+    #[command(flatten)]
+    acquire: AcquireArgs,
+    /// Time CMD gets to exit after TERM before it is killed.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    grace: Duration,
+    /// The command and its arguments (after --).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+pub async fn run(args: LockArgs, global: &Global, out: Output) -> Result<i32> {
+    let request = args
+        .acquire
+        .request(&global.namespace, arbiter_process::current_pid())?;
+    let guard_exe =
+        std::env::current_exe().map_err(|e| Error::internal(format!("cannot find the arbiter executable: {e}")))?;
+    let (store, url) = global.open().await?;
+    let granted = arbiter_client::lease::acquire(&store, request).await?;
+    if out.json {
+        // stdout belongs to CMD; the lease goes to stderr so scripts can still read it.
+        eprintln!(
+            "{}",
+            serde_json::to_string(&LeaseView::from(&granted.lease)).unwrap_or_default()
+        );
+    }
+    let lease = &granted.lease;
+    let env = vec![
+        (OsString::from("ARBITER_LEASE_NAME"), OsString::from(&lease.name)),
+        (
+            OsString::from("ARBITER_LEASE_TOKEN"),
+            OsString::from(lease.token.to_string()),
+        ),
+        (OsString::from("ARBITER_NAMESPACE"), OsString::from(&lease.namespace)),
+        (OsString::from("ARBITER_STORE"), OsString::from(url.to_url())),
+    ];
+    let command = LockCommand {
+        argv: args.command,
+        env,
+        guard_exe,
+        grace: args.grace,
+    };
+    match run_locked(&store, &granted, command, shutdown_signal()).await? {
+        LockOutcome::Exited(status) => Ok(arbiter_process::exit_code(&status)),
+        LockOutcome::Interrupted(status) => {
+            let code = arbiter_process::exit_code(&status);
+            Ok(if code == 0 { 130 } else { code })
+        }
+        LockOutcome::Lost(err) => {
+            out.error(&err);
+            Ok(exit::code(err.kind))
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,194 @@
+//! The command line: global options, one module per command group, and the output
+//! conventions (`output`).
+
+mod kv;
+mod lease;
+mod lock;
+mod output;
+mod store;
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use arbiter_core::{Error, Result};
+use arbiter_store::{Store, StoreUrl};
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit;
+use output::Output;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 internal error, 2 bad input, 3 held or conflict, 4 lost,
+5 not found, 6 store unavailable. `arbiter lock` exits with its command's code.
+
+Names (leases, keys): 1-255 characters of ASCII letters, digits and . _ - / : @
+Durations: 250ms, 30s, 5m, 1h30m, 2d.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "arbiter",
+    version,
+    about = "Coordination for fleets of AI agent loops: leases with fencing, versioned keys, one store.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The store: sqlite:///path.db, a file path, or postgres://user@host/db[?schema=NAME].
+    /// Default: arbiter/arbiter.db under your data directory.
+    #[arg(long, global = true, env = "ARBITER_STORE", value_name = "URL")]
+    store: Option<String>,
+    /// The namespace every object lives in (1-63 of a-z, 0-9, -, _).
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "ARBITER_NAMESPACE",
+        default_value = arbiter_core::name::DEFAULT_NAMESPACE,
+        value_parser = parse_namespace
+    )]
+    namespace: String,
+    /// Print machine-readable JSON (errors too: {"error": CODE, "message": TEXT}).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Leases: locks and semaphores with TTLs and fencing tokens.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
+    /// Run a command while holding a lease; stop it if the lease is lost.
+    Lock(lock::LockArgs),
+    /// Versioned keys with compare-and-swap and watches.
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
+    /// The store itself: which one, and its schema.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+}
+
+/// Parses the command line, runs the command, and returns the exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let json = args.iter().any(|a| a == "--json");
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind as K;
+            if matches!(
+                err.kind(),
+                K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+            ) || !json
+            {
+                let _ = err.print();
+                return if err.use_stderr() {
+                    exit::BAD_INPUT
+                } else {
+                    exit::SUCCESS
+                };
+            }
+            let message = err.render().to_string();
+            let first = message.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            Output { json }.error(&Error::bad_input(first));
+            return exit::BAD_INPUT;
+        }
+    };
+    init_tracing();
+    let out = Output { json: cli.global.json };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            out.error(&Error::internal(format!("cannot start the async runtime: {e}")));
+            return 1;
+        }
+    };
+    match runtime.block_on(run(cli, out)) {
+        Ok(code) => code,
+        Err(err) => {
+            out.error(&err);
+            exit::code(err.kind)
+        }
+    }
+}
+
+async fn run(cli: Cli, out: Output) -> Result<i32> {
+    let global = cli.global;
+    match cli.command {
+        Command::Lease(command) => lease::run(command, &global, out).await,
+        Command::Lock(args) => lock::run(args, &global, out).await,
+        Command::Kv(command) => kv::run(command, &global, out).await,
+        Command::Store(command) => store::run(command, &global, out).await,
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ARBITER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+impl Global {
+    /// The store URL given, or the default one.
+    fn store_url(&self) -> Result<StoreUrl> {
+        match &self.store {
+            Some(text) => StoreUrl::parse(text).map_err(|e| e.context("--store")),
+            None => StoreUrl::default_sqlite(),
+        }
+    }
+
+    /// Opens (and migrates) the store.
+    async fn open(&self) -> Result<(Store, StoreUrl)> {
+        let url = self.store_url()?;
+        if let (None, StoreUrl::Sqlite { path, .. }) = (&self.store, &url)
+            && let Some(dir) = path.parent()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::unavailable(format!("cannot create the data directory {}: {e}", dir.display())))?;
+        }
+        Ok((Store::open(&url).await?, url))
+    }
+}
+
+fn parse_namespace(text: &str) -> std::result::Result<String, String> {
+    arbiter_core::name::validate_namespace(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.message)
+}
+
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    arbiter_core::duration::parse_duration(text).map_err(|e| e.message)
+}
+
+pub(crate) fn parse_name(text: &str) -> std::result::Result<String, String> {
+    arbiter_core::name::validate_name("name", text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.message)
+}
+
+pub(crate) fn parse_prefix(text: &str) -> std::result::Result<String, String> {
+    arbiter_core::name::validate_prefix("prefix", text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

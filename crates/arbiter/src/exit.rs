@@ -1,0 +1,31 @@
+//! Exit codes: the one place where a failure kind becomes a number.
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | success |
+//! | 1 | internal error (a bug, a corrupt store, an OS failure) |
+//! | 2 | bad input: a flag, name, duration, URL or config was malformed |
+//! | 3 | held or conflict: the lease is held by someone else (or the wait ran out); a compare-and-swap did not match |
+//! | 4 | lost: the lease token is stale, or `arbiter lock` lost its lease and stopped the command |
+//! | 5 | not found |
+//! | 6 | store unavailable: it could not be opened or reached |
+//!
+//! `arbiter lock` exits with its command's code when the command ends by itself (128 +
+//! signal number when a signal ended it), so those codes can overlap with the ones above;
+//! the lock's own failures are also reported on stderr (or as JSON with `--json`).
+
+use arbiter_core::ErrorKind;
+
+pub const SUCCESS: i32 = 0;
+pub const BAD_INPUT: i32 = 2;
+
+pub fn code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::BadInput => BAD_INPUT,
+        ErrorKind::Held | ErrorKind::Conflict => 3,
+        ErrorKind::Lost => 4,
+        ErrorKind::NotFound => 5,
+        ErrorKind::Unavailable => 6,
+        _ => 1,
+    }
+}
