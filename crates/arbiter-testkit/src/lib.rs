@@ -130,3 +130,29 @@ impl Default for TempSqlite {
         Self::new()
     }
 }
+
+/// Declares a module `$name` with two tokio tests, `sqlite` and `postgres`, each calling
+/// `$body(store_url: String)` on a fresh store of that backend. The Postgres one returns
+/// early (after printing SKIPPED) when no server is reachable outside CI.
+#[macro_export]
+macro_rules! each_backend {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = $crate::TempSqlite::new();
+                ($body)(dir.url()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(url) = $crate::postgres_url(stringify!($name)).await {
+                    ($body)(url).await;
+                }
+            }
+        }
+    };
+}

@@ -18,19 +18,10 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A fresh SQLite store, and the temp dir that must outlive it (kept by the caller:
-    /// a test body's `async move` captures only the fields it uses).
-    pub async fn sqlite() -> (Harness, arbiter_testkit::TempSqlite) {
-        let dir = arbiter_testkit::TempSqlite::new();
-        let url = StoreUrl::parse(&dir.url()).unwrap();
+    pub async fn open(url: &str) -> Harness {
+        let url = StoreUrl::parse(url).unwrap();
         let store = Store::open(&url).await.unwrap();
-        (Harness { url, store }, dir)
-    }
-
-    pub async fn postgres(test: &str) -> Option<Harness> {
-        let url = StoreUrl::parse(&arbiter_testkit::postgres_url(test).await?).unwrap();
-        let store = Store::open(&url).await.unwrap();
-        Some(Harness { url, store })
+        Harness { url, store }
     }
 
     /// A second, independent handle on the same store (its own connections).
@@ -42,22 +33,9 @@ impl Harness {
 /// Declares a test that runs `body(harness)` on every backend.
 macro_rules! conformance {
     ($name:ident, $body:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let (harness, _dir) = crate::Harness::sqlite().await;
-                ($body)(harness).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(harness) = crate::Harness::postgres(stringify!($name)).await {
-                    ($body)(harness).await;
-                }
-            }
-        }
+        arbiter_testkit::each_backend!($name, |url: String| async move {
+            ($body)(crate::Harness::open(&url).await).await
+        });
     };
 }
 pub(crate) use conformance;
