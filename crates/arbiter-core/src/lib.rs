@@ -5,6 +5,7 @@
 //! - [`duration`]: `30s`, `5m`, `1h30m` — the one duration syntax of the CLI and config.
 //! - [`lease`]: holders, leases and the requests that change them.
 //! - [`kv`]: versioned keys and their change events.
+//! - [`log`]: append-only streams, idempotent appends, consumers.
 //! - [`error`]: the failure classes every layer reports (mapped to exit codes by the binary,
 //!   to HTTP statuses by the server, each in one place).
 //!
@@ -16,6 +17,7 @@ pub mod duration;
 pub mod error;
 pub mod kv;
 pub mod lease;
+pub mod log;
 pub mod name;
 
 pub use error::{Error, ErrorKind, Result};

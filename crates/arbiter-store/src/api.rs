@@ -7,6 +7,7 @@ use std::time::Duration;
 use arbiter_core::Result;
 use arbiter_core::kv::{IfVersion, KeyValue, KvEvent};
 use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Lease, LeaseInfo, RenewRequest};
+use arbiter_core::log::{Appended, ConsumerInfo, NewRecord, Record, StreamInfo};
 use async_trait::async_trait;
 
 #[async_trait]
@@ -44,11 +45,28 @@ pub trait KvStore: Send + Sync {
     async fn revision(&self) -> Result<i64>;
 }
 
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    /// Appends a record (validated by the caller) in one transaction. A known idempotency
+    /// key writes nothing and returns the first append's offset.
+    async fn append(&self, record: NewRecord) -> Result<Appended>;
+    /// Records at offsets `>= from`, oldest first, at most `limit`.
+    async fn read(&self, namespace: &str, stream: &str, from: i64, limit: usize) -> Result<Vec<Record>>;
+    /// The streams of a namespace, by name.
+    async fn streams(&self, namespace: &str) -> Result<Vec<StreamInfo>>;
+    /// Sets a consumer's committed offset (the next offset it will read). An offset past
+    /// the end of the stream is bad input.
+    async fn commit(&self, namespace: &str, stream: &str, consumer: &str, offset: i64) -> Result<ConsumerInfo>;
+    /// The consumers of a stream, by name.
+    async fn consumers(&self, namespace: &str, stream: &str) -> Result<Vec<ConsumerInfo>>;
+}
+
 /// What a waiter waits on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
     Leases,
     Kv,
+    Log,
 }
 
 /// A way to wait until the store may have changed, without hammering it.

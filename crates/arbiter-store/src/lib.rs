@@ -2,7 +2,7 @@
 //!
 //! Layout:
 //! - [`url`]: how a store is named (`sqlite:///path.db`, a bare path, `postgres://…`).
-//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`]) plus
+//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`]) plus
 //!   [`Changes`], the way a caller waits for the store to change without polling it hard.
 //! - `sqlite`: the embedded default backend (one file, WAL, many processes at once).
 //! - `postgres`: the backend for fleets that span machines.
@@ -20,13 +20,13 @@ pub mod url;
 
 use std::sync::Arc;
 
-pub use api::{Changes, KvStore, LeaseStore, Subscription, Topic};
+pub use api::{Changes, KvStore, LeaseStore, LogStore, Subscription, Topic};
 use arbiter_core::Result;
 pub use url::StoreUrl;
 
 /// The schema version this build writes. Opening a store migrates it up to this version; a
 /// store with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// What `arbiter store info` prints.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -43,6 +43,7 @@ pub trait Backend: Send + Sync + 'static {
     fn info(&self) -> StoreInfo;
     fn leases(&self) -> &dyn LeaseStore;
     fn kv(&self) -> &dyn KvStore;
+    fn log(&self) -> &dyn LogStore;
     fn changes(&self) -> &dyn Changes;
 }
 
@@ -72,6 +73,9 @@ impl Store {
     }
     pub fn kv(&self) -> &dyn KvStore {
         self.backend.kv()
+    }
+    pub fn log(&self) -> &dyn LogStore {
+        self.backend.log()
     }
     pub fn changes(&self) -> &dyn Changes {
         self.backend.changes()

@@ -65,3 +65,18 @@ pub(crate) fn parse_event_kind(text: &str) -> Result<arbiter_core::kv::EventType
         other => Err(Error::internal(format!("corrupt key event kind {other:?}"))),
     }
 }
+
+pub(crate) fn encode_tags(tags: &std::collections::BTreeMap<String, String>) -> String {
+    serde_json::to_string(tags).expect("tags always serialize")
+}
+
+pub(crate) fn decode_tags(text: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    serde_json::from_str(text).map_err(|e| Error::internal(format!("corrupt record tags {text:?}: {e}")))
+}
+
+/// The message of a consumer commit past the end of its stream, the same on every backend.
+pub(crate) fn commit_out_of_range(stream: &str, offset: i64, next_offset: i64) -> Error {
+    Error::bad_input(format!(
+        "offset {offset} is outside stream {stream:?}: a consumer offset is the next offset to read, 0 to {next_offset}"
+    ))
+}

@@ -6,8 +6,9 @@ use arbiter_core::{Error, ErrorKind, Result};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 
-use super::{KV_CHANNEL, PgStore, execute, notify, pg_error, query};
+use super::{PgStore, execute, notify, pg_error, query};
 use crate::api::KvStore;
+use crate::api::Topic;
 use crate::sql::{check_if_version, event_kind, parse_event_kind};
 
 async fn next_revision(tx: &Transaction<'_>) -> Result<i64> {
@@ -86,7 +87,7 @@ impl KvStore for PgStore {
         )
         .await?;
         record_event(&tx, revision, namespace, key, EventType::Put, Some(value)).await?;
-        notify(&tx, KV_CHANNEL, &self.schema).await?;
+        notify(&tx, Topic::Kv, &self.schema).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(revision)
     }
@@ -110,7 +111,7 @@ impl KvStore for PgStore {
         )
         .await?;
         record_event(&tx, revision, namespace, key, EventType::Delete, None).await?;
-        notify(&tx, KV_CHANNEL, &self.schema).await?;
+        notify(&tx, Topic::Kv, &self.schema).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(revision)
     }

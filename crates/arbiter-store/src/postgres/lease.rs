@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
-use super::{LEASES_CHANNEL, PgStore, execute, notify, now_ms, pg_error, query};
+use super::{PgStore, execute, notify, now_ms, pg_error, query};
 use crate::api::LeaseStore;
+use crate::api::Topic;
 use crate::sql::{decode_holder, encode_holder, lost, ms, waiter_expiry, waiter_needs_refresh};
 
 const HOLDER_COLUMNS: &str = "h.token, h.holder, n.slots, h.ttl_ms, h.acquired_at, h.expires_at, h.name";
@@ -190,7 +191,7 @@ impl LeaseStore for PgStore {
         let tx = client.transaction().await.map_err(pg_error)?;
         let (outcome, moved) = self.acquire_tx(&tx, request).await?;
         if moved {
-            notify(&tx, LEASES_CHANNEL, &self.schema).await?;
+            notify(&tx, Topic::Leases, &self.schema).await?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(outcome)
@@ -253,7 +254,7 @@ impl LeaseStore for PgStore {
         if deleted == 0 {
             return Err(lost(name, token));
         }
-        notify(&tx, LEASES_CHANNEL, &self.schema).await?;
+        notify(&tx, Topic::Leases, &self.schema).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -267,7 +268,7 @@ impl LeaseStore for PgStore {
         )
         .await?;
         if deleted > 0 {
-            notify(&tx, LEASES_CHANNEL, &self.schema).await?;
+            notify(&tx, Topic::Leases, &self.schema).await?;
         }
         tx.commit().await.map_err(pg_error)
     }
@@ -281,7 +282,7 @@ impl LeaseStore for PgStore {
             &format!(
                 "SELECT {HOLDER_COLUMNS} FROM lease_holders h JOIN lease_names n USING (namespace, name)
                  WHERE h.namespace = $1 AND starts_with(h.name, $2) AND h.expires_at > $3
-                 ORDER BY h.name, h.token"
+                 ORDER BY h.name COLLATE \"C\", h.token"
             ),
             &[&namespace, &prefix, &now],
         )

@@ -52,4 +52,37 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX kv_events_by_namespace ON kv_events (namespace, revision);
     "#,
+    // 2: append-only streams and their consumers.
+    r#"
+    CREATE TABLE log_streams (
+        namespace   TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        next_offset BIGINT NOT NULL,
+        PRIMARY KEY (namespace, stream)
+    );
+    CREATE TABLE log_records (
+        namespace       TEXT NOT NULL,
+        stream          TEXT NOT NULL,
+        "offset"        BIGINT NOT NULL,
+        kind            TEXT NOT NULL,
+        author          TEXT NOT NULL,
+        created_at      BIGINT NOT NULL,
+        body            TEXT NOT NULL,
+        content_type    TEXT NOT NULL,
+        tags            TEXT NOT NULL,
+        trace_id        TEXT,
+        idempotency_key TEXT,
+        PRIMARY KEY (namespace, stream, "offset")
+    );
+    CREATE UNIQUE INDEX log_records_by_key ON log_records (namespace, stream, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE TABLE log_consumers (
+        namespace  TEXT NOT NULL,
+        stream     TEXT NOT NULL,
+        consumer   TEXT NOT NULL,
+        "offset"   BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (namespace, stream, consumer)
+    );
+    "#,
 ];

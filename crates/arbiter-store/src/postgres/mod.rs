@@ -11,6 +11,7 @@
 
 mod kv;
 mod lease;
+mod log;
 mod migrations;
 
 use std::sync::{Arc, Mutex};
@@ -23,14 +24,26 @@ use tokio::sync::watch;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
-use crate::api::{Changes, KvStore, LeaseStore, Subscription, Topic};
+use crate::api::{Changes, KvStore, LeaseStore, LogStore, Subscription, Topic};
 use crate::url::redact;
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
 const POOL_SIZE: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const LEASES_CHANNEL: &str = "arbiter_leases";
-const KV_CHANNEL: &str = "arbiter_kv";
+/// Every topic, with the NOTIFY channel that carries it.
+const CHANNELS: [(Topic, &str); 3] = [
+    (Topic::Leases, "arbiter_leases"),
+    (Topic::Kv, "arbiter_kv"),
+    (Topic::Log, "arbiter_log"),
+];
+
+pub(crate) fn channel(topic: Topic) -> &'static str {
+    CHANNELS
+        .iter()
+        .find(|(t, _)| *t == topic)
+        .map(|(_, c)| *c)
+        .expect("every topic has a channel")
+}
 
 pub(crate) struct PgStore {
     location: String,
@@ -44,8 +57,7 @@ pub(crate) struct PgStore {
 /// One LISTEN connection and the counters it bumps, one per topic.
 #[derive(Clone)]
 struct Listener {
-    leases: watch::Receiver<u64>,
-    kv: watch::Receiver<u64>,
+    counters: Vec<(Topic, watch::Receiver<u64>)>,
     alive: Arc<std::sync::atomic::AtomicBool>,
     /// Dropping the last clone drops the client, which ends the connection and its task.
     _client: Arc<tokio_postgres::Client>,
@@ -153,8 +165,13 @@ impl PgStore {
             self.config.connect(NoTls).await.map_err(|e| {
                 Error::unavailable(format!("cannot connect to PostgreSQL store {}: {e}", self.location))
             })?;
-        let (leases_tx, leases) = watch::channel(0u64);
-        let (kv_tx, kv) = watch::channel(0u64);
+        let (senders, counters): (Vec<_>, Vec<_>) = CHANNELS
+            .iter()
+            .map(|(topic, name)| {
+                let (sender, receiver) = watch::channel(0u64);
+                ((*name, sender), (*topic, receiver))
+            })
+            .unzip();
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let task_alive = alive.clone();
         let schema = self.schema.clone();
@@ -164,12 +181,9 @@ impl PgStore {
             while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 match message {
                     Ok(AsyncMessage::Notification(n)) if n.payload() == schema => {
-                        let counter = if n.channel() == LEASES_CHANNEL {
-                            &leases_tx
-                        } else {
-                            &kv_tx
-                        };
-                        counter.send_modify(|c| *c += 1);
+                        for (_, sender) in senders.iter().filter(|(name, _)| *name == n.channel()) {
+                            sender.send_modify(|c| *c += 1);
+                        }
                     }
                     Ok(_) => {}
                     Err(_) => break,
@@ -177,16 +191,21 @@ impl PgStore {
             }
             task_alive.store(false, std::sync::atomic::Ordering::SeqCst);
             // Wake everyone so they re-read rather than sleep through a lost notification.
-            leases_tx.send_modify(|c| *c += 1);
-            kv_tx.send_modify(|c| *c += 1);
+            for (_, sender) in &senders {
+                sender.send_modify(|c| *c += 1);
+            }
         });
         client
-            .batch_execute(&format!("LISTEN {LEASES_CHANNEL}; LISTEN {KV_CHANNEL};"))
+            .batch_execute(
+                &CHANNELS
+                    .iter()
+                    .map(|(_, name)| format!("LISTEN {name};"))
+                    .collect::<String>(),
+            )
             .await
             .map_err(pg_error)?;
         Ok(Listener {
-            leases,
-            kv,
+            counters,
             alive,
             _client: Arc::new(client),
         })
@@ -219,8 +238,9 @@ pub(crate) async fn now_ms(tx: &deadpool_postgres::Transaction<'_>) -> Result<Mi
     Ok(rows[0].get(0))
 }
 
-pub(crate) async fn notify(tx: &deadpool_postgres::Transaction<'_>, channel: &str, schema: &str) -> Result<()> {
-    query(tx, "SELECT pg_notify($1, $2)", &[&channel, &schema])
+/// Wakes the subscribers of `topic` when the transaction commits.
+pub(crate) async fn notify(tx: &deadpool_postgres::Transaction<'_>, topic: Topic, schema: &str) -> Result<()> {
+    query(tx, "SELECT pg_notify($1, $2)", &[&channel(topic), &schema])
         .await
         .map(drop)
 }
@@ -256,6 +276,9 @@ impl Backend for PgStore {
     fn kv(&self) -> &dyn KvStore {
         self
     }
+    fn log(&self) -> &dyn LogStore {
+        self
+    }
     fn changes(&self) -> &dyn Changes {
         self
     }
@@ -274,10 +297,12 @@ impl Changes for PgStore {
                 listener
             }
         };
-        let mut receiver = match topic {
-            Topic::Leases => listener.leases,
-            Topic::Kv => listener.kv,
-        };
+        let mut receiver = listener
+            .counters
+            .into_iter()
+            .find(|(t, _)| *t == topic)
+            .map(|(_, receiver)| receiver)
+            .expect("every topic has a counter");
         receiver.mark_unchanged();
         Ok(Box::new(WatchSubscription(receiver)))
     }

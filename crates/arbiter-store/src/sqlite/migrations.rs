@@ -52,4 +52,37 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX kv_events_by_namespace ON kv_events (namespace, revision);
     "#,
+    // 2: append-only streams and their consumers.
+    r#"
+    CREATE TABLE log_streams (
+        namespace   TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        next_offset INTEGER NOT NULL,
+        PRIMARY KEY (namespace, stream)
+    ) WITHOUT ROWID;
+    CREATE TABLE log_records (
+        namespace       TEXT NOT NULL,
+        stream          TEXT NOT NULL,
+        "offset"        INTEGER NOT NULL,
+        kind            TEXT NOT NULL,
+        author          TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        body            TEXT NOT NULL,
+        content_type    TEXT NOT NULL,
+        tags            TEXT NOT NULL,
+        trace_id        TEXT,
+        idempotency_key TEXT,
+        PRIMARY KEY (namespace, stream, "offset")
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX log_records_by_key ON log_records (namespace, stream, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE TABLE log_consumers (
+        namespace  TEXT NOT NULL,
+        stream     TEXT NOT NULL,
+        consumer   TEXT NOT NULL,
+        "offset"   INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, stream, consumer)
+    ) WITHOUT ROWID;
+    "#,
 ];

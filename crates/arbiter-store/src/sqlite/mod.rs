@@ -14,6 +14,7 @@
 
 mod kv;
 mod lease;
+mod log;
 mod migrations;
 
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ use arbiter_core::{Error, ErrorKind, Millis, Result};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::api::{Changes, KvStore, LeaseStore, Subscription, Topic};
+use crate::api::{Changes, KvStore, LeaseStore, LogStore, Subscription, Topic};
 use crate::url::Synchronous;
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
@@ -200,6 +201,9 @@ impl Backend for SqliteStore {
         self
     }
     fn kv(&self) -> &dyn KvStore {
+        self
+    }
+    fn log(&self) -> &dyn LogStore {
         self
     }
     fn changes(&self) -> &dyn Changes {

@@ -5,6 +5,7 @@
 
 mod kv;
 mod lease;
+mod log;
 
 use std::time::Duration;
 
