@@ -22,9 +22,7 @@ pub fn boot_id() -> String {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        sysinfo::System::boot_time()
-            .map(|t| t.to_string())
-            .unwrap_or_default()
+        sysinfo::System::boot_time().map(|t| t.to_string()).unwrap_or_default()
     }
 }
 
@@ -37,9 +35,7 @@ pub fn current_pid() -> u32 {
 pub fn parent_pid() -> Option<u32> {
     #[cfg(unix)]
     {
-        u32::try_from(nix::unistd::getppid().as_raw())
-            .ok()
-            .filter(|&p| p != 0)
+        u32::try_from(nix::unistd::getppid().as_raw()).ok().filter(|&p| p != 0)
     }
     #[cfg(windows)]
     {
@@ -86,9 +82,8 @@ fn sysinfo_start_time(pid: u32) -> Option<u64> {
 ///
 /// Fails ([`Internal`](arbiter_core::ErrorKind::Internal)) if there is no such process.
 pub fn holder_for(pid: u32, agent: &str) -> Result<Holder> {
-    let start_time = process_start_time(pid).ok_or_else(|| {
-        Error::internal(format!("cannot identify process {pid}: no such process"))
-    })?;
+    let start_time = process_start_time(pid)
+        .ok_or_else(|| Error::internal(format!("cannot identify process {pid}: no such process")))?;
     Ok(Holder {
         host: host_name(),
         boot_id: boot_id(),

@@ -13,7 +13,7 @@
 //! - **Guarded commands** ([`spawn_guarded`], [`GuardedChild`]): a command whose whole
 //!   process tree dies with its owner, and that the owner can stop as a whole (TERM, then
 //!   KILL) — what `arbiter lock -- CMD…` needs when the lease is lost or arbiter dies. The
-//!   design of each platform is described in the module `guarded`.
+//!   design, per platform, is written at the top of `src/guarded/mod.rs`.
 //!
 //! Linux is fully supported and tested. macOS and Windows code paths are kept small, behind
 //! `#[cfg]`, and are not compiled in this repository's CI.

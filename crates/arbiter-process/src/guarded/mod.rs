@@ -96,11 +96,7 @@ pub struct GuardedChild {
 /// Unix: a command that cannot be started is reported by the guard (exit status 127 if
 /// not found, 126 otherwise), not here; an error here means the guard itself could not be
 /// started. Windows: it is an error here. Must be called within a tokio runtime.
-pub fn spawn_guarded(
-    argv: &[OsString],
-    env: &[(OsString, OsString)],
-    guard_exe: &Path,
-) -> Result<GuardedChild> {
+pub fn spawn_guarded(argv: &[OsString], env: &[(OsString, OsString)], guard_exe: &Path) -> Result<GuardedChild> {
     if argv.is_empty() {
         return Err(Error::bad_input("no command to run"));
     }

@@ -71,11 +71,7 @@ fn clear_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-pub(super) fn spawn(
-    argv: &[OsString],
-    env: &[(OsString, OsString)],
-    guard_exe: &Path,
-) -> Result<GuardedChild> {
+pub(super) fn spawn(argv: &[OsString], env: &[(OsString, OsString)], guard_exe: &Path) -> Result<GuardedChild> {
     let (read_end, write_end) = lifeline_pipe()?;
     let read_fd = read_end.as_raw_fd();
     let mut cmd = tokio::process::Command::new(guard_exe);
@@ -94,12 +90,9 @@ pub(super) fn spawn(
     unsafe {
         cmd.pre_exec(move || clear_cloexec(read_fd));
     }
-    let child = cmd.spawn().map_err(|e| {
-        Error::internal(format!(
-            "cannot start the guard {}: {e}",
-            guard_exe.display()
-        ))
-    })?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::internal(format!("cannot start the guard {}: {e}", guard_exe.display())))?;
     // Only the guard keeps the read end: were it kept here too, the guard would never see
     // the end of file that tells it this process is gone.
     drop(read_end);
@@ -128,9 +121,7 @@ pub(super) async fn terminate(child: &mut GuardedChild, grace: Duration) -> Resu
             signal_group(pgid, Signal::SIGKILL);
             tokio::time::timeout(KILL_BOUND, child.wait())
                 .await
-                .map_err(|_| {
-                    Error::internal(format!("process {pgid} did not exit after SIGKILL"))
-                })??
+                .map_err(|_| Error::internal(format!("process {pgid} did not exit after SIGKILL")))??
         }
     };
     // The guard is gone; descendants that handle SIGTERM get the rest of the grace period.
@@ -186,10 +177,7 @@ pub fn guard_main(args: &[OsString]) -> Option<i32> {
     if args.get(1).map(OsString::as_os_str) != Some(OsStr::new(GUARD_SUBCOMMAND)) {
         return None;
     }
-    let fd = args
-        .get(2)
-        .and_then(|a| a.to_str())
-        .and_then(|s| s.parse::<i32>().ok());
+    let fd = args.get(2).and_then(|a| a.to_str()).and_then(|s| s.parse::<i32>().ok());
     let separated = args.get(3).is_some_and(|a| a == OsStr::new("--"));
     match fd {
         Some(fd) if separated => Some(run_guard(fd, &args[4..])),
@@ -248,11 +236,7 @@ pub fn run_guard(lifeline_fd: i32, argv: &[OsString]) -> i32 {
         Ok(child) => child,
         Err(e) => {
             eprintln!("arbiter: cannot run {}: {e}", program.to_string_lossy());
-            return if e.kind() == io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
+            return if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
         }
     };
     // Only now, so that the command does not inherit the ignored dispositions.
@@ -292,8 +276,8 @@ fn watch_lifeline(lifeline: &OwnedFd, command: u32) -> ! {
             Err(_) => break,
         }
     }
-    let _ = command;
-    loop { std::thread::park(); }
+    kill_own_group(command);
+    std::process::exit(137)
 }
 
 /// SIGKILLs this process's group (this process included) if it leads it, else only the

@@ -8,8 +8,8 @@ use arbiter_core::{Error, Result};
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
-    JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JobObjectExtendedLimitInformation,
-    SetInformationJobObject, TerminateJobObject,
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JobObjectExtendedLimitInformation, SetInformationJobObject,
+    TerminateJobObject,
 };
 use windows_sys::Win32::System::Threading::CREATE_NEW_PROCESS_GROUP;
 
@@ -81,17 +81,13 @@ pub(super) fn spawn(argv: &[OsString], env: &[(OsString, OsString)]) -> Result<G
         .map_err(|e| Error::internal(format!("cannot run {}: {e}", argv[0].to_string_lossy())))?;
     let pid = child.id().unwrap_or(0);
     let Some(process) = child.raw_handle() else {
-        return Err(Error::internal(
-            "the command exited before it could be put in a job",
-        ));
+        return Err(Error::internal("the command exited before it could be put in a job"));
     };
     // SAFETY: both handles are open.
     if unsafe { AssignProcessToJobObject(job.0, process as HANDLE) } == 0 {
         let e = std::io::Error::last_os_error();
         let _ = child.start_kill();
-        return Err(Error::internal(format!(
-            "cannot put process {pid} in a job: {e}"
-        )));
+        return Err(Error::internal(format!("cannot put process {pid} in a job: {e}")));
     }
     Ok(GuardedChild { child, pid, job })
 }

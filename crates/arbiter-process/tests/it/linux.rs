@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use arbiter_core::ErrorKind;
 use arbiter_process::{
-    Liveness, boot_id, current_pid, exit_code, group_alive, guard_main, holder_for, host_name,
-    liveness, parent_pid, process_start_time, run_guard, spawn_guarded,
+    Liveness, boot_id, current_pid, exit_code, group_alive, guard_main, holder_for, host_name, liveness, parent_pid,
+    process_start_time, run_guard, spawn_guarded,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -28,11 +28,12 @@ const TESTS: &[Test] = &[
     ("exit_code_passes_through", exit_code_passes_through),
     ("command_not_found_is_127", command_not_found_is_127),
     ("env_reaches_the_command", env_reaches_the_command),
-    (
-        "dropping_the_child_kills_the_tree",
-        dropping_the_child_kills_the_tree,
-    ),
+    ("dropping_the_child_kills_the_tree", dropping_the_child_kills_the_tree),
     ("owner_killed_kills_the_tree", owner_killed_kills_the_tree),
+    (
+        "killing_the_guard_kills_the_command",
+        killing_the_guard_kills_the_command,
+    ),
     ("terminate_is_graceful", terminate_is_graceful),
     (
         "terminate_kills_what_ignores_sigterm",
@@ -52,11 +53,7 @@ pub fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "__owner") {
         owner();
     }
-    let args: Vec<String> = args
-        .iter()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let args: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let filters: Vec<&str> = args
         .iter()
         .filter(|a| !a.starts_with('-'))
@@ -92,10 +89,7 @@ pub fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         println!("\nfailures: {}", failed.join(", "));
-        println!(
-            "test result: FAILED. {passed} passed; {} failed\n",
-            failed.len()
-        );
+        println!("test result: FAILED. {passed} passed; {} failed\n", failed.len());
         ExitCode::FAILURE
     }
 }
@@ -164,10 +158,7 @@ fn live_members(pgid: u32) -> Vec<String> {
             continue;
         };
         let fields: Vec<&str> = line[close + 1..].split_whitespace().collect();
-        if fields.len() > 2
-            && fields[2].parse::<u32>() == Ok(pgid)
-            && !matches!(fields[0], "Z" | "X")
-        {
+        if fields.len() > 2 && fields[2].parse::<u32>() == Ok(pgid) && !matches!(fields[0], "Z" | "X") {
             out.push(line[open + 1..close].to_owned());
         }
     }
@@ -233,11 +224,7 @@ fn liveness_of_this_process() {
         start_time: h.start_time + 1,
         ..h.clone()
     };
-    assert_eq!(
-        liveness(&reused),
-        Liveness::Dead,
-        "a reused pid is not the holder"
-    );
+    assert_eq!(liveness(&reused), Liveness::Dead, "a reused pid is not the holder");
 
     let elsewhere = arbiter_core::lease::Holder {
         host: format!("{}-elsewhere", h.host),
@@ -249,11 +236,7 @@ fn liveness_of_this_process() {
         boot_id: "00000000-0000-0000-0000-000000000000".into(),
         ..h.clone()
     };
-    assert_eq!(
-        liveness(&rebooted),
-        Liveness::Dead,
-        "same host, another boot"
-    );
+    assert_eq!(liveness(&rebooted), Liveness::Dead, "same host, another boot");
 
     let unknown_boot = arbiter_core::lease::Holder {
         boot_id: String::new(),
@@ -296,24 +279,14 @@ fn zombie_holder_is_dead() {
     };
     // Until reaped, `true` stays a zombie: it exists but runs no more.
     assert!(eventually_sync(FIVE_S, || liveness(&h) == Liveness::Dead));
-    assert_eq!(
-        process_start_time(pid),
-        Some(start),
-        "a zombie still exists"
-    );
+    assert_eq!(process_start_time(pid), Some(start), "a zombie still exists");
     drop(child);
 }
 
 fn live_group_keeps_a_dead_holder_alive() {
     use std::os::unix::process::CommandExt;
 
-    let mut sleep = Reaped(
-        Command::new("sleep")
-            .arg("30")
-            .process_group(0)
-            .spawn()
-            .unwrap(),
-    );
+    let mut sleep = Reaped(Command::new("sleep").arg("30").process_group(0).spawn().unwrap());
     let pgid = sleep.0.id();
     assert!(group_alive(pgid));
     let h = arbiter_core::lease::Holder {
@@ -324,11 +297,7 @@ fn live_group_keeps_a_dead_holder_alive() {
         agent: "a".into(),
         pgid: Some(pgid),
     };
-    assert_eq!(
-        liveness(&h),
-        Liveness::Alive,
-        "its command's group still has a member"
-    );
+    assert_eq!(liveness(&h), Liveness::Alive, "its command's group still has a member");
 
     sleep.0.kill().unwrap();
     sleep.0.wait().unwrap();
@@ -350,10 +319,7 @@ fn guard_arguments() {
         guard_main(&os(&["arbiter", "__guard", "nope", "--", "true"])),
         Some(126)
     );
-    assert_eq!(
-        guard_main(&os(&["arbiter", "__guard", "5", "true"])),
-        Some(126)
-    );
+    assert_eq!(guard_main(&os(&["arbiter", "__guard", "5", "true"])), Some(126));
     // Refused before anything is spawned: not an open descriptor, or a standard stream.
     assert_eq!(run_guard(-1, &os(&["true"])), 126);
     assert_eq!(run_guard(1_000_000, &os(&["true"])), 126);
@@ -435,10 +401,7 @@ fn owner_killed_kills_the_tree() {
     BufReader::new(owner.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let pgid: u32 = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("owner printed {line:?}"));
+    let pgid: u32 = line.trim().parse().unwrap_or_else(|_| panic!("owner printed {line:?}"));
     assert!(
         eventually_sync(FIVE_S, || count_sleeps(pgid) == 2),
         "{:?}",
@@ -453,6 +416,22 @@ fn owner_killed_kills_the_tree() {
         live_members(pgid)
     );
     assert_eq!(live_members(pgid), Vec::<String>::new());
+}
+
+fn killing_the_guard_kills_the_command() {
+    rt().block_on(async {
+        let mut child = spawn_guarded(&os(&["sleep", "300"]), &[], &me()).unwrap();
+        let pgid = child.pgid().unwrap();
+        assert!(eventually(FIVE_S, || count_sleeps(pgid) == 1).await);
+        // Only the guard: the command gets its parent-death signal (Linux).
+        kill(Pid::from_raw(child.pid() as i32), Signal::SIGKILL).unwrap();
+        assert_eq!(exit_code(&child.wait().await.unwrap()), 137);
+        assert!(
+            eventually(FIVE_S, || !group_alive(pgid)).await,
+            "{:?}",
+            live_members(pgid)
+        );
+    });
 }
 
 fn terminate_is_graceful() {
@@ -496,18 +475,11 @@ fn kill_group_leftovers_empties_the_group() {
         let mut child = spawn_guarded(&argv, &[], &me()).unwrap();
         let pgid = child.pgid().unwrap();
         assert_eq!(exit_code(&child.wait().await.unwrap()), 3);
-        assert!(
-            group_alive(pgid),
-            "the background sleep is left in the group"
-        );
+        assert!(group_alive(pgid), "the background sleep is left in the group");
 
         let start = Instant::now();
         child.kill_group_leftovers(Duration::from_secs(3)).await;
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "took {:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
         assert!(!group_alive(pgid));
         assert_eq!(live_members(pgid), Vec::<String>::new());
         // Nothing left: a second call, and terminate, are no-ops that keep the status.
