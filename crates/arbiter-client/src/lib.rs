@@ -6,7 +6,13 @@
 //! - [`lock`]: run a command under a lease, stopping its whole process tree if the lease is
 //!   lost.
 //! - [`kv`]: watching keys.
+//! - [`log`]: following a stream.
+//! - [`inbox`]: the git-native decisions drop-box (drop, sweep, `.gitattributes`).
+//! - [`fault`]: fault points for crash tests.
 
+pub mod fault;
+pub mod inbox;
 pub mod kv;
 pub mod lease;
 pub mod lock;
+pub mod log;

@@ -6,6 +6,7 @@
 //! - [`lease`]: holders, leases and the requests that change them.
 //! - [`kv`]: versioned keys and their change events.
 //! - [`log`]: append-only streams, idempotent appends, consumers.
+//! - [`decisions`]: decisions as Markdown: the render projection and the inbox merge.
 //! - [`error`]: the failure classes every layer reports (mapped to exit codes by the binary,
 //!   to HTTP statuses by the server, each in one place).
 //!
@@ -13,6 +14,7 @@
 //! passed in as milliseconds since the Unix epoch *of the store's clock*; a caller's clock is
 //! never used to decide expiry.
 
+pub mod decisions;
 pub mod duration;
 pub mod error;
 pub mod kv;

@@ -8,9 +8,9 @@
 //! the transaction.
 //!
 //! Waiting for changes: `PRAGMA data_version` on a second connection changes whenever
-//! another connection commits. A subscription polls it every few milliseconds — a read of
-//! shared memory, not of the database — which is the cheap wait SQLite allows (it has no
-//! LISTEN/NOTIFY).
+//! another connection commits. A subscription polls it — a read of the WAL index in shared
+//! memory, not of the database — every millisecond at first, backing off to every 50 ms
+//! while nothing changes: the cheap wait SQLite allows (it has no LISTEN/NOTIFY).
 
 mod kv;
 mod lease;
@@ -31,8 +31,10 @@ use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
 /// How long a writer waits for the write lock before the store counts as unavailable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often a subscription looks at `data_version`.
-const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// How often a subscription looks at `data_version`: soon after a change (a busy lease
+/// hands over quickly), backing off while nothing happens (an idle watcher costs little).
+const POLL_FIRST: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(50);
 
 pub(crate) struct SqliteStore {
     path: PathBuf,
@@ -237,6 +239,7 @@ impl Changes for SqliteStore {
 impl Subscription for DataVersionSubscription {
     async fn wait(&mut self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut interval = POLL_FIRST;
         // Bounded: ends at the deadline at the latest.
         loop {
             let now = data_version(&self.watcher)?;
@@ -247,7 +250,8 @@ impl Subscription for DataVersionSubscription {
             if tokio::time::Instant::now() >= deadline {
                 return Ok(());
             }
-            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + POLL_INTERVAL)).await;
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + interval)).await;
+            interval = (interval * 2).min(POLL_MAX);
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The command line: global options, one module per command group, and the output
 //! conventions (`output`).
 
+mod decisions;
 mod kv;
 mod lease;
 mod lock;
+mod log;
 mod output;
 mod store;
 
@@ -69,6 +71,19 @@ enum Command {
     /// Versioned keys with compare-and-swap and watches.
     #[command(subcommand)]
     Kv(kv::KvCommand),
+    /// Append-only streams with idempotency keys, and their consumers.
+    #[command(subcommand)]
+    Log(log::LogCommand),
+    /// Record a decision in the decisions log.
+    Decide(decisions::DecideArgs),
+    /// The decisions log as Markdown.
+    #[command(subcommand)]
+    Decisions(decisions::DecisionsCommand),
+    /// The git-native decisions drop-box: drop files into an inbox, sweep them into one file.
+    #[command(subcommand)]
+    Inbox(decisions::InboxCommand),
+    /// Set up a repository: merge=union in .gitattributes for append-only files.
+    Init(decisions::InitArgs),
     /// The store itself: which one, and its schema.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -127,6 +142,11 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Lease(command) => lease::run(command, &global, out).await,
         Command::Lock(args) => lock::run(args, &global, out).await,
         Command::Kv(command) => kv::run(command, &global, out).await,
+        Command::Log(command) => log::run(command, &global, out).await,
+        Command::Decide(args) => decisions::decide(args, &global, out).await,
+        Command::Decisions(command) => decisions::decisions(command, &global, out).await,
+        Command::Inbox(command) => decisions::inbox(command, &global, out).await,
+        Command::Init(args) => decisions::init(args, out),
         Command::Store(command) => store::run(command, &global, out).await,
     }
 }

@@ -1,0 +1,316 @@
+//! `arbiter log …`: append-only streams.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use arbiter_client::log::Follow;
+use arbiter_core::log::{ContentType, NewRecord, Record, parse_tag};
+use arbiter_core::{Error, Result};
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+
+use super::output::{Output, timestamp};
+use super::{Global, parse_name};
+use crate::exit;
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Append a record and print its offset. With --key, appending the same key again
+    /// writes nothing and prints the first offset.
+    Append(AppendArgs),
+    /// Print records from an offset on; with --follow, keep printing new ones.
+    Read {
+        #[arg(value_parser = parse_name)]
+        stream: String,
+        /// The first offset to print (default 0, or the consumer's committed offset).
+        #[arg(long, value_name = "OFFSET", value_parser = clap::value_parser!(i64).range(0..))]
+        from: Option<i64>,
+        /// Print at most this many records.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// Wait for new records and print them as they arrive, until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Start at this consumer's committed offset.
+        #[arg(long, value_name = "NAME", value_parser = parse_name, conflicts_with = "from")]
+        consumer: Option<String>,
+    },
+    /// Consumers: named positions in a stream.
+    #[command(subcommand)]
+    Consumer(ConsumerCommand),
+    /// List the streams and their lengths.
+    Streams,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsumerCommand {
+    /// Record that CONSUMER has processed everything before OFFSET.
+    Commit {
+        #[arg(value_parser = parse_name)]
+        stream: String,
+        #[arg(value_parser = parse_name)]
+        consumer: String,
+        #[arg(value_parser = clap::value_parser!(i64).range(0..))]
+        offset: i64,
+    },
+    /// List a stream's consumers and their offsets.
+    List {
+        #[arg(value_parser = parse_name)]
+        stream: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    #[arg(value_parser = parse_name)]
+    stream: String,
+    /// The record's body (or --body-file, or --jsonl).
+    #[arg(required_unless_present_any = ["body_file", "jsonl"], conflicts_with_all = ["body_file", "jsonl"])]
+    text: Option<String>,
+    /// Read the body from this file ("-" for standard input).
+    #[arg(long, value_name = "FILE", conflicts_with = "jsonl")]
+    body_file: Option<PathBuf>,
+    /// Idempotency key: an append with a key already used on this stream writes nothing.
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    /// The record's kind.
+    #[arg(long, default_value = "note")]
+    kind: String,
+    /// Who appends it (an agent name).
+    #[arg(long, value_name = "AGENT", default_value = "")]
+    by: String,
+    /// A tag, KEY=VALUE (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// The body is JSON (checked, stored as given).
+    #[arg(long)]
+    json_body: bool,
+    /// A trace id to store with the record.
+    #[arg(long, value_name = "ID")]
+    trace_id: Option<String>,
+    /// Append one record per line of standard input, each a JSON object
+    /// {"body": …, "key": …, "kind": …, "by": …, "tags": {…}} (only body is required; a
+    /// non-string body is stored as JSON). Each offset is printed once durable.
+    #[arg(long)]
+    jsonl: bool,
+}
+
+/// One line of `--jsonl` input.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    body: serde_json::Value,
+    key: Option<String>,
+    kind: Option<String>,
+    by: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    trace_id: Option<String>,
+}
+
+pub(super) fn read_body(path: &std::path::Path) -> Result<String> {
+    let bytes = if path.as_os_str() == "-" {
+        let mut buffer = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer)
+            .map_err(|e| Error::bad_input(format!("cannot read standard input: {e}")))?;
+        buffer
+    } else {
+        std::fs::read(path).map_err(|e| Error::bad_input(format!("cannot read --body-file {}: {e}", path.display())))?
+    };
+    String::from_utf8(bytes).map_err(|_| Error::bad_input(format!("--body-file {} is not UTF-8 text", path.display())))
+}
+
+pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i32> {
+    let ns = &global.namespace;
+    match command {
+        LogCommand::Append(args) if args.jsonl => append_lines(args, global, out).await?,
+        LogCommand::Append(args) => {
+            let body = match (&args.text, &args.body_file) {
+                (Some(text), _) => text.clone(),
+                (None, Some(path)) => read_body(path)?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let record = NewRecord {
+                namespace: ns.clone(),
+                stream: args.stream.clone(),
+                kind: args.kind.clone(),
+                author: args.by.clone(),
+                body,
+                content_type: if args.json_body {
+                    ContentType::Json
+                } else {
+                    ContentType::Text
+                },
+                tags: args.tags.iter().cloned().collect(),
+                trace_id: args.trace_id.clone(),
+                idempotency_key: args.key.clone(),
+            };
+            record.validate()?;
+            let (store, _) = global.open().await?;
+            let appended = store.log().append(record).await?;
+            print_appended(out, &args.stream, appended);
+        }
+        LogCommand::Read {
+            stream,
+            from,
+            limit,
+            follow,
+            consumer,
+        } => {
+            let (store, _) = global.open().await?;
+            let from = match (&consumer, from) {
+                (Some(name), _) => {
+                    let consumers = store.log().consumers(ns, &stream).await?;
+                    consumers
+                        .iter()
+                        .find(|c| &c.consumer == name)
+                        .map(|c| c.offset)
+                        .unwrap_or(0)
+                }
+                (None, from) => from.unwrap_or(0),
+            };
+            let mut left = limit.unwrap_or(u64::MAX);
+            let mut follower = Follow::start(&store, ns, &stream, from).await?;
+            let mut next = from;
+            // Bounded by --limit, the end of the stream, or (with --follow) interruption.
+            while left > 0 {
+                let batch = if follow {
+                    follower.next().await?
+                } else {
+                    let batch = store.log().read(ns, &stream, next, left.min(1000) as usize).await?;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    batch
+                };
+                for record in batch.iter().take(left.min(batch.len() as u64) as usize) {
+                    print_record(out, record);
+                    left -= 1;
+                    next = record.offset + 1;
+                }
+            }
+        }
+        LogCommand::Consumer(ConsumerCommand::Commit {
+            stream,
+            consumer,
+            offset,
+        }) => {
+            let (store, _) = global.open().await?;
+            let info = store.log().commit(ns, &stream, &consumer, offset).await?;
+            if out.json {
+                out.print_json(&info);
+            }
+        }
+        LogCommand::Consumer(ConsumerCommand::List { stream }) => {
+            let (store, _) = global.open().await?;
+            let consumers = store.log().consumers(ns, &stream).await?;
+            if out.json {
+                out.print_json(&consumers);
+            } else {
+                for c in consumers {
+                    println!("{}\t{}\t{}", c.consumer, c.offset, timestamp(c.updated_at));
+                }
+            }
+        }
+        LogCommand::Streams => {
+            let (store, _) = global.open().await?;
+            let streams = store.log().streams(ns).await?;
+            if out.json {
+                out.print_json(&streams);
+            } else {
+                for s in streams {
+                    println!("{}\t{}", s.stream, s.next_offset);
+                }
+            }
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn print_appended(out: Output, stream: &str, appended: arbiter_core::log::Appended) {
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "stream": stream,
+            "offset": appended.offset,
+            "duplicate": appended.duplicate,
+        }));
+    } else {
+        println!("{}", appended.offset);
+    }
+}
+
+fn print_record(out: Output, record: &Record) {
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "stream": record.stream,
+            "offset": record.offset,
+            "kind": record.kind,
+            "author": record.author,
+            "created_at": timestamp(record.created_at),
+            "content_type": record.content_type,
+            "body": record.body,
+            "tags": record.tags,
+            "trace_id": record.trace_id,
+            "idempotency_key": record.idempotency_key,
+        }));
+    } else {
+        let by = if record.author.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", record.author)
+        };
+        let tags: Vec<String> = record.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let tags = if tags.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", tags.join(", "))
+        };
+        println!(
+            "#{} {} {}{by}{tags}",
+            record.offset,
+            timestamp(record.created_at),
+            record.kind
+        );
+        println!("{}", record.body.trim_end_matches('\n'));
+    }
+}
+
+/// `log append --jsonl`: every line is validated and appended in its own transaction; its
+/// offset is printed (and flushed) only once the append is durable. A malformed line
+/// stops the run with its line number; lines before it stay appended.
+async fn append_lines(args: AppendArgs, global: &Global, out: Output) -> Result<()> {
+    let (store, _) = global.open().await?;
+    for (index, line) in std::io::stdin().lock().lines().enumerate() {
+        let number = index + 1;
+        let line = line.map_err(|e| Error::bad_input(format!("cannot read standard input: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: Line =
+            serde_json::from_str(&line).map_err(|e| Error::bad_input(format!("standard input line {number}: {e}")))?;
+        let (body, content_type) = match parsed.body {
+            serde_json::Value::String(text) => (text, ContentType::Text),
+            other => (other.to_string(), ContentType::Json),
+        };
+        let mut tags: BTreeMap<String, String> = args.tags.iter().cloned().collect();
+        tags.extend(parsed.tags);
+        let record = NewRecord {
+            namespace: global.namespace.clone(),
+            stream: args.stream.clone(),
+            kind: parsed.kind.unwrap_or_else(|| args.kind.clone()),
+            author: parsed.by.unwrap_or_else(|| args.by.clone()),
+            body,
+            content_type,
+            tags,
+            trace_id: parsed.trace_id.or_else(|| args.trace_id.clone()),
+            idempotency_key: parsed.key,
+        };
+        record
+            .validate()
+            .map_err(|e| e.context(format!("standard input line {number}")))?;
+        let appended = store.log().append(record).await?;
+        print_appended(out, &args.stream, appended);
+    }
+    Ok(())
+}
