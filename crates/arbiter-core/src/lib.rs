@@ -7,6 +7,7 @@
 //! - [`kv`]: versioned keys and their change events.
 //! - [`log`]: append-only streams, idempotent appends, consumers.
 //! - [`decisions`]: decisions as Markdown: the render projection and the inbox merge.
+//! - [`notify`]: notifications, severities, kind globs, storm thresholds, messages.
 //! - [`error`]: the failure classes every layer reports (mapped to exit codes by the binary,
 //!   to HTTP statuses by the server, each in one place).
 //!
@@ -21,6 +22,7 @@ pub mod kv;
 pub mod lease;
 pub mod log;
 pub mod name;
+pub mod notify;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -1,0 +1,126 @@
+//! `arbiter.toml`: one file for a fleet's channels, routes and (later) loops.
+//!
+//! The file is found by `--config`, then `ARBITER_CONFIG`, then `arbiter/arbiter.toml`
+//! under the user's config directory; a missing default file is an empty config, a missing
+//! named one an error. Every error names the file, the line and the key, and says what was
+//! expected: `arbiter.toml:12: routes[1].channels: unknown channel id "ops" (known: …)`.
+//!
+//! ```toml
+//! [notifications]
+//! thresholds = [1, 3, 10, 30, 100]   # storm folding: which repeats are sent
+//! max_age = "24h"                    # then a notification that could not be delivered is dead
+//! timeout = "10s"                    # per HTTP request
+//! backoff = "1s"                     # first retry delay, doubling up to backoff_max
+//! backoff_max = "5m"
+//!
+//! [channels.ops]                     # the id: what routes and --channel name
+//! type = "teams"                     # teams | slack | discord | webhook | file | stdout
+//! url_env = "OPS_TEAMS_WEBHOOK"      # or url = "https://…", or url_file = "/path"
+//! name = "Ops alerts"                # display only; never used to find a channel
+//! secret_env = "OPS_HMAC"            # webhook: sign bodies (or secret = "…")
+//! rate = "1/s"                       # at most this many messages per second|minute|hour
+//!
+//! [[routes]]                         # in order; the first match wins unless continue = true
+//! kinds = ["loop.*"]                 # globs; absent: every kind
+//! min_severity = "warning"
+//! tags = { repo = "web" }            # every tag must match
+//! source = "watch/*"                 # glob
+//! channels = ["ops"]
+//! continue = true
+//! digest = "1h"                      # batch what this route matches into one message per hour
+//!
+//! [[routes]]                         # no matcher: the default route
+//! channels = ["log"]
+//! ```
+
+mod notify;
+mod raw;
+
+use std::path::{Path, PathBuf};
+
+use arbiter_core::{Error, Result};
+pub use notify::{Channel, ChannelType, NotifySettings, Rate, Route, Target};
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Where it was read from (`None`: no file, the empty default).
+    pub path: Option<PathBuf>,
+    pub notifications: NotifySettings,
+    pub channels: Vec<Channel>,
+    pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// Finds and loads the configuration: `explicit` (a flag or `ARBITER_CONFIG`), else the
+    /// default file if it exists, else the empty configuration.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        match explicit {
+            Some(path) => Config::from_file(path),
+            None => match default_path() {
+                Some(path) if path.exists() => Config::from_file(&path),
+                _ => Ok(Config::default()),
+            },
+        }
+    }
+
+    /// Reads and validates one file.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::bad_input(format!("cannot read config file {}: {e}", path.display())))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`, naming `path` in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let source = Source { path, text };
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| source.line(span.start)).unwrap_or(1);
+            Error::bad_input(format!("{}:{line}: {}", path.display(), e.message().trim_end()))
+        })?;
+        let mut config = notify::validate(&raw, &source)?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    pub fn channel(&self, id: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.id == id)
+    }
+
+    /// The channel with this id; an unknown id — and a display name used as an id — is
+    /// bad input that names the known ids. A channel is never found by its display name.
+    pub fn channel_by_id(&self, id: &str) -> Result<&Channel> {
+        self.channel(id)
+            .ok_or_else(|| Error::bad_input(notify::unknown_channel_message(id, &self.channels)))
+    }
+}
+
+/// `arbiter/arbiter.toml` under the user's config directory.
+pub fn default_path() -> Option<PathBuf> {
+    dirs::config_dir().map(|dir| dir.join("arbiter").join("arbiter.toml"))
+}
+
+/// The text being validated, to turn byte offsets into line numbers.
+pub(crate) struct Source<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+impl Source<'_> {
+    pub fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// An error at `span` about `key`.
+    pub fn error(&self, span: std::ops::Range<usize>, key: &str, message: impl std::fmt::Display) -> Error {
+        Error::bad_input(format!(
+            "{}:{}: {key}: {message}",
+            self.path.display(),
+            self.line(span.start)
+        ))
+    }
+}

@@ -1,0 +1,245 @@
+//! arbiter.toml: what loads, and the precise error for each thing that does not.
+
+use std::path::Path;
+
+use arbiter_config::{ChannelType, Config, Target};
+use arbiter_core::notify::{Notification, Severity};
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, Path::new("arbiter.toml")).map_err(|e| e.message)
+}
+
+/// Checks that `text` fails with an error containing `expected`.
+fn check_error(text: &str, expected: &str) {
+    match parse(text) {
+        Ok(_) => panic!("expected an error containing {expected:?}, but it loaded:\n{text}"),
+        Err(message) => assert!(message.contains(expected), "expected {expected:?} in:\n{message}"),
+    }
+}
+
+const GOOD: &str = r#"
+[notifications]
+thresholds = [1, 2, 5]
+timeout = "2s"
+
+[channels.ops]
+type = "teams"
+url = "https://example.invalid/webhook/abc"
+name = "Ops"
+rate = "2/s"
+
+[channels.dev]
+type = "slack"
+url = "http://127.0.0.1:9/hook"
+
+[channels.hooks]
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+secret = "s3cret"
+
+[channels.log]
+type = "file"
+path = "/tmp/alerts.jsonl"
+
+[channels.console]
+type = "stdout"
+
+[[routes]]
+kinds = ["security.*"]
+channels = ["ops", "hooks"]
+continue = true
+
+[[routes]]
+kinds = ["loop.*"]
+min_severity = "warning"
+tags = { repo = "web" }
+channels = ["dev"]
+
+[[routes]]
+kinds = ["news"]
+channels = ["log"]
+digest = "1h"
+
+[[routes]]
+channels = ["console"]
+"#;
+
+fn notification(kind: &str, severity: Severity, tags: &[(&str, &str)]) -> Notification {
+    Notification {
+        kind: kind.into(),
+        severity,
+        source: "test".into(),
+        title: "t".into(),
+        body: String::new(),
+        tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        dedupe_key: None,
+    }
+}
+
+#[test]
+fn a_good_config_loads() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.notifications.thresholds, [1, 2, 5]);
+    assert_eq!(config.notifications.timeout, std::time::Duration::from_secs(2));
+    assert_eq!(config.channels.len(), 5);
+    let ops = config.channel_by_id("ops").unwrap();
+    assert_eq!((ops.kind, ops.name.as_deref()), (ChannelType::Teams, Some("Ops")));
+    assert_eq!(ops.rate.unwrap().interval(), std::time::Duration::from_millis(500));
+    assert_eq!(
+        config.channel_by_id("log").unwrap().target,
+        Target::File("/tmp/alerts.jsonl".into())
+    );
+    assert_eq!(config.channel_by_id("hooks").unwrap().secret.as_deref(), Some("s3cret"));
+}
+
+#[test]
+fn routing_table() {
+    let config = parse(GOOD).unwrap();
+    let route = |kind: &str, severity: Severity, tags: &[(&str, &str)]| -> Vec<String> {
+        config
+            .route(&notification(kind, severity, tags))
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect()
+    };
+    // continue = true: the security route and then the next matching one (the default).
+    assert_eq!(
+        route("security.finding", Severity::Info, &[]),
+        ["ops", "hooks", "console"]
+    );
+    // min_severity and tags must all match; otherwise the default route.
+    assert_eq!(route("loop.failure", Severity::Warning, &[("repo", "web")]), ["dev"]);
+    assert_eq!(
+        route("loop.failure", Severity::Critical, &[("repo", "web"), ("x", "y")]),
+        ["dev"]
+    );
+    assert_eq!(route("loop.failure", Severity::Info, &[("repo", "web")]), ["console"]);
+    assert_eq!(
+        route("loop.failure", Severity::Critical, &[("repo", "api")]),
+        ["console"]
+    );
+    assert_eq!(route("news", Severity::Info, &[]), ["log"]);
+    assert_eq!(
+        config.route(&notification("news", Severity::Info, &[]))[0].1,
+        Some(std::time::Duration::from_secs(3600))
+    );
+    assert_eq!(route("other", Severity::Info, &[]), ["console"]);
+    // No routes at all: nowhere.
+    assert!(
+        parse("")
+            .unwrap()
+            .route(&notification("x", Severity::Critical, &[]))
+            .is_empty()
+    );
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    check_error(
+        "[channels.a]\ntype = \"pager\"\nurl = \"https://x\"\n",
+        "arbiter.toml:2: channels.a.type: unknown channel type \"pager\"",
+    );
+    check_error(
+        "[channels.a]\ntype = \"stdout\"\n\n[[routes]]\nchannels = [\"b\"]\n",
+        "arbiter.toml:5: routes[0].channels: unknown channel id \"b\" (known: a)",
+    );
+    // Duplicate ids: TOML itself refuses the second table, at its line.
+    check_error(
+        "[channels.a]\ntype = \"stdout\"\n[channels.a]\ntype = \"stdout\"\n",
+        "arbiter.toml:3:",
+    );
+    // A display name is never taken for an id; a shared one is called ambiguous.
+    check_error(
+        "[channels.a]\ntype = \"stdout\"\nname = \"Squad\"\n[channels.b]\ntype = \"stdout\"\nname = \"Squad\"\n\n[[routes]]\nchannels = [\"Squad\"]\n",
+        "arbiter.toml:9: routes[0].channels: \"Squad\" is ambiguous: it is the display name of channels \"a\" and \"b\"",
+    );
+    check_error(
+        "[channels.a]\ntype = \"stdout\"\nname = \"Ops\"\n\n[[routes]]\nchannels = [\"Ops\"]\n",
+        "\"Ops\" is the display name of channel \"a\", not an id",
+    );
+    check_error(
+        "[channels.a]\ntype = \"slack\"\nurl = \"ftp://x/y\"\n",
+        "arbiter.toml:3: channels.a.url: invalid URL \"ftp://x/…\": expected http:// or https://",
+    );
+    check_error(
+        "[channels.a]\ntype = \"slack\"\nurl = \"https://\"\n",
+        "channels.a.url: invalid URL",
+    );
+    check_error(
+        "[channels.a]\ntype = \"slack\"\n",
+        "arbiter.toml:1: channels.a.url: a slack channel needs one of url, url_env or url_file",
+    );
+    check_error(
+        "[channels.a]\ntype = \"slack\"\nurl_env = \"ARBITER_TEST_SURELY_UNSET\"\n",
+        "channels.a.url_env: environment variable \"ARBITER_TEST_SURELY_UNSET\" is not set",
+    );
+    check_error(
+        "[channels.a]\ntype = \"file\"\n",
+        "channels.a.path: a file channel needs path",
+    );
+    check_error(
+        "[channels.a]\ntype = \"slack\"\nurl = \"https://x/y\"\nrate = \"fast\"\n",
+        "arbiter.toml:4: channels.a.rate: invalid rate \"fast\"",
+    );
+    check_error(
+        "[channels.a]\ntype = \"slack\"\nurl = \"https://x/y\"\nsecret = \"k\"\n",
+        "channels.a.secret: only webhook channels sign",
+    );
+    check_error(
+        "[channels.a]\ntype = \"stdout\"\ncolour = 1\n",
+        "arbiter.toml:3: unknown field `colour`",
+    );
+    check_error(
+        "[channels.a]\ntype = \"stdout\"\n[[routes]]\nchannels = [\"a\"]\nmin_severity = \"fatal\"\n",
+        "arbiter.toml:5: routes[0].min_severity: invalid severity \"fatal\"",
+    );
+    check_error(
+        "[channels.a]\ntype = \"stdout\"\n[[routes]]\nchannels = [\"a\"]\ndigest = \"soon\"\n",
+        "arbiter.toml:5: routes[0].digest: invalid duration \"soon\"",
+    );
+    check_error(
+        "[channels.a]\ntype = \"stdout\"\n[[routes]]\nkinds = [\"Loop.*\"]\nchannels = [\"a\"]\n",
+        "arbiter.toml:4: routes[0].kinds: invalid kind pattern \"Loop.*\"",
+    );
+    check_error(
+        "[[routes]]\nchannels = []\n",
+        "arbiter.toml:2: routes[0].channels: a route needs at least one channel id",
+    );
+    check_error(
+        "[notifications]\nthresholds = [3, 1]\n",
+        "arbiter.toml:2: notifications.thresholds: expected increasing counts starting at 1",
+    );
+    check_error(
+        "[notifications]\ntimeout = \"5x\"\n",
+        "arbiter.toml:2: notifications.timeout: invalid duration \"5x\"",
+    );
+    check_error("[channels.a\n", "arbiter.toml:1:");
+    check_error("[watch]\n", "unknown field `watch`");
+}
+
+#[test]
+fn files_and_the_default_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("arbiter.toml");
+    std::fs::write(&path, "[channels.c]\ntype = \"stdout\"\n").unwrap();
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(config.path.as_deref(), Some(path.as_path()));
+    let missing = Config::load(Some(&dir.path().join("nope.toml"))).unwrap_err();
+    assert!(
+        missing.message.contains("cannot read config file"),
+        "{}",
+        missing.message
+    );
+    // A channel secret given by file is read and trimmed; a URL by file likewise.
+    let url_file = dir.path().join("url");
+    std::fs::write(&url_file, "https://hooks.example.invalid/x\n").unwrap();
+    let text = format!(
+        "[channels.c]\ntype = \"discord\"\nurl_file = {:?}\n",
+        url_file.display().to_string()
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.channels[0].target,
+        Target::Url("https://hooks.example.invalid/x".into())
+    );
+}
