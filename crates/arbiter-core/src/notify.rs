@@ -146,7 +146,7 @@ pub fn crosses_threshold(count: u64, thresholds: &[u64]) -> bool {
         return false;
     }
     let mut rest = count;
-    while rest % 10 == 0 {
+    while rest.is_multiple_of(10) {
         rest /= 10;
     }
     rest == 1 || rest == 3
