@@ -10,6 +10,8 @@ use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Lease, LeaseInfo, Rene
 use arbiter_core::log::{Appended, ConsumerInfo, NewRecord, Record, StreamInfo};
 use async_trait::async_trait;
 
+use crate::notify::{AcceptRequest, Accepted, DeliveryState, Due, OutboxEntry, Resolved};
+
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
     /// One acquire attempt, decided in one transaction: drops expired and reclaimed
@@ -61,12 +63,42 @@ pub trait LogStore: Send + Sync {
     async fn consumers(&self, namespace: &str, stream: &str) -> Result<Vec<ConsumerInfo>>;
 }
 
+#[async_trait]
+pub trait NotifyStore: Send + Sync {
+    /// Accepts a notification in one transaction: counts it against its dedupe key and,
+    /// when the count crosses a threshold (or there is no key), queues one message per
+    /// target channel. Returns once that is durable.
+    async fn accept(&self, request: AcceptRequest) -> Result<Accepted>;
+    /// Clears the condition behind a dedupe key: queues one recovery message to every
+    /// channel that was alerted, and forgets the count. `NotFound` if none is open.
+    async fn resolve(&self, namespace: &str, dedupe_key: &str, body: Option<&str>) -> Result<Resolved>;
+    /// What a dispatcher should send now: the first pending message of each channel (per
+    /// channel order), the digests whose window has closed, and when more will be due.
+    async fn due(&self, namespace: &str) -> Result<Due>;
+    /// Marks messages delivered.
+    async fn delivered(&self, namespace: &str, ids: &[i64]) -> Result<()>;
+    /// Records a failed attempt: retried after `retry_in`, or dead once older than `max_age`.
+    async fn failed(
+        &self,
+        namespace: &str,
+        ids: &[i64],
+        error: &str,
+        retry_in: Duration,
+        max_age: Duration,
+    ) -> Result<DeliveryState>;
+    /// Outbox entries, newest first, optionally in one state.
+    async fn list(&self, namespace: &str, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// Puts a dead message back in the queue (its max age counts from now).
+    async fn retry(&self, namespace: &str, id: i64) -> Result<OutboxEntry>;
+}
+
 /// What a waiter waits on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
     Leases,
     Kv,
     Log,
+    Notify,
 }
 
 /// A way to wait until the store may have changed, without hammering it.

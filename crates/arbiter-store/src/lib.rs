@@ -2,7 +2,7 @@
 //!
 //! Layout:
 //! - [`url`]: how a store is named (`sqlite:///path.db`, a bare path, `postgres://…`).
-//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`]) plus
+//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`], [`NotifyStore`]) plus
 //!   [`Changes`], the way a caller waits for the store to change without polling it hard.
 //! - `sqlite`: the embedded default backend (one file, WAL, many processes at once).
 //! - `postgres`: the backend for fleets that span machines.
@@ -13,6 +13,7 @@
 //! writes in one transaction, and every time it decides with comes from the store's clock.
 
 pub mod api;
+mod notify;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -20,13 +21,14 @@ pub mod url;
 
 use std::sync::Arc;
 
-pub use api::{Changes, KvStore, LeaseStore, LogStore, Subscription, Topic};
+pub use api::{Changes, KvStore, LeaseStore, LogStore, NotifyStore, Subscription, Topic};
 use arbiter_core::Result;
+pub use notify::{AcceptRequest, Accepted, DeliveryState, Due, OutboxEntry, Resolved};
 pub use url::StoreUrl;
 
 /// The schema version this build writes. Opening a store migrates it up to this version; a
 /// store with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// What `arbiter store info` prints.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -44,6 +46,7 @@ pub trait Backend: Send + Sync + 'static {
     fn leases(&self) -> &dyn LeaseStore;
     fn kv(&self) -> &dyn KvStore;
     fn log(&self) -> &dyn LogStore;
+    fn notify(&self) -> &dyn NotifyStore;
     fn changes(&self) -> &dyn Changes;
 }
 
@@ -76,6 +79,9 @@ impl Store {
     }
     pub fn log(&self) -> &dyn LogStore {
         self.backend.log()
+    }
+    pub fn notify(&self) -> &dyn NotifyStore {
+        self.backend.notify()
     }
     pub fn changes(&self) -> &dyn Changes {
         self.backend.changes()

@@ -85,4 +85,31 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, stream, consumer)
     );
     "#,
+    // 3: notifications: storm folds and the delivery outbox.
+    r#"
+    CREATE TABLE notify_folds (
+        namespace    TEXT NOT NULL,
+        dedupe_key   TEXT NOT NULL,
+        count        BIGINT NOT NULL,
+        first_at     BIGINT NOT NULL,
+        last_at      BIGINT NOT NULL,
+        notification TEXT NOT NULL,
+        channels     TEXT NOT NULL,
+        PRIMARY KEY (namespace, dedupe_key)
+    );
+    CREATE TABLE notify_outbox (
+        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        namespace       TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        message         TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        BIGINT NOT NULL,
+        next_attempt_at BIGINT NOT NULL,
+        last_error      TEXT,
+        created_at      BIGINT NOT NULL,
+        delivered_at    BIGINT,
+        digest_at       BIGINT
+    );
+    CREATE INDEX notify_outbox_pending ON notify_outbox (namespace, state, channel, id);
+    "#,
 ];

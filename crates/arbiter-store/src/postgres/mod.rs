@@ -13,6 +13,7 @@ mod kv;
 mod lease;
 mod log;
 mod migrations;
+mod notify;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,25 +25,22 @@ use tokio::sync::watch;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
-use crate::api::{Changes, KvStore, LeaseStore, LogStore, Subscription, Topic};
+use crate::api::{Changes, KvStore, LeaseStore, LogStore, NotifyStore, Subscription, Topic};
 use crate::url::redact;
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
 const POOL_SIZE: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Every topic, with the NOTIFY channel that carries it.
-const CHANNELS: [(Topic, &str); 3] = [
-    (Topic::Leases, "arbiter_leases"),
-    (Topic::Kv, "arbiter_kv"),
-    (Topic::Log, "arbiter_log"),
-];
+/// Every topic; each has its NOTIFY channel.
+const TOPICS: [Topic; 4] = [Topic::Leases, Topic::Kv, Topic::Log, Topic::Notify];
 
 pub(crate) fn channel(topic: Topic) -> &'static str {
-    CHANNELS
-        .iter()
-        .find(|(t, _)| *t == topic)
-        .map(|(_, c)| *c)
-        .expect("every topic has a channel")
+    match topic {
+        Topic::Leases => "arbiter_leases",
+        Topic::Kv => "arbiter_kv",
+        Topic::Log => "arbiter_log",
+        Topic::Notify => "arbiter_notify",
+    }
 }
 
 pub(crate) struct PgStore {
@@ -165,11 +163,11 @@ impl PgStore {
             self.config.connect(NoTls).await.map_err(|e| {
                 Error::unavailable(format!("cannot connect to PostgreSQL store {}: {e}", self.location))
             })?;
-        let (senders, counters): (Vec<_>, Vec<_>) = CHANNELS
+        let (senders, counters): (Vec<_>, Vec<_>) = TOPICS
             .iter()
-            .map(|(topic, name)| {
+            .map(|topic| {
                 let (sender, receiver) = watch::channel(0u64);
-                ((*name, sender), (*topic, receiver))
+                ((channel(*topic), sender), (*topic, receiver))
             })
             .unzip();
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -197,9 +195,9 @@ impl PgStore {
         });
         client
             .batch_execute(
-                &CHANNELS
+                &TOPICS
                     .iter()
-                    .map(|(_, name)| format!("LISTEN {name};"))
+                    .map(|topic| format!("LISTEN {};", channel(*topic)))
                     .collect::<String>(),
             )
             .await
@@ -277,6 +275,9 @@ impl Backend for PgStore {
         self
     }
     fn log(&self) -> &dyn LogStore {
+        self
+    }
+    fn notify(&self) -> &dyn NotifyStore {
         self
     }
     fn changes(&self) -> &dyn Changes {

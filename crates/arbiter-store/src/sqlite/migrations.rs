@@ -85,4 +85,31 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, stream, consumer)
     ) WITHOUT ROWID;
     "#,
+    // 3: notifications: storm folds and the delivery outbox.
+    r#"
+    CREATE TABLE notify_folds (
+        namespace    TEXT NOT NULL,
+        dedupe_key   TEXT NOT NULL,
+        count        INTEGER NOT NULL,
+        first_at     INTEGER NOT NULL,
+        last_at      INTEGER NOT NULL,
+        notification TEXT NOT NULL,
+        channels     TEXT NOT NULL,
+        PRIMARY KEY (namespace, dedupe_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE notify_outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace       TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        message         TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        last_error      TEXT,
+        created_at      INTEGER NOT NULL,
+        delivered_at    INTEGER,
+        digest_at       INTEGER
+    );
+    CREATE INDEX notify_outbox_pending ON notify_outbox (namespace, state, channel, id);
+    "#,
 ];

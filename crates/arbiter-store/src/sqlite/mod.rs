@@ -16,6 +16,7 @@ mod kv;
 mod lease;
 mod log;
 mod migrations;
+mod notify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use arbiter_core::{Error, ErrorKind, Millis, Result};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::api::{Changes, KvStore, LeaseStore, LogStore, Subscription, Topic};
+use crate::api::{Changes, KvStore, LeaseStore, LogStore, NotifyStore, Subscription, Topic};
 use crate::url::Synchronous;
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
@@ -206,6 +207,9 @@ impl Backend for SqliteStore {
         self
     }
     fn log(&self) -> &dyn LogStore {
+        self
+    }
+    fn notify(&self) -> &dyn NotifyStore {
         self
     }
     fn changes(&self) -> &dyn Changes {

@@ -6,6 +6,7 @@
 mod kv;
 mod lease;
 mod log;
+mod notify;
 
 use std::time::Duration;
 

@@ -1,0 +1,270 @@
+//! The notification outbox on PostgreSQL. An accept or resolve locks the fold's row (or
+//! creates it), so concurrent repeats of one dedupe key count exactly.
+
+use std::time::Duration;
+
+use arbiter_core::{Error, ErrorKind, Result};
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+
+use super::{PgStore, execute, notify, now_ms, pg_error, query};
+use crate::api::{NotifyStore, Topic};
+use crate::notify::{
+    AcceptRequest, Accepted, COLUMNS, DeliveryState, Due, FoldRow, OutboxEntry, Resolved, Row, decode_channels,
+    encode_channels, not_retryable, plan_accept, plan_due, recovery_message,
+};
+use crate::sql::ms;
+
+async fn select(tx: &Transaction<'_>, filter: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<OutboxEntry>> {
+    let rows = query(tx, &format!("SELECT {COLUMNS} FROM notify_outbox WHERE {filter}"), args).await?;
+    rows.iter()
+        .map(|r| {
+            Row {
+                id: r.get(0),
+                namespace: r.get(1),
+                channel: r.get(2),
+                message: r.get(3),
+                state: r.get(4),
+                attempts: r.get(5),
+                next_attempt_at: r.get(6),
+                last_error: r.get(7),
+                created_at: r.get(8),
+                delivered_at: r.get(9),
+                digest_at: r.get(10),
+            }
+            .decode()
+        })
+        .collect()
+}
+
+async fn insert(
+    tx: &Transaction<'_>,
+    ns: &str,
+    channel: &str,
+    message: &str,
+    now: i64,
+    digest_at: Option<i64>,
+) -> Result<i64> {
+    let rows = query(
+        tx,
+        "INSERT INTO notify_outbox (namespace, channel, message, state, attempts, next_attempt_at, created_at, digest_at)
+         VALUES ($1, $2, $3, 'pending', 0, $4, $4, $5) RETURNING id",
+        &[&ns, &channel, &message, &now, &digest_at],
+    )
+    .await?;
+    Ok(rows[0].get(0))
+}
+
+/// Locks and reads a fold (None if there is none).
+async fn fold(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<Option<(FoldRow, String)>> {
+    let rows = query(
+        tx,
+        "SELECT count, first_at, channels, notification FROM notify_folds
+         WHERE namespace = $1 AND dedupe_key = $2 FOR UPDATE",
+        &[&ns, &key],
+    )
+    .await?;
+    rows.first()
+        .map(|r| {
+            let count: i64 = r.get(0);
+            Ok((
+                FoldRow {
+                    count: count as u64,
+                    first_at: r.get(1),
+                    channels: decode_channels(r.get(2))?,
+                },
+                r.get(3),
+            ))
+        })
+        .transpose()
+}
+
+#[async_trait]
+impl NotifyStore for PgStore {
+    async fn accept(&self, request: AcceptRequest) -> Result<Accepted> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let ns = &request.namespace;
+        let previous = match &request.notification.dedupe_key {
+            Some(key) => {
+                // Serialize repeats of one key: create the row if needed, then lock it.
+                execute(
+                    &tx,
+                    "INSERT INTO notify_folds (namespace, dedupe_key, count, first_at, last_at, notification, channels)
+                     VALUES ($1, $2, 0, 0, 0, '', '[]') ON CONFLICT DO NOTHING",
+                    &[ns, key],
+                )
+                .await?;
+                fold(&tx, ns, key)
+                    .await?
+                    .map(|(row, _)| row)
+                    .filter(|row| row.count > 0)
+            }
+            None => None,
+        };
+        let now = now_ms(&tx).await?;
+        let plan = plan_accept(&request, previous, now);
+        if let Some(key) = &request.notification.dedupe_key {
+            let latest = serde_json::to_string(&request.notification).expect("notifications serialize");
+            execute(
+                &tx,
+                "UPDATE notify_folds SET count = $3, first_at = $4, last_at = $5, notification = $6, channels = $7
+                 WHERE namespace = $1 AND dedupe_key = $2",
+                &[
+                    ns,
+                    key,
+                    &(plan.count as i64),
+                    &plan.first_at,
+                    &now,
+                    &latest,
+                    &encode_channels(&plan.fold_channels),
+                ],
+            )
+            .await?;
+        }
+        let mut deliveries = Vec::new();
+        for (channel, message, digest_at) in &plan.rows {
+            deliveries.push(insert(&tx, ns, channel, message, now, *digest_at).await?);
+        }
+        if !deliveries.is_empty() {
+            notify(&tx, Topic::Notify, &self.schema).await?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(Accepted {
+            count: plan.count,
+            sent: plan.sent,
+            deliveries,
+        })
+    }
+
+    async fn resolve(&self, namespace: &str, dedupe_key: &str, body: Option<&str>) -> Result<Resolved> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let found = fold(&tx, namespace, dedupe_key).await?.filter(|(row, _)| row.count > 0);
+        let Some((fold, latest)) = found else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no open condition with dedupe key {dedupe_key:?} in namespace {namespace:?}"),
+            ));
+        };
+        let now = now_ms(&tx).await?;
+        execute(
+            &tx,
+            "DELETE FROM notify_folds WHERE namespace = $1 AND dedupe_key = $2",
+            &[&namespace, &dedupe_key],
+        )
+        .await?;
+        let message = recovery_message(&latest, body, &fold, dedupe_key, now)?;
+        let mut deliveries = Vec::new();
+        for channel in &fold.channels {
+            deliveries.push(insert(&tx, namespace, channel, &message, now, None).await?);
+        }
+        notify(&tx, Topic::Notify, &self.schema).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(Resolved {
+            count: fold.count,
+            first_at: fold.first_at,
+            resolved_at: now,
+            deliveries,
+        })
+    }
+
+    async fn due(&self, namespace: &str) -> Result<Due> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let now = now_ms(&tx).await?;
+        let pending = select(&tx, "namespace = $1 AND state = 'pending' ORDER BY id", &[&namespace]).await?;
+        Ok(plan_due(pending, now))
+    }
+
+    async fn delivered(&self, namespace: &str, ids: &[i64]) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let now = now_ms(&tx).await?;
+        execute(
+            &tx,
+            "UPDATE notify_outbox SET state = 'delivered', delivered_at = $3, attempts = attempts + 1
+             WHERE namespace = $1 AND id = ANY($2) AND state = 'pending'",
+            &[&namespace, &ids, &now],
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn failed(
+        &self,
+        namespace: &str,
+        ids: &[i64],
+        error: &str,
+        retry_in: Duration,
+        max_age: Duration,
+    ) -> Result<DeliveryState> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let now = now_ms(&tx).await?;
+        let rows = query(
+            &tx,
+            "UPDATE notify_outbox SET attempts = attempts + 1, last_error = $3, next_attempt_at = $4,
+                 state = CASE WHEN $5 - created_at >= $6 THEN 'dead' ELSE 'pending' END
+             WHERE namespace = $1 AND id = ANY($2) AND state = 'pending' RETURNING state",
+            &[&namespace, &ids, &error, &(now + ms(retry_in)), &now, &ms(max_age)],
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        let dead = rows.iter().any(|r| r.get::<_, &str>(0) == "dead");
+        Ok(if dead {
+            DeliveryState::Dead
+        } else {
+            DeliveryState::Pending
+        })
+    }
+
+    async fn list(&self, namespace: &str, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match state {
+            Some(state) => {
+                select(
+                    &tx,
+                    "namespace = $1 AND state = $2 ORDER BY id DESC LIMIT $3",
+                    &[&namespace, &state.as_str(), &limit],
+                )
+                .await
+            }
+            None => select(&tx, "namespace = $1 ORDER BY id DESC LIMIT $2", &[&namespace, &limit]).await,
+        }
+    }
+
+    async fn retry(&self, namespace: &str, id: i64) -> Result<OutboxEntry> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let now = now_ms(&tx).await?;
+        let Some(entry) = select(&tx, "namespace = $1 AND id = $2 FOR UPDATE", &[&namespace, &id])
+            .await?
+            .pop()
+        else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no notification {id} in namespace {namespace:?}"),
+            ));
+        };
+        if entry.state != DeliveryState::Dead {
+            return Err(not_retryable(id, entry.state));
+        }
+        execute(
+            &tx,
+            "UPDATE notify_outbox SET state = 'pending', attempts = 0, next_attempt_at = $3, created_at = $3
+             WHERE namespace = $1 AND id = $2",
+            &[&namespace, &id, &now],
+        )
+        .await?;
+        let entry = select(&tx, "namespace = $1 AND id = $2", &[&namespace, &id])
+            .await?
+            .remove(0);
+        notify(&tx, Topic::Notify, &self.schema).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(entry)
+    }
+}

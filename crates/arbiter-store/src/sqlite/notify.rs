@@ -1,0 +1,246 @@
+//! The notification outbox on SQLite.
+
+use std::time::Duration;
+
+use arbiter_core::{Error, ErrorKind, Result};
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{Outcome, SqliteStore, internal, now_ms};
+use crate::api::NotifyStore;
+use crate::notify::{
+    AcceptRequest, Accepted, COLUMNS, DeliveryState, Due, FoldRow, OutboxEntry, Resolved, Row, decode_channels,
+    encode_channels, not_retryable, plan_accept, plan_due, recovery_message,
+};
+use crate::sql::ms;
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(0)?,
+        namespace: r.get(1)?,
+        channel: r.get(2)?,
+        message: r.get(3)?,
+        state: r.get(4)?,
+        attempts: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        last_error: r.get(7)?,
+        created_at: r.get(8)?,
+        delivered_at: r.get(9)?,
+        digest_at: r.get(10)?,
+    })
+}
+
+fn select(tx: &Transaction<'_>, filter: &str, args: impl rusqlite::Params) -> Result<Vec<OutboxEntry>> {
+    let mut stmt = tx
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM notify_outbox WHERE {filter}"))
+        .map_err(internal)?;
+    let rows = stmt
+        .query_map(args, row)
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(internal)?;
+    rows.into_iter().map(Row::decode).collect()
+}
+
+fn insert(
+    tx: &Transaction<'_>,
+    ns: &str,
+    channel: &str,
+    message: &str,
+    now: i64,
+    digest_at: Option<i64>,
+) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO notify_outbox (namespace, channel, message, state, attempts, next_attempt_at, created_at, digest_at)
+         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?5)",
+        params![ns, channel, message, now, digest_at],
+    )
+    .map_err(internal)?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn fold(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<Option<(FoldRow, String)>> {
+    let found: Option<(i64, i64, String, String)> = tx
+        .query_row(
+            "SELECT count, first_at, channels, notification FROM notify_folds WHERE namespace = ?1 AND dedupe_key = ?2",
+            params![ns, key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()
+        .map_err(internal)?;
+    found
+        .map(|(count, first_at, channels, notification)| {
+            Ok((
+                FoldRow {
+                    count: count as u64,
+                    first_at,
+                    channels: decode_channels(&channels)?,
+                },
+                notification,
+            ))
+        })
+        .transpose()
+}
+
+#[async_trait]
+impl NotifyStore for SqliteStore {
+    async fn accept(&self, request: AcceptRequest) -> Result<Accepted> {
+        self.write(move |tx| {
+            let now = now_ms(tx)?;
+            let ns = &request.namespace;
+            let previous = match &request.notification.dedupe_key {
+                Some(key) => fold(tx, ns, key)?.map(|(row, _)| row),
+                None => None,
+            };
+            let plan = plan_accept(&request, previous, now);
+            if let Some(key) = &request.notification.dedupe_key {
+                let latest = serde_json::to_string(&request.notification).expect("notifications serialize");
+                tx.execute(
+                    "INSERT INTO notify_folds (namespace, dedupe_key, count, first_at, last_at, notification, channels)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (namespace, dedupe_key) DO UPDATE SET count = excluded.count,
+                         last_at = excluded.last_at, notification = excluded.notification, channels = excluded.channels",
+                    params![ns, key, plan.count as i64, plan.first_at, now, latest, encode_channels(&plan.fold_channels)],
+                )
+                .map_err(internal)?;
+            }
+            let mut deliveries = Vec::new();
+            for (channel, message, digest_at) in &plan.rows {
+                deliveries.push(insert(tx, ns, channel, message, now, *digest_at)?);
+            }
+            Ok(Outcome::Commit(Accepted { count: plan.count, sent: plan.sent, deliveries }))
+        })
+        .await
+    }
+
+    async fn resolve(&self, namespace: &str, dedupe_key: &str, body: Option<&str>) -> Result<Resolved> {
+        let (ns, key, body) = (namespace.to_string(), dedupe_key.to_string(), body.map(str::to_string));
+        self.write(move |tx| {
+            let now = now_ms(tx)?;
+            let Some((fold, latest)) = fold(tx, &ns, &key)? else {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no open condition with dedupe key {key:?} in namespace {ns:?}"),
+                ));
+            };
+            tx.execute(
+                "DELETE FROM notify_folds WHERE namespace = ?1 AND dedupe_key = ?2",
+                params![ns, key],
+            )
+            .map_err(internal)?;
+            let message = recovery_message(&latest, body.as_deref(), &fold, &key, now)?;
+            let mut deliveries = Vec::new();
+            for channel in &fold.channels {
+                deliveries.push(insert(tx, &ns, channel, &message, now, None)?);
+            }
+            Ok(Outcome::Commit(Resolved {
+                count: fold.count,
+                first_at: fold.first_at,
+                resolved_at: now,
+                deliveries,
+            }))
+        })
+        .await
+    }
+
+    async fn due(&self, namespace: &str) -> Result<Due> {
+        let ns = namespace.to_string();
+        self.read(move |tx| {
+            let now = now_ms(tx)?;
+            let pending = select(tx, "namespace = ?1 AND state = 'pending' ORDER BY id", params![ns])?;
+            Ok(plan_due(pending, now))
+        })
+        .await
+    }
+
+    async fn delivered(&self, namespace: &str, ids: &[i64]) -> Result<()> {
+        let (ns, ids) = (namespace.to_string(), ids.to_vec());
+        self.write(move |tx| {
+            let now = now_ms(tx)?;
+            for id in ids {
+                tx.execute(
+                    "UPDATE notify_outbox SET state = 'delivered', delivered_at = ?3, attempts = attempts + 1
+                     WHERE namespace = ?1 AND id = ?2 AND state = 'pending'",
+                    params![ns, id, now],
+                )
+                .map_err(internal)?;
+            }
+            Ok(Outcome::Commit(()))
+        })
+        .await
+    }
+
+    async fn failed(
+        &self,
+        namespace: &str,
+        ids: &[i64],
+        error: &str,
+        retry_in: Duration,
+        max_age: Duration,
+    ) -> Result<DeliveryState> {
+        let (ns, ids, error) = (namespace.to_string(), ids.to_vec(), error.to_string());
+        self.write(move |tx| {
+            let now = now_ms(tx)?;
+            let mut state = DeliveryState::Pending;
+            for id in ids {
+                tx.execute(
+                    "UPDATE notify_outbox SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4,
+                         state = CASE WHEN ?5 - created_at >= ?6 THEN 'dead' ELSE 'pending' END
+                     WHERE namespace = ?1 AND id = ?2 AND state = 'pending'",
+                    params![ns, id, error, now + ms(retry_in), now, ms(max_age)],
+                )
+                .map_err(internal)?;
+                let now_state: Option<String> = tx
+                    .query_row("SELECT state FROM notify_outbox WHERE id = ?1", params![id], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(internal)?;
+                if now_state.as_deref() == Some("dead") {
+                    state = DeliveryState::Dead;
+                }
+            }
+            Ok(Outcome::Commit(state))
+        })
+        .await
+    }
+
+    async fn list(&self, namespace: &str, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let ns = namespace.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |tx| match state {
+            Some(state) => select(
+                tx,
+                "namespace = ?1 AND state = ?2 ORDER BY id DESC LIMIT ?3",
+                params![ns, state.as_str(), limit],
+            ),
+            None => select(tx, "namespace = ?1 ORDER BY id DESC LIMIT ?2", params![ns, limit]),
+        })
+        .await
+    }
+
+    async fn retry(&self, namespace: &str, id: i64) -> Result<OutboxEntry> {
+        let ns = namespace.to_string();
+        self.write(move |tx| {
+            let now = now_ms(tx)?;
+            let Some(entry) = select(tx, "namespace = ?1 AND id = ?2", params![ns, id])?.pop() else {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no notification {id} in namespace {ns:?}"),
+                ));
+            };
+            if entry.state != DeliveryState::Dead {
+                return Err(not_retryable(id, entry.state));
+            }
+            tx.execute(
+                "UPDATE notify_outbox SET state = 'pending', attempts = 0, next_attempt_at = ?3, created_at = ?3
+                 WHERE namespace = ?1 AND id = ?2",
+                params![ns, id, now],
+            )
+            .map_err(internal)?;
+            Ok(Outcome::Commit(
+                select(tx, "namespace = ?1 AND id = ?2", params![ns, id])?.remove(0),
+            ))
+        })
+        .await
+    }
+}
