@@ -39,7 +39,7 @@ mod raw;
 use std::path::{Path, PathBuf};
 
 use arbiter_core::{Error, Result};
-pub use notify::{Channel, ChannelType, NotifySettings, Rate, Route, Target};
+pub use notify::{Channel, ChannelType, NotifySettings, Rate, Route, Target, redact as redact_url};
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, Default)]

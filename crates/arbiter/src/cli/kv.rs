@@ -21,10 +21,11 @@ pub enum KvCommand {
     Put {
         #[arg(value_parser = parse_name)]
         key: String,
-        /// The value (UTF-8 text, at most 1 MiB).
+        /// The value (UTF-8 text, at most 1 MiB; it may start with a hyphen, like -5).
+        #[arg(allow_negative_numbers = true)]
         value: String,
         /// Compare-and-swap: the version the key must have (0: must not exist).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..), allow_hyphen_values = true)]
         if_version: Option<i64>,
     },
     /// Delete a key and print the revision of the deletion.
@@ -32,7 +33,7 @@ pub enum KvCommand {
         #[arg(value_parser = parse_name)]
         key: String,
         /// Compare-and-swap: the version the key must have.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..), allow_hyphen_values = true)]
         if_version: Option<i64>,
     },
     /// List keys starting with PREFIX: key, version and value, tab-separated.
@@ -45,10 +46,10 @@ pub enum KvCommand {
         #[arg(value_parser = parse_prefix)]
         prefix: String,
         /// Start at this revision (inclusive), replaying earlier changes; default: the next change.
-        #[arg(long, value_name = "REVISION", value_parser = clap::value_parser!(i64).range(1..))]
+        #[arg(long, value_name = "REVISION", value_parser = clap::value_parser!(i64).range(1..), allow_hyphen_values = true)]
         from: Option<i64>,
         /// Stop after this many changes.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), allow_hyphen_values = true)]
         limit: Option<u64>,
     },
 }

@@ -25,10 +25,10 @@ pub enum LeaseCommand {
         #[arg(value_parser = parse_name)]
         name: String,
         /// The fencing token `acquire` printed.
-        #[arg(long, value_parser = parse_token)]
+        #[arg(long, value_parser = parse_token, allow_hyphen_values = true)]
         token: i64,
         /// New time to live from now (default: the lease's own TTL).
-        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION", allow_hyphen_values = true)]
         ttl: Option<Duration>,
     },
     /// Release a held lease; a stale token fails with exit code 4 (lost).
@@ -37,7 +37,7 @@ pub enum LeaseCommand {
         #[arg(value_parser = parse_name)]
         name: String,
         /// The fencing token `acquire` printed.
-        #[arg(long, value_parser = parse_token)]
+        #[arg(long, value_parser = parse_token, allow_hyphen_values = true)]
         token: i64,
     },
     /// List the live holders of leases whose names start with PREFIX.
@@ -60,13 +60,13 @@ pub struct AcquireArgs {
     #[arg(value_parser = parse_name)]
     pub name: String,
     /// How long the lease lasts unless renewed.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION", allow_hyphen_values = true)]
     pub ttl: Duration,
     /// Wait up to this long for a place, in arrival order (default: fail at once if held).
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub wait: Option<Duration>,
     /// Places of the lease: 1 is a lock, N a semaphore. Every holder must agree on N.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_SLOTS as i64))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_SLOTS as i64), allow_hyphen_values = true)]
     pub slots: u32,
     /// Who is holding it, for people reading `lease show` (an agent name).
     #[arg(long, value_name = "TEXT", default_value = "", value_parser = parse_agent)]

@@ -9,25 +9,31 @@ use clap::Args;
 
 use super::lease::AcquireArgs;
 use super::output::{LeaseView, Output};
-use super::{Global, parse_duration};
+use super::{Global, parse_duration, shutdown_signal};
 use crate::exit;
 
-/// Acquires NAME (waiting with --wait), runs CMD with ARBITER_LEASE_NAME,
-/// ARBITER_LEASE_TOKEN, ARBITER_NAMESPACE and ARBITER_STORE set, renews the lease while CMD
-/// runs, and releases it when CMD exits, exiting with CMD's code.
-///
-/// CMD runs in its own process group, which dies with this process. If the lease is lost
-/// (for example the store was unreachable until the TTL ran out), the whole group gets
-/// TERM, then KILL after --grace, and arbiter exits with code 4. On SIGINT or SIGTERM the
-/// group is stopped the same way and the lease released. Because CMD is in its own
-/// process group, it cannot read from the terminal.
+/// The long help of `arbiter lock` (the short one is the doc comment of its `Command`
+/// variant, which would otherwise replace this one).
+pub const LONG_ABOUT: &str = "\
+Run a command while holding a lease; stop it if the lease is lost.
+
+Acquires NAME (waiting with --wait), runs CMD with ARBITER_LEASE_NAME,
+ARBITER_LEASE_TOKEN, ARBITER_NAMESPACE and ARBITER_STORE set, renews the lease while CMD
+runs, and releases it when CMD exits, exiting with CMD's code.
+
+CMD runs in its own process group, which dies with this process. If the lease is lost
+(for example the store was unreachable until the TTL ran out), the whole group gets
+TERM, then KILL after --grace, and arbiter exits with code 4. On SIGINT or SIGTERM the
+group is stopped the same way and the lease released. Because CMD is in its own
+process group, it cannot read from the terminal.";
+
+/// The arguments of `arbiter lock`; see [`LONG_ABOUT`].
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
 pub struct LockArgs {
     #[command(flatten)]
     acquire: AcquireArgs,
     /// Time CMD gets to exit after TERM before it is killed.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION", allow_hyphen_values = true)]
     grace: Duration,
     /// The command and its arguments (after --).
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -75,28 +81,5 @@ pub async fn run(args: LockArgs, global: &Global, out: Output) -> Result<i32> {
             out.error(&err);
             Ok(exit::code(err.kind))
         }
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

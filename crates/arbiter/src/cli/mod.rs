@@ -6,6 +6,7 @@ mod kv;
 mod lease;
 mod lock;
 mod log;
+mod notify;
 mod output;
 mod store;
 
@@ -59,6 +60,10 @@ pub struct Global {
     /// Print machine-readable JSON (errors too: {"error": CODE, "message": TEXT}).
     #[arg(long, global = true)]
     json: bool,
+    /// The configuration file (channels, routes). Default: arbiter/arbiter.toml under your
+    /// config directory, if it exists.
+    #[arg(long, global = true, env = "ARBITER_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +72,7 @@ enum Command {
     #[command(subcommand)]
     Lease(lease::LeaseCommand),
     /// Run a command while holding a lease; stop it if the lease is lost.
+    #[command(long_about = lock::LONG_ABOUT)]
     Lock(lock::LockArgs),
     /// Versioned keys with compare-and-swap and watches.
     #[command(subcommand)]
@@ -84,6 +90,17 @@ enum Command {
     Inbox(decisions::InboxCommand),
     /// Set up a repository: merge=union in .gitattributes for append-only files.
     Init(decisions::InitArgs),
+    /// Send a notification: routed by arbiter.toml, folded when it repeats, delivered by
+    /// the dispatcher through a durable outbox.
+    Notify(notify::NotifyArgs),
+    /// Deliver pending notifications (one dispatcher per namespace runs at a time).
+    Dispatch(notify::DispatchArgs),
+    /// The notification outbox: list, retry dead ones.
+    #[command(subcommand)]
+    Notifications(notify::NotificationsCommand),
+    /// The configured notification channels.
+    #[command(subcommand)]
+    Channels(notify::ChannelsCommand),
     /// The store itself: which one, and its schema.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -108,9 +125,15 @@ pub fn main(args: Vec<OsString>) -> i32 {
                     exit::SUCCESS
                 };
             }
+            // The first paragraph: the error and what it names (e.g. the missing arguments),
+            // without clap's usage and tips.
             let message = err.render().to_string();
-            let first = message.lines().next().unwrap_or_default().trim_start_matches("error: ");
-            Output { json }.error(&Error::bad_input(first));
+            let first: Vec<&str> = message
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(|line| line.trim().trim_start_matches("error: "))
+                .collect();
+            Output { json }.error(&Error::bad_input(first.join(" ")));
             return exit::BAD_INPUT;
         }
     };
@@ -147,7 +170,34 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Decisions(command) => decisions::decisions(command, &global, out).await,
         Command::Inbox(command) => decisions::inbox(command, &global, out).await,
         Command::Init(args) => decisions::init(args, out),
+        Command::Notify(args) => notify::notify(args, &global, out).await,
+        Command::Dispatch(args) => notify::dispatch(args, &global, out).await,
+        Command::Notifications(command) => notify::notifications(command, &global, out).await,
+        Command::Channels(command) => notify::channels(command, &global, out).await,
         Command::Store(command) => store::run(command, &global, out).await,
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -1,0 +1,254 @@
+//! The dispatcher: drains a namespace's outbox.
+//!
+//! Exactly one runs per namespace at a time: it holds the lease `notify/dispatcher`
+//! (others stand by, and take over when it dies). Each pass sends the first pending
+//! message of every channel concurrently — one at a time per channel, so per-channel order
+//! holds — and every closed digest window as one message. A failure is retried after an
+//! exponential backoff with jitter (or the receiver's `Retry-After`), and becomes dead,
+//! with its last error, once older than the configured max age. Delivery is at least once:
+//! a crash between a receiver's 2xx and the store's record of it sends the message again,
+//! with the same id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arbiter_client::lease::{Acquire, Granted, KeepAlive, acquire};
+use arbiter_config::{Channel, Config};
+use arbiter_core::notify::{Message, MessageType};
+use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_store::{DeliveryState, OutboxEntry, Store, Topic};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::send::{Attempt, client, send};
+
+/// What a dispatcher run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub delivered: u64,
+    pub failed_attempts: u64,
+    pub dead: u64,
+}
+
+pub struct Dispatcher {
+    store: Store,
+    config: Arc<Config>,
+    namespace: String,
+    client: reqwest::Client,
+    /// When each channel may send next (its rate limit).
+    next_send: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+/// The lease every dispatcher of a namespace competes for.
+pub const LEASE: &str = "notify/dispatcher";
+/// The longest a dispatcher sleeps without looking at the outbox again.
+const RECHECK: Duration = Duration::from_secs(5);
+
+impl Dispatcher {
+    pub fn new(store: Store, config: Arc<Config>, namespace: &str) -> Dispatcher {
+        let client = client(config.notifications.timeout);
+        Dispatcher {
+            store,
+            config,
+            namespace: namespace.to_string(),
+            client,
+            next_send: Default::default(),
+        }
+    }
+
+    /// Takes the dispatcher lease: at once (`wait = None`: `Held` if another runs) or
+    /// standing by until the other one stops.
+    pub async fn lease(&self, wait: Option<Duration>) -> Result<Granted> {
+        let holder = arbiter_process::holder_for(arbiter_process::current_pid(), "dispatcher")?;
+        acquire(
+            &self.store,
+            Acquire {
+                namespace: self.namespace.clone(),
+                name: LEASE.to_string(),
+                holder,
+                ttl: Duration::from_secs(15),
+                slots: 1,
+                wait,
+            },
+        )
+        .await
+        .map_err(|e| {
+            if e.kind == ErrorKind::Held {
+                e.context("another dispatcher is running")
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Delivers until `once` finds nothing more due now, or until `shutdown` (or the loss
+    /// of the lease).
+    pub async fn run(
+        &self,
+        granted: &Granted,
+        once: bool,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<Report> {
+        let mut keep_alive = KeepAlive::start(self.store.clone(), granted);
+        let mut report = Report::default();
+        tokio::pin!(shutdown);
+        // Bounded by `once` (nothing due), or runs until shutdown or loss: a daemon.
+        loop {
+            let mut subscription = self.store.changes().subscribe(Topic::Notify).await?;
+            let due = self.store.notify().due(&self.namespace).await?;
+            let work = due.heads.len() + due.digests.len();
+            if work == 0 {
+                if once {
+                    break;
+                }
+                let sleep = due
+                    .next_at
+                    .map(|at| Duration::from_millis((at - due.now).max(0) as u64 + 1))
+                    .unwrap_or(RECHECK)
+                    .min(RECHECK);
+                tokio::select! {
+                    waited = subscription.wait(sleep) => waited?,
+                    err = keep_alive.lost() => return Err(err),
+                    () = &mut shutdown => break,
+                }
+                continue;
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for head in due.heads {
+                tasks.spawn(self.deliver(vec![head]));
+            }
+            for window in due.digests {
+                tasks.spawn(self.deliver(window));
+            }
+            let pass = async {
+                let mut pass = Report::default();
+                while let Some(result) = tasks.join_next().await {
+                    let outcome = result.map_err(|e| Error::internal(format!("delivery task failed: {e}")))??;
+                    pass.delivered += outcome.delivered;
+                    pass.failed_attempts += outcome.failed_attempts;
+                    pass.dead += outcome.dead;
+                }
+                Ok::<_, Error>(pass)
+            };
+            tokio::select! {
+                pass = pass => {
+                    let pass = pass?;
+                    report.delivered += pass.delivered;
+                    report.failed_attempts += pass.failed_attempts;
+                    report.dead += pass.dead;
+                }
+                err = keep_alive.lost() => return Err(err),
+                () = &mut shutdown => break,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sends one message (or one digest of several entries) and records the outcome.
+    fn deliver(&self, entries: Vec<OutboxEntry>) -> impl std::future::Future<Output = Result<Report>> + Send + 'static {
+        let store = self.store.clone();
+        let config = self.config.clone();
+        let namespace = self.namespace.clone();
+        let client = self.client.clone();
+        let next_send = self.next_send.clone();
+        async move {
+            let first = &entries[0];
+            let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+            let message = if entries.len() > 1 || first.digest_at.is_some() {
+                digest(&entries)
+            } else {
+                first.message.clone()
+            };
+            let attempt = match config.channel(&first.channel) {
+                None => Attempt::Failed {
+                    error: format!("channel {:?} is not in the configuration", first.channel),
+                    after: None,
+                },
+                Some(channel) => {
+                    wait_for_rate(&next_send, channel).await;
+                    send(&client, channel, &message).await
+                }
+            };
+            let mut report = Report::default();
+            match attempt {
+                Attempt::Delivered { .. } => {
+                    store.notify().delivered(&namespace, &ids).await?;
+                    report.delivered = ids.len() as u64;
+                }
+                Attempt::Failed { error, after } => {
+                    let settings = &config.notifications;
+                    let retry_in =
+                        after.unwrap_or_else(|| backoff(first.attempts, settings.backoff, settings.backoff_max));
+                    tracing::warn!(channel = %first.channel, id = %message.id, %error, ?retry_in, "delivery failed");
+                    let state = store
+                        .notify()
+                        .failed(&namespace, &ids, &error, retry_in, settings.max_age)
+                        .await?;
+                    report.failed_attempts = 1;
+                    if state == DeliveryState::Dead {
+                        tracing::error!(channel = %first.channel, id = %message.id, %error, "notification is dead");
+                        report.dead = ids.len() as u64;
+                    }
+                }
+            }
+            Ok(report)
+        }
+    }
+}
+
+/// The digest message of a closed window's entries.
+fn digest(entries: &[OutboxEntry]) -> Message {
+    let first = &entries[0];
+    let mut message = first.message.clone();
+    message.message_type = MessageType::Digest;
+    message.items = entries.iter().map(|e| e.message.notification.clone()).collect();
+    message.notification.title = format!("{} notification(s)", entries.len());
+    message.notification.body = String::new();
+    message.fold = None;
+    message
+}
+
+/// Exponential backoff with jitter: `base · 2^attempts`, capped, times 0.5–1.0.
+pub fn backoff(attempts: u32, base: Duration, max: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32.checked_shl(attempts.min(20)).unwrap_or(u32::MAX));
+    exp.min(max).mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+async fn wait_for_rate(next_send: &Mutex<HashMap<String, Instant>>, channel: &Channel) {
+    let Some(rate) = channel.rate else { return };
+    let at = {
+        let mut next = next_send.lock().await;
+        let now = Instant::now();
+        let at = next.get(&channel.id).copied().unwrap_or(now).max(now);
+        next.insert(channel.id.clone(), at + rate.interval());
+        at
+    };
+    tokio::time::sleep_until(at).await;
+}
+
+/// Sends a test message straight to a channel (not through the outbox) and reports the
+/// receiver's answer.
+pub async fn test_channel(config: &Config, channel: &Channel) -> Attempt {
+    let message = Message {
+        id: format!("test-{}", fastrand::u64(..)),
+        message_type: MessageType::Test,
+        notification: arbiter_core::notify::Notification {
+            kind: "arbiter.test".into(),
+            severity: arbiter_core::notify::Severity::Info,
+            source: "arbiter channels test".into(),
+            title: format!("arbiter can reach channel {}", channel.id),
+            body: "If you can read this, notifications routed to this channel will arrive.".into(),
+            tags: Default::default(),
+            dedupe_key: None,
+        },
+        fold: None,
+        resolved_at: None,
+        items: Vec::new(),
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    };
+    send(&client(config.notifications.timeout), channel, &message).await
+}

@@ -1,0 +1,227 @@
+//! Each channel's native payload for a message. Pure functions: the golden files in
+//! `tests/golden` pin them, and the tests check each against its platform's documented
+//! shape.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use arbiter_config::ChannelType;
+use arbiter_core::notify::{Message, MessageType, Severity};
+use serde_json::{Value, json};
+
+/// How a message looks to people, whatever the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// One line: severity marker, title, fold count or recovery.
+    pub headline: String,
+    /// Markdown body (may be empty).
+    pub body: String,
+    /// Label and value pairs: kind, source, tags, dedupe key, id.
+    pub facts: Vec<(String, String)>,
+    /// 0xRRGGBB for the severity (green for a recovery).
+    pub color: u32,
+    /// Teams' TextBlock colour name for the same.
+    pub teams_color: &'static str,
+}
+
+fn marker(severity: Severity) -> (&'static str, &'static str, u32, &'static str) {
+    match severity {
+        Severity::Info => ("ℹ️", "INFO", 0x2F80ED, "Accent"),
+        Severity::Warning => ("⚠️", "WARNING", 0xF2994A, "Warning"),
+        Severity::Critical => ("🔴", "CRITICAL", 0xEB5757, "Attention"),
+    }
+}
+
+pub fn timestamp(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
+fn span(ms: i64) -> String {
+    let secs = (ms.max(0) / 1000) as u64;
+    if secs == 0 {
+        return format!("{}ms", ms.max(0));
+    }
+    arbiter_core::duration::format_duration(Duration::from_secs(secs))
+}
+
+/// The channel-independent view of a message.
+pub fn render(message: &Message) -> Rendered {
+    let n = &message.notification;
+    let (emoji, label, mut color, mut teams_color) = marker(n.severity);
+    let headline = match (message.message_type, &message.fold) {
+        (MessageType::Recovery, fold) => {
+            color = 0x27AE60;
+            teams_color = "Good";
+            let how = fold
+                .as_ref()
+                .map(|f| {
+                    let lasted = message.resolved_at.unwrap_or(message.created_at) - f.first_at;
+                    format!(" — after {} occurrence(s) over {}", f.count, span(lasted))
+                })
+                .unwrap_or_default();
+            format!("✅ RESOLVED: {}{how}", n.title)
+        }
+        (MessageType::Digest, _) => format!("🗞️ Digest: {} notification(s)", message.items.len()),
+        (MessageType::Test, _) => format!("🧪 TEST: {}", n.title),
+        (MessageType::Alert, Some(fold)) if fold.count > 1 => {
+            format!(
+                "{emoji} [{label}] {} (×{} since {})",
+                n.title,
+                fold.count,
+                timestamp(fold.first_at)
+            )
+        }
+        (MessageType::Alert, _) => format!("{emoji} [{label}] {}", n.title),
+    };
+    let body = match message.message_type {
+        MessageType::Digest => message
+            .items
+            .iter()
+            .map(|item| {
+                let (emoji, label, _, _) = marker(item.severity);
+                format!("- {emoji} [{label}] {} ({})", item.title, item.kind)
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => n.body.clone(),
+    };
+    let mut facts = vec![("Kind".to_string(), n.kind.clone())];
+    if !n.source.is_empty() {
+        facts.push(("Source".into(), n.source.clone()));
+    }
+    if !n.tags.is_empty() {
+        facts.push((
+            "Tags".into(),
+            n.tags
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    if let Some(key) = &n.dedupe_key {
+        facts.push(("Dedupe key".into(), key.clone()));
+    }
+    facts.push(("Id".into(), message.id.clone()));
+    Rendered {
+        headline,
+        body,
+        facts,
+        color,
+        teams_color,
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max_chars.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Microsoft Teams (Workflows or incoming webhook): a message with one Adaptive Card.
+pub fn teams(message: &Message) -> Value {
+    let r = render(message);
+    let mut body = vec![json!({
+        "type": "TextBlock", "text": r.headline, "weight": "Bolder", "size": "Medium",
+        "wrap": true, "color": r.teams_color,
+    })];
+    if !r.body.is_empty() {
+        body.push(json!({ "type": "TextBlock", "text": r.body, "wrap": true }));
+    }
+    body.push(json!({
+        "type": "FactSet",
+        "facts": r.facts.iter().map(|(t, v)| json!({ "title": t, "value": v })).collect::<Vec<_>>(),
+    }));
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": body,
+                "msteams": { "width": "Full" },
+            },
+        }],
+    })
+}
+
+/// Slack (incoming webhook): Block Kit, with `text` as the notification fallback.
+pub fn slack(message: &Message) -> Value {
+    let r = render(message);
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": { "type": "plain_text", "text": truncate(&r.headline, 150), "emoji": true },
+    })];
+    if !r.body.is_empty() {
+        blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": truncate(&r.body, 3000) } }));
+    }
+    let context = r
+        .facts
+        .iter()
+        .map(|(t, v)| format!("*{t}:* {v}"))
+        .collect::<Vec<_>>()
+        .join("  ·  ");
+    blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": truncate(&context, 3000) }] }));
+    json!({ "text": truncate(&r.headline, 3000), "blocks": blocks })
+}
+
+/// Discord (webhook): one embed, coloured by severity.
+pub fn discord(message: &Message) -> Value {
+    let r = render(message);
+    let (id, facts): (Vec<_>, Vec<_>) = r.facts.iter().partition(|(t, _)| t == "Id");
+    let mut embed = json!({
+        "title": truncate(&r.headline, 256),
+        "color": r.color,
+        "fields": facts.iter().take(25).map(|(t, v)| json!({
+            "name": truncate(t, 256), "value": truncate(v, 1024), "inline": true,
+        })).collect::<Vec<_>>(),
+        "footer": { "text": id.first().map(|(_, v)| v.as_str()).unwrap_or_default() },
+        "timestamp": timestamp(message.created_at),
+    });
+    if !r.body.is_empty() {
+        embed["description"] = json!(truncate(&r.body, 4096));
+    }
+    json!({ "username": "arbiter", "embeds": [embed] })
+}
+
+/// The generic JSON webhook body: the message itself (stable field names).
+pub fn webhook(message: &Message) -> Value {
+    serde_json::to_value(message).expect("messages serialize")
+}
+
+/// The payload for a channel type, as bytes to send or write.
+pub fn payload(kind: ChannelType, message: &Message) -> Vec<u8> {
+    match kind {
+        ChannelType::Teams => teams(message).to_string().into_bytes(),
+        ChannelType::Slack => slack(message).to_string().into_bytes(),
+        ChannelType::Discord => discord(message).to_string().into_bytes(),
+        ChannelType::Webhook | ChannelType::File => webhook(message).to_string().into_bytes(),
+        ChannelType::Stdout => {
+            let r = render(message);
+            let mut line = r.headline;
+            if !r.body.is_empty() {
+                line.push_str(" — ");
+                line.push_str(&r.body.replace('\n', " "));
+            }
+            line.push_str(&format!(" [{}]", message.id));
+            line.into_bytes()
+        }
+    }
+}
+
+/// `sha256=<hex>`: HMAC-SHA256 of `body` with `secret`, as the `X-Arbiter-Signature-256`
+/// header carries it. To verify, compute the same over the raw request body and compare in
+/// constant time.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}

@@ -1,0 +1,101 @@
+//! One delivery attempt to one channel.
+
+use std::io::Write;
+use std::time::Duration;
+
+use arbiter_config::{Channel, ChannelType, Target};
+use arbiter_core::notify::Message;
+
+use crate::format::{payload, signature};
+
+/// How an attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The receiver took it (HTTP 2xx, or written).
+    Delivered { status: Option<u16> },
+    /// Not taken; try again. `after` is the receiver's `Retry-After`, when it gave one.
+    Failed { error: String, after: Option<Duration> },
+}
+
+/// A shared HTTP client with the per-request timeout.
+pub fn client(timeout: Duration) -> reqwest::Client {
+    crate::init_tls();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("arbiter/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds")
+}
+
+/// Sends `message` to `channel`. Never returns the webhook URL's path in an error.
+pub async fn send(client: &reqwest::Client, channel: &Channel, message: &Message) -> Attempt {
+    let body = payload(channel.kind, message);
+    match &channel.target {
+        Target::Stdout => {
+            println!("{}", String::from_utf8_lossy(&body));
+            Attempt::Delivered { status: None }
+        }
+        Target::File(path) => match append_line(path, &body) {
+            Ok(()) => Attempt::Delivered { status: None },
+            Err(e) => Attempt::Failed {
+                error: format!("cannot append to {}: {e}", path.display()),
+                after: None,
+            },
+        },
+        Target::Url(url) => {
+            let mut request = client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-arbiter-id", &message.id)
+                .body(body.clone());
+            if let (ChannelType::Webhook, Some(secret)) = (channel.kind, &channel.secret) {
+                request = request.header("x-arbiter-signature-256", signature(secret, &body));
+            }
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    if status.is_success() {
+                        return Attempt::Delivered {
+                            status: Some(status.as_u16()),
+                        };
+                    }
+                    let after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(|s| Duration::from_secs_f64(s.min(24.0 * 3600.0)));
+                    let text = response.text().await.unwrap_or_default();
+                    let text: String = text.chars().take(200).collect();
+                    Attempt::Failed {
+                        error: format!("HTTP {}: {}", status.as_u16(), text.trim()),
+                        after,
+                    }
+                }
+                Err(e) => {
+                    let why = if e.is_timeout() {
+                        "timed out".to_string()
+                    } else if e.is_connect() {
+                        "connection failed".to_string()
+                    } else {
+                        e.without_url().to_string()
+                    };
+                    Attempt::Failed {
+                        error: format!("{} {why}", arbiter_config::redact_url(url)),
+                        after: None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn append_line(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut line = body.to_vec();
+    line.push(b'\n');
+    file.write_all(&line)?;
+    file.sync_data()
+}
