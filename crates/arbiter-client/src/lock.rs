@@ -47,7 +47,12 @@ pub async fn run_locked(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<LockOutcome> {
     let lease = &granted.lease;
-    let mut child = match arbiter_process::spawn_guarded(&command.argv, &command.env, &command.guard_exe) {
+    let spawn = arbiter_process::Spawn {
+        argv: command.argv,
+        env: command.env,
+        ..Default::default()
+    };
+    let mut child = match arbiter_process::spawn_guarded(&spawn, &command.guard_exe) {
         Ok(child) => child,
         Err(err) => {
             release_quietly(store, lease).await;

@@ -27,7 +27,7 @@ mod liveness;
 #[cfg(target_os = "linux")]
 mod procfs;
 
-pub use guarded::{GUARD_SUBCOMMAND, GuardedChild, exit_code, spawn_guarded};
+pub use guarded::{GUARD_SUBCOMMAND, GuardedChild, Spawn, exit_code, spawn_guarded};
 #[cfg(unix)]
 pub use guarded::{guard_main, run_guard};
 pub use identity::{boot_id, current_pid, holder_for, host_name, parent_pid, process_start_time};

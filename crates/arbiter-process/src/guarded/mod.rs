@@ -87,27 +87,88 @@ pub struct GuardedChild {
     job: windows::Job,
 }
 
-/// Starts `argv` (program, then arguments) with `env` added to this process's environment,
-/// stdio inherited, so that its whole process tree dies with the returned [`GuardedChild`]
-/// or with this process. On unix the command runs under a guard: `guard_exe` must be a
+/// What to start, and with what environment, directory and standard streams.
+#[derive(Debug, Clone, Default)]
+pub struct Spawn {
+    /// The program, then its arguments.
+    pub argv: Vec<OsString>,
+    /// Variables added to this process's environment (or, with `clear_env`, the whole
+    /// environment).
+    pub env: Vec<(OsString, OsString)>,
+    pub clear_env: bool,
+    /// The working directory (default: this process's).
+    pub cwd: Option<std::path::PathBuf>,
+    /// A file fed to standard input (default: inherited).
+    pub stdin: Option<std::path::PathBuf>,
+    /// A file that standard output and error are appended to (default: inherited).
+    pub output: Option<std::path::PathBuf>,
+}
+
+impl Spawn {
+    /// A command with this process's environment and streams.
+    pub fn command(argv: Vec<OsString>) -> Spawn {
+        Spawn {
+            argv,
+            ..Spawn::default()
+        }
+    }
+
+    /// Applies environment, directory and streams to the process that will be started.
+    pub(crate) fn configure(&self, cmd: &mut tokio::process::Command) -> Result<()> {
+        use std::process::Stdio;
+        if self.clear_env {
+            cmd.env_clear();
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        let open = |path: &Path, write: bool| {
+            let file = if write {
+                std::fs::OpenOptions::new().create(true).append(true).open(path)
+            } else {
+                std::fs::File::open(path)
+            };
+            file.map_err(|e| Error::internal(format!("cannot open {}: {e}", path.display())))
+        };
+        match &self.stdin {
+            Some(path) => cmd.stdin(Stdio::from(open(path, false)?)),
+            None => cmd.stdin(Stdio::inherit()),
+        };
+        match &self.output {
+            Some(path) => {
+                let file = open(path, true)?;
+                let copy = file
+                    .try_clone()
+                    .map_err(|e| Error::internal(format!("cannot share {}: {e}", path.display())))?;
+                cmd.stdout(Stdio::from(file)).stderr(Stdio::from(copy))
+            }
+            None => cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit()),
+        };
+        Ok(())
+    }
+}
+
+/// Starts `spawn.argv` so that its whole process tree dies with the returned
+/// [`GuardedChild`] or with this process. On unix the command runs under a guard: `guard_exe` must be a
 /// binary that dispatches [`GUARD_SUBCOMMAND`] to [`run_guard`] (normally the current
 /// executable); it is not used on Windows.
 ///
 /// Unix: a command that cannot be started is reported by the guard (exit status 127 if
 /// not found, 126 otherwise), not here; an error here means the guard itself could not be
 /// started. Windows: it is an error here. Must be called within a tokio runtime.
-pub fn spawn_guarded(argv: &[OsString], env: &[(OsString, OsString)], guard_exe: &Path) -> Result<GuardedChild> {
-    if argv.is_empty() {
+pub fn spawn_guarded(spawn: &Spawn, guard_exe: &Path) -> Result<GuardedChild> {
+    if spawn.argv.is_empty() {
         return Err(Error::bad_input("no command to run"));
     }
     #[cfg(unix)]
     {
-        unix::spawn(argv, env, guard_exe)
+        unix::spawn(spawn, guard_exe)
     }
     #[cfg(windows)]
     {
         let _ = guard_exe;
-        windows::spawn(argv, env)
+        windows::spawn(spawn)
     }
 }
 

@@ -4,7 +4,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use arbiter_core::{Error, Result};
@@ -71,20 +71,18 @@ fn clear_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-pub(super) fn spawn(argv: &[OsString], env: &[(OsString, OsString)], guard_exe: &Path) -> Result<GuardedChild> {
+pub(super) fn spawn(spawn: &super::Spawn, guard_exe: &Path) -> Result<GuardedChild> {
     let (read_end, write_end) = lifeline_pipe()?;
     let read_fd = read_end.as_raw_fd();
     let mut cmd = tokio::process::Command::new(guard_exe);
     cmd.arg(GUARD_SUBCOMMAND)
         .arg(read_fd.to_string())
         .arg("--")
-        .args(argv)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
+        .args(&spawn.argv)
         .process_group(0)
         .kill_on_drop(false);
+    // The guard passes its environment, directory and streams on to the command.
+    spawn.configure(&mut cmd)?;
     // SAFETY: the closure runs in the forked child before exec; it only calls fcntl, which
     // is async-signal-safe, on a descriptor number copied in, and allocates nothing.
     unsafe {

@@ -69,13 +69,14 @@ impl Drop for Job {
     }
 }
 
-pub(super) fn spawn(argv: &[OsString], env: &[(OsString, OsString)]) -> Result<GuardedChild> {
+pub(super) fn spawn(spawn: &super::Spawn) -> Result<GuardedChild> {
+    let argv = &spawn.argv;
     let job = Job::new()?;
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
-        .envs(env.iter().map(|(k, v)| (k, v)))
         .creation_flags(CREATE_NEW_PROCESS_GROUP)
         .kill_on_drop(false);
+    spawn.configure(&mut cmd)?;
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::internal(format!("cannot run {}: {e}", argv[0].to_string_lossy())))?;

@@ -7,11 +7,27 @@ use std::time::{Duration, Instant};
 
 use arbiter_core::ErrorKind;
 use arbiter_process::{
-    Liveness, boot_id, current_pid, exit_code, group_alive, guard_main, holder_for, host_name, liveness, parent_pid,
-    process_start_time, run_guard, spawn_guarded,
+    GuardedChild, Liveness, Spawn, boot_id, current_pid, exit_code, group_alive, guard_main, holder_for, host_name,
+    liveness, parent_pid, process_start_time, run_guard, spawn_guarded,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+/// `spawn_guarded` with this process's environment (plus `env`) and streams.
+fn guarded(
+    argv: &[OsString],
+    env: &[(OsString, OsString)],
+    guard: &std::path::Path,
+) -> arbiter_core::Result<GuardedChild> {
+    spawn_guarded(
+        &Spawn {
+            argv: argv.to_vec(),
+            env: env.to_vec(),
+            ..Spawn::default()
+        },
+        guard,
+    )
+}
 
 type Test = (&'static str, fn());
 
@@ -98,7 +114,7 @@ pub fn main() -> ExitCode {
 /// group id, and waits (bounded: a test kills it long before).
 fn owner() -> ! {
     rt().block_on(async {
-        let child = spawn_guarded(&os(&["sh", "-c", "sleep 300 & sleep 300"]), &[], &me()).unwrap();
+        let child = guarded(&os(&["sh", "-c", "sleep 300 & sleep 300"]), &[], &me()).unwrap();
         let mut out = std::io::stdout();
         writeln!(out, "{}", child.pgid().unwrap()).unwrap();
         out.flush().unwrap();
@@ -329,18 +345,18 @@ fn guard_arguments() {
 
 fn exit_code_passes_through() {
     rt().block_on(async {
-        let mut child = spawn_guarded(&os(&["sh", "-c", "exit 7"]), &[], &me()).unwrap();
+        let mut child = guarded(&os(&["sh", "-c", "exit 7"]), &[], &me()).unwrap();
         assert_eq!(child.pgid(), Some(child.pid()));
         let status = child.wait().await.unwrap();
         assert_eq!(exit_code(&status), 7);
         // Waiting again gives the same status.
         assert_eq!(exit_code(&child.wait().await.unwrap()), 7);
 
-        let mut child = spawn_guarded(&os(&["true"]), &[], &me()).unwrap();
+        let mut child = guarded(&os(&["true"]), &[], &me()).unwrap();
         assert_eq!(exit_code(&child.wait().await.unwrap()), 0);
 
         // Killed by a signal: 128 + signal, like a shell.
-        let mut child = spawn_guarded(&os(&["sh", "-c", "kill -9 $$"]), &[], &me()).unwrap();
+        let mut child = guarded(&os(&["sh", "-c", "kill -9 $$"]), &[], &me()).unwrap();
         assert_eq!(exit_code(&child.wait().await.unwrap()), 137);
     });
 }
@@ -348,13 +364,13 @@ fn exit_code_passes_through() {
 fn command_not_found_is_127() {
     rt().block_on(async {
         let argv = os(&["/nonexistent/arbiter-test-command"]);
-        let mut child = spawn_guarded(&argv, &[], &me()).unwrap();
+        let mut child = guarded(&argv, &[], &me()).unwrap();
         assert_eq!(exit_code(&child.wait().await.unwrap()), 127);
 
-        let err = spawn_guarded(&[], &[], &me()).unwrap_err();
+        let err = guarded(&[], &[], &me()).unwrap_err();
         assert_eq!(err.kind, ErrorKind::BadInput);
 
-        let err = spawn_guarded(&os(&["true"]), &[], "/nonexistent/guard".as_ref()).unwrap_err();
+        let err = guarded(&os(&["true"]), &[], "/nonexistent/guard".as_ref()).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Internal);
     });
 }
@@ -364,7 +380,7 @@ fn env_reaches_the_command() {
         let env = [(OsString::from("ARBITER_TEST_CODE"), OsString::from("42"))];
         // `sh` is found through the inherited PATH; the added variable is there too.
         let argv = os(&["sh", "-c", "exit \"$ARBITER_TEST_CODE\""]);
-        let mut child = spawn_guarded(&argv, &env, &me()).unwrap();
+        let mut child = guarded(&argv, &env, &me()).unwrap();
         assert_eq!(exit_code(&child.wait().await.unwrap()), 42);
     });
 }
@@ -372,7 +388,7 @@ fn env_reaches_the_command() {
 fn dropping_the_child_kills_the_tree() {
     rt().block_on(async {
         let argv = os(&["sh", "-c", "sleep 300 & sleep 300"]);
-        let child = spawn_guarded(&argv, &[], &me()).unwrap();
+        let child = guarded(&argv, &[], &me()).unwrap();
         let pgid = child.pgid().unwrap();
         assert!(
             eventually(FIVE_S, || count_sleeps(pgid) == 2).await,
@@ -420,7 +436,7 @@ fn owner_killed_kills_the_tree() {
 
 fn killing_the_guard_kills_the_command() {
     rt().block_on(async {
-        let mut child = spawn_guarded(&os(&["sleep", "300"]), &[], &me()).unwrap();
+        let mut child = guarded(&os(&["sleep", "300"]), &[], &me()).unwrap();
         let pgid = child.pgid().unwrap();
         assert!(eventually(FIVE_S, || count_sleeps(pgid) == 1).await);
         // Only the guard: the command gets its parent-death signal (Linux).
@@ -436,7 +452,7 @@ fn killing_the_guard_kills_the_command() {
 
 fn terminate_is_graceful() {
     rt().block_on(async {
-        let mut child = spawn_guarded(&os(&["sleep", "300"]), &[], &me()).unwrap();
+        let mut child = guarded(&os(&["sleep", "300"]), &[], &me()).unwrap();
         let pgid = child.pgid().unwrap();
         assert!(eventually(FIVE_S, || count_sleeps(pgid) == 1).await);
         let start = Instant::now();
@@ -454,7 +470,7 @@ fn terminate_kills_what_ignores_sigterm() {
         let ready = dir.path().join("ready");
         let env = [(OsString::from("READY"), ready.clone().into_os_string())];
         let script = r#"trap "" TERM; sleep 300 & echo ok > "$READY"; wait"#;
-        let mut child = spawn_guarded(&os(&["sh", "-c", script]), &env, &me()).unwrap();
+        let mut child = guarded(&os(&["sh", "-c", script]), &env, &me()).unwrap();
         let pgid = child.pgid().unwrap();
         assert!(eventually(FIVE_S, || ready.exists() && count_sleeps(pgid) == 1).await);
 
@@ -472,7 +488,7 @@ fn terminate_kills_what_ignores_sigterm() {
 fn kill_group_leftovers_empties_the_group() {
     rt().block_on(async {
         let argv = os(&["sh", "-c", "sleep 300 & exit 3"]);
-        let mut child = spawn_guarded(&argv, &[], &me()).unwrap();
+        let mut child = guarded(&argv, &[], &me()).unwrap();
         let pgid = child.pgid().unwrap();
         assert_eq!(exit_code(&child.wait().await.unwrap()), 3);
         assert!(group_alive(pgid), "the background sleep is left in the group");
