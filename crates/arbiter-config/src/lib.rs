@@ -31,14 +31,44 @@
 //!
 //! [[routes]]                         # no matcher: the default route
 //! channels = ["log"]
+//!
+//! [loops.web]                        # `arbiter watch` runs each loop under lease loop/web
+//! repo = "../web"                    # relative to this file
+//! every = "5m"
+//! jitter = "30s"
+//! command = ["claude", "-p", "--prompt-file", "{prompt_file}"]   # argv, never a shell string
+//! prompt = "prompts/web.md"          # {{loop}} {{repo}} {{round}} {{last_status}} {{host}}
+//! prompt_stdin = false               # true: the prompt goes to stdin instead
+//! timeout = "30m"                    # for the whole process tree
+//! grace = "10s"                      # between TERM and KILL
+//! backoff_max = "1h"                 # consecutive failures back off up to this
+//! env = { RUST_LOG = "info" }
+//! profile = "work"                   # else chosen by [[profile_rules]] from the origin remote
+//! max_rounds_per_hour = 12
+//! kind = "loop.failure"              # the kind of its failure notifications
+//! tags = { team = "web" }
+//! enabled = true
+//! before_round = [["git", "pull", "--ff-only"]]
+//! keep_logs = 50                     # round logs kept per loop
+//!
+//! [profiles.work]
+//! gh_config_dir = "~/.config/arbiter/gh/work"   # created 0700; the loop's own GH_CONFIG_DIR
+//! token_command = ["gh", "auth", "token", "--hostname", "github.com"]  # or token_file, token_env
+//! env = { GIT_AUTHOR_NAME = "Work Bot" }
+//!
+//! [[profile_rules]]
+//! remote = "github.com/acme/*"       # glob on host/owner/repo of the origin remote
+//! profile = "work"
 //! ```
 
+mod loops;
 mod notify;
 mod raw;
 
 use std::path::{Path, PathBuf};
 
 use arbiter_core::{Error, Result};
+pub use loops::{LoopSpec, Profile, ProfileRule, TokenSource, remote_path};
 pub use notify::{Channel, ChannelType, NotifySettings, Rate, Route, Target, redact as redact_url};
 
 /// A loaded, validated configuration.
@@ -49,6 +79,9 @@ pub struct Config {
     pub notifications: NotifySettings,
     pub channels: Vec<Channel>,
     pub routes: Vec<Route>,
+    pub loops: Vec<LoopSpec>,
+    pub profiles: Vec<Profile>,
+    pub profile_rules: Vec<ProfileRule>,
 }
 
 impl Config {
@@ -79,6 +112,7 @@ impl Config {
             Error::bad_input(format!("{}:{line}: {}", path.display(), e.message().trim_end()))
         })?;
         let mut config = notify::validate(&raw, &source)?;
+        loops::validate(&raw, &source, &mut config)?;
         config.path = Some(path.to_path_buf());
         Ok(config)
     }

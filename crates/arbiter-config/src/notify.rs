@@ -195,10 +195,10 @@ pub(crate) fn validate(raw: &RawConfig, source: &Source<'_>) -> Result<Config> {
         routes.push(validate_route(index, route, &channels, source)?);
     }
     Ok(Config {
-        path: None,
         notifications: settings,
         channels,
         routes,
+        ..Config::default()
     })
 }
 
@@ -281,7 +281,11 @@ fn validate_channel(id: &str, spanned: &Spanned<RawChannel>, source: &Source<'_>
                 return Err(at(spanned.span(), "url", "a file channel takes path, not url".into()));
             }
             match &raw.path {
-                Some(path) if !path.get_ref().is_empty() => Target::File(PathBuf::from(path.get_ref())),
+                Some(path) if !path.get_ref().is_empty() => {
+                    // Relative to the config file, like every path in it.
+                    let base = source.path.parent().unwrap_or(std::path::Path::new(""));
+                    Target::File(base.join(path.get_ref()))
+                }
                 _ => {
                     return Err(at(
                         spanned.span(),

@@ -14,6 +14,59 @@ pub struct RawConfig {
     pub channels: BTreeMap<String, Spanned<RawChannel>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub loops: BTreeMap<String, Spanned<RawLoop>>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Spanned<RawProfile>>,
+    #[serde(default)]
+    pub profile_rules: Vec<Spanned<RawProfileRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoop {
+    pub repo: Spanned<String>,
+    pub every: Spanned<String>,
+    pub jitter: Option<Spanned<String>>,
+    /// An argv array; a string is refused with its own message.
+    pub command: Spanned<toml::Value>,
+    pub prompt: Option<Spanned<String>>,
+    #[serde(default)]
+    pub prompt_stdin: bool,
+    pub timeout: Option<Spanned<String>>,
+    pub grace: Option<Spanned<String>>,
+    pub backoff_max: Option<Spanned<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub profile: Option<Spanned<String>>,
+    #[serde(default)]
+    pub priority: i64,
+    pub max_rounds_per_hour: Option<Spanned<i64>>,
+    pub kind: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub enabled: Option<bool>,
+    pub before_round: Option<Spanned<toml::Value>>,
+    pub keep_logs: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    pub gh_config_dir: Spanned<String>,
+    pub gh_host: Option<Spanned<String>>,
+    pub token_command: Option<Spanned<toml::Value>>,
+    pub token_file: Option<Spanned<String>>,
+    pub token_env: Option<Spanned<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfileRule {
+    pub remote: Spanned<String>,
+    pub profile: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

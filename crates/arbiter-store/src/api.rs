@@ -10,6 +10,7 @@ use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Lease, LeaseInfo, Rene
 use arbiter_core::log::{Appended, ConsumerInfo, NewRecord, Record, StreamInfo};
 use async_trait::async_trait;
 
+use crate::loops::{LoopState, RoundEnd, RoundInfo};
 use crate::notify::{AcceptRequest, Accepted, DeliveryState, Due, OutboxEntry, Resolved};
 
 #[async_trait]
@@ -90,6 +91,31 @@ pub trait NotifyStore: Send + Sync {
     async fn list(&self, namespace: &str, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>>;
     /// Puts a dead message back in the queue (its max age counts from now).
     async fn retry(&self, namespace: &str, id: i64) -> Result<OutboxEntry>;
+}
+
+#[async_trait]
+pub trait LoopStore: Send + Sync {
+    /// Starts the next round of a loop, fenced by its lease: only the current holder of
+    /// `lease_name` with `token` can start one (else `Lost`). A round an earlier holder left
+    /// `running` (it died mid-round) is marked `abandoned` first. `{round}` in `log_path`
+    /// is replaced by the round number. Returns the round number.
+    async fn begin_round(&self, namespace: &str, lease: &arbiter_core::lease::Lease, log_path: &str) -> Result<i64>;
+    /// Records how a round ended and when the loop runs next.
+    async fn end_round(&self, namespace: &str, loop_name: &str, end: RoundEnd) -> Result<()>;
+    /// Records that `host`/`pid` runs the loop, in `state`, next at `next_run_at` (a
+    /// heartbeat); creates the loop's row when new.
+    async fn heartbeat(
+        &self,
+        namespace: &str,
+        loop_name: &str,
+        state: &str,
+        next_run_at: Option<arbiter_core::Millis>,
+        holder: &arbiter_core::lease::Holder,
+    ) -> Result<LoopState>;
+    /// Every loop of the namespace, by name, with the store's clock.
+    async fn status(&self, namespace: &str) -> Result<(arbiter_core::Millis, Vec<LoopState>)>;
+    /// A loop's rounds, newest first.
+    async fn rounds(&self, namespace: &str, loop_name: &str, limit: usize) -> Result<Vec<RoundInfo>>;
 }
 
 /// What a waiter waits on.

@@ -2,7 +2,7 @@
 //!
 //! Layout:
 //! - [`url`]: how a store is named (`sqlite:///path.db`, a bare path, `postgres://…`).
-//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`], [`NotifyStore`]) plus
+//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`], [`NotifyStore`], [`LoopStore`]) plus
 //!   [`Changes`], the way a caller waits for the store to change without polling it hard.
 //! - `sqlite`: the embedded default backend (one file, WAL, many processes at once).
 //! - `postgres`: the backend for fleets that span machines.
@@ -13,6 +13,7 @@
 //! writes in one transaction, and every time it decides with comes from the store's clock.
 
 pub mod api;
+mod loops;
 mod notify;
 mod postgres;
 mod sql;
@@ -21,14 +22,15 @@ pub mod url;
 
 use std::sync::Arc;
 
-pub use api::{Changes, KvStore, LeaseStore, LogStore, NotifyStore, Subscription, Topic};
+pub use api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
 use arbiter_core::Result;
+pub use loops::{LoopState, RoundEnd, RoundInfo};
 pub use notify::{AcceptRequest, Accepted, DeliveryState, Due, OutboxEntry, Resolved};
 pub use url::StoreUrl;
 
 /// The schema version this build writes. Opening a store migrates it up to this version; a
 /// store with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// What `arbiter store info` prints.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -47,6 +49,7 @@ pub trait Backend: Send + Sync + 'static {
     fn kv(&self) -> &dyn KvStore;
     fn log(&self) -> &dyn LogStore;
     fn notify(&self) -> &dyn NotifyStore;
+    fn loops(&self) -> &dyn LoopStore;
     fn changes(&self) -> &dyn Changes;
 }
 
@@ -82,6 +85,9 @@ impl Store {
     }
     pub fn notify(&self) -> &dyn NotifyStore {
         self.backend.notify()
+    }
+    pub fn loops(&self) -> &dyn LoopStore {
+        self.backend.loops()
     }
     pub fn changes(&self) -> &dyn Changes {
         self.backend.changes()

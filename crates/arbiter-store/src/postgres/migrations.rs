@@ -112,4 +112,36 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX notify_outbox_pending ON notify_outbox (namespace, state, channel, id);
     "#,
+    // 4: the supervisor's loops and their rounds.
+    r#"
+    CREATE TABLE loop_state (
+        namespace            TEXT NOT NULL,
+        loop                 TEXT NOT NULL,
+        round                BIGINT NOT NULL,
+        state                TEXT NOT NULL,
+        consecutive_failures BIGINT NOT NULL,
+        next_run_at          BIGINT NOT NULL,
+        last_status          TEXT,
+        last_reason          TEXT,
+        last_exit            BIGINT,
+        host                 TEXT NOT NULL,
+        pid                  BIGINT NOT NULL,
+        heartbeat_at         BIGINT NOT NULL,
+        PRIMARY KEY (namespace, loop)
+    );
+    CREATE TABLE loop_rounds (
+        namespace  TEXT NOT NULL,
+        loop       TEXT NOT NULL,
+        round      BIGINT NOT NULL,
+        host       TEXT NOT NULL,
+        pid        BIGINT NOT NULL,
+        started_at BIGINT NOT NULL,
+        ended_at   BIGINT,
+        status     TEXT NOT NULL,
+        exit_code  BIGINT,
+        reason     TEXT,
+        log_path   TEXT NOT NULL,
+        PRIMARY KEY (namespace, loop, round)
+    );
+    "#,
 ];

@@ -12,6 +12,7 @@
 mod kv;
 mod lease;
 mod log;
+mod loops;
 mod migrations;
 mod notify;
 
@@ -25,7 +26,7 @@ use tokio::sync::watch;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
-use crate::api::{Changes, KvStore, LeaseStore, LogStore, NotifyStore, Subscription, Topic};
+use crate::api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
 use crate::url::redact;
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
@@ -278,6 +279,9 @@ impl Backend for PgStore {
         self
     }
     fn notify(&self) -> &dyn NotifyStore {
+        self
+    }
+    fn loops(&self) -> &dyn LoopStore {
         self
     }
     fn changes(&self) -> &dyn Changes {

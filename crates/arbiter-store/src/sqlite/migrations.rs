@@ -112,4 +112,36 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX notify_outbox_pending ON notify_outbox (namespace, state, channel, id);
     "#,
+    // 4: the supervisor's loops and their rounds.
+    r#"
+    CREATE TABLE loop_state (
+        namespace            TEXT NOT NULL,
+        loop                 TEXT NOT NULL,
+        round                INTEGER NOT NULL,
+        state                TEXT NOT NULL,
+        consecutive_failures INTEGER NOT NULL,
+        next_run_at          INTEGER NOT NULL,
+        last_status          TEXT,
+        last_reason          TEXT,
+        last_exit            INTEGER,
+        host                 TEXT NOT NULL,
+        pid                  INTEGER NOT NULL,
+        heartbeat_at         INTEGER NOT NULL,
+        PRIMARY KEY (namespace, loop)
+    ) WITHOUT ROWID;
+    CREATE TABLE loop_rounds (
+        namespace  TEXT NOT NULL,
+        loop       TEXT NOT NULL,
+        round      INTEGER NOT NULL,
+        host       TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at   INTEGER,
+        status     TEXT NOT NULL,
+        exit_code  INTEGER,
+        reason     TEXT,
+        log_path   TEXT NOT NULL,
+        PRIMARY KEY (namespace, loop, round)
+    ) WITHOUT ROWID;
+    "#,
 ];

@@ -15,6 +15,7 @@
 mod kv;
 mod lease;
 mod log;
+mod loops;
 mod migrations;
 mod notify;
 
@@ -26,7 +27,7 @@ use arbiter_core::{Error, ErrorKind, Millis, Result};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::api::{Changes, KvStore, LeaseStore, LogStore, NotifyStore, Subscription, Topic};
+use crate::api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
 use crate::url::Synchronous;
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
@@ -210,6 +211,9 @@ impl Backend for SqliteStore {
         self
     }
     fn notify(&self) -> &dyn NotifyStore {
+        self
+    }
+    fn loops(&self) -> &dyn LoopStore {
         self
     }
     fn changes(&self) -> &dyn Changes {

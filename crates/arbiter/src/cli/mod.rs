@@ -9,6 +9,7 @@ mod log;
 mod notify;
 mod output;
 mod store;
+mod watch;
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -101,6 +102,12 @@ enum Command {
     /// The configured notification channels.
     #[command(subcommand)]
     Channels(notify::ChannelsCommand),
+    /// Run the agent loops of arbiter.toml: one instance per loop across every host.
+    Watch(watch::WatchArgs),
+    /// The fleet: every loop, where it runs, its last rounds, failures, next run.
+    Status(watch::StatusArgs),
+    /// Print a loop's round log.
+    Logs(watch::LogsArgs),
     /// The store itself: which one, and its schema.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -174,6 +181,9 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Dispatch(args) => notify::dispatch(args, &global, out).await,
         Command::Notifications(command) => notify::notifications(command, &global, out).await,
         Command::Channels(command) => notify::channels(command, &global, out).await,
+        Command::Watch(args) => watch::watch(args, &global, out).await,
+        Command::Status(args) => watch::status(args, &global, out).await,
+        Command::Logs(args) => watch::logs(args, &global, out).await,
         Command::Store(command) => store::run(command, &global, out).await,
     }
 }

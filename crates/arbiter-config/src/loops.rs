@@ -1,0 +1,351 @@
+//! Loops and credential profiles, validated.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arbiter_core::Result;
+use arbiter_core::duration::parse_duration;
+use toml::Spanned;
+
+use crate::raw::{RawConfig, RawLoop, RawProfile};
+use crate::{Config, Source};
+
+/// One agent loop, as `[loops.<name>]` declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopSpec {
+    pub name: String,
+    /// The repository (absolute, resolved against the config file's directory).
+    pub repo: PathBuf,
+    pub every: Duration,
+    pub jitter: Duration,
+    /// argv; `{prompt_file}` in any argument is replaced by the prompt file's path.
+    pub command: Vec<String>,
+    /// The prompt template (absolute).
+    pub prompt: Option<PathBuf>,
+    pub prompt_stdin: bool,
+    pub timeout: Duration,
+    pub grace: Duration,
+    pub backoff_max: Duration,
+    pub env: BTreeMap<String, String>,
+    pub profile: Option<String>,
+    pub priority: i64,
+    pub max_rounds_per_hour: Option<u32>,
+    pub kind: String,
+    pub tags: BTreeMap<String, String>,
+    pub enabled: bool,
+    pub before_round: Vec<Vec<String>>,
+    pub keep_logs: usize,
+}
+
+/// Where a profile's token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Command(Vec<String>),
+    File(PathBuf),
+    Env(String),
+}
+
+/// A credential profile: an isolated `gh` config directory and a token for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub name: String,
+    pub gh_config_dir: PathBuf,
+    /// Set for GitHub Enterprise: the loop also gets `GH_HOST` and `GH_ENTERPRISE_TOKEN`.
+    pub gh_host: Option<String>,
+    pub token: Option<TokenSource>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Chooses a profile by the repository's `origin` remote (`host/owner/repo`, a glob).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileRule {
+    pub remote: String,
+    pub profile: String,
+}
+
+const COMMAND_SHAPE: &str = "an argv array like [\"claude\", \"-p\", \"{prompt_file}\"]";
+
+/// An argv array of non-empty strings; a string is refused with a precise message.
+fn argv(source: &Source<'_>, key: &str, value: &Spanned<toml::Value>) -> Result<Vec<String>> {
+    let bad = |why: &str| source.error(value.span(), key, why.to_string());
+    match value.get_ref() {
+        toml::Value::String(_) => Err(bad(&format!(
+            "a shell string is not allowed (its quoting would be guessed): write {COMMAND_SHAPE}"
+        ))),
+        toml::Value::Array(items) => {
+            let args: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
+            match args {
+                Some(args) if !args.is_empty() && !args[0].is_empty() => Ok(args),
+                Some(_) => Err(bad(&format!("the command is empty: expected {COMMAND_SHAPE}"))),
+                None => Err(bad(&format!(
+                    "every element must be a string: expected {COMMAND_SHAPE}"
+                ))),
+            }
+        }
+        _ => Err(bad(&format!("expected {COMMAND_SHAPE}"))),
+    }
+}
+
+fn duration(source: &Source<'_>, key: &str, value: Option<&Spanned<String>>, default: Duration) -> Result<Duration> {
+    match value {
+        Some(v) => parse_duration(v.get_ref()).map_err(|e| source.error(v.span(), key, e.message)),
+        None => Ok(default),
+    }
+}
+
+/// `~/x` → the home directory; relative paths → against `base`.
+fn path(base: &Path, text: &str) -> PathBuf {
+    if let Some(rest) = text.strip_prefix("~/")
+        && let Some(home) = dirs::home_dir()
+    {
+        return home.join(rest);
+    }
+    let path = PathBuf::from(text);
+    if path.is_absolute() { path } else { base.join(path) }
+}
+
+pub(crate) fn validate(raw: &RawConfig, source: &Source<'_>, config: &mut Config) -> Result<()> {
+    let base = source
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    for (name, profile) in &raw.profiles {
+        config.profiles.push(validate_profile(name, profile, source, &base)?);
+    }
+    for (index, rule) in raw.profile_rules.iter().enumerate() {
+        let rule = rule.get_ref();
+        let key = format!("profile_rules[{index}].profile");
+        if !config.profiles.iter().any(|p| &p.name == rule.profile.get_ref()) {
+            return Err(source.error(
+                rule.profile.span(),
+                &key,
+                unknown_profile(rule.profile.get_ref(), config),
+            ));
+        }
+        config.profile_rules.push(ProfileRule {
+            remote: rule.remote.get_ref().clone(),
+            profile: rule.profile.get_ref().clone(),
+        });
+    }
+    for (name, spanned) in &raw.loops {
+        config.loops.push(validate_loop(name, spanned, source, &base, config)?);
+    }
+    Ok(())
+}
+
+fn unknown_profile(name: &str, config: &Config) -> String {
+    let known: Vec<&str> = config.profiles.iter().map(|p| p.name.as_str()).collect();
+    let known = if known.is_empty() {
+        "none are configured".into()
+    } else {
+        format!("known: {}", known.join(", "))
+    };
+    format!("unknown profile {name:?} ({known})")
+}
+
+fn validate_profile(name: &str, spanned: &Spanned<RawProfile>, source: &Source<'_>, base: &Path) -> Result<Profile> {
+    let raw = spanned.get_ref();
+    let key = |field: &str| format!("profiles.{name}.{field}");
+    let sources = [
+        raw.token_command.is_some(),
+        raw.token_file.is_some(),
+        raw.token_env.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        return Err(source.error(
+            spanned.span(),
+            &key("token_command"),
+            "give one of token_command, token_file and token_env",
+        ));
+    }
+    let token = if let Some(cmd) = &raw.token_command {
+        Some(TokenSource::Command(argv(source, &key("token_command"), cmd)?))
+    } else if let Some(file) = &raw.token_file {
+        Some(TokenSource::File(path(base, file.get_ref())))
+    } else {
+        raw.token_env.as_ref().map(|v| TokenSource::Env(v.get_ref().clone()))
+    };
+    if raw.gh_config_dir.get_ref().is_empty() {
+        return Err(source.error(
+            raw.gh_config_dir.span(),
+            &key("gh_config_dir"),
+            "expected a directory path",
+        ));
+    }
+    Ok(Profile {
+        name: name.to_string(),
+        gh_config_dir: path(base, raw.gh_config_dir.get_ref()),
+        gh_host: raw.gh_host.as_ref().map(|h| h.get_ref().clone()),
+        token,
+        env: raw.env.clone(),
+    })
+}
+
+fn validate_loop(
+    name: &str,
+    spanned: &Spanned<RawLoop>,
+    source: &Source<'_>,
+    base: &Path,
+    config: &Config,
+) -> Result<LoopSpec> {
+    let raw = spanned.get_ref();
+    let key = |field: &str| format!("loops.{name}.{field}");
+    if arbiter_core::name::validate_name("loop name", name).is_err() || name.contains('/') {
+        return Err(source.error(
+            spanned.span(),
+            &format!("loops.{name}"),
+            "invalid loop name: expected letters, digits, '.', '_', '-', ':' or '@'",
+        ));
+    }
+    let every = duration(source, &key("every"), Some(&raw.every), Duration::ZERO)?;
+    let command = argv(source, &key("command"), &raw.command)?;
+    let prompt = raw.prompt.as_ref().map(|p| (p, path(base, p.get_ref())));
+    if let Some((spanned_prompt, file)) = &prompt
+        && !file.is_file()
+    {
+        return Err(source.error(
+            spanned_prompt.span(),
+            &key("prompt"),
+            format!("prompt template {} does not exist", file.display()),
+        ));
+    }
+    let has_placeholder = command.iter().any(|a| a.contains("{prompt_file}"));
+    match (&prompt, raw.prompt_stdin, has_placeholder) {
+        (Some(_), false, false) => {
+            return Err(source.error(
+                raw.command.span(),
+                &key("command"),
+                "the prompt reaches the command through a {prompt_file} argument or prompt_stdin = true; neither is set",
+            ));
+        }
+        (None, _, true) | (None, true, _) => {
+            return Err(source.error(
+                raw.command.span(),
+                &key("prompt"),
+                "{prompt_file} or prompt_stdin needs a prompt template",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(profile) = &raw.profile
+        && !config.profiles.iter().any(|p| &p.name == profile.get_ref())
+    {
+        return Err(source.error(
+            profile.span(),
+            &key("profile"),
+            unknown_profile(profile.get_ref(), config),
+        ));
+    }
+    let before_round = match &raw.before_round {
+        None => Vec::new(),
+        Some(value) => match value.get_ref() {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| argv(source, &key("before_round"), &Spanned::new(value.span(), item.clone())))
+                .collect::<Result<Vec<_>>>()?,
+            _ => {
+                return Err(source.error(
+                    value.span(),
+                    &key("before_round"),
+                    "expected a list of argv arrays like [[\"git\", \"pull\", \"--ff-only\"]]",
+                ));
+            }
+        },
+    };
+    let max_rounds_per_hour = match &raw.max_rounds_per_hour {
+        Some(v) if *v.get_ref() < 1 || *v.get_ref() > 3600 => {
+            return Err(source.error(v.span(), &key("max_rounds_per_hour"), "expected 1 to 3600"));
+        }
+        Some(v) => Some(*v.get_ref() as u32),
+        None => None,
+    };
+    let keep_logs = match &raw.keep_logs {
+        Some(v) if *v.get_ref() < 1 => return Err(source.error(v.span(), &key("keep_logs"), "expected at least 1")),
+        Some(v) => *v.get_ref() as usize,
+        None => 50,
+    };
+    let kind = match &raw.kind {
+        Some(k) => {
+            arbiter_core::notify::validate_kind(k.get_ref())
+                .map_err(|e| source.error(k.span(), &key("kind"), e.message))?;
+            k.get_ref().clone()
+        }
+        None => "loop.failure".to_string(),
+    };
+    Ok(LoopSpec {
+        name: name.to_string(),
+        repo: path(base, raw.repo.get_ref()),
+        every,
+        jitter: duration(source, &key("jitter"), raw.jitter.as_ref(), Duration::ZERO)?,
+        command,
+        prompt: prompt.map(|(_, file)| file),
+        prompt_stdin: raw.prompt_stdin,
+        timeout: duration(source, &key("timeout"), raw.timeout.as_ref(), Duration::from_secs(3600))?,
+        grace: duration(source, &key("grace"), raw.grace.as_ref(), Duration::from_secs(10))?,
+        backoff_max: duration(
+            source,
+            &key("backoff_max"),
+            raw.backoff_max.as_ref(),
+            Duration::from_secs(3600),
+        )?,
+        env: raw.env.clone(),
+        profile: raw.profile.as_ref().map(|p| p.get_ref().clone()),
+        priority: raw.priority,
+        max_rounds_per_hour,
+        kind,
+        tags: raw.tags.clone(),
+        enabled: raw.enabled.unwrap_or(true),
+        before_round,
+        keep_logs,
+    })
+}
+
+impl Config {
+    /// The profile of a loop: its own, else the first rule matching the repo's remote
+    /// (`host/owner/repo`).
+    pub fn profile_for(&self, spec: &LoopSpec, remote: Option<&str>) -> Option<&Profile> {
+        let name = spec.profile.clone().or_else(|| {
+            let remote = remote?;
+            self.profile_rules
+                .iter()
+                .find(|r| arbiter_core::notify::glob_match(&r.remote, remote))
+                .map(|r| r.profile.clone())
+        })?;
+        self.profiles.iter().find(|p| p.name == name)
+    }
+}
+
+/// `host/owner/repo` of a git remote URL (https, ssh or scp-like), without `.git`.
+pub fn remote_path(url: &str) -> Option<String> {
+    let url = url.trim().trim_end_matches('/').trim_end_matches(".git");
+    let rest = if let Some((_, rest)) = url.split_once("://") {
+        rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest).to_string()
+    } else {
+        // scp-like: git@github.com:owner/repo
+        let (host, path) = url.split_once(':')?;
+        let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
+        format!("{host}/{path}")
+    };
+    let rest = rest
+        .split_once('/')
+        .map(|(host, path)| format!("{}/{path}", host.split(':').next().unwrap_or(host)))?;
+    Some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn remotes() {
+        for (url, expected) in [
+            ("https://github.com/acme/web.git", "github.com/acme/web"),
+            ("git@github.com:acme/web.git", "github.com/acme/web"),
+            ("ssh://git@ghe.example.com:22/acme/web", "ghe.example.com/acme/web"),
+            ("https://user:tok@github.com/acme/web/", "github.com/acme/web"),
+        ] {
+            assert_eq!(super::remote_path(url).as_deref(), Some(expected), "{url}");
+        }
+    }
+}

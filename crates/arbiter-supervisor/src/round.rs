@@ -1,0 +1,375 @@
+//! One round of one loop: credentials, prompt file, environment, the command's process
+//! tree with a timeout, and what came of it.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arbiter_client::lease::KeepAlive;
+use arbiter_config::{LoopSpec, Profile, TokenSource};
+use arbiter_core::{Error, Result};
+use arbiter_process::Spawn;
+
+/// How a round ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// `succeeded`, `failed`, `timed out`, `lost`, `interrupted`.
+    pub status: &'static str,
+    pub exit_code: Option<i64>,
+    /// In plain words, for people: why it failed (empty on success).
+    pub reason: String,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        self.status == "succeeded"
+    }
+    fn failed(reason: impl Into<String>) -> Outcome {
+        Outcome {
+            status: "failed",
+            exit_code: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a round needs besides its spec.
+pub struct RoundContext<'a> {
+    pub spec: &'a LoopSpec,
+    pub profile: Option<&'a Profile>,
+    pub round: i64,
+    pub last_status: &'a str,
+    pub log_path: &'a Path,
+    pub guard_exe: &'a Path,
+    /// `ARBITER_*` variables for the command (loop, round, lease, store, namespace).
+    pub arbiter_env: Vec<(String, String)>,
+    /// Where a loop without a profile keeps its own `GH_CONFIG_DIR`.
+    pub default_gh_dir: PathBuf,
+}
+
+/// Replaces `{{loop}}`, `{{repo}}`, `{{round}}`, `{{last_status}}`, `{{host}}`; every other
+/// character passes through as it is (prompts contain code and braces).
+pub fn render_prompt(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match vars
+            .iter()
+            .find(|(name, _)| after.starts_with(name) && after[name.len()..].starts_with("}}"))
+        {
+            Some((name, value)) => {
+                out.push_str(value);
+                rest = &after[name.len() + 2..];
+            }
+            None => {
+                out.push('{');
+                rest = &rest[start + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The variables a command inherits from the supervisor; nothing else of its environment
+/// leaks into a loop (no tokens, no `GH_*`).
+const INHERITED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TMPDIR",
+    "TZ",
+    "SHELL",
+    // Windows
+    "SYSTEMROOT",
+    "SystemRoot",
+    "WINDIR",
+    "COMSPEC",
+    "PATHEXT",
+    "TEMP",
+    "TMP",
+    "USERPROFILE",
+    "APPDATA",
+    "LOCALAPPDATA",
+    "PROGRAMDATA",
+];
+
+fn base_env() -> Vec<(OsString, OsString)> {
+    INHERITED
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
+        .collect()
+}
+
+/// Creates `dir` (0700 on Unix) if missing.
+fn private_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::internal(format!("cannot make {} private: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// The profile's token, for this round only. Errors say which profile and why.
+async fn token(profile: &Profile, repo: &Path) -> std::result::Result<Option<String>, String> {
+    let name = &profile.name;
+    let token = match &profile.token {
+        None => return Ok(None),
+        Some(TokenSource::Env(var)) => std::env::var(var)
+            .map_err(|_| format!("profile {name}: token_env {var} is not set in the supervisor's environment"))?,
+        Some(TokenSource::File(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("profile {name}: cannot read token_file {}: {e}", path.display()))?,
+        Some(TokenSource::Command(argv)) => {
+            let mut cmd = tokio::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..])
+                .env_clear()
+                .envs(base_env())
+                .current_dir(repo)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true);
+            let output = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+                .await
+                .map_err(|_| format!("profile {name}: token command timed out after 60s"))?
+                .map_err(|e| format!("profile {name}: cannot run token command {}: {e}", argv[0]))?;
+            if !output.status.success() {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let stderr: String = stderr.trim().chars().take(300).collect();
+                return Err(format!(
+                    "profile {name}: token command exited {}: {stderr}",
+                    arbiter_process::exit_code(&output.status)
+                ));
+            }
+            String::from_utf8(output.stdout).map_err(|_| format!("profile {name}: token command printed non-UTF-8"))?
+        }
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(format!("profile {name}: the token is empty"));
+    }
+    Ok(Some(token))
+}
+
+fn log_line(log: &Path, line: &str) {
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        let _ = writeln!(file, "arbiter: {line}");
+    }
+}
+
+/// Runs a round; `keep_alive` reports the loss of the loop's lease, `shutdown` a signal.
+pub async fn run(
+    ctx: &RoundContext<'_>,
+    keep_alive: &mut KeepAlive,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Outcome> {
+    let spec = ctx.spec;
+    let host = arbiter_process::host_name();
+    log_line(
+        ctx.log_path,
+        &format!("round {} of loop {} on {host}", ctx.round, spec.name),
+    );
+    // Environment: a clean base, the profile's and loop's variables, isolated credentials.
+    let gh_dir = ctx
+        .profile
+        .map(|p| p.gh_config_dir.clone())
+        .unwrap_or_else(|| ctx.default_gh_dir.clone());
+    private_dir(&gh_dir)?;
+    let mut env = base_env();
+    let mut add = |k: &str, v: &str| env.push((OsString::from(k), OsString::from(v)));
+    if let Some(profile) = ctx.profile {
+        for (k, v) in &profile.env {
+            add(k, v);
+        }
+    }
+    for (k, v) in &spec.env {
+        add(k, v);
+    }
+    add("GH_CONFIG_DIR", &gh_dir.to_string_lossy());
+    for (k, v) in &ctx.arbiter_env {
+        add(k, v);
+    }
+    if let Some(profile) = ctx.profile {
+        match token(profile, &spec.repo).await {
+            Ok(Some(token)) => {
+                add("GH_TOKEN", &token);
+                if let Some(host) = profile.gh_host.as_deref().filter(|h| *h != "github.com") {
+                    add("GH_HOST", host);
+                    add("GH_ENTERPRISE_TOKEN", &token);
+                }
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                log_line(ctx.log_path, &reason);
+                return Ok(Outcome::failed(reason));
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + spec.timeout;
+    // Before the round: each command in the repo with the loop's environment.
+    for argv in &spec.before_round {
+        let spawn = Spawn {
+            argv: argv.iter().map(OsString::from).collect(),
+            env: env.clone(),
+            clear_env: true,
+            cwd: Some(spec.repo.clone()),
+            stdin: None,
+            output: Some(ctx.log_path.to_path_buf()),
+        };
+        let outcome = supervise(ctx, &spawn, deadline, keep_alive, shutdown).await?;
+        if !outcome.succeeded() {
+            let tail = tail(ctx.log_path, 5);
+            let reason = format!("before_round {:?} {}: {tail}", argv.join(" "), outcome.reason);
+            return Ok(Outcome { reason, ..outcome });
+        }
+    }
+    // The prompt: a fresh 0600 file, never argv.
+    let prompt_file = match &spec.prompt {
+        Some(template) => {
+            let text = std::fs::read_to_string(template)
+                .map_err(|e| Error::internal(format!("cannot read prompt template {}: {e}", template.display())))?;
+            let round = ctx.round.to_string();
+            let repo = spec.repo.to_string_lossy();
+            let rendered = render_prompt(
+                &text,
+                &[
+                    ("loop", &spec.name),
+                    ("repo", &repo),
+                    ("round", &round),
+                    ("last_status", ctx.last_status),
+                    ("host", &host),
+                ],
+            );
+            // tempfile creates it readable and writable by its owner only (0600 on Unix).
+            let mut file = tempfile::Builder::new()
+                .prefix(&format!("arbiter-prompt-{}-", spec.name))
+                .suffix(".md")
+                .tempfile()
+                .map_err(|e| Error::internal(format!("cannot create the prompt file: {e}")))?;
+            file.write_all(rendered.as_bytes())
+                .and_then(|()| file.flush())
+                .map_err(|e| Error::internal(format!("cannot write the prompt file: {e}")))?;
+            Some(file)
+        }
+        None => None,
+    };
+    let prompt_path = prompt_file
+        .as_ref()
+        .map(|f| f.path().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let spawn = Spawn {
+        argv: spec
+            .command
+            .iter()
+            .map(|a| OsString::from(a.replace("{prompt_file}", &prompt_path)))
+            .collect(),
+        env,
+        clear_env: true,
+        cwd: Some(spec.repo.clone()),
+        stdin: if spec.prompt_stdin {
+            prompt_file.as_ref().map(|f| f.path().to_path_buf())
+        } else {
+            None
+        },
+        output: Some(ctx.log_path.to_path_buf()),
+    };
+    let outcome = supervise(ctx, &spawn, deadline, keep_alive, shutdown).await;
+    drop(prompt_file); // deletes it
+    let outcome = outcome?;
+    log_line(
+        ctx.log_path,
+        &format!("round {} {} {}", ctx.round, outcome.status, outcome.reason),
+    );
+    Ok(outcome)
+}
+
+/// Runs one command to its end, its timeout, the loss of the lease, or shutdown.
+async fn supervise(
+    ctx: &RoundContext<'_>,
+    spawn: &Spawn,
+    deadline: tokio::time::Instant,
+    keep_alive: &mut KeepAlive,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Outcome> {
+    if !ctx.spec.repo.is_dir() {
+        return Ok(Outcome::failed(format!(
+            "repo {} is not a directory",
+            ctx.spec.repo.display()
+        )));
+    }
+    let mut child = match arbiter_process::spawn_guarded(spawn, ctx.guard_exe) {
+        Ok(child) => child,
+        Err(e) => {
+            return Ok(Outcome::failed(format!(
+                "cannot start {:?}: {}",
+                spawn.argv[0], e.message
+            )));
+        }
+    };
+    let grace = ctx.spec.grace;
+    let outcome = tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            child.kill_group_leftovers(grace).await;
+            let code = arbiter_process::exit_code(&status);
+            match code {
+                0 => Outcome { status: "succeeded", exit_code: Some(0), reason: String::new() },
+                127 => Outcome { status: "failed", exit_code: Some(127), reason: format!("command {:?} not found", spawn.argv[0]) },
+                code => Outcome { status: "failed", exit_code: Some(i64::from(code)), reason: format!("exited with code {code}") },
+            }
+        }
+        () = tokio::time::sleep_until(deadline) => {
+            child.terminate(grace).await?;
+            Outcome {
+                status: "timed out",
+                exit_code: None,
+                reason: format!("timed out after {}; its process tree was stopped", arbiter_core::duration::format_duration(ctx.spec.timeout)),
+            }
+        }
+        err = keep_alive.lost() => {
+            child.terminate(grace).await?;
+            Outcome { status: "lost", exit_code: None, reason: format!("the loop's lease was lost: {}", err.message) }
+        }
+        () = crate::stopped(shutdown) => {
+            child.terminate(grace).await?;
+            Outcome { status: "interrupted", exit_code: None, reason: "the supervisor was stopped".into() }
+        }
+    };
+    Ok(outcome)
+}
+
+/// The last `n` lines of a file, joined, for a reason.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("arbiter: ")).collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_prompt;
+
+    #[test]
+    fn prompts_pass_everything_but_placeholders_through() {
+        let vars = [("loop", "web"), ("round", "7")];
+        assert_eq!(render_prompt("{{loop}}#{{round}}", &vars), "web#7");
+        assert_eq!(
+            render_prompt("fn f() { {x} } {{unknown}} {{loop", &vars),
+            "fn f() { {x} } {{unknown}} {{loop"
+        );
+        assert_eq!(
+            render_prompt("$HOME `ls` \"q\" ünï {{{loop}}}", &vars),
+            "$HOME `ls` \"q\" ünï {web}"
+        );
+        assert_eq!(render_prompt("", &vars), "");
+    }
+}

@@ -1,0 +1,216 @@
+//! The supervisor: `arbiter watch`, `arbiter status`, `arbiter logs`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use arbiter_config::Config;
+use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_supervisor::Options;
+use clap::Args;
+
+use super::output::{Output, timestamp};
+use super::{Global, parse_duration, shutdown_signal};
+use crate::exit;
+
+/// `arbiter watch`: run the loops of arbiter.toml.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Only this loop (repeatable; default: every loop).
+    #[arg(long = "loop", value_name = "NAME")]
+    loops: Vec<String>,
+    /// Run one round of each loop now, then exit.
+    #[arg(long, conflicts_with = "rounds")]
+    once: bool,
+    /// Run each loop this many rounds (counted in the store), then exit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: Option<u64>,
+    /// Where round logs go (default: arbiter/logs under your data directory).
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+    /// A loop's lease TTL: a supervisor that dies hands its loops over after this.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    lease_ttl: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Redraw every 2 seconds until interrupted.
+    #[arg(long)]
+    watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The loop.
+    #[arg(value_name = "LOOP")]
+    loop_name: String,
+    /// This round (default: the latest).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    round: Option<i64>,
+    /// Keep printing while the round runs.
+    #[arg(long)]
+    follow: bool,
+}
+
+fn data_dir(what: &str) -> Result<PathBuf> {
+    dirs::data_dir()
+        .map(|d| d.join("arbiter").join(what))
+        .ok_or_else(|| Error::bad_input(format!("no data directory is known for this user; pass --{what}-dir")))
+}
+
+pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32> {
+    let path = match &global.config {
+        Some(path) => path.clone(),
+        None => arbiter_config::default_path()
+            .filter(|p| p.exists())
+            .ok_or_else(|| Error::bad_input("no arbiter.toml: pass --config FILE (or set ARBITER_CONFIG)"))?,
+    };
+    let config = Config::from_file(&path)?;
+    let (store, url) = global.open().await?;
+    let options = Options {
+        config_path: path,
+        namespace: global.namespace.clone(),
+        loops: args.loops,
+        once: args.once,
+        rounds: args.rounds,
+        log_dir: match args.log_dir {
+            Some(dir) => dir,
+            None => data_dir("logs")?,
+        },
+        gh_dir: data_dir("gh")?,
+        guard_exe: std::env::current_exe()
+            .map_err(|e| Error::internal(format!("cannot find the arbiter executable: {e}")))?,
+        store_url: url.to_url(),
+        lease_ttl: args.lease_ttl,
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    arbiter_supervisor::watch(store.clone(), config, options, shutdown).await?;
+    if out.json {
+        let (_, loops) = store.loops().status(&global.namespace).await?;
+        out.print_json(&loops);
+    }
+    Ok(exit::SUCCESS)
+}
+
+pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i32> {
+    let (store, _) = global.open().await?;
+    // Bounded by interruption with --watch; otherwise one pass.
+    loop {
+        let (now, loops) = store.loops().status(&global.namespace).await?;
+        let leases = store.leases().list(&global.namespace, "loop/").await?;
+        let rows: Vec<serde_json::Value> = loops
+            .iter()
+            .map(|l| {
+                let lease = leases.iter().find(|x| x.name == format!("loop/{}", l.name));
+                // Nobody holds the loop's lease but it was not stopped: its supervisor died.
+                let state = match (lease, l.state.as_str()) {
+                    (None, "stopped" | "disabled") => l.state.clone(),
+                    (None, _) => "lost".to_string(),
+                    (Some(_), state) => state.to_string(),
+                };
+                serde_json::json!({
+                    "loop": l.name,
+                    "state": state,
+                    "host": l.host,
+                    "pid": l.pid,
+                    "round": l.round,
+                    "last_status": l.last_status,
+                    "last_reason": l.last_reason,
+                    "last_exit": l.last_exit,
+                    "consecutive_failures": l.consecutive_failures,
+                    "next_run_at": timestamp(l.next_run_at),
+                    "next_run_in_ms": (l.next_run_at - now).max(0),
+                    "lease_expires_at": lease.map(|x| timestamp(x.expires_at)),
+                    "heartbeat_at": timestamp(l.heartbeat_at),
+                })
+            })
+            .collect();
+        if out.json {
+            out.print_json(&rows);
+        } else {
+            if args.watch {
+                print!("\x1b[2J\x1b[H");
+            }
+            println!("LOOP\tSTATE\tHOST\tPID\tROUND\tLAST\tFAILURES\tNEXT\tREASON");
+            for r in &rows {
+                let next = Duration::from_millis(r["next_run_in_ms"].as_i64().unwrap_or(0) as u64);
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\tin {}\t{}",
+                    r["loop"].as_str().unwrap_or_default(),
+                    r["state"].as_str().unwrap_or_default(),
+                    r["host"].as_str().unwrap_or_default(),
+                    r["pid"],
+                    r["round"],
+                    r["last_status"].as_str().unwrap_or("-"),
+                    r["consecutive_failures"],
+                    arbiter_core::duration::format_duration(Duration::from_secs(next.as_secs())),
+                    r["last_reason"].as_str().unwrap_or_default(),
+                );
+            }
+        }
+        if !args.watch {
+            return Ok(exit::SUCCESS);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = shutdown_signal() => return Ok(exit::SUCCESS),
+        }
+    }
+}
+
+pub async fn logs(args: LogsArgs, global: &Global, _out: Output) -> Result<i32> {
+    let (store, _) = global.open().await?;
+    let ns = &global.namespace;
+    let rounds = store.loops().rounds(ns, &args.loop_name, 10_000).await?;
+    let round = match args.round {
+        Some(n) => rounds.iter().find(|r| r.round == n),
+        None => rounds.first(),
+    }
+    .cloned()
+    .ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFound,
+            match args.round {
+                Some(n) => format!("loop {:?} has no round {n}", args.loop_name),
+                None => format!("loop {:?} has no rounds", args.loop_name),
+            },
+        )
+    })?;
+    let mut printed = 0usize;
+    // Bounded: ends when the round has ended and its log is printed.
+    loop {
+        let bytes = std::fs::read(&round.log_path).unwrap_or_default();
+        if bytes.len() > printed {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&bytes[printed..]);
+            printed = bytes.len();
+        }
+        if !args.follow {
+            if bytes.is_empty() && !std::path::Path::new(&round.log_path).exists() {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("the log {} is gone (retention)", round.log_path),
+                ));
+            }
+            return Ok(exit::SUCCESS);
+        }
+        let current = store.loops().rounds(ns, &args.loop_name, 10_000).await?;
+        if current
+            .iter()
+            .find(|r| r.round == round.round)
+            .is_none_or(|r| r.status != "running")
+        {
+            let bytes = std::fs::read(&round.log_path).unwrap_or_default();
+            if bytes.len() > printed {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(&bytes[printed..]);
+            }
+            return Ok(exit::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
