@@ -24,6 +24,9 @@ use arbiter_store::{Store, Topic};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// How soon a waiter looks again at a holder that is exiting.
+const EXITING_RECHECK: Duration = Duration::from_millis(20);
+
 /// What to acquire, and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct Acquire {
@@ -111,7 +114,11 @@ pub async fn acquire(store: &Store, request: Acquire) -> Result<Granted> {
             .next_expiry()
             .map(|at| Duration::from_millis((at - busy.now).max(0) as u64 + 1))
             .unwrap_or(WAITER_TTL);
-        let timeout = (deadline - now).min(until_expiry).min(WAITER_TTL / 3);
+        // A holder whose process is gone while its group is being killed frees the lease
+        // within milliseconds, without any change in the store: look again soon.
+        let exiting = busy.holders.iter().any(|lease| arbiter_process::exiting(&lease.holder));
+        let recheck = if exiting { EXITING_RECHECK } else { WAITER_TTL / 3 };
+        let timeout = (deadline - now).min(until_expiry).min(recheck);
         subscription.wait(timeout).await?;
     }
 }

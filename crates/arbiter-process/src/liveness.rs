@@ -45,6 +45,24 @@ pub fn liveness(holder: &Holder) -> Liveness {
     Liveness::Dead
 }
 
+/// Whether `holder` is on its way out: on this host and boot, its process is gone, but its
+/// command's process group still has members (being killed by its guard, usually). It
+/// counts as alive; a waiter looks again soon rather than waiting for a change.
+pub fn exiting(holder: &Holder) -> bool {
+    #[cfg(unix)]
+    {
+        holder.host.eq_ignore_ascii_case(&host_name())
+            && (holder.boot_id.is_empty() || same_boot(&holder.boot_id, &boot_id()))
+            && !process_is(holder.pid, holder.start_time)
+            && holder.pgid.is_some_and(group_alive)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = holder;
+        false
+    }
+}
+
 /// Whether two boot ids name the same boot. Numeric ids are boot times in seconds, which
 /// Windows computes from the uptime: they may be a second or two apart for one boot.
 fn same_boot(a: &str, b: &str) -> bool {
