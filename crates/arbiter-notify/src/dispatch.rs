@@ -1,15 +1,16 @@
 //! The dispatcher: drains a namespace's outbox.
 //!
 //! Exactly one runs per namespace at a time: it holds the lease `notify/dispatcher`
-//! (others stand by, and take over when it dies). Each pass sends the first pending
-//! message of every channel concurrently — one at a time per channel, so per-channel order
-//! holds — and every closed digest window as one message. A failure is retried after an
-//! exponential backoff with jitter (or the receiver's `Retry-After`), and becomes dead,
-//! with its last error, once older than the configured max age. Delivery is at least once:
-//! a crash between a receiver's 2xx and the store's record of it sends the message again,
-//! with the same id.
+//! (others stand by, and take over when it dies). The first pending message of every
+//! channel, and every closed digest window (as one message), is sent by a task of its own:
+//! one at a time per channel, so per-channel order holds, and channels are independent — a
+//! slow, hanging or rate-limited one never holds back the others. A failure is retried
+//! after an exponential backoff with jitter (or the receiver's `Retry-After`), and becomes
+//! dead, with its last error, once older than the configured max age. Delivery is at
+//! least once: a crash between a receiver's 2xx and the store's record of it sends the
+//! message again, with the same id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,18 @@ pub struct Report {
     pub delivered: u64,
     pub failed_attempts: u64,
     pub dead: u64,
+}
+
+impl Report {
+    /// Adds the outcome of a finished delivery task; returns its key.
+    fn add(&mut self, done: std::result::Result<(String, Result<Report>), tokio::task::JoinError>) -> Result<String> {
+        let (key, outcome) = done.map_err(|e| Error::internal(format!("delivery task failed: {e}")))?;
+        let outcome = outcome?;
+        self.delivered += outcome.delivered;
+        self.failed_attempts += outcome.failed_attempts;
+        self.dead += outcome.dead;
+        Ok(key)
+    }
 }
 
 pub struct Dispatcher {
@@ -92,55 +105,57 @@ impl Dispatcher {
     ) -> Result<Report> {
         let mut keep_alive = KeepAlive::start(self.store.clone(), granted);
         let mut report = Report::default();
+        // One task per channel head (and per digest window) in flight, keyed so that a
+        // channel never has two: per-channel order holds, and a slow, hanging or
+        // rate-limited channel never holds back the others.
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut busy: HashSet<String> = HashSet::new();
         tokio::pin!(shutdown);
-        // Bounded by `once` (nothing due), or runs until shutdown or loss: a daemon.
+        // Bounded by `once` (nothing due, nothing in flight), or runs until shutdown or
+        // loss: a daemon.
         loop {
             let mut subscription = self.store.changes().subscribe(Topic::Notify).await?;
             let due = self.store.notify().due(&self.namespace).await?;
-            let work = due.heads.len() + due.digests.len();
-            if work == 0 {
-                if once {
-                    break;
+            let work = due
+                .heads
+                .into_iter()
+                .map(|head| (head.channel.clone(), vec![head]))
+                .chain(due.digests.into_iter().map(|window| {
+                    let key = format!(
+                        "{}\0digest\0{}",
+                        window[0].channel,
+                        window[0].digest_at.unwrap_or_default()
+                    );
+                    (key, window)
+                }));
+            for (key, entries) in work {
+                if busy.insert(key.clone()) {
+                    let delivery = self.deliver(entries);
+                    tasks.spawn(async move { (key, delivery.await) });
                 }
-                let sleep = due
-                    .next_at
-                    .map(|at| Duration::from_millis((at - due.now).max(0) as u64 + 1))
-                    .unwrap_or(RECHECK)
-                    .min(RECHECK);
-                tokio::select! {
-                    waited = subscription.wait(sleep) => waited?,
-                    err = keep_alive.lost() => return Err(err),
-                    () = &mut shutdown => break,
-                }
-                continue;
             }
-            let mut tasks = tokio::task::JoinSet::new();
-            for head in due.heads {
-                tasks.spawn(self.deliver(vec![head]));
+            if tasks.is_empty() && once {
+                break;
             }
-            for window in due.digests {
-                tasks.spawn(self.deliver(window));
-            }
-            let pass = async {
-                let mut pass = Report::default();
-                while let Some(result) = tasks.join_next().await {
-                    let outcome = result.map_err(|e| Error::internal(format!("delivery task failed: {e}")))??;
-                    pass.delivered += outcome.delivered;
-                    pass.failed_attempts += outcome.failed_attempts;
-                    pass.dead += outcome.dead;
-                }
-                Ok::<_, Error>(pass)
-            };
+            let sleep = due
+                .next_at
+                .map(|at| Duration::from_millis((at - due.now).max(0) as u64 + 1))
+                .unwrap_or(RECHECK)
+                .min(RECHECK);
             tokio::select! {
-                pass = pass => {
-                    let pass = pass?;
-                    report.delivered += pass.delivered;
-                    report.failed_attempts += pass.failed_attempts;
-                    report.dead += pass.dead;
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    let key = report.add(done)?;
+                    busy.remove(&key);
                 }
+                waited = subscription.wait(sleep) => waited?,
                 err = keep_alive.lost() => return Err(err),
                 () = &mut shutdown => break,
             }
+        }
+        // Stopped: count what finished meanwhile; what is still in flight is dropped (and
+        // sent again, with the same id, by the next dispatcher).
+        while let Some(done) = tasks.try_join_next() {
+            report.add(done)?;
         }
         Ok(report)
     }

@@ -120,6 +120,40 @@ fn truncate(text: &str, max_chars: usize) -> String {
     out
 }
 
+/// How many bytes `c` takes inside a JSON string.
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// `text` cut (and marked) so that it takes at most `max_bytes` inside a JSON string.
+fn truncate_json_bytes(text: &str, max_bytes: usize) -> String {
+    if text.chars().map(json_len).sum::<usize>() <= max_bytes {
+        return text.to_string();
+    }
+    let budget = max_bytes.saturating_sub('…'.len_utf8());
+    let mut used = 0;
+    let mut out: String = text
+        .chars()
+        .take_while(|c| {
+            used += json_len(*c);
+            used <= budget
+        })
+        .collect();
+    out.push('…');
+    out
+}
+
+/// Teams rejects webhook payloads over 28 KB: the body and each fact are capped (in JSON
+/// bytes) so that a whole card stays under it.
+const TEAMS_BODY_BYTES: usize = 18 * 1024;
+const TEAMS_FACT_BYTES: usize = 1024;
+/// Discord: all of an embed's text (title, description, fields, footer) is at most this.
+const DISCORD_EMBED_CHARS: usize = 6000;
+
 /// Microsoft Teams (Workflows or incoming webhook): a message with one Adaptive Card.
 pub fn teams(message: &Message) -> Value {
     let r = render(message);
@@ -128,11 +162,13 @@ pub fn teams(message: &Message) -> Value {
         "wrap": true, "color": r.teams_color,
     })];
     if !r.body.is_empty() {
-        body.push(json!({ "type": "TextBlock", "text": r.body, "wrap": true }));
+        body.push(json!({ "type": "TextBlock", "text": truncate_json_bytes(&r.body, TEAMS_BODY_BYTES), "wrap": true }));
     }
     body.push(json!({
         "type": "FactSet",
-        "facts": r.facts.iter().map(|(t, v)| json!({ "title": t, "value": v })).collect::<Vec<_>>(),
+        "facts": r.facts.iter().map(|(t, v)| json!({
+            "title": t, "value": truncate_json_bytes(v, TEAMS_FACT_BYTES),
+        })).collect::<Vec<_>>(),
     }));
     json!({
         "type": "message",
@@ -174,17 +210,29 @@ pub fn slack(message: &Message) -> Value {
 pub fn discord(message: &Message) -> Value {
     let r = render(message);
     let (id, facts): (Vec<_>, Vec<_>) = r.facts.iter().partition(|(t, _)| t == "Id");
+    let title = truncate(&r.headline, 256);
+    let fields: Vec<(String, String)> = facts
+        .iter()
+        .take(25)
+        .map(|(t, v)| (truncate(t, 256), truncate(v, 1024)))
+        .collect();
+    let footer = truncate(id.first().map(|(_, v)| v.as_str()).unwrap_or_default(), 2048);
+    let used = title.chars().count()
+        + footer.chars().count()
+        + fields
+            .iter()
+            .map(|(t, v)| t.chars().count() + v.chars().count())
+            .sum::<usize>();
     let mut embed = json!({
-        "title": truncate(&r.headline, 256),
+        "title": title,
         "color": r.color,
-        "fields": facts.iter().take(25).map(|(t, v)| json!({
-            "name": truncate(t, 256), "value": truncate(v, 1024), "inline": true,
-        })).collect::<Vec<_>>(),
-        "footer": { "text": id.first().map(|(_, v)| v.as_str()).unwrap_or_default() },
+        "fields": fields.iter().map(|(t, v)| json!({ "name": t, "value": v, "inline": true })).collect::<Vec<_>>(),
+        "footer": { "text": footer },
         "timestamp": timestamp(message.created_at),
     });
     if !r.body.is_empty() {
-        embed["description"] = json!(truncate(&r.body, 4096));
+        let room = DISCORD_EMBED_CHARS.saturating_sub(used).min(4096);
+        embed["description"] = json!(truncate(&r.body, room));
     }
     json!({ "username": "arbiter", "embeds": [embed] })
 }
