@@ -101,6 +101,10 @@ pub fn render(message: &Message) -> Rendered {
     if let Some(key) = &n.dedupe_key {
         facts.push(("Dedupe key".into(), key.clone()));
     }
+    if message.message_type == MessageType::Digest {
+        // A batch has no one kind or source: say how many it holds.
+        facts = vec![("Notifications".to_string(), message.items.len().to_string())];
+    }
     facts.push(("Id".into(), message.id.clone()));
     Rendered {
         headline,
@@ -194,16 +198,23 @@ pub fn slack(message: &Message) -> Value {
         "text": { "type": "plain_text", "text": truncate(&r.headline, 150), "emoji": true },
     })];
     if !r.body.is_empty() {
-        blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": truncate(&r.body, 3000) } }));
+        let body = truncate(&slack_escape(&r.body), 3000);
+        blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": body } }));
     }
     let context = r
         .facts
         .iter()
-        .map(|(t, v)| format!("*{t}:* {v}"))
+        .map(|(t, v)| format!("*{t}:* {}", slack_escape(v)))
         .collect::<Vec<_>>()
         .join("  ·  ");
     blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": truncate(&context, 3000) }] }));
     json!({ "text": truncate(&r.headline, 3000), "blocks": blocks })
+}
+
+/// Slack's three control characters in mrkdwn text: without this, a body containing
+/// `<!channel>` would notify a whole channel, and `<url|label>` would forge a link.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Discord (webhook): one embed, coloured by severity.
@@ -272,4 +283,39 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     let bytes = mac.finalize().into_bytes();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use arbiter_core::notify::{Message, MessageType, Notification, Severity};
+
+    #[test]
+    fn slack_text_cannot_mention_or_forge_links() {
+        let message = Message {
+            id: "default-1".into(),
+            message_type: MessageType::Alert,
+            notification: Notification {
+                kind: "loop.failure".into(),
+                severity: Severity::Warning,
+                source: "<!here>".into(),
+                title: "t".into(),
+                body: "ping <!channel> & <https://evil.example|click>".into(),
+                tags: Default::default(),
+                dedupe_key: None,
+            },
+            fold: None,
+            resolved_at: None,
+            items: vec![],
+            created_at: 0,
+        };
+        let payload = super::slack(&message).to_string();
+        assert!(
+            !payload.contains("<!channel>") && !payload.contains("<!here>"),
+            "{payload}"
+        );
+        assert!(
+            payload.contains("ping &lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;"),
+            "{payload}"
+        );
+    }
 }
