@@ -174,7 +174,17 @@ impl NotifyStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let now = now_ms(&tx).await?;
-        let pending = select(&tx, "namespace = $1 AND state = 'pending' ORDER BY id", &[&namespace]).await?;
+        // Each channel's first pending message (not every row: a backlog stays cheap), and
+        // the digest rows.
+        let pending = select(
+            &tx,
+            "namespace = $1 AND state = 'pending' AND (digest_at IS NOT NULL OR id IN (
+                 SELECT min(id) FROM notify_outbox
+                 WHERE namespace = $1 AND state = 'pending' AND digest_at IS NULL GROUP BY channel))
+             ORDER BY id",
+            &[&namespace],
+        )
+        .await?;
         Ok(plan_due(pending, now))
     }
 

@@ -146,7 +146,16 @@ impl NotifyStore for SqliteStore {
         let ns = namespace.to_string();
         self.read(move |tx| {
             let now = now_ms(tx)?;
-            let pending = select(tx, "namespace = ?1 AND state = 'pending' ORDER BY id", params![ns])?;
+            // Each channel's first pending message (not every row: a backlog stays cheap),
+            // and the digest rows.
+            let pending = select(
+                tx,
+                "namespace = ?1 AND state = 'pending' AND (digest_at IS NOT NULL OR id IN (
+                     SELECT min(id) FROM notify_outbox
+                     WHERE namespace = ?1 AND state = 'pending' AND digest_at IS NULL GROUP BY channel))
+                 ORDER BY id",
+                params![ns],
+            )?;
             Ok(plan_due(pending, now))
         })
         .await
