@@ -63,9 +63,11 @@ impl Store {
     /// Opens (creating if needed) and migrates the store named by `url`.
     pub async fn open(url: &StoreUrl) -> Result<Store> {
         let backend: Arc<dyn Backend> = match url {
-            StoreUrl::Sqlite { path, synchronous } => {
-                Arc::new(sqlite::SqliteStore::open(path.clone(), *synchronous).await?)
-            }
+            StoreUrl::Sqlite {
+                path,
+                synchronous,
+                busy_timeout,
+            } => Arc::new(sqlite::SqliteStore::open(path.clone(), *synchronous, *busy_timeout).await?),
             StoreUrl::Postgres { url, schema } => Arc::new(postgres::PgStore::open(url, schema.as_deref()).await?),
         };
         Ok(Store { backend })

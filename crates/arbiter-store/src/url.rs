@@ -2,7 +2,8 @@
 //!
 //! - `sqlite:///abs/path.db`, `sqlite://relative/path.db`, or a bare file path: SQLite.
 //!   `?synchronous=normal` trades durability on power loss for speed (default `full`:
-//!   every acknowledged write is on disk).
+//!   every acknowledged write is on disk). `?busy_timeout=15s` is how long a writer waits
+//!   for SQLite's single write lock before the store counts as unavailable (exit 6).
 //! - `postgres://user@host:port/db` or `postgresql://…`: PostgreSQL. `?schema=NAME` keeps
 //!   arbiter's tables in that schema (created if missing), so several fleets or test runs
 //!   share one database without meeting.
@@ -16,9 +17,19 @@ use arbiter_core::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
-    Sqlite { path: PathBuf, synchronous: Synchronous },
-    Postgres { url: String, schema: Option<String> },
+    Sqlite {
+        path: PathBuf,
+        synchronous: Synchronous,
+        busy_timeout: std::time::Duration,
+    },
+    Postgres {
+        url: String,
+        schema: Option<String>,
+    },
 }
+
+/// How long a SQLite writer waits for the write lock by default.
+pub const DEFAULT_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// SQLite's `synchronous` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,19 +64,29 @@ impl StoreUrl {
             return Err(bad("the SQLite file path is empty".into()));
         }
         let mut synchronous = Synchronous::Full;
+        let mut busy_timeout = DEFAULT_BUSY_TIMEOUT;
         for pair in query.into_iter().flat_map(|q| q.split('&')) {
             match pair.split_once('=') {
+                Some(("busy_timeout", value)) => {
+                    busy_timeout = arbiter_core::duration::parse_duration(value)
+                        .map_err(|e| bad(format!("busy_timeout: {}", e.message)))?;
+                }
                 Some(("synchronous", "full")) => synchronous = Synchronous::Full,
                 Some(("synchronous", "normal")) => synchronous = Synchronous::Normal,
                 Some(("synchronous", other)) => {
                     return Err(bad(format!("synchronous={other:?}: expected full or normal")));
                 }
-                _ => return Err(bad(format!("unknown SQLite option {pair:?} (known: synchronous)"))),
+                _ => {
+                    return Err(bad(format!(
+                        "unknown SQLite option {pair:?} (known: synchronous, busy_timeout)"
+                    )));
+                }
             }
         }
         Ok(StoreUrl::Sqlite {
             path: PathBuf::from(path),
             synchronous,
+            busy_timeout,
         })
     }
 
@@ -77,18 +98,34 @@ impl StoreUrl {
         Ok(StoreUrl::Sqlite {
             path: dir.join("arbiter").join("arbiter.db"),
             synchronous: Synchronous::Full,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
         })
     }
 
     /// The URL to give child processes (`ARBITER_STORE`) so they open the same store.
     pub fn to_url(&self) -> String {
         match self {
-            StoreUrl::Sqlite { path, synchronous } => {
-                let path = path.display();
-                match synchronous {
-                    Synchronous::Full => format!("sqlite://{path}"),
-                    Synchronous::Normal => format!("sqlite://{path}?synchronous=normal"),
+            StoreUrl::Sqlite {
+                path,
+                synchronous,
+                busy_timeout,
+            } => {
+                let mut options = Vec::new();
+                if *synchronous == Synchronous::Normal {
+                    options.push("synchronous=normal".to_string());
                 }
+                if *busy_timeout != DEFAULT_BUSY_TIMEOUT {
+                    options.push(format!(
+                        "busy_timeout={}",
+                        arbiter_core::duration::format_duration(*busy_timeout)
+                    ));
+                }
+                let query = if options.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", options.join("&"))
+                };
+                format!("sqlite://{}{query}", path.display())
             }
             StoreUrl::Postgres { url, schema: None } => url.clone(),
             StoreUrl::Postgres {
@@ -162,28 +199,32 @@ mod tests {
             StoreUrl::parse("sqlite:///tmp/a.db").unwrap(),
             StoreUrl::Sqlite {
                 path: "/tmp/a.db".into(),
-                synchronous: Synchronous::Full
+                synchronous: Synchronous::Full,
+                busy_timeout: DEFAULT_BUSY_TIMEOUT
             }
         );
         assert_eq!(
             StoreUrl::parse("rel/a.db").unwrap(),
             StoreUrl::Sqlite {
                 path: "rel/a.db".into(),
-                synchronous: Synchronous::Full
+                synchronous: Synchronous::Full,
+                busy_timeout: DEFAULT_BUSY_TIMEOUT
             }
         );
         assert_eq!(
             StoreUrl::parse("C:\\data\\a.db").unwrap(),
             StoreUrl::Sqlite {
                 path: "C:\\data\\a.db".into(),
-                synchronous: Synchronous::Full
+                synchronous: Synchronous::Full,
+                busy_timeout: DEFAULT_BUSY_TIMEOUT
             }
         );
         assert_eq!(
             StoreUrl::parse("sqlite:///tmp/a.db?synchronous=normal").unwrap(),
             StoreUrl::Sqlite {
                 path: "/tmp/a.db".into(),
-                synchronous: Synchronous::Normal
+                synchronous: Synchronous::Normal,
+                busy_timeout: DEFAULT_BUSY_TIMEOUT
             }
         );
         assert_eq!(
@@ -193,7 +234,18 @@ mod tests {
                 schema: Some("t1".into())
             }
         );
-        for text in ["sqlite:///tmp/a.db?synchronous=normal", "postgres://u@h/db?schema=s"] {
+        assert_eq!(
+            StoreUrl::parse("sqlite:///tmp/a.db?busy_timeout=2s").unwrap(),
+            StoreUrl::Sqlite {
+                path: "/tmp/a.db".into(),
+                synchronous: Synchronous::Full,
+                busy_timeout: std::time::Duration::from_secs(2)
+            }
+        );
+        for text in [
+            "sqlite:///tmp/a.db?synchronous=normal&busy_timeout=2s",
+            "postgres://u@h/db?schema=s",
+        ] {
             assert_eq!(
                 StoreUrl::parse(&StoreUrl::parse(text).unwrap().to_url()).unwrap(),
                 StoreUrl::parse(text).unwrap()
@@ -209,6 +261,7 @@ mod tests {
             ("sqlite://", "file path is empty"),
             ("sqlite:///a.db?synchronous=off", "expected full or normal"),
             ("sqlite:///a.db?mode=ro", "unknown SQLite option"),
+            ("sqlite:///a.db?busy_timeout=soon", "busy_timeout: invalid duration"),
             ("postgres://h/db?schema=Bad-Name", "schema=\"Bad-Name\""),
             ("postgres://h:notaport/db", "invalid store URL"),
         ] {

@@ -278,6 +278,7 @@ async fn hold_loop(
                 ("ARBITER_STORE".into(), options.store_url.clone()),
             ],
             default_gh_dir: options.gh_dir.join(ns).join(name),
+            prompt_dir: log_dir.join("prompts"),
         };
         let outcome = round::run(&ctx, keep_alive, shutdown).await;
         let outcome = match outcome {

@@ -46,6 +46,27 @@ pub struct RoundContext<'a> {
     pub arbiter_env: Vec<(String, String)>,
     /// Where a loop without a profile keeps its own `GH_CONFIG_DIR`.
     pub default_gh_dir: PathBuf,
+    /// The loop's private directory (0700) of prompt files on this host, next to its round
+    /// logs: what a round left there is removed by the next one (see [`run`]).
+    pub prompt_dir: PathBuf,
+}
+
+/// The prompt files' name: `arbiter-prompt-<loop>-<random>.md`.
+const PROMPT_PREFIX: &str = "arbiter-prompt-";
+
+/// Removes the prompt files left in `dir` by rounds whose supervisor was killed (a
+/// `kill -9` leaves no chance to delete them). Only the holder of the loop's lease runs its
+/// rounds, so none of them is in use.
+fn remove_stale_prompts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(PROMPT_PREFIX) && name.ends_with(".md") && entry.file_type().is_ok_and(|t| t.is_file()) {
+            tracing::info!(path = %entry.path().display(), "removing a prompt file left by a killed round");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Replaces `{{loop}}`, `{{repo}}`, `{{round}}`, `{{last_status}}`, `{{host}}`; every other
@@ -174,6 +195,7 @@ pub async fn run(
 ) -> Result<Outcome> {
     let spec = ctx.spec;
     let host = arbiter_process::host_name();
+    remove_stale_prompts(&ctx.prompt_dir);
     log_line(
         ctx.log_path,
         &format!("round {} of loop {} on {host}", ctx.round, spec.name),
@@ -232,9 +254,10 @@ pub async fn run(
             return Ok(Outcome { reason, ..outcome });
         }
     }
-    // The prompt: a fresh 0600 file, never argv.
+    // The prompt: a fresh 0600 file in the loop's private prompt directory, never argv.
     let prompt_file = match &spec.prompt {
         Some(template) => {
+            private_dir(&ctx.prompt_dir)?;
             let text = std::fs::read_to_string(template)
                 .map_err(|e| Error::internal(format!("cannot read prompt template {}: {e}", template.display())))?;
             let round = ctx.round.to_string();
@@ -251,9 +274,9 @@ pub async fn run(
             );
             // tempfile creates it readable and writable by its owner only (0600 on Unix).
             let mut file = tempfile::Builder::new()
-                .prefix(&format!("arbiter-prompt-{}-", spec.name))
+                .prefix(&format!("{PROMPT_PREFIX}{}-", spec.name))
                 .suffix(".md")
-                .tempfile()
+                .tempfile_in(&ctx.prompt_dir)
                 .map_err(|e| Error::internal(format!("cannot create the prompt file: {e}")))?;
             file.write_all(rendered.as_bytes())
                 .and_then(|()| file.flush())

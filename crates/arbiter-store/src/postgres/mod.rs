@@ -32,6 +32,8 @@ use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
 const POOL_SIZE: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the server lets a session sit idle inside a transaction before ending it.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
 /// Every topic; each has its NOTIFY channel.
 const TOPICS: [Topic; 4] = [Topic::Leases, Topic::Kv, Topic::Log, Topic::Notify];
 
@@ -70,10 +72,19 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // A client frozen inside a transaction (SIGSTOP, a paused VM) would hold its row
+        // locks, and so every other holder, for as long as it stays frozen: the server ends
+        // such a session after a few seconds instead. Our transactions never wait on anything
+        // but the database, so a healthy one is never idle that long.
+        let mut options = format!(
+            "{} -c idle_in_transaction_session_timeout={}",
+            config.get_options().unwrap_or_default(),
+            IDLE_IN_TRANSACTION.as_millis()
+        );
         if let Some(schema) = schema {
-            let options = format!("{} -c search_path={schema}", config.get_options().unwrap_or_default());
-            config.options(options.trim());
+            options.push_str(&format!(" -c search_path={schema}"));
         }
+        config.options(options.trim());
         let manager = Manager::from_config(
             config.clone(),
             NoTls,

@@ -31,8 +31,6 @@ use crate::api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore,
 use crate::url::Synchronous;
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
-/// How long a writer waits for the write lock before the store counts as unavailable.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a subscription looks at `data_version`: soon after a change (a busy lease
 /// hands over quickly), backing off while nothing happens (an idle watcher costs little).
 const POLL_FIRST: Duration = Duration::from_millis(1);
@@ -45,12 +43,12 @@ pub(crate) struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub(crate) async fn open(path: PathBuf, synchronous: Synchronous) -> Result<SqliteStore> {
+    pub(crate) async fn open(path: PathBuf, synchronous: Synchronous, busy_timeout: Duration) -> Result<SqliteStore> {
         let open_path = path.clone();
         let (conn, watcher) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let mut conn = open_connection(&open_path, synchronous)?;
+            let mut conn = open_connection(&open_path, synchronous, busy_timeout)?;
             migrate(&mut conn, &open_path)?;
-            let watcher = open_connection(&open_path, synchronous)?;
+            let watcher = open_connection(&open_path, synchronous, busy_timeout)?;
             Ok((conn, watcher))
         })
         .await
@@ -120,7 +118,7 @@ pub(crate) enum Outcome<T> {
     Rollback(T),
 }
 
-fn open_connection(path: &std::path::Path, synchronous: Synchronous) -> Result<Connection> {
+fn open_connection(path: &std::path::Path, synchronous: Synchronous, busy_timeout: Duration) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
         let hint = match path.parent() {
@@ -131,7 +129,7 @@ fn open_connection(path: &std::path::Path, synchronous: Synchronous) -> Result<C
         };
         Error::unavailable(format!("cannot open SQLite store {}{hint}: {e}", path.display()))
     })?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sqlite_error(path, e))?;
+    conn.busy_timeout(busy_timeout).map_err(|e| sqlite_error(path, e))?;
     let sync = match synchronous {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
@@ -144,6 +142,14 @@ fn open_connection(path: &std::path::Path, synchronous: Synchronous) -> Result<C
 }
 
 fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
+    // Up to date (every open but the first): no write transaction, so opening the store
+    // neither waits for nor takes SQLite's write lock.
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| sqlite_error(path, e))?;
+    if current == SCHEMA_VERSION {
+        return Ok(());
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| sqlite_error(path, e))?;

@@ -24,10 +24,10 @@ pub enum LogCommand {
         #[arg(value_parser = parse_name)]
         stream: String,
         /// The first offset to print (default 0, or the consumer's committed offset).
-        #[arg(long, value_name = "OFFSET", value_parser = clap::value_parser!(i64).range(0..))]
+        #[arg(long, value_name = "OFFSET", value_parser = clap::value_parser!(i64).range(0..), allow_hyphen_values = true)]
         from: Option<i64>,
         /// Print at most this many records.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), allow_hyphen_values = true)]
         limit: Option<u64>,
         /// Wait for new records and print them as they arrive, until interrupted.
         #[arg(long)]
@@ -51,7 +51,7 @@ pub enum ConsumerCommand {
         stream: String,
         #[arg(value_parser = parse_name)]
         consumer: String,
-        #[arg(value_parser = clap::value_parser!(i64).range(0..))]
+        #[arg(value_parser = clap::value_parser!(i64).range(0..), allow_negative_numbers = true)]
         offset: i64,
     },
     /// List a stream's consumers and their offsets.

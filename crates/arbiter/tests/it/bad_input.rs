@@ -1,0 +1,267 @@
+//! Bad input gets a precise message (naming the flag or value and what was expected), the
+//! documented exit code, and changes nothing: not even the store's file or schema is
+//! created. Other failures get their own exit codes: 3 held or conflict, 4 lost, 5 not
+//! found, 6 unavailable. Under `--json`, every error is `{"error": CODE, "message": TEXT}`.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Out, Store, arbiter, on_both_backends, run};
+
+on_both_backends!(bad_input_is_refused_and_writes_nothing, failures_have_their_exit_codes);
+
+/// Asserts a failure in both output modes: `plain` (message on stderr, nothing on stdout)
+/// and `json` (one object with `error` and `message` on stdout); returns the JSON message.
+#[track_caller]
+fn assert_failure(plain: &Out, json: &Out, code: i32, error: &str, fragments: &[&str]) -> String {
+    assert_eq!(plain.code, code, "exit code: {plain:?}");
+    assert_eq!(plain.stdout, "", "nothing on stdout: {plain:?}");
+    assert_eq!(json.code, code, "exit code with --json: {json:?}");
+    let object = json.json();
+    let keys: Vec<&String> = object.as_object().expect("an object").keys().collect();
+    assert_eq!(keys, ["error", "message"], "exactly `error` and `message`: {object}");
+    assert_eq!(object["error"], error, "{object}");
+    let message = object["message"].as_str().expect("a message").to_string();
+    for fragment in fragments {
+        assert!(
+            plain.stderr.contains(fragment),
+            "{fragment:?} in the message: {}",
+            plain.stderr
+        );
+        assert!(
+            message.contains(fragment),
+            "{fragment:?} in the JSON message: {message}"
+        );
+    }
+    message
+}
+
+fn with_json(args: &[&str]) -> Vec<String> {
+    args.iter()
+        .map(|a| a.to_string())
+        .chain(["--json".to_string()])
+        .collect()
+}
+
+fn bad_input_is_refused_and_writes_nothing(store: &Store) {
+    let long_name = "n".repeat(300);
+    let cases: &[(&[&str], &[&str])] = &[
+        // Durations.
+        (
+            &["lease", "acquire", "x", "--ttl", "5x"],
+            &["--ttl", "\"5x\"", "unknown unit", "expected a duration like 30s"],
+        ),
+        (
+            &["lease", "acquire", "x", "--ttl", "0s"],
+            &["--ttl", "\"0s\"", "greater than zero"],
+        ),
+        (
+            &["lease", "acquire", "x", "--wait", "-1s"],
+            &["--wait", "\"-1s\"", "expected a duration like 30s"],
+        ),
+        (
+            &["lock", "x", "--ttl", "1h30", "--", "true"],
+            &["--ttl", "\"1h30\"", "expected a duration like 30s"],
+        ),
+        (
+            &["lock", "x", "--grace", "soon", "--", "true"],
+            &["--grace", "\"soon\"", "expected a duration"],
+        ),
+        (
+            &["lease", "renew", "x", "--token", "1", "--ttl", "-5m"],
+            &["--ttl", "\"-5m\"", "expected a duration"],
+        ),
+        // Names.
+        (
+            &["lease", "acquire", "bad name"],
+            &["\"bad name\"", "character ' ' is not allowed", "1-255 characters"],
+        ),
+        (&["kv", "put", "a//b", "v"], &["\"a//b\"", "empty, '.' or '..' segment"]),
+        (
+            &["lock", &long_name, "--", "true"],
+            &["300 characters long", "1-255 characters"],
+        ),
+        (&["kv", "get", "über"], &["\"über\"", "is not allowed"]),
+        (&["-n", "Bad", "lease", "list"], &["--namespace", "\"Bad\"", "a-z, 0-9"]),
+        // Tokens, versions, numbers.
+        (
+            &["lease", "release", "x", "--token", "abc"],
+            &["--token", "\"abc\"", "positive integer"],
+        ),
+        (
+            &["lease", "release", "x", "--token", "0"],
+            &["--token", "\"0\"", "positive integer"],
+        ),
+        (
+            &["lease", "renew", "x", "--token", "-3"],
+            &["--token", "\"-3\"", "positive integer"],
+        ),
+        (
+            &["kv", "put", "k", "v", "--if-version", "seven"],
+            &["--if-version", "seven"],
+        ),
+        (&["kv", "put", "k", "v", "--if-version", "-1"], &["--if-version", "-1"]),
+        (&["lease", "acquire", "x", "--slots", "0"], &["--slots", "1..=10000"]),
+        (&["kv", "watch", "p/", "--from", "0"], &["--from", "0"]),
+        // Shapes of the command line.
+        (&["lock", "x"], &["required", "<CMD>"]),
+        (&["lease", "grab", "x"], &["grab"]),
+        (&["lease", "acquire", "x", "--colour"], &["--colour"]),
+    ];
+    for (args, fragments) in cases {
+        let plain = store.run(args);
+        let json = store.run(&with_json(args));
+        assert_failure(&plain, &json, 2, "bad_input", fragments);
+    }
+    assert!(!store.exists(), "bad input created the store");
+}
+
+/// Not bad input, each with its own code: lost (4), not found (5), held and conflict (3).
+fn failures_have_their_exit_codes(store: &Store) {
+    let token = store.ok(&["lease", "acquire", "gone"]).stdout.trim().to_string();
+    store.ok(&["lease", "release", "gone", "--token", &token]);
+    for verb in ["release", "renew"] {
+        let args = ["lease", verb, "gone", "--token", &token];
+        let message = assert_failure(
+            &store.run(&args),
+            &store.run(&with_json(&args)),
+            4,
+            "lost",
+            &["\"gone\""],
+        );
+        assert!(message.contains(&format!("token {token}")), "{message}");
+    }
+    // A wrong token for a held lease is lost too, and changes nothing.
+    let held = store
+        .ok(&["lease", "acquire", "held"])
+        .stdout
+        .trim()
+        .parse::<i64>()
+        .expect("a token");
+    let wrong = (held + 1).to_string();
+    let args = ["lease", "release", "held", "--token", &wrong];
+    assert_failure(
+        &store.run(&args),
+        &store.run(&with_json(&args)),
+        4,
+        "lost",
+        &["\"held\""],
+    );
+    assert_eq!(store.show("held")["holders"][0]["token"], held, "still held");
+    // Held: 3, naming the holder.
+    let args = ["lease", "acquire", "held"];
+    let pid = std::process::id().to_string();
+    assert_failure(
+        &store.run(&args),
+        &store.run(&with_json(&args)),
+        3,
+        "held",
+        &["\"held\"", &pid],
+    );
+    // A waiter that runs out of time: 3 as well, saying how long it waited.
+    let args = ["lease", "acquire", "held", "--wait", "200ms"];
+    assert_failure(
+        &store.run(&args),
+        &store.run(&with_json(&args)),
+        3,
+        "held",
+        &["waiting 200ms"],
+    );
+    // Conflict: 3.
+    store.ok(&["kv", "put", "k", "v"]);
+    let args = ["kv", "put", "k", "w", "--if-version", "0"];
+    assert_failure(
+        &store.run(&args),
+        &store.run(&with_json(&args)),
+        3,
+        "conflict",
+        &["\"k\""],
+    );
+    // Not found: 5.
+    for args in [
+        &["kv", "get", "missing"][..],
+        &["lease", "show", "never"],
+        &["kv", "delete", "missing"],
+    ] {
+        assert_failure(
+            &store.run(args),
+            &store.run(&with_json(args)),
+            5,
+            "not_found",
+            &[args[2]],
+        );
+    }
+}
+
+/// Store URLs that are not store URLs: bad input (2), naming `--store` and what a store URL
+/// looks like; nothing is created anywhere (they run in an empty directory).
+#[test]
+fn malformed_store_urls() {
+    for url in [
+        "mysql://x",
+        "sqlite://",
+        "",
+        "postgres://h:notaport/db",
+        "sqlite:///tmp/x.db?mode=ro",
+    ] {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let go = |json: bool| {
+            let mut cmd = arbiter();
+            cmd.current_dir(dir.path())
+                .args(["--store", url, "kv", "put", "k", "v"]);
+            if json {
+                cmd.arg("--json");
+            }
+            run(&mut cmd)
+        };
+        let message = assert_failure(&go(false), &go(true), 2, "bad_input", &["--store", "invalid store URL"]);
+        assert!(message.contains(&format!("{url:?}")), "the URL is named: {message}");
+        assert!(message.contains("expected sqlite:///path/to/file.db"), "{message}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("the dir").collect();
+        assert!(left.is_empty(), "{url}: nothing written: {left:?}");
+    }
+    // The same through the environment.
+    let out = run(arbiter().env("ARBITER_STORE", "mysql://x").args(["lease", "list"]));
+    out.expect_code(2);
+    assert!(out.stderr.contains("unknown scheme \"mysql\""), "{out:?}");
+}
+
+/// A PostgreSQL server that does not answer: unavailable (6), promptly, saying so.
+#[test]
+fn unreachable_postgres_is_unavailable() {
+    let url = "postgres://postgres@127.0.0.1:1/test";
+    let start = Instant::now();
+    let go = |json: bool| {
+        let mut cmd = arbiter();
+        cmd.args(["--store", url, "lease", "acquire", "x"]);
+        if json {
+            cmd.arg("--json");
+        }
+        run(&mut cmd)
+    };
+    let message = assert_failure(&go(false), &go(true), 6, "unavailable", &["127.0.0.1:1"]);
+    assert!(
+        message.to_lowercase().contains("connect"),
+        "the message says it could not connect: {message}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "refused promptly: {:?}",
+        start.elapsed()
+    );
+}
+
+/// `--help` and `--version` are not errors.
+#[test]
+fn help_is_not_an_error() {
+    let out = run(arbiter().args(["lock", "--help"]));
+    out.expect_code(0);
+    for text in ["ARBITER_LEASE_TOKEN", "--ttl", "--wait", "--slots"] {
+        assert!(out.stdout.contains(text), "{text} in the help: {}", out.stdout);
+    }
+    let out = run(arbiter().arg("--help"));
+    out.expect_code(0);
+    assert!(out.stdout.contains("Exit codes"), "{}", out.stdout);
+    let out = run(arbiter().arg("--version"));
+    out.expect_code(0);
+    assert!(out.stdout.starts_with("arbiter "), "{}", out.stdout);
+}

@@ -1,0 +1,33 @@
+//! End-to-end tests of the `arbiter` binary: real `arbiter` processes on a real SQLite file
+//! and a real PostgreSQL schema, real signals, real process groups. Every scenario that
+//! touches a store runs on both backends (`MODULE::sqlite::NAME`, `MODULE::postgres::NAME`);
+//! the PostgreSQL half is skipped, loudly, when no server runs outside CI (see
+//! `arbiter-testkit`).
+//!
+//! - `lock`: mutual exclusion and semaphores across processes; what `arbiter lock` does
+//!   with its command (exit code, environment, release, loss, signals).
+//! - `crash`: `kill -9` of holders, same-host takeover, holders on other hosts.
+//! - `lease`: waiting in arrival order, pid reuse, `--json` fields.
+//! - `kv`: versioned keys, compare-and-swap under contention, watches.
+//! - `bad_input`: precise errors, documented exit codes, nothing written.
+//! - `log`: idempotent appends from writers killed mid-run, `--follow`, consumers.
+//! - `decisions`: the render projection and the git-native drop-box, with real git.
+//! - `notify`: notifications end to end through a loopback HTTP receiver.
+//! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
+//! - `faults`: linearizability of random multi-process histories with kills and server
+//!   restarts, durability of acknowledged appends, fencing of frozen holders.
+
+#![cfg(target_os = "linux")]
+
+mod support;
+
+mod bad_input;
+mod crash;
+mod decisions;
+mod faults;
+mod kv;
+mod lease;
+mod lock;
+mod log;
+mod notify;
+mod watch;

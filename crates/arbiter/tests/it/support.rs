@@ -1,0 +1,531 @@
+//! What every end-to-end test needs: the `arbiter` binary, a store of its own (a SQLite
+//! file in a temp dir, or a fresh PostgreSQL schema), direct SQL on that store to fake
+//! states the CLI cannot produce, background processes that are cleaned up, bounded waits,
+//! and a look at processes through `/proc`.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use arbiter_testkit::TempSqlite;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// How often bounded waits look again.
+pub const POLL: Duration = Duration::from_millis(20);
+/// The bound of waits for things that should happen "at once" (a process exiting after a
+/// signal, a record appearing): generous for a loaded CI machine, never reached normally.
+/// Where "at once" is part of what is tested, the test asserts a tighter bound itself.
+pub const SOON: Duration = Duration::from_secs(30);
+/// "At once", as opposed to "after the TTL": the scenarios that assert it use TTLs of 30 s
+/// and more, so this bound tells the two apart even on a slow, loaded machine.
+pub const AT_ONCE: Duration = Duration::from_secs(10);
+
+/// The binary under test: `CARGO_BIN_EXE_arbiter`, through a hard link of this test run's
+/// own (in cargo's target tmp dir), so that a `cargo build` replacing `target/debug/arbiter`
+/// while the tests run — another checkout step, another engineer — cannot make a test exec
+/// a missing or different file half-way. Falls back to the path itself if linking fails.
+pub fn bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let original = Path::new(env!("CARGO_BIN_EXE_arbiter"));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        // Links of earlier runs whose test process is gone.
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("arbiter-it-"))
+                .and_then(|p| p.parse().ok());
+            if pid.is_some_and(|pid: u32| proc_stat(pid).is_none()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let link = dir.join(format!("arbiter-it-{}", std::process::id()));
+        let _ = std::fs::remove_file(&link);
+        match std::fs::hard_link(original, &link) {
+            Ok(()) => link,
+            Err(_) => original.to_path_buf(),
+        }
+    })
+}
+
+/// A fresh `arbiter` command with no store, namespace or log level inherited from the
+/// environment of whoever runs the tests.
+pub fn arbiter() -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.env_remove("ARBITER_STORE")
+        .env_remove("ARBITER_NAMESPACE")
+        .env_remove("ARBITER_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// What a finished process printed and how it ended.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// Stdout parsed as one JSON value.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {self:?}"))
+    }
+
+    /// Asserts the exit code, with the whole output in the failure message.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Out {
+        assert_eq!(self.code, code, "unexpected exit code: {self:?}");
+        self
+    }
+}
+
+/// Runs a command to its end and collects its output.
+pub fn run(cmd: &mut Command) -> Out {
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    Out {
+        code: exit_code(output.status),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The code a shell would report: the exit code, or 128 + the signal.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .expect("a finished process has a code or a signal")
+}
+
+/// Polls `check` every [`POLL`] until it returns `Some`, for at most `limit`; panics naming
+/// `what` when the time runs out.
+#[track_caller]
+pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if start.elapsed() >= limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+enum Backend {
+    Sqlite { path: PathBuf, _dir: TempSqlite },
+    Postgres { server: String, schema: String },
+}
+
+/// A store of one test's own: a SQLite file in a fresh temp dir, or a fresh PostgreSQL
+/// schema (dropped at the end unless the test failed, to leave it for a post-mortem).
+pub struct Store {
+    pub url: String,
+    backend: Backend,
+    /// A scratch directory for the test's files (logs, outputs).
+    pub scratch: tempfile::TempDir,
+}
+
+impl Store {
+    pub fn sqlite() -> Store {
+        let dir = TempSqlite::new();
+        Store {
+            url: dir.url(),
+            backend: Backend::Sqlite {
+                path: dir.path(),
+                _dir: dir,
+            },
+            scratch: tempfile::tempdir().expect("a temp dir"),
+        }
+    }
+
+    /// A fresh schema, or `None` (the skip was printed) when no server runs outside CI.
+    pub fn postgres(test: &str) -> Option<Store> {
+        let url = arbiter_testkit::postgres_url_blocking(test)?;
+        let (server, schema) = url.split_once("?schema=").expect("the testkit names a schema");
+        Some(Store {
+            backend: Backend::Postgres {
+                server: server.to_string(),
+                schema: schema.to_string(),
+            },
+            url,
+            scratch: tempfile::tempdir().expect("a temp dir"),
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres { .. })
+    }
+
+    /// `arbiter` on this store (through `ARBITER_STORE`, as a fleet would set it).
+    pub fn cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = arbiter();
+        cmd.env("ARBITER_STORE", &self.url).args(args);
+        cmd
+    }
+
+    /// Runs `arbiter ARGS` on this store.
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Out {
+        run(&mut self.cmd(args))
+    }
+
+    /// Runs `arbiter ARGS` on this store and asserts it succeeded.
+    #[track_caller]
+    pub fn ok<S: AsRef<OsStr>>(&self, args: &[S]) -> Out {
+        let out = self.run(args);
+        assert_eq!(
+            out.code,
+            0,
+            "arbiter {:?} failed: {out:?}",
+            args.iter().map(|a| a.as_ref()).collect::<Vec<_>>()
+        );
+        out
+    }
+
+    /// `lease show NAME --json`.
+    #[track_caller]
+    pub fn show(&self, name: &str) -> Value {
+        self.ok(&["lease", "show", name, "--json"]).json()
+    }
+
+    /// Waits until lease `name` has a holder whose command's process group is recorded
+    /// (`arbiter lock`, running as `lock`, records it right after starting the command);
+    /// returns that lease. Fails at once, with its stderr, if `lock` exits first.
+    #[track_caller]
+    pub fn wait_for_lock_holder(&self, name: &str, lock: &mut Background) -> Value {
+        wait_for(SOON, &format!("a holder of {name:?} with a process group"), || {
+            if !lock.running() {
+                panic!("arbiter lock exited early: {}", lock.stderr());
+            }
+            let out = self.run(&["lease", "show", name, "--json"]);
+            if out.code != 0 {
+                return None;
+            }
+            let lease = out.json()["holders"].get(0)?.clone();
+            lease["holder"]["pgid"].as_u64().map(|_| lease)
+        })
+    }
+
+    /// A shell command line that runs this binary on this store, for `sh -c` scripts: the
+    /// scripts call `"$ARBITER" …` with `ARBITER_STORE` already in their environment.
+    pub fn sh(&self, script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(script)
+            .env_remove("ARBITER_NAMESPACE")
+            .env_remove("ARBITER_LOG")
+            .env("ARBITER", bin())
+            .env("ARBITER_STORE", &self.url)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Whether anything of the store exists: any file in the SQLite store's directory (the
+    /// database, its WAL or journal), or the PostgreSQL schema.
+    pub fn exists(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => {
+                let dir = path.parent().expect("the database is in a directory");
+                std::fs::read_dir(dir).expect("the temp dir exists").next().is_some()
+            }
+            Backend::Postgres { schema, .. } => {
+                let query =
+                    format!("SELECT schema_name FROM information_schema.schemata WHERE schema_name = '{schema}'");
+                !self.postgres_query(&query, false).is_empty()
+            }
+        }
+    }
+
+    /// Runs one SQL statement on the store directly; returns the rows it changed.
+    pub fn sql(&self, statement: &str) -> u64 {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => {
+                let conn = sqlite(path);
+                conn.execute(statement, [])
+                    .unwrap_or_else(|e| panic!("{statement}: {e}")) as u64
+            }
+            Backend::Postgres { .. } => block_on(async {
+                let client = self.postgres_client(true).await;
+                client
+                    .execute(statement, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{statement}: {e}"))
+            }),
+        }
+    }
+
+    /// Runs a query whose first column is text; returns that column.
+    pub fn sql_texts(&self, query: &str) -> Vec<String> {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => {
+                let conn = sqlite(path);
+                let mut stmt = conn.prepare(query).unwrap_or_else(|e| panic!("{query}: {e}"));
+                stmt.query_map([], |row| row.get::<_, String>(0))
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                    .unwrap_or_else(|e| panic!("{query}: {e}"))
+            }
+            Backend::Postgres { .. } => self.postgres_query(query, true),
+        }
+    }
+
+    /// The holder record (JSON) of the one holder of lease `name`, as stored.
+    pub fn stored_holder(&self, name: &str) -> Value {
+        let rows = self.sql_texts(&format!("SELECT holder FROM lease_holders WHERE name = '{name}'"));
+        assert_eq!(rows.len(), 1, "one holder of {name:?} expected in the store: {rows:?}");
+        serde_json::from_str(&rows[0]).expect("the holder is stored as JSON")
+    }
+
+    /// Rewrites the holder record of the one holder of lease `name` in the store.
+    pub fn rewrite_holder(&self, name: &str, edit: impl FnOnce(&mut Value)) {
+        let mut holder = self.stored_holder(name);
+        edit(&mut holder);
+        let text = holder.to_string().replace('\'', "''");
+        let changed = self.sql(&format!(
+            "UPDATE lease_holders SET holder = '{text}' WHERE name = '{name}'"
+        ));
+        assert_eq!(changed, 1, "the holder of {name:?} was rewritten");
+    }
+
+    fn postgres_query(&self, query: &str, in_schema: bool) -> Vec<String> {
+        block_on(async {
+            let client = self.postgres_client(in_schema).await;
+            client
+                .query(query, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{query}: {e}"))
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect()
+        })
+    }
+
+    async fn postgres_client(&self, in_schema: bool) -> tokio_postgres::Client {
+        let Backend::Postgres { server, schema } = &self.backend else {
+            unreachable!("a PostgreSQL store")
+        };
+        let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {server}: {e}"));
+        tokio::spawn(connection);
+        if in_schema {
+            client
+                .batch_execute(&format!("SET search_path TO {schema}"))
+                .await
+                .expect("search_path is set");
+        }
+        client
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Backend::Postgres { schema, .. } = &self.backend
+            && !std::thread::panicking()
+        {
+            let _ = self.sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        }
+    }
+}
+
+fn sqlite(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    conn.busy_timeout(Duration::from_secs(30)).expect("busy timeout is set");
+    conn
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime starts")
+        .block_on(future)
+}
+
+/// A process started in the background, in a process group of its own, with stdout and
+/// stderr going to files. Dropping it SIGKILLs its group and the extra groups named with
+/// [`Background::also_kill_group`], so a failed test leaves nothing running.
+pub struct Background {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    groups: Vec<u32>,
+    status: Option<ExitStatus>,
+}
+
+impl Background {
+    /// Starts `cmd`, logging to files named after `label` in `dir`.
+    pub fn start(mut cmd: Command, dir: &Path, label: &str) -> Background {
+        use std::os::unix::process::CommandExt;
+        let stdout = dir.join(format!("{label}.stdout"));
+        let stderr = dir.join(format!("{label}.stderr"));
+        let child = cmd
+            .stdout(File::create(&stdout).expect("stdout file"))
+            .stderr(File::create(&stderr).expect("stderr file"))
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Background {
+            child,
+            stdout,
+            stderr,
+            groups: Vec::new(),
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kill this process group too when dropped.
+    pub fn also_kill_group(&mut self, pgid: u32) {
+        self.groups.push(pgid);
+    }
+
+    /// Sends `signal` to the process itself (not its group).
+    pub fn signal(&self, signal: Signal) {
+        kill(pid(self.pid()), signal).expect("the process can be signalled");
+    }
+
+    /// Whether it is still running (not yet reaped).
+    pub fn running(&mut self) -> bool {
+        self.try_status().is_none()
+    }
+
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait works");
+        }
+        self.status
+    }
+
+    /// Waits up to `limit` for the process to exit; returns its exit code (see
+    /// [`exit_code`]); panics when it is still running after `limit`.
+    #[track_caller]
+    pub fn wait(&mut self, limit: Duration) -> i32 {
+        let what = format!("process {} to exit (stderr: {})", self.pid(), self.stderr());
+        let status = wait_for(limit, &what, || self.try_status());
+        exit_code(status)
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for group in self.groups.iter().copied().chain([self.child.id()]) {
+            if let Ok(raw) = i32::try_from(group)
+                && raw > 1
+            {
+                let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn pid(pid: u32) -> Pid {
+    Pid::from_raw(i32::try_from(pid).expect("a pid fits in i32"))
+}
+
+/// One process as `/proc/PID/stat` describes it.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: u32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: u32,
+    pub pgrp: u32,
+}
+
+/// Reads `/proc/PID/stat`; `None` if there is no such process.
+pub fn proc_stat(pid: u32) -> Option<Proc> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_string();
+    let mut fields = text[close + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(Proc {
+        pid,
+        comm,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+/// Whether process `pid` exists and is not a zombie (in a container whose init does not
+/// reap orphans, killed processes stay zombies: they are gone all the same).
+pub fn alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|p| !matches!(p.state, 'Z' | 'X'))
+}
+
+/// The live (non-zombie) members of process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<Proc> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(proc_stat)
+        .filter(|p| p.pgrp == pgid && !matches!(p.state, 'Z' | 'X'))
+        .collect()
+}
+
+/// The fencing token of `lease` (a lease as `--json` prints it).
+#[track_caller]
+pub fn token_of(lease: &Value) -> i64 {
+    lease["token"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("a lease with a token: {lease}"))
+}
+
+/// Defines one `#[test]` per backend for each scenario `fn NAME(store: &Store)` of the
+/// calling module: `MODULE::sqlite::NAME` and `MODULE::postgres::NAME` (which prints that it
+/// was skipped and passes when no PostgreSQL server runs, outside CI).
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $scenario() {
+                    super::$scenario(&$crate::support::Store::sqlite());
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $scenario() {
+                    if let Some(store) = $crate::support::Store::postgres(stringify!($scenario)) {
+                        super::$scenario(&store);
+                    }
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_backends;

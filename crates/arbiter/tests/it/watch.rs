@@ -1,0 +1,1373 @@
+//! The supervisor, `arbiter watch`, through real processes: real `arbiter watch`
+//! supervisors on a real store, agents that are small `sh` scripts written into each test's
+//! temp dir, real signals. What is asserted is read from records — the round records in the
+//! store, what the agents wrote, `arbiter status --json`, `arbiter logs`, the alerts file —
+//! never from how long the test took; every wait is bounded.
+//!
+//! - prompts: a 7 KB template arrives byte-exact through `{prompt_file}` and through stdin,
+//!   never in any argv; its file is 0600 while the round runs and gone after.
+//! - profiles: two loops, two credential profiles, at the same time: each agent sees only its
+//!   own `GH_CONFIG_DIR` and `GH_TOKEN`, nothing else of the supervisor's environment, and
+//!   the user's own gh config is never created.
+//! - timeout: the whole process tree stops, a grandchild ignoring SIGTERM included.
+//! - failures: backoff as configured (from the recorded schedule), folded alerts, one recovery.
+//! - two supervisors: each round of each loop runs once; `kill -9` of one hands its loops to
+//!   the other, and no two rounds of a loop ever overlap.
+//! - crashes: an agent killed mid-round, a supervisor killed mid-round.
+//! - config: broken files start nothing; a live edit is validated and applied between rounds.
+//! - fleet view: `arbiter status --json`, a dead supervisor's loop shown as lost, `arbiter logs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::time::UNIX_EPOCH;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::support::{Background, SOON, Store, alive, bin, group_members, on_both_backends, proc_stat, wait_for};
+
+on_both_backends!(
+    a_7kb_prompt_arrives_byte_exact_and_never_in_argv,
+    each_loop_sees_only_its_own_profile,
+    a_timeout_stops_the_whole_tree,
+    failures_back_off_fold_and_recover,
+    two_supervisors_run_each_round_once,
+    kill_9_of_a_supervisor_hands_its_loops_over,
+    crashes_mid_round_are_recorded_and_cleaned_up,
+    a_broken_config_starts_nothing,
+    a_live_edit_is_applied_between_rounds,
+    status_shows_the_fleet_and_a_dead_supervisor_as_lost,
+);
+
+// ---------------------------------------------------------------------------------------
+// The fleet: a directory with `arbiter.toml`, a repo, the agents' scripts, an output
+// directory the agents write to (`$OUT`), a HOME of its own for the supervisor, round logs.
+
+struct Fleet<'a> {
+    store: &'a Store,
+    /// The scratch directory, canonical (the config resolves paths against it).
+    dir: PathBuf,
+    /// The supervisor's HOME.
+    home: PathBuf,
+    /// Where the agents write (`$OUT` in their environment, through the loop's `env`).
+    out: PathBuf,
+    logs: PathBuf,
+    config: PathBuf,
+}
+
+impl<'a> Fleet<'a> {
+    fn new(store: &'a Store) -> Fleet<'a> {
+        let dir = std::fs::canonicalize(store.scratch.path()).expect("the scratch dir exists");
+        let fleet = Fleet {
+            store,
+            home: dir.join("home"),
+            out: dir.join("out"),
+            logs: dir.join("logs"),
+            config: dir.join("arbiter.toml"),
+            dir,
+        };
+        for d in [&fleet.home, &fleet.out, &fleet.dir.join("repo")] {
+            std::fs::create_dir_all(d).expect("a fleet directory");
+        }
+        fleet
+    }
+
+    /// `@OUT@`, `@DIR@`, `@HOME@` and `@ARBITER@` replaced by their paths.
+    fn expand(&self, text: &str) -> String {
+        text.replace("@OUT@", &self.out.to_string_lossy())
+            .replace("@DIR@", &self.dir.to_string_lossy())
+            .replace("@HOME@", &self.home.to_string_lossy())
+            .replace("@ARBITER@", &bin().to_string_lossy())
+    }
+
+    /// Writes a file of the fleet (placeholders expanded).
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("a directory");
+        std::fs::write(&path, self.expand(text)).expect("a fleet file");
+        path
+    }
+
+    /// Replaces `arbiter.toml` at once (a sibling renamed over it, as editors save); returns
+    /// the text written.
+    fn configure(&self, toml: &str) -> String {
+        let text = self.expand(toml);
+        let new = self.dir.join(".arbiter.toml.new");
+        std::fs::write(&new, &text).expect("the new config is written");
+        std::fs::rename(&new, &self.config).expect("the config is replaced");
+        text
+    }
+
+    /// `arbiter watch --config … --log-dir … ARGS` on the store, with the fleet's HOME.
+    fn watch(&self, args: &[&str]) -> Command {
+        let mut cmd = self.store.cmd(&["watch"]);
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--log-dir")
+            .arg(&self.logs)
+            .args(args)
+            .env("HOME", &self.home)
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("ARBITER_CONFIG");
+        cmd
+    }
+
+    fn start(&self, label: &str, args: &[&str]) -> Background {
+        Background::start(self.watch(args), &self.dir, label)
+    }
+
+    /// Runs `arbiter watch ARGS` to its end (bounded); returns the exit code and stderr.
+    fn run_watch(&self, label: &str, args: &[&str]) -> (i32, String) {
+        let mut watch = self.start(label, args);
+        let code = watch.wait(SOON);
+        (code, watch.stderr())
+    }
+
+    fn out_file(&self, name: &str) -> PathBuf {
+        self.out.join(name)
+    }
+
+    /// `arbiter status --json`, as a map by loop name.
+    fn status(&self) -> BTreeMap<String, Value> {
+        let rows = self.store.ok(&["status", "--json"]).json();
+        rows.as_array()
+            .expect("status --json is an array")
+            .iter()
+            .map(|row| (row["loop"].as_str().expect("a loop name").to_string(), row.clone()))
+            .collect()
+    }
+
+    /// The round records of loop `name`, by round.
+    fn rounds(&self, name: &str) -> Vec<Round> {
+        let query = format!(
+            "SELECT CAST(round AS TEXT) || '|' || CAST(pid AS TEXT) || '|' || CAST(started_at AS TEXT) || '|' \
+             || COALESCE(CAST(ended_at AS TEXT), '') || '|' || status || '|' || COALESCE(CAST(exit_code AS TEXT), '') \
+             || '|' || log_path || '|' || COALESCE(reason, '') FROM loop_rounds WHERE loop = '{name}' ORDER BY round"
+        );
+        self.store
+            .sql_texts(&query)
+            .iter()
+            .map(|row| Round::parse(row))
+            .collect()
+    }
+
+    /// Waits for round `n` of loop `name` to have ended; panics if `watch` exits first
+    /// without recording it.
+    #[track_caller]
+    fn ended(&self, name: &str, n: i64, watch: &mut Background) -> Round {
+        // The store (its tables) exists before it is queried directly.
+        self.store.ok(&["status"]);
+        wait_for(SOON, &format!("round {n} of loop {name} to end"), || {
+            let round = self
+                .rounds(name)
+                .into_iter()
+                .find(|r| r.round == n && r.status != "running");
+            if round.is_none() && !watch.running() {
+                let round = self
+                    .rounds(name)
+                    .into_iter()
+                    .find(|r| r.round == n && r.status != "running");
+                return Some(round.unwrap_or_else(|| panic!("arbiter watch exited first: {}", watch.stderr())));
+            }
+            round
+        })
+    }
+}
+
+/// One round record, as stored.
+#[derive(Debug, Clone)]
+struct Round {
+    round: i64,
+    pid: u32,
+    started_at: i64,
+    ended_at: Option<i64>,
+    status: String,
+    exit_code: Option<i64>,
+    log_path: String,
+    reason: String,
+}
+
+impl Round {
+    fn parse(row: &str) -> Round {
+        let f: Vec<&str> = row.splitn(8, '|').collect();
+        assert_eq!(f.len(), 8, "a round record: {row}");
+        Round {
+            round: f[0].parse().expect("a round number"),
+            pid: f[1].parse().expect("a pid"),
+            started_at: f[2].parse().expect("started_at"),
+            ended_at: (!f[3].is_empty()).then(|| f[3].parse().expect("ended_at")),
+            status: f[4].to_string(),
+            exit_code: (!f[5].is_empty()).then(|| f[5].parse().expect("exit_code")),
+            log_path: f[6].to_string(),
+            reason: f[7].to_string(),
+        }
+    }
+}
+
+fn read_parsed<T: FromStr>(path: &Path) -> Option<T> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// `/proc/PID/cmdline` (empty if the process is gone).
+fn cmdline(pid: u32) -> Vec<u8> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The parent, grandparent, … of `pid`, up to (not including) pid 1.
+fn ancestors(pid: u32) -> Vec<u32> {
+    let mut chain = Vec::new();
+    let mut current = pid;
+    while let Some(p) = proc_stat(current) {
+        if p.ppid <= 1 || chain.contains(&p.ppid) {
+            break;
+        }
+        chain.push(p.ppid);
+        current = p.ppid;
+    }
+    chain
+}
+
+/// Milliseconds since the epoch of an RFC 3339 timestamp as `--json` prints them.
+fn millis(value: &Value) -> i64 {
+    let text = value.as_str().unwrap_or_else(|| panic!("a timestamp: {value}"));
+    let time = humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    time.duration_since(UNIX_EPOCH).expect("after the epoch").as_millis() as i64
+}
+
+// ---------------------------------------------------------------------------------------
+// Prompts.
+
+/// A marker on every line of the prompt but the first two (whose own text is checked too).
+const MARKER: &str = "PROMPT-TEXT-7KB";
+
+/// A 7 KB template: quotes, `$`, backticks, escapes, CR LF, non-ASCII, braces of every
+/// kind, unknown placeholders (which pass through), and `{{loop}}`, `{{round}}`,
+/// `{{last_status}}` (which are rendered). It ends without a newline.
+fn big_prompt() -> String {
+    let mut text = String::from("# Prompt for {{loop}}, round {{round}} (last: {{last_status}})\r\n--help\n");
+    let line = r#"NNN PROMPT-TEXT-7KB "double" 'single' $HOME ${PATH} $(echo injected) `id` \n \\ %s %d	tab ünïcødé ✓ 日本語 — {braces} {"json": [1, {}]} {{unknown}} {{ loop }} {{loop}}"#;
+    let mut n = 0;
+    while text.len() < 7 * 1024 {
+        n += 1;
+        text.push_str(&line.replace("NNN", &n.to_string()));
+        text.push('\n');
+    }
+    text.push_str("the end, no newline: {{round}}");
+    text
+}
+
+const PROMPT_AGENT: &str = r#"
+out="$OUT/$ARBITER_LOOP"
+if [ "$1" = - ]; then
+  readlink "/proc/$$/fd/0" > "$out.path"
+  cat > "$out.prompt"
+else
+  printf '%s\n' "$1" > "$out.path"
+  cat "$1" > "$out.prompt"
+fi
+echo $$ > "$out.pid"
+# Wait (bounded) while the test looks at the processes.
+i=0
+while [ ! -e "$out.go" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+"#;
+
+/// A 7 KB prompt reaches one agent through `{prompt_file}` and another through stdin,
+/// byte-exact with its placeholders rendered; while the agents run, no process of their
+/// process groups nor any of their ancestors (guard, supervisor, …) has any of its text in
+/// its argv; the prompt file is 0600 while the round runs and gone after.
+fn a_7kb_prompt_arrives_byte_exact_and_never_in_argv(store: &Store) {
+    let fleet = Fleet::new(store);
+    let template = big_prompt();
+    assert!(template.len() >= 7 * 1024);
+    std::fs::write(fleet.dir.join("prompt.md"), &template).expect("the template is written");
+    fleet.write("agent.sh", PROMPT_AGENT);
+    fleet.configure(
+        r#"
+[loops.by-file]
+repo = "repo"
+every = "1h"
+command = ["sh", "../agent.sh", "{prompt_file}"]
+prompt = "prompt.md"
+timeout = "2m"
+env = { OUT = "@OUT@" }
+
+[loops.by-stdin]
+repo = "repo"
+every = "1h"
+command = ["sh", "../agent.sh", "-"]
+prompt = "prompt.md"
+prompt_stdin = true
+timeout = "2m"
+env = { OUT = "@OUT@" }
+"#,
+    );
+    let mut watch = fleet.start("watch", &["--once"]);
+    let needles: [&[u8]; 4] = [
+        MARKER.as_bytes(),
+        "Prompt for".as_bytes(),
+        "ünïcødé".as_bytes(),
+        "{{unknown}}".as_bytes(),
+    ];
+    let mut prompt_paths = BTreeMap::new();
+    for name in ["by-file", "by-stdin"] {
+        let agent: u32 = wait_for(SOON, &format!("the agent of {name} to start"), || {
+            assert!(watch.running(), "arbiter watch exited early: {}", watch.stderr());
+            read_parsed(&fleet.out_file(&format!("{name}.pid")))
+        });
+        let path = PathBuf::from(
+            std::fs::read_to_string(fleet.out_file(&format!("{name}.path")))
+                .expect("the agent wrote its prompt's path")
+                .trim(),
+        );
+        assert!(path.is_absolute(), "{name}: the prompt file {path:?}");
+        assert_eq!(
+            mode(&path),
+            0o600,
+            "{name}: the prompt file is private while the round runs"
+        );
+
+        let pgid = proc_stat(agent).expect("the agent runs").pgrp;
+        let members = group_members(pgid);
+        assert!(members.iter().any(|p| p.pid == agent), "{members:?}");
+        assert!(
+            members.iter().any(|p| p.pid == pgid && p.pid != agent),
+            "the agent runs under its guard, in a group of its own: {members:?}"
+        );
+        let mut pids: BTreeSet<u32> = members.iter().map(|p| p.pid).collect();
+        let parents = ancestors(agent);
+        assert!(
+            parents.contains(&watch.pid()),
+            "the supervisor {} is an ancestor of the agent: {parents:?}",
+            watch.pid()
+        );
+        pids.extend(parents);
+        for pid in &pids {
+            let argv = cmdline(*pid);
+            for needle in needles {
+                assert!(
+                    !contains(&argv, needle),
+                    "{name}: process {pid}'s argv holds prompt text {:?}: {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(&argv)
+                );
+            }
+        }
+        if name == "by-file" {
+            // The check reads real argv: the file is passed by reference, its path is there.
+            assert!(
+                contains(&cmdline(agent), path.to_string_lossy().as_bytes()),
+                "the agent got the prompt's path as an argument: {:?}",
+                String::from_utf8_lossy(&cmdline(agent))
+            );
+        }
+        prompt_paths.insert(name, path);
+        std::fs::write(fleet.out_file(&format!("{name}.go")), "").expect("go");
+    }
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+
+    for (name, path) in prompt_paths {
+        let round = fleet.ended(name, 1, &mut watch);
+        assert_eq!(round.status, "succeeded", "{round:?}");
+        let expected = template
+            .replace("{{loop}}", name)
+            .replace("{{round}}", "1")
+            .replace("{{last_status}}", "none");
+        let got = std::fs::read(fleet.out_file(&format!("{name}.prompt"))).expect("the agent copied its prompt");
+        assert!(
+            got == expected.as_bytes(),
+            "{name}: the prompt arrived changed ({} bytes, expected {}); first difference at byte {:?}",
+            got.len(),
+            expected.len(),
+            got.iter().zip(expected.as_bytes()).position(|(a, b)| a != b)
+        );
+        assert!(
+            !path.exists(),
+            "{name}: the prompt file {} is deleted after the round",
+            path.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Credential profiles.
+
+const GH: &str = r#"#!/bin/sh
+# A fake gh: records what it sees and writes to its config directory, as gh would.
+printf '%s %s %s %s %s\n' "$ARBITER_LOOP" "$ARBITER_ROUND" "$GH_CONFIG_DIR" "${GH_TOKEN-<unset>}" "$HOME" >> "$OUT/gh.calls"
+echo "$ARBITER_LOOP" >> "$GH_CONFIG_DIR/hosts.yml"
+"#;
+
+const PROFILE_AGENT: &str = r#"
+env > "$OUT/$ARBITER_LOOP-$ARBITER_ROUND.env"
+gh auth status
+if [ "$ARBITER_ROUND" = 1 ] && [ "$ARBITER_LOOP" != c ]; then
+  # Round 1 of a and of b meet: proof that the two loops run at the same time.
+  touch "$OUT/$ARBITER_LOOP.started"
+  other=a
+  [ "$ARBITER_LOOP" = a ] && other=b
+  i=0
+  while [ ! -e "$OUT/$other.started" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+  [ -e "$OUT/$other.started" ] && touch "$OUT/$ARBITER_LOOP.together"
+fi
+exit 0
+"#;
+
+/// What an agent may see of the supervisor's environment, besides its own variables.
+const BASICS: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TZ", "SHELL",
+];
+
+/// Two loops with two profiles (a token from the supervisor's environment, a token from a
+/// command) and one without, run at the same time for several rounds. Through a fake `gh`
+/// first on PATH, each agent sees only its own `GH_CONFIG_DIR` and `GH_TOKEN`; the dirs are
+/// 0700; the supervisor's own `GH_TOKEN`/`GH_CONFIG_DIR` (a "global login") and any other
+/// variable of its environment never reach an agent; `$HOME/.config/gh` is never created;
+/// no token is in a round log or the supervisor's output.
+fn each_loop_sees_only_its_own_profile(store: &Store) {
+    let fleet = Fleet::new(store);
+    let gh = fleet.write("bin/gh", GH);
+    std::fs::set_permissions(&gh, std::fs::Permissions::from_mode(0o755)).expect("gh is executable");
+    fleet.write("agent.sh", PROFILE_AGENT);
+    fleet.configure(
+        r#"
+[profiles.alpha]
+gh_config_dir = "gh/alpha"
+token_env = "ALPHA_TOKEN"
+
+[profiles.beta]
+gh_config_dir = "gh/beta"
+token_command = ["sh", "-c", "echo tok-b"]
+
+[loops.a]
+repo = "repo"
+every = "100ms"
+command = ["sh", "../agent.sh"]
+profile = "alpha"
+timeout = "1m"
+env = { OUT = "@OUT@" }
+
+[loops.b]
+repo = "repo"
+every = "100ms"
+command = ["sh", "../agent.sh"]
+profile = "beta"
+timeout = "1m"
+env = { OUT = "@OUT@" }
+
+[loops.c]
+repo = "repo"
+every = "100ms"
+command = ["sh", "../agent.sh"]
+timeout = "1m"
+env = { OUT = "@OUT@" }
+"#,
+    );
+    let path = format!(
+        "{}:{}",
+        fleet.dir.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let user_gh = fleet.home.join(".config/gh");
+    let mut cmd = fleet.watch(&["--rounds", "3"]);
+    cmd.env("PATH", &path)
+        .env("ALPHA_TOKEN", "tok-a")
+        .env("SECRET_X", "do-not-leak")
+        .env("GH_TOKEN", "global-token")
+        .env("GH_CONFIG_DIR", &user_gh);
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+
+    let alpha = fleet.dir.join("gh/alpha");
+    let beta = fleet.dir.join("gh/beta");
+    let own = fleet.home.join(".local/share/arbiter/gh/default/c");
+    let expected: BTreeMap<&str, (&Path, &str)> = [
+        ("a", (alpha.as_path(), "tok-a")),
+        ("b", (beta.as_path(), "tok-b")),
+        ("c", (own.as_path(), "<unset>")),
+    ]
+    .into();
+    let calls = lines(&fleet.out_file("gh.calls"));
+    for (name, (dir, token)) in &expected {
+        let mine: Vec<&String> = calls.iter().filter(|l| l.starts_with(&format!("{name} "))).collect();
+        let rounds: Vec<String> = (1..=3)
+            .map(|r| format!("{name} {r} {} {token} {}", dir.display(), fleet.home.display()))
+            .collect();
+        assert_eq!(mine, rounds.iter().collect::<Vec<_>>(), "what gh saw in loop {name}");
+        assert_eq!(mode(dir), 0o700, "{} is private", dir.display());
+        let hosts = lines(&dir.join("hosts.yml"));
+        assert_eq!(
+            hosts,
+            vec![name.to_string(); 3],
+            "only loop {name} used {}",
+            dir.display()
+        );
+        for round in fleet.rounds(name) {
+            assert_eq!(round.status, "succeeded", "{round:?}");
+        }
+    }
+    for name in ["a", "b"] {
+        assert!(
+            fleet.out_file(&format!("{name}.together")).exists(),
+            "round 1 of loop {name} ran while the other loop's round 1 ran"
+        );
+    }
+    assert!(
+        !user_gh.exists(),
+        "the user's gh config {} was created",
+        user_gh.display()
+    );
+    assert!(!fleet.home.join(".config").exists(), "nothing was written to ~/.config");
+
+    // Each agent's whole environment.
+    for (name, (dir, token)) in &expected {
+        for round in 1..=3 {
+            let dump = std::fs::read_to_string(fleet.out_file(&format!("{name}-{round}.env"))).expect("an env dump");
+            let env: BTreeMap<&str, &str> = dump.lines().filter_map(|l| l.split_once('=')).collect();
+            assert_eq!(env.get("ARBITER_LOOP"), Some(name), "{dump}");
+            assert_eq!(
+                env.get("GH_CONFIG_DIR").copied(),
+                Some(&*dir.to_string_lossy()),
+                "{dump}"
+            );
+            assert_eq!(env.get("GH_TOKEN").copied().unwrap_or("<unset>"), *token, "{dump}");
+            assert_eq!(
+                env.get("PATH").copied(),
+                Some(path.as_str()),
+                "PATH is inherited: {dump}"
+            );
+            for key in env.keys() {
+                assert!(
+                    BASICS.contains(key)
+                        || key.starts_with("ARBITER_")
+                        || ["GH_CONFIG_DIR", "GH_TOKEN", "OUT", "PWD", "OLDPWD", "SHLVL", "_"].contains(key),
+                    "loop {name} got {key} from the supervisor's environment: {dump}"
+                );
+            }
+            for secret in ["do-not-leak", "global-token", "tok-a", "tok-b"] {
+                if secret != *token {
+                    assert!(!dump.contains(secret), "loop {name} sees {secret:?}: {dump}");
+                }
+            }
+        }
+    }
+    // Tokens never appear in round logs or in the supervisor's output.
+    for name in expected.keys() {
+        for round in fleet.rounds(name) {
+            let log = std::fs::read_to_string(&round.log_path).expect("a round log");
+            assert!(!log.contains("tok-"), "a token in {}: {log}", round.log_path);
+        }
+    }
+    assert!(!watch.stderr().contains("tok-") && !watch.stdout().contains("tok-"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Timeout.
+
+const TIMEOUT_AGENT: &str = r#"
+sh -c 'trap "" TERM; grep SigIgn /proc/self/status > "$OUT/grandchild.sigign"; echo $$ > "$OUT/grandchild.pid"; exec sleep 300' &
+echo $$ > "$OUT/agent.pid"
+sleep 300
+"#;
+
+/// An agent that started a grandchild ignoring SIGTERM runs past its 1 s timeout: the round
+/// is recorded `timed out` with a reason, and both the agent and the grandchild are gone by
+/// the time it is recorded (TERM, the grace, then KILL for the whole group).
+fn a_timeout_stops_the_whole_tree(store: &Store) {
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", TIMEOUT_AGENT);
+    fleet.configure(
+        r#"
+[loops.stuck]
+repo = "repo"
+every = "1h"
+command = ["sh", "../agent.sh"]
+timeout = "1s"
+grace = "300ms"
+env = { OUT = "@OUT@" }
+"#,
+    );
+    let mut watch = fleet.start("watch", &["--once"]);
+    let round = fleet.ended("stuck", 1, &mut watch);
+    let agent: u32 = read_parsed(&fleet.out_file("agent.pid")).expect("the agent started");
+    let grandchild: u32 = read_parsed(&fleet.out_file("grandchild.pid")).expect("the grandchild started");
+    assert!(!alive(agent), "the agent {agent} is gone when the round is recorded");
+    assert!(
+        !alive(grandchild),
+        "the grandchild {grandchild} is gone when the round is recorded"
+    );
+    assert_eq!(round.status, "timed out", "{round:?}");
+    assert_eq!(round.exit_code, None, "{round:?}");
+    assert!(round.reason.contains("timed out after 1s"), "{round:?}");
+    // The grandchild did ignore SIGTERM: only SIGKILL could stop it.
+    let sigign = std::fs::read_to_string(fleet.out_file("grandchild.sigign")).expect("the grandchild's SigIgn");
+    let mask = u64::from_str_radix(sigign.split(':').nth(1).expect("SigIgn: MASK").trim(), 16).expect("a hex mask");
+    assert_ne!(
+        mask & (1 << (Signal::SIGTERM as u32 - 1)),
+        0,
+        "the grandchild ignores SIGTERM: {sigign}"
+    );
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+    let log = store.ok(&["logs", "stuck", "--round", "1"]).stdout;
+    assert!(log.contains("timed out"), "the round's log says why it ended: {log}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Failures, backoff, folded alerts.
+
+const FLAKY_AGENT: &str = r#"
+# What the store says while this round runs (the schedule the last round left).
+"$ARBITER_BIN" status --json > "$OUT/status-$ARBITER_ROUND.json"
+echo "flaky round $ARBITER_ROUND"
+[ "$ARBITER_ROUND" -gt 3 ]
+"#;
+
+/// An agent fails rounds 1–3, then succeeds (every 200 ms, backoff capped at 1 s). From the
+/// records: each round after a failure was scheduled `every × 2^failures` (capped) after the
+/// previous one ended, and did not start earlier; after the success, `every` again. The
+/// alerts file (a `file` channel routed `loop.*`) has the folded alert at counts 1 and 3,
+/// then exactly one recovery.
+fn failures_back_off_fold_and_recover(store: &Store) {
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", FLAKY_AGENT);
+    fleet.configure(
+        r#"
+[notifications]
+backoff = "200ms"
+
+[channels.alerts]
+type = "file"
+path = "alerts.jsonl"
+
+[[routes]]
+kinds = ["loop.*"]
+channels = ["alerts"]
+
+[loops.flaky]
+repo = "repo"
+every = "200ms"
+backoff_max = "1s"
+command = ["sh", "../agent.sh"]
+timeout = "1m"
+env = { OUT = "@OUT@", ARBITER_BIN = "@ARBITER@" }
+"#,
+    );
+    let (code, stderr) = fleet.run_watch("watch", &["--rounds", "5"]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let rounds = fleet.rounds("flaky");
+    let statuses: Vec<&str> = rounds.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["failed", "failed", "failed", "succeeded", "succeeded"],
+        "{rounds:?}"
+    );
+    for r in &rounds[..3] {
+        assert_eq!(
+            (r.exit_code, r.reason.as_str()),
+            (Some(1), "exited with code 1"),
+            "{r:?}"
+        );
+    }
+    // The schedule each round left, as the next round's agent read it from the store.
+    let expected_delays = [400, 800, 1000, 200];
+    for (k, delay) in expected_delays.iter().enumerate() {
+        let (previous, next) = (&rounds[k], &rounds[k + 1]);
+        let seen = std::fs::read_to_string(fleet.out_file(&format!("status-{}.json", next.round))).expect("a status");
+        let seen: Value = serde_json::from_str(&seen).unwrap_or_else(|e| panic!("{e}: {seen}"));
+        let row = seen
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["loop"] == "flaky"))
+            .unwrap_or_else(|| panic!("the loop in {seen}"));
+        let failures = if k < 3 { k as i64 + 1 } else { 0 };
+        assert_eq!(
+            row["consecutive_failures"], failures,
+            "after round {}: {row}",
+            previous.round
+        );
+        assert_eq!(row["last_status"], previous.status.as_str(), "{row}");
+        let ended = previous.ended_at.expect("the round ended");
+        let next_run = millis(&row["next_run_at"]);
+        assert_eq!(
+            next_run - ended,
+            *delay,
+            "round {} ({}) scheduled the next {} ms after its end",
+            previous.round,
+            previous.status,
+            next_run - ended
+        );
+        assert!(
+            next.started_at >= next_run,
+            "round {} started {} ms before its time",
+            next.round,
+            next_run - next.started_at
+        );
+    }
+    let gaps: Vec<i64> = rounds.windows(2).map(|w| w[1].started_at - w[0].started_at).collect();
+    eprintln!("gaps between round starts: {gaps:?} ms");
+
+    // Folded: count 1 and count 3 alert, then one recovery; nothing else.
+    let alerts: Vec<Value> = lines(&fleet.dir.join("alerts.jsonl"))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let summary: Vec<(String, i64)> = alerts
+        .iter()
+        .map(|a| {
+            assert_eq!(a["notification"]["dedupe_key"], "loop/flaky", "{a}");
+            (
+                a["type"].as_str().expect("a type").to_string(),
+                a["fold"]["count"].as_i64().expect("a fold count"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("alert".into(), 1), ("alert".into(), 3), ("recovery".into(), 3)],
+        "{alerts:#?}"
+    );
+    assert_eq!(alerts[0]["notification"]["kind"], "loop.failure");
+    assert_eq!(alerts[0]["notification"]["severity"], "warning");
+    assert_eq!(alerts[1]["notification"]["severity"], "critical");
+    let body = alerts[0]["notification"]["body"].as_str().unwrap_or_default();
+    assert!(
+        body.contains("round 1 failed") && body.contains("exited with code 1"),
+        "{body}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Two supervisors.
+
+const COUNT_AGENT: &str = r#"
+sup=$(cut -d' ' -f4 "/proc/$PPID/stat")
+echo "$ARBITER_LOOP $ARBITER_ROUND $sup" >> "$OUT/rounds"
+sleep 0.05
+"#;
+
+/// Two `arbiter watch --rounds 6` started together with the same config and store; then,
+/// on the same store, one `--rounds 3` that holds both loops when a `--rounds 6` joins it,
+/// so the loops are handed over when the first one is done. Every round of each loop runs
+/// exactly once (the agents count them), rounds are numbered without gaps, each is run by
+/// the supervisor its record names, and every supervisor ends by itself.
+fn two_supervisors_run_each_round_once(store: &Store) {
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", COUNT_AGENT);
+    fleet.configure(
+        r#"
+[loops.x]
+repo = "repo"
+every = "100ms"
+command = ["sh", "../agent.sh"]
+timeout = "1m"
+env = { OUT = "@OUT@" }
+
+[loops.y]
+repo = "repo"
+every = "100ms"
+command = ["sh", "../agent.sh"]
+timeout = "1m"
+env = { OUT = "@OUT@" }
+"#,
+    );
+    // Together.
+    let mut one = fleet.start("one", &["--rounds", "6"]);
+    let mut two = fleet.start("two", &["--rounds", "6"]);
+    assert_eq!(one.wait(SOON), 0, "{}", one.stderr());
+    assert_eq!(two.wait(SOON), 0, "{}", two.stderr());
+    let mut supervisors = vec![one.pid(), two.pid()];
+    let status = fleet.status();
+    let together: BTreeMap<&str, i64> = ["x", "y"]
+        .into_iter()
+        .map(|name| (name, status[name]["round"].as_i64().expect("a round")))
+        .collect();
+    for (name, last) in &together {
+        // Each supervisor counts its 6 rounds from the round it found when it started.
+        assert!((6..=12).contains(last), "loop {name} ran {last} rounds");
+    }
+
+    // A handover: `first` holds both loops when `second` joins.
+    let mut first = fleet.start("first", &["--rounds", "3"]);
+    wait_for(SOON, "the first supervisor to run both loops", || {
+        assert!(first.running(), "it exited early: {}", first.stderr());
+        ["x", "y"]
+            .iter()
+            .all(|name| fleet.rounds(name).iter().any(|r| r.pid == first.pid()))
+            .then_some(())
+    });
+    let mut second = fleet.start("second", &["--rounds", "6"]);
+    assert_eq!(first.wait(SOON), 0, "{}", first.stderr());
+    assert_eq!(second.wait(SOON), 0, "{}", second.stderr());
+    supervisors.extend([first.pid(), second.pid()]);
+
+    let mut seen: BTreeMap<(String, i64), u32> = BTreeMap::new();
+    for line in lines(&fleet.out_file("rounds")) {
+        let f: Vec<&str> = line.split(' ').collect();
+        let key = (f[0].to_string(), f[1].parse::<i64>().expect("a round"));
+        let pid: u32 = f[2].parse().expect("a pid");
+        assert!(supervisors.contains(&pid), "{line}: run by one of {supervisors:?}");
+        assert!(seen.insert(key, pid).is_none(), "a round ran twice: {line}");
+    }
+    let status = fleet.status();
+    for name in ["x", "y"] {
+        let records = fleet.rounds(name);
+        let last = status[name]["round"].as_i64().expect("a round");
+        assert_eq!(
+            records.iter().map(|r| r.round).collect::<Vec<_>>(),
+            (1..=last).collect::<Vec<_>>(),
+            "loop {name}"
+        );
+        for r in &records {
+            assert_eq!(r.status, "succeeded", "{r:?}");
+            assert_eq!(
+                seen.get(&(name.to_string(), r.round)),
+                Some(&r.pid),
+                "round {} of {name} ran once, by the supervisor of its record",
+                r.round
+            );
+        }
+        let ran = seen.keys().filter(|(l, _)| l == name).count() as i64;
+        assert_eq!(ran, last, "the agents of loop {name} ran {ran} times for {last} rounds");
+        // The handover: 3 rounds by `first`, then `second` until its own 6 are counted.
+        let before = together[name];
+        let runners: Vec<u32> = records[before as usize..].iter().map(|r| r.pid).collect();
+        // `second` counts its 6 from the round it found: one to three rounds past `before`.
+        assert!((7..=9).contains(&runners.len()), "loop {name}: {runners:?}");
+        assert_eq!(runners[..3], [first.pid(); 3], "loop {name}: {runners:?}");
+        assert!(
+            runners[3..].iter().all(|pid| *pid == second.pid()),
+            "loop {name}: {runners:?}"
+        );
+        eprintln!(
+            "loop {name}: {before} rounds by {:?} together, then {runners:?}",
+            records[..before as usize]
+                .iter()
+                .map(|r| r.pid)
+                .collect::<BTreeSet<_>>()
+        );
+    }
+}
+
+const EVENTS_AGENT: &str = r#"
+sup=$(cut -d' ' -f4 "/proc/$PPID/stat")
+ev="$OUT/$ARBITER_LOOP.events"
+echo "start $ARBITER_ROUND $sup $(date +%s%N) $$" >> "$ev"
+n=4
+# Round 2 of loop p is long: its supervisor is killed during it.
+[ "$ARBITER_LOOP" = p ] && [ "$ARBITER_ROUND" = 2 ] && n=1200
+i=0
+while [ $i -lt $n ]; do
+  sleep 0.05
+  echo "tick $ARBITER_ROUND $sup $(date +%s%N) $$" >> "$ev"
+  i=$((i + 1))
+done
+echo "end $ARBITER_ROUND $sup $(date +%s%N) $$" >> "$ev"
+"#;
+
+/// One line an agent of the failover scenario wrote.
+#[derive(Debug, Clone)]
+struct Event {
+    what: String,
+    round: i64,
+    supervisor: u32,
+    at_ns: u128,
+    agent: u32,
+}
+
+fn events(path: &Path) -> Vec<Event> {
+    lines(path)
+        .iter()
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            assert_eq!(f.len(), 5, "an event: {line}");
+            Event {
+                what: f[0].to_string(),
+                round: f[1].parse().expect("a round"),
+                supervisor: f[2].parse().expect("a pid"),
+                at_ns: f[3].parse().expect("a time"),
+                agent: f[4].parse().expect("a pid"),
+            }
+        })
+        .collect()
+}
+
+/// Two supervisors, no round limit, a 2 s lease TTL, two loops. The holder of `loop/p` is
+/// `kill -9`-ed while round 2 of p runs: that agent dies with it (its guard), the other
+/// supervisor continues both loops (new rounds, recorded and run under its pid), round 2 is
+/// recorded abandoned, and, from the agents' own timestamps, no two rounds of a loop ever
+/// ran at once (sorted by time, the rounds of a loop never go back).
+fn kill_9_of_a_supervisor_hands_its_loops_over(store: &Store) {
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", EVENTS_AGENT);
+    fleet.configure(
+        r#"
+[loops.p]
+repo = "repo"
+every = "100ms"
+command = ["sh", "../agent.sh"]
+timeout = "2m"
+grace = "1s"
+env = { OUT = "@OUT@" }
+
+[loops.q]
+repo = "repo"
+every = "100ms"
+command = ["sh", "../agent.sh"]
+timeout = "2m"
+grace = "1s"
+env = { OUT = "@OUT@" }
+"#,
+    );
+    let mut supervisors = vec![
+        fleet.start("one", &["--lease-ttl", "2s"]),
+        fleet.start("two", &["--lease-ttl", "2s"]),
+    ];
+    let p_events = fleet.out_file("p.events");
+    let start = wait_for(SOON, "round 2 of loop p to start", || {
+        for s in supervisors.iter_mut() {
+            assert!(s.running(), "a supervisor exited: {}", s.stderr());
+        }
+        events(&p_events)
+            .into_iter()
+            .find(|e| e.what == "start" && e.round == 2)
+    });
+    let lease = store.show("loop/p");
+    let holder = lease["holders"][0]["holder"]["pid"].as_u64().expect("a holder pid") as u32;
+    assert_eq!(holder, start.supervisor, "the lease holder runs the round: {lease}");
+    let index = supervisors
+        .iter()
+        .position(|s| s.pid() == holder)
+        .expect("the holder is ours");
+    let mut victim = supervisors.remove(index);
+    let mut survivor = supervisors.remove(0);
+    let q_before = fleet.rounds("q").last().map_or(0, |r| r.round);
+
+    victim.signal(Signal::SIGKILL);
+    assert_eq!(victim.wait(SOON), 137);
+    wait_for(SOON, "the killed supervisor's agent to die with it", || {
+        (!alive(start.agent)).then_some(())
+    });
+
+    // The survivor carries on with both loops.
+    for (name, after) in [("p", 2), ("q", q_before)] {
+        wait_for(SOON, &format!("two rounds of loop {name} by the survivor"), || {
+            assert!(survivor.running(), "the survivor exited: {}", survivor.stderr());
+            let mine = fleet
+                .rounds(name)
+                .into_iter()
+                .filter(|r| r.round > after && r.pid == survivor.pid() && r.status == "succeeded")
+                .count();
+            (mine >= 2).then_some(())
+        });
+    }
+    survivor.signal(Signal::SIGTERM);
+    assert_eq!(survivor.wait(SOON), 0, "a clean stop: {}", survivor.stderr());
+
+    let p_rounds = fleet.rounds("p");
+    let abandoned = &p_rounds[1];
+    assert_eq!(
+        (abandoned.round, abandoned.status.as_str()),
+        (2, "abandoned"),
+        "{p_rounds:?}"
+    );
+    assert!(abandoned.reason.contains("crashed or was killed"), "{abandoned:?}");
+    assert!(abandoned.ended_at.is_some(), "{abandoned:?}");
+    assert!(
+        p_rounds[2..].iter().all(|r| r.pid == survivor.pid()),
+        "every later round of p is the survivor's: {p_rounds:?}"
+    );
+    for name in ["p", "q"] {
+        let mut all = events(&fleet.out_file(&format!("{name}.events")));
+        assert!(
+            all.iter()
+                .all(|e| [victim.pid(), survivor.pid()].contains(&e.supervisor))
+        );
+        all.sort_by_key(|e| e.at_ns);
+        for pair in all.windows(2) {
+            assert!(
+                pair[0].round <= pair[1].round,
+                "loop {name}: round {} ran while round {} did: {:?} then {:?}",
+                pair[0].round,
+                pair[1].round,
+                pair[0],
+                pair[1]
+            );
+        }
+        let starts: Vec<i64> = all.iter().filter(|e| e.what == "start").map(|e| e.round).collect();
+        let unique: BTreeSet<i64> = starts.iter().copied().collect();
+        assert_eq!(
+            starts.len(),
+            unique.len(),
+            "loop {name}: a round started twice: {starts:?}"
+        );
+    }
+    let last_tick = events(&p_events)
+        .iter()
+        .filter(|e| e.round == 2)
+        .map(|e| e.at_ns)
+        .max()
+        .expect("round 2 ran");
+    let takeover = events(&p_events)
+        .iter()
+        .find(|e| e.what == "start" && e.round == 3)
+        .map(|e| e.at_ns)
+        .expect("round 3 ran");
+    eprintln!(
+        "round 3 of p started {} ms after the last sign of life of round 2",
+        (takeover - last_tick) / 1_000_000
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Crashes.
+
+const CRASH_AGENT: &str = r#"
+case "$ARBITER_LOOP" in
+  suicide)
+    kill -9 $$
+    ;;
+  sleepy)
+    if [ "$ARBITER_ROUND" = 1 ]; then
+      printf '%s\n' "$1" > "$OUT/prompt.path"
+      cut -d' ' -f5 /proc/$$/stat > "$OUT/agent.pgid"
+      echo $$ > "$OUT/agent.pid"
+      sleep 300
+    fi
+    echo "round $ARBITER_ROUND of sleepy"
+    ;;
+esac
+"#;
+
+/// An agent that kills itself with SIGKILL: the round is `failed`, "exited with code 137".
+/// A supervisor `kill -9`-ed while its agent sleeps: the agent's process group is gone soon
+/// after (its guard), and the next supervisor records the old round `abandoned` with a
+/// reason, runs the next one, releases the lease at its end, and no prompt file of the
+/// crashed round is left behind.
+fn crashes_mid_round_are_recorded_and_cleaned_up(store: &Store) {
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", CRASH_AGENT);
+    fleet.write("prompt.md", "the prompt of {{loop}}, round {{round}}\n");
+    fleet.configure(
+        r#"
+[loops.suicide]
+repo = "repo"
+every = "1h"
+command = ["sh", "../agent.sh"]
+timeout = "1m"
+env = { OUT = "@OUT@" }
+
+[loops.sleepy]
+repo = "repo"
+every = "100ms"
+command = ["sh", "../agent.sh", "{prompt_file}"]
+prompt = "prompt.md"
+timeout = "2m"
+env = { OUT = "@OUT@" }
+"#,
+    );
+    // The agent crashes.
+    let (code, stderr) = fleet.run_watch("suicide", &["--once", "--loop", "suicide"]);
+    assert_eq!(code, 0, "{stderr}");
+    let round = &fleet.rounds("suicide")[0];
+    assert_eq!(
+        (round.status.as_str(), round.exit_code, round.reason.as_str()),
+        ("failed", Some(137), "exited with code 137"),
+        "{round:?}"
+    );
+
+    // The supervisor crashes.
+    let mut watch = fleet.start("sleepy", &["--loop", "sleepy", "--lease-ttl", "30s"]);
+    let agent: u32 = wait_for(SOON, "the agent to start", || {
+        assert!(watch.running(), "arbiter watch exited early: {}", watch.stderr());
+        read_parsed(&fleet.out_file("agent.pid"))
+    });
+    let pgid: u32 = read_parsed(&fleet.out_file("agent.pgid")).expect("the agent's group");
+    watch.also_kill_group(pgid);
+    let prompt = PathBuf::from(
+        std::fs::read_to_string(fleet.out_file("prompt.path"))
+            .expect("the prompt path")
+            .trim(),
+    );
+    assert!(prompt.exists(), "the prompt file exists while the round runs");
+    assert!(!group_members(pgid).is_empty(), "the agent's group runs");
+    watch.signal(Signal::SIGKILL);
+    assert_eq!(watch.wait(SOON), 137);
+    wait_for(SOON, "the agent's process group to be gone", || {
+        group_members(pgid).is_empty().then_some(())
+    });
+    assert!(!alive(agent));
+    assert_eq!(
+        fleet.rounds("sleepy")[0].status,
+        "running",
+        "nobody could record its end yet"
+    );
+    assert!(
+        prompt.exists(),
+        "a supervisor killed with -9 could not delete its prompt file"
+    );
+
+    // A new supervisor: the lease's holder is dead on this host, so it is taken at once.
+    let (code, stderr) = fleet.run_watch("restart", &["--once", "--loop", "sleepy"]);
+    assert_eq!(code, 0, "{stderr}");
+    let rounds = fleet.rounds("sleepy");
+    assert_eq!(rounds.len(), 2, "{rounds:?}");
+    assert_eq!(rounds[0].status, "abandoned", "{rounds:?}");
+    assert!(rounds[0].reason.contains("crashed or was killed"), "{:?}", rounds[0]);
+    assert!(rounds[0].ended_at.is_some());
+    assert_eq!(rounds[1].status, "succeeded", "{rounds:?}");
+    let lease = store.show("loop/sleepy");
+    assert_eq!(lease["holders"].as_array().map(Vec::len), Some(0), "released: {lease}");
+    assert!(
+        !prompt.exists(),
+        "the prompt file {} of the crashed round is still there after the next round",
+        prompt.display()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration.
+
+const GOOD_LOOP: &str = r#"
+[profiles.work]
+gh_config_dir = "gh/work"
+
+[loops.x]
+repo = "repo"
+every = "100ms"
+command = ["sh", "../agent.sh"]
+profile = "work"
+timeout = "1m"
+env = { OUT = "@OUT@" }
+"#;
+
+/// Broken configs — an unknown profile, a command given as a string, a bad duration, a
+/// token command as a string, an unknown key — make `arbiter watch` exit 2 with
+/// `FILE:LINE: KEY: why`, before anything starts: no agent ran, no store was created, no
+/// log directory either.
+fn a_broken_config_starts_nothing(store: &Store) {
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", "touch \"$OUT/ran\"\n");
+    let cases = [
+        (
+            r#"profile = "work""#,
+            r#"profile = "nope""#,
+            "loops.x.profile",
+            r#"unknown profile "nope" (known: work)"#,
+        ),
+        (
+            r#"command = ["sh", "../agent.sh"]"#,
+            r#"command = "sh ../agent.sh""#,
+            "loops.x.command",
+            "a shell string is not allowed",
+        ),
+        (
+            r#"every = "100ms""#,
+            r#"every = "5 minutes""#,
+            "loops.x.every",
+            "invalid duration \"5 minutes\"",
+        ),
+        (
+            r#"timeout = "1m""#,
+            r#"timeout = "1m30""#,
+            "loops.x.timeout",
+            "invalid duration \"1m30\"",
+        ),
+        (
+            r#"gh_config_dir = "gh/work""#,
+            "gh_config_dir = \"gh/work\"\ntoken_command = \"gh auth token\"",
+            "profiles.work.token_command",
+            "a shell string is not allowed",
+        ),
+    ];
+    for (good, bad, key, why) in cases {
+        assert!(GOOD_LOOP.contains(good), "{good}");
+        let text = fleet.configure(&GOOD_LOOP.replace(good, bad));
+        let first = bad.lines().last().expect("a line");
+        let line = text.lines().position(|l| l == first).expect("the bad line") + 1;
+        let (code, stderr) = fleet.run_watch("watch", &[]);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        let expected = format!("{}:{line}: {key}: ", fleet.config.display());
+        assert!(
+            stderr.contains(&expected) && stderr.contains(why),
+            "{bad}: expected {expected:?} and {why:?} in {stderr:?}"
+        );
+    }
+    // An unknown key names its line too.
+    let text = fleet.configure(&GOOD_LOOP.replace(r#"every = "100ms""#, r#"evry = "100ms""#));
+    let line = text.lines().position(|l| l.starts_with("evry")).expect("the line") + 1;
+    let (code, stderr) = fleet.run_watch("watch", &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:{line}", fleet.config.display())) && stderr.contains("evry"),
+        "{stderr}"
+    );
+
+    assert!(!fleet.out_file("ran").exists(), "no agent ran");
+    assert!(!store.exists(), "no store was created");
+    assert!(!fleet.logs.exists(), "no log directory was created");
+}
+
+const LIVE_AGENT: &str = r#"echo "$1 $ARBITER_ROUND" >> "$OUT/live.out"
+"#;
+
+const LIVE_CONFIG: &str = r#"
+[loops.live]
+repo = "repo"
+every = "200ms"
+command = ["sh", "../agent.sh", "v1"]
+timeout = "1m"
+env = { OUT = "@OUT@" }
+"#;
+
+/// While `arbiter watch` runs, `arbiter.toml` is overwritten with a broken version: the
+/// supervisor says so on stderr (file, line, key) and keeps running rounds on the old
+/// config; then a valid edit (the command's argument) is applied between rounds: from one
+/// round on, every round runs the new command, and never the old one again.
+fn a_live_edit_is_applied_between_rounds(store: &Store) {
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", LIVE_AGENT);
+    fleet.configure(LIVE_CONFIG);
+    let output = fleet.out_file("live.out");
+    let mut watch = fleet.start("watch", &[]);
+    let count = |watch: &mut Background, at_least: usize| {
+        wait_for(SOON, &format!("{at_least} rounds"), || {
+            assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
+            let all = lines(&output);
+            (all.len() >= at_least).then_some(all)
+        })
+    };
+    count(&mut watch, 2);
+
+    let broken = fleet.configure(&LIVE_CONFIG.replace(r#"["sh", "../agent.sh", "v1"]"#, r#""sh ../agent.sh v2""#));
+    let line = broken.lines().position(|l| l.starts_with("command")).expect("the line") + 1;
+    let expected = format!("{}:{line}: loops.live.command: ", fleet.config.display());
+    wait_for(SOON, "the supervisor to report the broken edit", || {
+        assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
+        let stderr = watch.stderr();
+        (stderr.contains(&expected) && stderr.contains("the old one keeps running")).then_some(())
+    });
+    let before = lines(&output).len();
+    count(&mut watch, before + 2);
+
+    fleet.configure(&LIVE_CONFIG.replace(r#""v1""#, r#""v2""#));
+    wait_for(SOON, "a round with the edited command", || {
+        assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
+        lines(&output).iter().any(|l| l.starts_with("v2 ")).then_some(())
+    });
+    let seen = lines(&output).len();
+    let all = count(&mut watch, seen + 2);
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+
+    let versions: Vec<&str> = all.iter().map(|l| l.split(' ').next().unwrap_or_default()).collect();
+    let switch = versions.iter().position(|v| *v == "v2").expect("v2 ran");
+    assert!(switch >= before + 2, "the broken edit changed nothing: {versions:?}");
+    assert!(versions[..switch].iter().all(|v| *v == "v1"), "{versions:?}");
+    assert!(
+        versions[switch..].iter().all(|v| *v == "v2"),
+        "the old command never runs again: {versions:?}"
+    );
+    let rounds: Vec<i64> = all
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap_or_default().parse().expect("a round"))
+        .collect();
+    assert_eq!(
+        rounds,
+        (1..=rounds.len() as i64).collect::<Vec<_>>(),
+        "one supervisor, every round once"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The fleet view.
+
+/// `arbiter status --json` shows a running loop with its fields; after the supervisor is
+/// `kill -9`-ed, the loop shows as `lost` (no lease holder, its TTL over) with the dead
+/// supervisor's host and pid; `arbiter logs LOOP --round N` prints that round's output.
+fn status_shows_the_fleet_and_a_dead_supervisor_as_lost(store: &Store) {
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", "echo \"hello from round $ARBITER_ROUND\"\n");
+    fleet.configure(
+        r#"
+[loops.st]
+repo = "repo"
+every = "200ms"
+command = ["sh", "../agent.sh"]
+timeout = "1m"
+"#,
+    );
+    let mut watch = fleet.start("watch", &["--lease-ttl", "2s"]);
+    fleet.ended("st", 3, &mut watch);
+    let row = fleet.status().remove("st").expect("the loop is listed");
+    for field in [
+        "loop",
+        "state",
+        "host",
+        "pid",
+        "round",
+        "last_status",
+        "last_reason",
+        "consecutive_failures",
+        "next_run_at",
+        "lease_expires_at",
+    ] {
+        assert!(row.get(field).is_some(), "status --json has {field}: {row}");
+    }
+    assert_eq!(row["loop"], "st");
+    assert!(
+        ["idle", "running"].contains(&row["state"].as_str().unwrap_or_default()),
+        "{row}"
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("the host name");
+    assert_eq!(row["host"], host.trim(), "{row}");
+    assert_eq!(row["pid"], watch.pid(), "{row}");
+    assert!(row["round"].as_i64().is_some_and(|r| r >= 3), "{row}");
+    assert_eq!(row["last_status"], "succeeded", "{row}");
+    assert_eq!(row["consecutive_failures"], 0, "{row}");
+    millis(&row["next_run_at"]);
+    millis(&row["lease_expires_at"]);
+
+    watch.signal(Signal::SIGKILL);
+    assert_eq!(watch.wait(SOON), 137);
+    let lost = wait_for(SOON, "the loop to show as lost", || {
+        fleet.status().remove("st").filter(|row| row["state"] == "lost")
+    });
+    assert_eq!(lost["lease_expires_at"], Value::Null, "{lost}");
+    assert_eq!(lost["pid"], watch.pid(), "where it last ran: {lost}");
+    assert_eq!(lost["host"], host.trim(), "{lost}");
+    let text = store.ok(&["status"]).stdout;
+    assert!(text.lines().any(|l| l.starts_with("st\tlost\t")), "{text}");
+
+    let log = store.ok(&["logs", "st", "--round", "2"]).stdout;
+    assert!(log.contains("hello from round 2"), "{log}");
+    assert!(
+        !log.contains("hello from round 1") && !log.contains("hello from round 3"),
+        "{log}"
+    );
+    let out = store.run(&["logs", "st", "--round", "999"]);
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(out.stderr.contains("has no round 999"), "{out:?}");
+}
