@@ -50,6 +50,7 @@
 //! enabled = true
 //! before_round = [["git", "pull", "--ff-only"]]
 //! keep_logs = 50                     # round logs kept per loop
+//! on_stop = "stop"                   # on SIGINT/SIGTERM: "stop" the round, or let it "finish"
 //!
 //! [profiles.work]
 //! gh_config_dir = "~/.config/arbiter/gh/work"   # created 0700; the loop's own GH_CONFIG_DIR

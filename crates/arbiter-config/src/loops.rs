@@ -36,6 +36,9 @@ pub struct LoopSpec {
     pub enabled: bool,
     pub before_round: Vec<Vec<String>>,
     pub keep_logs: usize,
+    /// On SIGINT/SIGTERM of the supervisor: let a running round finish (bounded by its
+    /// timeout) instead of stopping its process tree at once.
+    pub finish_on_stop: bool,
 }
 
 /// Where a profile's token comes from.
@@ -267,6 +270,20 @@ fn validate_loop(
         Some(v) => *v.get_ref() as usize,
         None => 50,
     };
+    let finish_on_stop = match &raw.on_stop {
+        None => false,
+        Some(v) => match v.get_ref().as_str() {
+            "stop" => false,
+            "finish" => true,
+            other => {
+                return Err(source.error(
+                    v.span(),
+                    &key("on_stop"),
+                    format!("invalid value {other:?}: expected \"stop\" (stop the round's process tree) or \"finish\" (let it finish)"),
+                ));
+            }
+        },
+    };
     let kind = match &raw.kind {
         Some(k) => {
             arbiter_core::notify::validate_kind(k.get_ref())
@@ -300,6 +317,7 @@ fn validate_loop(
         enabled: raw.enabled.unwrap_or(true),
         before_round,
         keep_logs,
+        finish_on_stop,
     })
 }
 

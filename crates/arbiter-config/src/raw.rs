@@ -48,6 +48,7 @@ pub struct RawLoop {
     pub enabled: Option<bool>,
     pub before_round: Option<Spanned<toml::Value>>,
     pub keep_logs: Option<Spanned<i64>>,
+    pub on_stop: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -243,3 +243,49 @@ fn files_and_the_default_location() {
         Target::Url("https://hooks.example.invalid/x".into())
     );
 }
+
+#[test]
+fn loop_errors_name_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("p.md");
+    std::fs::write(&prompt, "hi {{loop}}").unwrap();
+    let path = dir.path().join("arbiter.toml");
+    let check = |text: &str, expected: &str| {
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().message;
+        assert!(err.contains(expected), "expected {expected:?} in {err}");
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+    };
+    let good = "[loops.x]\nrepo = \".\"\nevery = \"1m\"\ncommand = [\"agent\", \"{prompt_file}\"]\nprompt = \"p.md\"\n";
+    std::fs::write(&path, good).unwrap();
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(config.loops[0].command, ["agent", "{prompt_file}"]);
+    assert!(!config.loops[0].finish_on_stop);
+    check(
+        &format!("{good}on_stop = \"later\"\n"),
+        ":6: loops.x.on_stop: invalid value \"later\"",
+    );
+    check(
+        &good.replace(
+            "command = [\"agent\", \"{prompt_file}\"]",
+            "command = \"agent {prompt_file}\"",
+        ),
+        ":4: loops.x.command: a shell string is not allowed",
+    );
+    check(
+        &format!("{good}profile = \"work\"\n"),
+        ":6: loops.x.profile: unknown profile \"work\" (none are configured)",
+    );
+    check(
+        &good.replace("\"1m\"", "\"1 minute\""),
+        ":3: loops.x.every: invalid duration",
+    );
+    check(
+        &good.replace("p.md", "missing.md"),
+        ":5: loops.x.prompt: prompt template",
+    );
+    check(
+        &good.replace("[\"agent\", \"{prompt_file}\"]", "[\"agent\"]"),
+        "loops.x.command: the prompt reaches the command through a {prompt_file}",
+    );
+}

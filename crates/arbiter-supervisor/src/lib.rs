@@ -213,6 +213,9 @@ async fn hold_loop(
     let ns = &options.namespace;
     let holder = &granted.lease.holder;
     loop {
+        if *shutdown.borrow() {
+            return Ok(Continue::Stop);
+        }
         let config = shared.config();
         let Some(spec) = config.loops.iter().find(|l| l.name == name).cloned() else {
             tracing::warn!(loop_name = %name, "the loop is no longer configured; stopping it");

@@ -362,7 +362,7 @@ async fn supervise(
             child.terminate(grace).await?;
             Outcome { status: "lost", exit_code: None, reason: format!("the loop's lease was lost: {}", err.message) }
         }
-        () = crate::stopped(shutdown) => {
+        () = crate::stopped(shutdown), if !ctx.spec.finish_on_stop => {
             child.terminate(grace).await?;
             Outcome { status: "interrupted", exit_code: None, reason: "the supervisor was stopped".into() }
         }

@@ -40,6 +40,7 @@ on_both_backends!(
     a_broken_config_starts_nothing,
     a_live_edit_is_applied_between_rounds,
     status_shows_the_fleet_and_a_dead_supervisor_as_lost,
+    sigterm_stops_or_finishes_the_round_as_configured,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1370,4 +1371,57 @@ timeout = "1m"
     let out = store.run(&["logs", "st", "--round", "999"]);
     assert_eq!(out.code, 5, "{out:?}");
     assert!(out.stderr.contains("has no round 999"), "{out:?}");
+}
+
+/// SIGTERM to `arbiter watch` mid-round: `on_stop = "stop"` (the default) stops the round's
+/// process tree and records it `interrupted`; `on_stop = "finish"` lets it finish.
+fn sigterm_stops_or_finishes_the_round_as_configured(store: &Store) {
+    let fleet = Fleet::new(store);
+    fleet.write(
+        "agent.sh",
+        "echo started > \"$OUT/$ARBITER_LOOP.started\"\nsleep 1\necho done\n",
+    );
+    fleet.configure(
+        r#"
+[loops.stops]
+repo = "repo"
+every = "1h"
+command = ["sh", "../agent.sh"]
+timeout = "30s"
+env = { OUT = "@OUT@" }
+
+[loops.finishes]
+repo = "repo"
+every = "1h"
+command = ["sh", "../agent.sh"]
+timeout = "30s"
+on_stop = "finish"
+env = { OUT = "@OUT@" }
+"#,
+    );
+    let mut watch = fleet.start("watch", &[]);
+    for name in ["stops", "finishes"] {
+        let started = fleet.out_file(&format!("{name}.started"));
+        wait_for(SOON, "both rounds to start", || started.exists().then_some(()));
+    }
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+    let status = |name: &str| {
+        let rounds = store.ok(&["status", "--json"]).json();
+        let entry = rounds
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["loop"] == name)
+            .cloned()
+            .unwrap();
+        (
+            entry["last_status"].as_str().unwrap_or_default().to_string(),
+            entry["state"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    assert_eq!(status("stops"), ("interrupted".to_string(), "stopped".to_string()));
+    assert_eq!(status("finishes"), ("succeeded".to_string(), "stopped".to_string()));
+    let log = store.ok(&["logs", "finishes", "--round", "1"]).stdout;
+    assert!(log.contains("done"), "the finished round ran to its end: {log}");
 }
