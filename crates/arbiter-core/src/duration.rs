@@ -31,6 +31,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, ParseError> {
     let mut last_unit: Option<usize> = None;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if rest.starts_with('-') {
+            return Err(bad("a duration cannot be negative"));
+        }
         if digits == 0 {
             return Err(bad("a number must come before each unit"));
         }
@@ -112,7 +115,7 @@ mod tests {
         check("1m1h", Err("largest to smallest"));
         check("1s1s", Err("largest to smallest"));
         check("0s", Err("greater than zero"));
-        check("-1s", Err("a number must come before"));
+        check("-1s", Err("cannot be negative"));
         check("1.5s", Err("unexpected character '.'"));
         check("1 s", Err("unexpected character ' '"));
         check("99999999999999999999s", Err("too large"));

@@ -113,6 +113,12 @@ impl PgStore {
 
     async fn migrate(&self, schema: Option<&str>) -> Result<()> {
         let mut client = self.client().await?;
+        // Up to date (every open but the first): a read, no lock, no write.
+        if let Ok(Some(row)) = client.query_opt("SELECT version FROM arbiter_schema", &[]).await
+            && row.get::<_, i64>(0) == SCHEMA_VERSION
+        {
+            return Ok(());
+        }
         let tx = client.transaction().await.map_err(pg_error)?;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext($1))",

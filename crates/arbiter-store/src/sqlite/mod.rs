@@ -134,11 +134,30 @@ fn open_connection(path: &std::path::Path, synchronous: Synchronous, busy_timeou
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
-    ))
-    .map_err(|e| sqlite_error(path, e))?;
+    // Switching a new database to WAL does not wait through the busy handler: when several
+    // processes open a brand-new store at once, retry it (bounded by the busy timeout).
+    let deadline = std::time::Instant::now() + busy_timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match conn.execute_batch("PRAGMA journal_mode = WAL;") {
+            Ok(()) => break,
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Err(sqlite_error(path, e)),
+        }
+    }
+    conn.execute_batch(&format!("PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"))
+        .map_err(|e| sqlite_error(path, e))?;
     Ok(conn)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {

@@ -10,6 +10,7 @@
 //! - `lease`: waiting in arrival order, pid reuse, `--json` fields.
 //! - `kv`: versioned keys, compare-and-swap under contention, watches.
 //! - `bad_input`: precise errors, documented exit codes, nothing written.
+//! - `store`: `store info`, and a new store opened by many processes at once.
 //! - `log`: idempotent appends from writers killed mid-run, `--follow`, consumers.
 //! - `decisions`: the render projection and the git-native drop-box, with real git.
 //! - `notify`: notifications end to end through a loopback HTTP receiver.
@@ -30,4 +31,5 @@ mod lease;
 mod lock;
 mod log;
 mod notify;
+mod store;
 mod watch;
