@@ -1,0 +1,166 @@
+//! CLI call latency: one process from start to exit, one call at a time, the way a shell
+//! script or an agent's tool call uses a lock. arbiter's calls open the store each time
+//! (connect, check the schema) — that is part of what a CLI call costs.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::process::Command;
+use tokio::time::{Instant, timeout};
+
+use crate::stats::Measurement;
+use crate::systems::NAMESPACE;
+
+/// One process may take this long before it counts as hung (and is killed).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Untimed rounds first: the binary into the page cache, the store file created.
+const WARMUP: u32 = 2;
+
+/// How many calls, for how long at most.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub iterations: u32,
+    pub max: Duration,
+}
+
+/// Acquire-only and acquire+release measurements of one system.
+pub struct CliResult {
+    pub acquire: Option<Measurement>,
+    pub pair: Measurement,
+}
+
+/// Runs `program args…`, returns how long it took and what it printed.
+async fn call(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<(Duration, String)> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let output = timeout(CALL_TIMEOUT, command.output())
+        .await
+        .with_context(|| format!("{} did not exit within {}s", program.display(), CALL_TIMEOUT.as_secs()))?
+        .with_context(|| format!("cannot run {}", program.display()))?;
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() {
+        bail!(
+            "{} {} failed ({}): {}",
+            program.display(),
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok((took, stdout))
+}
+
+/// Repeats `round` (which returns the acquire latency, if separate, and the whole round's)
+/// `WARMUP` times untimed, then up to `budget` times.
+async fn repeat<F, Fut>(budget: Budget, mut round: F) -> Result<CliResult>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(Option<Duration>, Duration)>>,
+{
+    for _ in 0..WARMUP {
+        round().await?;
+    }
+    let started = Instant::now();
+    let (mut acquires, mut pairs, mut capped) = (Vec::new(), Vec::new(), false);
+    for _ in 0..budget.iterations {
+        if started.elapsed() >= budget.max {
+            capped = true;
+            break;
+        }
+        let (acquire, pair) = round().await?;
+        acquires.extend(acquire);
+        pairs.push(pair);
+    }
+    // Throughput is one call after another: calls per second of summed call time.
+    let acquire = (!acquires.is_empty()).then(|| {
+        let total: Duration = acquires.iter().sum();
+        Measurement::sequential(acquires, total, capped)
+    });
+    let total: Duration = pairs.iter().sum();
+    Ok(CliResult {
+        acquire,
+        pair: Measurement::sequential(pairs, total, capped),
+    })
+}
+
+/// `arbiter lease acquire NAME --ttl 1m`, then `arbiter lease release NAME --token T`.
+pub async fn arbiter(bin: &Path, store_url: &str, name: &str, budget: Budget) -> Result<CliResult> {
+    let envs = [("ARBITER_STORE", store_url), ("ARBITER_NAMESPACE", NAMESPACE)];
+    repeat(budget, || async {
+        let (acquire, token) = call(bin, &["lease", "acquire", name, "--ttl", "1m"], &envs).await?;
+        if token.parse::<i64>().is_err() {
+            bail!("arbiter lease acquire printed {token:?}, not a fencing token");
+        }
+        let (release, _) = call(bin, &["lease", "release", name, "--token", &token], &envs).await?;
+        Ok((Some(acquire), acquire + release))
+    })
+    .await
+}
+
+const REDIS_RELEASE: &str =
+    r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#;
+
+/// `redis-cli SET NAME TOKEN NX PX 60000`, then `redis-cli EVAL <compare-and-delete>`.
+pub async fn redis_cli(bin: &Path, host: &str, port: u16, name: &str, budget: Budget) -> Result<CliResult> {
+    let port = port.to_string();
+    let mut seq = 0u64;
+    repeat(budget, || {
+        seq += 1;
+        let token = format!("cli:{seq}");
+        let (host, port) = (host.to_string(), port.clone());
+        async move {
+            let base = ["-h", host.as_str(), "-p", port.as_str()];
+            let mut set = base.to_vec();
+            set.extend(["SET", name, &token, "NX", "PX", "60000"]);
+            let (acquire, said) = call(bin, &set, &[]).await?;
+            if said != "OK" {
+                bail!("redis-cli SET NX said {said:?}: the key is held");
+            }
+            let mut release = base.to_vec();
+            release.extend(["EVAL", REDIS_RELEASE, "1", name, &token]);
+            let (released, said) = call(bin, &release, &[]).await?;
+            if said.trim_start_matches("(integer) ") != "1" {
+                bail!("redis-cli EVAL (release) said {said:?}");
+            }
+            Ok((Some(acquire), acquire + released))
+        }
+    })
+    .await
+}
+
+/// `etcdctl lock NAME true`: acquire, run `true`, release, in one process.
+pub async fn etcdctl(bin: &Path, endpoint: &str, name: &str, budget: Budget) -> Result<CliResult> {
+    let endpoints = format!("--endpoints={endpoint}");
+    repeat(budget, || async {
+        let (took, _) = call(bin, &[&endpoints, "lock", name, "true"], &[("ETCDCTL_API", "3")]).await?;
+        Ok((None, took))
+    })
+    .await
+}
+
+/// `program args…` that does nothing but start and exit (`--version`): what starting the
+/// process costs, the floor under every CLI call.
+pub async fn start_only(bin: &Path, args: &[&str], budget: Budget) -> Result<Measurement> {
+    let result = repeat(budget, || async {
+        let (took, _) = call(bin, args, &[]).await?;
+        Ok((None, took))
+    })
+    .await?;
+    Ok(result.pair)
+}
+
+/// The program `name` on PATH, if there.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}

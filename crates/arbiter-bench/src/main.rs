@@ -1,0 +1,848 @@
+//! `arbiter-bench`: arbiter's primitives side by side with what a user would pick instead —
+//! Redis `SET NX PX`, PostgreSQL advisory/row locks and CAS, etcd leases and txns — in one
+//! run on one machine, printed as one table with arbiter/peer ratios.
+//!
+//! Layout:
+//! - `main` (this file): options, setup and cleanup of every system, the list of runs, the
+//!   table.
+//! - `driver`: one measured run — worker processes started together, reports merged.
+//! - `worker`: the worker process (`arbiter-bench __worker SPEC`): clients, warm-up, loop.
+//! - `systems`: one client per system and its two operations (try-lock + release, CAS).
+//! - `cli`: CLI call latency, one process at a time.
+//! - `stats`, `report`: percentiles; the table as text and Markdown.
+//!
+//! Every loop is bounded by an operation count and a wall-clock cap, and every address is
+//! checked to be loopback before anything is sent.
+
+mod cli;
+mod driver;
+mod report;
+mod spec;
+mod stats;
+mod systems;
+mod worker;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use arbiter_store::{Store, StoreUrl};
+use clap::Parser;
+
+use crate::driver::Plan;
+use crate::report::{Outcome, Role, Row};
+use crate::spec::{System, Targets, Workload};
+use crate::stats::Measurement;
+use crate::systems::Client;
+
+/// The hidden first argument that makes this binary a worker process.
+pub const WORKER_ARG: &str = "__worker";
+
+/// What the table says for primitives that do not exist yet.
+const NOT_BUILT: &str = "n/a — not built yet";
+
+/// Benchmark arbiter against Redis, PostgreSQL and etcd; print one table with ratios.
+///
+/// Every address must be loopback. The peers must be running (`scripts/bench` starts them).
+#[derive(Debug, Parser)]
+#[command(name = "arbiter-bench")]
+struct Args {
+    /// Fewer operations and shorter caps: the same table in under a minute (a smoke check).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the table, with the machine it ran on, as Markdown to PATH.
+    #[arg(long, value_name = "PATH")]
+    markdown: Option<PathBuf>,
+    /// Redis to compare with.
+    #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379/")]
+    redis: String,
+    /// PostgreSQL to compare with, and to run arbiter's PostgreSQL store on (in a fresh
+    /// schema `bench_…`, dropped at the end).
+    #[arg(long, value_name = "URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres: String,
+    /// etcd to compare with (used only when built with `--features etcd`).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:2379")]
+    etcd: String,
+    /// The arbiter binary for CLI latency (default: `arbiter` next to this binary, i.e.
+    /// target/release/arbiter).
+    #[arg(long, value_name = "PATH")]
+    arbiter_bin: Option<PathBuf>,
+    /// Where the SQLite files go (default: the temp directory). Use a real disk: the point
+    /// is to measure fsync.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Clients of the contended workloads.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=64))]
+    clients: u32,
+    /// Worker processes the clients of a run are spread over (default: one per client, as
+    /// in a fleet of agent processes).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    processes: Option<u32>,
+    /// Run only the workloads whose name contains TEXT (placeholder rows are kept).
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+}
+
+/// How much each run does.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    lease_ops_single: u64,
+    lease_ops_contended: u64,
+    cas_ops: u64,
+    max: Duration,
+    warmup: u32,
+    cli: cli::Budget,
+}
+
+impl Budget {
+    fn new(quick: bool) -> Budget {
+        if quick {
+            Budget {
+                lease_ops_single: 400,
+                lease_ops_contended: 1_600,
+                cas_ops: 320,
+                max: Duration::from_millis(600),
+                warmup: 2,
+                cli: cli::Budget {
+                    iterations: 15,
+                    max: Duration::from_millis(1_500),
+                },
+            }
+        } else {
+            Budget {
+                lease_ops_single: 10_000,
+                lease_ops_contended: 32_000,
+                cas_ops: 8_000,
+                max: Duration::from_secs(5),
+                warmup: 5,
+                cli: cli::Budget {
+                    iterations: 200,
+                    max: Duration::from_secs(10),
+                },
+            }
+        }
+    }
+}
+
+const LEASE_TTL_MS: u64 = 30_000;
+
+const LEASE_SYSTEMS: [System; 9] = [
+    System::ArbiterSqliteFull,
+    System::ArbiterSqliteNormal,
+    System::ArbiterPostgres,
+    System::Redis,
+    System::PgAdvisory,
+    System::PgRowLock,
+    System::PgTable,
+    System::Etcd,
+    System::EtcdSession,
+];
+
+const CAS_SYSTEMS: [System; 6] = [
+    System::ArbiterSqliteFull,
+    System::ArbiterSqliteNormal,
+    System::ArbiterPostgres,
+    System::Redis,
+    System::PgTable,
+    System::Etcd,
+];
+
+fn main() -> ExitCode {
+    let mut raw = std::env::args_os();
+    if raw.nth(1).is_some_and(|a| a == WORKER_ARG) {
+        let spec = raw.next().and_then(|s| s.into_string().ok()).unwrap_or_default();
+        return worker::main(&spec);
+    }
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("arbiter-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("arbiter-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The host of `scheme://[user@]host[:port]/…`.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split_once(']').map(|(host, _)| host.to_string());
+    }
+    Some(host_port.split(':').next().unwrap_or("").to_string())
+}
+
+/// The port of `scheme://host:port/…`, or `default`.
+fn url_port(url: &str, default: u16) -> u16 {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let port = match host_port.rsplit_once(']') {
+        Some((_, after)) => after.strip_prefix(':'),
+        None => host_port.split_once(':').map(|(_, port)| port),
+    };
+    port.and_then(|p| p.parse().ok()).unwrap_or(default)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses any address that is not on this machine's loopback.
+fn check_loopback(args: &Args) -> Result<()> {
+    for (what, url) in [("--redis", &args.redis), ("--etcd", &args.etcd)] {
+        match url_host(url) {
+            Some(host) if is_loopback(&host) => {}
+            _ => bail!("{what} {url}: only loopback addresses (127.0.0.0/8, ::1, localhost) are benchmarked"),
+        }
+    }
+    let config: tokio_postgres::Config = args.postgres.parse().context("--postgres")?;
+    for host in config.get_hosts() {
+        if let tokio_postgres::config::Host::Tcp(host) = host
+            && !is_loopback(host)
+        {
+            bail!("--postgres: host {host} is not loopback; only loopback addresses are benchmarked");
+        }
+    }
+    for addr in config.get_hostaddrs() {
+        if !addr.is_loopback() {
+            bail!("--postgres: hostaddr {addr} is not loopback");
+        }
+    }
+    Ok(())
+}
+
+fn read_proc(path: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find(|line| line.starts_with(key))
+        .and_then(|line| line.split_once(':'))
+        .map(|(_, value)| value.trim().to_string())
+}
+
+/// `/proc/loadavg`'s first three fields.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The machine and versions, for the table's header.
+fn machine(load_at_start: &str) -> Vec<String> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = read_proc("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown CPU".into());
+    let memory = read_proc("/proc/meminfo", "MemTotal")
+        .and_then(|kb| kb.trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map_or_else(|| "? GiB".to_string(), |kb| format!("{} GiB", kb / (1024 * 1024)));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    vec![
+        format!(
+            "date: {}",
+            humantime::format_rfc3339_seconds(SystemTime::now())
+                .to_string()
+                .replace('T', " ")
+                .replace('Z', " UTC")
+        ),
+        format!(
+            "machine: {cores} cores (nproc), {cpu}, {memory} RAM, Linux {}",
+            kernel.trim()
+        ),
+        format!(
+            "load average (1, 5, 15 min): {load_at_start} at the start, {} at the end (other work on the machine skews the numbers)",
+            load_average()
+        ),
+    ]
+}
+
+/// Everything a run needs and what must be removed afterwards.
+struct Setup {
+    targets: Targets,
+    /// Why a system cannot be measured, if it cannot.
+    unavailable: HashMap<System, String>,
+    _dir: tempfile::TempDir,
+    versions: Vec<String>,
+}
+
+async fn open_store(url: &str) -> Result<Store> {
+    Ok(Store::open(&StoreUrl::parse(url)?).await?)
+}
+
+async fn setup(args: &Args, prefix: &str, schema: &str) -> Result<Setup> {
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix("arbiter-bench-")
+        .tempdir_in(&base)
+        .with_context(|| format!("cannot make a directory in {}", base.display()))?;
+    let sep = if args.postgres.contains('?') { '&' } else { '?' };
+    let targets = Targets {
+        sqlite_full: format!("sqlite://{}", dir.path().join("full.db").display()),
+        sqlite_normal: format!("sqlite://{}?synchronous=normal", dir.path().join("normal.db").display()),
+        arbiter_postgres: format!("{}{sep}schema={schema}", args.postgres),
+        redis: args.redis.clone(),
+        postgres: args.postgres.clone(),
+        pg_schema: schema.to_string(),
+        etcd: args.etcd.clone(),
+        prefix: prefix.to_string(),
+    };
+    let mut unavailable = HashMap::new();
+    let mut versions = vec![format!(
+        "SQLite {} (WAL; files in {})",
+        rusqlite::version(),
+        dir.path().display()
+    )];
+
+    // arbiter's stores: created and migrated here, once, before any worker opens them.
+    for (system, url) in [
+        (System::ArbiterSqliteFull, &targets.sqlite_full),
+        (System::ArbiterSqliteNormal, &targets.sqlite_normal),
+        (System::ArbiterPostgres, &targets.arbiter_postgres),
+    ] {
+        if let Err(e) = open_store(url).await {
+            unavailable.insert(system, format!("unavailable: {e:#}"));
+        }
+    }
+
+    // PostgreSQL peers: their tables in the same fresh schema.
+    let pg = async {
+        let client = systems::pg_connect(&targets.postgres, None).await?;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path = {schema}; {}",
+                systems::PG_SCHEMA_SQL
+            ))
+            .await?;
+        systems::pg_describe(&targets.postgres).await
+    };
+    match pg.await {
+        Ok(version) => versions.push(version),
+        Err(e) => {
+            for system in [System::PgAdvisory, System::PgRowLock, System::PgTable] {
+                unavailable.insert(system, format!("unavailable: {e:#}"));
+            }
+        }
+    }
+
+    match systems::redis_version(&targets.redis).await {
+        Ok(version) => versions.push(format!("Redis {version}")),
+        Err(e) => {
+            unavailable.insert(System::Redis, format!("unavailable: {e:#}"));
+        }
+    }
+
+    if systems::ETCD_BUILT {
+        match systems::etcd_version(&targets.etcd).await {
+            Ok(version) => versions.push(format!("etcd {version}")),
+            Err(e) => {
+                for system in [System::Etcd, System::EtcdSession] {
+                    unavailable.insert(system, format!("unavailable: {e:#}"));
+                }
+            }
+        }
+    } else {
+        for system in [System::Etcd, System::EtcdSession] {
+            unavailable.insert(system, systems::ETCD_SKIPPED.to_string());
+        }
+    }
+    Ok(Setup {
+        targets,
+        unavailable,
+        _dir: dir,
+        versions,
+    })
+}
+
+async fn cleanup(setup: &Setup) -> Vec<String> {
+    let mut problems = Vec::new();
+    let targets = &setup.targets;
+    let pg = async {
+        let client = systems::pg_connect(&targets.postgres, None).await?;
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", targets.pg_schema))
+            .await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = pg.await {
+        problems.push(format!("dropping schema {}: {e:#}", targets.pg_schema));
+    }
+    if !setup.unavailable.contains_key(&System::Redis)
+        && let Err(e) = systems::redis_cleanup(&targets.redis, &targets.prefix).await
+    {
+        problems.push(format!("deleting Redis keys: {e:#}"));
+    }
+    if !setup.unavailable.contains_key(&System::Etcd)
+        && let Err(e) = systems::etcd_cleanup(&targets.etcd, &targets.prefix).await
+    {
+        problems.push(format!("deleting etcd keys: {e:#}"));
+    }
+    problems
+}
+
+fn role(system: System) -> Role {
+    match system {
+        System::ArbiterSqliteFull => Role::ArbiterSqlite,
+        System::ArbiterPostgres => Role::ArbiterPostgres,
+        _ => Role::Other,
+    }
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "0%".into()
+    } else {
+        format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+/// Reads the CAS counter back after a run: every increment that was acknowledged is there.
+async fn check_counter(system: System, targets: &Targets, tag: &str, m: &Measurement) -> String {
+    let key = worker::counter_key(&targets.prefix, tag);
+    let expected = m.ok + m.warmup_ok;
+    let read = async {
+        let mut client = Client::connect(system, targets, u32::MAX, LEASE_TTL_MS).await?;
+        let value = client.read_counter(&key).await?;
+        client.close().await?;
+        anyhow::Ok(value)
+    };
+    match read.await {
+        Ok(value) if u64::try_from(value) == Ok(expected) => {
+            format!("counter = {} as expected", report::thousands(expected))
+        }
+        Ok(value) => format!("COUNTER WRONG: {value}, expected {expected}"),
+        Err(e) => format!("counter not checked: {e:#}"),
+    }
+}
+
+struct Runner<'a> {
+    args: &'a Args,
+    budget: Budget,
+    setup: &'a Setup,
+    rows: Vec<Row>,
+    done: usize,
+    total: usize,
+}
+
+impl Runner<'_> {
+    fn selected(&self, workload: &str) -> bool {
+        self.args.only.as_deref().is_none_or(|only| workload.contains(only))
+    }
+
+    fn progress(&mut self, workload: &str, system: &str, outcome: &Outcome, took: Duration) {
+        self.done += 1;
+        let what = match outcome {
+            Outcome::Measured(m) => format!(
+                "{} ops/s, p50 {}, p99 {}",
+                report::format_rate(m.ops_per_sec()),
+                report::format_latency(m.percentile(50.0)),
+                report::format_latency(m.percentile(99.0))
+            ),
+            Outcome::Empty(why) => why.clone(),
+        };
+        eprintln!(
+            "[{:>2}/{}] {workload} · {system}: {what} ({:.1}s)",
+            self.done,
+            self.total,
+            took.as_secs_f64()
+        );
+    }
+
+    async fn measure(&mut self, workload: &str, plan: Plan) {
+        let system = plan.system;
+        let label = match plan.workload {
+            Workload::Lease => system.label(),
+            Workload::Cas => system.cas_label(),
+        };
+        let started = Instant::now();
+        let (outcome, note) = if let Some(why) = self.setup.unavailable.get(&system) {
+            (Outcome::Empty(why.clone()), String::new())
+        } else {
+            match driver::run(&plan, &self.setup.targets).await {
+                Ok(m) if m.error.is_some() => (
+                    Outcome::Empty(format!("failed: {}", m.error.clone().unwrap_or_default())),
+                    String::new(),
+                ),
+                Ok(m) => {
+                    let mut note = match plan.workload {
+                        Workload::Lease => format!(
+                            "granted {} ({}/{})",
+                            percent(m.ok, m.ops),
+                            report::thousands(m.ok),
+                            report::thousands(m.ops)
+                        ),
+                        Workload::Cas => {
+                            let tries = m.attempts as f64 / m.ops.max(1) as f64;
+                            let counter = check_counter(system, &self.setup.targets, &plan.tag, &m).await;
+                            format!("{tries:.1} tries/increment; {counter}")
+                        }
+                    };
+                    if m.capped {
+                        note.push_str(&format!("; stopped at the {}s cap", plan.max.as_secs_f64()));
+                    }
+                    (Outcome::Measured(m), note)
+                }
+                Err(e) => (Outcome::Empty(format!("failed: {e:#}")), String::new()),
+            }
+        };
+        self.progress(workload, label, &outcome, started.elapsed());
+        self.rows.push(Row {
+            workload: workload.to_string(),
+            system: label.to_string(),
+            role: role(system),
+            outcome,
+            note,
+        });
+    }
+
+    fn cli_row(&mut self, workload: &str, system: &str, role: Role, result: Result<Measurement>, started: Instant) {
+        let outcome = match result {
+            Ok(m) => Outcome::Measured(m),
+            Err(e) => Outcome::Empty(format!("failed: {e:#}")),
+        };
+        let note = match &outcome {
+            Outcome::Measured(m) if m.capped => format!("stopped at the {}s cap", self.budget.cli.max.as_secs_f64()),
+            _ => String::new(),
+        };
+        self.progress(workload, system, &outcome, started.elapsed());
+        self.rows.push(Row {
+            workload: workload.to_string(),
+            system: system.to_string(),
+            role,
+            outcome,
+            note,
+        });
+    }
+
+    async fn lease_workloads(&mut self) {
+        let clients = self.args.clients;
+        let processes = self.args.processes.unwrap_or(clients);
+        let variants = [
+            ("lease · 1 client".to_string(), "u", 1, 1, self.budget.lease_ops_single),
+            (
+                format!("lease · {clients} clients, 1 name"),
+                "c1",
+                clients,
+                1,
+                self.budget.lease_ops_contended,
+            ),
+            (
+                format!("lease · {clients} clients, 64 names"),
+                "c64",
+                clients,
+                64,
+                self.budget.lease_ops_contended,
+            ),
+        ];
+        for (workload, tag, clients, names, ops) in variants {
+            if !self.selected(&workload) {
+                continue;
+            }
+            for system in LEASE_SYSTEMS {
+                let plan = Plan {
+                    workload: Workload::Lease,
+                    system,
+                    tag: tag.to_string(),
+                    names,
+                    clients,
+                    processes: processes.min(clients),
+                    total_ops: ops,
+                    max: self.budget.max,
+                    warmup: self.budget.warmup,
+                    ttl_ms: LEASE_TTL_MS,
+                };
+                self.measure(&workload, plan).await;
+            }
+        }
+        let http = "lease · over HTTP";
+        if self.selected("lease") {
+            self.rows
+                .push(Row::empty(http, "arbiter server (any store)", NOT_BUILT));
+        }
+    }
+
+    async fn cas_workload(&mut self) {
+        let clients = self.args.clients;
+        let workload = format!("CAS increment · {clients} clients, 1 key");
+        if !self.selected(&workload) {
+            return;
+        }
+        for system in CAS_SYSTEMS {
+            let plan = Plan {
+                workload: Workload::Cas,
+                system,
+                tag: "cas".to_string(),
+                names: 1,
+                clients,
+                processes: self.args.processes.unwrap_or(clients).min(clients),
+                total_ops: self.budget.cas_ops,
+                max: self.budget.max,
+                warmup: self.budget.warmup,
+                ttl_ms: LEASE_TTL_MS,
+            };
+            self.measure(&workload, plan).await;
+        }
+    }
+
+    async fn cli_workloads(&mut self) {
+        let start = "CLI · process start only (--version)";
+        let acquire = "CLI · lease acquire (1 process)";
+        let pair = "CLI · acquire + release";
+        let budget = self.budget.cli;
+        let targets = self.setup.targets.clone();
+        let name = format!("{}cli", targets.prefix);
+        let bin = self.args.arbiter_bin.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|dir| dir.join("arbiter")))
+                .unwrap_or_else(|| PathBuf::from("target/release/arbiter"))
+        });
+        let built = || {
+            if bin.is_file() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("skipped: {} is not built", bin.display()))
+            }
+        };
+        let redis_cli = match (cli::which("redis-cli"), self.setup.unavailable.get(&System::Redis)) {
+            (_, Some(why)) => Err(why.clone()),
+            (None, _) => Err("skipped: redis-cli is not installed".to_string()),
+            (Some(path), None) => Ok(path),
+        };
+        let etcdctl = cli::which("etcdctl").ok_or("skipped: etcdctl is not installed");
+
+        if self.selected(start) {
+            let started = Instant::now();
+            let result = match built() {
+                Ok(()) => cli::start_only(&bin, &["--version"], budget).await,
+                Err(e) => Err(e),
+            };
+            self.cli_row(start, "arbiter --version", Role::ArbiterSqlite, result, started);
+            let started = Instant::now();
+            let result = match &redis_cli {
+                Ok(path) => cli::start_only(path, &["--version"], budget).await,
+                Err(why) => Err(anyhow::anyhow!("{why}")),
+            };
+            self.cli_row(start, "redis-cli --version", Role::Other, result, started);
+            let started = Instant::now();
+            let result = match &etcdctl {
+                Ok(path) => cli::start_only(path, &["version"], budget).await,
+                Err(why) => Err(anyhow::anyhow!("{why}")),
+            };
+            self.cli_row(start, "etcdctl version", Role::Other, result, started);
+        }
+        if !self.selected(acquire) && !self.selected(pair) {
+            return;
+        }
+
+        let mut acquire_rows = Vec::new();
+        let mut pair_rows = Vec::new();
+        for (system, url) in [
+            (System::ArbiterSqliteFull, &targets.sqlite_full),
+            (System::ArbiterSqliteNormal, &targets.sqlite_normal),
+            (System::ArbiterPostgres, &targets.arbiter_postgres),
+        ] {
+            let started = Instant::now();
+            let label = format!("arbiter CLI · {}", system.label().trim_start_matches("arbiter · "));
+            let result = if let Some(why) = self.setup.unavailable.get(&system) {
+                Err(anyhow::anyhow!("{why}"))
+            } else {
+                match built() {
+                    Ok(()) => cli::arbiter(&bin, url, &name, budget).await,
+                    Err(e) => Err(e),
+                }
+            };
+            push_cli(&mut acquire_rows, &mut pair_rows, label, role(system), result, started);
+        }
+        let started = Instant::now();
+        let result = match &redis_cli {
+            Ok(path) => {
+                let host = url_host(&targets.redis).unwrap_or_else(|| "127.0.0.1".into());
+                cli::redis_cli(path, &host, url_port(&targets.redis, 6379), &name, budget).await
+            }
+            Err(why) => Err(anyhow::anyhow!("{why}")),
+        };
+        let label = "redis-cli SET NX PX (+ EVAL del)".to_string();
+        push_cli(&mut acquire_rows, &mut pair_rows, label, Role::Other, result, started);
+        let started = Instant::now();
+        let result = match &etcdctl {
+            Ok(path) => cli::etcdctl(path, &targets.etcd, &name, budget).await,
+            Err(why) => Err(anyhow::anyhow!("{why}")),
+        };
+        let label = "etcdctl lock NAME true (1 process)".to_string();
+        push_cli(&mut acquire_rows, &mut pair_rows, label, Role::Other, result, started);
+        for (workload, rows) in [(acquire, acquire_rows), (pair, pair_rows)] {
+            if !self.selected(workload) {
+                continue;
+            }
+            for (label, role, result, started) in rows {
+                self.cli_row(workload, &label, role, result, started);
+            }
+        }
+    }
+
+    fn placeholders(&mut self) {
+        let log = "log append · fsync as configured";
+        if self.selected(log) {
+            self.rows
+                .push(Row::empty(log, "arbiter log · SQLite / PostgreSQL", NOT_BUILT));
+            self.rows.push(Row::empty(log, "PG INSERT (peer)", NOT_BUILT));
+        }
+        let limiter = "limiter decision";
+        if self.selected(limiter) {
+            self.rows.push(Row::empty(limiter, "arbiter in-process", NOT_BUILT));
+            self.rows
+                .push(Row::empty(limiter, "arbiter shared · SQLite / PostgreSQL", NOT_BUILT));
+            self.rows.push(Row::empty(limiter, "Redis limiter (peer)", NOT_BUILT));
+        }
+    }
+}
+
+type CliRows = Vec<(String, Role, Result<Measurement>, Instant)>;
+
+/// Files one system's CLI result under both CLI workloads (acquire alone only when the
+/// system has a separate acquire call).
+fn push_cli(
+    acquire: &mut CliRows,
+    pair: &mut CliRows,
+    label: String,
+    role: Role,
+    result: Result<cli::CliResult>,
+    started: Instant,
+) {
+    match result {
+        Ok(r) => {
+            if let Some(m) = r.acquire {
+                acquire.push((label.clone(), role, Ok(m), started));
+            }
+            pair.push((label, role, Ok(r.pair), started));
+        }
+        Err(e) => {
+            if !label.starts_with("etcdctl") {
+                acquire.push((label.clone(), role, Err(anyhow::anyhow!("{e:#}")), started));
+            }
+            pair.push((label, role, Err(e), started));
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    check_loopback(&args)?;
+    let started = Instant::now();
+    let load_at_start = load_average();
+    let budget = Budget::new(args.quick);
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let pid = std::process::id();
+    let prefix = format!("arbiter-bench/{pid}-{secs}/");
+    let schema = format!("bench_{pid}_{secs}");
+
+    let setup = setup(&args, &prefix, &schema).await?;
+    let mut runner = Runner {
+        args: &args,
+        budget,
+        setup: &setup,
+        rows: Vec::new(),
+        done: 0,
+        total: LEASE_SYSTEMS.len() * 3 + CAS_SYSTEMS.len() + 12,
+    };
+    let body = async {
+        runner.lease_workloads().await;
+        runner.cas_workload().await;
+        runner.cli_workloads().await;
+        runner.placeholders();
+    };
+    let interrupted = tokio::select! {
+        () = body => false,
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    let rows = std::mem::take(&mut runner.rows);
+    let problems = cleanup(&setup).await;
+    for problem in &problems {
+        eprintln!("cleanup: {problem}");
+    }
+    if interrupted {
+        bail!("interrupted; cleaned up");
+    }
+
+    let mode = if args.quick { "--quick" } else { "full" };
+    let processes = match args.processes {
+        Some(p) => format!("{p} worker process(es) per contended run"),
+        None => "one worker process per client".to_string(),
+    };
+    let mut header = machine(&load_at_start);
+    header.push(format!(
+        "mode: {mode} (runs capped at {}s each; {processes}; lease TTL {}s; took {:.0}s)",
+        budget.max.as_secs_f64(),
+        LEASE_TTL_MS / 1000,
+        started.elapsed().as_secs_f64()
+    ));
+    header.extend(setup.versions.iter().cloned());
+
+    println!();
+    for line in &header {
+        println!("{line}");
+    }
+    println!();
+    print!("{}", report::text(&rows));
+    println!();
+    println!("{}", report::LEGEND);
+    if let Some(path) = &args.markdown {
+        write_markdown(path, &header, &rows)?;
+        println!("Markdown written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn write_markdown(path: &Path, header: &[String], rows: &[Row]) -> Result<()> {
+    let mut text = String::new();
+    for line in header {
+        text.push_str(&format!("- {line}\n"));
+    }
+    text.push('\n');
+    text.push_str(&report::markdown(rows));
+    text.push('\n');
+    text.push_str(report::LEGEND);
+    text.push('\n');
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_ports_of_urls() {
+        assert_eq!(url_host("redis://127.0.0.1:6379/").as_deref(), Some("127.0.0.1"));
+        assert_eq!(url_host("http://[::1]:2379").as_deref(), Some("::1"));
+        assert_eq!(url_host("redis://user:pw@localhost/0").as_deref(), Some("localhost"));
+        assert_eq!(url_host("127.0.0.1:2379").as_deref(), Some("127.0.0.1"));
+        assert_eq!(url_port("redis://127.0.0.1:6380/", 6379), 6380);
+        assert_eq!(url_port("redis://127.0.0.1/", 6379), 6379);
+        assert_eq!(url_port("http://[::1]:2379", 1), 2379);
+    }
+
+    #[test]
+    fn only_loopback() {
+        assert!(is_loopback("127.0.0.1"));
+        assert!(is_loopback("127.1.2.3"));
+        assert!(is_loopback("::1"));
+        assert!(is_loopback("localhost"));
+        assert!(!is_loopback("10.0.0.1"));
+        assert!(!is_loopback("example.com"));
+        let mut args = Args::parse_from(["arbiter-bench"]);
+        assert!(check_loopback(&args).is_ok());
+        args.redis = "redis://192.168.1.5:6379/".into();
+        assert!(check_loopback(&args).is_err());
+        args.redis = "redis://127.0.0.1:6379/".into();
+        args.postgres = "postgres://postgres@10.1.1.1/test".into();
+        assert!(check_loopback(&args).is_err());
+    }
+}

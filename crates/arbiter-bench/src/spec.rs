@@ -1,0 +1,130 @@
+//! What one measured run is: a workload, a system, how many clients and for how long.
+//! The parent serialises a [`WorkerSpec`] for each worker process; the worker answers with
+//! a [`WorkerReport`].
+
+use serde::{Deserialize, Serialize};
+
+/// What each client does, over and over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Workload {
+    /// One try-lock attempt on a name; when it is granted, release it at once. A refused
+    /// attempt is an operation too (it is what a contended try-lock costs).
+    Lease,
+    /// One increment of a shared counter by read + compare-and-swap, retried until it
+    /// lands. An operation is one increment that landed.
+    Cas,
+}
+
+/// The system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum System {
+    /// arbiter on SQLite, `synchronous=full` (the default: every commit is fsynced).
+    ArbiterSqliteFull,
+    /// arbiter on SQLite, `synchronous=normal` (WAL fsynced at checkpoints only).
+    ArbiterSqliteNormal,
+    /// arbiter on PostgreSQL (a fresh schema).
+    ArbiterPostgres,
+    /// Redis: `SET key token NX PX ttl`, release by a Lua compare-and-delete; CAS by
+    /// WATCH/GET/MULTI/SET/EXEC.
+    Redis,
+    /// PostgreSQL session advisory locks: `pg_try_advisory_lock` / `pg_advisory_unlock`.
+    PgAdvisory,
+    /// PostgreSQL row lock held by a transaction: `SELECT … FOR UPDATE NOWAIT`, `COMMIT`.
+    PgRowLock,
+    /// PostgreSQL hand-rolled lease table: conditional `UPDATE … WHERE holder IS NULL OR
+    /// expired RETURNING token` (TTL and fencing token like arbiter's); release by a
+    /// conditional `UPDATE`. For CAS: `UPDATE … WHERE version = $1`.
+    PgTable,
+    /// etcd: a lease per acquire (grant), txn put-if-absent on the key with that lease,
+    /// release by revoking the lease. For CAS: txn comparing `mod_revision`.
+    Etcd,
+    /// etcd the way `concurrency.Mutex` does it: one lease per client session, granted
+    /// once; acquire = txn put-if-absent with it, release = delete.
+    EtcdSession,
+}
+
+impl System {
+    pub fn label(self) -> &'static str {
+        match self {
+            System::ArbiterSqliteFull => "arbiter · SQLite sync=full",
+            System::ArbiterSqliteNormal => "arbiter · SQLite sync=normal",
+            System::ArbiterPostgres => "arbiter · PostgreSQL",
+            System::Redis => "Redis SET NX PX + Lua del",
+            System::PgAdvisory => "PG advisory lock (session)",
+            System::PgRowLock => "PG row lock FOR UPDATE NOWAIT",
+            System::PgTable => "PG lease table, cond. UPDATE",
+            System::Etcd => "etcd grant + txn + revoke",
+            System::EtcdSession => "etcd session lease, txn + delete",
+        }
+    }
+
+    /// The label for the CAS workload, where the peers do something else than for leases.
+    pub fn cas_label(self) -> &'static str {
+        match self {
+            System::Redis => "Redis WATCH/MULTI/EXEC",
+            System::PgTable => "PG UPDATE … WHERE version=$1",
+            System::Etcd => "etcd txn on mod_revision",
+            other => other.label(),
+        }
+    }
+}
+
+/// Where every system lives for this run. Only loopback addresses (checked in `main`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Targets {
+    /// arbiter store URLs.
+    pub sqlite_full: String,
+    pub sqlite_normal: String,
+    pub arbiter_postgres: String,
+    /// The peers.
+    pub redis: String,
+    /// PostgreSQL connection URL (without schema); the peers' tables live in `pg_schema`.
+    pub postgres: String,
+    pub pg_schema: String,
+    pub etcd: String,
+    /// Prefix of every key and name this run creates (unique per run).
+    pub prefix: String,
+}
+
+/// What one worker process runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub workload: Workload,
+    pub system: System,
+    pub targets: Targets,
+    /// Tag of the workload variant, part of every name so variants do not meet.
+    pub tag: String,
+    /// Lease names the clients spread over (1: all on one name).
+    pub names: u32,
+    /// Index of this worker's first client among all clients of the run (seeds, tokens).
+    pub first_client: u32,
+    /// Clients (connections, store handles) in this process.
+    pub clients: u32,
+    /// Operations each client does at most.
+    pub ops_per_client: u64,
+    /// Wall-clock cap from the start signal, in milliseconds.
+    pub max_ms: u64,
+    /// Untimed operations per client before reporting ready.
+    pub warmup: u32,
+    /// Lease TTL.
+    pub ttl_ms: u64,
+}
+
+/// What a worker measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// Latency of every timed operation, in microseconds.
+    pub latencies_us: Vec<u32>,
+    /// Operations that succeeded (lease granted; for CAS every operation).
+    pub ok: u64,
+    /// Attempts (CAS: reads + conditional writes tried, one per try).
+    pub attempts: u64,
+    /// Successful operations done during warm-up (CAS: they incremented the counter too).
+    pub warmup_ok: u64,
+    /// From the start signal to the last client's end.
+    pub elapsed_us: u64,
+    /// Whether a client stopped at the wall-clock cap rather than its operation count.
+    pub capped: bool,
+    /// The first error that stopped a client, if any.
+    pub error: Option<String>,
+}

@@ -1,0 +1,102 @@
+//! arbiter through its library, as an agent loop links it: `arbiter_client::lease::acquire`
+//! without waiting (a try-lock: busy is `Held`), `LeaseStore::release`, and `KvStore`
+//! get + put `--if-version` for CAS.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use arbiter_client::lease::Acquire;
+use arbiter_core::ErrorKind;
+use arbiter_core::lease::Holder;
+use arbiter_store::{Store, StoreUrl};
+
+use super::{MAX_CAS_TRIES, NAMESPACE, parse_counter};
+use crate::spec::{System, Targets};
+
+pub struct ArbiterClient {
+    /// One store handle per client: on SQLite that is one connection, like one agent
+    /// process; on PostgreSQL a pool, of which one connection is used at a time.
+    store: Store,
+    holder: Holder,
+    ttl: Duration,
+}
+
+impl ArbiterClient {
+    pub async fn connect(system: System, targets: &Targets, id: u32, ttl_ms: u64) -> Result<ArbiterClient> {
+        let url = match system {
+            System::ArbiterSqliteFull => &targets.sqlite_full,
+            System::ArbiterSqliteNormal => &targets.sqlite_normal,
+            System::ArbiterPostgres => &targets.arbiter_postgres,
+            other => bail!("{other:?} is not an arbiter store"),
+        };
+        let url = StoreUrl::parse(url)?;
+        let store = Store::open(&url).await.context("opening the arbiter store")?;
+        // The holder is this (live) process: a refused attempt checks the holders on this
+        // host and must find them alive, or it would take their leases over.
+        let holder = arbiter_process::holder_for(arbiter_process::current_pid(), &format!("bench-{id}"))?;
+        Ok(ArbiterClient {
+            store,
+            holder,
+            ttl: Duration::from_millis(ttl_ms),
+        })
+    }
+
+    pub async fn lease_once(&mut self, name: &str) -> Result<bool> {
+        let request = Acquire {
+            namespace: NAMESPACE.to_string(),
+            name: name.to_string(),
+            holder: self.holder.clone(),
+            ttl: self.ttl,
+            slots: 1,
+            wait: None,
+        };
+        match arbiter_client::lease::acquire(&self.store, request).await {
+            Ok(granted) => {
+                self.store
+                    .leases()
+                    .release(NAMESPACE, name, granted.lease.token)
+                    .await
+                    .context("release")?;
+                Ok(true)
+            }
+            Err(e) if e.kind == ErrorKind::Held => Ok(false),
+            Err(e) => Err(anyhow::Error::new(e).context("acquire")),
+        }
+    }
+
+    pub async fn init_counter(&mut self, key: &str) -> Result<()> {
+        match self.store.kv().put(NAMESPACE, key, "0", Some(0)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind == ErrorKind::Conflict => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn cas_increment(&mut self, key: &str) -> Result<u64> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            if tries > MAX_CAS_TRIES {
+                bail!("no increment landed in {MAX_CAS_TRIES} tries");
+            }
+            let current = self.store.kv().get(NAMESPACE, key).await?;
+            let (value, version) = match current {
+                Some(kv) => (parse_counter(&kv.value)?, kv.version),
+                None => (0, 0),
+            };
+            let next = (value + 1).to_string();
+            match self.store.kv().put(NAMESPACE, key, &next, Some(version)).await {
+                Ok(_) => return Ok(tries),
+                Err(e) if e.kind == ErrorKind::Conflict => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub async fn read_counter(&mut self, key: &str) -> Result<i64> {
+        match self.store.kv().get(NAMESPACE, key).await? {
+            Some(kv) => parse_counter(&kv.value),
+            None => Ok(0),
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! One client of each system under test, with the two operations the workloads time:
+//! a try-lock + release, and a compare-and-swap increment.
+
+mod arbiter;
+#[cfg(feature = "etcd")]
+mod etcd;
+mod postgres;
+mod redis;
+
+use anyhow::{Result, bail};
+
+use crate::spec::{System, Targets};
+
+/// The namespace arbiter objects of the benchmark live in.
+pub const NAMESPACE: &str = "bench";
+
+/// A CAS increment that has not landed after this many tries is an error (it would mean a
+/// livelock, or a bug in the benchmark).
+pub const MAX_CAS_TRIES: u64 = 10_000;
+
+/// One connection (or store handle) to one system.
+pub enum Client {
+    Arbiter(arbiter::ArbiterClient),
+    Redis(redis::RedisClient),
+    Postgres(postgres::PgClient),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd::EtcdClient>),
+}
+
+impl Client {
+    /// Connects client number `id` of a run.
+    pub async fn connect(system: System, targets: &Targets, id: u32, ttl_ms: u64) -> Result<Client> {
+        Ok(match system {
+            System::ArbiterSqliteFull | System::ArbiterSqliteNormal | System::ArbiterPostgres => {
+                Client::Arbiter(arbiter::ArbiterClient::connect(system, targets, id, ttl_ms).await?)
+            }
+            System::Redis => Client::Redis(redis::RedisClient::connect(targets, id, ttl_ms).await?),
+            System::PgAdvisory | System::PgRowLock | System::PgTable => {
+                Client::Postgres(postgres::PgClient::connect(system, targets, id, ttl_ms).await?)
+            }
+            System::Etcd | System::EtcdSession => connect_etcd(system, targets, id, ttl_ms).await?,
+        })
+    }
+
+    /// Prepares the names a lease workload uses (tables with one row per name need them).
+    pub async fn prepare_names(&mut self, names: &[String]) -> Result<()> {
+        match self {
+            Client::Postgres(client) => client.prepare_names(names).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// One try-lock of `name`, released at once when granted. `Ok(true)`: it was granted.
+    pub async fn lease_once(&mut self, name: &str) -> Result<bool> {
+        match self {
+            Client::Arbiter(client) => client.lease_once(name).await,
+            Client::Redis(client) => client.lease_once(name).await,
+            Client::Postgres(client) => client.lease_once(name).await,
+            #[cfg(feature = "etcd")]
+            Client::Etcd(client) => client.lease_once(name).await,
+        }
+    }
+
+    /// Creates the counter `key` at 0 unless it exists.
+    pub async fn init_counter(&mut self, key: &str) -> Result<()> {
+        match self {
+            Client::Arbiter(client) => client.init_counter(key).await,
+            Client::Redis(client) => client.init_counter(key).await,
+            Client::Postgres(client) => client.init_counter(key).await,
+            #[cfg(feature = "etcd")]
+            Client::Etcd(client) => client.init_counter(key).await,
+        }
+    }
+
+    /// Increments the counter `key` by read + compare-and-swap, retrying on conflict.
+    /// Returns the number of tries it took.
+    pub async fn cas_increment(&mut self, key: &str) -> Result<u64> {
+        match self {
+            Client::Arbiter(client) => client.cas_increment(key).await,
+            Client::Redis(client) => client.cas_increment(key).await,
+            Client::Postgres(client) => client.cas_increment(key).await,
+            #[cfg(feature = "etcd")]
+            Client::Etcd(client) => client.cas_increment(key).await,
+        }
+    }
+
+    /// The counter's value now.
+    pub async fn read_counter(&mut self, key: &str) -> Result<i64> {
+        match self {
+            Client::Arbiter(client) => client.read_counter(key).await,
+            Client::Redis(client) => client.read_counter(key).await,
+            Client::Postgres(client) => client.read_counter(key).await,
+            #[cfg(feature = "etcd")]
+            Client::Etcd(client) => client.read_counter(key).await,
+        }
+    }
+
+    /// Lets go of what the client holds for its whole life (an etcd session lease).
+    pub async fn close(self) -> Result<()> {
+        match self {
+            #[cfg(feature = "etcd")]
+            Client::Etcd(client) => client.close().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+async fn connect_etcd(system: System, targets: &Targets, id: u32, ttl_ms: u64) -> Result<Client> {
+    Ok(Client::Etcd(Box::new(
+        etcd::EtcdClient::connect(system, targets, id, ttl_ms).await?,
+    )))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn connect_etcd(_system: System, _targets: &Targets, _id: u32, _ttl_ms: u64) -> Result<Client> {
+    bail!("{ETCD_SKIPPED}")
+}
+
+/// Whether this build can talk to etcd.
+pub const ETCD_BUILT: bool = cfg!(feature = "etcd");
+
+/// Why etcd rows are empty in a build without the `etcd` feature.
+pub const ETCD_SKIPPED: &str = "skipped: built without --features etcd";
+
+/// The version of the etcd server at `endpoint`, or why it cannot be had.
+pub async fn etcd_version(endpoint: &str) -> Result<String> {
+    #[cfg(feature = "etcd")]
+    {
+        etcd::server_version(endpoint).await
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = endpoint;
+        bail!("{ETCD_SKIPPED}")
+    }
+}
+
+/// Deletes every etcd key of this run.
+pub async fn etcd_cleanup(endpoint: &str, prefix: &str) -> Result<()> {
+    #[cfg(feature = "etcd")]
+    {
+        etcd::delete_prefix(endpoint, prefix).await
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = (endpoint, prefix);
+        Ok(())
+    }
+}
+
+pub use postgres::{SCHEMA_SQL as PG_SCHEMA_SQL, pg_connect, pg_describe};
+pub use redis::{redis_cleanup, redis_version};
+
+/// A value read back from a store that should be a counter.
+fn parse_counter(text: &str) -> Result<i64> {
+    match text.trim().parse::<i64>() {
+        Ok(value) => Ok(value),
+        Err(_) => bail!("counter holds {text:?}, not an integer"),
+    }
+}

@@ -1,0 +1,146 @@
+//! Redis the way its documentation says to lock one instance: `SET key token NX PX ttl`,
+//! released by a Lua script that deletes the key only if it still holds our token. No
+//! fencing token, and nothing is on disk (`--save "" --appendonly no` in `scripts/bench`).
+//! CAS is WATCH, GET, then MULTI/SET/EXEC, which fails (nil) if the key changed.
+
+use anyhow::{Context, Result, bail};
+use redis::aio::MultiplexedConnection;
+use redis::{Script, Value};
+
+use super::{MAX_CAS_TRIES, parse_counter};
+use crate::spec::Targets;
+
+const RELEASE: &str =
+    r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#;
+
+pub struct RedisClient {
+    /// A connection of its own (WATCH is per connection).
+    con: MultiplexedConnection,
+    release: Script,
+    id: u32,
+    seq: u64,
+    ttl_ms: u64,
+}
+
+async fn connect(url: &str) -> Result<MultiplexedConnection> {
+    let client = redis::Client::open(url).with_context(|| format!("Redis URL {url}"))?;
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("cannot connect to Redis at {url}"))
+}
+
+impl RedisClient {
+    pub async fn connect(targets: &Targets, id: u32, ttl_ms: u64) -> Result<RedisClient> {
+        Ok(RedisClient {
+            con: connect(&targets.redis).await?,
+            release: Script::new(RELEASE),
+            id,
+            seq: 0,
+            ttl_ms,
+        })
+    }
+
+    pub async fn lease_once(&mut self, name: &str) -> Result<bool> {
+        self.seq += 1;
+        let token = format!("{}:{}", self.id, self.seq);
+        let set: Option<String> = redis::cmd("SET")
+            .arg(name)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.ttl_ms)
+            .query_async(&mut self.con)
+            .await?;
+        if set.is_none() {
+            return Ok(false);
+        }
+        let deleted: i64 = self.release.key(name).arg(&token).invoke_async(&mut self.con).await?;
+        if deleted != 1 {
+            bail!("lost the Redis lock {name} before releasing it");
+        }
+        Ok(true)
+    }
+
+    pub async fn init_counter(&mut self, key: &str) -> Result<()> {
+        let _: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(0)
+            .arg("NX")
+            .query_async(&mut self.con)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn cas_increment(&mut self, key: &str) -> Result<u64> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            if tries > MAX_CAS_TRIES {
+                bail!("no increment landed in {MAX_CAS_TRIES} tries");
+            }
+            let _: () = redis::cmd("WATCH").arg(key).query_async(&mut self.con).await?;
+            let value: Option<String> = redis::cmd("GET").arg(key).query_async(&mut self.con).await?;
+            let value = match value {
+                Some(text) => parse_counter(&text)?,
+                None => 0,
+            };
+            let result: Value = redis::pipe()
+                .atomic()
+                .set(key, value + 1)
+                .query_async(&mut self.con)
+                .await?;
+            if !matches!(result, Value::Nil) {
+                return Ok(tries);
+            }
+        }
+    }
+
+    pub async fn read_counter(&mut self, key: &str) -> Result<i64> {
+        let value: Option<String> = redis::cmd("GET").arg(key).query_async(&mut self.con).await?;
+        value.map_or(Ok(0), |text| parse_counter(&text))
+    }
+}
+
+/// The Redis server's version.
+pub async fn redis_version(url: &str) -> Result<String> {
+    let mut con = connect(url).await?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut con).await?;
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string();
+    let mut settings = Vec::new();
+    for name in ["appendonly", "appendfsync", "save"] {
+        let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut con).await?;
+        settings.push(format!("{name}={:?}", pair.get(1).map_or("", String::as_str)));
+    }
+    Ok(format!("{version} ({})", settings.join(", ")))
+}
+
+/// Deletes every key of this run (locks expire by themselves too).
+pub async fn redis_cleanup(url: &str, prefix: &str) -> Result<()> {
+    let mut con = connect(url).await?;
+    let mut cursor: u64 = 0;
+    // Bounded: SCAN ends when the cursor comes back to 0; at most 1000 rounds.
+    for _ in 0..1000 {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut con)
+            .await?;
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut con).await?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    Ok(())
+}

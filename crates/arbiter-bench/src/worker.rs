@@ -1,0 +1,234 @@
+//! The worker process: connects its clients, warms them up, says `ready`, waits for `go`
+//! on stdin, runs the workload until each client has done its operations or the wall-clock
+//! cap is reached, then prints one JSON [`WorkerReport`] line and exits.
+//!
+//! Running clients in their own processes is what a fleet of agent loops does; it also keeps
+//! one system's client-side work (a blocking SQLite call, a runtime) from favouring another.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::time::Instant;
+
+use crate::spec::{WorkerReport, WorkerSpec, Workload};
+use crate::systems::Client;
+
+/// The names a lease workload spreads over, and the counter a CAS workload increments.
+pub fn names(spec: &WorkerSpec) -> Vec<String> {
+    (0..spec.names)
+        .map(|i| format!("{}{}-{i}", spec.targets.prefix, spec.tag))
+        .collect()
+}
+
+pub fn counter_key(prefix: &str, tag: &str) -> String {
+    format!("{prefix}{tag}-counter")
+}
+
+/// The entry point of `arbiter-bench __worker SPEC_JSON`.
+pub fn main(spec_json: &str) -> std::process::ExitCode {
+    let result = serde_json::from_str::<WorkerSpec>(spec_json)
+        .context("bad worker spec")
+        .and_then(|spec| {
+            let mut builder = if spec.clients <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+            };
+            let runtime = builder.enable_all().build()?;
+            runtime.block_on(run(spec))
+        });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let report = WorkerReport {
+                error: Some(format!("{e:#}")),
+                ..WorkerReport::default()
+            };
+            say(&serde_json::to_string(&report).unwrap_or_default());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// A small deterministic generator: each client picks names in its own fixed sequence, the
+/// same for every system.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u32) -> XorShift {
+        XorShift(u64::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn below(&mut self, n: u32) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % u64::from(n.max(1))) as usize
+    }
+}
+
+/// One operation of the workload; returns (succeeded, tries).
+async fn operation(
+    workload: Workload,
+    client: &mut Client,
+    names: &[String],
+    key: &str,
+    rng: &mut XorShift,
+) -> Result<(bool, u64)> {
+    match workload {
+        Workload::Lease => {
+            let name = &names[rng.below(names.len() as u32)];
+            Ok((client.lease_once(name).await?, 1))
+        }
+        Workload::Cas => Ok((true, client.cas_increment(key).await?)),
+    }
+}
+
+struct ClientResult {
+    latencies_us: Vec<u32>,
+    ok: u64,
+    attempts: u64,
+    warmup_ok: u64,
+    capped: bool,
+    error: Option<String>,
+    ended: Instant,
+}
+
+async fn run(spec: WorkerSpec) -> Result<()> {
+    let names = names(&spec);
+    let key = counter_key(&spec.targets.prefix, &spec.tag);
+
+    let mut connecting = tokio::task::JoinSet::new();
+    for i in 0..spec.clients {
+        let (system, targets, id, ttl) = (spec.system, spec.targets.clone(), spec.first_client + i, spec.ttl_ms);
+        connecting.spawn(async move { (i, Client::connect(system, &targets, id, ttl).await) });
+    }
+    let mut clients: Vec<(u32, Client)> = Vec::new();
+    while let Some(joined) = connecting.join_next().await {
+        let (i, client) = joined?;
+        clients.push((i, client?));
+    }
+    clients.sort_by_key(|(i, _)| *i);
+    let Some((_, first)) = clients.first_mut() else {
+        bail!("a worker with no clients");
+    };
+    match spec.workload {
+        Workload::Lease => first.prepare_names(&names).await?,
+        Workload::Cas => first.init_counter(&key).await?,
+    }
+
+    // Warm-up, all clients at once: connections, prepared statements, caches. Untimed.
+    let mut warming = tokio::task::JoinSet::new();
+    for (i, mut client) in clients {
+        let (workload, names, key, warmup) = (spec.workload, names.clone(), key.clone(), spec.warmup);
+        let mut rng = XorShift::new(spec.first_client + i);
+        warming.spawn(async move {
+            let mut warmup_ok = 0;
+            for _ in 0..warmup {
+                let (ok, _) = operation(workload, &mut client, &names, &key, &mut rng).await?;
+                warmup_ok += u64::from(ok);
+            }
+            anyhow::Ok((client, rng, warmup_ok))
+        });
+    }
+    let mut warm = Vec::new();
+    while let Some(joined) = warming.join_next().await {
+        warm.push(joined??);
+    }
+
+    say("ready");
+    // A blocking read on the blocking pool (tokio's stdin needs a feature the workspace
+    // does not enable). The parent's timeouts bound the wait.
+    let line = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    if line.trim() != "go" {
+        bail!("expected `go` on stdin, got {line:?}");
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(spec.max_ms);
+
+    let mut running = tokio::task::JoinSet::new();
+    for (mut client, mut rng, warmup_ok) in warm {
+        let (workload, names, key, ops) = (spec.workload, names.clone(), key.clone(), spec.ops_per_client);
+        running.spawn(async move {
+            let mut result = ClientResult {
+                latencies_us: Vec::with_capacity(ops.min(100_000) as usize),
+                ok: 0,
+                attempts: 0,
+                warmup_ok,
+                capped: false,
+                error: None,
+                ended: Instant::now(),
+            };
+            for _ in 0..ops {
+                if Instant::now() >= deadline {
+                    result.capped = true;
+                    break;
+                }
+                let began = Instant::now();
+                match operation(workload, &mut client, &names, &key, &mut rng).await {
+                    Ok((ok, tries)) => {
+                        let took = began.elapsed().as_micros();
+                        result.latencies_us.push(u32::try_from(took).unwrap_or(u32::MAX));
+                        result.ok += u64::from(ok);
+                        result.attempts += tries;
+                    }
+                    Err(e) => {
+                        result.error = Some(format!("{e:#}"));
+                        break;
+                    }
+                }
+            }
+            result.ended = Instant::now();
+            if let Err(e) = client.close().await
+                && result.error.is_none()
+            {
+                result.error = Some(format!("closing: {e:#}"));
+            }
+            result
+        });
+    }
+
+    let mut report = WorkerReport::default();
+    let mut last_end = start;
+    while let Some(joined) = running.join_next().await {
+        let result = joined?;
+        last_end = last_end.max(result.ended);
+        report.latencies_us.extend(result.latencies_us);
+        report.ok += result.ok;
+        report.attempts += result.attempts;
+        report.warmup_ok += result.warmup_ok;
+        report.capped |= result.capped;
+        if report.error.is_none() {
+            report.error = result.error;
+        }
+    }
+    report.elapsed_us = u64::try_from(last_end.saturating_duration_since(start).as_micros()).unwrap_or(u64::MAX);
+    say(&serde_json::to_string(&report)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::XorShift;
+
+    #[test]
+    fn picks_spread_over_all_names() {
+        let mut rng = XorShift::new(3);
+        let mut seen = [false; 64];
+        for _ in 0..10_000 {
+            seen[rng.below(64)] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+        assert_eq!(XorShift::new(0).below(1), 0);
+    }
+}
