@@ -32,7 +32,7 @@ Durations: 250ms, 30s, 5m, 1h30m, 2d.";
 #[command(
     name = "arbiter",
     version,
-    about = "Coordination for fleets of AI agent loops: leases with fencing, versioned keys, one store.",
+    about = "Coordination for fleets of AI agent loops: leases with fencing, versioned keys, logs, notifications and a supervisor, over one store.",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -61,7 +61,7 @@ pub struct Global {
     /// Print machine-readable JSON (errors too: {"error": CODE, "message": TEXT}).
     #[arg(long, global = true)]
     json: bool,
-    /// The configuration file (channels, routes). Default: arbiter/arbiter.toml under your
+    /// The configuration file (channels, routes, loops). Default: arbiter/arbiter.toml under your
     /// config directory, if it exists.
     #[arg(long, global = true, env = "ARBITER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
