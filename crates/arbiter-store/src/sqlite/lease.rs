@@ -216,9 +216,60 @@ fn acquire_tx(tx: &Transaction<'_>, mut request: AcquireRequest) -> Result<Outco
     }
 }
 
+/// The refusal of a try, read from a snapshot — or `None` when the write path must decide
+/// (a new name, expired entries to remove, or a place to grant). Refusing at the snapshot
+/// is linearizable: the lease was held at that instant.
+fn refused_by_snapshot(tx: &Transaction<'_>, request: &AcquireRequest) -> Result<Option<Busy>> {
+    let (ns, name) = (&request.namespace, &request.name);
+    let now = now_ms(tx)?;
+    let slots: Option<u32> = tx
+        .query_row(
+            "SELECT slots FROM lease_names WHERE namespace = ?1 AND name = ?2",
+            params![ns, name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(internal)?;
+    let Some(slots) = slots else { return Ok(None) };
+    let expired: i64 = tx
+        .query_row(
+            "SELECT (SELECT count(*) FROM lease_holders WHERE namespace = ?1 AND name = ?2 AND expires_at <= ?3)
+                  + (SELECT count(*) FROM lease_waiters WHERE namespace = ?1 AND name = ?2 AND expires_at <= ?3)",
+            params![ns, name, now],
+            |r| r.get(0),
+        )
+        .map_err(internal)?;
+    if expired > 0 {
+        return Ok(None);
+    }
+    let holders = holders(tx, ns, name, now)?;
+    let waiters = waiters(tx, ns, name, now)?;
+    match decide(request, slots, &holders, &waiters)? {
+        Decision::Grant => Ok(None),
+        Decision::Wait { ahead } => Ok(Some(Busy {
+            holders,
+            ahead,
+            ticket: None,
+            now,
+        })),
+    }
+}
+
 #[async_trait]
 impl LeaseStore for SqliteStore {
     async fn acquire(&self, request: AcquireRequest) -> Result<AcquireOutcome> {
+        // A try (no queueing, nothing to reclaim) that will be refused needs no write lock:
+        // decide it from a read snapshot, so refused tries do not queue behind writers.
+        let is_try = !request.enqueue
+            && request.ticket.is_none()
+            && request.reclaim_tokens.is_empty()
+            && request.reclaim_tickets.is_empty();
+        if is_try {
+            let probe = request.clone();
+            if let Some(busy) = self.read(move |tx| refused_by_snapshot(tx, &probe)).await? {
+                return Ok(AcquireOutcome::Busy(busy));
+            }
+        }
         self.write(move |tx| acquire_tx(tx, request)).await
     }
 
