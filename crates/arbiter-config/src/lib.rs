@@ -110,7 +110,8 @@ impl Config {
         let source = Source { path, text };
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| source.line(span.start)).unwrap_or(1);
-            Error::bad_input(format!("{}:{line}: {}", path.display(), e.message().trim_end()))
+            let table = source.table_at(line).map(|t| format!("{t}: ")).unwrap_or_default();
+            Error::bad_input(format!("{}:{line}: {table}{}", path.display(), e.message().trim_end()))
         })?;
         let mut config = notify::validate(&raw, &source)?;
         loops::validate(&raw, &source, &mut config)?;
@@ -148,6 +149,20 @@ impl Source<'_> {
             .filter(|b| *b == b'\n')
             .count()
             + 1
+    }
+
+    /// The `[table]` (or `[[array]]`) whose keys line `line` is among, for errors the
+    /// TOML parser reports by line only (`unknown field`, `missing field`).
+    pub fn table_at(&self, line: usize) -> Option<String> {
+        let header = |l: &str| {
+            let l = l.trim();
+            let name = l.strip_prefix("[[").and_then(|r| r.split_once("]]")).map(|(n, _)| n);
+            name.or_else(|| l.strip_prefix('[').and_then(|r| r.split_once(']')).map(|(n, _)| n))
+                .map(|n| n.trim().to_string())
+        };
+        let lines: Vec<&str> = self.text.lines().collect();
+        // The error's own line may be the header (a whole table is wrong): name it then.
+        lines[..line.min(lines.len())].iter().rev().find_map(|l| header(l))
     }
 
     /// An error at `span` about `key`.

@@ -187,7 +187,7 @@ fn errors_name_file_line_and_key() {
     );
     check_error(
         "[channels.a]\ntype = \"stdout\"\ncolour = 1\n",
-        "arbiter.toml:3: unknown field `colour`",
+        "arbiter.toml:3: channels.a: unknown field `colour`",
     );
     check_error(
         "[channels.a]\ntype = \"stdout\"\n[[routes]]\nchannels = [\"a\"]\nmin_severity = \"fatal\"\n",
