@@ -248,9 +248,17 @@ pub(crate) async fn execute(
     tx.execute(&stmt, params).await.map_err(pg_error)
 }
 
+/// The store's clock in SQL: the server's, in milliseconds since the Unix epoch.
+macro_rules! now_ms_sql {
+    () => {
+        "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+    };
+}
+pub(crate) use now_ms_sql;
+
 /// The store's clock: the server's, in milliseconds since the Unix epoch.
 pub(crate) async fn now_ms(tx: &deadpool_postgres::Transaction<'_>) -> Result<Millis> {
-    let rows = query(tx, "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint", &[]).await?;
+    let rows = query(tx, concat!("SELECT ", now_ms_sql!()), &[]).await?;
     Ok(rows[0].get(0))
 }
 

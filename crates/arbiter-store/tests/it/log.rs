@@ -142,3 +142,46 @@ conformance!(appends_wake_subscribers, |h: Harness| async move {
         .unwrap();
     assert!(waited < std::time::Duration::from_secs(60), "{waited:?}");
 });
+
+conformance!(racing_appends_of_one_key_write_it_once, |h: Harness| async move {
+    // Eight handles append the same 20 keys at the same time (eight retries racing, not
+    // one after the other): each key is written once and every racer gets its offset.
+    let mut tasks = vec![];
+    for _ in 0..8 {
+        let store = h.reopen().await;
+        tasks.push(tokio::spawn(async move {
+            let mut offsets = vec![];
+            for i in 0..20 {
+                let key = format!("k{i}");
+                offsets.push(
+                    store
+                        .log()
+                        .append(record("race", &key, Some(&key)))
+                        .await
+                        .unwrap()
+                        .offset,
+                );
+            }
+            offsets
+        }));
+    }
+    let mut seen = vec![];
+    for task in tasks {
+        seen.push(task.await.unwrap());
+    }
+    let records = h.store.log().read("default", "race", 0, 1_000).await.unwrap();
+    assert_eq!(records.len(), 20, "each key once");
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.offset, i as i64, "dense offsets");
+    }
+    for offsets in &seen {
+        for (i, offset) in offsets.iter().enumerate() {
+            let key = format!("k{i}");
+            let stored = records
+                .iter()
+                .find(|r| r.idempotency_key.as_deref() == Some(&key))
+                .unwrap();
+            assert_eq!(*offset, stored.offset, "every racer is told the offset of {key}");
+        }
+    }
+});
