@@ -1,13 +1,14 @@
 //! `arbiter-bench`: arbiter's primitives side by side with what a user would pick instead —
-//! Redis `SET NX PX`, PostgreSQL advisory/row locks and CAS, etcd leases and txns — in one
-//! run on one machine, printed as one table with arbiter/peer ratios.
+//! Redis `SET NX PX`, PostgreSQL advisory/row locks and CAS, etcd leases and txns, a
+//! PostgreSQL `INSERT`, Redis `XADD` or a shared file for the log — in one run on one
+//! machine, printed as one table with arbiter/peer ratios.
 //!
 //! Layout:
 //! - `main` (this file): options, setup and cleanup of every system, the list of runs, the
 //!   table.
 //! - `driver`: one measured run — worker processes started together, reports merged.
 //! - `worker`: the worker process (`arbiter-bench __worker SPEC`): clients, warm-up, loop.
-//! - `systems`: one client per system and its two operations (try-lock + release, CAS).
+//! - `systems`: one client per system and its operations (try-lock + release, CAS, append).
 //! - `cli`: CLI call latency, one process at a time.
 //! - `stats`, `report`: percentiles; the table as text and Markdown.
 //!
@@ -92,6 +93,8 @@ struct Budget {
     lease_ops_single: u64,
     lease_ops_contended: u64,
     cas_ops: u64,
+    append_ops_single: u64,
+    append_ops_contended: u64,
     max: Duration,
     warmup: u32,
     cli: cli::Budget,
@@ -104,6 +107,8 @@ impl Budget {
                 lease_ops_single: 400,
                 lease_ops_contended: 1_600,
                 cas_ops: 320,
+                append_ops_single: 400,
+                append_ops_contended: 1_600,
                 max: Duration::from_millis(600),
                 warmup: 2,
                 cli: cli::Budget {
@@ -116,6 +121,8 @@ impl Budget {
                 lease_ops_single: 10_000,
                 lease_ops_contended: 32_000,
                 cas_ops: 8_000,
+                append_ops_single: 10_000,
+                append_ops_contended: 32_000,
                 max: Duration::from_secs(5),
                 warmup: 5,
                 cli: cli::Budget {
@@ -148,6 +155,15 @@ const CAS_SYSTEMS: [System; 6] = [
     System::Redis,
     System::PgTable,
     System::Etcd,
+];
+
+const APPEND_SYSTEMS: [System; 6] = [
+    System::ArbiterSqliteFull,
+    System::ArbiterSqliteNormal,
+    System::ArbiterPostgres,
+    System::PgTable,
+    System::Redis,
+    System::File,
 ];
 
 fn main() -> ExitCode {
@@ -293,6 +309,7 @@ async fn setup(args: &Args, prefix: &str, schema: &str) -> Result<Setup> {
         postgres: args.postgres.clone(),
         pg_schema: schema.to_string(),
         etcd: args.etcd.clone(),
+        file_dir: dir.path().display().to_string(),
         prefix: prefix.to_string(),
     };
     let mut unavailable = HashMap::new();
@@ -423,6 +440,23 @@ async fn check_counter(system: System, targets: &Targets, tag: &str, m: &Measure
     }
 }
 
+/// Counts the records of an append run: every append that was acknowledged is there, once.
+async fn check_records(system: System, targets: &Targets, tag: &str, m: &Measurement) -> String {
+    let stream = worker::stream_name(&targets.prefix, tag);
+    let expected = m.ok + m.warmup_ok;
+    let read = async {
+        let mut client = Client::connect(system, targets, u32::MAX, LEASE_TTL_MS).await?;
+        let count = client.count_records(&stream).await?;
+        client.close().await?;
+        anyhow::Ok(count)
+    };
+    match read.await {
+        Ok(count) if count == expected => format!("records = {} as expected", report::thousands(expected)),
+        Ok(count) => format!("RECORDS WRONG: {count}, expected {expected}"),
+        Err(e) => format!("records not counted: {e:#}"),
+    }
+}
+
 struct Runner<'a> {
     args: &'a Args,
     budget: Budget,
@@ -458,10 +492,7 @@ impl Runner<'_> {
 
     async fn measure(&mut self, workload: &str, plan: Plan) {
         let system = plan.system;
-        let label = match plan.workload {
-            Workload::Lease => system.label(),
-            Workload::Cas => system.cas_label(),
-        };
+        let label = system.label_for(plan.workload);
         let started = Instant::now();
         let (outcome, note) = if let Some(why) = self.setup.unavailable.get(&system) {
             (Outcome::Empty(why.clone()), String::new())
@@ -484,6 +515,7 @@ impl Runner<'_> {
                             let counter = check_counter(system, &self.setup.targets, &plan.tag, &m).await;
                             format!("{tries:.1} tries/increment; {counter}")
                         }
+                        Workload::Append => check_records(system, &self.setup.targets, &plan.tag, &m).await,
                     };
                     if m.capped {
                         note.push_str(&format!("; stopped at the {}s cap", plan.max.as_secs_f64()));
@@ -592,6 +624,45 @@ impl Runner<'_> {
         }
     }
 
+    async fn append_workloads(&mut self) {
+        let clients = self.args.clients;
+        let processes = self.args.processes.unwrap_or(clients);
+        let variants = [
+            (
+                "log append · 1 client".to_string(),
+                "a1",
+                1,
+                self.budget.append_ops_single,
+            ),
+            (
+                format!("log append · {clients} clients, 1 stream"),
+                "a16",
+                clients,
+                self.budget.append_ops_contended,
+            ),
+        ];
+        for (workload, tag, clients, ops) in variants {
+            if !self.selected(&workload) {
+                continue;
+            }
+            for system in APPEND_SYSTEMS {
+                let plan = Plan {
+                    workload: Workload::Append,
+                    system,
+                    tag: tag.to_string(),
+                    names: 1,
+                    clients,
+                    processes: processes.min(clients),
+                    total_ops: ops,
+                    max: self.budget.max,
+                    warmup: self.budget.warmup,
+                    ttl_ms: LEASE_TTL_MS,
+                };
+                self.measure(&workload, plan).await;
+            }
+        }
+    }
+
     async fn cli_workloads(&mut self) {
         let start = "CLI · process start only (--version)";
         let acquire = "CLI · lease acquire (1 process)";
@@ -690,12 +761,6 @@ impl Runner<'_> {
     }
 
     fn placeholders(&mut self) {
-        let log = "log append · fsync as configured";
-        if self.selected(log) {
-            self.rows
-                .push(Row::empty(log, "arbiter log · SQLite / PostgreSQL", NOT_BUILT));
-            self.rows.push(Row::empty(log, "PG INSERT (peer)", NOT_BUILT));
-        }
         let limiter = "limiter decision";
         if self.selected(limiter) {
             self.rows.push(Row::empty(limiter, "arbiter in-process", NOT_BUILT));
@@ -751,11 +816,12 @@ async fn run(args: Args) -> Result<()> {
         setup: &setup,
         rows: Vec::new(),
         done: 0,
-        total: LEASE_SYSTEMS.len() * 3 + CAS_SYSTEMS.len() + 12,
+        total: LEASE_SYSTEMS.len() * 3 + CAS_SYSTEMS.len() + APPEND_SYSTEMS.len() * 2 + 12,
     };
     let body = async {
         runner.lease_workloads().await;
         runner.cas_workload().await;
+        runner.append_workloads().await;
         runner.cli_workloads().await;
         runner.placeholders();
     };

@@ -58,6 +58,7 @@ pub const HEADERS: [&str; 8] = ["workload", "system", "ops/s", "p50", "p99", "sq
 pub const LEGEND: &str = "sqlite÷ / pg÷: ops/s of arbiter on SQLite (sync=full, the default) / on PostgreSQL \
 in the same workload, divided by this row's ops/s — above 1× arbiter is faster, below 1× the peer is. \
 p50/p99: latency of one operation (a lease try + release when granted; a CAS increment including its retries; \
+an append until acknowledged; \
 one CLI process from start to exit).";
 
 /// The cells of every row, ratios computed within each workload.

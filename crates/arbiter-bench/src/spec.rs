@@ -13,6 +13,10 @@ pub enum Workload {
     /// One increment of a shared counter by read + compare-and-swap, retried until it
     /// lands. An operation is one increment that landed.
     Cas,
+    /// One record (about 200 bytes) appended to one shared stream, acknowledged only once
+    /// it is as durable as the system is configured to make it. After the run the stream
+    /// must hold every acknowledged record.
+    Append,
 }
 
 /// The system under test.
@@ -41,6 +45,10 @@ pub enum System {
     /// etcd the way `concurrency.Mutex` does it: one lease per client session, granted
     /// once; acquire = txn put-if-absent with it, release = delete.
     EtcdSession,
+    /// A plain file every client appends lines to: opened with `O_APPEND`, one `write` per
+    /// line, `fdatasync` before acknowledging — what a careful script does with a shared
+    /// file. Only for the append workload.
+    File,
 }
 
 impl System {
@@ -55,16 +63,35 @@ impl System {
             System::PgTable => "PG lease table, cond. UPDATE",
             System::Etcd => "etcd grant + txn + revoke",
             System::EtcdSession => "etcd session lease, txn + delete",
+            System::File => "file O_APPEND + fdatasync",
         }
     }
 
     /// The label for the CAS workload, where the peers do something else than for leases.
-    pub fn cas_label(self) -> &'static str {
+    fn cas_label(self) -> &'static str {
         match self {
             System::Redis => "Redis WATCH/MULTI/EXEC",
             System::PgTable => "PG UPDATE … WHERE version=$1",
             System::Etcd => "etcd txn on mod_revision",
             other => other.label(),
+        }
+    }
+
+    /// The label for the append workload.
+    fn append_label(self) -> &'static str {
+        match self {
+            System::Redis => "Redis XADD",
+            System::PgTable => "PG INSERT (bigserial)",
+            other => other.label(),
+        }
+    }
+
+    /// The label of this system in `workload`.
+    pub fn label_for(self, workload: Workload) -> &'static str {
+        match workload {
+            Workload::Lease => self.label(),
+            Workload::Cas => self.cas_label(),
+            Workload::Append => self.append_label(),
         }
     }
 }
@@ -82,6 +109,8 @@ pub struct Targets {
     pub postgres: String,
     pub pg_schema: String,
     pub etcd: String,
+    /// The directory the file peer's files go in (one file per stream).
+    pub file_dir: String,
     /// Prefix of every key and name this run creates (unique per run).
     pub prefix: String,
 }
@@ -115,7 +144,7 @@ pub struct WorkerSpec {
 pub struct WorkerReport {
     /// Latency of every timed operation, in microseconds.
     pub latencies_us: Vec<u32>,
-    /// Operations that succeeded (lease granted; for CAS every operation).
+    /// Operations that succeeded (lease granted; for CAS and appends every operation).
     pub ok: u64,
     /// Attempts (CAS: reads + conditional writes tried, one per try).
     pub attempts: u64,

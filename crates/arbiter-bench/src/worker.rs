@@ -25,6 +25,20 @@ pub fn counter_key(prefix: &str, tag: &str) -> String {
     format!("{prefix}{tag}-counter")
 }
 
+/// The one stream an append workload's clients all append to.
+pub fn stream_name(prefix: &str, tag: &str) -> String {
+    format!("{prefix}{tag}-log")
+}
+
+/// What an append workload appends: one line of about 200 bytes, like an agent's log entry
+/// ("what I did, on which repo, with what result").
+fn record_body(client: u32, seq: u64) -> String {
+    format!(
+        "client {client:>3} record {seq:>8}: round finished on repo example/service, 3 files changed, \
+         tests passed, PR #1234 opened for review; next wake in 300s (filler to ~200 bytes)"
+    )
+}
+
 /// The entry point of `arbiter-bench __worker SPEC_JSON`.
 pub fn main(spec_json: &str) -> std::process::ExitCode {
     let result = serde_json::from_str::<WorkerSpec>(spec_json)
@@ -73,20 +87,31 @@ impl XorShift {
     }
 }
 
+/// What one client works on and with.
+struct Picks {
+    /// Lease names.
+    names: Vec<String>,
+    /// The CAS counter, or the stream appended to.
+    key: String,
+    rng: XorShift,
+    /// This client's number in the run, and how many records it has appended.
+    client: u32,
+    seq: u64,
+}
+
 /// One operation of the workload; returns (succeeded, tries).
-async fn operation(
-    workload: Workload,
-    client: &mut Client,
-    names: &[String],
-    key: &str,
-    rng: &mut XorShift,
-) -> Result<(bool, u64)> {
+async fn operation(workload: Workload, client: &mut Client, picks: &mut Picks) -> Result<(bool, u64)> {
     match workload {
         Workload::Lease => {
-            let name = &names[rng.below(names.len() as u32)];
+            let name = &picks.names[picks.rng.below(picks.names.len() as u32)];
             Ok((client.lease_once(name).await?, 1))
         }
-        Workload::Cas => Ok((true, client.cas_increment(key).await?)),
+        Workload::Cas => Ok((true, client.cas_increment(&picks.key).await?)),
+        Workload::Append => {
+            picks.seq += 1;
+            client.append(&picks.key, &record_body(picks.client, picks.seq)).await?;
+            Ok((true, 1))
+        }
     }
 }
 
@@ -102,7 +127,10 @@ struct ClientResult {
 
 async fn run(spec: WorkerSpec) -> Result<()> {
     let names = names(&spec);
-    let key = counter_key(&spec.targets.prefix, &spec.tag);
+    let key = match spec.workload {
+        Workload::Append => stream_name(&spec.targets.prefix, &spec.tag),
+        Workload::Lease | Workload::Cas => counter_key(&spec.targets.prefix, &spec.tag),
+    };
 
     let mut connecting = tokio::task::JoinSet::new();
     for i in 0..spec.clients {
@@ -121,20 +149,27 @@ async fn run(spec: WorkerSpec) -> Result<()> {
     match spec.workload {
         Workload::Lease => first.prepare_names(&names).await?,
         Workload::Cas => first.init_counter(&key).await?,
+        Workload::Append => {}
     }
 
     // Warm-up, all clients at once: connections, prepared statements, caches. Untimed.
     let mut warming = tokio::task::JoinSet::new();
     for (i, mut client) in clients {
-        let (workload, names, key, warmup) = (spec.workload, names.clone(), key.clone(), spec.warmup);
-        let mut rng = XorShift::new(spec.first_client + i);
+        let (workload, warmup) = (spec.workload, spec.warmup);
+        let mut picks = Picks {
+            names: names.clone(),
+            key: key.clone(),
+            rng: XorShift::new(spec.first_client + i),
+            client: spec.first_client + i,
+            seq: 0,
+        };
         warming.spawn(async move {
             let mut warmup_ok = 0;
             for _ in 0..warmup {
-                let (ok, _) = operation(workload, &mut client, &names, &key, &mut rng).await?;
+                let (ok, _) = operation(workload, &mut client, &mut picks).await?;
                 warmup_ok += u64::from(ok);
             }
-            anyhow::Ok((client, rng, warmup_ok))
+            anyhow::Ok((client, picks, warmup_ok))
         });
     }
     let mut warm = Vec::new();
@@ -157,8 +192,8 @@ async fn run(spec: WorkerSpec) -> Result<()> {
     let deadline = start + Duration::from_millis(spec.max_ms);
 
     let mut running = tokio::task::JoinSet::new();
-    for (mut client, mut rng, warmup_ok) in warm {
-        let (workload, names, key, ops) = (spec.workload, names.clone(), key.clone(), spec.ops_per_client);
+    for (mut client, mut picks, warmup_ok) in warm {
+        let (workload, ops) = (spec.workload, spec.ops_per_client);
         running.spawn(async move {
             let mut result = ClientResult {
                 latencies_us: Vec::with_capacity(ops.min(100_000) as usize),
@@ -175,7 +210,7 @@ async fn run(spec: WorkerSpec) -> Result<()> {
                     break;
                 }
                 let began = Instant::now();
-                match operation(workload, &mut client, &names, &key, &mut rng).await {
+                match operation(workload, &mut client, &mut picks).await {
                     Ok((ok, tries)) => {
                         let took = began.elapsed().as_micros();
                         result.latencies_us.push(u32::try_from(took).unwrap_or(u32::MAX));

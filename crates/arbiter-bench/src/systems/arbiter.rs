@@ -1,6 +1,7 @@
 //! arbiter through its library, as an agent loop links it: `arbiter_client::lease::acquire`
 //! without waiting (a try-lock: busy is `Held`), `LeaseStore::release`, and `KvStore`
-//! get + put `--if-version` for CAS.
+//! get + put `--if-version` for CAS, and `LogStore::append` of a validated record (what
+//! `arbiter log append` does) for appends.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use arbiter_client::lease::Acquire;
 use arbiter_core::ErrorKind;
 use arbiter_core::lease::Holder;
+use arbiter_core::log::NewRecord;
 use arbiter_store::{Store, StoreUrl};
 
 use super::{MAX_CAS_TRIES, NAMESPACE, parse_counter};
@@ -19,6 +21,7 @@ pub struct ArbiterClient {
     store: Store,
     holder: Holder,
     ttl: Duration,
+    id: u32,
 }
 
 impl ArbiterClient {
@@ -38,6 +41,7 @@ impl ArbiterClient {
             store,
             holder,
             ttl: Duration::from_millis(ttl_ms),
+            id,
         })
     }
 
@@ -98,5 +102,25 @@ impl ArbiterClient {
             Some(kv) => parse_counter(&kv.value),
             None => Ok(0),
         }
+    }
+
+    pub async fn append(&mut self, stream: &str, body: &str) -> Result<()> {
+        let record = NewRecord {
+            namespace: NAMESPACE.to_string(),
+            stream: stream.to_string(),
+            kind: "note".to_string(),
+            author: format!("bench-{}", self.id),
+            body: body.to_string(),
+            ..NewRecord::default()
+        };
+        record.validate()?;
+        self.store.log().append(record).await.context("append")?;
+        Ok(())
+    }
+
+    pub async fn count_records(&mut self, stream: &str) -> Result<u64> {
+        let streams = self.store.log().streams(NAMESPACE).await?;
+        let next = streams.iter().find(|s| s.stream == stream).map_or(0, |s| s.next_offset);
+        Ok(u64::try_from(next)?)
     }
 }

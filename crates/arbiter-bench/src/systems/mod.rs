@@ -1,9 +1,10 @@
-//! One client of each system under test, with the two operations the workloads time:
-//! a try-lock + release, and a compare-and-swap increment.
+//! One client of each system under test, with the operations the workloads time: a
+//! try-lock + release, a compare-and-swap increment, and a durable append.
 
 mod arbiter;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod file;
 mod postgres;
 mod redis;
 
@@ -25,6 +26,7 @@ pub enum Client {
     Postgres(postgres::PgClient),
     #[cfg(feature = "etcd")]
     Etcd(Box<etcd::EtcdClient>),
+    File(file::FileClient),
 }
 
 impl Client {
@@ -39,6 +41,7 @@ impl Client {
                 Client::Postgres(postgres::PgClient::connect(system, targets, id, ttl_ms).await?)
             }
             System::Etcd | System::EtcdSession => connect_etcd(system, targets, id, ttl_ms).await?,
+            System::File => Client::File(file::FileClient::open(targets, id)?),
         })
     }
 
@@ -58,6 +61,7 @@ impl Client {
             Client::Postgres(client) => client.lease_once(name).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.lease_once(name).await,
+            Client::File(_) => bail!("the file peer has no lease workload"),
         }
     }
 
@@ -69,6 +73,7 @@ impl Client {
             Client::Postgres(client) => client.init_counter(key).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.init_counter(key).await,
+            Client::File(_) => bail!("the file peer has no CAS workload"),
         }
     }
 
@@ -81,6 +86,7 @@ impl Client {
             Client::Postgres(client) => client.cas_increment(key).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.cas_increment(key).await,
+            Client::File(_) => bail!("the file peer has no CAS workload"),
         }
     }
 
@@ -92,6 +98,31 @@ impl Client {
             Client::Postgres(client) => client.read_counter(key).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.read_counter(key).await,
+            Client::File(_) => bail!("the file peer has no CAS workload"),
+        }
+    }
+
+    /// Appends one record to `stream`; returns once it is as durable as the system makes it.
+    pub async fn append(&mut self, stream: &str, body: &str) -> Result<()> {
+        match self {
+            Client::Arbiter(client) => client.append(stream, body).await,
+            Client::Redis(client) => client.append(stream, body).await,
+            Client::Postgres(client) => client.append(stream, body).await,
+            Client::File(client) => client.append(stream, body),
+            #[cfg(feature = "etcd")]
+            Client::Etcd(_) => bail!("etcd has no append workload"),
+        }
+    }
+
+    /// How many records `stream` holds.
+    pub async fn count_records(&mut self, stream: &str) -> Result<u64> {
+        match self {
+            Client::Arbiter(client) => client.count_records(stream).await,
+            Client::Redis(client) => client.count_records(stream).await,
+            Client::Postgres(client) => client.count_records(stream).await,
+            Client::File(client) => client.count_records(stream),
+            #[cfg(feature = "etcd")]
+            Client::Etcd(_) => bail!("etcd has no append workload"),
         }
     }
 

@@ -4,7 +4,9 @@
 //! - a row lock held by a transaction (`SELECT … FOR UPDATE NOWAIT`, then `COMMIT`);
 //! - a hand-rolled lease table: a conditional `UPDATE` that takes a free or expired row and
 //!   bumps its token (TTL and fencing token, like arbiter), released by another `UPDATE`;
-//! - CAS: `SELECT value, version`, then `UPDATE … WHERE version = $old`.
+//! - CAS: `SELECT value, version`, then `UPDATE … WHERE version = $old`;
+//! - a log: `INSERT` of one row into a table keyed by a `bigserial`, committed on its own
+//!   (`synchronous_commit` as the server has it).
 //!
 //! Every statement is prepared once per connection. Tables live in the run's own schema.
 
@@ -27,6 +29,13 @@ CREATE TABLE IF NOT EXISTS peer_leases (
     expires_at TIMESTAMPTZ
 );
 CREATE TABLE IF NOT EXISTS peer_counters (k TEXT PRIMARY KEY, value BIGINT NOT NULL, version BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS peer_log (
+    id BIGSERIAL PRIMARY KEY,
+    stream TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    body TEXT NOT NULL
+);
 ";
 
 pub struct PgClient {
@@ -92,6 +101,8 @@ impl PgClient {
                 "UPDATE peer_leases SET holder = NULL WHERE name = $1 AND token = $2",
                 "SELECT value, version FROM peer_counters WHERE k = $1",
                 "UPDATE peer_counters SET value = $2, version = version + 1 WHERE k = $1 AND version = $3",
+                "INSERT INTO peer_log (stream, author, body) VALUES ($1, $2, $3)",
+                "SELECT count(*) FROM peer_log WHERE stream = $1",
             ],
             other => bail!("{other:?} is not a PostgreSQL peer"),
         };
@@ -177,15 +188,16 @@ impl PgClient {
         }
     }
 
-    fn check_cas(&self) -> Result<()> {
+    /// CAS and appends are done by the table peer only.
+    fn check_table(&self) -> Result<()> {
         if self.system != System::PgTable {
-            bail!("{:?} has no CAS workload", self.system);
+            bail!("{:?} has no CAS or append workload", self.system);
         }
         Ok(())
     }
 
     pub async fn init_counter(&mut self, key: &str) -> Result<()> {
-        self.check_cas()?;
+        self.check_table()?;
         self.client
             .execute(
                 "INSERT INTO peer_counters (k, value, version) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING",
@@ -196,7 +208,7 @@ impl PgClient {
     }
 
     pub async fn cas_increment(&mut self, key: &str) -> Result<u64> {
-        self.check_cas()?;
+        self.check_table()?;
         let mut tries = 0;
         loop {
             tries += 1;
@@ -216,9 +228,24 @@ impl PgClient {
     }
 
     pub async fn read_counter(&mut self, key: &str) -> Result<i64> {
-        self.check_cas()?;
+        self.check_table()?;
         let row = self.client.query_one(&self.statements[2], &[&key]).await?;
         Ok(row.get(0))
+    }
+
+    pub async fn append(&mut self, stream: &str, body: &str) -> Result<()> {
+        self.check_table()?;
+        let author = format!("bench-{}", self.id);
+        self.client
+            .execute(&self.statements[4], &[&stream, &author, &body])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn count_records(&mut self, stream: &str) -> Result<u64> {
+        self.check_table()?;
+        let count: i64 = self.client.query_one(&self.statements[5], &[&stream]).await?.get(0);
+        Ok(u64::try_from(count)?)
     }
 }
 

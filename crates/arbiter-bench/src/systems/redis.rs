@@ -1,7 +1,8 @@
 //! Redis the way its documentation says to lock one instance: `SET key token NX PX ttl`,
 //! released by a Lua script that deletes the key only if it still holds our token. No
 //! fencing token, and nothing is on disk (`--save "" --appendonly no` in `scripts/bench`).
-//! CAS is WATCH, GET, then MULTI/SET/EXEC, which fails (nil) if the key changed.
+//! CAS is WATCH, GET, then MULTI/SET/EXEC, which fails (nil) if the key changed. A log is a
+//! stream: `XADD key * author A body B`, acknowledged from memory.
 
 use anyhow::{Context, Result, bail};
 use redis::aio::MultiplexedConnection;
@@ -99,6 +100,23 @@ impl RedisClient {
     pub async fn read_counter(&mut self, key: &str) -> Result<i64> {
         let value: Option<String> = redis::cmd("GET").arg(key).query_async(&mut self.con).await?;
         value.map_or(Ok(0), |text| parse_counter(&text))
+    }
+
+    pub async fn append(&mut self, stream: &str, body: &str) -> Result<()> {
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("author")
+            .arg(format!("bench-{}", self.id))
+            .arg("body")
+            .arg(body)
+            .query_async(&mut self.con)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn count_records(&mut self, stream: &str) -> Result<u64> {
+        Ok(redis::cmd("XLEN").arg(stream).query_async(&mut self.con).await?)
     }
 }
 
