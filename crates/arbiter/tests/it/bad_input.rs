@@ -221,7 +221,7 @@ fn malformed_store_urls() {
     }
     // The same through the environment.
     let out = run(arbiter().env("ARBITER_STORE", "mysql://x").args(["lease", "list"]));
-    out.expect_code(2);
+    out.expect_code(2, "an unknown scheme in ARBITER_STORE");
     assert!(out.stderr.contains("unknown scheme \"mysql\""), "{out:?}");
 }
 
@@ -254,14 +254,14 @@ fn unreachable_postgres_is_unavailable() {
 #[test]
 fn help_is_not_an_error() {
     let out = run(arbiter().args(["lock", "--help"]));
-    out.expect_code(0);
+    out.expect_code(0, "lock --help");
     for text in ["ARBITER_LEASE_TOKEN", "--ttl", "--wait", "--slots"] {
         assert!(out.stdout.contains(text), "{text} in the help: {}", out.stdout);
     }
     let out = run(arbiter().arg("--help"));
-    out.expect_code(0);
+    out.expect_code(0, "--help");
     assert!(out.stdout.contains("Exit codes"), "{}", out.stdout);
     let out = run(arbiter().arg("--version"));
-    out.expect_code(0);
+    out.expect_code(0, "--version");
     assert!(out.stdout.starts_with("arbiter "), "{}", out.stdout);
 }

@@ -121,14 +121,16 @@ fn holder_on_another_host_only_after_ttl(store: &Store) {
     // The holder is the `sh` that ran `lease acquire`; it exits right after.
     let start = Instant::now();
     let mut cmd = store.sh(r#""$ARBITER" lease acquire remote --ttl 3s --json; true"#);
-    let out = crate::support::run(&mut cmd).expect_code(0).json();
+    let out = crate::support::run(&mut cmd)
+        .expect_code(0, "the acquiring shell")
+        .json();
     let old_token = token_of(&out);
     let holder_pid = out["holder"]["pid"].as_u64().expect("a pid") as u32;
     assert!(!alive(holder_pid), "the holding shell has exited");
     store.rewrite_holder("remote", |holder| holder["host"] = "elsewhere".into());
 
     let out = store.run(&["lease", "acquire", "remote"]);
-    out.expect_code(3);
+    out.expect_code(3, "an acquire within the remote holder's TTL");
     assert!(
         out.stderr.contains("elsewhere"),
         "the message names the holder: {out:?}"

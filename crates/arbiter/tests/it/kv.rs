@@ -40,7 +40,7 @@ fn put_get_list_delete(store: &Store) {
     let v2 = put["version"].as_i64().expect("a version");
     assert!(v2 > v1);
     let out = store.run(&["kv", "put", "cfg/a", "three", "--if-version", &v1.to_string()]);
-    out.expect_code(3);
+    out.expect_code(3, "a put with a stale version");
     assert!(out.stderr.contains("cfg/a"), "{out:?}");
     assert_eq!(
         store.ok(&["kv", "get", "cfg/a"]).stdout,
@@ -51,7 +51,7 @@ fn put_get_list_delete(store: &Store) {
     let vb = version(&store.ok(&["kv", "put", "cfg/b", "bee", "--if-version", "0"]));
     store
         .run(&["kv", "put", "cfg/b", "again", "--if-version", "0"])
-        .expect_code(3);
+        .expect_code(3, "a create-only put of an existing key");
     store.ok(&["kv", "put", "other", "x"]);
     // A value may start with a hyphen (a negative counter).
     store.ok(&["kv", "put", "neg", "-5"]);
@@ -83,7 +83,7 @@ fn put_get_list_delete(store: &Store) {
     // Delete: with a stale version it is a conflict; then it is gone (5).
     store
         .run(&["kv", "delete", "cfg/a", "--if-version", &v1.to_string()])
-        .expect_code(3);
+        .expect_code(3, "a delete with a stale version");
     let deleted = store
         .ok(&["kv", "delete", "cfg/a", "--if-version", &v2.to_string(), "--json"])
         .json();
@@ -93,8 +93,12 @@ fn put_get_list_delete(store: &Store) {
         deleted["version"].as_i64() > Some(vb),
         "a delete takes the next revision: {deleted}"
     );
-    store.run(&["kv", "get", "cfg/a"]).expect_code(5);
-    store.run(&["kv", "delete", "cfg/a"]).expect_code(5);
+    store
+        .run(&["kv", "get", "cfg/a"])
+        .expect_code(5, "a get of a deleted key");
+    store
+        .run(&["kv", "delete", "cfg/a"])
+        .expect_code(5, "a delete of a deleted key");
     let list = store.ok(&["kv", "list", "cfg/", "--json"]).json();
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
 }

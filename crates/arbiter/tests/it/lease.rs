@@ -95,7 +95,7 @@ fn pid_reuse_and_dead_holders(store: &Store) {
         );
         // Alive, with the right start time: held.
         let out = store.run(&["lease", "acquire", name]);
-        out.expect_code(3);
+        out.expect_code(3, "an acquire next to a live holder");
         assert!(out.stderr.contains(&format!("pid {}", shell.pid())), "{out:?}");
 
         match how {

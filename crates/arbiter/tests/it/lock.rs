@@ -143,7 +143,7 @@ fn semaphore_of_three(store: &Store) {
 /// the lease is released when CMD exits.
 fn command_exit_code_and_environment(store: &Store) {
     let out = store.run(&["lock", "exits", "--", "sh", "-c", "exit 7"]);
-    out.expect_code(7);
+    out.expect_code(7, "lock with a command that exits 7");
     let out = store.ok(&[
         "lock",
         "envs",
@@ -176,7 +176,7 @@ fn command_exit_code_and_environment(store: &Store) {
     // A command that cannot be found: 127, like a shell, and nothing stays held.
     store
         .run(&["lock", "missing", "--", "/nonexistent/command"])
-        .expect_code(127);
+        .expect_code(127, "lock with a command that cannot be found");
     assert_eq!(store.show("missing")["holders"], serde_json::json!([]));
 }
 

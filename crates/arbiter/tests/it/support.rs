@@ -5,6 +5,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +15,8 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-/// How often bounded waits look again.
+/// The longest pause between two looks of a bounded wait. The first looks come sooner (after
+/// 1 ms, then twice as long each time), so what happens at once is seen at once.
 pub const POLL: Duration = Duration::from_millis(20);
 /// The bound of waits for things that should happen "at once" (a process exiting after a
 /// signal, a record appearing): generous for a loaded CI machine, never reached normally.
@@ -23,6 +25,10 @@ pub const SOON: Duration = Duration::from_secs(30);
 /// "At once", as opposed to "after the TTL": the scenarios that assert it use TTLs of 30 s
 /// and more, so this bound tells the two apart even on a slow, loaded machine.
 pub const AT_ONCE: Duration = Duration::from_secs(10);
+/// How long a command run to its end ([`run`], [`Store::run`]) may take before the test
+/// gives up on it: far more than any of them needs (SQLite's busy timeout is 15 s by
+/// default), never reached normally.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(90);
 
 /// The binary under test: `CARGO_BIN_EXE_arbiter`, through a hard link of this test run's
 /// own (in cargo's target tmp dir), so that a `cargo build` replacing `target/debug/arbiter`
@@ -53,15 +59,19 @@ pub fn bin() -> &'static Path {
     })
 }
 
-/// A fresh `arbiter` command with no store, namespace or log level inherited from the
-/// environment of whoever runs the tests.
+/// A fresh `arbiter` command with no store, namespace, log level or fault point inherited
+/// from the environment of whoever runs the tests.
 pub fn arbiter() -> Command {
     let mut cmd = Command::new(bin());
-    cmd.env_remove("ARBITER_STORE")
-        .env_remove("ARBITER_NAMESPACE")
-        .env_remove("ARBITER_LOG")
-        .stdin(Stdio::null());
+    clean_env(&mut cmd).env_remove("ARBITER_STORE").stdin(Stdio::null());
     cmd
+}
+
+/// Removes arbiter's variables, but the store, from a command's environment.
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("ARBITER_NAMESPACE")
+        .env_remove("ARBITER_LOG")
+        .env_remove("ARBITER_FAULT")
 }
 
 /// What a finished process printed and how it ended.
@@ -79,25 +89,63 @@ impl Out {
             .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {self:?}"))
     }
 
-    /// Asserts the exit code, with the whole output in the failure message.
+    /// Asserts the exit code of `what` (the step, for the failure message, which has the
+    /// whole output too).
     #[track_caller]
-    pub fn expect_code(&self, code: i32) -> &Out {
-        assert_eq!(self.code, code, "unexpected exit code: {self:?}");
+    pub fn expect_code(&self, code: i32, what: &str) -> &Out {
+        assert_eq!(
+            self.code, code,
+            "{what}: exit code {} instead of {code}\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        );
         self
     }
 }
 
-/// Runs a command to its end and collects its output.
+/// Runs a command to its end, for at most [`COMMAND_LIMIT`], and collects its output.
+#[track_caller]
 pub fn run(cmd: &mut Command) -> Out {
-    let output = cmd
+    run_bounded(cmd, COMMAND_LIMIT)
+}
+
+/// Runs a command to its end and collects its output; past `limit` the process is killed
+/// and the test fails.
+#[track_caller]
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Out {
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let Some(status) = wait_bounded(&mut child, limit) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} did not finish within {limit:?}");
+    };
     Out {
-        code: exit_code(output.status),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code: exit_code(status),
+        stdout: stdout.join().expect("the stdout reader"),
+        stderr: stderr.join().expect("the stderr reader"),
     }
+}
+
+/// Reads a pipe to its end on a thread of its own (so a full pipe never blocks the child).
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Waits for `child` to exit, for at most `limit`; `None` if it is still running.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    poll(limit, || child.try_wait().expect("waitpid works"))
 }
 
 /// The code a shell would report: the exit code, or 128 + the signal.
@@ -109,19 +157,30 @@ pub fn exit_code(status: ExitStatus) -> i32 {
         .expect("a finished process has a code or a signal")
 }
 
-/// Polls `check` every [`POLL`] until it returns `Some`, for at most `limit`; panics naming
+/// Polls `check` until it returns `Some`, for at most `limit` (see [`POLL`]); panics naming
 /// `what` when the time runs out.
 #[track_caller]
-pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(limit: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    match poll(limit, check) {
+        Some(value) => value,
+        None => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `limit`, backing off from 1 ms to
+/// [`POLL`] between looks; `None` when the time runs out.
+fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
     loop {
         if let Some(value) = check() {
-            return value;
+            return Some(value);
         }
         if start.elapsed() >= limit {
-            panic!("timed out after {limit:?} waiting for {what}");
+            return None;
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(POLL);
     }
 }
 
@@ -154,20 +213,33 @@ impl Store {
 
     /// A fresh schema, or `None` (the skip was printed) when no server runs outside CI.
     pub fn postgres(test: &str) -> Option<Store> {
-        let url = arbiter_testkit::postgres_url_blocking(test)?;
-        let (server, schema) = url.split_once("?schema=").expect("the testkit names a schema");
-        Some(Store {
+        arbiter_testkit::postgres_url_blocking(test).map(Store::postgres_at)
+    }
+
+    /// The PostgreSQL schema `url` (`SERVER?schema=NAME`) names, on any server (a private
+    /// one, say); dropped at the end like [`Store::postgres`]'s.
+    pub fn postgres_at(url: String) -> Store {
+        let (server, schema) = url.split_once("?schema=").expect("a store URL naming a schema");
+        Store {
             backend: Backend::Postgres {
                 server: server.to_string(),
                 schema: schema.to_string(),
             },
             url,
             scratch: tempfile::tempdir().expect("a temp dir"),
-        })
+        }
     }
 
     pub fn is_postgres(&self) -> bool {
         matches!(self.backend, Backend::Postgres { .. })
+    }
+
+    /// The SQLite database file; `None` for a PostgreSQL store.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => Some(path),
+            Backend::Postgres { .. } => None,
+        }
     }
 
     /// `arbiter` on this store (through `ARBITER_STORE`, as a fleet would set it).
@@ -186,12 +258,8 @@ impl Store {
     #[track_caller]
     pub fn ok<S: AsRef<OsStr>>(&self, args: &[S]) -> Out {
         let out = self.run(args);
-        assert_eq!(
-            out.code,
-            0,
-            "arbiter {:?} failed: {out:?}",
-            args.iter().map(|a| a.as_ref()).collect::<Vec<_>>()
-        );
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        out.expect_code(0, &format!("arbiter {args:?}"));
         out
     }
 
@@ -223,14 +291,15 @@ impl Store {
     /// scripts call `"$ARBITER" …` with `ARBITER_STORE` already in their environment.
     pub fn sh(&self, script: &str) -> Command {
         let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(script)
-            .env_remove("ARBITER_NAMESPACE")
-            .env_remove("ARBITER_LOG")
-            .env("ARBITER", bin())
-            .env("ARBITER_STORE", &self.url)
-            .stdin(Stdio::null());
+        cmd.arg("-c").arg(script).stdin(Stdio::null());
+        self.env(&mut cmd);
         cmd
+    }
+
+    /// Points a script (any command that calls `"$ARBITER" …`) at this binary on this store,
+    /// with none of arbiter's other variables inherited.
+    pub fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        clean_env(cmd).env("ARBITER", bin()).env("ARBITER_STORE", &self.url)
     }
 
     /// Whether anything of the store exists: any file in the SQLite store's directory (the
@@ -312,7 +381,9 @@ impl Store {
         })
     }
 
-    async fn postgres_client(&self, in_schema: bool) -> tokio_postgres::Client {
+    /// A connection to the PostgreSQL server, in this store's schema if `in_schema`; its
+    /// connection runs on the calling runtime.
+    pub async fn postgres_client(&self, in_schema: bool) -> tokio_postgres::Client {
         let Backend::Postgres { server, schema } = &self.backend else {
             unreachable!("a PostgreSQL store")
         };

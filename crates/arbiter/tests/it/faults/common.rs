@@ -1,18 +1,16 @@
-//! What the fault tests share: running `arbiter` with a bound on every wait, process groups
-//! that die with the test, a seeded random source, and where failures are saved.
+//! What only the fault tests share: process groups that die with the test, probes of the
+//! store's locks, a seeded random source, long variants, reports past the harness's capture,
+//! and where failures are saved. Running `arbiter` on a store, with a bound on every wait,
+//! is `crate::support`'s.
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 
-/// The binary under test.
-pub fn arbiter_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_arbiter")
-}
+use crate::support::{Store, pid};
 
 /// `ARBITER_FAULTS_LONG=1`: the long variants (more rounds, more operations, more faults).
 pub fn long_runs() -> bool {
@@ -78,140 +76,6 @@ impl Rng {
     }
 }
 
-/// What a finished process left.
-#[derive(Debug)]
-pub struct Output {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Output {
-    pub fn expect_code(self, code: i32, what: &str) -> Output {
-        assert_eq!(
-            self.code, code,
-            "{what}: exit code {}\nstdout: {}\nstderr: {}",
-            self.code, self.stdout, self.stderr
-        );
-        self
-    }
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
-    }
-}
-
-/// The exit code a shell would report: 128 + signal for a killed process.
-pub fn exit_code(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1)
-}
-
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        text
-    })
-}
-
-/// Runs `cmd` to the end, but no longer than `limit`: past it, the process (and its group,
-/// when it leads one) is killed and the test fails.
-pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let status = wait_bounded(&mut child, limit).unwrap_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{cmd:?} did not finish within {limit:?}")
-    });
-    Output {
-        code: exit_code(status),
-        stdout: out.join().expect("the stdout reader"),
-        stderr: err.join().expect("the stderr reader"),
-    }
-}
-
-/// Waits for `child` to exit, at most `limit`; `None` if it is still running.
-pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(status) = child.try_wait().expect("waitpid works") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
-
-/// Polls `f` until it gives a value, at most `limit`; past it the test fails, naming `what`.
-pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
-
-/// How long one `arbiter` command may take before the test gives up on it (SQLite's busy
-/// timeout is 60 s; nothing should come near it).
-pub const COMMAND_LIMIT: Duration = Duration::from_secs(90);
-
-/// One store, as the `arbiter` binary is pointed at it.
-#[derive(Debug, Clone)]
-pub struct Store {
-    pub url: String,
-}
-
-impl Store {
-    pub fn new(url: impl Into<String>) -> Store {
-        Store { url: url.into() }
-    }
-    /// `arbiter ARGS` on this store, with a clean environment for arbiter's own variables.
-    pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(arbiter_bin());
-        cmd.args(args);
-        self.env(&mut cmd);
-        cmd
-    }
-    /// Points a command (a script that runs `arbiter`) at this store.
-    pub fn env(&self, cmd: &mut Command) {
-        cmd.env("ARBITER_STORE", &self.url)
-            .env("ARBITER_NAMESPACE", "default")
-            .env("ARBITER_BIN", arbiter_bin())
-            .env("LC_ALL", "C")
-            .env_remove("ARBITER_FAULT")
-            .env_remove("ARBITER_LOG");
-    }
-    pub fn run(&self, args: &[&str]) -> Output {
-        run_bounded(&mut self.cmd(args), COMMAND_LIMIT)
-    }
-    pub fn ok(&self, args: &[&str]) -> Output {
-        self.run(args).expect_code(0, &format!("arbiter {}", args.join(" ")))
-    }
-}
-
 /// A child that leads its own process group; the whole group is killed (and the child
 /// reaped) when this is dropped, so a failing test leaves nothing running.
 pub struct Group {
@@ -233,13 +97,13 @@ impl Group {
     }
     /// Sends `signal` to the whole group.
     pub fn signal(&self, signal: Signal) {
-        killpg(Pid::from_raw(self.pid() as i32), signal).unwrap_or_else(|e| panic!("killpg {signal}: {e}"));
+        signal_group(self.pid(), signal);
     }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = killpg(pid(self.pid()), Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -255,34 +119,14 @@ pub fn artifact_dir(test: &str) -> PathBuf {
     dir
 }
 
-/// A fresh SQLite store in a temp directory.
-pub struct TempStore {
-    pub dir: tempfile::TempDir,
-    pub store: Store,
-}
-
-impl TempStore {
-    pub fn new() -> TempStore {
-        let dir = tempfile::Builder::new()
-            .prefix("arbiter-faults-")
-            .tempdir()
-            .expect("a temp dir");
-        let store = Store::new(format!("sqlite://{}", dir.path().join("arbiter.db").display()));
-        TempStore { dir, store }
-    }
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("arbiter.db")
-    }
-}
-
 /// Reads a small file the test's scripts write, trimmed; `None` until it exists.
-pub fn read_file(path: &std::path::Path) -> Option<String> {
+pub fn read_file(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
 /// Sends `signal` to process group `pgid`.
 pub fn signal_group(pgid: u32, signal: Signal) {
-    killpg(Pid::from_raw(pgid as i32), signal).unwrap_or_else(|e| panic!("killpg {pgid} {signal}: {e}"));
+    killpg(pid(pgid), signal).unwrap_or_else(|e| panic!("killpg {pgid} {signal}: {e}"));
 }
 
 /// Kills a process group when dropped (a command group whose guard may be frozen, should
@@ -291,7 +135,7 @@ pub struct KillGroup(pub u32);
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+        let _ = killpg(pid(self.0), Signal::SIGKILL);
     }
 }
 
@@ -303,37 +147,26 @@ pub enum LockProbe {
     Postgres {
         runtime: tokio::runtime::Runtime,
         client: tokio_postgres::Client,
-        schema: String,
         name: String,
     },
 }
 
 impl LockProbe {
-    pub fn sqlite(path: &std::path::Path) -> LockProbe {
-        let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
-        conn.busy_timeout(Duration::ZERO).expect("set the busy timeout");
-        LockProbe::Sqlite(conn)
-    }
-
-    /// `url` as the tests give it (`…?schema=NAME`); `name`: the lease name.
-    pub fn postgres(url: &str, name: &str) -> LockProbe {
-        let (server, query) = url.split_once('?').expect("a schema in the URL");
-        let schema = query.strip_prefix("schema=").expect("schema=NAME").to_string();
+    /// A probe of `store`; `name`: the lease name (PostgreSQL locks rows per name).
+    pub fn new(store: &Store, name: &str) -> LockProbe {
+        if let Some(path) = store.sqlite_path() {
+            let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
+            conn.busy_timeout(Duration::ZERO).expect("set the busy timeout");
+            return LockProbe::Sqlite(conn);
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
-        let client = runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls)
-                .await
-                .expect("connect to PostgreSQL");
-            tokio::spawn(connection);
-            client
-        });
+        let client = runtime.block_on(store.postgres_client(true));
         LockProbe::Postgres {
             runtime,
             client,
-            schema,
             name: name.to_string(),
         }
     }
@@ -342,16 +175,12 @@ impl LockProbe {
     pub fn store_is_free(&mut self) -> bool {
         match self {
             LockProbe::Sqlite(conn) => conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok(),
-            LockProbe::Postgres {
-                runtime,
-                client,
-                schema,
-                name,
-            } => runtime.block_on(async {
+            LockProbe::Postgres { runtime, client, name } => runtime.block_on(async {
                 let tx = client.transaction().await.expect("begin");
                 let mut free = true;
                 for table in ["lease_names", "lease_holders"] {
-                    let sql = format!("SELECT 1 FROM {schema}.{table} WHERE name = $1 FOR UPDATE NOWAIT");
+                    // In the store's schema: the connection's search_path.
+                    let sql = format!("SELECT 1 FROM {table} WHERE name = $1 FOR UPDATE NOWAIT");
                     if let Err(e) = tx.execute(&sql, &[&*name]).await {
                         assert_eq!(
                             e.code(),

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::common::{Group, Rng, Store, TempStore, exit_code, long_runs, report, wait_bounded, wait_for};
+use super::common::{Group, Rng, long_runs, report};
 use super::postgres::PrivatePostgres;
+use crate::support::{Store, exit_code, wait_bounded, wait_for};
 
 const STREAM: &str = "durable";
 /// Lines a writer is given ahead of its acknowledgements.
@@ -190,7 +191,8 @@ fn verify(store: &Store, acked: &BTreeMap<String, i64>, label: &str) -> usize {
     at.len()
 }
 
-fn integrity_check(path: &std::path::Path) {
+fn integrity_check(store: &Store) {
+    let path = store.sqlite_path().expect("a SQLite store");
     let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
     let result: Vec<String> = conn
         .prepare("PRAGMA integrity_check")
@@ -204,8 +206,7 @@ fn integrity_check(path: &std::path::Path) {
 fn sqlite_kill_9_mid_append() {
     let rounds = if long_runs() { 40 } else { 6 };
     let (mut rng, seed) = Rng::from_env();
-    let temp = TempStore::new();
-    let store = &temp.store;
+    let store = &Store::sqlite();
     let started = Instant::now();
     let mut acked: BTreeMap<String, i64> = BTreeMap::new();
     let (mut kills, mut in_flight, mut length) = (0, 0, 0);
@@ -223,7 +224,7 @@ fn sqlite_kill_9_mid_append() {
             acked.extend(writer.into_acked());
         }
         length = verify(store, &acked, &format!("sqlite round {round}"));
-        integrity_check(&temp.db_path());
+        integrity_check(store);
     }
     report(&format!(
         "faults::durability sqlite: {} acknowledged appends all present after {kills} kill -9 of writers \
@@ -243,7 +244,7 @@ fn postgres_kill_9_and_server_crash() {
     };
     let rounds = if long_runs() { 4 } else { 1 };
     let (mut rng, seed) = Rng::from_env();
-    let store = Store::new(server.url("durability"));
+    let store = Store::postgres_at(server.url("durability"));
     store.ok(&["store", "migrate"]);
     let started = Instant::now();
     let mut acked: BTreeMap<String, i64> = BTreeMap::new();

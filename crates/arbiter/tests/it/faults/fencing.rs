@@ -23,10 +23,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::common::{
-    COMMAND_LIMIT, Group, KillGroup, LockProbe, Store, TempStore, exit_code, read_file, report, run_bounded,
-    signal_group, wait_bounded, wait_for,
-};
+use super::common::{Group, KillGroup, LockProbe, read_file, report, signal_group};
+use crate::support::{Store, exit_code, run, wait_bounded, wait_for};
 
 /// What the resource saw: (token, data, accepted) per write.
 #[derive(Debug, Default)]
@@ -132,7 +130,9 @@ IFS= read -r reply <&3
 echo "$ARBITER_LEASE_TOKEN $reply"
 "#;
 
-fn zombie_is_refused(store: &Store, mut probe: LockProbe, backend: &str) {
+fn zombie_is_refused(store: &Store, backend: &str) {
+    store.ok(&["store", "migrate"]);
+    let mut probe = LockProbe::new(store, "fence");
     let resource = Resource::start();
     let dir = tempfile::tempdir().expect("a temp dir");
     let port = resource.addr.port().to_string();
@@ -180,7 +180,8 @@ fn zombie_is_refused(store: &Store, mut probe: LockProbe, backend: &str) {
         "lock", "fence", "--ttl", "30s", "--wait", "60s", "--", "bash", "-c", NEWER,
     ]);
     newer.env("PORT", &port);
-    let out = run_bounded(&mut newer, COMMAND_LIMIT).expect_code(0, "the newer holder");
+    let out = run(&mut newer);
+    out.expect_code(0, "the newer holder");
     let (newer_token, answer) = out.stdout.trim().split_once(' ').expect("TOKEN ANSWER");
     let newer_token: i64 = newer_token.parse().expect("a token");
     assert_eq!(answer, "OK", "the newer holder's write is accepted");
@@ -231,17 +232,12 @@ fn zombie_is_refused(store: &Store, mut probe: LockProbe, backend: &str) {
 
 #[test]
 fn sqlite_zombie_is_refused() {
-    let temp = TempStore::new();
-    temp.store.ok(&["store", "migrate"]);
-    zombie_is_refused(&temp.store, LockProbe::sqlite(&temp.db_path()), "sqlite");
+    zombie_is_refused(&Store::sqlite(), "sqlite");
 }
 
 #[test]
 fn postgres_zombie_is_refused() {
-    let Some(url) = arbiter_testkit::postgres_url_blocking("faults_fencing") else {
-        return;
-    };
-    let store = Store::new(url.clone());
-    store.ok(&["store", "migrate"]);
-    zombie_is_refused(&store, LockProbe::postgres(&url, "fence"), "postgres");
+    if let Some(store) = Store::postgres("faults_fencing") {
+        zombie_is_refused(&store, "postgres");
+    }
 }

@@ -20,14 +20,15 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::common::{
-    Group, KillGroup, LockProbe, Rng, Store, TempStore, exit_code, read_file, report, wait_bounded, wait_for,
-};
+use super::common::{Group, KillGroup, LockProbe, Rng, read_file, report};
+use crate::support::{Store, exit_code, wait_bounded, wait_for};
 
 /// How long the next holder is given: ten times its own `--wait`.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-fn frozen_holder_and_the_next(store: &Store, mut probe: LockProbe, backend: &str, expected: &[i32]) {
+fn frozen_holder_and_the_next(store: &Store, backend: &str, expected: &[i32]) {
+    store.ok(&["store", "migrate"]);
+    let mut probe = LockProbe::new(store, "fence");
     let dir = tempfile::tempdir().expect("a temp dir");
     let log = dir.path().join("lock.stderr");
     let mut cmd = store.cmd(&["lock", "fence", "--ttl", "300ms", "--", "sleep", "600"]);
@@ -90,22 +91,18 @@ fn frozen_holder_and_the_next(store: &Store, mut probe: LockProbe, backend: &str
 
 #[test]
 fn sqlite_holder_frozen_mid_transaction_blocks_writers_until_the_busy_timeout() {
-    let temp = TempStore::new();
-    let store = Store::new(format!("{}?busy_timeout=2s", temp.store.url));
-    store.ok(&["store", "migrate"]);
+    let mut store = Store::sqlite();
+    store.url.push_str("?busy_timeout=2s");
     // FIXME: SQLite's single write lock cannot be taken from a frozen process. Frozen while
     // holding it, the next holder gets exit 6 after the busy timeout; frozen holding only a
     // read lock (the probe sees that too), the next holder gets the lease (exit 0). Either
     // way it returns within its bounds instead of hanging.
-    frozen_holder_and_the_next(&store, LockProbe::sqlite(&temp.db_path()), "sqlite", &[0, 6]);
+    frozen_holder_and_the_next(&store, "sqlite", &[0, 6]);
 }
 
 #[test]
 fn postgres_holder_frozen_mid_transaction_is_cut_off_and_the_next_gets_the_lease() {
-    let Some(url) = arbiter_testkit::postgres_url_blocking("faults_frozen") else {
-        return;
-    };
-    let store = Store::new(url.clone());
-    store.ok(&["store", "migrate"]);
-    frozen_holder_and_the_next(&store, LockProbe::postgres(&url, "fence"), "postgres", &[0]);
+    if let Some(store) = Store::postgres("faults_frozen") {
+        frozen_holder_and_the_next(&store, "postgres", &[0]);
+    }
 }

@@ -28,10 +28,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::common::{Group, Rng, Store, TempStore, artifact_dir, exit_code, long_runs, now_us, report, wait_bounded};
+use super::common::{Group, Rng, artifact_dir, long_runs, now_us, report};
 use super::linearizability::{Model, Op, Verdict, check, render};
 use super::models::{LockIn, LockModel, LockOut, LockState, MAX_CLIENTS, RegIn, RegOut, RegisterModel};
 use super::postgres::PrivatePostgres;
+use crate::support::{Store, exit_code, wait_bounded};
 
 /// One client: runs its plan (`KIND NAME GUESS` per line) and appends to its history file
 /// `C SEQ TIME KIND NAME ARGS…` before each operation and `R SEQ TIME CODE STDOUT` after
@@ -39,7 +40,7 @@ use super::postgres::PrivatePostgres;
 /// client holds, else the last one it had (stale), else the plan's guess.
 const DRIVER: &str = r#"set -u
 id=$1
-A=$ARBITER_BIN
+A=$ARBITER
 out_file=$3.out
 err_file=$3.err
 exec 3>>"$3" 4<"$2"
@@ -167,9 +168,9 @@ fn sqlite() {
     let mut total = Totals::default();
     let started = Instant::now();
     for round in 1..=p.rounds {
-        let store = TempStore::new();
+        let store = Store::sqlite();
         let label = format!("sqlite round {round}");
-        total.add(run_round(&label, &store.store, None, p, &mut rng, seed));
+        total.add(run_round(&label, &store, None, p, &mut rng, seed));
     }
     total.report("sqlite", seed, started.elapsed());
 }
@@ -184,7 +185,7 @@ fn postgres() {
     let mut total = Totals::default();
     let started = Instant::now();
     for round in 1..=p.rounds {
-        let store = Store::new(server.url(&format!("history_{round}")));
+        let store = Store::postgres_at(server.url(&format!("history_{round}")));
         let label = format!("postgres round {round}");
         total.add(run_round(&label, &store, Some(&mut server), p, &mut rng, seed));
     }
@@ -298,7 +299,9 @@ fn spawn_client(id: u32, dir: &Path, store: &Store, p: Params, rng: &mut Rng) ->
         .arg(&history)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("c{id}.stderr"))).expect("a stderr file"));
+        .stderr(std::fs::File::create(dir.join(format!("c{id}.stderr"))).expect("a stderr file"))
+        // `$EPOCHREALTIME` with a `.`, whatever the caller's locale.
+        .env("LC_ALL", "C");
     store.env(&mut cmd);
     let spawned = now_us();
     let group = Group::spawn(&mut cmd);

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use super::common::{Output, report, run_bounded, skip_or_fail};
+use super::common::{report, skip_or_fail};
+use crate::support::{Out, run_bounded};
 
 const SERVER_LIMIT: Duration = Duration::from_secs(120);
 
@@ -152,11 +153,11 @@ impl PrivatePostgres {
         cmd
     }
 
-    fn run(&self, program: &str, args: &[&str]) -> Output {
+    fn run(&self, program: &str, args: &[&str]) -> Out {
         run_bounded(self.command(program).args(args), SERVER_LIMIT)
     }
 
-    fn start_server(&self) -> Output {
+    fn start_server(&self) -> Out {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c max_connections=100 \
              -c shared_buffers=16MB",
