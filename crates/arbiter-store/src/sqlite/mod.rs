@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use arbiter_core::{Error, ErrorKind, Millis, Result};
 use async_trait::async_trait;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
@@ -149,6 +150,12 @@ fn open_connection(path: &std::path::Path, synchronous: Synchronous, busy_timeou
         }
     }
     conn.execute_batch(&format!("PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"))
+        .map_err(|e| sqlite_error(path, e))?;
+    // The last connection to close would copy the WAL into the database file and fsync both:
+    // a CLI process is usually that last connection, and paid it on every call. Commits are
+    // durable in the WAL already; SQLite's automatic checkpoint (every 1000 pages) keeps the
+    // WAL bounded.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
         .map_err(|e| sqlite_error(path, e))?;
     Ok(conn)
 }
