@@ -212,6 +212,9 @@ async fn hold_loop(
     let options = &shared.options;
     let ns = &options.namespace;
     let holder = &granted.lease.holder;
+    // The state the last heartbeat wrote: an idle wake writes one heartbeat, and a second
+    // only when the label changes (a failure started or ended a back-off).
+    let mut shown = "idle";
     loop {
         if *shutdown.borrow() {
             return Ok(Continue::Stop);
@@ -232,7 +235,7 @@ async fn hold_loop(
                 () = crate::stopped(shutdown) => return Ok(Continue::Stop),
             }
         }
-        let state = store.loops().heartbeat(ns, name, "idle", None, holder).await?;
+        let state = store.loops().heartbeat(ns, name, shown, None, holder).await?;
         if done(state.round) || (options.once && *rounds_here > 0) {
             return Ok(Continue::Stop);
         }
@@ -247,7 +250,10 @@ async fn hold_loop(
             } else {
                 "idle"
             };
-            store.loops().heartbeat(ns, name, label, None, holder).await?;
+            if label != shown {
+                store.loops().heartbeat(ns, name, label, None, holder).await?;
+                shown = label;
+            }
             // Wake at least every 10 s to heartbeat and to pick up config changes.
             let nap = Duration::from_millis(wait_ms as u64).min(Duration::from_secs(10));
             tokio::select! {

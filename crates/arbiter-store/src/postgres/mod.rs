@@ -248,6 +248,26 @@ pub(crate) async fn execute(
     tx.execute(&stmt, params).await.map_err(pg_error)
 }
 
+/// One statement of a [`pipeline`]: its SQL and parameters.
+pub(crate) type Step<'a> = (&'a str, &'a [&'a (dyn ToSql + Sync)]);
+
+/// Runs statements in one round trip and returns the rows of each. All are sent before the
+/// first answer is read, and the server runs them in the order given, each seeing what the
+/// ones before it did: tokio-postgres sends requests in the order their futures are first
+/// polled, and `try_join_all` polls them in order. Statements are prepared (and cached per
+/// connection) first, so only a connection's first use of one costs extra round trips.
+pub(crate) async fn pipeline(tx: &deadpool_postgres::Transaction<'_>, steps: &[Step<'_>]) -> Result<Vec<Vec<Row>>> {
+    let mut statements = Vec::with_capacity(steps.len());
+    for (sql, _) in steps {
+        statements.push(tx.prepare_cached(sql).await.map_err(pg_error)?);
+    }
+    let requests = statements
+        .iter()
+        .zip(steps)
+        .map(|(stmt, (_, params))| tx.query(stmt, params));
+    futures_util::future::try_join_all(requests).await.map_err(pg_error)
+}
+
 /// The store's clock in SQL: the server's, in milliseconds since the Unix epoch.
 macro_rules! now_ms_sql {
     () => {
@@ -258,15 +278,20 @@ pub(crate) use now_ms_sql;
 
 /// The store's clock: the server's, in milliseconds since the Unix epoch.
 pub(crate) async fn now_ms(tx: &deadpool_postgres::Transaction<'_>) -> Result<Millis> {
-    let rows = query(tx, concat!("SELECT ", now_ms_sql!()), &[]).await?;
+    let rows = query(tx, NOW_MS, &[]).await?;
     Ok(rows[0].get(0))
 }
 
+/// The statement that reads the store's clock.
+pub(crate) const NOW_MS: &str = concat!("SELECT ", now_ms_sql!());
+
+/// The statement that wakes the subscribers of a topic (`$1`: its channel, `$2`: the
+/// schema) when the transaction commits.
+pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
 /// Wakes the subscribers of `topic` when the transaction commits.
 pub(crate) async fn notify(tx: &deadpool_postgres::Transaction<'_>, topic: Topic, schema: &str) -> Result<()> {
-    query(tx, "SELECT pg_notify($1, $2)", &[&channel(topic), &schema])
-        .await
-        .map(drop)
+    query(tx, NOTIFY, &[&channel(topic), &schema]).await.map(drop)
 }
 
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> Error {
