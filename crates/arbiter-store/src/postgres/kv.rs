@@ -6,48 +6,30 @@ use arbiter_core::{Error, ErrorKind, Result};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 
-use super::{PgStore, execute, notify, pg_error, query};
+use super::{NOTIFY, PgStore, channel, pg_error, pipeline};
 use crate::api::KvStore;
 use crate::api::Topic;
 use crate::sql::{check_if_version, event_kind, parse_event_kind};
 
-async fn next_revision(tx: &Transaction<'_>) -> Result<i64> {
-    Ok(query(
+/// Locks and bumps the revision row, and reads the key's version: one round trip. The lock
+/// orders every change and serializes the version check that follows.
+async fn begin_change(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<(i64, Option<i64>)> {
+    let rows = pipeline(
         tx,
-        "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value",
-        &[],
+        &[
+            (
+                "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value",
+                &[],
+            ),
+            ("SELECT version FROM kv WHERE namespace = $1 AND key = $2", &[&ns, &key]),
+        ],
     )
-    .await?[0]
-        .get(0))
+    .await?;
+    Ok((rows[0][0].get(0), rows[1].first().map(|row| row.get(0))))
 }
 
-async fn current_version(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<Option<i64>> {
-    Ok(query(
-        tx,
-        "SELECT version FROM kv WHERE namespace = $1 AND key = $2",
-        &[&ns, &key],
-    )
-    .await?
-    .first()
-    .map(|row| row.get(0)))
-}
-
-async fn record_event(
-    tx: &Transaction<'_>,
-    revision: i64,
-    ns: &str,
-    key: &str,
-    kind: EventType,
-    value: Option<&str>,
-) -> Result<()> {
-    execute(
-        tx,
-        "INSERT INTO kv_events (revision, namespace, key, kind, value) VALUES ($1, $2, $3, $4, $5)",
-        &[&revision, &ns, &key, &event_kind(kind), &value],
-    )
-    .await
-    .map(drop)
-}
+/// Records a change in the history watches read.
+const RECORD_EVENT: &str = "INSERT INTO kv_events (revision, namespace, key, kind, value) VALUES ($1, $2, $3, $4, $5)";
 
 fn key_value(row: &tokio_postgres::Row) -> KeyValue {
     KeyValue {
@@ -61,33 +43,34 @@ fn key_value(row: &tokio_postgres::Row) -> KeyValue {
 #[async_trait]
 impl KvStore for PgStore {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<KeyValue>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let rows = query(
-            &tx,
-            "SELECT key, value, version, create_revision FROM kv WHERE namespace = $1 AND key = $2",
-            &[&namespace, &key],
-        )
-        .await?;
+        let rows = self
+            .single(
+                "SELECT key, value, version, create_revision FROM kv WHERE namespace = $1 AND key = $2",
+                &[&namespace, &key],
+            )
+            .await?;
         Ok(rows.first().map(key_value))
     }
 
     async fn put(&self, namespace: &str, key: &str, value: &str, if_version: IfVersion) -> Result<i64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        // Lock the revision row first: it orders every change and serializes the check below.
-        let revision = next_revision(&tx).await?;
-        let current = current_version(&tx, namespace, key).await?;
+        let (revision, current) = begin_change(&tx, namespace, key).await?;
         check_if_version(key, current, if_version)?;
-        execute(
+        let kind = event_kind(EventType::Put);
+        pipeline(
             &tx,
-            "INSERT INTO kv (namespace, key, value, version, create_revision) VALUES ($1, $2, $3, $4, $4)
-             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, version = excluded.version",
-            &[&namespace, &key, &value, &revision],
+            &[
+                (
+                    "INSERT INTO kv (namespace, key, value, version, create_revision) VALUES ($1, $2, $3, $4, $4)
+                     ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, version = excluded.version",
+                    &[&namespace, &key, &value, &revision],
+                ),
+                (RECORD_EVENT, &[&revision, &namespace, &key, &kind, &Some(value)]),
+                (NOTIFY, &[&channel(Topic::Kv), &self.schema]),
+            ],
         )
         .await?;
-        record_event(&tx, revision, namespace, key, EventType::Put, Some(value)).await?;
-        notify(&tx, Topic::Kv, &self.schema).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(revision)
     }
@@ -95,8 +78,7 @@ impl KvStore for PgStore {
     async fn delete(&self, namespace: &str, key: &str, if_version: IfVersion) -> Result<i64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let revision = next_revision(&tx).await?;
-        let current = current_version(&tx, namespace, key).await?;
+        let (revision, current) = begin_change(&tx, namespace, key).await?;
         if current.is_none() && if_version.is_none_or(|v| v != 0) {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -104,43 +86,41 @@ impl KvStore for PgStore {
             ));
         }
         check_if_version(key, current, if_version)?;
-        execute(
+        let kind = event_kind(EventType::Delete);
+        pipeline(
             &tx,
-            "DELETE FROM kv WHERE namespace = $1 AND key = $2",
-            &[&namespace, &key],
+            &[
+                ("DELETE FROM kv WHERE namespace = $1 AND key = $2", &[&namespace, &key]),
+                (RECORD_EVENT, &[&revision, &namespace, &key, &kind, &None::<&str>]),
+                (NOTIFY, &[&channel(Topic::Kv), &self.schema]),
+            ],
         )
         .await?;
-        record_event(&tx, revision, namespace, key, EventType::Delete, None).await?;
-        notify(&tx, Topic::Kv, &self.schema).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(revision)
     }
 
     async fn list(&self, namespace: &str, prefix: &str) -> Result<Vec<KeyValue>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let rows = query(
-            &tx,
-            "SELECT key, value, version, create_revision FROM kv
-             WHERE namespace = $1 AND starts_with(key, $2) ORDER BY key COLLATE \"C\"",
-            &[&namespace, &prefix],
-        )
-        .await?;
+        let rows = self
+            .single(
+                "SELECT key, value, version, create_revision FROM kv
+                 WHERE namespace = $1 AND starts_with(key, $2) ORDER BY key COLLATE \"C\"",
+                &[&namespace, &prefix],
+            )
+            .await?;
         Ok(rows.iter().map(key_value).collect())
     }
 
     async fn events(&self, namespace: &str, prefix: &str, from: i64, limit: usize) -> Result<Vec<KvEvent>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = query(
-            &tx,
-            "SELECT revision, key, kind, value FROM kv_events
-             WHERE namespace = $1 AND revision >= $2 AND starts_with(key, $3)
-             ORDER BY revision LIMIT $4",
-            &[&namespace, &from, &prefix, &limit],
-        )
-        .await?;
+        let rows = self
+            .single(
+                "SELECT revision, key, kind, value FROM kv_events
+                 WHERE namespace = $1 AND revision >= $2 AND starts_with(key, $3)
+                 ORDER BY revision LIMIT $4",
+                &[&namespace, &from, &prefix, &limit],
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(KvEvent {
@@ -154,8 +134,6 @@ impl KvStore for PgStore {
     }
 
     async fn revision(&self) -> Result<i64> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        Ok(query(&tx, "SELECT value FROM revision WHERE id = 1", &[]).await?[0].get(0))
+        Ok(self.single("SELECT value FROM revision WHERE id = 1", &[]).await?[0].get(0))
     }
 }

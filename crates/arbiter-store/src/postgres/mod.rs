@@ -169,6 +169,14 @@ impl PgStore {
         })
     }
 
+    /// Runs one statement on its own (it commits by itself): one round trip, for reads of
+    /// one statement that need no transaction around them.
+    pub(crate) async fn single(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        client.query(&statement, params).await.map_err(pg_error)
+    }
+
     fn listener(&self) -> Option<Listener> {
         let guard = self.listener.lock().unwrap_or_else(|p| p.into_inner());
         guard
