@@ -421,39 +421,27 @@ fn percent(part: u64, whole: u64) -> String {
     }
 }
 
-/// Reads the CAS counter back after a run: every increment that was acknowledged is there.
-async fn check_counter(system: System, targets: &Targets, tag: &str, m: &Measurement) -> String {
-    let key = worker::counter_key(&targets.prefix, tag);
-    let expected = m.ok + m.warmup_ok;
+/// Reads back what a CAS or append run left: the counter must equal the increments
+/// acknowledged, the stream must hold exactly the records acknowledged.
+async fn check_acknowledged(system: System, targets: &Targets, plan: &Plan, m: &Measurement) -> String {
+    let expected = i64::try_from(m.ok + m.warmup_ok).unwrap_or(i64::MAX);
+    let (what, key) = match plan.workload {
+        Workload::Append => ("records", worker::stream_name(&targets.prefix, &plan.tag)),
+        Workload::Cas | Workload::Lease => ("counter", worker::counter_key(&targets.prefix, &plan.tag)),
+    };
     let read = async {
         let mut client = Client::connect(system, targets, u32::MAX, LEASE_TTL_MS).await?;
-        let value = client.read_counter(&key).await?;
+        let found = match plan.workload {
+            Workload::Append => i64::try_from(client.count_records(&key).await?)?,
+            Workload::Cas | Workload::Lease => client.read_counter(&key).await?,
+        };
         client.close().await?;
-        anyhow::Ok(value)
+        anyhow::Ok(found)
     };
     match read.await {
-        Ok(value) if u64::try_from(value) == Ok(expected) => {
-            format!("counter = {} as expected", report::thousands(expected))
-        }
-        Ok(value) => format!("COUNTER WRONG: {value}, expected {expected}"),
-        Err(e) => format!("counter not checked: {e:#}"),
-    }
-}
-
-/// Counts the records of an append run: every append that was acknowledged is there, once.
-async fn check_records(system: System, targets: &Targets, tag: &str, m: &Measurement) -> String {
-    let stream = worker::stream_name(&targets.prefix, tag);
-    let expected = m.ok + m.warmup_ok;
-    let read = async {
-        let mut client = Client::connect(system, targets, u32::MAX, LEASE_TTL_MS).await?;
-        let count = client.count_records(&stream).await?;
-        client.close().await?;
-        anyhow::Ok(count)
-    };
-    match read.await {
-        Ok(count) if count == expected => format!("records = {} as expected", report::thousands(expected)),
-        Ok(count) => format!("RECORDS WRONG: {count}, expected {expected}"),
-        Err(e) => format!("records not counted: {e:#}"),
+        Ok(found) if found == expected => format!("{what} = {} as expected", report::thousands(m.ok + m.warmup_ok)),
+        Ok(found) => format!("{} WRONG: {found}, expected {expected}", what.to_uppercase()),
+        Err(e) => format!("{what} not checked: {e:#}"),
     }
 }
 
@@ -512,10 +500,10 @@ impl Runner<'_> {
                         ),
                         Workload::Cas => {
                             let tries = m.attempts as f64 / m.ops.max(1) as f64;
-                            let counter = check_counter(system, &self.setup.targets, &plan.tag, &m).await;
+                            let counter = check_acknowledged(system, &self.setup.targets, &plan, &m).await;
                             format!("{tries:.1} tries/increment; {counter}")
                         }
-                        Workload::Append => check_records(system, &self.setup.targets, &plan.tag, &m).await,
+                        Workload::Append => check_acknowledged(system, &self.setup.targets, &plan, &m).await,
                     };
                     if m.capped {
                         note.push_str(&format!("; stopped at the {}s cap", plan.max.as_secs_f64()));

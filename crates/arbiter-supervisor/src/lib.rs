@@ -212,8 +212,9 @@ async fn hold_loop(
     let options = &shared.options;
     let ns = &options.namespace;
     let holder = &granted.lease.holder;
-    // The state the last heartbeat wrote: an idle wake writes one heartbeat, and a second
-    // only when the label changes (a failure started or ended a back-off).
+    // The waiting label last written ("idle" or "backing off", by a heartbeat or a round's
+    // end): an idle wake writes one heartbeat that keeps it, and a second only when it is
+    // wrong (a new supervisor took over a failing loop).
     let mut shown = "idle";
     loop {
         if *shutdown.borrow() {
@@ -304,6 +305,7 @@ async fn hold_loop(
             state.consecutive_failures + 1
         };
         let next_in = next_delay(&spec, failures);
+        let label = if failures > 0 { "backing off" } else { "idle" };
         store
             .loops()
             .end_round(
@@ -316,14 +318,11 @@ async fn hold_loop(
                     reason: outcome.reason.clone(),
                     consecutive_failures: failures,
                     next_in_ms: next_in.as_millis() as i64,
-                    state: if failures > 0 {
-                        "backing off".into()
-                    } else {
-                        "idle".into()
-                    },
+                    state: label.into(),
                 },
             )
             .await?;
+        shown = label;
         prune_logs(&log_dir, spec.keep_logs);
         alert(
             shared,

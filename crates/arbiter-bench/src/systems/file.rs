@@ -5,11 +5,13 @@
 //! system. What it does not give: offsets, readers that can resume, idempotency, or a
 //! guarantee for lines longer than one `write`.
 //!
-//! The calls block: a worker process runs one client (the default), so nothing else waits.
+//! The write and the `fdatasync` run on tokio's blocking pool, so clients sharing a worker
+//! process (`--processes`) do not wait for each other's.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
@@ -19,7 +21,7 @@ pub struct FileClient {
     dir: PathBuf,
     id: u32,
     /// The stream's file, opened on the first append.
-    open: Option<(String, File)>,
+    open: Option<(String, Arc<File>)>,
 }
 
 impl FileClient {
@@ -40,7 +42,7 @@ impl FileClient {
         dir.join(format!("{name}.log"))
     }
 
-    pub fn append(&mut self, stream: &str, body: &str) -> Result<()> {
+    pub async fn append(&mut self, stream: &str, body: &str) -> Result<()> {
         if body.contains('\n') {
             bail!("a record is one line");
         }
@@ -51,14 +53,18 @@ impl FileClient {
                 .append(true)
                 .open(&path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            self.open = Some((stream.to_string(), file));
+            self.open = Some((stream.to_string(), Arc::new(file)));
         }
-        let Some((_, file)) = self.open.as_mut() else {
+        let Some((_, file)) = self.open.as_ref() else {
             bail!("the stream's file is not open");
         };
+        let file = Arc::clone(file);
         let line = format!("bench-{} {body}\n", self.id);
-        file.write_all(line.as_bytes())?;
-        file.sync_data()?;
+        tokio::task::spawn_blocking(move || {
+            (&*file).write_all(line.as_bytes())?;
+            file.sync_data()
+        })
+        .await??;
         Ok(())
     }
 

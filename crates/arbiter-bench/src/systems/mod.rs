@@ -108,7 +108,7 @@ impl Client {
             Client::Arbiter(client) => client.append(stream, body).await,
             Client::Redis(client) => client.append(stream, body).await,
             Client::Postgres(client) => client.append(stream, body).await,
-            Client::File(client) => client.append(stream, body),
+            Client::File(client) => client.append(stream, body).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(_) => bail!("etcd has no append workload"),
         }

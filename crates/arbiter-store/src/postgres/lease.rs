@@ -263,6 +263,8 @@ impl LeaseStore for PgStore {
 
     async fn release(&self, namespace: &str, name: &str, token: i64) -> Result<()> {
         // One statement, committed on its own: the NOTIFY goes out only if a holder went.
+        // It commits once the server has it: a caller that gives up after sending (a dropped
+        // future, a broken connection) may have released, and its retry is told `Lost`.
         let client = self.client().await?;
         let statement = client
             .prepare_cached(concat!(

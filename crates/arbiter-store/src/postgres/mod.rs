@@ -259,12 +259,24 @@ pub(crate) async fn execute(
 /// One statement of a [`pipeline`]: its SQL and parameters.
 pub(crate) type Step<'a> = (&'a str, &'a [&'a (dyn ToSql + Sync)]);
 
+/// The most statements one [`pipeline`] takes: `try_join_all` polls a list this short in
+/// index order (a longer one goes through `FuturesOrdered`, whose first-poll order is not
+/// documented).
+const MAX_PIPELINE: usize = 30;
+
 /// Runs statements in one round trip and returns the rows of each. All are sent before the
 /// first answer is read, and the server runs them in the order given, each seeing what the
-/// ones before it did: tokio-postgres sends requests in the order their futures are first
-/// polled, and `try_join_all` polls them in order. Statements are prepared (and cached per
-/// connection) first, so only a connection's first use of one costs extra round trips.
+/// ones before it did: tokio-postgres sends a request when its future is first polled, and
+/// `try_join_all` polls a short list in order. If one fails, the ones after it fail too
+/// (the transaction is aborted) and the first error is returned. Statements are prepared
+/// (and cached per connection) first, so only a connection's first use of one costs extra
+/// round trips.
 pub(crate) async fn pipeline(tx: &deadpool_postgres::Transaction<'_>, steps: &[Step<'_>]) -> Result<Vec<Vec<Row>>> {
+    assert!(
+        steps.len() <= MAX_PIPELINE,
+        "a pipeline of {} statements: at most {MAX_PIPELINE} run in order",
+        steps.len()
+    );
     let mut statements = Vec::with_capacity(steps.len());
     for (sql, _) in steps {
         statements.push(tx.prepare_cached(sql).await.map_err(pg_error)?);
