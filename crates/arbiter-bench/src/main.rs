@@ -425,15 +425,25 @@ fn percent(part: u64, whole: u64) -> String {
 /// acknowledged, the stream must hold exactly the records acknowledged.
 async fn check_acknowledged(system: System, targets: &Targets, plan: &Plan, m: &Measurement) -> String {
     let expected = i64::try_from(m.ok + m.warmup_ok).unwrap_or(i64::MAX);
-    let (what, key) = match plan.workload {
-        Workload::Append => ("records", worker::stream_name(&targets.prefix, &plan.tag)),
-        Workload::Cas | Workload::Lease => ("counter", worker::counter_key(&targets.prefix, &plan.tag)),
+    let what = match plan.workload {
+        Workload::Append => "records",
+        Workload::Cas | Workload::Lease => "counter",
     };
     let read = async {
         let mut client = Client::connect(system, targets, u32::MAX, LEASE_TTL_MS).await?;
         let found = match plan.workload {
-            Workload::Append => i64::try_from(client.count_records(&key).await?)?,
-            Workload::Cas | Workload::Lease => client.read_counter(&key).await?,
+            Workload::Append => {
+                let mut records = 0;
+                for stream in worker::names_of(&targets.prefix, &plan.tag, plan.names) {
+                    records += client.count_records(&stream).await?;
+                }
+                i64::try_from(records)?
+            }
+            Workload::Cas | Workload::Lease => {
+                client
+                    .read_counter(&worker::counter_key(&targets.prefix, &plan.tag))
+                    .await?
+            }
         };
         client.close().await?;
         anyhow::Ok(found)
@@ -620,16 +630,25 @@ impl Runner<'_> {
                 "log append · 1 client".to_string(),
                 "a1",
                 1,
+                1,
                 self.budget.append_ops_single,
             ),
             (
                 format!("log append · {clients} clients, 1 stream"),
                 "a16",
                 clients,
+                1,
+                self.budget.append_ops_contended,
+            ),
+            (
+                format!("log append · {clients} clients, {clients} streams"),
+                "a16x",
+                clients,
+                clients,
                 self.budget.append_ops_contended,
             ),
         ];
-        for (workload, tag, clients, ops) in variants {
+        for (workload, tag, clients, streams, ops) in variants {
             if !self.selected(&workload) {
                 continue;
             }
@@ -638,7 +657,7 @@ impl Runner<'_> {
                     workload: Workload::Append,
                     system,
                     tag: tag.to_string(),
-                    names: 1,
+                    names: streams,
                     clients,
                     processes: processes.min(clients),
                     total_ops: ops,
@@ -804,7 +823,7 @@ async fn run(args: Args) -> Result<()> {
         setup: &setup,
         rows: Vec::new(),
         done: 0,
-        total: LEASE_SYSTEMS.len() * 3 + CAS_SYSTEMS.len() + APPEND_SYSTEMS.len() * 2 + 12,
+        total: LEASE_SYSTEMS.len() * 3 + CAS_SYSTEMS.len() + APPEND_SYSTEMS.len() * 3 + 12,
     };
     let body = async {
         runner.lease_workloads().await;

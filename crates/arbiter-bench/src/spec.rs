@@ -13,9 +13,10 @@ pub enum Workload {
     /// One increment of a shared counter by read + compare-and-swap, retried until it
     /// lands. An operation is one increment that landed.
     Cas,
-    /// One record (about 200 bytes) appended to one shared stream, acknowledged only once
-    /// it is as durable as the system is configured to make it. After the run the stream
-    /// must hold every acknowledged record.
+    /// One record (about 200 bytes) appended to a stream shared by all clients (or, with
+    /// `names` > 1, client `c` appends to stream `c % names`), acknowledged only once
+    /// it is as durable as the system is configured to make it. After the run the streams
+    /// must hold exactly the acknowledged records.
     Append,
 }
 
@@ -123,7 +124,7 @@ pub struct WorkerSpec {
     pub targets: Targets,
     /// Tag of the workload variant, part of every name so variants do not meet.
     pub tag: String,
-    /// Lease names the clients spread over (1: all on one name).
+    /// Lease names the clients spread over, or streams they append to (1: all on one).
     pub names: u32,
     /// Index of this worker's first client among all clients of the run (seeds, tokens).
     pub first_client: u32,

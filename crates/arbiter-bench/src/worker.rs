@@ -14,20 +14,18 @@ use tokio::time::Instant;
 use crate::spec::{WorkerReport, WorkerSpec, Workload};
 use crate::systems::Client;
 
-/// The names a lease workload spreads over, and the counter a CAS workload increments.
-pub fn names(spec: &WorkerSpec) -> Vec<String> {
-    (0..spec.names)
-        .map(|i| format!("{}{}-{i}", spec.targets.prefix, spec.tag))
-        .collect()
+/// The names a lease workload spreads over, or the streams an append workload writes to
+/// (client `c` appends to stream `c % n`).
+pub fn names_of(prefix: &str, tag: &str, n: u32) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{tag}-{i}")).collect()
+}
+
+fn names(spec: &WorkerSpec) -> Vec<String> {
+    names_of(&spec.targets.prefix, &spec.tag, spec.names)
 }
 
 pub fn counter_key(prefix: &str, tag: &str) -> String {
     format!("{prefix}{tag}-counter")
-}
-
-/// The one stream an append workload's clients all append to.
-pub fn stream_name(prefix: &str, tag: &str) -> String {
-    format!("{prefix}{tag}-log")
 }
 
 /// What an append workload appends: one line of about 200 bytes, like an agent's log entry
@@ -91,7 +89,7 @@ impl XorShift {
 struct Picks {
     /// Lease names.
     names: Vec<String>,
-    /// The CAS counter, or the stream appended to.
+    /// The CAS counter.
     key: String,
     rng: XorShift,
     /// This client's number in the run, and how many records it has appended.
@@ -109,7 +107,8 @@ async fn operation(workload: Workload, client: &mut Client, picks: &mut Picks) -
         Workload::Cas => Ok((true, client.cas_increment(&picks.key).await?)),
         Workload::Append => {
             picks.seq += 1;
-            client.append(&picks.key, &record_body(picks.client, picks.seq)).await?;
+            let stream = &picks.names[picks.client as usize % picks.names.len()];
+            client.append(stream, &record_body(picks.client, picks.seq)).await?;
             Ok((true, 1))
         }
     }
@@ -127,10 +126,7 @@ struct ClientResult {
 
 async fn run(spec: WorkerSpec) -> Result<()> {
     let names = names(&spec);
-    let key = match spec.workload {
-        Workload::Append => stream_name(&spec.targets.prefix, &spec.tag),
-        Workload::Lease | Workload::Cas => counter_key(&spec.targets.prefix, &spec.tag),
-    };
+    let key = counter_key(&spec.targets.prefix, &spec.tag);
 
     let mut connecting = tokio::task::JoinSet::new();
     for i in 0..spec.clients {
