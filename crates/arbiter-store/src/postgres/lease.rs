@@ -23,7 +23,6 @@ macro_rules! holder_columns {
         "h.token, h.holder, n.slots, h.ttl_ms, h.acquired_at, h.expires_at, h.name"
     };
 }
-const HOLDER_COLUMNS: &str = holder_columns!();
 
 /// The live holders of a name (`$1`, `$2`) at `$3`, by token.
 const HOLDERS: &str = concat!(
@@ -221,17 +220,25 @@ impl LeaseStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let (ns, name, token) = (&request.namespace, &request.name, request.token);
-        let rows = query(
+        // Lock the holder's row, then read the clock (after the lock): one round trip.
+        let rows = pipeline(
             &tx,
-            &format!(
-                "SELECT {HOLDER_COLUMNS} FROM lease_holders h JOIN lease_names n USING (namespace, name)
-                 WHERE h.namespace = $1 AND h.name = $2 AND h.token = $3 FOR UPDATE OF h"
-            ),
-            &[ns, name, &token],
+            &[
+                (
+                    concat!(
+                        "SELECT ",
+                        holder_columns!(),
+                        " FROM lease_holders h JOIN lease_names n USING (namespace, name)
+                         WHERE h.namespace = $1 AND h.name = $2 AND h.token = $3 FOR UPDATE OF h"
+                    ),
+                    &[ns, name, &token],
+                ),
+                (NOW_MS, &[]),
+            ],
         )
         .await?;
-        let now = now_ms(&tx).await?;
-        let Some(mut lease) = rows.first().map(|row| lease_from_row(ns, row)).transpose()? else {
+        let now: Millis = rows[1][0].get(0);
+        let Some(mut lease) = rows[0].first().map(|row| lease_from_row(ns, row)).transpose()? else {
             return Err(lost(name, token));
         };
         if lease.expires_at <= now {
@@ -306,19 +313,19 @@ impl LeaseStore for PgStore {
     }
 
     async fn list(&self, namespace: &str, prefix: &str) -> Result<Vec<Lease>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let now = now_ms(&tx).await?;
-        let rows = query(
-            &tx,
-            &format!(
-                "SELECT {HOLDER_COLUMNS} FROM lease_holders h JOIN lease_names n USING (namespace, name)
-                 WHERE h.namespace = $1 AND starts_with(h.name, $2) AND h.expires_at > $3
-                 ORDER BY h.name COLLATE \"C\", h.token"
-            ),
-            &[&namespace, &prefix, &now],
-        )
-        .await?;
+        let rows = self
+            .single(
+                concat!(
+                    "SELECT ",
+                    holder_columns!(),
+                    " FROM lease_holders h JOIN lease_names n USING (namespace, name)
+                     WHERE h.namespace = $1 AND starts_with(h.name, $2) AND h.expires_at > ",
+                    now_ms_sql!(),
+                    " ORDER BY h.name COLLATE \"C\", h.token"
+                ),
+                &[&namespace, &prefix],
+            )
+            .await?;
         rows.iter().map(|row| lease_from_row(namespace, row)).collect()
     }
 

@@ -81,17 +81,15 @@ impl LogStore for PgStore {
     }
 
     async fn read(&self, namespace: &str, stream: &str, from: i64, limit: usize) -> Result<Vec<Record>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = query(
-            &tx,
-            "SELECT \"offset\", kind, author, created_at, body, content_type, tags, trace_id, idempotency_key
+        let rows = self
+            .single(
+                "SELECT \"offset\", kind, author, created_at, body, content_type, tags, trace_id, idempotency_key
              FROM log_records WHERE namespace = $1 AND stream = $2 AND \"offset\" >= $3
              ORDER BY \"offset\" LIMIT $4",
-            &[&namespace, &stream, &from, &limit],
-        )
-        .await?;
+                &[&namespace, &stream, &from, &limit],
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(Record {
@@ -111,15 +109,13 @@ impl LogStore for PgStore {
     }
 
     async fn streams(&self, namespace: &str) -> Result<Vec<StreamInfo>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let rows = query(
-            &tx,
-            "SELECT stream, next_offset FROM log_streams WHERE namespace = $1 AND next_offset > 0
+        let rows = self
+            .single(
+                "SELECT stream, next_offset FROM log_streams WHERE namespace = $1 AND next_offset > 0
              ORDER BY stream COLLATE \"C\"",
-            &[&namespace],
-        )
-        .await?;
+                &[&namespace],
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|row| StreamInfo {
@@ -163,15 +159,13 @@ impl LogStore for PgStore {
     }
 
     async fn consumers(&self, namespace: &str, stream: &str) -> Result<Vec<ConsumerInfo>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let rows = query(
-            &tx,
-            "SELECT consumer, \"offset\", updated_at FROM log_consumers
+        let rows = self
+            .single(
+                "SELECT consumer, \"offset\", updated_at FROM log_consumers
              WHERE namespace = $1 AND stream = $2 ORDER BY consumer COLLATE \"C\"",
-            &[&namespace, &stream],
-        )
-        .await?;
+                &[&namespace, &stream],
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|row| ConsumerInfo {
