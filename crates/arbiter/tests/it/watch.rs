@@ -40,6 +40,7 @@ on_both_backends!(
     a_broken_config_starts_nothing,
     a_live_edit_is_applied_between_rounds,
     status_shows_the_fleet_and_a_dead_supervisor_as_lost,
+    a_failing_loop_shows_backing_off_until_it_recovers,
     sigterm_stops_or_finishes_the_round_as_configured,
 );
 
@@ -1371,6 +1372,43 @@ timeout = "1m"
     let out = store.run(&["logs", "st", "--round", "999"]);
     assert_eq!(out.code, 5, "{out:?}");
     assert!(out.stderr.contains("has no round 999"), "{out:?}");
+}
+
+/// A loop whose round failed shows `backing off` (with its failure count and the delayed
+/// next run) while it waits, and `idle` again once a round succeeds: the state `status`
+/// prints is the one the supervisor last wrote, after the round and on each wake.
+fn a_failing_loop_shows_backing_off_until_it_recovers(store: &Store) {
+    let fleet = Fleet::new(store);
+    // Round 1 fails; later rounds succeed.
+    fleet.write("agent.sh", "[ \"$ARBITER_ROUND\" -gt 1 ]\n");
+    fleet.configure(
+        r#"
+[loops.bo]
+repo = "repo"
+every = "1s"
+backoff_max = "10s"
+command = ["sh", "../agent.sh"]
+timeout = "1m"
+"#,
+    );
+    let mut watch = fleet.start("watch", &["--lease-ttl", "5s"]);
+    let backing_off = wait_for(SOON, "the loop to show `backing off`", || {
+        fleet.status().remove("bo").filter(|row| row["state"] == "backing off")
+    });
+    assert_eq!(backing_off["consecutive_failures"], 1, "{backing_off}");
+    assert_eq!(backing_off["last_status"], "failed", "{backing_off}");
+    assert_eq!(backing_off["round"], 1, "{backing_off}");
+    fleet.ended("bo", 2, &mut watch);
+    let recovered = wait_for(SOON, "the loop to show `idle` after round 2", || {
+        fleet
+            .status()
+            .remove("bo")
+            .filter(|row| row["state"] == "idle" && row["round"].as_i64() >= Some(2))
+    });
+    assert_eq!(recovered["consecutive_failures"], 0, "{recovered}");
+    assert_eq!(recovered["last_status"], "succeeded", "{recovered}");
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
 }
 
 /// SIGTERM to `arbiter watch` mid-round: `on_stop = "stop"` (the default) stops the round's
