@@ -139,6 +139,11 @@ pub async fn redis_cli(bin: &Path, host: &str, port: u16, name: &str, budget: Bu
 /// `etcdctl lock NAME true`: acquire, run `true`, release, in one process.
 pub async fn etcdctl(bin: &Path, endpoint: &str, name: &str, budget: Budget) -> Result<CliResult> {
     let endpoints = format!("--endpoints={endpoint}");
+    // `etcdctl lock` waits for a server it cannot reach: ask first, briefly.
+    let health = [endpoints.as_str(), "--command-timeout=2s", "endpoint", "health"];
+    if call(bin, &health, &[("ETCDCTL_API", "3")]).await.is_err() {
+        anyhow::bail!("unavailable: etcd does not answer at {endpoint}");
+    }
     repeat(budget, || async {
         let (took, _) = call(bin, &[&endpoints, "lock", name, "true"], &[("ETCDCTL_API", "3")]).await?;
         Ok((None, took))

@@ -533,7 +533,7 @@ impl Runner<'_> {
         });
     }
 
-    fn cli_row(&mut self, workload: &str, system: &str, role: Role, result: Result<Measurement>, started: Instant) {
+    fn cli_row(&mut self, workload: &str, system: &str, role: Role, result: Result<Measurement>, took: Duration) {
         let outcome = match result {
             Ok(m) => Outcome::Measured(m),
             Err(e) => Outcome::Empty(format!("failed: {e:#}")),
@@ -542,7 +542,7 @@ impl Runner<'_> {
             Outcome::Measured(m) if m.capped => format!("stopped at the {}s cap", self.budget.cli.max.as_secs_f64()),
             _ => String::new(),
         };
-        self.progress(workload, system, &outcome, started.elapsed());
+        self.progress(workload, system, &outcome, took);
         self.rows.push(Row {
             workload: workload.to_string(),
             system: system.to_string(),
@@ -552,46 +552,51 @@ impl Runner<'_> {
         });
     }
 
-    async fn lease_workloads(&mut self) {
-        let clients = self.args.clients;
-        let processes = self.args.processes.unwrap_or(clients);
-        let variants = [
-            ("lease · 1 client".to_string(), "u", 1, 1, self.budget.lease_ops_single),
-            (
-                format!("lease · {clients} clients, 1 name"),
-                "c1",
-                clients,
-                1,
-                self.budget.lease_ops_contended,
-            ),
-            (
-                format!("lease · {clients} clients, 64 names"),
-                "c64",
-                clients,
-                64,
-                self.budget.lease_ops_contended,
-            ),
-        ];
-        for (workload, tag, clients, names, ops) in variants {
-            if !self.selected(&workload) {
+    /// Measures each variant (a row label, a tag, clients, names or streams, operations) of
+    /// `workload` on every one of `systems`.
+    async fn measure_variants(&mut self, workload: Workload, systems: &[System], variants: Vec<Variant>) {
+        for (label, tag, clients, names, ops) in variants {
+            if !self.selected(&label) {
                 continue;
             }
-            for system in LEASE_SYSTEMS {
+            for &system in systems {
                 let plan = Plan {
-                    workload: Workload::Lease,
+                    workload,
                     system,
                     tag: tag.to_string(),
                     names,
                     clients,
-                    processes: processes.min(clients),
+                    processes: self.args.processes.unwrap_or(clients).min(clients),
                     total_ops: ops,
                     max: self.budget.max,
                     warmup: self.budget.warmup,
                     ttl_ms: LEASE_TTL_MS,
                 };
-                self.measure(&workload, plan).await;
+                self.measure(&label, plan).await;
             }
         }
+    }
+
+    async fn lease_workloads(&mut self) {
+        let (n, budget) = (self.args.clients, self.budget);
+        let variants = vec![
+            ("lease · 1 client".to_string(), "u", 1, 1, budget.lease_ops_single),
+            (
+                format!("lease · {n} clients, 1 name"),
+                "c1",
+                n,
+                1,
+                budget.lease_ops_contended,
+            ),
+            (
+                format!("lease · {n} clients, 64 names"),
+                "c64",
+                n,
+                64,
+                budget.lease_ops_contended,
+            ),
+        ];
+        self.measure_variants(Workload::Lease, &LEASE_SYSTEMS, variants).await;
         let http = "lease · over HTTP";
         if self.selected("lease") {
             self.rows
@@ -600,74 +605,43 @@ impl Runner<'_> {
     }
 
     async fn cas_workload(&mut self) {
-        let clients = self.args.clients;
-        let workload = format!("CAS increment · {clients} clients, 1 key");
-        if !self.selected(&workload) {
-            return;
-        }
-        for system in CAS_SYSTEMS {
-            let plan = Plan {
-                workload: Workload::Cas,
-                system,
-                tag: "cas".to_string(),
-                names: 1,
-                clients,
-                processes: self.args.processes.unwrap_or(clients).min(clients),
-                total_ops: self.budget.cas_ops,
-                max: self.budget.max,
-                warmup: self.budget.warmup,
-                ttl_ms: LEASE_TTL_MS,
-            };
-            self.measure(&workload, plan).await;
-        }
+        let (n, budget) = (self.args.clients, self.budget);
+        let variants = vec![(
+            format!("CAS increment · {n} clients, 1 key"),
+            "cas",
+            n,
+            1,
+            budget.cas_ops,
+        )];
+        self.measure_variants(Workload::Cas, &CAS_SYSTEMS, variants).await;
     }
 
     async fn append_workloads(&mut self) {
-        let clients = self.args.clients;
-        let processes = self.args.processes.unwrap_or(clients);
-        let variants = [
+        let (n, budget) = (self.args.clients, self.budget);
+        let variants = vec![
             (
                 "log append · 1 client".to_string(),
                 "a1",
                 1,
                 1,
-                self.budget.append_ops_single,
+                budget.append_ops_single,
             ),
             (
-                format!("log append · {clients} clients, 1 stream"),
+                format!("log append · {n} clients, 1 stream"),
                 "a16",
-                clients,
+                n,
                 1,
-                self.budget.append_ops_contended,
+                budget.append_ops_contended,
             ),
             (
-                format!("log append · {clients} clients, {clients} streams"),
+                format!("log append · {n} clients, {n} streams"),
                 "a16x",
-                clients,
-                clients,
-                self.budget.append_ops_contended,
+                n,
+                n,
+                budget.append_ops_contended,
             ),
         ];
-        for (workload, tag, clients, streams, ops) in variants {
-            if !self.selected(&workload) {
-                continue;
-            }
-            for system in APPEND_SYSTEMS {
-                let plan = Plan {
-                    workload: Workload::Append,
-                    system,
-                    tag: tag.to_string(),
-                    names: streams,
-                    clients,
-                    processes: processes.min(clients),
-                    total_ops: ops,
-                    max: self.budget.max,
-                    warmup: self.budget.warmup,
-                    ttl_ms: LEASE_TTL_MS,
-                };
-                self.measure(&workload, plan).await;
-            }
-        }
+        self.measure_variants(Workload::Append, &APPEND_SYSTEMS, variants).await;
     }
 
     async fn cli_workloads(&mut self) {
@@ -703,19 +677,25 @@ impl Runner<'_> {
                 Ok(()) => cli::start_only(&bin, &["--version"], budget).await,
                 Err(e) => Err(e),
             };
-            self.cli_row(start, "arbiter --version", Role::ArbiterSqlite, result, started);
+            self.cli_row(
+                start,
+                "arbiter --version",
+                Role::ArbiterSqlite,
+                result,
+                started.elapsed(),
+            );
             let started = Instant::now();
             let result = match &redis_cli {
                 Ok(path) => cli::start_only(path, &["--version"], budget).await,
                 Err(why) => Err(anyhow::anyhow!("{why}")),
             };
-            self.cli_row(start, "redis-cli --version", Role::Other, result, started);
+            self.cli_row(start, "redis-cli --version", Role::Other, result, started.elapsed());
             let started = Instant::now();
             let result = match &etcdctl {
                 Ok(path) => cli::start_only(path, &["version"], budget).await,
                 Err(why) => Err(anyhow::anyhow!("{why}")),
             };
-            self.cli_row(start, "etcdctl version", Role::Other, result, started);
+            self.cli_row(start, "etcdctl version", Role::Other, result, started.elapsed());
         }
         if !self.selected(acquire) && !self.selected(pair) {
             return;
@@ -761,8 +741,8 @@ impl Runner<'_> {
             if !self.selected(workload) {
                 continue;
             }
-            for (label, role, result, started) in rows {
-                self.cli_row(workload, &label, role, result, started);
+            for (label, role, result, took) in rows {
+                self.cli_row(workload, &label, role, result, took);
             }
         }
     }
@@ -778,7 +758,11 @@ impl Runner<'_> {
     }
 }
 
-type CliRows = Vec<(String, Role, Result<Measurement>, Instant)>;
+type CliRows = Vec<(String, Role, Result<Measurement>, Duration)>;
+
+/// One variant of a workload: its row label, its tag (part of every name it uses), clients,
+/// names (lease names or streams) and operations in all.
+type Variant = (String, &'static str, u32, u32, u64);
 
 /// Files one system's CLI result under both CLI workloads (acquire alone only when the
 /// system has a separate acquire call).
@@ -790,18 +774,19 @@ fn push_cli(
     result: Result<cli::CliResult>,
     started: Instant,
 ) {
+    let took = started.elapsed();
     match result {
         Ok(r) => {
             if let Some(m) = r.acquire {
-                acquire.push((label.clone(), role, Ok(m), started));
+                acquire.push((label.clone(), role, Ok(m), took));
             }
-            pair.push((label, role, Ok(r.pair), started));
+            pair.push((label, role, Ok(r.pair), took));
         }
         Err(e) => {
             if !label.starts_with("etcdctl") {
-                acquire.push((label.clone(), role, Err(anyhow::anyhow!("{e:#}")), started));
+                acquire.push((label.clone(), role, Err(anyhow::anyhow!("{e:#}")), took));
             }
-            pair.push((label, role, Err(e), started));
+            pair.push((label, role, Err(e), took));
         }
     }
 }
