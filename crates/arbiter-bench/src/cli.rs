@@ -1,5 +1,6 @@
-//! CLI call latency: one process from start to exit, one call at a time, the way a shell
-//! script or an agent's tool call uses a lock. arbiter's calls open the store each time
+//! CLI calls: one process from start to exit, the way a shell script or an agent's tool
+//! call uses a lock — one call at a time (latency), or many callers at once on a few names
+//! (a fleet of scripts fighting over one login). arbiter's calls open the store each time
 //! (connect, check the schema) — that is part of what a CLI call costs.
 
 use std::path::{Path, PathBuf};
@@ -31,8 +32,19 @@ pub struct CliResult {
     pub pair: Measurement,
 }
 
-/// Runs `program args…`, returns how long it took and what it printed.
+/// Runs `program args…`, returns how long it took and what it printed; a non-zero exit is
+/// an error.
 async fn call(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<(Duration, String)> {
+    let (took, code, stdout) = call_status(program, args, envs).await?;
+    if code != Some(0) {
+        bail!("{} {} failed ({code:?}): {stdout}", program.display(), args.join(" "));
+    }
+    Ok((took, stdout))
+}
+
+/// Runs `program args…`, returns how long it took, its exit code and what it printed (or,
+/// when it failed, its stderr).
+async fn call_status(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<(Duration, Option<i32>, String)> {
     let mut command = Command::new(program);
     command
         .args(args)
@@ -45,17 +57,16 @@ async fn call(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<(D
         .with_context(|| format!("{} did not exit within {}s", program.display(), CALL_TIMEOUT.as_secs()))?
         .with_context(|| format!("cannot run {}", program.display()))?;
     let took = started.elapsed();
-    let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    if !output.status.success() {
-        bail!(
-            "{} {} failed ({}): {}",
-            program.display(),
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok((took, stdout))
+    let text = if output.status.success() {
+        &output.stdout
+    } else {
+        &output.stderr
+    };
+    Ok((
+        took,
+        output.status.code(),
+        String::from_utf8_lossy(text).trim().to_string(),
+    ))
 }
 
 /// Repeats `round` (which returns the acquire latency, if separate, and the whole round's)
@@ -134,6 +145,94 @@ pub async fn redis_cli(bin: &Path, host: &str, port: u16, name: &str, budget: Bu
         }
     })
     .await
+}
+
+/// One try of a contended caller on `name`: `Ok(true)` when it was granted (and released),
+/// `Ok(false)` when the name was held.
+#[derive(Debug, Clone)]
+pub enum Tryer {
+    /// `arbiter lease acquire NAME --ttl 1m` (exit 3 = held), then `lease release`.
+    Arbiter { bin: PathBuf, store_url: String },
+    /// `redis-cli SET NAME TOKEN NX PX 60000` (nil = held), then the compare-and-delete.
+    RedisCli { bin: PathBuf, host: String, port: u16 },
+}
+
+impl Tryer {
+    async fn try_once(&self, name: &str, token: &str) -> Result<bool> {
+        match self {
+            Tryer::Arbiter { bin, store_url } => {
+                let envs = [("ARBITER_STORE", store_url.as_str()), ("ARBITER_NAMESPACE", NAMESPACE)];
+                let (_, code, said) = call_status(bin, &["lease", "acquire", name, "--ttl", "1m"], &envs).await?;
+                match code {
+                    Some(0) => {
+                        call(bin, &["lease", "release", name, "--token", &said], &envs).await?;
+                        Ok(true)
+                    }
+                    Some(3) => Ok(false),
+                    _ => bail!("arbiter lease acquire exited {code:?}: {said}"),
+                }
+            }
+            Tryer::RedisCli { bin, host, port } => {
+                let port = port.to_string();
+                let base = ["-h", host.as_str(), "-p", port.as_str()];
+                let mut set = base.to_vec();
+                set.extend(["SET", name, token, "NX", "PX", "60000"]);
+                let (_, said) = call(bin, &set, &[]).await?;
+                if said != "OK" {
+                    return Ok(false);
+                }
+                let mut release = base.to_vec();
+                release.extend(["EVAL", REDIS_RELEASE, "1", name, token]);
+                let (_, said) = call(bin, &release, &[]).await?;
+                if said.trim_start_matches("(integer) ") != "1" {
+                    bail!("redis-cli EVAL (release) said {said:?}");
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// `callers` concurrent loops, each trying names in turn (caller `c` starts at name `c`) as
+/// fast as its processes finish, `per_caller` tries each or until `budget.max`. A try is
+/// one acquire process, plus a release process when granted; ops/s is tries over the wall
+/// clock.
+pub async fn contended(
+    tryer: &Tryer,
+    names: &[String],
+    callers: u32,
+    per_caller: u32,
+    budget: Budget,
+) -> Result<Measurement> {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for caller in 0..callers {
+        let (tryer, names, max) = (tryer.clone(), names.to_vec(), budget.max);
+        tasks.spawn(async move {
+            let (mut latencies, mut granted, mut capped) = (Vec::new(), 0u64, false);
+            for i in 0..per_caller {
+                if started.elapsed() >= max {
+                    capped = true;
+                    break;
+                }
+                let name = &names[(caller + i) as usize % names.len()];
+                let began = Instant::now();
+                granted += u64::from(tryer.try_once(name, &format!("cli:{caller}:{i}")).await?);
+                latencies.push(began.elapsed());
+            }
+            anyhow::Ok((latencies, granted, capped))
+        });
+    }
+    let (mut latencies, mut granted, mut capped) = (Vec::new(), 0, false);
+    while let Some(joined) = tasks.join_next().await {
+        let (l, g, c) = joined??;
+        latencies.extend(l);
+        granted += g;
+        capped |= c;
+    }
+    let mut m = Measurement::sequential(latencies, started.elapsed(), capped);
+    m.ok = granted;
+    Ok(m)
 }
 
 /// `etcdctl lock NAME true`: acquire, run `true`, release, in one process.

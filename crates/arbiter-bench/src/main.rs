@@ -644,6 +644,102 @@ impl Runner<'_> {
         self.measure_variants(Workload::Append, &APPEND_SYSTEMS, variants).await;
     }
 
+    /// The arbiter binary the CLI rows run (default: `arbiter` next to this binary).
+    fn arbiter_bin(&self) -> PathBuf {
+        self.args.arbiter_bin.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|dir| dir.join("arbiter")))
+                .unwrap_or_else(|| PathBuf::from("target/release/arbiter"))
+        })
+    }
+
+    /// redis-cli, or why its rows are empty.
+    fn redis_cli(&self) -> std::result::Result<PathBuf, String> {
+        match (cli::which("redis-cli"), self.setup.unavailable.get(&System::Redis)) {
+            (_, Some(why)) => Err(why.clone()),
+            (None, _) => Err("skipped: redis-cli is not installed".to_string()),
+            (Some(path), None) => Ok(path),
+        }
+    }
+
+    /// Many scripts at once on a few names: `clients` concurrent callers, each one try-lock
+    /// process (and a release process when granted) after another.
+    async fn cli_contended(&mut self) {
+        let callers = self.args.clients;
+        let budget = self.budget.cli;
+        // Full: 25 tries per caller (400 in all); --quick: 2.
+        let per_caller = (budget.iterations / 8).max(2);
+        let targets = self.setup.targets.clone();
+        let bin = self.arbiter_bin();
+        let redis_cli = self.redis_cli();
+        for (names, tag) in [(1, "cc1"), (64, "cc64")] {
+            let workload = format!(
+                "CLI · {callers} concurrent callers, {names} name{}",
+                if names == 1 { "" } else { "s" }
+            );
+            if !self.selected(&workload) {
+                continue;
+            }
+            let lease_names = worker::names_of(&targets.prefix, tag, names);
+            let mut tryers: Vec<(String, Role, std::result::Result<cli::Tryer, String>)> = Vec::new();
+            for (system, url) in [
+                (System::ArbiterSqliteFull, &targets.sqlite_full),
+                (System::ArbiterSqliteNormal, &targets.sqlite_normal),
+                (System::ArbiterPostgres, &targets.arbiter_postgres),
+            ] {
+                let label = format!("arbiter CLI · {}", system.label().trim_start_matches("arbiter · "));
+                let tryer = match self.setup.unavailable.get(&system) {
+                    Some(why) => Err(why.clone()),
+                    None if !bin.is_file() => Err(format!("skipped: {} is not built", bin.display())),
+                    None => Ok(cli::Tryer::Arbiter {
+                        bin: bin.clone(),
+                        store_url: url.clone(),
+                    }),
+                };
+                tryers.push((label, role(system), tryer));
+            }
+            let redis = redis_cli.clone().map(|bin| cli::Tryer::RedisCli {
+                bin,
+                host: url_host(&targets.redis).unwrap_or_else(|| "127.0.0.1".into()),
+                port: url_port(&targets.redis, 6379),
+            });
+            tryers.push(("redis-cli SET NX PX (+ EVAL del)".to_string(), Role::Other, redis));
+            for (label, role, tryer) in tryers {
+                let started = Instant::now();
+                let result = match tryer {
+                    Ok(tryer) => cli::contended(&tryer, &lease_names, callers, per_caller, budget).await,
+                    Err(why) => Err(anyhow::anyhow!("{why}")),
+                };
+                let (outcome, mut note) = match result {
+                    Ok(m) => {
+                        let note = format!(
+                            "granted {} ({}/{})",
+                            percent(m.ok, m.ops),
+                            report::thousands(m.ok),
+                            report::thousands(m.ops)
+                        );
+                        (Outcome::Measured(m), note)
+                    }
+                    Err(e) => (Outcome::Empty(format!("failed: {e:#}")), String::new()),
+                };
+                if let Outcome::Measured(m) = &outcome
+                    && m.capped
+                {
+                    note.push_str(&format!("; stopped at the {}s cap", budget.max.as_secs_f64()));
+                }
+                self.progress(&workload, &label, &outcome, started.elapsed());
+                self.rows.push(Row {
+                    workload: workload.clone(),
+                    system: label,
+                    role,
+                    outcome,
+                    note,
+                });
+            }
+        }
+    }
+
     async fn cli_workloads(&mut self) {
         let start = "CLI · process start only (--version)";
         let acquire = "CLI · lease acquire (1 process)";
@@ -651,12 +747,7 @@ impl Runner<'_> {
         let budget = self.budget.cli;
         let targets = self.setup.targets.clone();
         let name = format!("{}cli", targets.prefix);
-        let bin = self.args.arbiter_bin.clone().unwrap_or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|exe| exe.parent().map(|dir| dir.join("arbiter")))
-                .unwrap_or_else(|| PathBuf::from("target/release/arbiter"))
-        });
+        let bin = self.arbiter_bin();
         let built = || {
             if bin.is_file() {
                 Ok(())
@@ -664,11 +755,7 @@ impl Runner<'_> {
                 Err(anyhow::anyhow!("skipped: {} is not built", bin.display()))
             }
         };
-        let redis_cli = match (cli::which("redis-cli"), self.setup.unavailable.get(&System::Redis)) {
-            (_, Some(why)) => Err(why.clone()),
-            (None, _) => Err("skipped: redis-cli is not installed".to_string()),
-            (Some(path), None) => Ok(path),
-        };
+        let redis_cli = self.redis_cli();
         let etcdctl = cli::which("etcdctl").ok_or("skipped: etcdctl is not installed");
 
         if self.selected(start) {
@@ -808,13 +895,14 @@ async fn run(args: Args) -> Result<()> {
         setup: &setup,
         rows: Vec::new(),
         done: 0,
-        total: LEASE_SYSTEMS.len() * 3 + CAS_SYSTEMS.len() + APPEND_SYSTEMS.len() * 3 + 12,
+        total: LEASE_SYSTEMS.len() * 3 + CAS_SYSTEMS.len() + APPEND_SYSTEMS.len() * 3 + 12 + 8,
     };
     let body = async {
         runner.lease_workloads().await;
         runner.cas_workload().await;
         runner.append_workloads().await;
         runner.cli_workloads().await;
+        runner.cli_contended().await;
         runner.placeholders();
     };
     let interrupted = tokio::select! {
