@@ -102,16 +102,20 @@ where
     })
 }
 
-/// `arbiter lease acquire NAME --ttl 1m`, then `arbiter lease release NAME --token T`.
-pub async fn arbiter(bin: &Path, store_url: &str, name: &str, budget: Budget) -> Result<CliResult> {
-    let envs = [("ARBITER_STORE", store_url), ("ARBITER_NAMESPACE", NAMESPACE)];
-    repeat(budget, || async {
-        let (acquire, token) = call(bin, &["lease", "acquire", name, "--ttl", "1m"], &envs).await?;
-        if token.parse::<i64>().is_err() {
-            bail!("arbiter lease acquire printed {token:?}, not a fencing token");
+/// One caller, one try after another on a free name: acquire (timed on its own) and
+/// release. The name is never held by anyone else, so a refused try is an error.
+pub async fn sequential(tryer: &Tryer, name: &str, budget: Budget) -> Result<CliResult> {
+    let mut seq = 0u64;
+    repeat(budget, || {
+        seq += 1;
+        let token = format!("cli:{seq}");
+        async move {
+            let done = tryer.try_once(name, &token).await?;
+            let Some(release) = done.release else {
+                bail!("{name} was held: nothing else should hold it");
+            };
+            Ok((Some(done.acquire), done.acquire + release))
         }
-        let (release, _) = call(bin, &["lease", "release", name, "--token", &token], &envs).await?;
-        Ok((Some(acquire), acquire + release))
     })
     .await
 }
@@ -119,36 +123,14 @@ pub async fn arbiter(bin: &Path, store_url: &str, name: &str, budget: Budget) ->
 const REDIS_RELEASE: &str =
     r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#;
 
-/// `redis-cli SET NAME TOKEN NX PX 60000`, then `redis-cli EVAL <compare-and-delete>`.
-pub async fn redis_cli(bin: &Path, host: &str, port: u16, name: &str, budget: Budget) -> Result<CliResult> {
-    let port = port.to_string();
-    let mut seq = 0u64;
-    repeat(budget, || {
-        seq += 1;
-        let token = format!("cli:{seq}");
-        let (host, port) = (host.to_string(), port.clone());
-        async move {
-            let base = ["-h", host.as_str(), "-p", port.as_str()];
-            let mut set = base.to_vec();
-            set.extend(["SET", name, &token, "NX", "PX", "60000"]);
-            let (acquire, said) = call(bin, &set, &[]).await?;
-            if said != "OK" {
-                bail!("redis-cli SET NX said {said:?}: the key is held");
-            }
-            let mut release = base.to_vec();
-            release.extend(["EVAL", REDIS_RELEASE, "1", name, &token]);
-            let (released, said) = call(bin, &release, &[]).await?;
-            if said.trim_start_matches("(integer) ") != "1" {
-                bail!("redis-cli EVAL (release) said {said:?}");
-            }
-            Ok((Some(acquire), acquire + released))
-        }
-    })
-    .await
+/// How one try went: how long its acquire process took, and its release process's time when
+/// the name was granted (`None`: it was held).
+pub struct Tried {
+    pub acquire: Duration,
+    pub release: Option<Duration>,
 }
 
-/// One try of a contended caller on `name`: `Ok(true)` when it was granted (and released),
-/// `Ok(false)` when the name was held.
+/// How a caller takes and frees a lease through a CLI.
 #[derive(Debug, Clone)]
 pub enum Tryer {
     /// `arbiter lease acquire NAME --ttl 1m` (exit 3 = held), then `lease release`.
@@ -158,17 +140,23 @@ pub enum Tryer {
 }
 
 impl Tryer {
-    async fn try_once(&self, name: &str, token: &str) -> Result<bool> {
+    /// One try on `name` (`token`: the value a Redis lock holds): acquire, and release when
+    /// granted.
+    async fn try_once(&self, name: &str, token: &str) -> Result<Tried> {
         match self {
             Tryer::Arbiter { bin, store_url } => {
                 let envs = [("ARBITER_STORE", store_url.as_str()), ("ARBITER_NAMESPACE", NAMESPACE)];
-                let (_, code, said) = call_status(bin, &["lease", "acquire", name, "--ttl", "1m"], &envs).await?;
+                let (acquire, code, said) = call_status(bin, &["lease", "acquire", name, "--ttl", "1m"], &envs).await?;
                 match code {
-                    Some(0) => {
-                        call(bin, &["lease", "release", name, "--token", &said], &envs).await?;
-                        Ok(true)
+                    Some(0) if said.parse::<i64>().is_ok() => {
+                        let (release, _) = call(bin, &["lease", "release", name, "--token", &said], &envs).await?;
+                        Ok(Tried {
+                            acquire,
+                            release: Some(release),
+                        })
                     }
-                    Some(3) => Ok(false),
+                    Some(0) => bail!("arbiter lease acquire printed {said:?}, not a fencing token"),
+                    Some(3) => Ok(Tried { acquire, release: None }),
                     _ => bail!("arbiter lease acquire exited {code:?}: {said}"),
                 }
             }
@@ -177,17 +165,20 @@ impl Tryer {
                 let base = ["-h", host.as_str(), "-p", port.as_str()];
                 let mut set = base.to_vec();
                 set.extend(["SET", name, token, "NX", "PX", "60000"]);
-                let (_, said) = call(bin, &set, &[]).await?;
+                let (acquire, said) = call(bin, &set, &[]).await?;
                 if said != "OK" {
-                    return Ok(false);
+                    return Ok(Tried { acquire, release: None });
                 }
                 let mut release = base.to_vec();
                 release.extend(["EVAL", REDIS_RELEASE, "1", name, token]);
-                let (_, said) = call(bin, &release, &[]).await?;
+                let (released, said) = call(bin, &release, &[]).await?;
                 if said.trim_start_matches("(integer) ") != "1" {
                     bail!("redis-cli EVAL (release) said {said:?}");
                 }
-                Ok(true)
+                Ok(Tried {
+                    acquire,
+                    release: Some(released),
+                })
             }
         }
     }
@@ -217,7 +208,8 @@ pub async fn contended(
                 }
                 let name = &names[(caller + i) as usize % names.len()];
                 let began = Instant::now();
-                granted += u64::from(tryer.try_once(name, &format!("cli:{caller}:{i}")).await?);
+                let tried = tryer.try_once(name, &format!("cli:{caller}:{i}")).await?;
+                granted += u64::from(tried.release.is_some());
                 latencies.push(began.elapsed());
             }
             anyhow::Ok((latencies, granted, capped))

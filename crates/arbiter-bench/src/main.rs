@@ -663,6 +663,16 @@ impl Runner<'_> {
         }
     }
 
+    /// redis-cli at `bin` against this run's Redis.
+    fn redis_tryer(&self, bin: PathBuf) -> cli::Tryer {
+        let redis = &self.setup.targets.redis;
+        cli::Tryer::RedisCli {
+            bin,
+            host: url_host(redis).unwrap_or_else(|| "127.0.0.1".into()),
+            port: url_port(redis, 6379),
+        }
+    }
+
     /// Many scripts at once on a few names: `clients` concurrent callers, each one try-lock
     /// process (and a release process when granted) after another.
     async fn cli_contended(&mut self) {
@@ -699,11 +709,7 @@ impl Runner<'_> {
                 };
                 tryers.push((label, role(system), tryer));
             }
-            let redis = redis_cli.clone().map(|bin| cli::Tryer::RedisCli {
-                bin,
-                host: url_host(&targets.redis).unwrap_or_else(|| "127.0.0.1".into()),
-                port: url_port(&targets.redis, 6379),
-            });
+            let redis = redis_cli.clone().map(|bin| self.redis_tryer(bin));
             tryers.push(("redis-cli SET NX PX (+ EVAL del)".to_string(), Role::Other, redis));
             for (label, role, tryer) in tryers {
                 let started = Instant::now();
@@ -801,7 +807,13 @@ impl Runner<'_> {
                 Err(anyhow::anyhow!("{why}"))
             } else {
                 match built() {
-                    Ok(()) => cli::arbiter(&bin, url, &name, budget).await,
+                    Ok(()) => {
+                        let tryer = cli::Tryer::Arbiter {
+                            bin: bin.clone(),
+                            store_url: url.clone(),
+                        };
+                        cli::sequential(&tryer, &name, budget).await
+                    }
                     Err(e) => Err(e),
                 }
             };
@@ -809,10 +821,7 @@ impl Runner<'_> {
         }
         let started = Instant::now();
         let result = match &redis_cli {
-            Ok(path) => {
-                let host = url_host(&targets.redis).unwrap_or_else(|| "127.0.0.1".into());
-                cli::redis_cli(path, &host, url_port(&targets.redis, 6379), &name, budget).await
-            }
+            Ok(path) => cli::sequential(&self.redis_tryer(path.clone()), &name, budget).await,
             Err(why) => Err(anyhow::anyhow!("{why}")),
         };
         let label = "redis-cli SET NX PX (+ EVAL del)".to_string();
