@@ -6,6 +6,8 @@
 //! cannot be reached, the test prints that it was skipped and returns — except under
 //! `CI`, where an unreachable server fails the test: CI must run them.
 
+pub mod net;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
