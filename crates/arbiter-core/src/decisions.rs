@@ -1,21 +1,35 @@
 //! Decisions as Markdown: the store-backed projection (`decisions render`) and the
-//! git-native drop-box's merge (`inbox sweep`). Pure text functions, so the same input
-//! always gives byte-identical output.
+//! git-native drop-box's merge and check (`inbox sweep`, `inbox check`). Pure text
+//! functions, so the same input always gives byte-identical output.
 //!
 //! Every entry arbiter writes into a canonical decisions file is fenced by two HTML
 //! comments, invisible when the Markdown is rendered:
 //!
 //! ```text
-//! <!-- arbiter:entry id=ID -->
-//! …the entry's Markdown, verbatim…
+//! <!-- arbiter:entry id=ID len=BYTES sha256=HEX -->
+//! …the entry's bytes, verbatim (a final newline added where missing)…
 //! <!-- arbiter:end id=ID -->
 //! ```
 //!
-//! The id is what makes merging idempotent: an entry whose id is already in the file is
-//! never added again, and a second copy of an id (two branches that both merged it, joined
-//! by git's union merge) is dropped on the next merge.
+//! The start marker says how long the entry is and what its SHA-256 is, so an entry is
+//! checked, and its text skipped, without reading the text for markers: marker-like lines
+//! inside an entry are text. The id comes from the inbox file's name, escaped
+//! ([`escape_id`]: no white space, no `>`), and is unique in a file (`~2`, `~3`, … when taken).
+//! An inbox file is merged once: an entry with its exact bytes under its id is its merge.
+//!
+//! [`repair`] checks a whole file: whole entries are kept; lines where markers do not make
+//! whole entries (what `merge=union` of two branches interleaves) are rewritten as the exact
+//! entries, found whole elsewhere in the file or in git; exact second copies are dropped;
+//! what cannot be restored is reported and left as it is.
+//!
+//! Entries of the first format (`<!-- arbiter:entry id=ID -->`, no length or hash; written
+//! before the check existed) are still read — from the start marker to the next marker,
+//! which must be its end — and never rewritten; an inbox file is their merge when its text,
+//! trimmed of final newlines as that format stored it, is the entry's.
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
@@ -72,25 +86,577 @@ fn clean_title(line: &str) -> String {
     out
 }
 
-/// One entry to merge: its id and its Markdown.
+/// One entry to merge: the id its file name gives, and the file's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The id before any collision suffix: [`escape_id`] of the file name's stem.
     pub id: String,
+    /// The file's text. The entry's bytes are exactly these, with a final newline added
+    /// where one is missing ([`body`]).
     pub content: String,
+    /// The id the first marker format gave the same file (white space replaced by `_`), so
+    /// that an entry merged by an older arbiter is recognised.
+    pub legacy_id: Option<String>,
 }
 
-fn begin_marker(id: &str) -> String {
-    format!("<!-- arbiter:entry id={id} -->")
+impl Entry {
+    /// The entry of an inbox file: its stem (the name without `.md`) and its text.
+    pub fn from_file(stem: &str, content: String) -> Entry {
+        Entry {
+            id: escape_id(stem),
+            content,
+            legacy_id: Some(stem.chars().map(|c| if c.is_whitespace() { '_' } else { c }).collect()),
+        }
+    }
+
+    /// The entry's bytes as they are written between its markers.
+    pub fn body(&self) -> Cow<'_, str> {
+        body(&self.content)
+    }
 }
 
-fn end_marker(id: &str) -> String {
+/// A file's text as an entry's bytes: unchanged, with a final newline added where one is
+/// missing (an empty text stays empty).
+pub fn body(content: &str) -> Cow<'_, str> {
+    if content.is_empty() || content.ends_with('\n') {
+        Cow::Borrowed(content)
+    } else {
+        Cow::Owned(format!("{content}\n"))
+    }
+}
+
+/// The id of a file name's stem: ASCII letters, digits, `.`, `_` and `-` as they are, every
+/// other byte as `%XX`. Two names never share an id, and an id never holds white space,
+/// `~` (collision suffixes) or anything that could end or forge a marker.
+pub fn escape_id(stem: &str) -> String {
+    let mut out = String::with_capacity(stem.len());
+    for b in stem.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The SHA-256 of an entry's bytes, in lowercase hex.
+pub fn digest(body: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What an entry's start marker says: its id, and the length and hash of its bytes, which
+/// is all it takes to check the entry and to skip its text without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Marker {
+    pub id: String,
+    pub len: usize,
+    pub sha256: String,
+}
+
+impl Marker {
+    /// The marker of `body` under `id`.
+    pub fn of(id: &str, body: &str) -> Marker {
+        Marker {
+            id: id.to_string(),
+            len: body.len(),
+            sha256: digest(body),
+        }
+    }
+
+    /// Whether `body` is the text this marker describes.
+    pub fn matches(&self, body: &str) -> bool {
+        body.len() == self.len && digest(body) == self.sha256
+    }
+}
+
+fn start_line(marker: &Marker) -> String {
+    format!(
+        "<!-- arbiter:entry id={} len={} sha256={} -->",
+        marker.id, marker.len, marker.sha256
+    )
+}
+
+fn end_line(id: &str) -> String {
     format!("<!-- arbiter:end id={id} -->")
 }
 
-/// An entry fenced by its markers, ending with a newline.
+/// `body` fenced by its markers under `id`.
+pub fn block_with_id(id: &str, body: &str) -> String {
+    format!("{}\n{body}{}\n", start_line(&Marker::of(id, body)), end_line(id))
+}
+
+/// An entry fenced by its markers, under its own id.
 pub fn block(entry: &Entry) -> String {
-    let content = entry.content.trim_end_matches(['\n', '\r']);
-    format!("{}\n{content}\n{}\n", begin_marker(&entry.id), end_marker(&entry.id))
+    block_with_id(&entry.id, &entry.body())
+}
+
+/// What one line of a canonical file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Line {
+    Start(Marker),
+    /// A start marker of the first format: `<!-- arbiter:entry id=ID -->`, no length or hash.
+    LegacyStart(String),
+    End(String),
+    Text,
+}
+
+fn classify(line: &str) -> Line {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if let Some(rest) = line
+        .strip_prefix("<!-- arbiter:entry id=")
+        .and_then(|r| r.strip_suffix(" -->"))
+    {
+        let words: Vec<&str> = rest.split(' ').collect();
+        return match words[..] {
+            [id, len, sha] if is_id(id) => {
+                let len = len.strip_prefix("len=").and_then(|n| n.parse().ok());
+                let sha = sha
+                    .strip_prefix("sha256=")
+                    .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+                match (len, sha) {
+                    (Some(len), Some(sha)) => Line::Start(Marker {
+                        id: id.to_string(),
+                        len,
+                        sha256: sha.to_string(),
+                    }),
+                    _ => Line::Text,
+                }
+            }
+            [id] if is_legacy_id(id) => Line::LegacyStart(id.to_string()),
+            _ => Line::Text,
+        };
+    }
+    match line
+        .strip_prefix("<!-- arbiter:end id=")
+        .and_then(|r| r.strip_suffix(" -->"))
+    {
+        Some(id) if is_legacy_id(id) => Line::End(id.to_string()),
+        _ => Line::Text,
+    }
+}
+
+fn is_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%' | b'~'))
+}
+
+fn is_legacy_id(id: &str) -> bool {
+    !id.is_empty() && !id.contains(char::is_whitespace)
+}
+
+/// A fenced entry found whole in a text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub id: String,
+    /// The start marker; `None` for an entry of the first format, which carries no length
+    /// or hash and is read from its start marker to the next marker, its end.
+    pub marker: Option<Marker>,
+    /// The bytes of the whole block, start marker to end marker and its newline.
+    pub range: Range<usize>,
+    /// The entry's bytes, between the markers.
+    pub body: Range<usize>,
+    /// 1-based line numbers of the start and end markers.
+    pub lines: (usize, usize),
+}
+
+/// What a part of a canonical file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(Range<usize>),
+    Entry(Found),
+    /// Marker lines that do not make whole entries, and everything between them: what a
+    /// union merge interleaved, or an edit broke. `lines` are 1-based, inclusive.
+    Damaged { range: Range<usize>, lines: (usize, usize) },
+}
+
+/// The lines of a text, as byte offsets.
+struct Lines<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Lines<'a> {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1).filter(|&i| i < text.len()));
+        if text.is_empty() {
+            starts.clear();
+        }
+        Lines { text, starts }
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    fn span(&self, i: usize) -> Range<usize> {
+        self.starts[i]..self.starts.get(i + 1).copied().unwrap_or(self.text.len())
+    }
+
+    fn get(&self, i: usize) -> &'a str {
+        &self.text[self.span(i)]
+    }
+
+    fn kind(&self, i: usize) -> Line {
+        classify(self.get(i))
+    }
+
+    /// The line starting at byte `at`, if one does.
+    fn at(&self, at: usize) -> Option<usize> {
+        self.starts.binary_search(&at).ok()
+    }
+
+    /// The entry whose start marker is line `i`, if it is whole: its bytes match the
+    /// marker's length and hash and its end marker follows them. Returns the end line.
+    fn verify(&self, i: usize, marker: &Marker) -> Option<usize> {
+        let from = self.span(i).end;
+        let to = from.checked_add(marker.len)?;
+        let body = self.text.get(from..to)?;
+        if !(body.is_empty() || body.ends_with('\n')) || !marker.matches(body) {
+            return None;
+        }
+        let end = self.at(to)?;
+        (self.kind(end) == Line::End(marker.id.clone())).then_some(end)
+    }
+
+    /// The last line of the damaged part that starts at line `i`: up to where every entry
+    /// started in it has seen its end marker (a stray end marker is a part by itself).
+    fn damaged_until(&self, i: usize) -> usize {
+        let mut open = match self.kind(i) {
+            Line::Start(m) => vec![m.id],
+            Line::LegacyStart(id) => vec![id],
+            _ => return i,
+        };
+        for j in i + 1..self.len() {
+            match self.kind(j) {
+                Line::Start(m) => open.push(m.id),
+                Line::LegacyStart(id) => open.push(id),
+                Line::End(id) => {
+                    if let Some(k) = open.iter().position(|o| *o == id) {
+                        open.remove(k);
+                    }
+                    if open.is_empty() {
+                        return j;
+                    }
+                }
+                Line::Text => {}
+            }
+        }
+        self.len() - 1
+    }
+}
+
+/// Splits a text into plain text, whole entries and damaged parts. The text of a whole
+/// entry is skipped by its length, never read for markers.
+fn scan(text: &str) -> Vec<Part> {
+    let lines = Lines::new(text);
+    let mut parts: Vec<Part> = Vec::new();
+    let push_text = |parts: &mut Vec<Part>, span: Range<usize>| match parts.last_mut() {
+        Some(Part::Text(r)) if r.end == span.start => r.end = span.end,
+        _ => parts.push(Part::Text(span)),
+    };
+    let mut i = 0;
+    while i < lines.len() {
+        let whole = match lines.kind(i) {
+            Line::Text => {
+                push_text(&mut parts, lines.span(i));
+                i += 1;
+                continue;
+            }
+            Line::Start(marker) => lines.verify(i, &marker).map(|end| (marker.id.clone(), Some(marker), end)),
+            Line::LegacyStart(id) => (i + 1..lines.len())
+                .find(|&j| lines.kind(j) != Line::Text)
+                .filter(|&j| lines.kind(j) == Line::End(id.clone()))
+                .map(|end| (id, None, end)),
+            Line::End(_) => None,
+        };
+        match whole {
+            Some((id, marker, end)) => {
+                parts.push(Part::Entry(Found {
+                    id,
+                    marker,
+                    range: lines.span(i).start..lines.span(end).end,
+                    body: lines.span(i).end..lines.span(end).start,
+                    lines: (i + 1, end + 1),
+                }));
+                i = end + 1;
+            }
+            None => {
+                let last = lines.damaged_until(i);
+                parts.push(Part::Damaged {
+                    range: lines.span(i).start..lines.span(last).end,
+                    lines: (i + 1, last + 1),
+                });
+                i = last + 1;
+            }
+        }
+    }
+    parts
+}
+
+/// The whole entries of a text, in order (second copies included).
+pub fn entries(text: &str) -> Vec<Found> {
+    scan(text)
+        .into_iter()
+        .filter_map(|part| match part {
+            Part::Entry(found) => Some(found),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The start markers in the damaged parts of a text whose entries are not whole there:
+/// what a [`repair`] needs to find elsewhere (in git).
+pub fn wanted(text: &str) -> Vec<Marker> {
+    let mut out: Vec<Marker> = Vec::new();
+    for part in scan(text) {
+        let Part::Damaged { range, .. } = part else { continue };
+        let lines = Lines::new(&text[..range.end]);
+        for i in lines.at(range.start).unwrap_or(0)..lines.len() {
+            if let Line::Start(marker) = lines.kind(i)
+                && lines.verify(i, &marker).is_none()
+                && !out.contains(&marker)
+            {
+                out.push(marker);
+            }
+        }
+    }
+    out
+}
+
+/// What one damaged part could not be restored from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// 1-based, inclusive: the damaged part, left as it is.
+    pub first_line: usize,
+    pub last_line: usize,
+    pub message: String,
+}
+
+/// The result of [`repair`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repaired {
+    /// The text with every restorable damaged part restored and second copies dropped.
+    pub text: String,
+    /// Entries rewritten whole from their exact bytes, with the lines of the damaged part
+    /// they were found in.
+    pub restored: Vec<(String, (usize, usize))>,
+    /// Exact second copies of whole entries that were dropped, with their lines.
+    pub duplicates: Vec<(String, (usize, usize))>,
+    /// Damaged parts that could not be restored: left untouched in `text`.
+    pub problems: Vec<Problem>,
+}
+
+impl Repaired {
+    /// Whether the text was whole, once: nothing restored, dropped or damaged.
+    pub fn is_clean(&self) -> bool {
+        self.restored.is_empty() && self.duplicates.is_empty() && self.problems.is_empty()
+    }
+}
+
+/// Checks a whole canonical file: every entry whole, contiguous, matching its hash, once.
+///
+/// A damaged part (what a union merge interleaved) is rewritten as its entries' exact
+/// blocks, in the order of their start markers, followed by any of its lines that are in
+/// none of them; an entry's bytes come from the text itself when a copy of it is whole,
+/// else from `known` (which [`wanted`] lists; its answers are checked against the marker).
+/// A damaged part with a marker line that no restored entry explains is left untouched and
+/// reported. Then exact second copies of whole entries are dropped, each with the blank line
+/// that separated it. Nothing else is changed.
+pub fn repair(text: &str, known: &dyn Fn(&Marker) -> Option<String>) -> Repaired {
+    let mut out = Repaired::default();
+    let mut restored = String::with_capacity(text.len());
+    let whole: Vec<Found> = entries(text);
+    for part in scan(text) {
+        match part {
+            Part::Text(range) => restored.push_str(&text[range]),
+            Part::Entry(found) => restored.push_str(&text[found.range]),
+            Part::Damaged { range, lines } => match restore(text, range.clone(), lines, &whole, known) {
+                Ok((replacement, ids)) => {
+                    restored.push_str(&replacement);
+                    out.restored.extend(ids.into_iter().map(|id| (id, lines)));
+                }
+                Err(problem) => {
+                    restored.push_str(&text[range]);
+                    out.problems.push(problem);
+                }
+            },
+        }
+    }
+    let (text, duplicates) = drop_second_copies(&restored);
+    out.text = text;
+    out.duplicates = duplicates;
+    out
+}
+
+fn restore(
+    text: &str,
+    range: Range<usize>,
+    (first, last): (usize, usize),
+    whole: &[Found],
+    known: &dyn Fn(&Marker) -> Option<String>,
+) -> std::result::Result<(String, Vec<String>), Problem> {
+    let region = &text[range.clone()];
+    let lines = Lines::new(region);
+    // The entries whose start markers are here, each once, from their exact bytes.
+    let mut blocks: Vec<(Marker, String)> = Vec::new();
+    for i in 0..lines.len() {
+        let Line::Start(marker) = lines.kind(i) else { continue };
+        if blocks.iter().any(|(m, _)| *m == marker) {
+            continue;
+        }
+        let body = lines
+            .verify(i, &marker)
+            .map(|end| region[lines.span(i).end..lines.span(end).start].to_string())
+            .or_else(|| {
+                whole
+                    .iter()
+                    .find(|f| f.marker.as_ref() == Some(&marker))
+                    .map(|f| text[f.body.clone()].to_string())
+            })
+            .or_else(|| known(&marker).filter(|b| marker.matches(b)));
+        if let Some(body) = body {
+            let block = block_with_id(&marker.id, &body);
+            blocks.push((marker, block));
+        }
+    }
+    // Every line here must be in one of those blocks, or be kept; a marker line must be.
+    let key = |line: &str| -> String {
+        if line.ends_with('\n') {
+            line.to_string()
+        } else {
+            format!("{line}\n")
+        }
+    };
+    let mut counts: HashMap<String, isize> = HashMap::new();
+    for i in 0..lines.len() {
+        *counts.entry(key(lines.get(i))).or_default() += 1;
+    }
+    for (_, block) in &blocks {
+        for line in block.split_inclusive('\n') {
+            *counts.entry(line.to_string()).or_default() -= 1;
+        }
+    }
+    let mut kept = String::new();
+    let mut unexplained = Vec::new();
+    for i in 0..lines.len() {
+        let count = counts.get_mut(&key(lines.get(i))).expect("counted");
+        if *count > 0 {
+            *count -= 1;
+            match lines.kind(i) {
+                Line::Text => kept.push_str(lines.get(i)),
+                Line::Start(m) => unexplained.push(format!(
+                    "line {}: the start of entry {} (its exact text is neither whole here nor in git)",
+                    first + i,
+                    m.id
+                )),
+                Line::LegacyStart(id) => unexplained.push(format!(
+                    "line {}: the start of entry {id}, in the first marker format (no hash to restore it by)",
+                    first + i
+                )),
+                Line::End(id) => unexplained.push(format!(
+                    "line {}: an end marker of {id} that closes no entry",
+                    first + i
+                )),
+            }
+        }
+    }
+    if !unexplained.is_empty() {
+        return Err(Problem {
+            first_line: first,
+            last_line: last,
+            message: format!(
+                "lines {first}-{last} are not whole entries and cannot be restored: {}",
+                unexplained.join("; ")
+            ),
+        });
+    }
+    let mut out = String::with_capacity(region.len());
+    for (n, (_, block)) in blocks.iter().enumerate() {
+        if n > 0 {
+            out.push('\n');
+        }
+        out.push_str(block);
+    }
+    out.push_str(&kept);
+    Ok((out, blocks.into_iter().map(|(m, _)| m.id).collect()))
+}
+
+/// Drops exact second copies of whole entries (same id, same bytes), each with the blank
+/// line arbiter put before it.
+fn drop_second_copies(text: &str) -> (String, Vec<(String, (usize, usize))>) {
+    let mut out = String::with_capacity(text.len());
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut dropped = Vec::new();
+    for part in scan(text) {
+        match part {
+            Part::Text(range) | Part::Damaged { range, .. } => out.push_str(&text[range]),
+            Part::Entry(found) => {
+                if seen.insert(&text[found.range.clone()]) {
+                    out.push_str(&text[found.range]);
+                } else {
+                    if out.ends_with("\n\n") {
+                        out.pop();
+                    }
+                    dropped.push((found.id, found.lines));
+                }
+            }
+        }
+    }
+    (out, dropped)
+}
+
+/// The entries of a text, to ask whether an inbox file is already in it.
+pub struct Index {
+    entries: Vec<(String, Option<Marker>, String)>,
+}
+
+impl Index {
+    pub fn of(text: &str) -> Index {
+        Index {
+            entries: entries(text)
+                .into_iter()
+                .map(|f| (f.id, f.marker, text[f.body].to_string()))
+                .collect(),
+        }
+    }
+
+    /// Whether `entry`'s exact bytes are in the text under its id (or its id with a
+    /// collision suffix); for the first format, under its legacy id as that format wrote it.
+    pub fn contains(&self, entry: &Entry) -> bool {
+        let body = entry.body();
+        let sha = digest(&body);
+        let legacy = format!("{}\n", entry.content.trim_end_matches(['\n', '\r']));
+        self.entries.iter().any(|(id, marker, text)| match marker {
+            Some(m) => m.sha256 == sha && m.len == body.len() && is_id_of(id, &entry.id),
+            None => entry.legacy_id.as_deref() == Some(id.as_str()) && *text == legacy,
+        })
+    }
+
+    fn has_id(&self, id: &str) -> bool {
+        self.entries.iter().any(|(i, _, _)| i == id)
+    }
+
+    fn push(&mut self, id: String, body: &str) {
+        self.entries.push((id.clone(), Some(Marker::of(&id, body)), body.to_string()));
+    }
+}
+
+/// Whether `id` is `base`, or `base` with a collision suffix (`~2`, `~3`, …).
+fn is_id_of(id: &str, base: &str) -> bool {
+    id == base
+        || id
+            .strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix('~'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The result of [`merge`].
@@ -99,83 +665,90 @@ pub struct Merged {
     pub text: String,
     /// Ids appended by this merge, in order.
     pub added: Vec<String>,
-    /// Second copies of ids that were dropped.
-    pub duplicates_removed: usize,
 }
 
-/// Merges `entries` into a canonical file's text: drops repeated copies of an id, then
-/// appends, in the order given, every entry whose id is not in the file yet.
+/// Appends, in the order given, every entry whose exact bytes are not in the text yet
+/// (see [`Index::contains`]), each under a unique id: its own, or with `~2`, `~3`, … when
+/// another entry has it. A text with no entries yet gets [`HEADER`] first.
 pub fn merge(canonical: &str, entries: &[Entry]) -> Merged {
-    let (mut text, mut present, duplicates_removed) = dedupe(canonical);
+    let mut index = Index::of(canonical);
+    let mut text = canonical.to_string();
     if text.is_empty() {
         text.push_str(HEADER);
     }
     let mut added = Vec::new();
     for entry in entries {
-        if present.insert(entry.id.clone()) {
-            if !text.ends_with('\n') {
-                text.push('\n');
-            }
-            if !text.ends_with("\n\n") {
-                text.push('\n');
-            }
-            text.push_str(&block(entry));
-            added.push(entry.id.clone());
-        }
-    }
-    Merged {
-        text,
-        added,
-        duplicates_removed,
-    }
-}
-
-/// The ids of the fenced entries in a text.
-pub fn entry_ids(text: &str) -> BTreeSet<String> {
-    dedupe(text).1
-}
-
-/// Removes second copies of fenced entries; returns the text, the ids and the count
-/// removed. An entry whose end marker is missing is kept as it is.
-fn dedupe(text: &str) -> (String, BTreeSet<String>, usize) {
-    let mut out = String::with_capacity(text.len());
-    let mut seen = BTreeSet::new();
-    let mut removed = 0;
-    let mut lines = text.split_inclusive('\n').peekable();
-    while let Some(line) = lines.next() {
-        let Some(id) = parse_begin(line) else {
-            out.push_str(line);
+        if index.contains(entry) {
             continue;
-        };
-        let mut entry = String::from(line);
-        let end = end_marker(&id);
-        let mut closed = false;
-        for next in lines.by_ref() {
-            entry.push_str(next);
-            if next.trim_end() == end {
-                closed = true;
-                break;
-            }
         }
-        if !closed || seen.insert(id) {
-            out.push_str(&entry);
-        } else {
-            removed += 1;
-            // Drop the blank line that separated the copy from what follows.
-            if lines.peek().is_some_and(|l| l.trim().is_empty()) && out.ends_with("\n\n") {
-                lines.next();
-            }
+        let id = (1..)
+            .map(|n| if n == 1 { entry.id.clone() } else { format!("{}~{n}", entry.id) })
+            .find(|id| !index.has_id(id))
+            .expect("an unused suffix");
+        if !text.ends_with('\n') {
+            text.push('\n');
         }
+        if !text.ends_with("\n\n") {
+            text.push('\n');
+        }
+        let body = entry.body();
+        text.push_str(&block_with_id(&id, &body));
+        index.push(id.clone(), &body);
+        added.push(id);
     }
-    (out, seen, removed)
+    Merged { text, added }
 }
 
-fn parse_begin(line: &str) -> Option<String> {
-    let id = line
-        .trim_end()
-        .strip_prefix("<!-- arbiter:entry id=")?
-        .strip_suffix(" -->")?;
-    (!id.is_empty() && !id.contains(char::is_whitespace)).then(|| id.to_string())
+/// The header of an archive file arbiter creates.
+pub const ARCHIVE_HEADER: &str = "# Decisions (archive)\n";
+
+/// The result of [`archive`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    pub canonical: String,
+    pub archive: String,
+    /// Ids moved, oldest first.
+    pub moved: Vec<String>,
+}
+
+/// Moves the oldest whole entries (the first in the file) from `canonical` to the end of
+/// `archive` until `canonical` is at most `over` bytes or has no entry left. An entry
+/// already in the archive (an interrupted earlier run) is not appended twice; every entry
+/// is in exactly one of the two files afterwards.
+pub fn archive(canonical: &str, archive: &str, over: usize) -> Archived {
+    let mut canonical = canonical.to_string();
+    let mut archive = archive.to_string();
+    let mut moved = Vec::new();
+    while canonical.len() > over {
+        let Some(found) = entries(&canonical).into_iter().next() else { break };
+        let block = canonical[found.range.clone()].to_string();
+        let present = entries(&archive)
+            .iter()
+            .any(|f| archive[f.range.clone()] == block);
+        if !present {
+            if archive.is_empty() {
+                archive.push_str(ARCHIVE_HEADER);
+            }
+            if !archive.ends_with('\n') {
+                archive.push('\n');
+            }
+            if !archive.ends_with("\n\n") {
+                archive.push('\n');
+            }
+            archive.push_str(&block);
+        }
+        let mut start = found.range.start;
+        if canonical[..start].ends_with("\n\n") {
+            start -= 1;
+        }
+        canonical.replace_range(start..found.range.end, "");
+        moved.push(found.id);
+    }
+    Archived {
+        canonical,
+        archive,
+        moved,
+    }
 }
 
 /// The Markdown of one decision, as `inbox drop` writes it and `decisions render` shows
@@ -207,6 +780,7 @@ pub fn render(namespace: &str, records: &[Record]) -> String {
         let entry = Entry {
             id: format!("decision-{}", record.offset),
             content: entry_markdown(&date(record.created_at), &decision, &record.author, &tags),
+            legacy_id: None,
         };
         out.push('\n');
         out.push_str(&block(&entry));
@@ -255,54 +829,156 @@ mod tests {
     use super::*;
 
     fn entry(id: &str, content: &str) -> Entry {
-        Entry {
-            id: id.into(),
-            content: content.into(),
-        }
+        Entry::from_file(id, content.into())
+    }
+
+    fn no_git(_: &Marker) -> Option<String> {
+        None
     }
 
     #[test]
-    fn merges_idempotently() {
+    fn merges_idempotently_and_byte_exact() {
         let canonical = "# Decisions\n\n> Team decisions.\n\n### 2026-03-26: Old\n**By:** X\n";
-        let first = merge(canonical, &[entry("a-x", "## A\ntext\n"), entry("b-y", "## B")]);
+        let first = merge(canonical, &[entry("a-x", "## A\r\ntext\r\n\n\n"), entry("b-y", "## B")]);
         assert_eq!(first.added, ["a-x", "b-y"]);
         assert!(first.text.starts_with(canonical), "existing text is kept verbatim");
         assert_eq!(
             &first.text[canonical.len()..],
-            "\n<!-- arbiter:entry id=a-x -->\n## A\ntext\n<!-- arbiter:end id=a-x -->\n\n\
-             <!-- arbiter:entry id=b-y -->\n## B\n<!-- arbiter:end id=b-y -->\n"
+            format!(
+                "\n{}\n{}",
+                block_with_id("a-x", "## A\r\ntext\r\n\n\n"),
+                block_with_id("b-y", "## B\n")
+            )
         );
-        let again = merge(&first.text, &[entry("a-x", "## A\ntext\n")]);
+        assert!(first.text.contains("<!-- arbiter:entry id=b-y len=5 sha256="));
+        let again = merge(&first.text, &[entry("a-x", "## A\r\ntext\r\n\n\n")]);
         assert!(again.added.is_empty());
         assert_eq!(again.text, first.text);
-        assert_eq!(entry_ids(&first.text).into_iter().collect::<Vec<_>>(), ["a-x", "b-y"]);
-    }
-
-    #[test]
-    fn drops_second_copies() {
-        let one = block(&entry("a", "A"));
-        let two = block(&entry("b", "B"));
-        // What a union merge of two branches that both merged `a` can look like.
-        let text = format!("# Decisions\n\n{one}\n{two}\n{one}");
-        let merged = merge(&text, &[]);
-        assert_eq!(merged.duplicates_removed, 1);
-        assert_eq!(merged.text, format!("# Decisions\n\n{one}\n{two}\n"));
-        assert_eq!(merge(&merged.text, &[]).text, merged.text);
-    }
-
-    #[test]
-    fn creates_a_header_for_a_new_file() {
-        let merged = merge("", &[entry("a", "A\n")]);
+        let found = entries(&first.text);
+        assert_eq!(found.len(), 2);
         assert_eq!(
-            merged.text,
-            "# Decisions\n\n<!-- arbiter:entry id=a -->\nA\n<!-- arbiter:end id=a -->\n"
+            &first.text[found[0].body.clone()],
+            "## A\r\ntext\r\n\n\n",
+            "CRLF and blank lines kept"
+        );
+        assert!(repair(&first.text, &no_git).is_clean());
+        assert_eq!(merge("", &[]).text, HEADER);
+    }
+
+    #[test]
+    fn ids_are_escaped_unique_and_never_merge_two_files() {
+        assert_eq!(escape_id("my decision"), "my%20decision");
+        assert_eq!(escape_id("x -->"), "x%20--%3E");
+        assert_eq!(escape_id("café"), "caf%C3%A9");
+        let merged = merge("", &[entry("my decision", "one"), entry("my_decision", "two")]);
+        assert_eq!(merged.added, ["my%20decision", "my_decision"]);
+        // The same name again with other text (Squad reuses names): a new id, never a merge.
+        let again = merge(&merged.text, &[entry("my_decision", "three"), entry("my_decision", "two")]);
+        assert_eq!(again.added, ["my_decision~2"]);
+        let index = Index::of(&again.text);
+        for (stem, text) in [("my decision", "one"), ("my_decision", "two"), ("my_decision", "three")] {
+            assert!(index.contains(&entry(stem, text)), "{stem}: {text}");
+        }
+        assert!(!index.contains(&entry("my decision", "two")));
+    }
+
+    #[test]
+    fn markers_inside_an_entry_are_text() {
+        let forged = format!("Body.\n<!-- arbiter:end id=a -->\n{}", block_with_id("future", "forged\n"));
+        let merged = merge("", &[entry("a", &forged)]);
+        let found = entries(&merged.text);
+        assert_eq!(found.len(), 1, "{}", merged.text);
+        assert_eq!(&merged.text[found[0].body.clone()], forged);
+        assert!(!Index::of(&merged.text).contains(&entry("future", "real\n")));
+        assert!(repair(&merged.text, &no_git).is_clean());
+    }
+
+    #[test]
+    fn restores_what_a_union_merge_interleaved() {
+        let a = block_with_id("a", "# A\n\n**Status:** Done\n\nalpha\n");
+        let b = block_with_id("b", "# B\n\n**Status:** Done\n\nbeta\n");
+        let (sa, sb) = (a.lines().next().unwrap(), b.lines().next().unwrap());
+        // Git's union merge of a branch that appended `a` and one that appended `b`.
+        let merged = format!(
+            "# Decisions\n\n{sa}\n# A\n{sb}\n# B\n\n**Status:** Done\n\nalpha\n<!-- arbiter:end id=a -->\nbeta\n\
+             <!-- arbiter:end id=b -->\nafter\n"
+        );
+        assert_eq!(wanted(&merged).len(), 2);
+        let bodies = |m: &Marker| {
+            ["# A\n\n**Status:** Done\n\nalpha\n", "# B\n\n**Status:** Done\n\nbeta\n", "wrong\n"]
+                .into_iter()
+                .find(|b| m.matches(b))
+                .map(str::to_string)
+        };
+        let repaired = repair(&merged, &bodies);
+        assert_eq!(repaired.text, format!("# Decisions\n\n{a}\n{b}after\n"));
+        assert_eq!(repaired.restored.len(), 2);
+        assert!(repaired.problems.is_empty());
+        assert!(repair(&repaired.text, &no_git).is_clean());
+        // Without the bytes: reported with line numbers, left as it is.
+        let unknown = repair(&merged, &no_git);
+        assert_eq!(unknown.text, merged);
+        assert_eq!(unknown.problems.len(), 1);
+        assert_eq!((unknown.problems[0].first_line, unknown.problems[0].last_line), (3, 13));
+        assert!(
+            unknown.problems[0].message.contains("line 3: the start of entry a"),
+            "{:?}",
+            unknown.problems
         );
     }
 
     #[test]
-    fn unclosed_entries_are_kept() {
-        let text = "<!-- arbiter:entry id=a -->\nhalf\n";
-        assert_eq!(merge(text, &[]).text, text);
+    fn drops_exact_second_copies_only() {
+        let one = block(&entry("a", "A"));
+        let two = block(&entry("b", "B"));
+        let other = block(&entry("a", "A, edited")); // same id, other bytes: kept
+        let text = format!("# Decisions\n\n{one}\n{two}\n{one}\n{other}");
+        let repaired = repair(&text, &no_git);
+        assert_eq!(repaired.duplicates.len(), 1);
+        assert_eq!(repaired.text, format!("# Decisions\n\n{one}\n{two}\n{other}"));
+        assert!(repair(&repaired.text, &no_git).is_clean());
+        // A stray end marker is reported, not deleted.
+        let stray = format!("{one}<!-- arbiter:end id=a -->\n");
+        let repaired = repair(&stray, &no_git);
+        assert_eq!(repaired.text, stray);
+        assert_eq!(repaired.problems[0].first_line, 4);
+    }
+
+    #[test]
+    fn reads_entries_of_the_first_format() {
+        let text = "# Decisions\n\n<!-- arbiter:entry id=old_one -->\n## Old\n<!-- arbiter:end id=old_one -->\n";
+        let found = entries(text);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].marker, None);
+        assert!(
+            Index::of(text).contains(&entry("old one", "## Old\n\n")),
+            "merged by the old sweep"
+        );
+        assert!(!Index::of(text).contains(&entry("old one", "## New\n")));
+        let merged = merge(text, &[entry("old one", "## Old\n"), entry("old_one", "## New")]);
+        assert_eq!(merged.added, ["old_one~2"]);
+        assert!(merged.text.starts_with(text));
+        assert!(repair(&merged.text, &no_git).is_clean());
+        let unclosed = "<!-- arbiter:entry id=a -->\nhalf\n";
+        assert_eq!(repair(unclosed, &no_git).text, unclosed);
+        assert_eq!(repair(unclosed, &no_git).problems.len(), 1);
+    }
+
+    #[test]
+    fn archives_the_oldest_entries() {
+        let merged = merge(HEADER, &[entry("a", "A"), entry("b", "B"), entry("c", "C")]).text;
+        let over = merged.len() - 1;
+        let first = archive(&merged, "", over);
+        assert_eq!(first.moved, ["a"]);
+        assert!(first.canonical.len() <= over);
+        assert_eq!(first.archive, format!("{ARCHIVE_HEADER}\n{}", block(&entry("a", "A"))));
+        // Interrupted after writing the archive: run again, still once in each.
+        let again = archive(&merged, &first.archive, over);
+        assert_eq!(again, first);
+        assert_eq!(
+            archive(&first.canonical, &first.archive, over).moved,
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -362,12 +1038,19 @@ mod tests {
         assert_eq!(out, render("default", &records));
         assert_eq!(
             out,
-            "# Decisions\n\n<!-- Rendered by `arbiter decisions render` from the \"decisions\" stream of namespace \
+            format!(
+                "# Decisions\n\n<!-- Rendered by `arbiter decisions render` from the \"decisions\" stream of namespace \
              \"default\". Edits here are overwritten: record decisions with `arbiter decide`. -->\n\n\
-             <!-- arbiter:entry id=decision-0 -->\n### 2025-11-25: Use SQLite\n**By:** ada\n**Tags:** area=store\n\n\
-             Embedded.\n<!-- arbiter:end id=decision-0 -->\n\n\
-             <!-- arbiter:entry id=decision-1 -->\n### 2025-11-25: plain text record\n**By:** ada\n\
-             **Tags:** area=store\n<!-- arbiter:end id=decision-1 -->\n"
+             {}\n{}",
+                block_with_id(
+                    "decision-0",
+                    "### 2025-11-25: Use SQLite\n**By:** ada\n**Tags:** area=store\n\nEmbedded.\n"
+                ),
+                block_with_id(
+                    "decision-1",
+                    "### 2025-11-25: plain text record\n**By:** ada\n**Tags:** area=store\n"
+                )
+            )
         );
     }
 }

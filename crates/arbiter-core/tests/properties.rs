@@ -3,7 +3,7 @@
 //! toolchain this project does not assume; these run in every `cargo test`. Set
 //! `PROPTEST_CASES=100000` for a longer run.)
 
-use arbiter_core::decisions::{Entry, entry_ids, merge};
+use arbiter_core::decisions::{Entry, Index, Marker, merge, repair};
 use arbiter_core::duration::{format_duration, parse_duration};
 use arbiter_core::name::{validate_name, validate_namespace, validate_prefix};
 use proptest::prelude::*;
@@ -46,15 +46,22 @@ proptest! {
     #[test]
     fn merging_is_idempotent(
         canonical in "(\\PC|\n){0,200}",
-        entries in proptest::collection::vec(("[a-z0-9-]{1,12}", "(\\PC|\n){0,80}"), 0..6),
+        entries in proptest::collection::vec(("\\PC{1,12}", "(\\PC|\n|\r|<!-- arbiter:(entry|end) id=[a-z]{1,2} -->){0,80}"), 0..6),
     ) {
-        let entries: Vec<Entry> = entries.into_iter().map(|(id, content)| Entry { id, content }).collect();
+        let entries: Vec<Entry> = entries.into_iter().map(|(stem, content)| Entry::from_file(&stem, content)).collect();
         let once = merge(&canonical, &entries);
         let twice = merge(&once.text, &entries);
         prop_assert_eq!(&twice.text, &once.text, "a second merge changes nothing");
         prop_assert!(twice.added.is_empty());
+        let index = Index::of(&once.text);
         for entry in &entries {
-            prop_assert!(entry_ids(&once.text).contains(&entry.id));
+            prop_assert!(index.contains(entry));
+        }
+        // What the merge added checks whole, whatever marker-like text the entries hold.
+        let none = |_: &Marker| None;
+        let checked = repair(&once.text[canonical.len().min(once.text.len())..], &none);
+        if !canonical.contains("arbiter:") {
+            prop_assert!(checked.problems.is_empty(), "{:?}", checked.problems);
         }
     }
 }
