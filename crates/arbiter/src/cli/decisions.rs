@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use arbiter_client::inbox::{self, DEFAULT_INBOX, DEFAULT_INTO, SQUAD_APPEND_ONLY, Sweep};
+use arbiter_client::inbox::{self, DEFAULT_INBOX, SQUAD_APPEND_ONLY, Sweep};
 use arbiter_core::decisions::{Decision, KIND, STREAM, render};
 use arbiter_core::log::{ContentType, NewRecord, parse_tag};
-use arbiter_core::{Error, Result};
+use arbiter_core::{Error, ErrorKind, Result};
 use clap::{Args, Subcommand};
 
 use super::Global;
@@ -88,19 +88,65 @@ pub enum InboxCommand {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_INBOX)]
         inbox: PathBuf,
     },
-    /// Merge every inbox file into the canonical file (in file-name order) and remove what
-    /// was merged; with --commit, in one git commit. Safe to re-run after a crash.
+    /// Check the canonical file, restore what a union merge interleaved, then merge every
+    /// inbox file into it (in file-name order) and remove what was merged; with --commit,
+    /// in one git commit. Safe to re-run after a crash.
     Sweep {
         /// The inbox folder.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_INBOX)]
         inbox: PathBuf,
-        /// The canonical decisions file.
-        #[arg(long, value_name = "FILE", default_value = DEFAULT_INTO)]
-        into: PathBuf,
+        /// The canonical decisions file [default: .squad/decisions.md or
+        /// .squad/decisions/decisions.md, whichever exists].
+        #[arg(long, value_name = "FILE")]
+        into: Option<PathBuf>,
         /// Commit the merged file and the removed inbox files (only those) with git.
         #[arg(long)]
         commit: bool,
+        /// Move the oldest entries to decisions-archive.md (beside the canonical file) while
+        /// the canonical file is larger than SIZE (bytes, or with KB, KiB, MB, MiB).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        archive_over: Option<u64>,
     },
+    /// Check the canonical file (and its archive) as a sweep would, changing nothing: every
+    /// entry whole, matching its hash, once. Exits 3 when a sweep has something to restore
+    /// or drop, or finds something it cannot restore.
+    Check {
+        /// The inbox folder (where removed inbox files were, to find entries' bytes in git).
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_INBOX)]
+        inbox: PathBuf,
+        /// The canonical decisions file [default: as for sweep].
+        #[arg(long, value_name = "FILE")]
+        into: Option<PathBuf>,
+    },
+}
+
+/// A size: bytes, or a number with KB, KiB, MB or MiB (case-insensitive).
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_size: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "kib" => 1_024,
+        "mb" | "m" => 1_000_000,
+        "mib" => 1_048_576,
+        _ => return Err(format!("invalid size {text:?}: expected bytes, or a number with KB, KiB, MB or MiB")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_size))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid size {text:?}: expected a positive number, like 20KB"))
+}
+
+/// The canonical file: `--into`, else the one the Squad layout in this directory has.
+fn canonical(into: Option<PathBuf>) -> Result<PathBuf> {
+    match into {
+        Some(into) => Ok(into),
+        None => inbox::find_canonical(std::path::Path::new("")),
+    }
 }
 
 /// `arbiter init`: set up a repository for append-only files.
@@ -109,9 +155,10 @@ pub struct InitArgs {
     /// The repository (default: the current directory).
     #[arg(long, value_name = "DIR", default_value = ".")]
     repo: PathBuf,
-    /// The canonical decisions file, relative to the repository.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_INTO)]
-    into: String,
+    /// The canonical decisions file, relative to the repository [default:
+    /// .squad/decisions.md or .squad/decisions/decisions.md, whichever exists].
+    #[arg(long, value_name = "FILE")]
+    into: Option<String>,
     /// Also Squad's other append-only files (agent histories, logs).
     #[arg(long)]
     squad: bool,
@@ -174,6 +221,8 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
     match command {
         InboxCommand::Drop { text, inbox } => {
             let decision = text.decision()?;
+            // The same layout search as a sweep: refuse where a sweep would.
+            canonical(None)?;
             let path = inbox::drop_entry(&inbox, &decision, &text.by, &text.tags)?;
             if out.json {
                 out.print_json(&serde_json::json!({ "path": path }));
@@ -181,7 +230,13 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
                 println!("{}", path.display());
             }
         }
-        InboxCommand::Sweep { inbox, into, commit } => {
+        InboxCommand::Sweep {
+            inbox,
+            into,
+            commit,
+            archive_over,
+        } => {
+            let into = canonical(into)?;
             let holder = arbiter_process::holder_for(arbiter_process::current_pid(), "inbox-sweep")?;
             if commit {
                 // Refuse before anything is written.
@@ -198,26 +253,64 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
                 into,
                 commit,
                 holder,
+                archive_over,
             };
             let report = inbox::sweep(&store, sweep).await?;
+            for skipped in &report.skipped {
+                eprintln!("arbiter: warning: {skipped}");
+            }
             if out.json {
                 out.print_json(&report);
             } else {
-                println!(
-                    "merged {} decision(s), removed {} inbox file(s){}{}",
+                let mut line = format!(
+                    "merged {} decision(s), removed {} inbox file(s)",
                     report.merged.len(),
-                    report.removed.len(),
-                    if report.duplicates_removed > 0 {
-                        format!(", dropped {} duplicate(s)", report.duplicates_removed)
-                    } else {
-                        String::new()
-                    },
-                    report
-                        .commit
-                        .as_deref()
-                        .map(|c| format!(", commit {c}"))
-                        .unwrap_or_default()
+                    report.removed.len()
                 );
+                for (count, what) in [
+                    (report.restored.len(), "restored interleaved"),
+                    (report.duplicates_removed, "dropped duplicate"),
+                    (report.archived.len(), "archived"),
+                ] {
+                    if count > 0 {
+                        line.push_str(&format!(", {what} {count}"));
+                    }
+                }
+                if let Some(commit) = &report.commit {
+                    line.push_str(&format!(", commit {commit}"));
+                }
+                println!("{line}");
+            }
+        }
+        InboxCommand::Check { inbox, into } => {
+            let into = canonical(into)?;
+            let reports = inbox::check(&inbox, &into)?;
+            let clean = reports.iter().all(|r| r.is_clean());
+            if out.json {
+                out.print_json(&serde_json::json!({ "clean": clean, "files": reports }));
+            } else {
+                for report in &reports {
+                    for line in report.problems.iter().chain(&report.restorable).chain(&report.duplicates) {
+                        println!("{line}");
+                    }
+                }
+                if clean {
+                    println!("{}: every entry whole, once", into.display());
+                }
+            }
+            if !clean {
+                let problems: usize = reports.iter().map(|r| r.problems.len()).sum();
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    if problems > 0 {
+                        format!(
+                            "{}: {problems} damaged part(s) a sweep cannot restore: fix them by hand",
+                            into.display()
+                        )
+                    } else {
+                        format!("{}: a sweep has entries to restore or drop", into.display())
+                    },
+                ));
             }
         }
     }
@@ -231,7 +324,14 @@ pub fn init(args: InitArgs, out: Output) -> Result<i32> {
             args.repo.display()
         )));
     }
-    let mut patterns = vec![args.into.clone()];
+    let into = match args.into {
+        Some(into) => into,
+        None => inbox::find_canonical(&args.repo)?
+            .strip_prefix(&args.repo)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| inbox::DEFAULT_INTO.to_string()),
+    };
+    let mut patterns = vec![into];
     if args.squad {
         patterns.extend(SQUAD_APPEND_ONLY.iter().map(|p| p.to_string()));
     }
