@@ -234,11 +234,19 @@ fn sweep_locked(sweep: &Sweep, canonical: &Path, repo: Option<&Path>) -> Result<
     let current = read_text(canonical)?;
     let archive_path = archive_path(canonical);
     let archive_current = read_text(&archive_path)?;
-    let lookup = repo.map(Path::to_path_buf).or_else(|| git_toplevel(parent_dir(canonical)).ok());
+    let lookup = repo
+        .map(Path::to_path_buf)
+        .or_else(|| git_toplevel(parent_dir(canonical)).ok());
     let checked = check_text(canonical, &current, lookup.as_deref(), &sweep.inbox)?;
     refuse_problems(canonical, &checked)?;
-    report.restored = checked.restored.iter().map(|(id, _)| id.clone()).collect();
-    report.duplicates_removed = checked.duplicates.len();
+    let archive_checked = check_text(&archive_path, &archive_current, lookup.as_deref(), &sweep.inbox)?;
+    refuse_problems(&archive_path, &archive_checked)?;
+    for checked in [&checked, &archive_checked] {
+        report
+            .restored
+            .extend(checked.restored.iter().map(|(id, _)| id.clone()));
+        report.duplicates_removed += checked.duplicates.len();
+    }
     let entries: Vec<Entry> = files.iter().map(|f| f.entry.clone()).collect();
     let merged = merge(&checked.text, &entries);
     report.merged = merged.added;
@@ -246,13 +254,13 @@ fn sweep_locked(sweep: &Sweep, canonical: &Path, repo: Option<&Path>) -> Result<
         Some(over) => {
             let archived = archive(
                 &merged.text,
-                &archive_current,
+                &archive_checked.text,
                 usize::try_from(over).unwrap_or(usize::MAX),
             );
             report.archived = archived.moved;
             (archived.canonical, archived.archive)
         }
-        None => (merged.text, archive_current.clone()),
+        None => (merged.text, archive_checked.text),
     };
     // The archive first: an entry is then in one file or both, never in neither.
     if archive_text != archive_current {
@@ -299,8 +307,9 @@ fn parent_dir(path: &Path) -> &Path {
 /// A text file's content; empty when it does not exist.
 fn read_text(path: &Path) -> Result<String> {
     match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map_err(|_| Error::bad_input(format!("{} is not UTF-8 text", path.display()))),
+        Ok(bytes) => {
+            String::from_utf8(bytes).map_err(|_| Error::bad_input(format!("{} is not UTF-8 text", path.display())))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
         Err(e) => Err(Error::internal(format!("cannot read {}: {e}", path.display()))),
     }
@@ -363,7 +372,12 @@ pub fn check(inbox: &Path, canonical: &Path) -> Result<Vec<CheckReport>> {
             restorable: checked
                 .restored
                 .iter()
-                .map(|(id, lines)| format!("{}: entry {id} is interleaved with other lines; a sweep restores it", at(*lines)))
+                .map(|(id, lines)| {
+                    format!(
+                        "{}: entry {id} is interleaved with other lines; a sweep restores it",
+                        at(*lines)
+                    )
+                })
                 .collect(),
             duplicates: checked
                 .duplicates
@@ -571,7 +585,10 @@ fn find_in_git(repo: &Path, canonical: &Path, inbox: &Path, wanted: &[Marker]) -
     }
     if let Some(relative) = repo_relative(repo, canonical) {
         let mut args: Vec<OsString> = revs.iter().map(OsString::from).collect();
-        args.extend(["--".into(), OsString::from(String::from_utf8_lossy(&relative).into_owned())]);
+        args.extend([
+            "--".into(),
+            OsString::from(String::from_utf8_lossy(&relative).into_owned()),
+        ]);
         let commits = git(repo, &args).unwrap_or_default();
         for commit in String::from_utf8_lossy(&commits).lines() {
             if found.len() == wanted.len() {
@@ -608,9 +625,13 @@ fn find_in_git(repo: &Path, canonical: &Path, inbox: &Path, wanted: &[Marker]) -
         .unwrap_or_default();
         // Records: ":100644 000000 OLD NEW D\0PATH\0".
         for record in removed.split(|b| *b == 0).filter(|r| r.starts_with(b":")) {
-            let Some(blob) = record.split(|b| *b == b' ').nth(2) else { continue };
+            let Some(blob) = record.split(|b| *b == b' ').nth(2) else {
+                continue;
+            };
             let Some(bytes) = cat.get(blob)? else { continue };
-            let Ok(content) = String::from_utf8(bytes) else { continue };
+            let Ok(content) = String::from_utf8(bytes) else {
+                continue;
+            };
             let body = body(&content);
             for marker in wanted {
                 if marker.matches(&body) {
@@ -675,10 +696,7 @@ fn commit_sweep(repo: &Path, canonical: &Path, inbox: &Path, report: &SweepRepor
     add.extend(files.iter().map(|p| p.as_os_str()));
     git(repo, &add)?;
     let texts = [read_text(canonical)?, read_text(&archive)?];
-    let (now, mut cat) = (
-        [Index::of(&texts[0]), Index::of(&texts[1])],
-        CatFile::start(repo)?,
-    );
+    let (now, mut cat) = ([Index::of(&texts[0]), Index::of(&texts[1])], CatFile::start(repo)?);
     // Inbox files in HEAD that are gone from the work tree and whose bytes are merged.
     let inbox_abs = std::fs::canonicalize(inbox).unwrap_or_else(|_| inbox.to_path_buf());
     let tracked = git(
@@ -697,7 +715,9 @@ fn commit_sweep(repo: &Path, canonical: &Path, inbox: &Path, report: &SweepRepor
     .unwrap_or_default();
     let mut removed = 0;
     for relative in tracked.split(|b| *b == 0).filter(|r| !r.is_empty()) {
-        let Ok(relative_str) = std::str::from_utf8(relative) else { continue };
+        let Ok(relative_str) = std::str::from_utf8(relative) else {
+            continue;
+        };
         let path = repo.join(relative_str);
         if path.exists() {
             continue;
@@ -710,7 +730,9 @@ fn commit_sweep(repo: &Path, canonical: &Path, inbox: &Path, report: &SweepRepor
             .unwrap_or_default();
         let mut spec = b"HEAD:".to_vec();
         spec.extend_from_slice(relative);
-        let Some(Ok(content)) = cat.get(&spec)?.map(String::from_utf8) else { continue };
+        let Some(Ok(content)) = cat.get(&spec)?.map(String::from_utf8) else {
+            continue;
+        };
         let entry = Entry::from_file(&stem, content);
         if now.iter().any(|index| index.contains(&entry)) {
             files.push(path);

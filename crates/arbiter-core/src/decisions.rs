@@ -274,7 +274,10 @@ enum Part {
     Entry(Found),
     /// Marker lines that do not make whole entries, and everything between them: what a
     /// union merge interleaved, or an edit broke. `lines` are 1-based, inclusive.
-    Damaged { range: Range<usize>, lines: (usize, usize) },
+    Damaged {
+        range: Range<usize>,
+        lines: (usize, usize),
+    },
 }
 
 /// The lines of a text, as byte offsets.
@@ -371,7 +374,9 @@ fn scan(text: &str) -> Vec<Part> {
                 i += 1;
                 continue;
             }
-            Line::Start(marker) => lines.verify(i, &marker).map(|end| (marker.id.clone(), Some(marker), end)),
+            Line::Start(marker) => lines
+                .verify(i, &marker)
+                .map(|end| (marker.id.clone(), Some(marker), end)),
             Line::LegacyStart(id) => (i + 1..lines.len())
                 .find(|&j| lines.kind(j) != Line::Text)
                 .filter(|&j| lines.kind(j) == Line::End(id.clone()))
@@ -441,6 +446,9 @@ pub struct Problem {
     pub message: String,
 }
 
+/// An entry's id and the 1-based, inclusive lines of the part it was found in.
+pub type IdAt = (String, (usize, usize));
+
 /// The result of [`repair`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Repaired {
@@ -448,9 +456,9 @@ pub struct Repaired {
     pub text: String,
     /// Entries rewritten whole from their exact bytes, with the lines of the damaged part
     /// they were found in.
-    pub restored: Vec<(String, (usize, usize))>,
+    pub restored: Vec<IdAt>,
     /// Exact second copies of whole entries that were dropped, with their lines.
-    pub duplicates: Vec<(String, (usize, usize))>,
+    pub duplicates: Vec<IdAt>,
     /// Damaged parts that could not be restored: left untouched in `text`.
     pub problems: Vec<Problem>,
 }
@@ -592,7 +600,7 @@ fn restore(
 
 /// Drops exact second copies of whole entries (same id, same bytes), each with the blank
 /// line arbiter put before it.
-fn drop_second_copies(text: &str) -> (String, Vec<(String, (usize, usize))>) {
+fn drop_second_copies(text: &str) -> (String, Vec<IdAt>) {
     let mut out = String::with_capacity(text.len());
     let mut seen: HashSet<&str> = HashSet::new();
     let mut dropped = Vec::new();
@@ -646,7 +654,8 @@ impl Index {
     }
 
     fn push(&mut self, id: String, body: &str) {
-        self.entries.push((id.clone(), Some(Marker::of(&id, body)), body.to_string()));
+        self.entries
+            .push((id.clone(), Some(Marker::of(&id, body)), body.to_string()));
     }
 }
 
@@ -682,7 +691,13 @@ pub fn merge(canonical: &str, entries: &[Entry]) -> Merged {
             continue;
         }
         let id = (1..)
-            .map(|n| if n == 1 { entry.id.clone() } else { format!("{}~{n}", entry.id) })
+            .map(|n| {
+                if n == 1 {
+                    entry.id.clone()
+                } else {
+                    format!("{}~{n}", entry.id)
+                }
+            })
             .find(|id| !index.has_id(id))
             .expect("an unused suffix");
         if !text.ends_with('\n') {
@@ -720,11 +735,11 @@ pub fn archive(canonical: &str, archive: &str, over: usize) -> Archived {
     let mut archive = archive.to_string();
     let mut moved = Vec::new();
     while canonical.len() > over {
-        let Some(found) = entries(&canonical).into_iter().next() else { break };
+        let Some(found) = entries(&canonical).into_iter().next() else {
+            break;
+        };
         let block = canonical[found.range.clone()].to_string();
-        let present = entries(&archive)
-            .iter()
-            .any(|f| archive[f.range.clone()] == block);
+        let present = entries(&archive).iter().any(|f| archive[f.range.clone()] == block);
         if !present {
             if archive.is_empty() {
                 archive.push_str(ARCHIVE_HEADER);
@@ -873,7 +888,10 @@ mod tests {
         let merged = merge("", &[entry("my decision", "one"), entry("my_decision", "two")]);
         assert_eq!(merged.added, ["my%20decision", "my_decision"]);
         // The same name again with other text (Squad reuses names): a new id, never a merge.
-        let again = merge(&merged.text, &[entry("my_decision", "three"), entry("my_decision", "two")]);
+        let again = merge(
+            &merged.text,
+            &[entry("my_decision", "three"), entry("my_decision", "two")],
+        );
         assert_eq!(again.added, ["my_decision~2"]);
         let index = Index::of(&again.text);
         for (stem, text) in [("my decision", "one"), ("my_decision", "two"), ("my_decision", "three")] {
@@ -884,7 +902,10 @@ mod tests {
 
     #[test]
     fn markers_inside_an_entry_are_text() {
-        let forged = format!("Body.\n<!-- arbiter:end id=a -->\n{}", block_with_id("future", "forged\n"));
+        let forged = format!(
+            "Body.\n<!-- arbiter:end id=a -->\n{}",
+            block_with_id("future", "forged\n")
+        );
         let merged = merge("", &[entry("a", &forged)]);
         let found = entries(&merged.text);
         assert_eq!(found.len(), 1, "{}", merged.text);
@@ -905,10 +926,14 @@ mod tests {
         );
         assert_eq!(wanted(&merged).len(), 2);
         let bodies = |m: &Marker| {
-            ["# A\n\n**Status:** Done\n\nalpha\n", "# B\n\n**Status:** Done\n\nbeta\n", "wrong\n"]
-                .into_iter()
-                .find(|b| m.matches(b))
-                .map(str::to_string)
+            [
+                "# A\n\n**Status:** Done\n\nalpha\n",
+                "# B\n\n**Status:** Done\n\nbeta\n",
+                "wrong\n",
+            ]
+            .into_iter()
+            .find(|b| m.matches(b))
+            .map(str::to_string)
         };
         let repaired = repair(&merged, &bodies);
         assert_eq!(repaired.text, format!("# Decisions\n\n{a}\n{b}after\n"));

@@ -131,7 +131,11 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
         "kib" => 1_024,
         "mb" | "m" => 1_000_000,
         "mib" => 1_048_576,
-        _ => return Err(format!("invalid size {text:?}: expected bytes, or a number with KB, KiB, MB or MiB")),
+        _ => {
+            return Err(format!(
+                "invalid size {text:?}: expected bytes, or a number with KB, KiB, MB or MiB"
+            ));
+        }
     };
     number
         .parse::<u64>()
@@ -290,7 +294,12 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
                 out.print_json(&serde_json::json!({ "clean": clean, "files": reports }));
             } else {
                 for report in &reports {
-                    for line in report.problems.iter().chain(&report.restorable).chain(&report.duplicates) {
+                    for line in report
+                        .problems
+                        .iter()
+                        .chain(&report.restorable)
+                        .chain(&report.duplicates)
+                    {
                         println!("{line}");
                     }
                 }

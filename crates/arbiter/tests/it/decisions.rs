@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use arbiter_core::decisions::{block_with_id, body, entries};
+use proptest::strategy::Strategy;
 
 use crate::support::Store;
 
@@ -396,10 +397,6 @@ fn inbox_texts(repo: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn stem(name: &str) -> &str {
-    name.rsplit_once('.').map_or(name, |(stem, _)| stem)
-}
-
 /// How many whole entries of `text` hold exactly `content` (as an inbox file's entry).
 fn copies(text: &str, content: &str) -> usize {
     entries(text)
@@ -476,7 +473,10 @@ fn the_projects_squad_fixture() {
     let message = git(r, &["log", "-1", "--format=%s"]);
     assert_eq!(
         message.trim(),
-        format!("arbiter inbox sweep: {merged} decision(s) merged into decisions.md, {} inbox file(s) removed", merged + 1)
+        format!(
+            "arbiter inbox sweep: {merged} decision(s) merged into decisions.md, {} inbox file(s) removed",
+            merged + 1
+        )
     );
     check_in(r, &s, 0);
     // Twice: nothing changes, nothing is committed.
@@ -535,7 +535,10 @@ fn union_merged_entries_are_restored_byte_exact() {
     git(r, &["checkout", "-q", "a"]);
     git(r, &["merge", "-q", "--no-edit", "b"]);
     let merged = std::fs::read_to_string(r.join(".squad/decisions.md")).unwrap();
-    assert!(copies(&merged, b) < 1, "the union merge interleaved the entries:\n{merged}");
+    assert!(
+        copies(&merged, b) < 1,
+        "the union merge interleaved the entries:\n{merged}"
+    );
     let report = check_in(r, &s, 3);
     assert!(report.contains("a sweep restores it"), "{report}");
     assert_eq!(
@@ -575,7 +578,11 @@ fn what_cannot_be_restored_is_reported_and_left_untouched() {
     assert!(report.contains("line 3: the start of entry a"), "{report}");
     let out = crate::support::run(cli(&s).current_dir(r).args(["inbox", "sweep", "--commit"]));
     out.expect_code(3, "a sweep of a file it cannot restore");
-    assert!(out.stderr.contains(".squad/decisions.md:3: lines 3-11"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(".squad/decisions.md:3: lines 3-11"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(std::fs::read_to_string(r.join(".squad/decisions.md")).unwrap(), damaged);
     assert_eq!(inbox_files(r), ["c.md"], "nothing swept");
 }
@@ -601,7 +608,10 @@ fn two_names_one_old_id_and_forged_markers_lose_nothing() {
     run_in(r, &s, &["inbox", "sweep", "--commit"]);
     drop_file(r, "future.md", "the real future\n");
     let out = run_in(r, &s, &["inbox", "sweep", "--commit"]);
-    assert!(out.starts_with("merged 1 decision(s), removed 1 inbox file(s)"), "{out}");
+    assert!(
+        out.starts_with("merged 1 decision(s), removed 1 inbox file(s)"),
+        "{out}"
+    );
     let canonical = std::fs::read_to_string(r.join(".squad/decisions.md")).unwrap();
     for text in ["spaces\n", "underscores\n", "arrow\n", "the real future\n"] {
         assert_eq!(copies(&canonical, text), 1, "{text}: {canonical}");
@@ -627,7 +637,8 @@ fn the_layout_is_found_not_assumed_and_a_stale_index_lock_is_explained() {
         let out = crate::support::run(cli(&s).current_dir(r).args(args));
         out.expect_code(2, &format!("{args:?} with two canonical files"));
         assert!(
-            out.stderr.contains(".squad/decisions.md and .squad/decisions/decisions.md"),
+            out.stderr
+                .contains(".squad/decisions.md and .squad/decisions/decisions.md"),
             "{}",
             out.stderr
         );
@@ -640,7 +651,8 @@ fn the_layout_is_found_not_assumed_and_a_stale_index_lock_is_explained() {
     let out = crate::support::run(cli(&s).current_dir(r).args(["inbox", "sweep", "--commit"]));
     out.expect_code(3, "a sweep with a locked index");
     assert!(
-        out.stderr.contains(&format!("remove {} and sweep again", lock.display())),
+        out.stderr
+            .contains(&format!("remove {} and sweep again", lock.display())),
         "{}",
         out.stderr
     );
@@ -651,7 +663,10 @@ fn the_layout_is_found_not_assumed_and_a_stale_index_lock_is_explained() {
     assert_eq!(inbox_files(r), ["a.md"], "nothing changed");
     std::fs::remove_file(&lock).unwrap();
     run_in(r, &s, &["inbox", "sweep", "--commit"]);
-    assert_eq!(copies(&std::fs::read_to_string(r.join(".squad/decisions.md")).unwrap(), "A\n"), 1);
+    assert_eq!(
+        copies(&std::fs::read_to_string(r.join(".squad/decisions.md")).unwrap(), "A\n"),
+        1
+    );
     assert_eq!(git(r, &["status", "--porcelain"]), "");
 }
 
@@ -660,7 +675,9 @@ fn archive_over_moves_the_oldest_entries_once() {
     let s = Store::sqlite();
     let repo = squad_repo(&s);
     let r = repo.path();
-    let texts: Vec<String> = (0..6).map(|n| format!("# Decision {n}\n\n{}\n", "x".repeat(300))).collect();
+    let texts: Vec<String> = (0..6)
+        .map(|n| format!("# Decision {n}\n\n{}\n", "x".repeat(300)))
+        .collect();
     for (n, text) in texts.iter().enumerate() {
         drop_file(r, &format!("{n}.md"), text);
     }
@@ -712,4 +729,115 @@ fn bad_decision_input_is_refused_and_writes_nothing() {
     assert_eq!(inbox_files(w), before);
     let out = cli(&s).args(["log", "streams"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "", "nothing was appended");
+}
+
+/// Cases of the union-merge property: 16 by default (each is a few dozen real `git` and
+/// `arbiter` processes), `PROPTEST_CASES` for more.
+fn union_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(16)
+}
+
+/// Lines entries share, so that git's union merge aligns and interleaves them.
+const SHARED_LINES: [&str; 8] = [
+    "",
+    "**Status:** Done",
+    "## Context",
+    "## Decision",
+    "**By:** Scribe",
+    "---",
+    "- keep it simple",
+    "# Decision",
+];
+
+/// An entry's text: shared lines around one line of its own, LF or CRLF, with or without
+/// a final newline.
+fn entry_text(unique: &str, lines: &[usize], crlf: bool, final_newline: bool) -> String {
+    let eol = if crlf { "\r\n" } else { "\n" };
+    let mut out: Vec<String> = lines.iter().map(|&i| SHARED_LINES[i].to_string()).collect();
+    out.insert(lines.len() / 2, unique.to_string());
+    let mut text = out.join(eol);
+    if final_newline {
+        text.push_str(eol);
+    }
+    text
+}
+
+type EntryPlan = (u8, Vec<usize>, bool, bool);
+
+fn entry_plan() -> impl Strategy<Value = EntryPlan> {
+    use proptest::prelude::*;
+    (
+        any::<u8>(),
+        proptest::collection::vec(0..SHARED_LINES.len(), 1..7),
+        proptest::bool::weighted(0.2),
+        proptest::bool::weighted(0.8),
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(union_cases()))]
+
+    /// Branches that each sweep entries with shared lines, merged with `merge=union` in a
+    /// random order: after one more sweep every entry is in the file exactly once, whole
+    /// and byte-exact, and nothing else in the file changed.
+    #[test]
+    fn union_merges_of_swept_branches_lose_nothing(
+        shared in proptest::collection::vec(entry_plan(), 0..3),
+        branches in proptest::collection::vec(
+            proptest::collection::vec(proptest::collection::vec(entry_plan(), 1..3), 1..3),
+            2..4,
+        ),
+        order in proptest::strategy::Just((0..3usize).collect::<Vec<_>>()).prop_shuffle(),
+    ) {
+        let s = Store::sqlite();
+        let repo = squad_repo(&s);
+        let r = repo.path();
+        let mut all = Vec::new();
+        let mut add = |r: &Path, name: String, (sort, lines, crlf, newline): &EntryPlan| {
+            let text = entry_text(&format!("only in {name}"), lines, *crlf, *newline);
+            drop_file(r, &format!("{sort:03}-{name}.md"), &text);
+            all.push(text);
+        };
+        for (n, plan) in shared.iter().enumerate() {
+            add(r, format!("shared{n}"), plan);
+        }
+        git(r, &["add", "-A"]);
+        git(r, &["commit", "-q", "--allow-empty", "-m", "shared drops"]);
+        for (b, rounds) in branches.iter().enumerate() {
+            git(r, &["checkout", "-q", "-b", &format!("b{b}"), "main"]);
+            for (round, plans) in rounds.iter().enumerate() {
+                for (n, plan) in plans.iter().enumerate() {
+                    add(r, format!("b{b}-r{round}-{n}"), plan);
+                }
+                git(r, &["add", "-A"]);
+                git(r, &["commit", "-qm", "drops"]);
+                run_in(r, &s, &["inbox", "sweep", "--commit"]);
+            }
+        }
+        git(r, &["checkout", "-q", "main"]);
+        for b in order.iter().filter(|&&b| b < branches.len()) {
+            git(r, &["merge", "-q", "--no-edit", &format!("b{b}")]);
+        }
+        let merged = std::fs::read_to_string(r.join(".squad/decisions.md")).unwrap();
+        let out = crate::support::run(cli(&s).current_dir(r).args(["inbox", "sweep", "--commit"]));
+        proptest::prop_assert_eq!(out.code, 0, "{}\nmerged file:\n{}", out.stderr, merged);
+        let canonical = std::fs::read_to_string(r.join(".squad/decisions.md")).unwrap();
+        for text in &all {
+            proptest::prop_assert_eq!(copies(&canonical, text), 1, "{:?}\nmerged:\n{}\nafter:\n{}", text, merged, canonical);
+        }
+        let found = entries(&canonical);
+        proptest::prop_assert_eq!(found.len(), all.len());
+        // Outside the entries: the header, and blank lines between entries.
+        let mut rest = canonical.clone();
+        for f in found.iter().rev() {
+            rest.replace_range(f.range.clone(), "");
+        }
+        proptest::prop_assert_eq!(rest.trim_end_matches('\n'), "# Decisions", "after:\n{}", canonical);
+        proptest::prop_assert!(inbox_files(r).is_empty());
+        proptest::prop_assert_eq!(git(r, &["status", "--porcelain"]), "");
+        check_in(r, &s, 0);
+    }
 }
