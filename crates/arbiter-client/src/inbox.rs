@@ -20,7 +20,7 @@
 //!   `.gitattributes` already has.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -164,6 +164,21 @@ pub struct SweepReport {
     pub skipped: Vec<String>,
     /// The commit made, with `commit`.
     pub commit: Option<String>,
+}
+
+impl SweepReport {
+    /// What the sweep restored, dropped and archived, as `, N what` for each that is not 0.
+    pub fn repairs(&self) -> String {
+        [
+            (self.restored.len(), "interleaved entries restored"),
+            (self.duplicates_removed, "second copies dropped"),
+            (self.archived.len(), "entries archived"),
+        ]
+        .iter()
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, what)| format!(", {count} {what}"))
+        .collect()
+    }
 }
 
 pub struct Sweep {
@@ -335,22 +350,15 @@ pub fn find_canonical(dir: &Path) -> Result<PathBuf> {
     }
 }
 
-/// What `inbox check` found in a canonical file.
+/// What `inbox check` found in a canonical file: one line per finding, `FILE:LINES: what`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckReport {
     pub file: PathBuf,
-    /// Entries a sweep would restore, each with the lines of the damaged part.
-    pub restorable: Vec<String>,
-    /// Exact second copies a sweep would drop.
-    pub duplicates: Vec<String>,
-    /// What a sweep cannot restore (a sweep refuses to run until it is fixed by hand).
-    pub problems: Vec<String>,
-}
-
-impl CheckReport {
-    pub fn is_clean(&self) -> bool {
-        self.restorable.is_empty() && self.duplicates.is_empty() && self.problems.is_empty()
-    }
+    /// Damaged parts a sweep cannot restore (it refuses to run until they are fixed by hand),
+    /// then entries it would restore and second copies it would drop.
+    pub findings: Vec<String>,
+    /// How many findings a sweep cannot restore.
+    pub cannot_restore: usize,
 }
 
 /// Checks a canonical file (and its archive) as a sweep would before merging, changing
@@ -368,27 +376,26 @@ pub fn check(inbox: &Path, canonical: &Path) -> Result<Vec<CheckReport>> {
                 format!("{}:{first}-{last}", file.display())
             }
         };
-        reports.push(CheckReport {
-            restorable: checked
-                .restored
-                .iter()
-                .map(|(id, lines)| {
-                    format!(
-                        "{}: entry {id} is interleaved with other lines; a sweep restores it",
-                        at(*lines)
-                    )
-                })
-                .collect(),
-            duplicates: checked
+        let mut findings: Vec<String> = checked
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", at((p.first_line, p.last_line)), p.message))
+            .collect();
+        findings.extend(checked.restored.iter().map(|(id, lines)| {
+            format!(
+                "{}: entry {id} is interleaved with other lines; a sweep restores it",
+                at(*lines)
+            )
+        }));
+        findings.extend(
+            checked
                 .duplicates
                 .iter()
-                .map(|(id, lines)| format!("{}: a second copy of entry {id}; a sweep drops it", at(*lines)))
-                .collect(),
-            problems: checked
-                .problems
-                .iter()
-                .map(|p| format!("{}: {}", at((p.first_line, p.last_line)), p.message))
-                .collect(),
+                .map(|(id, lines)| format!("{}: a second copy of entry {id}; a sweep drops it", at(*lines))),
+        );
+        reports.push(CheckReport {
+            cannot_restore: checked.problems.len(),
+            findings,
             file,
         });
     }
@@ -519,6 +526,13 @@ fn git<S: AsRef<OsStr>>(repo: &Path, args: &[S]) -> Result<Vec<u8>> {
     }
 }
 
+/// `git ARGS -- PATH`.
+fn git_on(repo: &Path, args: &[&str], path: &Path) -> Result<Vec<u8>> {
+    let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    all.extend([OsStr::new("--"), path.as_os_str()]);
+    git(repo, &all)
+}
+
 /// `git cat-file --batch`: reads many objects through one process.
 struct CatFile {
     child: std::process::Child,
@@ -584,12 +598,7 @@ fn find_in_git(repo: &Path, canonical: &Path, inbox: &Path, wanted: &[Marker]) -
         revs.push("MERGE_HEAD");
     }
     if let Some(relative) = repo_relative(repo, canonical) {
-        let mut args: Vec<OsString> = revs.iter().map(OsString::from).collect();
-        args.extend([
-            "--".into(),
-            OsString::from(String::from_utf8_lossy(&relative).into_owned()),
-        ]);
-        let commits = git(repo, &args).unwrap_or_default();
+        let commits = git_on(repo, &revs, canonical).unwrap_or_default();
         for commit in String::from_utf8_lossy(&commits).lines() {
             if found.len() == wanted.len() {
                 return Ok(found);
@@ -607,20 +616,19 @@ fn find_in_git(repo: &Path, canonical: &Path, inbox: &Path, wanted: &[Marker]) -
     }
     if found.len() < wanted.len() {
         let inbox_dir = std::fs::canonicalize(inbox).unwrap_or_else(|_| inbox.to_path_buf());
-        let removed = git(
+        let removed = git_on(
             repo,
             &[
-                OsStr::new("log"),
-                OsStr::new("--all"),
-                OsStr::new("--no-renames"),
-                OsStr::new("--diff-filter=D"),
-                OsStr::new("--raw"),
-                OsStr::new("--no-abbrev"),
-                OsStr::new("-z"),
-                OsStr::new("--format="),
-                OsStr::new("--"),
-                inbox_dir.as_os_str(),
+                "log",
+                "--all",
+                "--no-renames",
+                "--diff-filter=D",
+                "--raw",
+                "--no-abbrev",
+                "-z",
+                "--format=",
             ],
+            &inbox_dir,
         )
         .unwrap_or_default();
         // Records: ":100644 000000 OLD NEW D\0PATH\0".
@@ -699,18 +707,10 @@ fn commit_sweep(repo: &Path, canonical: &Path, inbox: &Path, report: &SweepRepor
     let (now, mut cat) = ([Index::of(&texts[0]), Index::of(&texts[1])], CatFile::start(repo)?);
     // Inbox files in HEAD that are gone from the work tree and whose bytes are merged.
     let inbox_abs = std::fs::canonicalize(inbox).unwrap_or_else(|_| inbox.to_path_buf());
-    let tracked = git(
+    let tracked = git_on(
         repo,
-        &[
-            OsStr::new("ls-tree"),
-            OsStr::new("-r"),
-            OsStr::new("-z"),
-            OsStr::new("--name-only"),
-            OsStr::new("--full-name"),
-            OsStr::new("HEAD"),
-            OsStr::new("--"),
-            inbox_abs.as_os_str(),
-        ],
+        &["ls-tree", "-r", "-z", "--name-only", "--full-name", "HEAD"],
+        &inbox_abs,
     )
     .unwrap_or_default();
     let mut removed = 0;
@@ -763,19 +763,11 @@ fn commit_sweep(repo: &Path, canonical: &Path, inbox: &Path, report: &SweepRepor
     if has_head && git(repo, &diff).is_ok() {
         return Ok(None);
     }
-    let mut message = format!(
-        "arbiter inbox sweep: {added} decision(s) merged into {}, {removed} inbox file(s) removed",
-        canonical.file_name().unwrap_or_default().to_string_lossy()
+    let message = format!(
+        "arbiter inbox sweep: {added} decision(s) merged into {}, {removed} inbox file(s) removed{}",
+        canonical.file_name().unwrap_or_default().to_string_lossy(),
+        report.repairs()
     );
-    for (count, what) in [
-        (report.restored.len(), "interleaved entries restored"),
-        (report.duplicates_removed, "second copies dropped"),
-        (report.archived.len(), "entries archived"),
-    ] {
-        if count > 0 {
-            message.push_str(&format!(", {count} {what}"));
-        }
-    }
     let mut commit: Vec<&OsStr> = ["commit", "--quiet", "--no-verify", "-m", &message, "--"]
         .map(OsStr::new)
         .to_vec();

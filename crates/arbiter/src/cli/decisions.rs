@@ -267,19 +267,11 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
                 out.print_json(&report);
             } else {
                 let mut line = format!(
-                    "merged {} decision(s), removed {} inbox file(s)",
+                    "merged {} decision(s), removed {} inbox file(s){}",
                     report.merged.len(),
-                    report.removed.len()
+                    report.removed.len(),
+                    report.repairs()
                 );
-                for (count, what) in [
-                    (report.restored.len(), "restored interleaved"),
-                    (report.duplicates_removed, "dropped duplicate"),
-                    (report.archived.len(), "archived"),
-                ] {
-                    if count > 0 {
-                        line.push_str(&format!(", {what} {count}"));
-                    }
-                }
                 if let Some(commit) = &report.commit {
                     line.push_str(&format!(", commit {commit}"));
                 }
@@ -289,26 +281,19 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
         InboxCommand::Check { inbox, into } => {
             let into = canonical(into)?;
             let reports = inbox::check(&inbox, &into)?;
-            let clean = reports.iter().all(|r| r.is_clean());
+            let clean = reports.iter().all(|r| r.findings.is_empty());
             if out.json {
                 out.print_json(&serde_json::json!({ "clean": clean, "files": reports }));
             } else {
-                for report in &reports {
-                    for line in report
-                        .problems
-                        .iter()
-                        .chain(&report.restorable)
-                        .chain(&report.duplicates)
-                    {
-                        println!("{line}");
-                    }
+                for line in reports.iter().flat_map(|r| &r.findings) {
+                    println!("{line}");
                 }
                 if clean {
                     println!("{}: every entry whole, once", into.display());
                 }
             }
             if !clean {
-                let problems: usize = reports.iter().map(|r| r.problems.len()).sum();
+                let problems: usize = reports.iter().map(|r| r.cannot_restore).sum();
                 return Err(Error::new(
                     ErrorKind::Conflict,
                     if problems > 0 {
