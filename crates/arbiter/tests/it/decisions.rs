@@ -740,8 +740,9 @@ fn union_cases() -> u32 {
         .unwrap_or(16)
 }
 
-/// Lines entries share, so that git's union merge aligns and interleaves them.
-const SHARED_LINES: [&str; 8] = [
+/// Lines entries share, so that git's union merge aligns and interleaves them, and quoted
+/// markers, which must stay text.
+const SHARED_LINES: [&str; 10] = [
     "",
     "**Status:** Done",
     "## Context",
@@ -750,6 +751,8 @@ const SHARED_LINES: [&str; 8] = [
     "---",
     "- keep it simple",
     "# Decision",
+    "<!-- arbiter:end id=x -->",
+    "<!-- arbiter:entry id=x -->",
 ];
 
 /// An entry's text: shared lines around one line of its own, LF or CRLF, with or without
