@@ -167,12 +167,11 @@ pub struct SweepReport {
 }
 
 impl SweepReport {
-    /// What the sweep restored, dropped and archived, as `, N what` for each that is not 0.
+    /// What the sweep restored and dropped, as `, N what` for each that is not 0.
     pub fn repairs(&self) -> String {
         [
             (self.restored.len(), "interleaved entries restored"),
             (self.duplicates_removed, "second copies dropped"),
-            (self.archived.len(), "entries archived"),
         ]
         .iter()
         .filter(|(count, _)| *count > 0)
@@ -262,7 +261,13 @@ fn sweep_locked(sweep: &Sweep, canonical: &Path, repo: Option<&Path>) -> Result<
             .extend(checked.restored.iter().map(|(id, _)| id.clone()));
         report.duplicates_removed += checked.duplicates.len();
     }
-    let entries: Vec<Entry> = files.iter().map(|f| f.entry.clone()).collect();
+    // An entry an earlier sweep merged and archived is merged already.
+    let archived = Index::of(&archive_checked.text);
+    let entries: Vec<Entry> = files
+        .iter()
+        .map(|f| f.entry.clone())
+        .filter(|e| !archived.contains(e))
+        .collect();
     let merged = merge(&checked.text, &entries);
     report.merged = merged.added;
     let (text, archive_text) = match sweep.archive_over {
@@ -739,23 +744,26 @@ fn commit_sweep(repo: &Path, canonical: &Path, inbox: &Path, report: &SweepRepor
             removed += 1;
         }
     }
-    // Entries the commit adds: those not in HEAD's canonical file or archive.
-    let mut before = String::new();
-    for path in [canonical, &archive] {
+    // Entries the commit adds (not in HEAD's canonical file or archive), and entries it
+    // moves into the archive.
+    let mut before = [String::new(), String::new()];
+    for (path, text) in [canonical, &archive].into_iter().zip(&mut before) {
         if let Some(relative) = repo_relative(repo, path) {
             let mut spec = b"HEAD:".to_vec();
             spec.extend_from_slice(&relative);
-            if let Some(Ok(text)) = cat.get(&spec)?.map(String::from_utf8) {
-                before.push_str(&text);
+            if let Some(Ok(blob)) = cat.get(&spec)?.map(String::from_utf8) {
+                *text = blob;
             }
         }
     }
-    let before: HashSet<Option<Marker>> = entries(&before).into_iter().map(|f| f.marker).collect();
-    let added = texts
-        .iter()
-        .flat_map(|t| entries(t))
-        .filter(|f| f.marker.is_some() && !before.contains(&f.marker))
+    let markers = |text: &str| -> HashSet<Marker> { entries(text).into_iter().filter_map(|f| f.marker).collect() };
+    let (was, was_archived) = (markers(&before[0]), markers(&before[1]));
+    let (now_canonical, now_archived) = (markers(&texts[0]), markers(&texts[1]));
+    let added = now_canonical
+        .union(&now_archived)
+        .filter(|m| !was.contains(*m) && !was_archived.contains(*m))
         .count();
+    let archived = now_archived.difference(&was_archived).count();
     drop(cat);
     let mut diff: Vec<&OsStr> = ["diff", "--quiet", "HEAD", "--"].map(OsStr::new).to_vec();
     diff.extend(files.iter().map(|p| p.as_os_str()));
@@ -763,11 +771,14 @@ fn commit_sweep(repo: &Path, canonical: &Path, inbox: &Path, report: &SweepRepor
     if has_head && git(repo, &diff).is_ok() {
         return Ok(None);
     }
-    let message = format!(
+    let mut message = format!(
         "arbiter inbox sweep: {added} decision(s) merged into {}, {removed} inbox file(s) removed{}",
         canonical.file_name().unwrap_or_default().to_string_lossy(),
         report.repairs()
     );
+    if archived > 0 {
+        message.push_str(&format!(", {archived} entries archived"));
+    }
     let mut commit: Vec<&OsStr> = ["commit", "--quiet", "--no-verify", "-m", &message, "--"]
         .map(OsStr::new)
         .to_vec();

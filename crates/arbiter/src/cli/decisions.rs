@@ -272,6 +272,9 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
                     report.removed.len(),
                     report.repairs()
                 );
+                if !report.archived.is_empty() {
+                    line.push_str(&format!(", {} entries archived", report.archived.len()));
+                }
                 if let Some(commit) = &report.commit {
                     line.push_str(&format!(", commit {commit}"));
                 }

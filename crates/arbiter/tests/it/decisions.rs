@@ -684,6 +684,16 @@ fn archive_over_moves_the_oldest_entries_once() {
     let out = crate::support::run(cli(&s).current_dir(r).args(["inbox", "sweep", "--archive-over", "1x"]));
     out.expect_code(2, "a bad size");
     assert!(out.stderr.contains("--archive-over"), "{}", out.stderr);
+    // Killed after writing both files, before removing the inbox files; then run again.
+    let killed = crate::support::run(cli(&s).current_dir(r).env("ARBITER_FAULT", "sweep.after_write").args([
+        "inbox",
+        "sweep",
+        "--commit",
+        "--archive-over",
+        "1KiB",
+    ]));
+    assert_ne!(killed.code, 0, "the fault point crashed the sweep");
+    assert_eq!(inbox_files(r).len(), 6);
     run_in(r, &s, &["inbox", "sweep", "--commit", "--archive-over", "1KiB"]);
     let canonical = std::fs::read_to_string(r.join(".squad/decisions.md")).unwrap();
     let archive = std::fs::read_to_string(r.join(".squad/decisions-archive.md")).unwrap();
