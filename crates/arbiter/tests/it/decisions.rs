@@ -804,6 +804,7 @@ proptest::proptest! {
             2..4,
         ),
         order in proptest::strategy::Just((0..3usize).collect::<Vec<_>>()).prop_shuffle(),
+        notes in proptest::collection::vec(proptest::bool::weighted(0.3), 3),
     ) {
         let s = Store::sqlite();
         let repo = squad_repo(&s);
@@ -828,6 +829,13 @@ proptest::proptest! {
                 git(r, &["add", "-A"]);
                 git(r, &["commit", "-qm", "drops"]);
                 run_in(r, &s, &["inbox", "sweep", "--commit"]);
+                if round == 0 && notes[b] {
+                    // Someone edits the file by hand: text that is no entry's.
+                    let path = r.join(".squad/decisions.md");
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    std::fs::write(&path, format!("{text}A note on b{b}\n")).unwrap();
+                    git(r, &["commit", "-qam", "a note"]);
+                }
             }
         }
         git(r, &["checkout", "-q", "main"]);
@@ -843,12 +851,17 @@ proptest::proptest! {
         }
         let found = entries(&canonical);
         proptest::prop_assert_eq!(found.len(), all.len());
-        // Outside the entries: the header, and blank lines between entries.
+        // Outside the entries: the header, the notes, and blank lines between entries.
         let mut rest = canonical.clone();
         for f in found.iter().rev() {
             rest.replace_range(f.range.clone(), "");
         }
-        proptest::prop_assert_eq!(rest.trim_end_matches('\n'), "# Decisions", "after:\n{}", canonical);
+        let mut outside: Vec<&str> = rest.lines().filter(|l| !l.is_empty()).collect();
+        outside.sort();
+        let mut expected = vec!["# Decisions".to_string()];
+        expected.extend((0..branches.len()).filter(|&b| notes[b]).map(|b| format!("A note on b{b}")));
+        expected.sort();
+        proptest::prop_assert_eq!(outside, expected, "after:\n{}", canonical);
         proptest::prop_assert!(inbox_files(r).is_empty());
         proptest::prop_assert_eq!(git(r, &["status", "--porcelain"]), "");
         check_in(r, &s, 0);
