@@ -88,9 +88,12 @@ pub enum InboxCommand {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_INBOX)]
         inbox: PathBuf,
     },
-    /// Check the canonical file, restore what a union merge interleaved, then merge every
-    /// inbox file into it (in file-name order) and remove what was merged; with --commit,
-    /// in one git commit. Safe to re-run after a crash.
+    /// Check and repair the canonical file, then merge the inbox into it.
+    ///
+    /// Restores what a union merge interleaved and drops exact second copies (changing
+    /// nothing, exit 3, when something cannot be restored), then merges every inbox file
+    /// (in file-name order) and removes what was merged; with --commit, in one git commit.
+    /// Safe to re-run after a crash.
     Sweep {
         /// The inbox folder.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_INBOX)]
@@ -107,9 +110,11 @@ pub enum InboxCommand {
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         archive_over: Option<u64>,
     },
-    /// Check the canonical file (and its archive) as a sweep would, changing nothing: every
-    /// entry whole, matching its hash, once. Exits 3 when a sweep has something to restore
-    /// or drop, or finds something it cannot restore.
+    /// Check the canonical file as a sweep would, changing nothing (for CI and hooks).
+    ///
+    /// Every entry whole, matching its hash, once, in the canonical file and its archive.
+    /// Exits 3 when a sweep has something to restore or drop, or finds something it cannot
+    /// restore; each finding is printed as FILE:LINES: what.
     Check {
         /// The inbox folder (where removed inbox files were, to find entries' bytes in git).
         #[arg(long, value_name = "DIR", default_value = DEFAULT_INBOX)]
