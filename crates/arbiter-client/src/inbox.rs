@@ -756,7 +756,12 @@ fn commit_sweep(repo: &Path, canonical: &Path, inbox: &Path, report: &SweepRepor
             }
         }
     }
-    let markers = |text: &str| -> HashSet<Marker> { entries(text).into_iter().filter_map(|f| f.marker).collect() };
+    // Every start marker, whole or not: a restored entry was there before.
+    let markers = |text: &str| -> HashSet<Marker> {
+        let mut all: HashSet<Marker> = entries(text).into_iter().filter_map(|f| f.marker).collect();
+        all.extend(wanted(text));
+        all
+    };
     let (was, was_archived) = (markers(&before[0]), markers(&before[1]));
     let (now_canonical, now_archived) = (markers(&texts[0]), markers(&texts[1]));
     let added = now_canonical

@@ -556,6 +556,11 @@ fn union_merged_entries_are_restored_byte_exact() {
     assert_eq!(entries(&canonical).len(), 3, "{canonical}");
     assert!(canonical.starts_with("# Decisions\n"));
     assert_eq!(git(r, &["status", "--porcelain"]), "");
+    assert_eq!(
+        git(r, &["log", "-1", "--format=%s"]).trim(),
+        "arbiter inbox sweep: 0 decision(s) merged into decisions.md, 0 inbox file(s) removed, \
+         2 interleaved entries restored"
+    );
     check_in(r, &s, 0);
 }
 
