@@ -43,7 +43,13 @@ const EXPECTED: &str = "expected sqlite:///path/to/file.db, a file path, or post
 impl StoreUrl {
     /// Parses a store URL; see the module documentation.
     pub fn parse(text: &str) -> Result<StoreUrl> {
-        let bad = |why: String| Error::bad_input(format!("invalid store URL {text:?}: {why}; {EXPECTED}"));
+        // A URL that is not a file path may carry a password or secret options: never shown.
+        let shown = if text.contains("://") && !text.starts_with("sqlite://") {
+            redact(text)
+        } else {
+            text.to_string()
+        };
+        let bad = |why: String| Error::bad_input(format!("invalid store URL {shown:?}: {why}; {EXPECTED}"));
         if text.trim().is_empty() {
             return Err(bad("it is empty".into()));
         }
@@ -175,19 +181,8 @@ fn parse_postgres(text: &str) -> std::result::Result<StoreUrl, String> {
     Ok(StoreUrl::Postgres { url, schema })
 }
 
-/// The URL with any password replaced by `***`, for printing.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
-}
+/// The URL with its userinfo, query and fragment hidden, for printing.
+pub use arbiter_core::redact::url as redact;
 
 #[cfg(test)]
 mod tests {
@@ -273,7 +268,7 @@ mod tests {
 
     #[test]
     fn redacts() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://***@h/db");
+        assert_eq!(redact("postgres://h/db?password=secret"), "postgres://h/db?…");
     }
 }

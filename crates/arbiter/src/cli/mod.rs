@@ -46,7 +46,13 @@ pub struct Cli {
 pub struct Global {
     /// The store: sqlite:///path.db, a file path, or postgres://user@host/db[?schema=NAME].
     /// Default: arbiter/arbiter.db under your data directory.
-    #[arg(long, global = true, env = "ARBITER_STORE", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "ARBITER_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     store: Option<String>,
     /// The namespace every object lives in (1-63 of a-z, 0-9, -, _).
     #[arg(

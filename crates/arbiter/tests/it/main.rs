@@ -14,6 +14,7 @@
 //! - `log`: idempotent appends from writers killed mid-run, `--follow`, consumers.
 //! - `decisions`: the render projection and the git-native drop-box, with real git.
 //! - `notify`: notifications end to end through a loopback HTTP receiver.
+//! - `secrets`: passwords in store URLs never shown.
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
 //! - `faults`: linearizability of random multi-process histories with kills and server
 //!   restarts, durability of acknowledged appends, fencing of frozen holders.
@@ -31,5 +32,6 @@ mod lease;
 mod lock;
 mod log;
 mod notify;
+mod secrets;
 mod store;
 mod watch;

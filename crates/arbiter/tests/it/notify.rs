@@ -960,3 +960,80 @@ channels = ["hook"]
     );
     assert!(!store.exists(), "channels never touch the store");
 }
+
+/// A channel URL with a password and a query right after the host: `channels list`,
+/// `channels test`, the dispatcher's warnings, `notifications list` and the store file
+/// show its host only — userinfo and query hidden, never the secrets.
+#[test]
+fn secrets_in_a_channel_url_are_never_shown_or_stored() {
+    let store = Store::sqlite();
+    let receiver = Receiver::start();
+    let url = format!("http://bot:PW4567@{}?token=SECRET789", receiver.addr);
+    let config = write_config(
+        &store,
+        &format!(
+            "[notifications]\nbackoff = \"50ms\"\n\n[channels.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n\n\
+             [[routes]]\nchannels = [\"hook\"]\n"
+        ),
+    );
+    let shown = format!("http://***@{}?…", receiver.addr);
+    let secret_free = |what: &str, text: &str| {
+        assert!(
+            !text.contains("PW4567") && !text.contains("SECRET789") && !text.contains("bot:"),
+            "{what} leaks a secret: {text}"
+        );
+    };
+    let out = cli_ok(&store, &config, &["channels", "list"]);
+    secret_free("channels list", &out.stdout);
+    assert!(
+        out.stdout.contains(&format!("hook\twebhook\t{shown}\t")),
+        "{}",
+        out.stdout
+    );
+    let out = cli_ok(&store, &config, &["channels", "list", "--json"]);
+    secret_free("channels list --json", &out.stdout);
+
+    receiver.refuse();
+    let out = cli(&store, &config, &["channels", "test", "hook"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    secret_free("channels test", &format!("{}{}", out.stdout, out.stderr));
+    assert!(
+        out.stderr.contains(&format!("{shown} connection failed")),
+        "{}",
+        out.stderr
+    );
+
+    cli_ok(
+        &store,
+        &config,
+        &["notify", "--kind", "news", "--severity", "info", "--title", "hello"],
+    );
+    let out = cli(&store, &config, &["dispatch", "--once"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    secret_free("dispatch", &format!("{}{}", out.stdout, out.stderr));
+    let out = cli_ok(&store, &config, &["notifications", "list"]);
+    secret_free("notifications list", &out.stdout);
+    assert!(
+        out.stdout.contains(&format!("{shown} connection failed")),
+        "{}",
+        out.stdout
+    );
+    let out = cli_ok(&store, &config, &["notifications", "list", "--json"]);
+    secret_free("notifications list --json", &out.stdout);
+
+    let db = store.sqlite_path().unwrap().to_path_buf();
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal"] {
+        let mut name = db.clone().into_os_string();
+        name.push(suffix);
+        bytes.extend(std::fs::read(&name).unwrap_or_default());
+    }
+    assert!(!bytes.is_empty(), "the store file was written");
+    for secret in ["PW4567", "SECRET789"] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the store file holds {secret}"
+        );
+    }
+    assert!(bytes.windows(4).any(|w| w == b"hook"), "the store keeps the channel id");
+}
