@@ -54,7 +54,8 @@
 //!
 //! [profiles.work]
 //! gh_config_dir = "~/.config/arbiter/gh/work"   # created 0700; the loop's own GH_CONFIG_DIR
-//! token_command = ["gh", "auth", "token", "--hostname", "github.com"]  # or token_file, token_env
+//! token_command = ["gh", "auth", "token", "--hostname", "github.com"]  # or token_file (0600), token_env
+//! token_timeout = "60s"              # for token_command (at most the loop's timeout)
 //! env = { GIT_AUTHOR_NAME = "Work Bot" }
 //!
 //! [[profile_rules]]

@@ -57,6 +57,8 @@ pub struct Profile {
     /// Set for GitHub Enterprise: the loop also gets `GH_HOST` and `GH_ENTERPRISE_TOKEN`.
     pub gh_host: Option<String>,
     pub token: Option<TokenSource>,
+    /// How long `token_command` may run (at most the loop's `timeout`); default 60s.
+    pub token_timeout: Duration,
     pub env: BTreeMap<String, String>,
 }
 
@@ -183,6 +185,12 @@ fn validate_profile(name: &str, spanned: &Spanned<RawProfile>, source: &Source<'
         gh_config_dir: path(base, raw.gh_config_dir.get_ref()),
         gh_host: raw.gh_host.as_ref().map(|h| h.get_ref().clone()),
         token,
+        token_timeout: duration(
+            source,
+            &key("token_timeout"),
+            raw.token_timeout.as_ref(),
+            Duration::from_secs(60),
+        )?,
         env: raw.env.clone(),
     })
 }

@@ -59,6 +59,7 @@ pub struct RawProfile {
     pub token_command: Option<Spanned<toml::Value>>,
     pub token_file: Option<Spanned<String>>,
     pub token_env: Option<Spanned<String>>,
+    pub token_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
 }

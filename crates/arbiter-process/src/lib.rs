@@ -15,6 +15,9 @@
 //!   KILL) — what `arbiter lock -- CMD…` needs when the lease is lost or arbiter dies. The
 //!   design, per platform, is written at the top of `src/guarded/mod.rs`.
 //!
+//! - **Private files** ([`private`]): 0600 files and 0700 directories, never through a
+//!   planted symlink.
+//!
 //! Linux is fully supported and tested. macOS and Windows code paths are kept small, behind
 //! `#[cfg]`, and are not compiled in this repository's CI.
 
@@ -24,6 +27,7 @@ compile_error!("arbiter-process supports unix and windows only");
 mod guarded;
 mod identity;
 mod liveness;
+pub mod private;
 #[cfg(target_os = "linux")]
 mod procfs;
 

@@ -63,6 +63,11 @@ impl StoreUrl {
             }
         } else if let Some((scheme, _)) = text.split_once("://") {
             return Err(bad(format!("unknown scheme {scheme:?}")));
+        } else if ["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|s| text.starts_with(s))
+        {
+            return Err(bad("a scheme needs \"://\" after it".into()));
         } else {
             (text, None)
         };
@@ -254,6 +259,8 @@ mod tests {
             ("", "it is empty"),
             ("mysql://x", "unknown scheme \"mysql\""),
             ("sqlite://", "file path is empty"),
+            ("sqlite:", "a scheme needs \"://\""),
+            ("sqlite:a.db", "a scheme needs \"://\""),
             ("sqlite:///a.db?synchronous=off", "expected full or normal"),
             ("sqlite:///a.db?mode=ro", "unknown SQLite option"),
             ("sqlite:///a.db?busy_timeout=soon", "busy_timeout: invalid duration"),

@@ -120,6 +120,14 @@ pub(crate) enum Outcome<T> {
 
 fn open_connection(path: &std::path::Path, synchronous: Synchronous, busy_timeout: Duration) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // A new store is created 0600 here, never through a planted link; SQLite then creates
+    // its -wal and -shm files with the same mode. (A missing directory is SQLite's error.)
+    if path
+        .parent()
+        .is_none_or(|dir| dir.as_os_str().is_empty() || dir.is_dir())
+    {
+        arbiter_process::private::create_private(path)?;
+    }
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
         let hint = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {

@@ -241,8 +241,8 @@ impl Global {
         if let (None, StoreUrl::Sqlite { path, .. }) = (&self.store, &url)
             && let Some(dir) = path.parent()
         {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::unavailable(format!("cannot create the data directory {}: {e}", dir.display())))?;
+            arbiter_process::private::private_dir(dir)
+                .map_err(|e| Error::unavailable(format!("cannot create the data directory: {}", e.message)))?;
         }
         Ok((Store::open(&url).await?, url))
     }
