@@ -12,7 +12,7 @@ use arbiter_notify::send::Attempt;
 use arbiter_store::DeliveryState;
 use clap::{Args, Subcommand};
 
-use super::log::read_body;
+use super::log::read_body_at_most;
 use super::output::{Output, timestamp};
 use super::{Global, shutdown_signal};
 use crate::exit;
@@ -122,7 +122,7 @@ pub async fn notify(args: NotifyArgs, global: &Global, out: Output) -> Result<i3
     }
     let body = match (&args.body, &args.body_file) {
         (Some(body), _) => body.clone(),
-        (None, Some(path)) => read_body(path)?,
+        (None, Some(path)) => read_body_at_most(path, arbiter_core::notify::MAX_BODY_LEN)?,
         (None, None) => String::new(),
     };
     let notification = Notification {

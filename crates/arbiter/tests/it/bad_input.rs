@@ -265,3 +265,65 @@ fn help_is_not_an_error() {
     out.expect_code(0, "--version");
     assert!(out.stdout.starts_with("arbiter "), "{}", out.stdout);
 }
+
+/// Every input read with a limit: `--body-file /dev/zero` (notify, decide, log append),
+/// `--body-file -` and `--jsonl` fed from `/dev/zero` read at most one byte past the limit,
+/// then exit 2 naming the flag and the limit — with the child's peak memory (from `wait4`)
+/// far below what reading the input whole would take — and write nothing.
+#[test]
+fn unbounded_input_is_refused_with_flat_memory() {
+    const PEAK_LIMIT_KIB: u64 = 96 * 1024;
+    let store = Store::sqlite();
+    let zero = || std::fs::File::open("/dev/zero").expect("/dev/zero");
+    let cases: &[(&[&str], bool, &str)] = &[
+        (
+            &[
+                "notify",
+                "--kind",
+                "news",
+                "--severity",
+                "info",
+                "--title",
+                "t",
+                "--body-file",
+                "/dev/zero",
+            ],
+            false,
+            "--body-file /dev/zero is larger than 65536 bytes, the limit",
+        ),
+        (
+            &["decide", "--by", "agent", "--body-file", "/dev/zero"],
+            false,
+            "--body-file /dev/zero is larger than 1048576 bytes, the limit",
+        ),
+        (
+            &["log", "append", "s", "--body-file", "/dev/zero"],
+            false,
+            "--body-file /dev/zero is larger than 1048576 bytes, the limit",
+        ),
+        (
+            &["log", "append", "s", "--body-file", "-"],
+            true,
+            "--body-file - (standard input) is larger than 1048576 bytes, the limit",
+        ),
+        (
+            &["log", "append", "s", "--jsonl"],
+            true,
+            "--jsonl: standard input line 1 is longer than 4194304 bytes, the limit",
+        ),
+    ];
+    for (args, stdin, message) in cases {
+        let mut cmd = store.cmd(args);
+        cmd.stdin(if *stdin {
+            zero().into()
+        } else {
+            std::process::Stdio::null()
+        });
+        let (out, peak) = crate::support::run_peak_memory(&mut cmd);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        assert!(peak < PEAK_LIMIT_KIB, "{args:?} peaked at {peak} KiB");
+    }
+    let streams = store.ok(&["log", "streams", "--json"]).json();
+    assert_eq!(streams, serde_json::json!([]), "nothing was appended");
+}

@@ -132,6 +132,42 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Out {
     }
 }
 
+/// Runs a command to its end (bounded by [`COMMAND_LIMIT`]) and returns its output and
+/// its peak resident memory in KiB (`ru_maxrss` from `wait4`: that child's own peak, not
+/// that of the test's other children).
+#[track_caller]
+pub fn run_peak_memory(cmd: &mut Command) -> (Out, u64) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let pid = child.id() as nix::libc::pid_t;
+    let reaped = poll(COMMAND_LIMIT, || {
+        let mut status = 0;
+        // SAFETY: plain out-parameters; `rusage` is plain data, zero is a valid value.
+        let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our own unreaped child; both pointers are valid for writes.
+        let got = unsafe { nix::libc::wait4(pid, &mut status, nix::libc::WNOHANG, &mut usage) };
+        assert!(got >= 0, "wait4: {}", std::io::Error::last_os_error());
+        (got == pid).then_some((status, usage.ru_maxrss))
+    });
+    let Some((status, peak)) = reaped else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} did not finish within {COMMAND_LIMIT:?}");
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let out = Out {
+        code: exit_code(ExitStatus::from_raw(status)),
+        stdout: stdout.join().expect("the stdout reader"),
+        stderr: stderr.join().expect("the stderr reader"),
+    };
+    (out, peak as u64)
+}
+
 /// Reads a pipe to its end on a thread of its own (so a full pipe never blocks the child).
 fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
