@@ -111,7 +111,14 @@ impl Config {
         let source = Source { path, text };
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| source.line(span.start)).unwrap_or(1);
-            let table = source.table_at(line).map(|t| format!("{t}: ")).unwrap_or_default();
+            // `table.key: ` when the error is on a `key = value` line (a wrong type), else
+            // `table: ` (a missing field, a whole table wrong).
+            let table = match (source.table_at(line), source.key_at(line)) {
+                (Some(t), Some(k)) => format!("{t}.{k}: "),
+                (Some(t), None) => format!("{t}: "),
+                (None, Some(k)) => format!("{k}: "),
+                (None, None) => String::new(),
+            };
             Error::bad_input(format!("{}:{line}: {table}{}", path.display(), e.message().trim_end()))
         })?;
         let mut config = notify::validate(&raw, &source)?;
@@ -164,6 +171,17 @@ impl Source<'_> {
         let lines: Vec<&str> = self.text.lines().collect();
         // The error's own line may be the header (a whole table is wrong): name it then.
         lines[..line.min(lines.len())].iter().rev().find_map(|l| header(l))
+    }
+
+    /// The key that line `line` sets (`key = value`), if it sets one.
+    pub fn key_at(&self, line: usize) -> Option<String> {
+        let text = self.text.lines().nth(line.checked_sub(1)?)?.trim();
+        if text.starts_with('[') || text.starts_with('#') {
+            return None;
+        }
+        let (key, _) = text.split_once('=')?;
+        let key = key.trim();
+        (!key.is_empty()).then(|| key.to_string())
     }
 
     /// An error at `span` about `key`.

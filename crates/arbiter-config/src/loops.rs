@@ -191,8 +191,29 @@ fn validate_profile(name: &str, spanned: &Spanned<RawProfile>, source: &Source<'
             raw.token_timeout.as_ref(),
             Duration::from_secs(60),
         )?,
-        env: raw.env.clone(),
+        env: env(source, &key("env"), &raw.env)?,
     })
+}
+
+/// A command's `env` table: keys a process environment can hold (non-empty, no `=`, no
+/// NUL) and values without NUL — checked now, not when a round starts.
+fn env(source: &Source<'_>, key: &str, table: &BTreeMap<String, Spanned<String>>) -> Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    for (name, value) in table {
+        let at = |why: String| source.error(value.span(), &format!("{key}.{name:?}"), why);
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(at(format!(
+                "invalid variable name {name:?}: expected a non-empty name without '=' or NUL"
+            )));
+        }
+        if value.get_ref().contains('\0') {
+            return Err(at(
+                "the value contains a NUL character, which no environment can hold".into()
+            ));
+        }
+        env.insert(name.clone(), value.get_ref().clone());
+    }
+    Ok(env)
 }
 
 fn validate_loop(
@@ -220,7 +241,11 @@ fn validate_loop(
         return Err(source.error(
             spanned_prompt.span(),
             &key("prompt"),
-            format!("prompt template {} does not exist", file.display()),
+            if file.is_dir() {
+                format!("prompt template {} is a directory: expected a file", file.display())
+            } else {
+                format!("prompt template {} does not exist", file.display())
+            },
         ));
     }
     let has_placeholder = command.iter().any(|a| a.contains("{prompt_file}"));
@@ -316,7 +341,7 @@ fn validate_loop(
             raw.backoff_max.as_ref(),
             Duration::from_secs(3600),
         )?,
-        env: raw.env.clone(),
+        env: env(source, &key("env"), &raw.env)?,
         profile: raw.profile.as_ref().map(|p| p.get_ref().clone()),
         priority: raw.priority,
         max_rounds_per_hour,

@@ -5,6 +5,8 @@
 //!   (the database name).
 //! - [`text`]: free text from a command (a token command's stderr): the given secrets,
 //!   anything token-shaped, and every URL in it redacted.
+//! - [`printable`]: text for a terminal, its control characters escaped (no escape
+//!   sequence from a stored value ever reaches a person's terminal).
 
 /// What stands for a hidden part.
 pub const HIDDEN: &str = "…";
@@ -94,6 +96,24 @@ pub fn text(text: &str, secrets: &[&str]) -> String {
     out
 }
 
+/// `text` with every control character (escape sequences, carriage returns, newlines,
+/// tabs, NUL …) written as a Rust escape (`\u{1b}`, `\n`, `\t`), so that one value is one
+/// line and a terminal interprets nothing in it.
+pub fn printable(text: &str) -> String {
+    if !text.contains(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn token_shaped(word: &str) -> bool {
     let word = word.trim_end_matches(['.', ':', '!']);
     if ["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]
@@ -135,6 +155,12 @@ mod tests {
         ] {
             assert_eq!(url(input), shown, "{input}");
         }
+    }
+
+    #[test]
+    fn printables() {
+        assert_eq!(printable("plain ünï"), "plain ünï");
+        assert_eq!(printable("a\u{1b}[31mred\r\n\t\0"), "a\\u{1b}[31mred\\r\\n\\t\\u{0}");
     }
 
     #[test]

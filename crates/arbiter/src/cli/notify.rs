@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arbiter_config::{Config, Target};
 use arbiter_core::log::parse_tag;
 use arbiter_core::notify::{Notification, Severity};
+use arbiter_core::redact::printable;
 use arbiter_core::{Error, Result};
 use arbiter_notify::dispatch::Dispatcher;
 use arbiter_notify::send::Attempt;
@@ -196,7 +197,10 @@ pub async fn notifications(command: NotificationsCommand, global: &Global, out: 
             } else {
                 for e in entries {
                     let n = &e.message.notification;
-                    let error = e.last_error.map(|err| format!("\t{err}")).unwrap_or_default();
+                    let error = e
+                        .last_error
+                        .map(|err| format!("\t{}", printable(&err)))
+                        .unwrap_or_default();
                     println!(
                         "{}\t{}\t{}\t{}\t{}\t{}\tattempts {}{error}",
                         e.id,
@@ -204,7 +208,7 @@ pub async fn notifications(command: NotificationsCommand, global: &Global, out: 
                         e.channel,
                         timestamp(e.created_at),
                         n.kind,
-                        n.title,
+                        printable(&n.title),
                         e.attempts
                     );
                 }
