@@ -228,6 +228,20 @@ fn sqlite_error(path: &std::path::Path, e: rusqlite::Error) -> Error {
     } else {
         format!(" ({})", path.display())
     };
+    if matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    ) {
+        // SQLite's own words ("database is locked") do not say whose lock or what to do.
+        return Error::new(
+            kind,
+            format!(
+                "the SQLite store{place} stayed locked by another process's write for longer than its busy \
+                 timeout (?busy_timeout=, 15s by default): retry, raise ?busy_timeout=, or find the process \
+                 holding it ({e})"
+            ),
+        );
+    }
     Error::new(kind, format!("SQLite store error{place}: {e}"))
 }
 

@@ -7,7 +7,7 @@ use arbiter_config::{Config, Target};
 use arbiter_core::log::parse_tag;
 use arbiter_core::notify::{Notification, Severity};
 use arbiter_core::redact::printable;
-use arbiter_core::{Error, Result};
+use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_notify::dispatch::Dispatcher;
 use arbiter_notify::send::Attempt;
 use arbiter_store::DeliveryState;
@@ -277,9 +277,11 @@ pub async fn channels(command: ChannelsCommand, global: &Global, out: Output) ->
                     }
                 }
                 Attempt::Failed { error, .. } => {
-                    return Err(Error::unavailable(format!(
-                        "channel {id:?} did not take the test message: {error}"
-                    )));
+                    // Exit 7, not 6: the channel failed, not the store.
+                    return Err(Error::new(
+                        ErrorKind::Failed,
+                        format!("channel {id:?} did not take the test message: {error}"),
+                    ));
                 }
             }
         }

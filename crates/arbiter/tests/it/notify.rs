@@ -915,8 +915,7 @@ channels = ["hook"]
     // A receiver that answers an error: the status and its text, never the URL's path.
     receiver.set(Behaviour::Status(503));
     let out = cli(&store, &config, &["channels", "test", "hook"]);
-    assert_ne!(out.code, 0);
-    assert_eq!(out.code, 6, "unavailable: {out:?}");
+    assert_eq!(out.code, 7, "failed (the channel, not the store): {out:?}");
     assert!(
         out.stderr
             .contains("channel \"hook\" did not take the test message: HTTP 503: receiver says 503"),
@@ -926,12 +925,13 @@ channels = ["hook"]
     assert!(!out.stderr.contains("SECRET-PATH"), "{}", out.stderr);
     receiver.set(Behaviour::TooMany);
     let out = cli(&store, &config, &["channels", "test", "hook", "--json"]);
-    assert_eq!(out.code, 6);
+    assert_eq!(out.code, 7);
+    assert_eq!(out.json()["error"], "failed", "{out:?}");
     assert!(out.json()["message"].as_str().unwrap().contains("HTTP 429"), "{out:?}");
     // Nobody listening.
     receiver.refuse();
     let out = cli(&store, &config, &["channels", "test", "chat"]);
-    assert_eq!(out.code, 6, "{out:?}");
+    assert_eq!(out.code, 7, "{out:?}");
     assert!(
         out.stderr.contains(&format!(
             "http://127.0.0.1:{}/… connection failed",
@@ -995,7 +995,7 @@ fn secrets_in_a_channel_url_are_never_shown_or_stored() {
 
     receiver.refuse();
     let out = cli(&store, &config, &["channels", "test", "hook"]);
-    assert_ne!(out.code, 0, "{out:?}");
+    assert_eq!(out.code, 7, "{out:?}");
     secret_free("channels test", &format!("{}{}", out.stdout, out.stderr));
     assert!(
         out.stderr.contains(&format!("{shown} connection failed")),

@@ -632,7 +632,7 @@ env = { OUT = "@OUT@" }
         0,
         "the grandchild ignores SIGTERM: {sigign}"
     );
-    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+    assert_eq!(watch.wait(SOON), 7, "its only round failed: {}", watch.stderr());
     let log = store.ok(&["logs", "stuck", "--round", "1"]).stdout;
     assert!(log.contains("timed out"), "the round's log says why it ended: {log}");
 }
@@ -1092,7 +1092,7 @@ env = { OUT = "@OUT@" }
     );
     // The agent crashes.
     let (code, stderr) = fleet.run_watch("suicide", &["--once", "--loop", "suicide"]);
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 7, "its only round failed: {stderr}");
     let round = &fleet.rounds("suicide")[0];
     assert_eq!(
         (round.status.as_str(), round.exit_code, round.reason.as_str()),
@@ -1514,7 +1514,8 @@ token_file = "token.txt"
         ));
     }
     fleet.configure(&toml);
-    let (_code, stderr) = fleet.run_watch("watch", &["--rounds", "1"]);
+    let (code, stderr) = fleet.run_watch("watch", &["--rounds", "1"]);
+    assert_eq!(code, 7, "every round failed: {stderr}");
     let expected = [
         (
             "leaky",
@@ -1606,7 +1607,8 @@ fn round_logs_are_private_and_planted_links_are_refused() {
     std::os::unix::fs::symlink(&victim_dir, loop_dir("prompted").join("prompts")).unwrap();
 
     let (code, stderr) = fleet.run_watch("watch", &["--rounds", "1"]);
-    assert_ne!(code, 2, "{stderr}");
+    assert_eq!(code, 7, "two loops' rounds failed: {stderr}");
+    assert!(stderr.contains("loop logged: round 1 failed: refusing"), "{stderr}");
     let plain = fleet.rounds("plain");
     assert_eq!(plain.len(), 1, "{stderr}");
     assert_eq!(plain[0].status, "succeeded", "{plain:?}");
