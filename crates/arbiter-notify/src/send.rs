@@ -99,3 +99,43 @@ fn append_line(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
     file.write_all(&line)?;
     file.sync_data()
 }
+
+/// Whether `channel` could be delivered to, without sending anything: a TCP connection to
+/// a URL's host and port (then closed), a `file` channel's directory, `stdout`. The answer
+/// names the URL redacted.
+pub async fn reachable(channel: &Channel, timeout: Duration) -> Result<String, String> {
+    match &channel.target {
+        Target::Stdout => Ok("standard output".into()),
+        Target::File(path) => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if dir.is_dir() {
+                Ok(format!("{} (its directory exists)", path.display()))
+            } else {
+                Err(format!(
+                    "{}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                ))
+            }
+        }
+        Target::Url(url) => {
+            let shown = arbiter_config::redact_url(url);
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("{shown}: {e}"))?;
+            let host = parsed
+                .host_str()
+                .ok_or_else(|| format!("{shown}: no host"))?
+                .to_string();
+            let port = parsed
+                .port_or_known_default()
+                .ok_or_else(|| format!("{shown}: no port"))?;
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await {
+                Ok(Ok(_)) => Ok(format!("{shown} accepts connections (nothing sent)")),
+                Ok(Err(e)) => Err(format!("{shown}: cannot connect: {e}")),
+                Err(_) => Err(format!("{shown}: no connection within {timeout:?}")),
+            }
+        }
+    }
+}

@@ -15,6 +15,7 @@
 //!   KILL) — what `arbiter lock -- CMD…` needs when the lease is lost or arbiter dies. The
 //!   design, per platform, is written at the top of `src/guarded/mod.rs`.
 //!
+//! - **Filesystems** ([`disk`]): whether a path is on a network filesystem.
 //! - **Private files** ([`private`]): 0600 files and 0700 directories, never through a
 //!   planted symlink.
 //!
@@ -24,6 +25,7 @@
 #[cfg(not(any(unix, windows)))]
 compile_error!("arbiter-process supports unix and windows only");
 
+pub mod disk;
 mod guarded;
 mod identity;
 mod liveness;

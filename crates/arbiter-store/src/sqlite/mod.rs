@@ -120,6 +120,18 @@ pub(crate) enum Outcome<T> {
 
 fn open_connection(path: &std::path::Path, synchronous: Synchronous, busy_timeout: Duration) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // WAL needs shared memory and locks a network filesystem does not give: refused there.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if let Some(fs) = arbiter_process::disk::filesystem(dir).filter(|fs| fs.network) {
+        return Err(Error::bad_input(format!(
+            "the SQLite store {} is on a network filesystem ({}), where SQLite's WAL is unsafe: put it on a local disk, or use PostgreSQL",
+            path.display(),
+            fs.name
+        )));
+    }
     // A new store is created 0600 here, never through a planted link; SQLite then creates
     // its -wal and -shm files with the same mode. (A missing directory is SQLite's error.)
     if path

@@ -2,6 +2,7 @@
 //! conventions (`output`).
 
 mod decisions;
+mod doctor;
 mod kv;
 mod lease;
 mod lock;
@@ -117,6 +118,9 @@ enum Command {
     /// The store itself: which one, and its schema.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Check this machine's setup: the store, file modes, the config, each channel, each
+    /// profile's gh setup. One line per check; exit 7 if one failed.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Parses the command line, runs the command, and returns the exit code.
@@ -191,6 +195,7 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Status(args) => watch::status(args, &global, out).await,
         Command::Logs(args) => watch::logs(args, &global, out).await,
         Command::Store(command) => store::run(command, &global, out).await,
+        Command::Doctor(args) => doctor::run(args, &global, out).await,
     }
 }
 
