@@ -101,6 +101,7 @@ pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32>
     let selected: Vec<String> = config
         .loops
         .iter()
+        .filter(|l| l.enabled)
         .map(|l| l.name.clone())
         .filter(|name| options.loops.is_empty() || options.loops.contains(name))
         .collect();
