@@ -1,5 +1,6 @@
-//! Property tests of the redaction functions: no URL leaks its userinfo, query or
-//! fragment, whatever surrounds them; no text leaks the secrets it is given.
+//! Property tests of `arbiter_core::redact`: no URL leaks its userinfo, query or
+//! fragment, whatever surrounds them; no text leaks the secrets it is given; printable
+//! text holds no control character.
 
 use arbiter_core::redact;
 use proptest::prelude::*;
@@ -42,5 +43,14 @@ proptest! {
     ) {
         let shown = redact::text(&format!("{before}{secret}{after}"), &[&secret]);
         prop_assert!(!shown.contains(&secret), "{}", shown);
+    }
+
+    #[test]
+    fn printable_text_has_no_control_character(text in "(\\PC|\\p{Cc}){0,64}") {
+        let shown = redact::printable(&text);
+        prop_assert!(!shown.contains(char::is_control), "{:?}", shown);
+        if !text.contains(char::is_control) {
+            prop_assert_eq!(shown, text);
+        }
     }
 }
