@@ -67,7 +67,12 @@ pub async fn send(client: &reqwest::Client, channel: &Channel, message: &Message
                         .and_then(|v| v.trim().parse::<f64>().ok())
                         .filter(|s| s.is_finite() && *s >= 0.0)
                         .map(|s| Duration::from_secs_f64(s.min(24.0 * 3600.0)));
+                    // A receiver may echo the request: its URL, path and anything token-shaped
+                    // are hidden before the text reaches output, logs or the store.
                     let text = response.text().await.unwrap_or_default();
+                    let secrets = url_secrets(url);
+                    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                    let text = arbiter_core::redact::text(&text, &secrets);
                     let text: String = text.chars().take(200).collect();
                     Attempt::Failed {
                         error: format!("HTTP {}: {}", status.as_u16(), text.trim()),
@@ -90,6 +95,19 @@ pub async fn send(client: &reqwest::Client, channel: &Channel, message: &Message
             }
         }
     }
+}
+
+/// The parts of a webhook URL that are secret (what a receiver's error page might echo):
+/// the URL itself, its path, query and password.
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut secrets = vec![url.to_string()];
+    if let Ok(parsed) = reqwest::Url::parse(url) {
+        let path = Some(parsed.path()).filter(|p| p.len() > 1);
+        for part in [path, parsed.query(), parsed.password()].into_iter().flatten() {
+            secrets.push(part.to_string());
+        }
+    }
+    secrets
 }
 
 fn append_line(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
