@@ -243,8 +243,11 @@ impl Global {
     /// Opens (and migrates) the store.
     async fn open(&self) -> Result<(Store, StoreUrl)> {
         let url = self.store_url()?;
+        // A new data directory is created 0700; an existing one (perhaps a link the user
+        // made to another disk) is the user's and left as it is.
         if let (None, StoreUrl::Sqlite { path, .. }) = (&self.store, &url)
             && let Some(dir) = path.parent()
+            && std::fs::symlink_metadata(dir).is_err()
         {
             arbiter_process::private::private_dir(dir)
                 .map_err(|e| Error::unavailable(format!("cannot create the data directory: {}", e.message)))?;
