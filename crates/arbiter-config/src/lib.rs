@@ -54,7 +54,8 @@
 //!
 //! [profiles.work]
 //! gh_config_dir = "~/.config/arbiter/gh/work"   # created 0700; the loop's own GH_CONFIG_DIR
-//! token_command = ["gh", "auth", "token", "--hostname", "github.com"]  # or token_file, token_env
+//! token_command = ["gh", "auth", "token", "--hostname", "github.com"]  # or token_file (0600), token_env
+//! token_timeout = "60s"              # for token_command (at most the loop's timeout)
 //! env = { GIT_AUTHOR_NAME = "Work Bot" }
 //!
 //! [[profile_rules]]
@@ -110,7 +111,14 @@ impl Config {
         let source = Source { path, text };
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| source.line(span.start)).unwrap_or(1);
-            let table = source.table_at(line).map(|t| format!("{t}: ")).unwrap_or_default();
+            // `table.key: ` when the error is on a `key = value` line (a wrong type), else
+            // `table: ` (a missing field, a whole table wrong).
+            let table = match (source.table_at(line), source.key_at(line)) {
+                (Some(t), Some(k)) => format!("{t}.{k}: "),
+                (Some(t), None) => format!("{t}: "),
+                (None, Some(k)) => format!("{k}: "),
+                (None, None) => String::new(),
+            };
             Error::bad_input(format!("{}:{line}: {table}{}", path.display(), e.message().trim_end()))
         })?;
         let mut config = notify::validate(&raw, &source)?;
@@ -163,6 +171,17 @@ impl Source<'_> {
         let lines: Vec<&str> = self.text.lines().collect();
         // The error's own line may be the header (a whole table is wrong): name it then.
         lines[..line.min(lines.len())].iter().rev().find_map(|l| header(l))
+    }
+
+    /// The key that line `line` sets (`key = value`), if it sets one.
+    pub fn key_at(&self, line: usize) -> Option<String> {
+        let text = self.text.lines().nth(line.checked_sub(1)?)?.trim();
+        if text.starts_with('[') || text.starts_with('#') {
+            return None;
+        }
+        let (key, _) = text.split_once('=')?;
+        let key = key.trim();
+        (!key.is_empty()).then(|| key.to_string())
     }
 
     /// An error at `span` about `key`.

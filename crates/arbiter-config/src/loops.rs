@@ -57,6 +57,8 @@ pub struct Profile {
     /// Set for GitHub Enterprise: the loop also gets `GH_HOST` and `GH_ENTERPRISE_TOKEN`.
     pub gh_host: Option<String>,
     pub token: Option<TokenSource>,
+    /// How long `token_command` may run (at most the loop's `timeout`); default 60s.
+    pub token_timeout: Duration,
     pub env: BTreeMap<String, String>,
 }
 
@@ -183,8 +185,35 @@ fn validate_profile(name: &str, spanned: &Spanned<RawProfile>, source: &Source<'
         gh_config_dir: path(base, raw.gh_config_dir.get_ref()),
         gh_host: raw.gh_host.as_ref().map(|h| h.get_ref().clone()),
         token,
-        env: raw.env.clone(),
+        token_timeout: duration(
+            source,
+            &key("token_timeout"),
+            raw.token_timeout.as_ref(),
+            Duration::from_secs(60),
+        )?,
+        env: env(source, &key("env"), &raw.env)?,
     })
+}
+
+/// A command's `env` table: keys a process environment can hold (non-empty, no `=`, no
+/// NUL) and values without NUL — checked now, not when a round starts.
+fn env(source: &Source<'_>, key: &str, table: &BTreeMap<String, Spanned<String>>) -> Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    for (name, value) in table {
+        let at = |why: String| source.error(value.span(), &format!("{key}.{name:?}"), why);
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(at(format!(
+                "invalid variable name {name:?}: expected a non-empty name without '=' or NUL"
+            )));
+        }
+        if value.get_ref().contains('\0') {
+            return Err(at(
+                "the value contains a NUL character, which no environment can hold".into()
+            ));
+        }
+        env.insert(name.clone(), value.get_ref().clone());
+    }
+    Ok(env)
 }
 
 fn validate_loop(
@@ -212,7 +241,11 @@ fn validate_loop(
         return Err(source.error(
             spanned_prompt.span(),
             &key("prompt"),
-            format!("prompt template {} does not exist", file.display()),
+            if file.is_dir() {
+                format!("prompt template {} is a directory: expected a file", file.display())
+            } else {
+                format!("prompt template {} does not exist", file.display())
+            },
         ));
     }
     let has_placeholder = command.iter().any(|a| a.contains("{prompt_file}"));
@@ -308,7 +341,7 @@ fn validate_loop(
             raw.backoff_max.as_ref(),
             Duration::from_secs(3600),
         )?,
-        env: raw.env.clone(),
+        env: env(source, &key("env"), &raw.env)?,
         profile: raw.profile.as_ref().map(|p| p.get_ref().clone()),
         priority: raw.priority,
         max_rounds_per_hour,

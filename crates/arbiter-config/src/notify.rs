@@ -357,20 +357,9 @@ fn check_url(url: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// A webhook URL with its path hidden: the path of a chat webhook is its secret.
-pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let host = rest.split('/').next().unwrap_or_default();
-            if rest.len() > host.len() {
-                format!("{scheme}://{host}/…")
-            } else {
-                url.to_string()
-            }
-        }
-        None => "…".to_string(),
-    }
-}
+/// A webhook URL with its userinfo, path, query and fragment hidden: the path of a chat
+/// webhook is its secret.
+pub use arbiter_core::redact::url as redact;
 
 /// `N/s`, `N/m`, `N/h` (also `N/second` …).
 fn parse_rate(text: &str) -> std::result::Result<Rate, String> {

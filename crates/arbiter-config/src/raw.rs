@@ -37,7 +37,7 @@ pub struct RawLoop {
     pub grace: Option<Spanned<String>>,
     pub backoff_max: Option<Spanned<String>>,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, Spanned<String>>,
     pub profile: Option<Spanned<String>>,
     #[serde(default)]
     pub priority: i64,
@@ -59,8 +59,9 @@ pub struct RawProfile {
     pub token_command: Option<Spanned<toml::Value>>,
     pub token_file: Option<Spanned<String>>,
     pub token_env: Option<Spanned<String>>,
+    pub token_timeout: Option<Spanned<String>>,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

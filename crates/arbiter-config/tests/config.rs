@@ -187,7 +187,7 @@ fn errors_name_file_line_and_key() {
     );
     check_error(
         "[channels.a]\ntype = \"stdout\"\ncolour = 1\n",
-        "arbiter.toml:3: channels.a: unknown field `colour`",
+        "arbiter.toml:3: channels.a.colour: unknown field `colour`",
     );
     check_error(
         "[channels.a]\ntype = \"stdout\"\n[[routes]]\nchannels = [\"a\"]\nmin_severity = \"fatal\"\n",
@@ -287,5 +287,40 @@ fn loop_errors_name_file_line_and_key() {
     check(
         &good.replace("[\"agent\", \"{prompt_file}\"]", "[\"agent\"]"),
         "loops.x.command: the prompt reaches the command through a {prompt_file}",
+    );
+    std::fs::create_dir(dir.path().join("prompts")).unwrap();
+    check(
+        &good.replace("p.md", "prompts"),
+        "prompts is a directory: expected a file",
+    );
+    // A wrong type names the key, not only its table.
+    check(
+        &good.replace("\"1m\"", "5"),
+        ":3: loops.x.every: invalid type: integer `5`, expected a string",
+    );
+    check(
+        &format!("{good}env = {{ A = 1 }}\n"),
+        ":6: loops.x.env: invalid type: integer `1`",
+    );
+    // env: names a process environment can hold, values without NUL, checked at load.
+    check(
+        &format!("{good}env = {{ \"\" = \"x\" }}\n"),
+        ":6: loops.x.env.\"\": invalid variable name \"\": expected a non-empty name without '=' or NUL",
+    );
+    check(
+        &format!("{good}env = {{ \"A=B\" = \"x\" }}\n"),
+        ":6: loops.x.env.\"A=B\": invalid variable name",
+    );
+    check(
+        &format!("{good}\nenv = {{ OK = \"a\\u0000b\" }}\n"),
+        ":7: loops.x.env.\"OK\": the value contains a NUL character",
+    );
+    check(
+        &format!("{good}\n[profiles.p]\ngh_config_dir = \"gh\"\nenv = {{ \"\" = \"x\" }}\n"),
+        ":9: profiles.p.env.\"\": invalid variable name",
+    );
+    check(
+        &format!("{good}\n[profiles.p]\ngh_config_dir = \"gh\"\ntoken_timeout = \"soon\"\n"),
+        ":9: profiles.p.token_timeout: invalid duration",
     );
 }

@@ -24,6 +24,10 @@ pub enum ErrorKind {
     NotFound,
     /// The store could not be reached or opened.
     Unavailable,
+    /// What arbiter ran or checked did not succeed (the store was fine): a channel that
+    /// did not take a test message, a loop whose last round failed under `watch --once`
+    /// or `--rounds`, a failed `doctor` check.
+    Failed,
     /// Anything else: a bug, a corrupted store, an OS failure.
     Internal,
 }
@@ -38,6 +42,7 @@ impl ErrorKind {
             ErrorKind::Lost => "lost",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Failed => "failed",
             ErrorKind::Internal => "internal",
         }
     }

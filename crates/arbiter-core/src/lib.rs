@@ -8,6 +8,7 @@
 //! - [`log`]: append-only streams, idempotent appends, consumers.
 //! - [`decisions`]: decisions as Markdown: the render projection and the inbox merge.
 //! - [`notify`]: notifications, severities, kind globs, storm thresholds, messages.
+//! - [`redact`]: the one way a URL or a command's output is shown with its secrets hidden.
 //! - [`error`]: the failure classes every layer reports (mapped to exit codes by the binary,
 //!   to HTTP statuses by the server, each in one place).
 //!
@@ -23,6 +24,7 @@ pub mod lease;
 pub mod log;
 pub mod name;
 pub mod notify;
+pub mod redact;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -6,6 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use arbiter_config::ChannelType;
 use arbiter_core::notify::{Message, MessageType, Severity};
+use arbiter_core::redact::printable;
 use serde_json::{Value, json};
 
 /// How a message looks to people, whatever the channel.
@@ -158,9 +159,32 @@ const TEAMS_FACT_BYTES: usize = 1024;
 /// Discord: all of an embed's text (title, description, fields, footer) is at most this.
 const DISCORD_EMBED_CHARS: usize = 6000;
 
+/// Teams mentions are `<at>…</at>` in the text plus a `msteams.entities` entry: arbiter
+/// never sends entities, and breaks every `<at` in the text with a word joiner (invisible)
+/// so that no text of a notification can become a mention.
+fn teams_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('<') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let tag = rest.trim_start_matches('/');
+        if tag.len() >= 2 && tag.is_char_boundary(2) && tag[..2].eq_ignore_ascii_case("at") {
+            out.push('\u{2060}');
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Microsoft Teams (Workflows or incoming webhook): a message with one Adaptive Card.
 pub fn teams(message: &Message) -> Value {
-    let r = render(message);
+    let mut r = render(message);
+    r.headline = teams_escape(&r.headline);
+    r.body = teams_escape(&r.body);
+    for (_, value) in &mut r.facts {
+        *value = teams_escape(value);
+    }
     let mut body = vec![json!({
         "type": "TextBlock", "text": r.headline, "weight": "Bolder", "size": "Medium",
         "wrap": true, "color": r.teams_color,
@@ -208,7 +232,8 @@ pub fn slack(message: &Message) -> Value {
         .collect::<Vec<_>>()
         .join("  ·  ");
     blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": truncate(&context, 3000) }] }));
-    json!({ "text": truncate(&r.headline, 3000), "blocks": blocks })
+    // `text` is what push notifications show, and Slack parses it: escaped like the rest.
+    json!({ "text": truncate(&slack_escape(&r.headline), 3000), "blocks": blocks })
 }
 
 /// Slack's three control characters in mrkdwn text: without this, a body containing
@@ -245,7 +270,8 @@ pub fn discord(message: &Message) -> Value {
         let room = DISCORD_EMBED_CHARS.saturating_sub(used).min(4096);
         embed["description"] = json!(truncate(&r.body, room));
     }
-    json!({ "username": "arbiter", "embeds": [embed] })
+    // No @everyone, @here, role or user mention ever pings anyone, whatever the text says.
+    json!({ "username": "arbiter", "embeds": [embed], "allowed_mentions": { "parse": [] } })
 }
 
 /// The generic JSON webhook body: the message itself (stable field names).
@@ -262,10 +288,11 @@ pub fn payload(kind: ChannelType, message: &Message) -> Vec<u8> {
         ChannelType::Webhook | ChannelType::File => webhook(message).to_string().into_bytes(),
         ChannelType::Stdout => {
             let r = render(message);
-            let mut line = r.headline;
+            // One line for a terminal: no control character of the text reaches it.
+            let mut line = printable(&r.headline);
             if !r.body.is_empty() {
                 line.push_str(" — ");
-                line.push_str(&r.body.replace('\n', " "));
+                line.push_str(&printable(&r.body.replace('\n', " ")));
             }
             line.push_str(&format!(" [{}]", message.id));
             line.into_bytes()

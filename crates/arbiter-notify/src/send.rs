@@ -67,7 +67,12 @@ pub async fn send(client: &reqwest::Client, channel: &Channel, message: &Message
                         .and_then(|v| v.trim().parse::<f64>().ok())
                         .filter(|s| s.is_finite() && *s >= 0.0)
                         .map(|s| Duration::from_secs_f64(s.min(24.0 * 3600.0)));
+                    // A receiver may echo the request: its URL, path and anything token-shaped
+                    // are hidden before the text reaches output, logs or the store.
                     let text = response.text().await.unwrap_or_default();
+                    let secrets = url_secrets(url);
+                    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                    let text = arbiter_core::redact::text(&text, &secrets);
                     let text: String = text.chars().take(200).collect();
                     Attempt::Failed {
                         error: format!("HTTP {}: {}", status.as_u16(), text.trim()),
@@ -92,10 +97,63 @@ pub async fn send(client: &reqwest::Client, channel: &Channel, message: &Message
     }
 }
 
+/// The parts of a webhook URL that are secret (what a receiver's error page might echo):
+/// the URL itself, its path, query and password.
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut secrets = vec![url.to_string()];
+    if let Ok(parsed) = reqwest::Url::parse(url) {
+        let path = Some(parsed.path()).filter(|p| p.len() > 1);
+        for part in [path, parsed.query(), parsed.password()].into_iter().flatten() {
+            secrets.push(part.to_string());
+        }
+    }
+    secrets
+}
+
 fn append_line(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     let mut line = body.to_vec();
     line.push(b'\n');
     file.write_all(&line)?;
     file.sync_data()
+}
+
+/// Whether `channel` could be delivered to, without sending anything: a TCP connection to
+/// a URL's host and port (then closed), a `file` channel's directory, `stdout`. The answer
+/// names the URL redacted.
+pub async fn reachable(channel: &Channel, timeout: Duration) -> Result<String, String> {
+    match &channel.target {
+        Target::Stdout => Ok("standard output".into()),
+        Target::File(path) => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if dir.is_dir() {
+                Ok(format!("{} (its directory exists)", path.display()))
+            } else {
+                Err(format!(
+                    "{}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                ))
+            }
+        }
+        Target::Url(url) => {
+            let shown = arbiter_config::redact_url(url);
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("{shown}: {e}"))?;
+            let host = parsed
+                .host_str()
+                .ok_or_else(|| format!("{shown}: no host"))?
+                .to_string();
+            let port = parsed
+                .port_or_known_default()
+                .ok_or_else(|| format!("{shown}: no port"))?;
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await {
+                Ok(Ok(_)) => Ok(format!("{shown} accepts connections (nothing sent)")),
+                Ok(Err(e)) => Err(format!("{shown}: cannot connect: {e}")),
+                Err(_) => Err(format!("{shown}: no connection within {timeout:?}")),
+            }
+        }
+    }
 }

@@ -15,15 +15,21 @@
 //!   KILL) — what `arbiter lock -- CMD…` needs when the lease is lost or arbiter dies. The
 //!   design, per platform, is written at the top of `src/guarded/mod.rs`.
 //!
+//! - **Filesystems** ([`disk`]): whether a path is on a network filesystem.
+//! - **Private files** ([`private`]): 0600 files and 0700 directories, never through a
+//!   planted symlink.
+//!
 //! Linux is fully supported and tested. macOS and Windows code paths are kept small, behind
 //! `#[cfg]`, and are not compiled in this repository's CI.
 
 #[cfg(not(any(unix, windows)))]
 compile_error!("arbiter-process supports unix and windows only");
 
+pub mod disk;
 mod guarded;
 mod identity;
 mod liveness;
+pub mod private;
 #[cfg(target_os = "linux")]
 mod procfs;
 

@@ -43,7 +43,13 @@ const EXPECTED: &str = "expected sqlite:///path/to/file.db, a file path, or post
 impl StoreUrl {
     /// Parses a store URL; see the module documentation.
     pub fn parse(text: &str) -> Result<StoreUrl> {
-        let bad = |why: String| Error::bad_input(format!("invalid store URL {text:?}: {why}; {EXPECTED}"));
+        // A URL that is not a file path may carry a password or secret options: never shown.
+        let shown = if text.contains("://") && !text.starts_with("sqlite://") {
+            redact(text)
+        } else {
+            text.to_string()
+        };
+        let bad = |why: String| Error::bad_input(format!("invalid store URL {shown:?}: {why}; {EXPECTED}"));
         if text.trim().is_empty() {
             return Err(bad("it is empty".into()));
         }
@@ -57,6 +63,11 @@ impl StoreUrl {
             }
         } else if let Some((scheme, _)) = text.split_once("://") {
             return Err(bad(format!("unknown scheme {scheme:?}")));
+        } else if ["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|s| text.starts_with(s))
+        {
+            return Err(bad("a scheme needs \"://\" after it".into()));
         } else {
             (text, None)
         };
@@ -175,19 +186,8 @@ fn parse_postgres(text: &str) -> std::result::Result<StoreUrl, String> {
     Ok(StoreUrl::Postgres { url, schema })
 }
 
-/// The URL with any password replaced by `***`, for printing.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
-}
+/// The URL with its userinfo, query and fragment hidden, for printing.
+pub use arbiter_core::redact::url as redact;
 
 #[cfg(test)]
 mod tests {
@@ -259,6 +259,8 @@ mod tests {
             ("", "it is empty"),
             ("mysql://x", "unknown scheme \"mysql\""),
             ("sqlite://", "file path is empty"),
+            ("sqlite:", "a scheme needs \"://\""),
+            ("sqlite:a.db", "a scheme needs \"://\""),
             ("sqlite:///a.db?synchronous=off", "expected full or normal"),
             ("sqlite:///a.db?mode=ro", "unknown SQLite option"),
             ("sqlite:///a.db?busy_timeout=soon", "busy_timeout: invalid duration"),
@@ -273,7 +275,7 @@ mod tests {
 
     #[test]
     fn redacts() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://***@h/db");
+        assert_eq!(redact("postgres://h/db?password=secret"), "postgres://h/db?…");
     }
 }

@@ -264,8 +264,9 @@ async fn hold_loop(
             }
         }
         let log_dir = options.log_dir.join(ns).join(name);
-        std::fs::create_dir_all(&log_dir)
-            .map_err(|e| Error::internal(format!("cannot create the log directory {}: {e}", log_dir.display())))?;
+        // 0700, and never through a planted link (round logs hold agent output and errors).
+        arbiter_process::private::private_dir(&options.log_dir.join(ns))?;
+        arbiter_process::private::private_dir(&log_dir)?;
         let template = log_dir.join("{round}.log").to_string_lossy().into_owned();
         let round = store.loops().begin_round(ns, &granted.lease, &template).await?;
         let log_path = PathBuf::from(template.replace("{round}", &round.to_string()));

@@ -10,6 +10,7 @@ use arbiter_client::lease::KeepAlive;
 use arbiter_config::{LoopSpec, Profile, TokenSource};
 use arbiter_core::{Error, Result};
 use arbiter_process::Spawn;
+use arbiter_process::private::{append_private, private_dir};
 
 /// How a round ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,27 +131,22 @@ fn base_env() -> Vec<(OsString, OsString)> {
         .collect()
 }
 
-/// Creates `dir` (0700 on Unix) if missing.
-fn private_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::internal(format!("cannot make {} private: {e}", dir.display())))?;
-    }
-    Ok(())
-}
-
-/// The profile's token, for this round only. Errors say which profile and why.
-async fn token(profile: &Profile, repo: &Path) -> std::result::Result<Option<String>, String> {
+/// The profile's token, for this round only. Errors say which profile and why, and never
+/// carry the token or anything token-shaped (`arbiter_core::redact::text`): they go to the
+/// round log, `status`, the failure alert and the store. `limit` bounds a token command
+/// (the profile's `token_timeout`, at most the loop's `timeout`).
+async fn token(profile: &Profile, repo: &Path, limit: Duration) -> std::result::Result<Option<String>, String> {
     let name = &profile.name;
     let token = match &profile.token {
         None => return Ok(None),
         Some(TokenSource::Env(var)) => std::env::var(var)
             .map_err(|_| format!("profile {name}: token_env {var} is not set in the supervisor's environment"))?,
-        Some(TokenSource::File(path)) => std::fs::read_to_string(path)
-            .map_err(|e| format!("profile {name}: cannot read token_file {}: {e}", path.display()))?,
+        Some(TokenSource::File(path)) => {
+            arbiter_process::private::check_secret_file(path)
+                .map_err(|why| format!("profile {name}: token_file {why}"))?;
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("profile {name}: cannot read token_file {}: {e}", path.display()))?
+        }
         Some(TokenSource::Command(argv)) => {
             let mut cmd = tokio::process::Command::new(&argv[0]);
             cmd.args(&argv[1..])
@@ -159,13 +155,20 @@ async fn token(profile: &Profile, repo: &Path) -> std::result::Result<Option<Str
                 .current_dir(repo)
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true);
-            let output = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            let output = tokio::time::timeout(limit, cmd.output())
                 .await
-                .map_err(|_| format!("profile {name}: token command timed out after 60s"))?
+                .map_err(|_| {
+                    format!(
+                        "profile {name}: token command timed out after {} (token_timeout)",
+                        arbiter_core::duration::format_duration(limit)
+                    )
+                })?
                 .map_err(|e| format!("profile {name}: cannot run token command {}: {e}", argv[0]))?;
             if !output.status.success() {
+                let stdout = String::from_utf8_lossy(&output.stdout);
                 let stderr = String::from_utf8_lossy(&output.stderr);
-                let stderr: String = stderr.trim().chars().take(300).collect();
+                let stderr = arbiter_core::redact::text(stderr.trim(), &[stdout.trim()]);
+                let stderr: String = stderr.chars().take(300).collect();
                 return Err(format!(
                     "profile {name}: token command exited {}: {stderr}",
                     arbiter_process::exit_code(&output.status)
@@ -178,11 +181,18 @@ async fn token(profile: &Profile, repo: &Path) -> std::result::Result<Option<Str
     if token.is_empty() {
         return Err(format!("profile {name}: the token is empty"));
     }
+    if token.contains(char::is_control) {
+        let lines = token.lines().count();
+        return Err(format!(
+            "profile {name}: the token must be one line without control characters; it has {lines} line(s)"
+        ));
+    }
     Ok(Some(token))
 }
 
+/// Appends a line of arbiter's own to the round log (created 0600, never through a link).
 fn log_line(log: &Path, line: &str) {
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+    if let Ok(mut file) = append_private(log) {
         let _ = writeln!(file, "arbiter: {line}");
     }
 }
@@ -195,11 +205,13 @@ pub async fn run(
 ) -> Result<Outcome> {
     let spec = ctx.spec;
     let host = arbiter_process::host_name();
+    // The round log is created here, 0600, and a planted link refused, before anything
+    // (the command's own output included) is written to it.
+    let mut log = append_private(ctx.log_path)?;
+    let _ = writeln!(log, "arbiter: round {} of loop {} on {host}", ctx.round, spec.name);
+    drop(log);
+    private_dir(&ctx.prompt_dir)?;
     remove_stale_prompts(&ctx.prompt_dir);
-    log_line(
-        ctx.log_path,
-        &format!("round {} of loop {} on {host}", ctx.round, spec.name),
-    );
     // Environment: a clean base, the profile's and loop's variables, isolated credentials.
     let gh_dir = ctx
         .profile
@@ -221,7 +233,7 @@ pub async fn run(
         add(k, v);
     }
     if let Some(profile) = ctx.profile {
-        match token(profile, &spec.repo).await {
+        match token(profile, &spec.repo, profile.token_timeout.min(spec.timeout)).await {
             Ok(Some(token)) => {
                 add("GH_TOKEN", &token);
                 if let Some(host) = profile.gh_host.as_deref().filter(|h| *h != "github.com") {
@@ -257,7 +269,6 @@ pub async fn run(
     // The prompt: a fresh 0600 file in the loop's private prompt directory, never argv.
     let prompt_file = match &spec.prompt {
         Some(template) => {
-            private_dir(&ctx.prompt_dir)?;
             let text = std::fs::read_to_string(template)
                 .map_err(|e| Error::internal(format!("cannot read prompt template {}: {e}", template.display())))?;
             let round = ctx.round.to_string();

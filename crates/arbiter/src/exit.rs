@@ -9,6 +9,7 @@
 //! | 4 | lost: the lease token is stale, or `arbiter lock` lost its lease and stopped the command |
 //! | 5 | not found |
 //! | 6 | store unavailable: it could not be opened or reached |
+//! | 7 | failed: what was run or checked did not succeed — `channels test` (the channel did not take the message), `watch --once`/`--rounds N` (a loop's last round failed), `doctor` (a check failed) |
 //!
 //! `arbiter lock` exits with its command's code when the command ends by itself (128 +
 //! signal number when a signal ended it), so those codes can overlap with the ones above;
@@ -18,6 +19,7 @@ use arbiter_core::ErrorKind;
 
 pub const SUCCESS: i32 = 0;
 pub const BAD_INPUT: i32 = 2;
+pub const FAILED: i32 = 7;
 
 pub fn code(kind: ErrorKind) -> i32 {
     match kind {
@@ -26,6 +28,7 @@ pub fn code(kind: ErrorKind) -> i32 {
         ErrorKind::Lost => 4,
         ErrorKind::NotFound => 5,
         ErrorKind::Unavailable => 6,
+        ErrorKind::Failed => FAILED,
         _ => 1,
     }
 }

@@ -804,3 +804,37 @@ channels = ["now"]
         "the other channel did not wait for the window"
     );
 });
+
+/// A receiver whose error page echoes the request (path, query, full URL): the failed
+/// attempt's error — what the store keeps and commands print — names the status and hides
+/// the webhook's secrets.
+#[tokio::test]
+async fn an_error_page_echoing_the_url_is_redacted() {
+    let receiver = Receiver::start().await;
+    receiver.set(Behaviour::Echo(404));
+    let config = config(&format!(
+        "[channels.hook]\ntype = \"slack\"\nurl = \"{}\"\n",
+        receiver.url("/services/T0KEN/SECRET-PATH?token=SECRET789")
+    ));
+    let channel = config.channel_by_id("hook").unwrap();
+    let message = arbiter_core::notify::Message {
+        id: "default-1".into(),
+        message_type: arbiter_core::notify::MessageType::Alert,
+        notification: note("news", "hello", None),
+        fold: None,
+        resolved_at: None,
+        items: Vec::new(),
+        created_at: 0,
+    };
+    let client = arbiter_notify::send::client(Duration::from_secs(10));
+    match arbiter_notify::send::send(&client, channel, &message).await {
+        arbiter_notify::send::Attempt::Failed { error, .. } => {
+            assert!(error.starts_with("HTTP 404: no hook at"), "{error}");
+            for secret in ["T0KEN", "SECRET-PATH", "SECRET789"] {
+                assert!(!error.contains(secret), "{secret} in {error}");
+            }
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(receiver.count(), 1, "the request did arrive");
+}

@@ -92,7 +92,25 @@ fn variants() -> Vec<(&'static str, Message)> {
         ("recovery", recovery),
         ("info", info),
         ("digest", digest),
+        ("mentions", mentions()),
     ]
+}
+
+/// A notification written to ping everyone on every platform, and to drive a terminal.
+fn mentions() -> Message {
+    message(
+        MessageType::Alert,
+        Notification {
+            kind: "security.finding".into(),
+            severity: Severity::Critical,
+            source: "<!here>".into(),
+            title: "<!everyone> @everyone @here <at>General</at> <@&123> \u{1b}[31mred".into(),
+            body: "<!channel> <@U123> @everyone <AT>All</AT> <https://evil.example|click> \u{1b}]0;title\u{7}".into(),
+            tags: BTreeMap::from([("who".into(), "<!subteam^S1> <at>Team</at>".into())]),
+            dedupe_key: None,
+        },
+        None,
+    )
 }
 
 /// A message at every limit: a 300-character title, a 64 KiB body, long tags, a 255
@@ -169,6 +187,9 @@ fn text<'a>(value: &'a Value, what: &str) -> &'a str {
 
 /// The documented shape of a Teams message with an Adaptive Card.
 fn check_teams(payload: &Value) {
+    let all = payload.to_string().to_lowercase();
+    assert!(!all.contains("<at") && !all.contains("</at"), "no <at> mention: {all}");
+    assert!(!all.contains("entities"), "no mention entities: {all}");
     let size = payload.to_string().len();
     assert!(
         size <= 28 * 1024,
@@ -229,6 +250,19 @@ fn check_teams(payload: &Value) {
 /// The documented shape of a Slack incoming-webhook message with Block Kit.
 fn check_slack(payload: &Value) {
     text(&payload["text"], "text");
+    // Slack parses `<…>` (mentions, links) in `text` — what push notifications show — and
+    // in mrkdwn; a header is plain_text, never parsed.
+    let mut parsed = vec![payload["text"].to_string()];
+    for block in payload["blocks"].as_array().into_iter().flatten() {
+        for element in std::iter::once(&block["text"]).chain(block["elements"].as_array().into_iter().flatten()) {
+            if element["type"] == "mrkdwn" {
+                parsed.push(element["text"].to_string());
+            }
+        }
+    }
+    for text in parsed {
+        assert!(!text.contains('<') && !text.contains('>'), "Slack would parse {text}");
+    }
     assert!(chars(&payload["text"]) <= 40_000, "text is at most 40000 characters");
     let blocks = payload["blocks"].as_array().expect("blocks is an array");
     assert!(
@@ -286,6 +320,11 @@ fn check_slack(payload: &Value) {
 
 /// The documented shape and limits of a Discord webhook message with embeds.
 fn check_discord(payload: &Value) {
+    assert_eq!(
+        payload["allowed_mentions"],
+        json!({ "parse": [] }),
+        "no text may ping anyone"
+    );
     let embeds = payload["embeds"].as_array().expect("embeds is an array");
     assert!((1..=10).contains(&embeds.len()), "1-10 embeds");
     if let Some(username) = payload.get("username") {
@@ -387,6 +426,14 @@ fn discord_payloads_match_the_golden_file_and_the_embed_limits() {
         check_discord(payload);
     }
     check_discord(&format::discord(&long_message()));
+}
+
+/// The `stdout` channel writes one line a terminal interprets nothing in.
+#[test]
+fn the_stdout_line_escapes_control_characters() {
+    let line = String::from_utf8(format::payload(arbiter_config::ChannelType::Stdout, &mentions())).unwrap();
+    assert!(!line.contains(char::is_control), "{line:?}");
+    assert!(line.contains("\\u{1b}[31mred"), "{line}");
 }
 
 #[test]

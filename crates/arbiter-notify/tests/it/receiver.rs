@@ -27,6 +27,9 @@ pub enum Behaviour {
     Ok,
     /// This status (503, 500 …) with a short body.
     Status(u16),
+    /// This status with a body that echoes the request's path and query, as some proxies'
+    /// error pages do.
+    Echo(u16),
     /// 429 with `Retry-After: SECONDS`.
     TooMany { retry_after: u32 },
     /// Takes the request (as a slow receiver that processes on arrival would), then sleeps
@@ -214,7 +217,7 @@ async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap,
     let behaviour = *shared.behaviour.lock().unwrap();
     let answer = match behaviour {
         Behaviour::Ok => Answer::Status(200),
-        Behaviour::Status(code) => Answer::Status(code),
+        Behaviour::Status(code) | Behaviour::Echo(code) => Answer::Status(code),
         Behaviour::TooMany { .. } => Answer::Status(429),
         Behaviour::Hang(_) => Answer::Hung,
     };
@@ -245,6 +248,10 @@ async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap,
         Behaviour::Status(code) => {
             let status = StatusCode::from_u16(code).expect("a valid status");
             (status, [close], format!("receiver says {code}")).into_response()
+        }
+        Behaviour::Echo(code) => {
+            let status = StatusCode::from_u16(code).expect("a valid status");
+            (status, [close], format!("no hook at {uri} (http://127.0.0.1{uri})")).into_response()
         }
         Behaviour::TooMany { retry_after } => (
             StatusCode::TOO_MANY_REQUESTS,

@@ -120,6 +120,26 @@ pub(crate) enum Outcome<T> {
 
 fn open_connection(path: &std::path::Path, synchronous: Synchronous, busy_timeout: Duration) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // WAL needs shared memory and locks a network filesystem does not give: refused there.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if let Some(fs) = arbiter_process::disk::filesystem(dir).filter(|fs| fs.network) {
+        return Err(Error::bad_input(format!(
+            "the SQLite store {} is on a network filesystem ({}), where SQLite's WAL is unsafe: put it on a local disk, or use PostgreSQL",
+            path.display(),
+            fs.name
+        )));
+    }
+    // A new store is created 0600 here, never through a planted link; SQLite then creates
+    // its -wal and -shm files with the same mode. (A missing directory is SQLite's error.)
+    if path
+        .parent()
+        .is_none_or(|dir| dir.as_os_str().is_empty() || dir.is_dir())
+    {
+        arbiter_process::private::create_private(path)?;
+    }
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
         let hint = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
@@ -220,6 +240,20 @@ fn sqlite_error(path: &std::path::Path, e: rusqlite::Error) -> Error {
     } else {
         format!(" ({})", path.display())
     };
+    if matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    ) {
+        // SQLite's own words ("database is locked") do not say whose lock or what to do.
+        return Error::new(
+            kind,
+            format!(
+                "the SQLite store{place} stayed locked by another process's write for longer than its busy \
+                 timeout (?busy_timeout=, 15s by default): retry, raise ?busy_timeout=, or find the process \
+                 holding it ({e})"
+            ),
+        );
+    }
     Error::new(kind, format!("SQLite store error{place}: {e}"))
 }
 

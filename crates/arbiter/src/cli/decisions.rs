@@ -204,6 +204,13 @@ pub async fn decide(args: DecideArgs, global: &Global, out: Output) -> Result<i3
 
 pub async fn decisions(command: DecisionsCommand, global: &Global, out: Output) -> Result<i32> {
     let DecisionsCommand::Render { out: path } = command;
+    if let Some(dir) = path.as_ref().filter(|p| p.is_dir()) {
+        return Err(Error::bad_input(format!(
+            "--out {} is a directory: expected a file path such as {}",
+            dir.display(),
+            dir.join("decisions.md").display()
+        )));
+    }
     let (store, _) = global.open().await?;
     let mut records = Vec::new();
     let mut from = 0;

@@ -2,6 +2,7 @@
 
 use arbiter_client::kv::Watch;
 use arbiter_core::kv::{EventType, MAX_VALUE_LEN};
+use arbiter_core::redact::printable;
 use arbiter_core::{Error, ErrorKind, Result};
 use clap::Subcommand;
 
@@ -101,8 +102,9 @@ pub async fn run(command: KvCommand, global: &Global, out: Output) -> Result<i32
             if out.json {
                 out.print_json(&items);
             } else {
+                // One row per key, and nothing a terminal would interpret.
                 for kv in items {
-                    println!("{}\t{}\t{}", kv.key, kv.version, kv.value);
+                    println!("{}\t{}\t{}", kv.key, kv.version, printable(&kv.value));
                 }
             }
         }
@@ -121,7 +123,7 @@ pub async fn run(command: KvCommand, global: &Global, out: Output) -> Result<i32
                                 "PUT\t{}\t{}\t{}",
                                 event.key,
                                 event.version,
-                                event.value.as_deref().unwrap_or_default()
+                                printable(event.value.as_deref().unwrap_or_default())
                             ),
                             EventType::Delete => println!("DELETE\t{}\t{}", event.key, event.version),
                         }

@@ -1,7 +1,7 @@
 //! `arbiter log …`: append-only streams.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::PathBuf;
 
 use arbiter_client::log::Follow;
@@ -109,17 +109,37 @@ struct Line {
     trace_id: Option<String>,
 }
 
+/// `--body-file` with the log's limit on a record body (see [`read_body_at_most`]).
 pub(super) fn read_body(path: &std::path::Path) -> Result<String> {
-    let bytes = if path.as_os_str() == "-" {
-        let mut buffer = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer)
-            .map_err(|e| Error::bad_input(format!("cannot read standard input: {e}")))?;
-        buffer
-    } else {
-        std::fs::read(path).map_err(|e| Error::bad_input(format!("cannot read --body-file {}: {e}", path.display())))?
-    };
-    String::from_utf8(bytes).map_err(|_| Error::bad_input(format!("--body-file {} is not UTF-8 text", path.display())))
+    read_body_at_most(path, arbiter_core::log::MAX_BODY_LEN)
 }
+
+/// Reads `--body-file PATH` ("-": standard input) as UTF-8 text of at most `limit` bytes.
+/// At most `limit + 1` bytes are ever read: a larger input is bad input naming the flag
+/// and the limit, whatever its size (`/dev/zero` included).
+pub(super) fn read_body_at_most(path: &std::path::Path, limit: usize) -> Result<String> {
+    let shown = if path.as_os_str() == "-" {
+        "--body-file - (standard input)".to_string()
+    } else {
+        format!("--body-file {}", path.display())
+    };
+    let mut bytes = Vec::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().lock().take(limit as u64 + 1).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| Error::bad_input(format!("cannot read {shown}: {e}")))?;
+    if bytes.len() > limit {
+        return Err(Error::bad_input(format!(
+            "{shown} is larger than {limit} bytes, the limit: shorten it"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| Error::bad_input(format!("{shown} is not UTF-8 text")))
+}
+
+/// The longest line `log append --jsonl` reads: a record body at its limit, escaped.
+pub const MAX_JSONL_LINE: usize = 4 * arbiter_core::log::MAX_BODY_LEN;
 
 pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i32> {
     let ns = &global.namespace;
@@ -281,14 +301,33 @@ fn print_record(out: Output, record: &Record) {
 /// stops the run with its line number; lines before it stay appended.
 async fn append_lines(args: AppendArgs, global: &Global, out: Output) -> Result<()> {
     let (store, _) = global.open().await?;
-    for (index, line) in std::io::stdin().lock().lines().enumerate() {
-        let number = index + 1;
-        let line = line.map_err(|e| Error::bad_input(format!("cannot read standard input: {e}")))?;
+    let mut stdin = std::io::stdin().lock();
+    let mut buffer = Vec::new();
+    for number in 1.. {
+        // At most one byte past the limit is read, so memory stays flat whatever the input.
+        buffer.clear();
+        let read = (&mut stdin)
+            .take(MAX_JSONL_LINE as u64 + 1)
+            .read_until(b'\n', &mut buffer)
+            .map_err(|e| Error::bad_input(format!("cannot read standard input: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        if buffer.last() == Some(&b'\n') {
+            buffer.pop();
+        }
+        if buffer.len() > MAX_JSONL_LINE {
+            return Err(Error::bad_input(format!(
+                "--jsonl: standard input line {number} is longer than {MAX_JSONL_LINE} bytes, the limit"
+            )));
+        }
+        let line = std::str::from_utf8(&buffer)
+            .map_err(|_| Error::bad_input(format!("--jsonl: standard input line {number} is not UTF-8 text")))?;
         if line.trim().is_empty() {
             continue;
         }
         let parsed: Line =
-            serde_json::from_str(&line).map_err(|e| Error::bad_input(format!("standard input line {number}: {e}")))?;
+            serde_json::from_str(line).map_err(|e| Error::bad_input(format!("standard input line {number}: {e}")))?;
         let (body, content_type) = match parsed.body {
             serde_json::Value::String(text) => (text, ContentType::Text),
             other => (other.to_string(), ContentType::Json),

@@ -2,6 +2,7 @@
 //! conventions (`output`).
 
 mod decisions;
+mod doctor;
 mod kv;
 mod lease;
 mod lock;
@@ -46,7 +47,13 @@ pub struct Cli {
 pub struct Global {
     /// The store: sqlite:///path.db, a file path, or postgres://user@host/db[?schema=NAME].
     /// Default: arbiter/arbiter.db under your data directory.
-    #[arg(long, global = true, env = "ARBITER_STORE", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "ARBITER_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     store: Option<String>,
     /// The namespace every object lives in (1-63 of a-z, 0-9, -, _).
     #[arg(
@@ -111,6 +118,9 @@ enum Command {
     /// The store itself: which one, and its schema.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Check this machine's setup: the store, file modes, the config, each channel, each
+    /// profile's gh setup. One line per check; exit 7 if one failed.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Parses the command line, runs the command, and returns the exit code.
@@ -185,6 +195,7 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Status(args) => watch::status(args, &global, out).await,
         Command::Logs(args) => watch::logs(args, &global, out).await,
         Command::Store(command) => store::run(command, &global, out).await,
+        Command::Doctor(args) => doctor::run(args, &global, out).await,
     }
 }
 
@@ -232,11 +243,14 @@ impl Global {
     /// Opens (and migrates) the store.
     async fn open(&self) -> Result<(Store, StoreUrl)> {
         let url = self.store_url()?;
+        // A new data directory is created 0700; an existing one (perhaps a link the user
+        // made to another disk) is the user's and left as it is.
         if let (None, StoreUrl::Sqlite { path, .. }) = (&self.store, &url)
             && let Some(dir) = path.parent()
+            && std::fs::symlink_metadata(dir).is_err()
         {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::unavailable(format!("cannot create the data directory {}: {e}", dir.display())))?;
+            arbiter_process::private::private_dir(dir)
+                .map_err(|e| Error::unavailable(format!("cannot create the data directory: {}", e.message)))?;
         }
         Ok((Store::open(&url).await?, url))
     }

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use arbiter_config::{Config, Target};
 use arbiter_core::log::parse_tag;
 use arbiter_core::notify::{Notification, Severity};
-use arbiter_core::{Error, Result};
+use arbiter_core::redact::printable;
+use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_notify::dispatch::Dispatcher;
 use arbiter_notify::send::Attempt;
 use arbiter_store::DeliveryState;
 use clap::{Args, Subcommand};
 
-use super::log::read_body;
+use super::log::read_body_at_most;
 use super::output::{Output, timestamp};
 use super::{Global, shutdown_signal};
 use crate::exit;
@@ -122,7 +123,7 @@ pub async fn notify(args: NotifyArgs, global: &Global, out: Output) -> Result<i3
     }
     let body = match (&args.body, &args.body_file) {
         (Some(body), _) => body.clone(),
-        (None, Some(path)) => read_body(path)?,
+        (None, Some(path)) => read_body_at_most(path, arbiter_core::notify::MAX_BODY_LEN)?,
         (None, None) => String::new(),
     };
     let notification = Notification {
@@ -196,7 +197,10 @@ pub async fn notifications(command: NotificationsCommand, global: &Global, out: 
             } else {
                 for e in entries {
                     let n = &e.message.notification;
-                    let error = e.last_error.map(|err| format!("\t{err}")).unwrap_or_default();
+                    let error = e
+                        .last_error
+                        .map(|err| format!("\t{}", printable(&err)))
+                        .unwrap_or_default();
                     println!(
                         "{}\t{}\t{}\t{}\t{}\t{}\tattempts {}{error}",
                         e.id,
@@ -204,7 +208,7 @@ pub async fn notifications(command: NotificationsCommand, global: &Global, out: 
                         e.channel,
                         timestamp(e.created_at),
                         n.kind,
-                        n.title,
+                        printable(&n.title),
                         e.attempts
                     );
                 }
@@ -273,9 +277,11 @@ pub async fn channels(command: ChannelsCommand, global: &Global, out: Output) ->
                     }
                 }
                 Attempt::Failed { error, .. } => {
-                    return Err(Error::unavailable(format!(
-                        "channel {id:?} did not take the test message: {error}"
-                    )));
+                    // Exit 7, not 6: the channel failed, not the store.
+                    return Err(Error::new(
+                        ErrorKind::Failed,
+                        format!("channel {id:?} did not take the test message: {error}"),
+                    ));
                 }
             }
         }

@@ -42,7 +42,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The loop.
-    #[arg(value_name = "LOOP")]
+    #[arg(value_name = "LOOP", value_parser = parse_loop_name)]
     loop_name: String,
     /// This round (default: the latest).
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
@@ -50,6 +50,15 @@ pub struct LogsArgs {
     /// Keep printing while the round runs.
     #[arg(long)]
     follow: bool,
+}
+
+/// A loop name as `arbiter.toml` allows it: a name without `/`.
+fn parse_loop_name(text: &str) -> std::result::Result<String, String> {
+    arbiter_core::name::validate_name("loop name", text).map_err(|e| e.message)?;
+    if text.contains('/') {
+        return Err(format!("invalid loop name {text:?}: expected no '/'"));
+    }
+    Ok(text.to_string())
 }
 
 fn data_dir(what: &str) -> Result<PathBuf> {
@@ -88,12 +97,37 @@ pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32>
         shutdown_signal().await;
         let _ = stop.send(true);
     });
+    let bounded = args.once || args.rounds.is_some();
+    let selected: Vec<String> = config
+        .loops
+        .iter()
+        .filter(|l| l.enabled)
+        .map(|l| l.name.clone())
+        .filter(|name| options.loops.is_empty() || options.loops.contains(name))
+        .collect();
     arbiter_supervisor::watch(store.clone(), config, options, shutdown).await?;
+    let (_, loops) = store.loops().status(&global.namespace).await?;
+    // `--once`/`--rounds N` is a job: it fails (exit 7) when a loop's last round failed.
+    let failed: Vec<String> = loops
+        .iter()
+        .filter(|l| bounded && selected.contains(&l.name))
+        .filter(|l| l.last_status.as_deref().is_some_and(|s| s != "succeeded"))
+        .map(|l| {
+            format!(
+                "loop {}: round {} {}: {}",
+                l.name,
+                l.round,
+                l.last_status.as_deref().unwrap_or_default(),
+                l.last_reason.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
     if out.json {
-        let (_, loops) = store.loops().status(&global.namespace).await?;
         out.print_json(&loops);
+    } else if !failed.is_empty() {
+        return Err(Error::new(ErrorKind::Failed, failed.join("; ")));
     }
-    Ok(exit::SUCCESS)
+    Ok(if failed.is_empty() { exit::SUCCESS } else { exit::FAILED })
 }
 
 pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i32> {

@@ -265,3 +265,120 @@ fn help_is_not_an_error() {
     out.expect_code(0, "--version");
     assert!(out.stdout.starts_with("arbiter "), "{}", out.stdout);
 }
+
+/// Every input read with a limit: `--body-file /dev/zero` (notify, decide, log append),
+/// `--body-file -` and `--jsonl` fed from `/dev/zero` read at most one byte past the limit,
+/// then exit 2 naming the flag and the limit — with the child's peak memory (from `wait4`)
+/// far below what reading the input whole would take — and write nothing.
+#[test]
+fn unbounded_input_is_refused_with_flat_memory() {
+    const PEAK_LIMIT_KIB: u64 = 96 * 1024;
+    let store = Store::sqlite();
+    let zero = || std::fs::File::open("/dev/zero").expect("/dev/zero");
+    let cases: &[(&[&str], bool, &str)] = &[
+        (
+            &[
+                "notify",
+                "--kind",
+                "news",
+                "--severity",
+                "info",
+                "--title",
+                "t",
+                "--body-file",
+                "/dev/zero",
+            ],
+            false,
+            "--body-file /dev/zero is larger than 65536 bytes, the limit",
+        ),
+        (
+            &["decide", "--by", "agent", "--body-file", "/dev/zero"],
+            false,
+            "--body-file /dev/zero is larger than 1048576 bytes, the limit",
+        ),
+        (
+            &["log", "append", "s", "--body-file", "/dev/zero"],
+            false,
+            "--body-file /dev/zero is larger than 1048576 bytes, the limit",
+        ),
+        (
+            &["log", "append", "s", "--body-file", "-"],
+            true,
+            "--body-file - (standard input) is larger than 1048576 bytes, the limit",
+        ),
+        (
+            &["log", "append", "s", "--jsonl"],
+            true,
+            "--jsonl: standard input line 1 is longer than 4194304 bytes, the limit",
+        ),
+    ];
+    for (args, stdin, message) in cases {
+        let mut cmd = store.cmd(args);
+        cmd.stdin(if *stdin {
+            zero().into()
+        } else {
+            std::process::Stdio::null()
+        });
+        let (out, peak) = crate::support::run_peak_memory(&mut cmd);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        assert!(peak < PEAK_LIMIT_KIB, "{args:?} peaked at {peak} KiB");
+    }
+    let streams = store.ok(&["log", "streams", "--json"]).json();
+    assert_eq!(streams, serde_json::json!([]), "nothing was appended");
+}
+
+/// Exit codes and messages that used to mislead, each now saying what happened:
+/// `--store sqlite:` is a malformed URL (not a file named `sqlite:`), `logs ..` a bad loop
+/// name (not "not found"), `decisions render --out DIR` a directory where a file belongs
+/// (not an internal error), and SQLite's lock timeout names the lock and what to do.
+#[test]
+fn misleading_exit_codes_and_messages_tell_the_truth() {
+    let store = Store::sqlite();
+    let cwd = store.scratch.path();
+    for url in ["sqlite:", "sqlite:a.db", "postgres:"] {
+        let out = run(arbiter().current_dir(cwd).args(["kv", "get", "k", "--store", url]));
+        assert_eq!(out.code, 2, "{url}: {out:?}");
+        assert!(out.stderr.contains("--store: invalid store URL"), "{}", out.stderr);
+        assert!(out.stderr.contains("a scheme needs \"://\""), "{}", out.stderr);
+    }
+    assert_eq!(std::fs::read_dir(cwd).unwrap().count(), 0, "no file was created");
+
+    for name in ["..", "a/b", "."] {
+        let out = store.run(&["logs", name]);
+        assert_eq!(out.code, 2, "{name}: {out:?}");
+        assert!(out.stderr.contains("invalid value"), "{}", out.stderr);
+    }
+    let out = store.run(&["logs", "nothing-here"]);
+    assert_eq!(out.code, 5, "a valid name without rounds is not found: {out:?}");
+
+    let out = store.run(&[
+        "decisions".as_ref(),
+        "render".as_ref(),
+        "--out".as_ref(),
+        cwd.as_os_str(),
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("is a directory: expected a file path such as"),
+        "{}",
+        out.stderr
+    );
+
+    // Another process holds SQLite's write lock past the busy timeout.
+    store.ok(&["kv", "put", "k", "v"]);
+    let db = store.sqlite_path().unwrap();
+    let holder = rusqlite::Connection::open(db).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let url = format!("sqlite://{}?busy_timeout=100ms", db.display());
+    let out = run(arbiter().args(["kv", "put", "k", "w", "--store", &url]));
+    assert_eq!(out.code, 6, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("stayed locked by another process's write for longer than its busy timeout"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("raise ?busy_timeout="), "{}", out.stderr);
+    holder.execute_batch("ROLLBACK").unwrap();
+}

@@ -231,3 +231,18 @@ fn watch_from_a_revision_replays_history(store: &Store) {
     assert_eq!(watch.wait(Duration::from_secs(10)), 0, "{}", watch.stderr());
     assert_eq!(watch.stdout(), format!("PUT\th/a\t{v3}\t3\nDELETE\th/b\t{v4}\n"));
 }
+
+/// `kv list` and `kv watch` print one row per key with control characters escaped: a
+/// stored escape sequence never reaches the terminal; `kv get` and `--json` stay exact.
+#[test]
+fn human_output_escapes_control_characters() {
+    let store = Store::sqlite();
+    let value = "red\u{1b}[31m\r\nsecond line\u{7}";
+    store.ok(&["kv", "put", "k", value]);
+    let list = store.ok(&["kv", "list"]).stdout;
+    assert_eq!(list, "k\t1\tred\\u{1b}[31m\\r\\nsecond line\\u{7}\n");
+    let watch = store.ok(&["kv", "watch", "k", "--from", "1", "--limit", "1"]).stdout;
+    assert_eq!(watch, "PUT\tk\t1\tred\\u{1b}[31m\\r\\nsecond line\\u{7}\n");
+    assert_eq!(store.ok(&["kv", "get", "k"]).stdout, format!("{value}\n"));
+    assert_eq!(store.ok(&["kv", "list", "--json"]).json()[0]["value"], value);
+}

@@ -12,8 +12,10 @@
 //! - `bad_input`: precise errors, documented exit codes, nothing written.
 //! - `store`: `store info`, and a new store opened by many processes at once.
 //! - `log`: idempotent appends from writers killed mid-run, `--follow`, consumers.
+//! - `doctor`: one line per check of a machine's setup; nothing sent without `--send`.
 //! - `decisions`: the render projection and the git-native drop-box, with real git.
 //! - `notify`: notifications end to end through a loopback HTTP receiver.
+//! - `secrets`: passwords in store URLs never shown.
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
 //! - `faults`: linearizability of random multi-process histories with kills and server
 //!   restarts, durability of acknowledged appends, fencing of frozen holders.
@@ -25,11 +27,13 @@ mod support;
 mod bad_input;
 mod crash;
 mod decisions;
+mod doctor;
 mod faults;
 mod kv;
 mod lease;
 mod lock;
 mod log;
 mod notify;
+mod secrets;
 mod store;
 mod watch;

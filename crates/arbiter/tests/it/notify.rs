@@ -915,8 +915,7 @@ channels = ["hook"]
     // A receiver that answers an error: the status and its text, never the URL's path.
     receiver.set(Behaviour::Status(503));
     let out = cli(&store, &config, &["channels", "test", "hook"]);
-    assert_ne!(out.code, 0);
-    assert_eq!(out.code, 6, "unavailable: {out:?}");
+    assert_eq!(out.code, 7, "failed (the channel, not the store): {out:?}");
     assert!(
         out.stderr
             .contains("channel \"hook\" did not take the test message: HTTP 503: receiver says 503"),
@@ -926,12 +925,13 @@ channels = ["hook"]
     assert!(!out.stderr.contains("SECRET-PATH"), "{}", out.stderr);
     receiver.set(Behaviour::TooMany);
     let out = cli(&store, &config, &["channels", "test", "hook", "--json"]);
-    assert_eq!(out.code, 6);
+    assert_eq!(out.code, 7);
+    assert_eq!(out.json()["error"], "failed", "{out:?}");
     assert!(out.json()["message"].as_str().unwrap().contains("HTTP 429"), "{out:?}");
     // Nobody listening.
     receiver.refuse();
     let out = cli(&store, &config, &["channels", "test", "chat"]);
-    assert_eq!(out.code, 6, "{out:?}");
+    assert_eq!(out.code, 7, "{out:?}");
     assert!(
         out.stderr.contains(&format!(
             "http://127.0.0.1:{}/… connection failed",
@@ -959,4 +959,81 @@ channels = ["hook"]
         out.stderr
     );
     assert!(!store.exists(), "channels never touch the store");
+}
+
+/// A channel URL with a password and a query right after the host: `channels list`,
+/// `channels test`, the dispatcher's warnings, `notifications list` and the store file
+/// show its host only — userinfo and query hidden, never the secrets.
+#[test]
+fn secrets_in_a_channel_url_are_never_shown_or_stored() {
+    let store = Store::sqlite();
+    let receiver = Receiver::start();
+    let url = format!("http://bot:PW4567@{}?token=SECRET789", receiver.addr);
+    let config = write_config(
+        &store,
+        &format!(
+            "[notifications]\nbackoff = \"50ms\"\n\n[channels.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n\n\
+             [[routes]]\nchannels = [\"hook\"]\n"
+        ),
+    );
+    let shown = format!("http://***@{}?…", receiver.addr);
+    let secret_free = |what: &str, text: &str| {
+        assert!(
+            !text.contains("PW4567") && !text.contains("SECRET789") && !text.contains("bot:"),
+            "{what} leaks a secret: {text}"
+        );
+    };
+    let out = cli_ok(&store, &config, &["channels", "list"]);
+    secret_free("channels list", &out.stdout);
+    assert!(
+        out.stdout.contains(&format!("hook\twebhook\t{shown}\t")),
+        "{}",
+        out.stdout
+    );
+    let out = cli_ok(&store, &config, &["channels", "list", "--json"]);
+    secret_free("channels list --json", &out.stdout);
+
+    receiver.refuse();
+    let out = cli(&store, &config, &["channels", "test", "hook"]);
+    assert_eq!(out.code, 7, "{out:?}");
+    secret_free("channels test", &format!("{}{}", out.stdout, out.stderr));
+    assert!(
+        out.stderr.contains(&format!("{shown} connection failed")),
+        "{}",
+        out.stderr
+    );
+
+    cli_ok(
+        &store,
+        &config,
+        &["notify", "--kind", "news", "--severity", "info", "--title", "hello"],
+    );
+    let out = cli(&store, &config, &["dispatch", "--once"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    secret_free("dispatch", &format!("{}{}", out.stdout, out.stderr));
+    let out = cli_ok(&store, &config, &["notifications", "list"]);
+    secret_free("notifications list", &out.stdout);
+    assert!(
+        out.stdout.contains(&format!("{shown} connection failed")),
+        "{}",
+        out.stdout
+    );
+    let out = cli_ok(&store, &config, &["notifications", "list", "--json"]);
+    secret_free("notifications list --json", &out.stdout);
+
+    let db = store.sqlite_path().unwrap().to_path_buf();
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal"] {
+        let mut name = db.clone().into_os_string();
+        name.push(suffix);
+        bytes.extend(std::fs::read(&name).unwrap_or_default());
+    }
+    assert!(!bytes.is_empty(), "the store file was written");
+    for secret in ["PW4567", "SECRET789"] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the store file holds {secret}"
+        );
+    }
+    assert!(bytes.windows(4).any(|w| w == b"hook"), "the store keeps the channel id");
 }

@@ -68,3 +68,46 @@ fn many_processes_open_a_new_postgres_schema_at_once() {
         open_at_once(&store, round);
     }
 }
+
+/// A SQLite store arbiter creates is its owner's alone: the file, its -wal and -shm 0600
+/// (read by a command that runs while `arbiter lock` holds the store open), whatever the
+/// umask; a default data directory is created 0700. A store path that is a link to a
+/// missing file is refused (creating it would write through the link) and nothing is
+/// created.
+#[test]
+fn a_new_sqlite_store_is_private_and_never_created_through_a_link() {
+    let store = Store::sqlite();
+    let db = store.sqlite_path().unwrap().display().to_string();
+    let modes = store.scratch.path().join("modes");
+    let script = format!("stat -c %a {db} {db}-wal {db}-shm > {}", modes.display());
+    store.ok(&["lock", "x", "--", "sh", "-c", &script]);
+    let modes = std::fs::read_to_string(modes).unwrap();
+    assert_eq!(modes.lines().collect::<Vec<_>>(), ["600", "600", "600"], "{modes}");
+
+    let home = store.scratch.path().join("home");
+    let out = crate::support::run(
+        crate::support::arbiter()
+            .env("HOME", &home)
+            .env_remove("XDG_DATA_HOME")
+            .args(["kv", "put", "k", "v"]),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let data = home.join(".local/share/arbiter");
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o777
+    };
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("arbiter.db")), 0o600);
+
+    let target = store.scratch.path().join("elsewhere.db");
+    let link = store.scratch.path().join("link.db");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = crate::support::run(
+        crate::support::arbiter()
+            .args(["kv", "put", "k", "v", "--store"])
+            .arg(&link),
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("it is a symbolic link"), "{}", out.stderr);
+    assert!(!target.exists(), "nothing was created through the link");
+}

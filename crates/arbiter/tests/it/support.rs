@@ -112,24 +112,70 @@ pub fn run(cmd: &mut Command) -> Out {
 /// and the test fails.
 #[track_caller]
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Out {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let Some(status) = wait_bounded(&mut child, limit) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{cmd:?} did not finish within {limit:?}");
+    let mut running = Running::start(cmd.stdin(Stdio::null()));
+    let Some(status) = wait_bounded(&mut running.child, limit) else {
+        running.kill(cmd, limit)
     };
-    Out {
-        code: exit_code(status),
-        stdout: stdout.join().expect("the stdout reader"),
-        stderr: stderr.join().expect("the stderr reader"),
+    running.finish(status)
+}
+
+/// A child whose stdout and stderr are being read on threads of their own.
+struct Running {
+    child: Child,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    #[track_caller]
+    fn start(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        Running { child, stdout, stderr }
     }
+
+    #[track_caller]
+    fn kill(mut self, cmd: &Command, limit: Duration) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("{cmd:?} did not finish within {limit:?}");
+    }
+
+    fn finish(self, status: ExitStatus) -> Out {
+        Out {
+            code: exit_code(status),
+            stdout: self.stdout.join().expect("the stdout reader"),
+            stderr: self.stderr.join().expect("the stderr reader"),
+        }
+    }
+}
+
+/// Runs a command to its end (bounded by [`COMMAND_LIMIT`]) and returns its output and
+/// its peak resident memory in KiB (`ru_maxrss` from `wait4`: that child's own peak, not
+/// that of the test's other children).
+#[track_caller]
+pub fn run_peak_memory(cmd: &mut Command) -> (Out, u64) {
+    let running = Running::start(cmd);
+    let pid = running.child.id() as nix::libc::pid_t;
+    let reaped = poll(COMMAND_LIMIT, || {
+        let mut status = 0;
+        // SAFETY: plain out-parameters; `rusage` is plain data, zero is a valid value.
+        let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our own unreaped child; both pointers are valid for writes.
+        let got = unsafe { nix::libc::wait4(pid, &mut status, nix::libc::WNOHANG, &mut usage) };
+        assert!(got >= 0, "wait4: {}", std::io::Error::last_os_error());
+        (got == pid).then_some((status, usage.ru_maxrss))
+    });
+    let Some((status, peak)) = reaped else {
+        running.kill(cmd, COMMAND_LIMIT)
+    };
+    use std::os::unix::process::ExitStatusExt;
+    (running.finish(ExitStatus::from_raw(status)), peak as u64)
 }
 
 /// Reads a pipe to its end on a thread of its own (so a full pipe never blocks the child).

@@ -632,7 +632,7 @@ env = { OUT = "@OUT@" }
         0,
         "the grandchild ignores SIGTERM: {sigign}"
     );
-    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+    assert_eq!(watch.wait(SOON), 7, "its only round failed: {}", watch.stderr());
     let log = store.ok(&["logs", "stuck", "--round", "1"]).stdout;
     assert!(log.contains("timed out"), "the round's log says why it ended: {log}");
 }
@@ -1092,7 +1092,7 @@ env = { OUT = "@OUT@" }
     );
     // The agent crashes.
     let (code, stderr) = fleet.run_watch("suicide", &["--once", "--loop", "suicide"]);
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 7, "its only round failed: {stderr}");
     let round = &fleet.rounds("suicide")[0];
     assert_eq!(
         (round.status.as_str(), round.exit_code, round.reason.as_str()),
@@ -1462,4 +1462,176 @@ env = { OUT = "@OUT@" }
     assert_eq!(status("finishes"), ("succeeded".to_string(), "stopped".to_string()));
     let log = store.ok(&["logs", "finishes", "--round", "1"]).stdout;
     assert!(log.contains("done"), "the finished round ran to its end: {log}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Token sources that fail, and what their errors may carry.
+
+/// Four profiles whose token cannot be had: a command that fails after printing the token
+/// and a token-shaped string to stderr, a command that prints two lines, a command slower
+/// than its `token_timeout`, and a `token_file` readable by others. Each round fails before
+/// its agent starts with the reason in words; neither secret is in `status`, the round log,
+/// the alert or the store file.
+#[test]
+fn token_errors_are_clear_and_never_carry_the_token() {
+    let store = Store::sqlite();
+    let fleet = Fleet::new(&store);
+    let token_file = fleet.write("token.txt", "tok-FILE-CONTENT\n");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let shaped = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut toml = format!(
+        r#"
+[channels.alerts]
+type = "file"
+path = "alerts.jsonl"
+
+[[routes]]
+kinds = ["loop.*"]
+channels = ["alerts"]
+
+[profiles.leaky]
+gh_config_dir = "gh/leaky"
+token_command = ["sh", "-c", "echo tok-XYZsecret; echo 'refused tok-XYZsecret and {shaped} at https://u:pw@example.com/x?k=v' >&2; exit 1"]
+
+[profiles.lines]
+gh_config_dir = "gh/lines"
+token_command = ["sh", "-c", "printf 'tok-one\ntok-two\n'"]
+
+[profiles.slow]
+gh_config_dir = "gh/slow"
+token_command = ["sleep", "30"]
+token_timeout = "300ms"
+
+[profiles.shared]
+gh_config_dir = "gh/shared"
+token_file = "token.txt"
+"#
+    );
+    for name in ["leaky", "lines", "slow", "shared"] {
+        toml.push_str(&format!(
+            "\n[loops.{name}]\nrepo = \"repo\"\nevery = \"1m\"\ncommand = [\"sh\", \"-c\", \"echo ran > $OUT/{name}.ran\"]\n\
+             profile = \"{name}\"\ntimeout = \"1m\"\nenv = {{ OUT = \"@OUT@\" }}\n"
+        ));
+    }
+    fleet.configure(&toml);
+    let (code, stderr) = fleet.run_watch("watch", &["--rounds", "1"]);
+    assert_eq!(code, 7, "every round failed: {stderr}");
+    let expected = [
+        (
+            "leaky",
+            "profile leaky: token command exited 1: refused *** and *** at https://***@example.com/…?…",
+        ),
+        (
+            "lines",
+            "profile lines: the token must be one line without control characters; it has 2 line(s)",
+        ),
+        (
+            "slow",
+            "profile slow: token command timed out after 300ms (token_timeout)",
+        ),
+        (
+            "shared",
+            &format!(
+                "profile shared: token_file {} is readable by its group or others (mode 0644); run: chmod 600 {}",
+                token_file.display(),
+                token_file.display()
+            ),
+        ),
+    ];
+    let status = fleet.status();
+    for (name, reason) in expected {
+        let rounds = fleet.rounds(name);
+        assert_eq!(rounds.len(), 1, "{name}: {rounds:?} {stderr}");
+        assert_eq!(
+            (rounds[0].status.as_str(), rounds[0].reason.as_str()),
+            ("failed", reason)
+        );
+        assert!(
+            !fleet.out_file(&format!("{name}.ran")).exists(),
+            "{name}'s agent never ran"
+        );
+        assert_eq!(status[name]["last_reason"].as_str(), Some(reason), "{}", status[name]);
+        let log = std::fs::read_to_string(&rounds[0].log_path).expect("a round log");
+        assert!(log.contains(reason), "{log}");
+    }
+    let alerts = std::fs::read_to_string(fleet.dir.join("alerts.jsonl")).expect("the alerts file");
+    assert!(alerts.contains("token command exited 1"), "{alerts}");
+    let mut everything = alerts.into_bytes();
+    everything.extend(stderr.into_bytes());
+    everything.extend(store.ok(&["status", "--json"]).stdout.into_bytes());
+    for suffix in ["", "-wal"] {
+        let mut name = store.sqlite_path().unwrap().as_os_str().to_owned();
+        name.push(suffix);
+        everything.extend(std::fs::read(&name).unwrap_or_default());
+    }
+    for round in ["leaky", "lines", "slow", "shared"]
+        .iter()
+        .flat_map(|n| fleet.rounds(n))
+    {
+        everything.extend(std::fs::read(&round.log_path).unwrap());
+    }
+    for secret in ["tok-XYZsecret", shaped, "tok-one", "tok-FILE-CONTENT", "u:pw"] {
+        assert!(
+            !contains(&everything, secret.as_bytes()),
+            "{secret} was shown or stored"
+        );
+    }
+}
+
+/// Round logs are private: the loop's log directory and its `prompts` 0700, each log 0600.
+/// Links planted where the supervisor writes are refused, and what they point to is left
+/// alone: a round log linked to another file (never written), a `prompts` directory linked
+/// to another directory (never chmod-ed, its files never deleted).
+#[test]
+fn round_logs_are_private_and_planted_links_are_refused() {
+    let store = Store::sqlite();
+    let fleet = Fleet::new(&store);
+    let mut toml = String::new();
+    for name in ["plain", "logged", "prompted"] {
+        toml.push_str(&format!(
+            "\n[loops.{name}]\nrepo = \"repo\"\nevery = \"1m\"\ncommand = [\"sh\", \"-c\", \"echo agent output\"]\n\
+             prompt = \"prompt.md\"\nprompt_stdin = true\ntimeout = \"1m\"\n"
+        ));
+    }
+    fleet.write("prompt.md", "hello {{loop}}");
+    fleet.configure(&toml);
+    let loop_dir = |name: &str| fleet.logs.join("default").join(name);
+    // The victims: a file and a directory of someone else's, reachable through links.
+    let victim = fleet.write("victim/file.txt", "untouched\n");
+    let victim_dir = fleet.dir.join("victim");
+    let planted_prompt = fleet.write("victim/arbiter-prompt-prompted-old.md", "keep me");
+    std::fs::set_permissions(&victim_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(loop_dir("logged")).unwrap();
+    std::os::unix::fs::symlink(&victim, loop_dir("logged").join("1.log")).unwrap();
+    std::fs::create_dir_all(loop_dir("prompted")).unwrap();
+    std::os::unix::fs::symlink(&victim_dir, loop_dir("prompted").join("prompts")).unwrap();
+
+    let (code, stderr) = fleet.run_watch("watch", &["--rounds", "1"]);
+    assert_eq!(code, 7, "two loops' rounds failed: {stderr}");
+    assert!(stderr.contains("loop logged: round 1 failed: refusing"), "{stderr}");
+    let plain = fleet.rounds("plain");
+    assert_eq!(plain.len(), 1, "{stderr}");
+    assert_eq!(plain[0].status, "succeeded", "{plain:?}");
+    assert_eq!(mode(&loop_dir("plain")), 0o700);
+    assert_eq!(mode(&loop_dir("plain").join("prompts")), 0o700);
+    assert_eq!(mode(&fleet.logs.join("default")), 0o700);
+    assert_eq!(mode(Path::new(&plain[0].log_path)), 0o600);
+    assert!(
+        std::fs::read_to_string(&plain[0].log_path)
+            .unwrap()
+            .contains("agent output")
+    );
+
+    let logged = fleet.rounds("logged");
+    assert_eq!(logged.len(), 1, "{stderr}");
+    assert_eq!(logged[0].status, "failed", "{logged:?}");
+    assert!(logged[0].reason.contains("it is a symbolic link"), "{logged:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+
+    let prompted = fleet.rounds("prompted");
+    assert_eq!(prompted.len(), 1, "{stderr}");
+    assert_eq!(prompted[0].status, "failed", "{prompted:?}");
+    assert!(prompted[0].reason.contains("it is a symbolic link"), "{prompted:?}");
+    assert_eq!(mode(&victim_dir), 0o755, "the linked directory was not chmod-ed");
+    assert!(planted_prompt.exists(), "nothing was deleted through the link");
 }
