@@ -193,9 +193,7 @@ impl PgOptions {
         if self.sslcert.is_some() != self.sslkey.is_some() {
             return Err("sslcert and sslkey go together: give both, or neither".into());
         }
-        if self.sslmode == SslMode::Disable
-            && (self.sslrootcert.is_some() || self.sslcert.is_some())
-        {
+        if self.sslmode == SslMode::Disable && (self.sslrootcert.is_some() || self.sslcert.is_some()) {
             return Err("sslmode=disable with sslrootcert/sslcert: TLS options need TLS".into());
         }
         Ok(())
@@ -480,12 +478,21 @@ mod tests {
             ("sqlite:///a.db?busy_timeout=soon", "busy_timeout: invalid duration"),
             ("postgres://h/db?schema=Bad-Name", "schema=\"Bad-Name\""),
             ("postgres://h:notaport/db", "invalid store URL"),
-            ("postgres://h/db?sslmode=verify", "sslmode=\"verify\": expected disable, prefer"),
+            (
+                "postgres://h/db?sslmode=verify",
+                "sslmode=\"verify\": expected disable, prefer",
+            ),
             ("postgres://h/db?sslmode=", "sslmode=\"\""),
             ("postgres://h/db?sslrootcert=", "sslrootcert is empty"),
             ("postgres://h/db?sslcert=c.pem", "sslcert and sslkey go together"),
-            ("postgres://h/db?sslmode=disable&sslrootcert=ca.pem", "sslmode=disable with sslrootcert"),
-            ("postgres://h/db?statement_timeout=soon", "statement_timeout: invalid duration"),
+            (
+                "postgres://h/db?sslmode=disable&sslrootcert=ca.pem",
+                "sslmode=disable with sslrootcert",
+            ),
+            (
+                "postgres://h/db?statement_timeout=soon",
+                "statement_timeout: invalid duration",
+            ),
             ("postgres://h/db?statement_timeout=0s", "statement_timeout=0"),
             ("postgres://h/db?keepalives=yes", "keepalives=\"yes\": expected 1"),
             ("postgres://h/db?keepalives_idle=-1", "keepalives_idle=\"-1\""),

@@ -102,7 +102,12 @@ impl Connector {
         )))
     }
 
-    async fn connect_one(&self, host: &Host, port: u16, at: &str) -> std::result::Result<(Client, PgConnection), String> {
+    async fn connect_one(
+        &self,
+        host: &Host,
+        port: u16,
+        at: &str,
+    ) -> std::result::Result<(Client, PgConnection), String> {
         let stream: Box<dyn Io> = match host {
             Host::Tcp(name) => {
                 let tcp = tokio::net::TcpStream::connect((name.as_str(), port))
@@ -120,7 +125,11 @@ impl Connector {
             Host::Unix(dir) => {
                 // Like libpq: no TLS over a Unix socket.
                 let path = dir.join(format!(".s.PGSQL.{port}"));
-                Box::new(tokio::net::UnixStream::connect(&path).await.map_err(|e| format!("{at}: {e}"))?)
+                Box::new(
+                    tokio::net::UnixStream::connect(&path)
+                        .await
+                        .map_err(|e| format!("{at}: {e}"))?,
+                )
             }
         };
         let expiry = Expiry {
@@ -134,7 +143,12 @@ impl Connector {
     }
 
     /// TLS as `sslmode` asks: `SSLRequest`, then the handshake if the server agrees.
-    async fn secure(&self, mut tcp: tokio::net::TcpStream, host: &str, at: &str) -> std::result::Result<Box<dyn Io>, String> {
+    async fn secure(
+        &self,
+        mut tcp: tokio::net::TcpStream,
+        host: &str,
+        at: &str,
+    ) -> std::result::Result<Box<dyn Io>, String> {
         let Some(tls) = &self.tls else {
             return Ok(Box::new(tcp));
         };

@@ -204,10 +204,7 @@ impl PgStore {
     pub(crate) async fn client(&self) -> Result<PgClient> {
         self.pool.get().await.map_err(|e| match e {
             deadpool::managed::PoolError::Backend(e) => e,
-            other => Error::unavailable(format!(
-                "cannot connect to PostgreSQL store {}: {other}",
-                self.location
-            )),
+            other => Error::unavailable(format!("cannot connect to PostgreSQL store {}: {other}", self.location)),
         })
     }
 

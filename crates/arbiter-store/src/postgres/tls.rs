@@ -117,7 +117,9 @@ impl Tls {
                 Some(rustls::Error::InvalidCertificate(
                     CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
                 )) => format!("{at}: sslmode={mode}: certificate for host {host} not valid: {e}"),
-                Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => format!(
+                Some(rustls::Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer | CertificateError::BadSignature,
+                )) => format!(
                     "{at}: sslmode={mode}: the server's certificate is not signed by a root in {}: {e}",
                     self.roots
                 ),

@@ -31,5 +31,6 @@ mod lease;
 mod lock;
 mod log;
 mod notify;
+mod pgconn;
 mod store;
 mod watch;
