@@ -14,6 +14,8 @@
 //! - `log`: idempotent appends from writers killed mid-run, `--follow`, consumers.
 //! - `decisions`: the render projection and the git-native drop-box, with real git.
 //! - `notify`: notifications end to end through a loopback HTTP receiver.
+//! - `pgconn`: the PostgreSQL connection: a silent server and a hung link exit 6 naming
+//!   host:port; TLS `sslmode`s and client certificates against a private ssl-only server.
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
 //! - `faults`: linearizability of random multi-process histories with kills and server
 //!   restarts, durability of acknowledged appends, fencing of frozen holders.
