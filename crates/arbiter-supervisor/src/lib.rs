@@ -103,7 +103,7 @@ pub async fn watch(store: Store, config: Config, options: Options, shutdown: wat
         (!shared.config().channels.is_empty()).then(|| tokio::spawn(dispatcher(shared.clone(), dispatcher_stop)));
     tokio::spawn(reload(shared.clone(), shutdown.clone()));
     for spec in selected {
-        tasks.spawn(run_loop(shared.clone(), spec.name.clone(), shutdown.clone()));
+        tasks.spawn(run_loop_retrying(shared.clone(), spec.name.clone(), shutdown.clone()));
     }
     let mut first_error = None;
     while let Some(result) = tasks.join_next().await {
@@ -123,6 +123,35 @@ pub async fn watch(store: Store, config: Config, options: Options, shutdown: wat
         let _ = dispatcher.await;
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The first pause before a loop that met an unavailable store starts over; it doubles up
+/// to [`STORE_RETRY_MAX`].
+const STORE_RETRY_MIN: Duration = Duration::from_secs(1);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// [`run_loop`], started over (after a pause that backs off) when the store is unavailable
+/// (unreachable, silent, past a statement deadline), so an outage does not end `watch`.
+/// With `--rounds` (a bounded run, counted from the start) the error ends it instead.
+async fn run_loop_retrying(shared: Arc<Shared>, name: String, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let mut pause = STORE_RETRY_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        match run_loop(shared.clone(), name.clone(), shutdown.clone()).await {
+            Err(e) if e.kind == ErrorKind::Unavailable && shared.options.rounds.is_none() => {
+                if started.elapsed() > 2 * STORE_RETRY_MAX {
+                    pause = STORE_RETRY_MIN;
+                }
+                tracing::warn!(loop_name = %name, error = %e, retry_in = ?pause, "the store is unavailable; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stopped(&mut shutdown) => return Ok(()),
+                }
+                pause = (pause * 2).min(STORE_RETRY_MAX);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// One loop: standby until its lease is ours, then rounds on schedule.

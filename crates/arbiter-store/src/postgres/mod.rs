@@ -156,10 +156,13 @@ impl PgStore {
     async fn migrate(&self, schema: Option<&str>) -> Result<()> {
         let mut client = self.client().await?;
         // Up to date (every open but the first): a read, no lock, no write.
-        if let Ok(Some(row)) = client.query_opt("SELECT version FROM arbiter_schema", &[]).await
-            && row.get::<_, i64>(0) == SCHEMA_VERSION
-        {
-            return Ok(());
+        match client.query_opt("SELECT version FROM arbiter_schema", &[]).await {
+            Ok(Some(row)) if row.get::<_, i64>(0) == SCHEMA_VERSION => return Ok(()),
+            // No table yet (a new store), or an older version: migrate below.
+            Ok(_) => {}
+            Err(e) if e.as_db_error().is_some_and(|db| !db.code().code().starts_with("08")) => {}
+            // The connection failed (a deadline, say): that is the error to report.
+            Err(e) => return Err(pg_error(e)),
         }
         let tx = client.transaction().await.map_err(pg_error)?;
         tx.execute(

@@ -80,15 +80,16 @@ fn a_link_that_hangs_is_unavailable_with_its_address_and_recovers() {
     let mut watch = Background::start(
         {
             let mut cmd = arbiter();
-            cmd.args(["--store", &url, "kv", "watch", "k"]);
+            // From the first revision: it prints the puts above once it has opened the store.
+            cmd.args(["--store", &url, "kv", "watch", "k", "--from", "1"]);
             cmd
         },
         store.scratch.path(),
         "watch",
     );
-    store.ok(&["kv", "put", "k", "3"]);
-    wait_for(LIMIT, "the watch prints the change", || {
-        watch.stdout().contains('3').then_some(())
+    wait_for(LIMIT, "the watch prints the changes so far", || {
+        assert!(watch.running(), "kv watch exited: {}", watch.stderr());
+        watch.stdout().contains('1').then_some(())
     });
     proxy.freeze();
     let code = watch.wait(LIMIT);
@@ -274,4 +275,73 @@ fn tls_client_certificates() {
     let out = arbiter_on(&format!("{base}&sslcert={cert}&sslkey={key}"), &["kv", "get", "k"]);
     out.expect_code(2, "a world-readable key");
     assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+}
+
+/// `arbiter watch` on a store whose link goes silent: it keeps running (retrying, not
+/// hanging, not exiting), and runs rounds again once the link is back.
+#[test]
+fn watch_survives_a_silent_store_and_resumes() {
+    let Some(store) = Store::postgres("watch_survives_a_silent_store_and_resumes") else {
+        return;
+    };
+    let proxy = StallProxy::start(server_addr(&store.url));
+    let url = format!(
+        "{}&statement_timeout=2s&connect_timeout=1",
+        proxy.postgres_url(&store.url)
+    );
+    let dir = std::fs::canonicalize(store.scratch.path()).expect("the scratch dir");
+    std::fs::create_dir_all(dir.join("repo")).expect("the loop's repo dir");
+    let rounds = dir.join("rounds");
+    std::fs::write(
+        dir.join("agent.sh"),
+        format!("echo \"$ARBITER_ROUND\" >> {}\n", rounds.display()),
+    )
+    .expect("the agent");
+    let config = dir.join("arbiter.toml");
+    std::fs::write(
+        &config,
+        "[loops.pg]\nrepo = \"repo\"\nevery = \"1s\"\nbackoff_max = \"2s\"\ncommand = [\"sh\", \"../agent.sh\"]\ntimeout = \"1m\"\n",
+    )
+    .expect("the config");
+    let count = || std::fs::read_to_string(&rounds).unwrap_or_default().lines().count();
+    let mut watch = Background::start(
+        {
+            let mut cmd = arbiter();
+            cmd.arg("--store")
+                .arg(&url)
+                .arg("watch")
+                .arg("--config")
+                .arg(&config)
+                .arg("--log-dir")
+                .arg(dir.join("logs"))
+                .args(["--lease-ttl", "5s"])
+                .env("HOME", dir.join("home"))
+                .env_remove("XDG_DATA_HOME")
+                .env_remove("XDG_CONFIG_HOME")
+                .env_remove("ARBITER_CONFIG");
+            cmd
+        },
+        &dir,
+        "watch",
+    );
+    wait_for(LIMIT, "a first round", || (count() >= 1).then_some(()));
+    proxy.freeze();
+    // The supervisor meets the silent store (its statements' deadline) and says so...
+    wait_for(LIMIT, "the supervisor to report the silent store", || {
+        watch.stderr().contains("did not answer within").then_some(())
+    });
+    assert!(
+        watch.running(),
+        "watch keeps running on a silent store: {}",
+        watch.stderr()
+    );
+    // ...and runs rounds again once it answers.
+    let before = count();
+    proxy.resume();
+    wait_for(LIMIT, "a round after the store is back", || {
+        assert!(watch.running(), "watch exited: {}", watch.stderr());
+        (count() > before).then_some(())
+    });
+    watch.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(watch.wait(LIMIT), 0, "{}", watch.stderr());
 }
