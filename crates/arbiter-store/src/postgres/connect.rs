@@ -81,6 +81,11 @@ impl Connector {
         })
     }
 
+    /// How long a statement may wait for its answer.
+    pub(crate) fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
+    }
+
     /// Opens one connection: each server the URL names in turn, each attempt within the
     /// connect timeout. The caller spawns the connection.
     pub(crate) async fn connect(&self) -> Result<(Client, PgConnection)> {

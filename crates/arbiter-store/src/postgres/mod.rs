@@ -39,9 +39,6 @@ use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 const POOL_SIZE: usize = 8;
 /// How long the server lets a session sit idle inside a transaction before ending it.
 const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
-/// How often the LISTEN connection proves the server still answers (a link that went
-/// silent would otherwise only show as notifications that never come).
-const LISTEN_PROBE: Duration = Duration::from_secs(10);
 /// Every topic; each has its NOTIFY channel.
 const TOPICS: [Topic; 4] = [Topic::Leases, Topic::Kv, Topic::Log, Topic::Notify];
 
@@ -251,10 +248,13 @@ impl ListenHub {
         let task_alive = alive.clone();
         let schema = self.schema.clone();
         let probe_client = Arc::downgrade(&client);
+        let probe_every = self.connector.statement_timeout();
         tokio::spawn(async move {
             // Ends when the connection does (error, server gone, or a probe unanswered
-            // within the statement deadline); subscribers then start a new listener.
-            let mut probe = tokio::time::interval(LISTEN_PROBE);
+            // within the statement deadline); subscribers then start a new listener. The
+            // probe, once per statement timeout, proves the server still answers: a link
+            // that went silent would otherwise only show as notifications that never come.
+            let mut probe = tokio::time::interval(probe_every);
             probe.tick().await;
             loop {
                 tokio::select! {

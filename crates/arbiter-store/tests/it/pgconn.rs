@@ -1,0 +1,87 @@
+//! PostgreSQL only: a link to the server that goes silent after the store was opened (a
+//! real server behind `StallProxy`, frozen and resumed).
+
+use std::time::Duration;
+
+use arbiter_core::ErrorKind;
+use arbiter_store::{Store, StoreUrl, Topic};
+use arbiter_testkit::net::StallProxy;
+
+/// The server behind `url`, as an address a proxy can forward to.
+fn server_addr(url: &str) -> std::net::SocketAddr {
+    let config: tokio_postgres::Config = url.split('?').next().unwrap_or(url).parse().expect("a URL");
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        other => panic!("a TCP host, not {other:?}"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+        .expect("the host resolves")
+        .next()
+        .expect("an address")
+}
+
+async fn open(url: &str) -> Store {
+    Store::open(&StoreUrl::parse(url).expect("a store URL"))
+        .await
+        .expect("the store opens")
+}
+
+/// A bound for waits that should end much sooner; never asserted as a duration.
+const BOUND: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_link_fails_statements_and_the_change_feed_reconnects() {
+    let Some(url) =
+        arbiter_testkit::postgres_url("a_silent_link_fails_statements_and_the_change_feed_reconnects").await
+    else {
+        return;
+    };
+    let direct = open(&url).await;
+    let proxy = StallProxy::start(server_addr(&url));
+    let store = open(&format!("{}&statement_timeout=1s", proxy.postgres_url(&url))).await;
+    let at = proxy.addr().to_string();
+    let mut subscription = store.changes().subscribe(Topic::Kv).await.expect("subscribed");
+
+    proxy.freeze();
+    // A statement on a pooled connection: its deadline passes, the store is unavailable,
+    // and the message names the server.
+    let err = tokio::time::timeout(BOUND, store.kv().put("default", "k", "1", None))
+        .await
+        .expect("the put returns")
+        .expect_err("the put fails");
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{err:?}");
+    assert!(err.message.contains(&at), "it names {at}: {}", err.message);
+    // The LISTEN connection's probe meets the same deadline; its end wakes the waiter
+    // (well before the wait's own 60 s).
+    tokio::time::timeout(BOUND, subscription.wait(Duration::from_secs(60)))
+        .await
+        .expect("a silent change feed ends and wakes its waiter")
+        .expect("a wait does not fail");
+
+    proxy.resume();
+    // The next wait starts a new LISTEN connection and returns, so the caller re-reads.
+    tokio::time::timeout(BOUND, subscription.wait(Duration::from_secs(60)))
+        .await
+        .expect("the wait reconnects")
+        .expect("a wait does not fail");
+    // On the new connection a change wakes it again.
+    let waiter = tokio::spawn(async move { subscription.wait(Duration::from_secs(60)).await });
+    direct
+        .kv()
+        .put("default", "k", "2", None)
+        .await
+        .expect("a put on the direct link");
+    tokio::time::timeout(BOUND, waiter)
+        .await
+        .expect("woken by the put")
+        .expect("the waiter task")
+        .expect("a wait does not fail");
+    // And statements work again through the proxy (the dead connection was dropped).
+    let value = store
+        .kv()
+        .get("default", "k")
+        .await
+        .expect("a get once the link is back");
+    assert_eq!(value.map(|kv| kv.value).as_deref(), Some("2"));
+}
