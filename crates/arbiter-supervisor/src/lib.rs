@@ -99,8 +99,8 @@ pub async fn watch(store: Store, config: Config, options: Options, shutdown: wat
         stopped(&mut forward).await;
         let _ = forward_stop.send(true);
     });
-    let dispatcher =
-        (!shared.config().channels.is_empty()).then(|| tokio::spawn(dispatcher(shared.clone(), dispatcher_stop)));
+    let dispatcher = (!shared.config().channels.is_empty())
+        .then(|| tokio::spawn(dispatcher_retrying(shared.clone(), dispatcher_stop)));
     tokio::spawn(reload(shared.clone(), shutdown.clone()));
     for spec in selected {
         tasks.spawn(run_loop_retrying(shared.clone(), spec.name.clone(), shutdown.clone()));
@@ -480,6 +480,28 @@ async fn origin_remote(repo: &std::path::Path) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
         .and_then(|url| arbiter_config::remote_path(&url))
+}
+
+/// [`dispatcher`], started again (after a pause that backs off like a loop's) when it
+/// stopped before it was told to: the store was unavailable, or its lease was lost.
+async fn dispatcher_retrying(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut pause = STORE_RETRY_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        dispatcher(shared.clone(), stop.clone()).await;
+        if *stop.borrow() {
+            return;
+        }
+        if started.elapsed() > 2 * STORE_RETRY_MAX {
+            pause = STORE_RETRY_MIN;
+        }
+        tracing::warn!(retry_in = ?pause, "starting the notification dispatcher again");
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stopped(&mut stop) => return,
+        }
+        pause = (pause * 2).min(STORE_RETRY_MAX);
+    }
 }
 
 /// The notification dispatcher, inside the supervisor (standing by if another runs).

@@ -278,7 +278,8 @@ fn tls_client_certificates() {
 }
 
 /// `arbiter watch` on a store whose link goes silent: it keeps running (retrying, not
-/// hanging, not exiting), and runs rounds again once the link is back.
+/// hanging, not exiting), and runs rounds and delivers notifications again once the link
+/// is back.
 #[test]
 fn watch_survives_a_silent_store_and_resumes() {
     let Some(store) = Store::postgres("watch_survives_a_silent_store_and_resumes") else {
@@ -298,9 +299,14 @@ fn watch_survives_a_silent_store_and_resumes() {
     )
     .expect("the agent");
     let config = dir.join("arbiter.toml");
+    let delivered = dir.join("delivered.jsonl");
     std::fs::write(
         &config,
-        "[loops.pg]\nrepo = \"repo\"\nevery = \"1s\"\nbackoff_max = \"2s\"\ncommand = [\"sh\", \"../agent.sh\"]\ntimeout = \"1m\"\n",
+        format!(
+            "[loops.pg]\nrepo = \"repo\"\nevery = \"1s\"\nbackoff_max = \"2s\"\ncommand = [\"sh\", \"../agent.sh\"]\ntimeout = \"1m\"\n\n\
+             [channels.out]\ntype = \"file\"\npath = \"{}\"\n\n[[routes]]\nkinds = [\"test.*\"]\nchannels = [\"out\"]\n",
+            delivered.display()
+        ),
     )
     .expect("the config");
     let count = || std::fs::read_to_string(&rounds).unwrap_or_default().lines().count();
@@ -341,6 +347,25 @@ fn watch_survives_a_silent_store_and_resumes() {
     wait_for(LIMIT, "a round after the store is back", || {
         assert!(watch.running(), "watch exited: {}", watch.stderr());
         (count() > before).then_some(())
+    });
+    // The dispatcher inside watch delivers again too.
+    let mut notify = arbiter();
+    notify.args(["--store", &url, "--config"]).arg(&config).args([
+        "notify",
+        "--kind",
+        "test.back",
+        "--severity",
+        "warning",
+        "--title",
+        "store is back",
+    ]);
+    run_bounded(&mut notify, LIMIT).expect_code(0, "notify once the store is back");
+    wait_for(LIMIT, "the dispatcher in watch to deliver", || {
+        assert!(watch.running(), "watch exited: {}", watch.stderr());
+        std::fs::read_to_string(&delivered)
+            .unwrap_or_default()
+            .contains("store is back")
+            .then_some(())
     });
     watch.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(watch.wait(LIMIT), 0, "{}", watch.stderr());
