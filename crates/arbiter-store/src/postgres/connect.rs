@@ -60,6 +60,22 @@ pub(crate) struct Connector {
 
 impl Connector {
     pub(crate) fn new(mut config: tokio_postgres::Config, options: &PgOptions) -> Result<Connector> {
+        use tokio_postgres::config::{ChannelBinding, LoadBalanceHosts, SslNegotiation, TargetSessionAttrs};
+        // Options the driver would apply in its own connect, which this module replaces:
+        // refused rather than silently ignored.
+        let unsupported = [
+            (config.get_channel_binding() == ChannelBinding::Require)
+                .then_some("channel_binding=require (channel binding is not offered over arbiter's TLS)"),
+            (config.get_ssl_negotiation() == SslNegotiation::Direct)
+                .then_some("sslnegotiation=direct (only the standard negotiation is supported)"),
+            (config.get_target_session_attrs() != TargetSessionAttrs::Any)
+                .then_some("target_session_attrs (only any is supported)"),
+            (config.get_load_balance_hosts() == LoadBalanceHosts::Random)
+                .then_some("load_balance_hosts=random (hosts are tried in order)"),
+        ];
+        if let Some(option) = unsupported.into_iter().flatten().next() {
+            return Err(Error::bad_input(format!("unsupported PostgreSQL URL option {option}")));
+        }
         let connect_timeout = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
         let tls = Tls::new(options)?;
         config.ssl_mode(tokio_postgres::config::SslMode::Disable);
@@ -90,9 +106,12 @@ impl Connector {
     /// connect timeout. The caller spawns the connection.
     pub(crate) async fn connect(&self) -> Result<(Client, PgConnection)> {
         let mut failures = Vec::new();
-        for (host, port) in targets(&self.config) {
-            let at = endpoint(&host, port);
-            match tokio::time::timeout(self.connect_timeout, self.connect_one(&host, port, &at)).await {
+        for (host, addr, port) in targets(&self.config) {
+            let at = match addr {
+                Some(addr) => format!("{} ({})", endpoint(&host, port), std::net::SocketAddr::new(addr, port)),
+                None => endpoint(&host, port),
+            };
+            match tokio::time::timeout(self.connect_timeout, self.connect_one(&host, addr, port, &at)).await {
                 Ok(Ok(connected)) => return Ok(connected),
                 Ok(Err(why)) => failures.push(why),
                 Err(_) => failures.push(format!(
@@ -110,14 +129,18 @@ impl Connector {
     async fn connect_one(
         &self,
         host: &Host,
+        addr: Option<std::net::IpAddr>,
         port: u16,
         at: &str,
     ) -> std::result::Result<(Client, PgConnection), String> {
         let stream: Box<dyn Io> = match host {
             Host::Tcp(name) => {
-                let tcp = tokio::net::TcpStream::connect((name.as_str(), port))
-                    .await
-                    .map_err(|e| format!("{at}: {e}"))?;
+                let tcp = match addr {
+                    // `hostaddr`: connect there; the name is for TLS.
+                    Some(addr) => tokio::net::TcpStream::connect((addr, port)).await,
+                    None => tokio::net::TcpStream::connect((name.as_str(), port)).await,
+                }
+                .map_err(|e| format!("{at}: {e}"))?;
                 let _ = tcp.set_nodelay(true);
                 if let Some(keepalive) = &self.keepalive {
                     socket2::SockRef::from(&tcp)
@@ -191,15 +214,15 @@ impl Connector {
     }
 }
 
-/// The servers the URL names, in order, with their ports (libpq's rules: one port for all,
-/// or one per host; 5432 by default).
-fn targets(config: &tokio_postgres::Config) -> Vec<(Host, u16)> {
-    let hosts = config.get_hosts();
+/// The servers the URL names, in order, with their `hostaddr` if given and their ports
+/// (libpq's rules: one port for all, or one per host; 5432 by default).
+fn targets(config: &tokio_postgres::Config) -> Vec<(Host, Option<std::net::IpAddr>, u16)> {
     let ports = config.get_ports();
-    let hosts: Vec<Host> = if hosts.is_empty() {
-        vec![Host::Tcp("localhost".into())]
-    } else {
-        hosts.to_vec()
+    let addrs = config.get_hostaddrs();
+    let hosts: Vec<Host> = match config.get_hosts() {
+        [] if !addrs.is_empty() => addrs.iter().map(|a| Host::Tcp(a.to_string())).collect(),
+        [] => vec![Host::Tcp("localhost".into())],
+        hosts => hosts.to_vec(),
     };
     hosts
         .into_iter()
@@ -210,7 +233,7 @@ fn targets(config: &tokio_postgres::Config) -> Vec<(Host, u16)> {
                 1 => ports[0],
                 _ => ports.get(i).copied().unwrap_or(5432),
             };
-            (host, port)
+            (host, addrs.get(i).copied(), port)
         })
         .collect()
 }

@@ -175,12 +175,12 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     let bad = |why: String| Error::bad_input(format!("sslkey={}: {why}", path.display()));
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| bad(format!("cannot read it: {e}")))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let metadata = std::fs::metadata(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let mode = metadata.permissions().mode();
+        // libpq's rule: private to its owner, or also group-readable if root owns it.
+        let allowed = if metadata.uid() == 0 { 0o037 } else { 0o077 };
+        if mode & allowed != 0 {
             return Err(bad(format!(
                 "it is readable by others (mode {:o}); run chmod 600 {}",
                 mode & 0o777,

@@ -85,3 +85,31 @@ async fn a_silent_link_fails_statements_and_the_change_feed_reconnects() {
         .expect("a get once the link is back");
     assert_eq!(value.map(|kv| kv.value).as_deref(), Some("2"));
 }
+
+/// Options arbiter cannot honour, and TLS files it cannot use, are bad input naming the
+/// option — found before any connection is tried (port 1 would refuse it).
+#[tokio::test]
+async fn unusable_connection_options_are_bad_input_naming_the_option() {
+    for (query, named) in [
+        ("target_session_attrs=read-write", "target_session_attrs"),
+        ("load_balance_hosts=random", "load_balance_hosts=random"),
+        ("channel_binding=require", "channel_binding=require"),
+        ("sslnegotiation=direct", "sslnegotiation=direct"),
+        (
+            "sslmode=verify-full&sslrootcert=/nonexistent/root.pem",
+            "sslrootcert=/nonexistent/root.pem",
+        ),
+        (
+            "sslcert=/nonexistent/c.pem&sslkey=/nonexistent/k.pem",
+            "sslcert=/nonexistent/c.pem",
+        ),
+    ] {
+        let url = StoreUrl::parse(&format!("postgres://postgres@127.0.0.1:1/test?{query}")).expect("it parses");
+        let err = match Store::open(&url).await {
+            Ok(_) => panic!("{query}: opened"),
+            Err(err) => err,
+        };
+        assert_eq!(err.kind, ErrorKind::BadInput, "{query}: {err:?}");
+        assert!(err.message.contains(named), "{query}: {}", err.message);
+    }
+}
