@@ -5,8 +5,10 @@
 //! Every request the driver sends ends in a `Sync` (extended protocol) or is a `Query`
 //! (simple protocol); the startup message too gets one `ReadyForQuery` at the end. Each of
 //! those is answered by exactly one `ReadyForQuery` (`Z`). While answers are outstanding the
-//! deadline runs; each `Z` restarts it for the next one, the last stops it. An idle
-//! connection (a pooled one, or the LISTEN connection between notifications) has none.
+//! deadline runs; each `Z` restarts it for the next one, the last stops it. A write that
+//! cannot proceed (the socket's buffers full: a large request to a frozen link) starts it
+//! too. An idle connection (a pooled one, or the LISTEN connection between notifications)
+//! has none.
 //!
 //! When the deadline passes, the stream hands the driver a synthesized `ErrorResponse`
 //! (SQLSTATE 08006, connection failure) naming the server and the timeout, so the waiting
@@ -134,6 +136,14 @@ impl<S> DeadlineStream<S> {
         self.deadline = Some(sleep);
     }
 
+    /// A write that cannot proceed waits on the peer too: the deadline runs (a request
+    /// too large for the socket's buffers never gets its `Sync` out to a frozen link).
+    fn blocked(&mut self, cx: &mut Context<'_>) {
+        if self.deadline.is_none() {
+            self.arm(cx);
+        }
+    }
+
     fn expired_error(&self) -> io::Error {
         io::Error::new(io::ErrorKind::TimedOut, self.expiry.message())
     }
@@ -179,7 +189,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for DeadlineStream<S> {
                 });
                 if answers > 0 {
                     this.outstanding = this.outstanding.saturating_sub(answers);
-                    if this.outstanding > 0 {
+                    if this.outstanding > 0 || !this.sent.at_boundary() {
                         this.arm(cx);
                     } else {
                         this.deadline = None;
@@ -225,7 +235,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineStream<S> {
         if this.expired {
             return Poll::Ready(Err(this.expired_error()));
         }
-        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        let n = match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.blocked(cx);
+                return Poll::Pending;
+            }
+        };
         let mut requests = 0;
         this.sent.feed(&buf[..n], |kind| {
             // The startup message (0), a Sync (S) or a simple Query (Q): one answer each.
@@ -238,12 +255,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineStream<S> {
                 this.arm(cx);
             }
             this.outstanding += requests;
+        } else if this.outstanding == 0 {
+            if this.sent.at_boundary() {
+                this.deadline = None;
+            } else {
+                // Part of a request is out: the deadline counts from this progress.
+                this.arm(cx);
+            }
         }
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        if flushed.is_pending() {
+            this.blocked(cx);
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -254,6 +283,47 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineStream<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Part of a request is out and nothing more can be written or read (a frozen link
+    /// whose buffers are full): the deadline still ends the wait, first with the
+    /// synthesized error naming the server, then with errors.
+    #[tokio::test]
+    async fn a_request_stuck_half_written_still_meets_the_deadline() {
+        use tokio::io::AsyncReadExt;
+        let (near, _far) = tokio::io::duplex(64);
+        let expiry = Expiry {
+            endpoint: Arc::from("db.example:5432"),
+            timeout: Duration::from_millis(50),
+        };
+        let mut stream = DeadlineStream::new(near, expiry);
+        stream.sent = Framer::new(true);
+        // A 1000-byte Parse message: 64 bytes fit, then writing blocks.
+        let mut message = vec![b'P', 0, 0, 0x03, 0xe8];
+        message.resize(1001, 0);
+        let mut offset = 0;
+        std::future::poll_fn(|cx| {
+            while offset < message.len() {
+                match Pin::new(&mut stream).poll_write(cx, &message[offset..]) {
+                    Poll::Ready(Ok(n)) => offset += n,
+                    Poll::Ready(Err(e)) => panic!("{e}"),
+                    Poll::Pending => return Poll::Ready(()),
+                }
+            }
+            Poll::Ready(())
+        })
+        .await;
+        assert!(offset < message.len(), "the write blocked");
+        let mut buf = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
+            .await
+            .expect("the deadline ends the wait")
+            .expect("first the synthesized error");
+        assert_eq!(buf[0], b'E');
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.contains("08006") && text.contains("db.example:5432"), "{text}");
+        let err = stream.read(&mut buf).await.expect_err("then the connection fails");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
 
     #[test]
     fn framer_finds_each_message_across_chunks() {

@@ -39,12 +39,24 @@ async fn a_silent_link_fails_statements_and_the_change_feed_reconnects() {
     };
     let direct = open(&url).await;
     let proxy = StallProxy::start(server_addr(&url));
-    let store = open(&format!("{}&statement_timeout=1s", proxy.postgres_url(&url))).await;
+    let store = open(&format!(
+        "{}&statement_timeout=1s&connect_timeout=1",
+        proxy.postgres_url(&url)
+    ))
+    .await;
     let at = proxy.addr().to_string();
     let mut subscription = store.changes().subscribe(Topic::Kv).await.expect("subscribed");
 
     proxy.freeze();
-    // A statement on a pooled connection: its deadline passes, the store is unavailable,
+    // A statement on a pooled connection: its deadline passes and the store is
+    // unavailable.
+    let err = tokio::time::timeout(BOUND, store.kv().put("default", "k", "0", None))
+        .await
+        .expect("the put returns")
+        .expect_err("the put fails");
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{err:?}");
+    assert!(err.message.contains("did not answer within 1s"), "{}", err.message);
+    // The next statement needs a new connection, which cannot be made: unavailable too,
     // and the message names the server.
     let err = tokio::time::timeout(BOUND, store.kv().put("default", "k", "1", None))
         .await
