@@ -37,6 +37,12 @@ pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 pub(crate) const KEEPALIVE_COUNT: u32 = 3;
 
+/// How long a statement may wait for its answer: the URL's `statement_timeout`, or
+/// [`STATEMENT_TIMEOUT`].
+pub(crate) fn statement_timeout(options: &PgOptions) -> Duration {
+    options.statement_timeout.unwrap_or(STATEMENT_TIMEOUT)
+}
+
 /// Anything a connection can run over.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -92,7 +98,7 @@ impl Connector {
             sslmode: options.sslmode,
             tls,
             connect_timeout,
-            statement_timeout: options.statement_timeout.unwrap_or(STATEMENT_TIMEOUT),
+            statement_timeout: statement_timeout(options),
             keepalive,
         })
     }

@@ -110,7 +110,7 @@ impl PgStore {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| Error::bad_input(format!("invalid PostgreSQL URL {}: {e}", redact(url))))?;
-        let statement_timeout = options.statement_timeout.unwrap_or(connect::STATEMENT_TIMEOUT);
+        let statement_timeout = connect::statement_timeout(options);
         // A client frozen inside a transaction (SIGSTOP, a paused VM) would hold its row
         // locks, and so every other holder, for as long as it stays frozen: the server ends
         // such a session after a few seconds instead. Our transactions never wait on anything
