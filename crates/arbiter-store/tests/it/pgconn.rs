@@ -5,21 +5,7 @@ use std::time::Duration;
 
 use arbiter_core::ErrorKind;
 use arbiter_store::{Store, StoreUrl, Topic};
-use arbiter_testkit::net::StallProxy;
-
-/// The server behind `url`, as an address a proxy can forward to.
-fn server_addr(url: &str) -> std::net::SocketAddr {
-    let config: tokio_postgres::Config = url.split('?').next().unwrap_or(url).parse().expect("a URL");
-    let host = match &config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(host) => host.clone(),
-        other => panic!("a TCP host, not {other:?}"),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-        .expect("the host resolves")
-        .next()
-        .expect("an address")
-}
+use arbiter_testkit::net::{StallProxy, postgres_server_addr};
 
 async fn open(url: &str) -> Store {
     Store::open(&StoreUrl::parse(url).expect("a store URL"))
@@ -38,7 +24,7 @@ async fn a_silent_link_fails_statements_and_the_change_feed_reconnects() {
         return;
     };
     let direct = open(&url).await;
-    let proxy = StallProxy::start(server_addr(&url));
+    let proxy = StallProxy::start(postgres_server_addr(&url));
     let store = open(&format!(
         "{}&statement_timeout=1s&connect_timeout=1",
         proxy.postgres_url(&url)

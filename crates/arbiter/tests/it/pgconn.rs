@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use arbiter_testkit::net::{SilentListener, StallProxy};
+use arbiter_testkit::net::{SilentListener, StallProxy, postgres_server_addr};
 
 use crate::faults::postgres::PrivatePostgres;
 use crate::support::{Background, Out, Store, arbiter, run_bounded, wait_for};
@@ -45,26 +45,12 @@ fn a_server_that_never_speaks_is_unavailable_with_its_address() {
     expect_unavailable_naming(&out, &at, "lease acquire against a silent listener");
 }
 
-/// The server behind the test's PostgreSQL URL, as an address a proxy can forward to.
-fn server_addr(url: &str) -> std::net::SocketAddr {
-    let config: tokio_postgres::Config = url.split('?').next().unwrap_or(url).parse().expect("a URL");
-    let host = match &config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(host) => host.clone(),
-        other => panic!("a TCP host, not {other:?}"),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-        .expect("the host resolves")
-        .next()
-        .expect("an address")
-}
-
 #[test]
 fn a_link_that_hangs_is_unavailable_with_its_address_and_recovers() {
     let Some(store) = Store::postgres("a_link_that_hangs_is_unavailable_with_its_address_and_recovers") else {
         return;
     };
-    let proxy = StallProxy::start(server_addr(&store.url));
+    let proxy = StallProxy::start(postgres_server_addr(&store.url));
     let at = proxy.addr().to_string();
     let url = format!("{}&statement_timeout=2s", proxy.postgres_url(&store.url));
     arbiter_on(&url, &["kv", "put", "k", "1"]).expect_code(0, "kv put through the proxy");
@@ -285,7 +271,7 @@ fn watch_survives_a_silent_store_and_resumes() {
     let Some(store) = Store::postgres("watch_survives_a_silent_store_and_resumes") else {
         return;
     };
-    let proxy = StallProxy::start(server_addr(&store.url));
+    let proxy = StallProxy::start(postgres_server_addr(&store.url));
     let url = format!(
         "{}&statement_timeout=2s&connect_timeout=1",
         proxy.postgres_url(&store.url)
