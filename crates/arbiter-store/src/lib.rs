@@ -68,7 +68,9 @@ impl Store {
                 synchronous,
                 busy_timeout,
             } => Arc::new(sqlite::SqliteStore::open(path.clone(), *synchronous, *busy_timeout).await?),
-            StoreUrl::Postgres { url, schema } => Arc::new(postgres::PgStore::open(url, schema.as_deref()).await?),
+            StoreUrl::Postgres { url, schema, options } => {
+                Arc::new(postgres::PgStore::open(url, schema.as_deref(), options).await?)
+            }
         };
         Ok(Store { backend })
     }

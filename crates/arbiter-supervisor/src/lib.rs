@@ -99,11 +99,11 @@ pub async fn watch(store: Store, config: Config, options: Options, shutdown: wat
         stopped(&mut forward).await;
         let _ = forward_stop.send(true);
     });
-    let dispatcher =
-        (!shared.config().channels.is_empty()).then(|| tokio::spawn(dispatcher(shared.clone(), dispatcher_stop)));
+    let dispatcher = (!shared.config().channels.is_empty())
+        .then(|| tokio::spawn(dispatcher_retrying(shared.clone(), dispatcher_stop)));
     tokio::spawn(reload(shared.clone(), shutdown.clone()));
     for spec in selected {
-        tasks.spawn(run_loop(shared.clone(), spec.name.clone(), shutdown.clone()));
+        tasks.spawn(run_loop_retrying(shared.clone(), spec.name.clone(), shutdown.clone()));
     }
     let mut first_error = None;
     while let Some(result) = tasks.join_next().await {
@@ -123,6 +123,35 @@ pub async fn watch(store: Store, config: Config, options: Options, shutdown: wat
         let _ = dispatcher.await;
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The first pause before a loop that met an unavailable store starts over; it doubles up
+/// to [`STORE_RETRY_MAX`].
+const STORE_RETRY_MIN: Duration = Duration::from_secs(1);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// [`run_loop`], started over (after a pause that backs off) when the store is unavailable
+/// (unreachable, silent, past a statement deadline), so an outage does not end `watch`.
+/// With `--rounds` (a bounded run, counted from the start) the error ends it instead.
+async fn run_loop_retrying(shared: Arc<Shared>, name: String, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let mut pause = STORE_RETRY_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        match run_loop(shared.clone(), name.clone(), shutdown.clone()).await {
+            Err(e) if e.kind == ErrorKind::Unavailable && shared.options.rounds.is_none() => {
+                if started.elapsed() > 2 * STORE_RETRY_MAX {
+                    pause = STORE_RETRY_MIN;
+                }
+                tracing::warn!(loop_name = %name, error = %e, retry_in = ?pause, "the store is unavailable; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stopped(&mut shutdown) => return Ok(()),
+                }
+                pause = (pause * 2).min(STORE_RETRY_MAX);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// One loop: standby until its lease is ours, then rounds on schedule.
@@ -452,6 +481,28 @@ async fn origin_remote(repo: &std::path::Path) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
         .and_then(|url| arbiter_config::remote_path(&url))
+}
+
+/// [`dispatcher`], started again (after a pause that backs off like a loop's) when it
+/// stopped before it was told to: the store was unavailable, or its lease was lost.
+async fn dispatcher_retrying(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut pause = STORE_RETRY_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        dispatcher(shared.clone(), stop.clone()).await;
+        if *stop.borrow() {
+            return;
+        }
+        if started.elapsed() > 2 * STORE_RETRY_MAX {
+            pause = STORE_RETRY_MIN;
+        }
+        tracing::warn!(retry_in = ?pause, "starting the notification dispatcher again");
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stopped(&mut stop) => return,
+        }
+        pause = (pause * 2).min(STORE_RETRY_MAX);
+    }
 }
 
 /// The notification dispatcher, inside the supervisor (standing by if another runs).

@@ -206,6 +206,21 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime starts")
 }
 
+/// The address of the server a PostgreSQL URL names (its first TCP host), for a
+/// [`StallProxy`] to forward to.
+pub fn postgres_server_addr(url: &str) -> SocketAddr {
+    let config: tokio_postgres::Config = url.split('?').next().unwrap_or(url).parse().expect("a PostgreSQL URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        other => panic!("a TCP host, not {other:?}"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+        .expect("the host resolves")
+        .next()
+        .expect("an address")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,29 +9,34 @@
 //! Waiting for changes uses LISTEN/NOTIFY: writers `pg_notify` in the same transaction
 //! (delivered on commit), and one listening connection per handle wakes subscribers.
 
+mod connect;
+mod deadline;
 mod kv;
 mod lease;
 mod log;
 mod loops;
 mod migrations;
 mod notify;
+mod tls;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arbiter_core::{Error, Millis, Result};
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool::managed::{Metrics, RecycleError, RecycleResult};
+use deadpool_postgres::ClientWrapper;
 use tokio::sync::watch;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
 
+use self::connect::Connector;
 use crate::api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
-use crate::url::redact;
+use crate::url::{PgOptions, redact};
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
 const POOL_SIZE: usize = 8;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the server lets a session sit idle inside a transaction before ending it.
 const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
 /// Every topic; each has its NOTIFY channel.
@@ -46,53 +51,84 @@ pub(crate) fn channel(topic: Topic) -> &'static str {
     }
 }
 
+/// The pool's connections come from the store's [`Connector`] (bounded, TLS); one whose
+/// connection ended (a statement deadline passed, the server went away) is not reused.
+pub(crate) struct PgManager(Arc<Connector>);
+
+impl deadpool::managed::Manager for PgManager {
+    type Type = ClientWrapper;
+    type Error = Error;
+
+    async fn create(&self) -> Result<ClientWrapper> {
+        let (client, connection) = self.0.connect().await?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("PostgreSQL connection ended: {e}");
+            }
+        });
+        Ok(ClientWrapper::new(client, task))
+    }
+
+    async fn recycle(&self, client: &mut ClientWrapper, _: &Metrics) -> RecycleResult<Error> {
+        if client.is_closed() {
+            return Err(RecycleError::message("the connection is closed"));
+        }
+        Ok(())
+    }
+}
+
+type Pool = deadpool::managed::Pool<PgManager>;
+/// A pooled connection.
+pub(crate) type PgClient = deadpool::managed::Object<PgManager>;
+
 pub(crate) struct PgStore {
     location: String,
     /// The schema, or `public`; also the NOTIFY payload, so two schemas do not wake each other.
     schema: String,
-    config: tokio_postgres::Config,
     pool: Pool,
-    listener: Mutex<Option<Listener>>,
+    hub: Arc<ListenHub>,
+}
+
+/// The store's LISTEN connection, started on the first subscribe and again when it ended.
+struct ListenHub {
+    connector: Arc<Connector>,
+    schema: String,
+    current: Mutex<Option<Listener>>,
 }
 
 /// One LISTEN connection and the counters it bumps, one per topic.
 #[derive(Clone)]
 struct Listener {
     counters: Vec<(Topic, watch::Receiver<u64>)>,
-    alive: Arc<std::sync::atomic::AtomicBool>,
+    alive: Arc<AtomicBool>,
     /// Dropping the last clone drops the client, which ends the connection and its task.
     _client: Arc<tokio_postgres::Client>,
 }
 
 impl PgStore {
-    pub(crate) async fn open(url: &str, schema: Option<&str>) -> Result<PgStore> {
+    pub(crate) async fn open(url: &str, schema: Option<&str>, options: &PgOptions) -> Result<PgStore> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| Error::bad_input(format!("invalid PostgreSQL URL {}: {e}", redact(url))))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
+        let statement_timeout = connect::statement_timeout(options);
         // A client frozen inside a transaction (SIGSTOP, a paused VM) would hold its row
         // locks, and so every other holder, for as long as it stays frozen: the server ends
         // such a session after a few seconds instead. Our transactions never wait on anything
-        // but the database, so a healthy one is never idle that long.
-        let mut options = format!(
-            "{} -c idle_in_transaction_session_timeout={}",
+        // but the database, so a healthy one is never idle that long. The server cancels a
+        // statement a little before the client's deadline ends the connection, so a slow
+        // server costs one statement, not the connection.
+        let mut options_text = format!(
+            "{} -c idle_in_transaction_session_timeout={} -c statement_timeout={}",
             config.get_options().unwrap_or_default(),
-            IDLE_IN_TRANSACTION.as_millis()
+            IDLE_IN_TRANSACTION.as_millis(),
+            (statement_timeout * 4 / 5).as_millis().max(1)
         );
         if let Some(schema) = schema {
-            options.push_str(&format!(" -c search_path={schema}"));
+            options_text.push_str(&format!(" -c search_path={schema}"));
         }
-        config.options(options.trim());
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
+        config.options(options_text.trim());
+        let connector = Arc::new(Connector::new(config, options)?);
+        let pool = Pool::builder(PgManager(connector.clone()))
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| Error::internal(format!("cannot build PostgreSQL pool: {e}")))?;
@@ -100,24 +136,30 @@ impl PgStore {
             Some(schema) => format!("{} (schema {schema})", redact(url)),
             None => redact(url),
         };
+        let schema_name = schema.unwrap_or("public").to_string();
         let store = PgStore {
             location,
-            schema: schema.unwrap_or("public").to_string(),
-            config,
+            schema: schema_name.clone(),
             pool,
-            listener: Mutex::new(None),
+            hub: Arc::new(ListenHub {
+                connector,
+                schema: schema_name,
+                current: Mutex::new(None),
+            }),
         };
         store.migrate(schema).await?;
         Ok(store)
     }
-
     async fn migrate(&self, schema: Option<&str>) -> Result<()> {
         let mut client = self.client().await?;
         // Up to date (every open but the first): a read, no lock, no write.
-        if let Ok(Some(row)) = client.query_opt("SELECT version FROM arbiter_schema", &[]).await
-            && row.get::<_, i64>(0) == SCHEMA_VERSION
-        {
-            return Ok(());
+        match client.query_opt("SELECT version FROM arbiter_schema", &[]).await {
+            Ok(Some(row)) if row.get::<_, i64>(0) == SCHEMA_VERSION => return Ok(()),
+            // No table yet (a new store), or an older version: migrate below.
+            Ok(_) => {}
+            Err(e) if e.as_db_error().is_some_and(|db| !db.code().code().starts_with("08")) => {}
+            // The connection failed (a deadline, say): that is the error to report.
+            Err(e) => return Err(pg_error(e)),
         }
         let tx = client.transaction().await.map_err(pg_error)?;
         tx.execute(
@@ -159,13 +201,10 @@ impl PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client> {
-        self.pool.get().await.map_err(|e| {
-            Error::unavailable(format!(
-                "cannot connect to PostgreSQL store {}: {}",
-                self.location,
-                pool_error_text(&e)
-            ))
+    pub(crate) async fn client(&self) -> Result<PgClient> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool::managed::PoolError::Backend(e) => e,
+            other => Error::unavailable(format!("cannot connect to PostgreSQL store {}: {other}", self.location)),
         })
     }
 
@@ -176,19 +215,28 @@ impl PgStore {
         let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
         client.query(&statement, params).await.map_err(pg_error)
     }
+}
 
-    fn listener(&self) -> Option<Listener> {
-        let guard = self.listener.lock().unwrap_or_else(|p| p.into_inner());
-        guard
+impl ListenHub {
+    /// The live listener, or a new one.
+    async fn listener(&self) -> Result<Listener> {
+        let live = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .filter(|l| l.alive.load(std::sync::atomic::Ordering::SeqCst))
+            .filter(|l| l.alive.load(Ordering::SeqCst));
+        if let Some(listener) = live {
+            return Ok(listener);
+        }
+        let listener = self.start().await?;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener.clone());
+        Ok(listener)
     }
 
-    async fn start_listener(&self) -> Result<Listener> {
-        let (client, mut connection) =
-            self.config.connect(NoTls).await.map_err(|e| {
-                Error::unavailable(format!("cannot connect to PostgreSQL store {}: {e}", self.location))
-            })?;
+    async fn start(&self) -> Result<Listener> {
+        let (client, mut connection) = self.connector.connect().await?;
+        let client = Arc::new(client);
         let (senders, counters): (Vec<_>, Vec<_>) = TOPICS
             .iter()
             .map(|topic| {
@@ -196,24 +244,38 @@ impl PgStore {
                 ((channel(*topic), sender), (*topic, receiver))
             })
             .unzip();
-        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let alive = Arc::new(AtomicBool::new(true));
         let task_alive = alive.clone();
         let schema = self.schema.clone();
+        let probe_client = Arc::downgrade(&client);
+        let probe_every = self.connector.statement_timeout();
         tokio::spawn(async move {
-            // Ends when the connection does (error or server gone); subscribers then see
-            // only their timeouts until the next subscribe starts a new listener.
-            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                match message {
-                    Ok(AsyncMessage::Notification(n)) if n.payload() == schema => {
-                        for (_, sender) in senders.iter().filter(|(name, _)| *name == n.channel()) {
-                            sender.send_modify(|c| *c += 1);
+            // Ends when the connection does (error, server gone, or a probe unanswered
+            // within the statement deadline); subscribers then start a new listener. The
+            // probe, once per statement timeout, proves the server still answers: a link
+            // that went silent would otherwise only show as notifications that never come.
+            let mut probe = tokio::time::interval(probe_every);
+            probe.tick().await;
+            loop {
+                tokio::select! {
+                    message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
+                        Some(Ok(AsyncMessage::Notification(n))) if n.payload() == schema => {
+                            for (_, sender) in senders.iter().filter(|(name, _)| *name == n.channel()) {
+                                sender.send_modify(|c| *c += 1);
+                            }
                         }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break,
+                    },
+                    _ = probe.tick() => {
+                        // An empty query: one round trip. Its answer (or the deadline that
+                        // ends the connection) arrives through `connection` above.
+                        let Some(client) = probe_client.upgrade() else { break };
+                        tokio::spawn(async move { let _ = client.batch_execute("").await; });
                     }
-                    Ok(_) => {}
-                    Err(_) => break,
                 }
             }
-            task_alive.store(false, std::sync::atomic::Ordering::SeqCst);
+            task_alive.store(false, Ordering::SeqCst);
             // Wake everyone so they re-read rather than sleep through a lost notification.
             for (_, sender) in &senders {
                 sender.send_modify(|c| *c += 1);
@@ -231,7 +293,7 @@ impl PgStore {
         Ok(Listener {
             counters,
             alive,
-            _client: Arc::new(client),
+            _client: client,
         })
     }
 }
@@ -316,18 +378,17 @@ pub(crate) async fn notify(tx: &deadpool_postgres::Transaction<'_>, topic: Topic
 
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
+        // Connection failures (class 08, including the client-side statement deadline,
+        // which names the server), shutdowns (57P0x) and the server's statement_timeout
+        // (57014): the store is unavailable, not wrong.
+        Some(db) if db.code().code().starts_with("08") || db.code().code().starts_with("57") => {
+            Error::unavailable(format!("PostgreSQL error {}: {}", db.code().code(), db.message()))
+        }
         Some(db) => Error::internal(format!("PostgreSQL error {}: {}", db.code().code(), db.message())),
-        None => Error::unavailable(format!("PostgreSQL connection failed: {e}")),
-    }
-}
-
-fn pool_error_text(e: &deadpool_postgres::PoolError) -> String {
-    match e {
-        deadpool_postgres::PoolError::Backend(e) => match std::error::Error::source(e) {
-            Some(source) => format!("{e}: {source}"),
-            None => e.to_string(),
-        },
-        other => other.to_string(),
+        None => Error::unavailable(match std::error::Error::source(&e) {
+            Some(source) => format!("PostgreSQL connection failed: {e}: {source}"),
+            None => format!("PostgreSQL connection failed: {e}"),
+        }),
     }
 }
 
@@ -359,36 +420,55 @@ impl Backend for PgStore {
     }
 }
 
-struct WatchSubscription(watch::Receiver<u64>);
+/// A subscription to one topic. When its LISTEN connection ends, the next wait starts a
+/// new one (within the connect timeout) and returns at once, so the caller re-reads what it
+/// may have missed; if the server cannot be reached the wait just runs out and the caller's
+/// next read reports the store unavailable.
+struct WatchSubscription {
+    receiver: watch::Receiver<u64>,
+    hub: Arc<ListenHub>,
+    topic: Topic,
+}
 
-#[async_trait]
-impl Changes for PgStore {
-    async fn subscribe(&self, topic: Topic) -> Result<Box<dyn Subscription>> {
-        let listener = match self.listener() {
-            Some(listener) => listener,
-            None => {
-                let listener = self.start_listener().await?;
-                *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener.clone());
-                listener
-            }
-        };
-        let mut receiver = listener
+impl ListenHub {
+    async fn receiver(&self, topic: Topic) -> Result<watch::Receiver<u64>> {
+        let mut receiver = self
+            .listener()
+            .await?
             .counters
             .into_iter()
             .find(|(t, _)| *t == topic)
             .map(|(_, receiver)| receiver)
             .expect("every topic has a counter");
         receiver.mark_unchanged();
-        Ok(Box::new(WatchSubscription(receiver)))
+        Ok(receiver)
+    }
+}
+
+#[async_trait]
+impl Changes for PgStore {
+    async fn subscribe(&self, topic: Topic) -> Result<Box<dyn Subscription>> {
+        Ok(Box::new(WatchSubscription {
+            receiver: self.hub.receiver(topic).await?,
+            hub: self.hub.clone(),
+            topic,
+        }))
     }
 }
 
 #[async_trait]
 impl Subscription for WatchSubscription {
     async fn wait(&mut self, timeout: Duration) -> Result<()> {
-        // A closed channel (listener gone) just means: wait out the timeout.
-        if let Ok(Err(_)) = tokio::time::timeout(timeout, self.0.changed()).await {
-            tokio::time::sleep(timeout).await;
+        let until = tokio::time::Instant::now() + timeout;
+        if self.receiver.has_changed().is_err() {
+            // The listener ended (it woke everyone when it did): start another.
+            if let Ok(Ok(receiver)) = tokio::time::timeout_at(until, self.hub.receiver(self.topic)).await {
+                self.receiver = receiver;
+                return Ok(());
+            }
+        }
+        if let Ok(Err(_)) = tokio::time::timeout_at(until, self.receiver.changed()).await {
+            tokio::time::sleep_until(until).await;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ mod kv;
 mod lease;
 mod log;
 mod notify;
+mod pgconn;
 
 use std::time::Duration;
 

@@ -16,6 +16,8 @@
 //! - `decisions`: the render projection and the git-native drop-box, with real git.
 //! - `notify`: notifications end to end through a loopback HTTP receiver.
 //! - `secrets`: passwords in store URLs never shown.
+//! - `pgconn`: the PostgreSQL connection: a silent server and a hung link exit 6 naming
+//!   host:port; TLS `sslmode`s and client certificates against a private ssl-only server.
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
 //! - `faults`: linearizability of random multi-process histories with kills and server
 //!   restarts, durability of acknowledged appends, fencing of frozen holders.
@@ -34,6 +36,7 @@ mod lease;
 mod lock;
 mod log;
 mod notify;
+mod pgconn;
 mod secrets;
 mod store;
 mod watch;

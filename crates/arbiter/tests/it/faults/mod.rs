@@ -43,4 +43,4 @@ mod frozen;
 mod history;
 mod linearizability;
 mod models;
-mod postgres;
+pub(crate) mod postgres;

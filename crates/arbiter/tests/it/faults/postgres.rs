@@ -64,6 +64,12 @@ impl PrivatePostgres {
     /// Creates and starts a server for `test`; `None` (after saying why) when this machine
     /// has no PostgreSQL server binaries, outside CI.
     pub fn start(test: &str) -> Option<PrivatePostgres> {
+        PrivatePostgres::start_configured(test, |_| {})
+    }
+
+    /// Like [`PrivatePostgres::start`], with `configure` run between `initdb` and the first
+    /// start (to write files into the data directory with [`PrivatePostgres::write_data_file`]).
+    pub fn start_configured(test: &str, configure: impl FnOnce(&PrivatePostgres)) -> Option<PrivatePostgres> {
         let Some(bin) = find_bin() else {
             skip_or_fail(
                 test,
@@ -109,6 +115,7 @@ impl PrivatePostgres {
                 ],
             )
             .expect_code(0, "initdb");
+        configure(&server);
         // Another process may take the port between finding it and the server binding it.
         for attempt in 1..=5 {
             server.port = free_port();
@@ -123,6 +130,32 @@ impl PrivatePostgres {
             );
         }
         unreachable!()
+    }
+
+    /// Writes (or, with `append`, appends to) a file in the data directory, owned by the
+    /// server's user and private to it (the server refuses a key file others can read).
+    pub fn write_data_file(&self, name: &str, contents: &[u8], append: bool) {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join("data").join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        file.write_all(contents).expect("write a server file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod a server file");
+        if self.as_postgres {
+            let (uid, gid) = (id_of("-u"), id_of("-g"));
+            std::os::unix::fs::chown(&path, uid, gid).expect("chown a server file");
+        }
+    }
+
+    /// The server's TCP port (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     fn data(&self) -> String {
