@@ -15,6 +15,7 @@
 //! - `decisions`: the render projection and the git-native drop-box, with real git.
 //! - `notify`: notifications end to end through a loopback HTTP receiver.
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
+//! - `stall`: a holder whose store link stalls is stopped before the lease goes elsewhere.
 //! - `faults`: linearizability of random multi-process histories with kills and server
 //!   restarts, durability of acknowledged appends, fencing of frozen holders.
 
@@ -31,5 +32,6 @@ mod lease;
 mod lock;
 mod log;
 mod notify;
+mod stall;
 mod store;
 mod watch;
