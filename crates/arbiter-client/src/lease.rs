@@ -186,7 +186,6 @@ pub fn describe(holder: &Holder) -> String {
     format!("{who} {} on {}{close}", holder.pid, holder.host)
 }
 
-
 /// The holder's side of the deadline rule, for a lease of `ttl` whose holder needs up to
 /// `grace` to stop what it protects (TERM, then KILL after `grace`):
 ///
@@ -430,7 +429,9 @@ fn confirm(state: &Mutex<KeepState>, sent: Instant) {
 fn unconfirmed(name: &str) -> Error {
     Error::new(
         ErrorKind::Lost,
-        format!("lease {name:?} could not be renewed in time (store unreachable or stalled); stopping before it expires"),
+        format!(
+            "lease {name:?} could not be renewed in time (store unreachable or stalled); stopping before it expires"
+        ),
     )
 }
 

@@ -16,6 +16,7 @@
 //! - `notify`: notifications end to end through a loopback HTTP receiver.
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
 //! - `stall`: a holder whose store link stalls is stopped before the lease goes elsewhere.
+//! - `trees`: descendants that call `setsid` die with the command (Linux).
 //! - `faults`: linearizability of random multi-process histories with kills and server
 //!   restarts, durability of acknowledged appends, fencing of frozen holders.
 
@@ -34,4 +35,5 @@ mod log;
 mod notify;
 mod stall;
 mod store;
+mod trees;
 mod watch;

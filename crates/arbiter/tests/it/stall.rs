@@ -20,7 +20,10 @@ use arbiter_testkit::net::StallProxy;
 
 use crate::support::{Background, SOON, Store, alive, on_both_backends, wait_for};
 
-on_both_backends!(lock_is_stopped_before_the_lease_goes_elsewhere, watch_never_runs_two_rounds_at_once);
+on_both_backends!(
+    lock_is_stopped_before_the_lease_goes_elsewhere,
+    watch_never_runs_two_rounds_at_once
+);
 
 /// How the holder's link to the store is stalled.
 enum Stall {
@@ -79,7 +82,10 @@ impl Stall {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
 }
 
 /// `host:port` of a `postgres://` URL.

@@ -139,9 +139,7 @@ fn zombie_is_refused(store: &Store, backend: &str) {
     let port = resource.addr.port().to_string();
     let limit = Duration::from_secs(60);
 
-    let mut cmd = store.cmd(&[
-        "lock", "fence", "--ttl", "1s", "--", "bash", "-c", ZOMBIE,
-    ]);
+    let mut cmd = store.cmd(&["lock", "fence", "--ttl", "1s", "--", "bash", "-c", ZOMBIE]);
     let zombie_log = dir.path().join("zombie.stderr");
     cmd.env("DIR", dir.path())
         .env("PORT", &port)
