@@ -17,6 +17,7 @@
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
 //! - `stall`: a holder whose store link stalls is stopped before the lease goes elsewhere.
 //! - `trees`: descendants that call `setsid` die with the command (Linux).
+//! - `wrappers`: a lease taken from a wrapped call in a script stays held while it lives.
 //! - `faults`: linearizability of random multi-process histories with kills and server
 //!   restarts, durability of acknowledged appends, fencing of frozen holders.
 
@@ -37,3 +38,4 @@ mod stall;
 mod store;
 mod trees;
 mod watch;
+mod wrappers;
