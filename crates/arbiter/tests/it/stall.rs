@@ -12,13 +12,12 @@
 //! one loop of `arbiter watch` must never run at once. The holder's deadline rule
 //! (`arbiter_client::lease::Deadlines`) is what makes this hold.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbiter_testkit::net::StallProxy;
 
-use crate::support::{Background, SOON, Store, alive, on_both_backends, wait_for};
+use crate::support::{Background, SOON, Store, alive, on_both_backends, postgres_addr, wait_for};
 
 on_both_backends!(
     lock_is_stopped_before_the_lease_goes_elsewhere,
@@ -86,23 +85,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_millis() as i64
-}
-
-/// `host:port` of a `postgres://` URL.
-fn postgres_addr(url: &str) -> SocketAddr {
-    let rest = url.split_once("://").expect("a URL with a scheme").1;
-    let authority = rest.split(['/', '?']).next().expect("an authority");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host_port = if host_port.contains(':') {
-        host_port.to_string()
-    } else {
-        format!("{host_port}:5432")
-    };
-    host_port
-        .to_socket_addrs()
-        .expect("a resolvable PostgreSQL address")
-        .next()
-        .expect("an address")
 }
 
 /// The pids written, one per line, to `path`.

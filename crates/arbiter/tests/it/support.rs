@@ -566,6 +566,25 @@ pub fn group_members(pgid: u32) -> Vec<Proc> {
         .collect()
 }
 
+/// `host:port` of a `postgres://` URL (for a [`arbiter_testkit::net::StallProxy`] in front
+/// of it).
+pub fn postgres_addr(url: &str) -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let rest = url.split_once("://").expect("a URL with a scheme").1;
+    let authority = rest.split(['/', '?']).next().expect("an authority");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_port = if host_port.contains(':') {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:5432")
+    };
+    host_port
+        .to_socket_addrs()
+        .expect("a resolvable PostgreSQL address")
+        .next()
+        .expect("an address")
+}
+
 /// The fencing token of `lease` (a lease as `--json` prints it).
 #[track_caller]
 pub fn token_of(lease: &Value) -> i64 {
