@@ -69,6 +69,7 @@ pub async fn acquire(store: &Store, request: Acquire) -> Result<Granted> {
         reclaim_tokens: Vec::new(),
         reclaim_tickets: Vec::new(),
     };
+    let mut exiting_pause = EXITING_RECHECK;
     loop {
         let sent = Instant::now();
         let busy = match store.leases().acquire(attempt.clone()).await? {
@@ -119,8 +120,16 @@ pub async fn acquire(store: &Store, request: Acquire) -> Result<Granted> {
             .unwrap_or(WAITER_TTL);
         // A holder whose process is gone while its group is being killed frees the lease
         // within milliseconds, without any change in the store: look again soon.
+        // Backing off: a script's group (`lease acquire`) may outlive its holder process.
         let exiting = busy.holders.iter().any(|lease| arbiter_process::exiting(&lease.holder));
-        let recheck = if exiting { EXITING_RECHECK } else { WAITER_TTL / 3 };
+        let recheck = if exiting {
+            let pause = exiting_pause;
+            exiting_pause = (exiting_pause * 2).min(WAITER_TTL / 3);
+            pause
+        } else {
+            exiting_pause = EXITING_RECHECK;
+            WAITER_TTL / 3
+        };
         let timeout = (deadline - now).min(until_expiry).min(recheck);
         subscription.wait(timeout).await?;
     }

@@ -305,7 +305,7 @@ impl Staller {
     /// The store URL of client `id`: every other PostgreSQL client goes through the proxy.
     fn url(&self, store: &Store, id: u32) -> String {
         match self {
-            Staller::Proxy(proxy) if id % 2 == 0 => proxy.postgres_url(&store.url),
+            Staller::Proxy(proxy) if id.is_multiple_of(2) => proxy.postgres_url(&store.url),
             _ => store.url.clone(),
         }
     }
