@@ -491,3 +491,37 @@ async fn renew_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_rule() {
+        let s = Duration::from_secs;
+        // The defaults of `arbiter lock`: TTL 30s, grace 10s. TERM at 15s, KILL at 25s.
+        let rule = Deadlines::new(s(30), s(10));
+        assert_eq!((rule.renew_every(), rule.stop_after()), (s(10), s(15)));
+        assert_eq!(rule.stop_after() + rule.grace + margin(s(30)), s(30));
+        // No command: lost at 5/6 of the TTL.
+        assert_eq!(Deadlines::new(s(60), Duration::ZERO).stop_after(), s(50));
+        // A grace longer than a third of the TTL is capped for the rule, refused as a flag.
+        assert_eq!(Deadlines::new(s(3), s(10)).grace, s(1));
+        assert_eq!(default_grace(s(3)), s(1));
+        assert_eq!(default_grace(s(60)), s(10));
+        assert!(check_grace(s(3), s(1), "--grace", "--ttl").is_ok());
+        let err = check_grace(s(3), Duration::from_millis(1001), "--grace", "--ttl").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadInput);
+        assert!(
+            err.message.starts_with("--grace 1s1ms does not fit --ttl 3s"),
+            "{}",
+            err.message
+        );
+        // Whatever the grace, a renew is tried before the stop point.
+        for ttl_ms in [3u64, 300, 1000, 30_000, 86_400_000] {
+            let ttl = Duration::from_millis(ttl_ms);
+            let rule = Deadlines::new(ttl, ttl);
+            assert!(rule.renew_every() < rule.stop_after(), "{rule:?}");
+        }
+    }
+}

@@ -60,6 +60,14 @@ impl Stall {
         }
     }
 
+    /// Lets the holder's store calls through again.
+    fn resume(&mut self) {
+        match self {
+            Stall::Proxy(proxy) => proxy.resume(),
+            Stall::Sqlite(_, held) => drop(held.take()),
+        }
+    }
+
     /// PostgreSQL: nothing (the second acquirer uses its own link; the holder's stays
     /// frozen). SQLite: holds the write lock until every lease of `name` has expired by the
     /// store's clock (nobody could renew meanwhile), then lets it go.
@@ -154,7 +162,8 @@ fn lock_is_stopped_before_the_lease_goes_elsewhere(store: &Store) {
 
 /// Two `arbiter watch` supervisors of one loop; the one running it has its store stalled.
 /// The other takes the loop over, and its first round starts only once the stalled one's
-/// round is dead: never two rounds of the loop at once.
+/// round is dead: never two rounds of the loop at once. The stalled one records its round
+/// as lost once its link works again.
 fn watch_never_runs_two_rounds_at_once(store: &Store) {
     store.ok(&["store", "migrate"]);
     let mut stall = Stall::new(store);
@@ -211,6 +220,21 @@ grace = "300ms"
         "the stalled supervisor's round (pid {first}) still runs when the other one's round (pid {second}) starts"
     );
     assert!(overlaps <= 1, "two rounds of one loop ran at once: {overlaps}");
+    // Once its link works again, the stalled supervisor records its round as lost.
+    stall.resume();
+    let mut seen = Vec::new();
+    let recorded = crate::support::poll_for(SOON, || {
+        assert!(stalled.running(), "the stalled watch exited: {}", stalled.stderr());
+        seen = store.sql_texts(
+            "SELECT status || ' ' || COALESCE(reason, '') FROM loop_rounds WHERE loop = 'frz' AND round = 1",
+        );
+        seen.first().is_some_and(|s| s.starts_with("lost ")).then_some(())
+    });
+    assert!(
+        recorded.is_some(),
+        "round 1 recorded as lost: {seen:?}\n{}",
+        stalled.stderr()
+    );
     other.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(other.wait(SOON), 0, "a clean stop: {}", other.stderr());
     drop(stall);

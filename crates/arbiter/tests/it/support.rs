@@ -169,6 +169,11 @@ pub fn wait_for<T>(limit: Duration, what: &str, check: impl FnMut() -> Option<T>
 
 /// Polls `check` until it returns `Some`, for at most `limit`, backing off from 1 ms to
 /// [`POLL`] between looks; `None` when the time runs out.
+pub fn poll_for<T>(limit: Duration, check: impl FnMut() -> Option<T>) -> Option<T> {
+    poll(limit, check)
+}
+
+/// See [`poll_for`].
 fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(1);
