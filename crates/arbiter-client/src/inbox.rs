@@ -33,7 +33,7 @@ use arbiter_core::lease::Holder;
 use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_store::Store;
 
-use crate::lease::{Acquire, acquire};
+use crate::lease::{Acquire, HeldLease};
 
 pub const DEFAULT_INBOX: &str = ".squad/decisions/inbox";
 pub const DEFAULT_INTO: &str = ".squad/decisions.md";
@@ -212,7 +212,7 @@ pub async fn sweep(store: &Store, sweep: Sweep) -> Result<SweepReport> {
     let canonical = std::fs::canonicalize(into_dir)
         .map_err(|e| Error::bad_input(format!("cannot resolve {}: {e}", into_dir.display())))?
         .join(sweep.into.file_name().unwrap_or_default());
-    let granted = acquire(
+    let held = HeldLease::acquire(
         store,
         Acquire {
             namespace: sweep.namespace.clone(),
@@ -222,17 +222,12 @@ pub async fn sweep(store: &Store, sweep: Sweep) -> Result<SweepReport> {
             slots: 1,
             wait: Some(Duration::from_secs(120)),
         },
+        Duration::ZERO,
     )
     .await
     .map_err(|e| e.context("another sweep of this file is running"))?;
-    let keep_alive = crate::lease::KeepAlive::start(store.clone(), &granted);
     let result = sweep_locked(&sweep, &canonical, repo.as_deref());
-    drop(keep_alive);
-    let lease = &granted.lease;
-    store
-        .leases()
-        .release(&lease.namespace, &lease.name, lease.token)
-        .await?;
+    held.release().await?;
     result
 }
 

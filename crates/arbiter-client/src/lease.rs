@@ -10,11 +10,14 @@
 //!    changes, the first holder's TTL runs out, or its queue entry needs refreshing — never
 //!    a busy loop.
 //!
-//! **Keep-alive** renews at a third of the TTL. A `Lost` answer ends it at once; if the
-//! store cannot be reached, it retries until the lease would have expired by the caller's
-//! own monotonic clock (counted from when the last successful renew was *sent*), then
-//! reports the lease lost. Loss is always reported, never silent.
+//! **Keep-alive** ([`HeldLease`]) renews at a third of the TTL under the deadline rule of
+//! [`Deadlines`]: every renew has a deadline, a renew not confirmed in time counts as not
+//! renewed, and the holder counts the lease lost early enough — by its own monotonic
+//! clock, from when the last confirmed request was *sent* — to stop its command before the
+//! store could grant the lease to anyone else. A `Lost` answer ends it at once. Loss is
+//! always reported, never silent.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Busy, Holder, Lease, RenewRequest, WAITER_TTL};
@@ -66,6 +69,7 @@ pub async fn acquire(store: &Store, request: Acquire) -> Result<Granted> {
         reclaim_tokens: Vec::new(),
         reclaim_tickets: Vec::new(),
     };
+    let mut exiting_pause = EXITING_RECHECK;
     loop {
         let sent = Instant::now();
         let busy = match store.leases().acquire(attempt.clone()).await? {
@@ -116,8 +120,16 @@ pub async fn acquire(store: &Store, request: Acquire) -> Result<Granted> {
             .unwrap_or(WAITER_TTL);
         // A holder whose process is gone while its group is being killed frees the lease
         // within milliseconds, without any change in the store: look again soon.
+        // Backing off: a script's group (`lease acquire`) may outlive its holder process.
         let exiting = busy.holders.iter().any(|lease| arbiter_process::exiting(&lease.holder));
-        let recheck = if exiting { EXITING_RECHECK } else { WAITER_TTL / 3 };
+        let recheck = if exiting {
+            let pause = exiting_pause;
+            exiting_pause = (exiting_pause * 2).min(WAITER_TTL / 3);
+            pause
+        } else {
+            exiting_pause = EXITING_RECHECK;
+            WAITER_TTL / 3
+        };
         let timeout = (deadline - now).min(until_expiry).min(recheck);
         subscription.wait(timeout).await?;
     }
@@ -183,30 +195,188 @@ pub fn describe(holder: &Holder) -> String {
     format!("{who} {} on {}{close}", holder.pid, holder.host)
 }
 
-/// The renewal task of one lease; dropping it stops renewing (it does not release).
-pub struct KeepAlive {
+/// The holder's side of the deadline rule, for a lease of `ttl` whose holder needs up to
+/// `grace` to stop what it protects (TERM, then KILL after `grace`):
+///
+/// - a renew is sent every third of the TTL (from when the last confirmed one was sent);
+/// - each renew, like every store call of the keep-alive, has a deadline: the stop point
+///   below. A renew not confirmed by then counts as not renewed, even if the store call is
+///   still stuck underneath (a stalled link, a file lock held elsewhere);
+/// - the lease counts as lost on the holder's side at the **stop point**: `sent + ttl −
+///   ttl/6 − grace`, where `sent` is when the last confirmed grant or renew was *sent* (the
+///   store counted its TTL from later than that). The holder then stops its command: TERM,
+///   KILL after `grace`, so the command is gone by `sent + 5/6·ttl`. The remaining sixth
+///   of the TTL ([`margin`]) covers delivering the KILL, the scheduler, and clocks running at
+///   slightly different rates; the store lets nobody else have the lease before
+///   `sent + ttl`.
+///
+/// `grace` may be at most a third of the TTL ([`check_grace`]), so a renew always has
+/// time to be tried: the stop point is never sooner than half the TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub ttl: Duration,
+    pub grace: Duration,
+}
+
+impl Deadlines {
+    /// The rule for `ttl` and `grace` (a grace above [`max_grace`] is capped to it).
+    pub fn new(ttl: Duration, grace: Duration) -> Deadlines {
+        let ttl = ttl.max(Duration::from_millis(1));
+        Deadlines {
+            ttl,
+            grace: grace.min(max_grace(ttl)),
+        }
+    }
+
+    /// How often a renew is sent.
+    pub fn renew_every(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    /// How long after the last confirmed request was sent the lease counts as lost here.
+    pub fn stop_after(&self) -> Duration {
+        self.ttl.saturating_sub(margin(self.ttl)).saturating_sub(self.grace)
+    }
+}
+
+/// The part of the TTL kept between the command's KILL and the store's expiry: a sixth.
+pub fn margin(ttl: Duration) -> Duration {
+    ttl / 6
+}
+
+/// The longest grace (TERM to KILL) a holder of a lease of `ttl` may take: a third.
+pub fn max_grace(ttl: Duration) -> Duration {
+    ttl / 3
+}
+
+/// The grace when none is given: 10 s, or a third of the TTL if that is less.
+pub fn default_grace(ttl: Duration) -> Duration {
+    Duration::from_secs(10).min(max_grace(ttl))
+}
+
+/// Refuses a grace that does not fit the TTL: the command could still run when the store
+/// hands the lease to someone else. `grace_flag` and `ttl_flag` name them for the message.
+pub fn check_grace(ttl: Duration, grace: Duration, grace_flag: &str, ttl_flag: &str) -> Result<()> {
+    use arbiter_core::duration::format_duration;
+    if grace > max_grace(ttl) {
+        return Err(Error::bad_input(format!(
+            "{grace_flag} {} does not fit {ttl_flag} {}: expected at most a third of the TTL ({}), so that a \
+             command which ignores TERM is killed before the lease could go to someone else; use a shorter \
+             {grace_flag} or a longer {ttl_flag}",
+            format_duration(grace),
+            format_duration(ttl),
+            format_left(max_grace(ttl)),
+        )));
+    }
+    Ok(())
+}
+
+/// A held lease: granted, renewed in the background under [`Deadlines`], and released by
+/// the code that took it ([`HeldLease::release`]). Every user of a lease (`arbiter lock`,
+/// the supervisor's loops, the dispatcher, the inbox sweep) holds it through this type.
+///
+/// Dropping it stops renewing and does not release (the lease then expires after its TTL).
+pub struct HeldLease {
+    store: Store,
+    lease: Lease,
+    deadlines: Deadlines,
+    state: Arc<Mutex<KeepState>>,
     lost: watch::Receiver<Option<Error>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl KeepAlive {
-    /// Starts renewing a granted lease every third of its TTL.
-    pub fn start(store: Store, granted: &Granted) -> KeepAlive {
-        let lease = &granted.lease;
-        let (sender, lost) = watch::channel(None);
-        let ttl = Duration::from_millis(lease.ttl_ms.max(1) as u64);
-        let request = RenewRequest {
-            namespace: lease.namespace.clone(),
-            name: lease.name.clone(),
-            token: lease.token,
-            ttl: None,
-            pgid: None,
-        };
-        let task = tokio::spawn(renew_loop(store, request, ttl, granted.sent + ttl, sender));
-        KeepAlive { lost, task }
+/// What the keep-alive task and the holder share.
+#[derive(Debug)]
+struct KeepState {
+    /// When the last confirmed grant or renew was sent.
+    sent: Instant,
+    /// The process group to record with every renew.
+    pgid: Option<u32>,
+}
+
+impl HeldLease {
+    /// Acquires (see [`acquire`]) and starts the keep-alive. `grace` is how long the holder
+    /// needs to stop its work once the lease is lost (zero for work that stops at once).
+    pub async fn acquire(store: &Store, request: Acquire, grace: Duration) -> Result<HeldLease> {
+        let granted = acquire(store, request).await?;
+        Ok(HeldLease::hold(store.clone(), granted, grace))
     }
 
-    /// Resolves when the lease is lost, with the reason.
+    /// Starts keeping a granted lease.
+    pub fn hold(store: Store, granted: Granted, grace: Duration) -> HeldLease {
+        let ttl = Duration::from_millis(granted.lease.ttl_ms.max(1) as u64);
+        let deadlines = Deadlines::new(ttl, grace);
+        let state = Arc::new(Mutex::new(KeepState {
+            sent: granted.sent,
+            pgid: None,
+        }));
+        let (sender, lost) = watch::channel(None);
+        let task = tokio::spawn(renew_loop(
+            store.clone(),
+            granted.lease.clone(),
+            deadlines,
+            state.clone(),
+            sender,
+        ));
+        HeldLease {
+            store,
+            lease: granted.lease,
+            deadlines,
+            state,
+            lost,
+            task,
+        }
+    }
+
+    /// The lease as granted.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    pub fn name(&self) -> &str {
+        &self.lease.name
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.lease.namespace
+    }
+
+    pub fn token(&self) -> i64 {
+        self.lease.token
+    }
+
+    /// The rule this lease is kept by; `deadlines().grace` is the grace the holder may use
+    /// when the lease is lost.
+    pub fn deadlines(&self) -> Deadlines {
+        self.deadlines
+    }
+
+    /// The stop point now: when the lease counts as lost unless a renew is confirmed first.
+    fn stop_at(&self) -> Instant {
+        lock(&self.state).sent + self.deadlines.stop_after()
+    }
+
+    /// Records the process group of the command run under the lease (so a same-host
+    /// acquirer counts the holder alive while the group has members), with a renew under
+    /// the same deadline. Fails with `Lost` if it cannot be confirmed in time.
+    pub async fn record_pgid(&mut self, pgid: u32) -> Result<()> {
+        lock(&self.state).pgid = Some(pgid);
+        let request = RenewRequest {
+            namespace: self.lease.namespace.clone(),
+            name: self.lease.name.clone(),
+            token: self.lease.token,
+            ttl: None,
+            pgid: Some(pgid),
+        };
+        let sent = Instant::now();
+        match tokio::time::timeout_at(self.stop_at(), self.store.leases().renew(request)).await {
+            Ok(result) => result.map(|_| confirm(&self.state, sent)),
+            Err(_) => Err(unconfirmed(&self.lease.name)),
+        }
+    }
+
+    /// Resolves when the lease is lost (the store said so, or no renew was confirmed
+    /// before the stop point), with the reason. Cancel-safe.
     pub async fn lost(&mut self) -> Error {
         loop {
             if let Some(err) = self.lost.borrow_and_update().clone() {
@@ -218,49 +388,140 @@ impl KeepAlive {
             }
         }
     }
+
+    /// The loss, if it happened already.
+    pub fn is_lost(&self) -> Option<Error> {
+        self.lost.borrow().clone()
+    }
+
+    /// Stops renewing and releases the lease. `Lost` if it was lost (or ran out) first;
+    /// a release that cannot be confirmed before the stop point is not waited for past it
+    /// (the lease then expires by itself) and fails as unavailable.
+    pub async fn release(self) -> Result<()> {
+        self.task.abort();
+        if let Some(err) = self.is_lost() {
+            return Err(err);
+        }
+        let release = self
+            .store
+            .leases()
+            .release(&self.lease.namespace, &self.lease.name, self.lease.token);
+        match tokio::time::timeout_at(self.stop_at(), release).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the release of lease {:?} was not confirmed in time; it expires by itself within its TTL",
+                    self.lease.name
+                ),
+            )),
+        }
+    }
 }
 
-impl Drop for KeepAlive {
+impl Drop for HeldLease {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
+fn lock(state: &Mutex<KeepState>) -> std::sync::MutexGuard<'_, KeepState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A renew sent at `sent` was confirmed: the lease lives at least until `sent + ttl`.
+fn confirm(state: &Mutex<KeepState>, sent: Instant) {
+    let mut state = lock(state);
+    state.sent = state.sent.max(sent);
+}
+
+fn unconfirmed(name: &str) -> Error {
+    Error::new(
+        ErrorKind::Lost,
+        format!(
+            "lease {name:?} could not be renewed in time (store unreachable or stalled); stopping before it expires"
+        ),
+    )
+}
+
 async fn renew_loop(
     store: Store,
-    request: RenewRequest,
-    ttl: Duration,
-    mut expires: Instant,
+    lease: Lease,
+    deadlines: Deadlines,
+    state: Arc<Mutex<KeepState>>,
     lost: watch::Sender<Option<Error>>,
 ) {
-    let interval = ttl / 3;
-    let mut next = Instant::now() + interval;
+    let every = deadlines.renew_every();
+    let retry = (every / 8).max(Duration::from_millis(10));
+    let mut next = lock(&state).sent + every;
     loop {
-        tokio::time::sleep_until(next.min(expires)).await;
-        if Instant::now() >= expires {
-            let _ = lost.send(Some(Error::new(
-                ErrorKind::Lost,
-                format!(
-                    "lease {:?} expired before it could be renewed (store unreachable)",
-                    request.name
-                ),
-            )));
+        let stop_at = lock(&state).sent + deadlines.stop_after();
+        tokio::time::sleep_until(next.min(stop_at)).await;
+        if Instant::now() >= stop_at {
+            let _ = lost.send(Some(unconfirmed(&lease.name)));
             return;
         }
+        let request = RenewRequest {
+            namespace: lease.namespace.clone(),
+            name: lease.name.clone(),
+            token: lease.token,
+            ttl: None,
+            pgid: lock(&state).pgid,
+        };
         let sent = Instant::now();
-        match store.leases().renew(request.clone()).await {
-            Ok(_) => {
-                expires = sent + ttl;
-                next = sent + interval;
+        // The store call may stay stuck underneath (a stalled link, a held file lock); past
+        // the stop point its answer no longer matters.
+        match tokio::time::timeout_at(stop_at, store.leases().renew(request)).await {
+            Ok(Ok(_)) => {
+                confirm(&state, sent);
+                next = sent + every;
             }
-            Err(err) if err.kind == ErrorKind::Lost => {
+            Ok(Err(err)) if err.kind == ErrorKind::Lost => {
                 let _ = lost.send(Some(err));
                 return;
             }
-            Err(err) => {
-                tracing::warn!(name = %request.name, error = %err, "lease renewal failed; retrying");
-                next = Instant::now() + (interval / 4).max(Duration::from_millis(10));
+            Ok(Err(err)) => {
+                tracing::warn!(name = %lease.name, error = %err, "lease renewal failed; retrying");
+                next = Instant::now() + retry;
             }
+            Err(_) => {
+                tracing::warn!(name = %lease.name, "lease renewal not confirmed before the stop point");
+                next = Instant::now();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_rule() {
+        let s = Duration::from_secs;
+        // The defaults of `arbiter lock`: TTL 30s, grace 10s. TERM at 15s, KILL at 25s.
+        let rule = Deadlines::new(s(30), s(10));
+        assert_eq!((rule.renew_every(), rule.stop_after()), (s(10), s(15)));
+        assert_eq!(rule.stop_after() + rule.grace + margin(s(30)), s(30));
+        // No command: lost at 5/6 of the TTL.
+        assert_eq!(Deadlines::new(s(60), Duration::ZERO).stop_after(), s(50));
+        // A grace longer than a third of the TTL is capped for the rule, refused as a flag.
+        assert_eq!(Deadlines::new(s(3), s(10)).grace, s(1));
+        assert_eq!(default_grace(s(3)), s(1));
+        assert_eq!(default_grace(s(60)), s(10));
+        assert!(check_grace(s(3), s(1), "--grace", "--ttl").is_ok());
+        let err = check_grace(s(3), Duration::from_millis(1001), "--grace", "--ttl").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadInput);
+        assert!(
+            err.message.starts_with("--grace 1s1ms does not fit --ttl 3s"),
+            "{}",
+            err.message
+        );
+        // Whatever the grace, a renew is tried before the stop point.
+        for ttl_ms in [3u64, 300, 1000, 30_000, 86_400_000] {
+            let ttl = Duration::from_millis(ttl_ms);
+            let rule = Deadlines::new(ttl, ttl);
+            assert!(rule.renew_every() < rule.stop_after(), "{rule:?}");
         }
     }
 }

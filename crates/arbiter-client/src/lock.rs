@@ -3,21 +3,21 @@
 //! The command runs in its own process group that dies with its owner (see
 //! `arbiter_process::spawn_guarded`). Right after it starts, its process group is recorded
 //! in the lease, so a same-host acquirer counts the holder as dead only when both this
-//! process and that group are gone. The lease is renewed in the background; if it is lost,
-//! the whole group is stopped (TERM, then KILL after the grace period) before this
-//! returns. When the command exits on its own, whatever it left in its group is stopped
-//! too, and only then is the lease released: nothing outlives the lease.
+//! process and that group are gone. The lease is kept by a [`HeldLease`]; if it is lost —
+//! by the store's answer or by the holder's own deadline rule (see
+//! [`Deadlines`](crate::lease::Deadlines)) — the whole process tree is stopped (TERM, then
+//! KILL after the grace period) before this returns, early enough that it is gone before
+//! the store could grant the lease to anyone else. When the command exits on its own,
+//! whatever it left behind is stopped too, and only then is the lease released: nothing
+//! outlives the lease.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::time::Duration;
 
-use arbiter_core::lease::RenewRequest;
-use arbiter_core::{Error, Result};
-use arbiter_store::Store;
+use arbiter_core::{Error, ErrorKind, Result};
 
-use crate::lease::{Granted, KeepAlive};
+use crate::lease::HeldLease;
 
 /// How a command run under a lease ended.
 #[derive(Debug)]
@@ -35,18 +35,16 @@ pub struct LockCommand {
     pub env: Vec<(OsString, OsString)>,
     /// The executable that implements the process guard (the `arbiter` binary itself).
     pub guard_exe: PathBuf,
-    /// How long the command gets between TERM and KILL.
-    pub grace: Duration,
 }
 
-/// Runs `command` while holding `granted`; see the module documentation.
+/// Runs `command` while holding `held` (whose grace, `held.deadlines().grace`, is the time
+/// the command gets between TERM and KILL); see the module documentation.
 pub async fn run_locked(
-    store: &Store,
-    granted: &Granted,
+    mut held: HeldLease,
     command: LockCommand,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<LockOutcome> {
-    let lease = &granted.lease;
+    let grace = held.deadlines().grace;
     let spawn = arbiter_process::Spawn {
         argv: command.argv,
         env: command.env,
@@ -55,56 +53,40 @@ pub async fn run_locked(
     let mut child = match arbiter_process::spawn_guarded(&spawn, &command.guard_exe) {
         Ok(child) => child,
         Err(err) => {
-            release_quietly(store, lease).await;
+            if let Err(e) = held.release().await {
+                tracing::warn!(error = %e, "could not release the lease");
+            }
             return Err(err);
         }
     };
-    let mut keep_alive = KeepAlive::start(store.clone(), granted);
-    if let Some(pgid) = child.pgid() {
-        let recorded = store
-            .leases()
-            .renew(RenewRequest {
-                namespace: lease.namespace.clone(),
-                name: lease.name.clone(),
-                token: lease.token,
-                ttl: None,
-                pgid: Some(pgid),
-            })
-            .await;
-        if let Err(err) = recorded {
-            child.terminate(command.grace).await?;
-            return Ok(LockOutcome::Lost(err));
-        }
+    if let Some(pgid) = child.pgid()
+        && let Err(err) = held.record_pgid(pgid).await
+    {
+        child.terminate(grace).await?;
+        return Ok(LockOutcome::Lost(err));
     }
     tokio::pin!(shutdown);
     let outcome = tokio::select! {
         status = child.wait() => {
             let status = status?;
-            child.kill_group_leftovers(command.grace).await;
+            child.kill_group_leftovers(grace).await;
             LockOutcome::Exited(status)
         }
-        err = keep_alive.lost() => {
-            tracing::error!(name = %lease.name, error = %err, "lease lost; stopping the command");
-            child.terminate(command.grace).await?;
+        err = held.lost() => {
+            tracing::error!(name = %held.name(), error = %err, "lease lost; stopping the command");
+            child.terminate(grace).await?;
             return Ok(LockOutcome::Lost(err));
         }
         () = &mut shutdown => {
-            let status = child.terminate(command.grace).await?;
+            let status = child.terminate(grace).await?;
             LockOutcome::Interrupted(status)
         }
     };
-    drop(keep_alive);
-    match store.leases().release(&lease.namespace, &lease.name, lease.token).await {
+    match held.release().await {
         Ok(()) => Ok(outcome),
         // The command finished, but the lease ran out first: the protected work may have
         // overlapped another holder, so this is reported as a loss.
-        Err(err) if err.kind == arbiter_core::ErrorKind::Lost => Ok(LockOutcome::Lost(err)),
+        Err(err) if err.kind == ErrorKind::Lost => Ok(LockOutcome::Lost(err)),
         Err(err) => Err(err),
-    }
-}
-
-async fn release_quietly(store: &Store, lease: &arbiter_core::lease::Lease) {
-    if let Err(err) = store.leases().release(&lease.namespace, &lease.name, lease.token).await {
-        tracing::warn!(name = %lease.name, error = %err, "could not release the lease");
     }
 }

@@ -30,8 +30,9 @@ pub struct Holder {
     pub start_time: u64,
     /// A free-form agent name (`--holder`).
     pub agent: String,
-    /// The process group of the command run under the lease (`arbiter lock`), if any: the
-    /// holder counts as dead only when this group is empty too.
+    /// The process group of the command run under the lease (`arbiter lock`), or of the
+    /// script that took it (`lease acquire`), if any: the holder counts as dead only when
+    /// this group is empty too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgid: Option<u32>,
 }

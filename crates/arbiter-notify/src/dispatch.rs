@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbiter_client::lease::{Acquire, Granted, KeepAlive, acquire};
+use arbiter_client::lease::{Acquire, HeldLease};
 use arbiter_config::{Channel, Config};
 use arbiter_core::notify::{Message, MessageType};
 use arbiter_core::{Error, ErrorKind, Result};
@@ -72,9 +72,10 @@ impl Dispatcher {
 
     /// Takes the dispatcher lease: at once (`wait = None`: `Held` if another runs) or
     /// standing by until the other one stops.
-    pub async fn lease(&self, wait: Option<Duration>) -> Result<Granted> {
+    /// The caller releases it ([`HeldLease::release`]) when done.
+    pub async fn lease(&self, wait: Option<Duration>) -> Result<HeldLease> {
         let holder = arbiter_process::holder_for(arbiter_process::current_pid(), "dispatcher")?;
-        acquire(
+        HeldLease::acquire(
             &self.store,
             Acquire {
                 namespace: self.namespace.clone(),
@@ -84,6 +85,7 @@ impl Dispatcher {
                 slots: 1,
                 wait,
             },
+            Duration::ZERO,
         )
         .await
         .map_err(|e| {
@@ -99,11 +101,10 @@ impl Dispatcher {
     /// of the lease).
     pub async fn run(
         &self,
-        granted: &Granted,
+        held: &mut HeldLease,
         once: bool,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<Report> {
-        let mut keep_alive = KeepAlive::start(self.store.clone(), granted);
         let mut report = Report::default();
         // One task per channel head (and per digest window) in flight, keyed so that a
         // channel never has two: per-channel order holds, and a slow, hanging or
@@ -148,7 +149,7 @@ impl Dispatcher {
                     busy.remove(&key);
                 }
                 waited = subscription.wait(sleep) => waited?,
-                err = keep_alive.lost() => return Err(err),
+                err = held.lost() => return Err(err),
                 () = &mut shutdown => break,
             }
         }

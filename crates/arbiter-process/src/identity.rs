@@ -93,3 +93,73 @@ pub fn holder_for(pid: u32, agent: &str) -> Result<Holder> {
         pgid: None,
     })
 }
+
+/// Programs that run a command and exit with it: a lease taken under one of them belongs
+/// to whoever ran the wrapper.
+const WRAPPERS: &[&str] = &[
+    "timeout", "xargs", "env", "nice", "nohup", "stdbuf", "ionice", "chrt", "taskset", "time", "setsid", "flock",
+    "sudo", "doas",
+];
+
+/// The holder for a one-shot command run by a script (`arbiter lease acquire`): the
+/// process that called it, walking past short-lived wrappers — known ones (`timeout`,
+/// `xargs`, `env`, `nice`, `nohup`, …) and forked subshells (`$(…)`, a pipeline's
+/// members: same executable and command line as their parent) — with that process's
+/// group recorded too, so the holder counts as alive while any process of the script's
+/// group lives (a `sh -c` wrapper, a pipeline, the script itself). Linux walks `/proc`;
+/// elsewhere the parent is the holder, with its group.
+pub fn caller_holder(agent: &str) -> Result<Holder> {
+    let parent = parent_pid().ok_or_else(|| Error::internal("cannot tell which process ran this command"))?;
+    let pid = past_wrappers(parent);
+    let mut holder = holder_for(pid, agent)?;
+    holder.pgid = process_group(pid).filter(|&g| g > 1);
+    Ok(holder)
+}
+
+/// Walks from `pid` up past wrappers and forked subshells (at most 16 steps).
+fn past_wrappers(pid: u32) -> u32 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut pid = pid;
+        for _ in 0..16 {
+            let Some(parent) = crate::procfs::stat(pid).map(|st| st.ppid).filter(|&p| p > 1) else {
+                break;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let wrapper = WRAPPERS.contains(&comm.trim());
+            let cmdline = |p: u32| std::fs::read(format!("/proc/{p}/cmdline")).ok();
+            let exe = |p: u32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+            let subshell = cmdline(pid).is_some() && cmdline(pid) == cmdline(parent) && exe(pid) == exe(parent);
+            if !wrapper && !subshell {
+                break;
+            }
+            pid = parent;
+        }
+        pid
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = WRAPPERS;
+        pid
+    }
+}
+
+/// The process group of process `pid`, if it exists (Windows: none).
+fn process_group(pid: u32) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        crate::procfs::stat(pid).and_then(|st| u32::try_from(st.pgrp).ok())
+    }
+    #[cfg(all(unix, not(target_os = "linux")))]
+    {
+        let raw = i32::try_from(pid).ok()?;
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(raw)))
+            .ok()
+            .and_then(|g| u32::try_from(g.as_raw()).ok())
+    }
+    #[cfg(windows)]
+    {
+        let _ = pid;
+        None
+    }
+}

@@ -36,5 +36,5 @@ mod procfs;
 pub use guarded::{GUARD_SUBCOMMAND, GuardedChild, Spawn, exit_code, spawn_guarded};
 #[cfg(unix)]
 pub use guarded::{guard_main, run_guard};
-pub use identity::{boot_id, current_pid, holder_for, host_name, parent_pid, process_start_time};
+pub use identity::{boot_id, caller_holder, current_pid, holder_for, host_name, parent_pid, process_start_time};
 pub use liveness::{Liveness, exiting, group_alive, liveness};

@@ -7,6 +7,8 @@ use std::fs;
 pub(crate) struct ProcStat {
     /// Field 3: `R`, `S`, `D`, `Z` (zombie), `X` (dead), …
     pub state: char,
+    /// Field 4: the parent's pid.
+    pub ppid: u32,
     /// Field 5: the process group id.
     pub pgrp: i64,
     /// Field 22: start time, in clock ticks since boot.
@@ -34,12 +36,13 @@ pub(crate) fn parse_stat(line: &str) -> Option<ProcStat> {
     if state_chars.next().is_some() {
         return None;
     }
-    let _ppid = fields.next()?; // field 4
+    let ppid = fields.next()?.parse().ok()?; // field 4
     let pgrp = fields.next()?.parse().ok()?; // field 5
     // Fields 6..=21 are 16 fields; field 22 comes after them.
     let start_time = fields.nth(16)?.parse().ok()?;
     Some(ProcStat {
         state: state_char,
+        ppid,
         pgrp,
         start_time,
     })
@@ -79,6 +82,38 @@ pub(crate) fn group_has_only_zombies(pgid: u32) -> bool {
     zombies
 }
 
+/// Every live (non-zombie) process `/proc` shows, with its stat.
+fn all() -> Vec<(u32, ProcStat)> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, stat(pid)?)))
+        .collect()
+}
+
+/// The live descendants of `root` (not `root` itself), with their process groups: its
+/// children, their children, and so on. A child subreaper's descendants include the
+/// orphans of its descendants, whatever session or group they moved to.
+pub(crate) fn descendants(root: u32) -> Vec<(u32, i64)> {
+    let procs = all();
+    let mut found: Vec<(u32, i64)> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for (pid, st) in &procs {
+            if st.ppid == parent && *pid != root && !found.iter().any(|(p, _)| p == pid) {
+                frontier.push(*pid);
+                if !st.is_gone() {
+                    found.push((*pid, st.pgrp));
+                }
+            }
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +129,7 @@ mod tests {
             st,
             ProcStat {
                 state: 'S',
+                ppid: 1200,
                 pgrp: 1234,
                 start_time: 987654
             }
@@ -109,6 +145,7 @@ mod tests {
             st,
             ProcStat {
                 state: 'Z',
+                ppid: 1,
                 pgrp: 77,
                 start_time: 5555
             }

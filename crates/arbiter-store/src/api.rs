@@ -100,7 +100,9 @@ pub trait LoopStore: Send + Sync {
     /// `running` (it died mid-round) is marked `abandoned` first. `{round}` in `log_path`
     /// is replaced by the round number. Returns the round number.
     async fn begin_round(&self, namespace: &str, lease: &arbiter_core::lease::Lease, log_path: &str) -> Result<i64>;
-    /// Records how a round ended and when the loop runs next.
+    /// Records how a round ended and when the loop runs next. A round that the next holder
+    /// marked `abandoned` meanwhile keeps that, unless this end is `lost`: the supervisor
+    /// that ran it lost its lease (and stopped it) rather than crashed.
     async fn end_round(&self, namespace: &str, loop_name: &str, end: RoundEnd) -> Result<()>;
     /// Records that `host`/`pid` runs the loop, in `state`, next at `next_run_at` (a
     /// heartbeat); creates the loop's row when new.

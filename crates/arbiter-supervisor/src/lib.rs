@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use arbiter_client::lease::{Acquire, KeepAlive, acquire};
+use arbiter_client::lease::{Acquire, HeldLease};
 use arbiter_config::{Config, LoopSpec};
 use arbiter_core::notify::{Notification, Severity};
 use arbiter_core::{Error, ErrorKind, Result};
@@ -177,12 +177,20 @@ async fn run_loop(shared: Arc<Shared>, name: String, mut shutdown: watch::Receiv
             slots: 1,
             wait: Some(Duration::from_secs(2)),
         };
-        let granted = tokio::select! {
-            granted = acquire(store, request) => granted,
+        // On a loss the round's command gets at most a third of the TTL between TERM and
+        // KILL (see `arbiter_client::lease::Deadlines`), whatever the loop's `grace`.
+        let grace = shared
+            .config()
+            .loops
+            .iter()
+            .find(|l| l.name == name)
+            .map_or(Duration::ZERO, |l| l.grace);
+        let held = tokio::select! {
+            held = HeldLease::acquire(store, request, grace) => held,
             () = crate::stopped(&mut shutdown) => return Ok(()),
         };
-        let granted = match granted {
-            Ok(granted) => granted,
+        let mut held = match held {
+            Ok(held) => held,
             Err(e) if e.kind == ErrorKind::Held => {
                 let (_, loops) = store.loops().status(ns).await?;
                 if loops.iter().any(|l| l.name == name && done(l.round)) {
@@ -192,21 +200,9 @@ async fn run_loop(shared: Arc<Shared>, name: String, mut shutdown: watch::Receiv
             }
             Err(e) => return Err(e),
         };
-        tracing::info!(loop_name = %name, token = granted.lease.token, "running the loop here");
-        let mut keep_alive = KeepAlive::start(store.clone(), &granted);
-        let result = hold_loop(
-            &shared,
-            &name,
-            &granted,
-            &mut keep_alive,
-            &mut shutdown,
-            done,
-            &mut rounds_here,
-        )
-        .await;
-        drop(keep_alive);
-        let lease = &granted.lease;
-        let _ = store.leases().release(&lease.namespace, &lease.name, lease.token).await;
+        tracing::info!(loop_name = %name, token = held.token(), "running the loop here");
+        let result = hold_loop(&shared, &name, &mut held, &mut shutdown, done, &mut rounds_here).await;
+        let _ = held.release().await;
         match result {
             Ok(Continue::Stop) => {
                 let _ = store.loops().heartbeat(ns, &name, "stopped", None, &holder).await;
@@ -231,8 +227,7 @@ enum Continue {
 async fn hold_loop(
     shared: &Shared,
     name: &str,
-    granted: &arbiter_client::lease::Granted,
-    keep_alive: &mut KeepAlive,
+    held: &mut HeldLease,
     shutdown: &mut watch::Receiver<bool>,
     done: impl Fn(i64) -> bool,
     rounds_here: &mut u64,
@@ -240,7 +235,7 @@ async fn hold_loop(
     let store = &shared.store;
     let options = &shared.options;
     let ns = &options.namespace;
-    let holder = &granted.lease.holder;
+    let holder = &held.lease().holder.clone();
     // The waiting label last written ("idle" or "backing off", by a heartbeat or a round's
     // end): an idle wake writes one heartbeat that keeps it, and a second only when it is
     // wrong (a new supervisor took over a failing loop).
@@ -261,7 +256,7 @@ async fn hold_loop(
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                err = keep_alive.lost() => return Err(err),
+                err = held.lost() => return Err(err),
                 () = crate::stopped(shutdown) => return Ok(Continue::Stop),
             }
         }
@@ -288,7 +283,7 @@ async fn hold_loop(
             let nap = Duration::from_millis(wait_ms as u64).min(Duration::from_secs(10));
             tokio::select! {
                 () = tokio::time::sleep(nap) => continue,
-                err = keep_alive.lost() => return Err(err),
+                err = held.lost() => return Err(err),
                 () = crate::stopped(shutdown) => return Ok(Continue::Stop),
             }
         }
@@ -297,7 +292,12 @@ async fn hold_loop(
         arbiter_process::private::private_dir(&options.log_dir.join(ns))?;
         arbiter_process::private::private_dir(&log_dir)?;
         let template = log_dir.join("{round}.log").to_string_lossy().into_owned();
-        let round = store.loops().begin_round(ns, &granted.lease, &template).await?;
+        // Never a round without a confirmed lease: the store checks the token, and the
+        // holder's own deadline rule may have counted it lost already.
+        if let Some(err) = held.is_lost() {
+            return Err(err);
+        }
+        let round = store.loops().begin_round(ns, held.lease(), &template).await?;
         let log_path = PathBuf::from(template.replace("{round}", &round.to_string()));
         *rounds_here += 1;
         let remote = origin_remote(&spec.repo).await;
@@ -312,15 +312,15 @@ async fn hold_loop(
             arbiter_env: vec![
                 ("ARBITER_LOOP".into(), name.to_string()),
                 ("ARBITER_ROUND".into(), round.to_string()),
-                ("ARBITER_LEASE_NAME".into(), granted.lease.name.clone()),
-                ("ARBITER_LEASE_TOKEN".into(), granted.lease.token.to_string()),
+                ("ARBITER_LEASE_NAME".into(), held.name().to_string()),
+                ("ARBITER_LEASE_TOKEN".into(), held.token().to_string()),
                 ("ARBITER_NAMESPACE".into(), ns.clone()),
                 ("ARBITER_STORE".into(), options.store_url.clone()),
             ],
             default_gh_dir: options.gh_dir.join(ns).join(name),
             prompt_dir: log_dir.join("prompts"),
         };
-        let outcome = round::run(&ctx, keep_alive, shutdown).await;
+        let outcome = round::run(&ctx, held, shutdown).await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) => round::Outcome {
@@ -509,26 +509,21 @@ async fn dispatcher_retrying(shared: Arc<Shared>, mut stop: watch::Receiver<bool
 async fn dispatcher(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let dispatcher =
         arbiter_notify::dispatch::Dispatcher::new(shared.store.clone(), shared.config(), &shared.options.namespace);
-    let granted = tokio::select! {
-        granted = dispatcher.lease(Some(Duration::from_secs(365 * 86_400))) => granted,
+    let held = tokio::select! {
+        held = dispatcher.lease(Some(Duration::from_secs(365 * 86_400))) => held,
         () = crate::stopped(&mut shutdown) => return,
     };
-    let Ok(granted) = granted else { return };
+    let Ok(mut held) = held else { return };
     let stop = async move { stopped(&mut shutdown).await };
-    if let Err(e) = dispatcher.run(&granted, false, stop).await {
+    if let Err(e) = dispatcher.run(&mut held, false, stop).await {
         tracing::warn!(error = %e, "the notification dispatcher stopped");
     }
     // Deliver what the last rounds queued before leaving (bounded).
-    let drain = dispatcher.run(&granted, true, std::future::pending());
+    let drain = dispatcher.run(&mut held, true, std::future::pending());
     if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
         tracing::warn!("notifications still pending at exit; the next dispatcher delivers them");
     }
-    let lease = &granted.lease;
-    let _ = shared
-        .store
-        .leases()
-        .release(&lease.namespace, &lease.name, lease.token)
-        .await;
+    let _ = held.release().await;
 }
 
 /// Applies an edited `arbiter.toml` between rounds; a broken edit is reported and the old

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use arbiter_client::lease::KeepAlive;
+use arbiter_client::lease::HeldLease;
 use arbiter_config::{LoopSpec, Profile, TokenSource};
 use arbiter_core::{Error, Result};
 use arbiter_process::Spawn;
@@ -197,10 +197,10 @@ fn log_line(log: &Path, line: &str) {
     }
 }
 
-/// Runs a round; `keep_alive` reports the loss of the loop's lease, `shutdown` a signal.
+/// Runs a round; `held` reports the loss of the loop's lease, `shutdown` a signal.
 pub async fn run(
     ctx: &RoundContext<'_>,
-    keep_alive: &mut KeepAlive,
+    held: &mut HeldLease,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<Outcome> {
     let spec = ctx.spec;
@@ -259,7 +259,7 @@ pub async fn run(
             stdin: None,
             output: Some(ctx.log_path.to_path_buf()),
         };
-        let outcome = supervise(ctx, &spawn, deadline, keep_alive, shutdown).await?;
+        let outcome = supervise(ctx, &spawn, deadline, held, shutdown).await?;
         if !outcome.succeeded() {
             let tail = tail(ctx.log_path, 5);
             let reason = format!("before_round {:?} {}: {tail}", argv.join(" "), outcome.reason);
@@ -316,7 +316,7 @@ pub async fn run(
         },
         output: Some(ctx.log_path.to_path_buf()),
     };
-    let outcome = supervise(ctx, &spawn, deadline, keep_alive, shutdown).await;
+    let outcome = supervise(ctx, &spawn, deadline, held, shutdown).await;
     drop(prompt_file); // deletes it
     let outcome = outcome?;
     log_line(
@@ -331,7 +331,7 @@ async fn supervise(
     ctx: &RoundContext<'_>,
     spawn: &Spawn,
     deadline: tokio::time::Instant,
-    keep_alive: &mut KeepAlive,
+    held: &mut HeldLease,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<Outcome> {
     if !ctx.spec.repo.is_dir() {
@@ -369,8 +369,9 @@ async fn supervise(
                 reason: format!("timed out after {}; its process tree was stopped", arbiter_core::duration::format_duration(ctx.spec.timeout)),
             }
         }
-        err = keep_alive.lost() => {
-            child.terminate(grace).await?;
+        err = held.lost() => {
+            // The deadline rule leaves the command at most this long between TERM and KILL.
+            child.terminate(grace.min(held.deadlines().grace)).await?;
             Outcome { status: "lost", exit_code: None, reason: format!("the loop's lease was lost: {}", err.message) }
         }
         () = crate::stopped(shutdown), if !ctx.spec.finish_on_stop => {

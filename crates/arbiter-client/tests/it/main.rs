@@ -4,7 +4,7 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use arbiter_client::lease::{Acquire, KeepAlive, acquire};
+use arbiter_client::lease::{Acquire, HeldLease, acquire};
 use arbiter_core::ErrorKind;
 use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Holder};
 use arbiter_store::{Store, StoreUrl};
@@ -207,10 +207,13 @@ each_backend!(
     keep_alive_holds_past_the_ttl_and_reports_a_loss,
     |url: String| async move {
         let store = open(&url).await;
-        let granted = acquire(&store, request("k", me("keeper"), Duration::from_millis(600), None))
-            .await
-            .unwrap();
-        let mut keep_alive = KeepAlive::start(store.clone(), &granted);
+        let mut held = HeldLease::acquire(
+            &store,
+            request("k", me("keeper"), Duration::from_millis(600), None),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let mut remote = me("remote");
         remote.host = "another-host".into();
@@ -229,13 +232,13 @@ each_backend!(
                 slots: 1,
                 enqueue: false,
                 ticket: None,
-                reclaim_tokens: vec![granted.lease.token],
+                reclaim_tokens: vec![held.token()],
                 reclaim_tickets: vec![],
             })
             .await
             .unwrap();
         assert!(matches!(taken, AcquireOutcome::Acquired(_)));
-        let lost = tokio::time::timeout(Duration::from_secs(10), keep_alive.lost())
+        let lost = tokio::time::timeout(Duration::from_secs(10), held.lost())
             .await
             .expect("loss reported");
         assert_eq!(lost.kind, ErrorKind::Lost);

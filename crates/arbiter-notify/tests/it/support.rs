@@ -51,28 +51,23 @@ pub fn message_id(id: i64) -> String {
 /// Runs a dispatcher until nothing more is due now (`arbiter dispatch --once`).
 pub async fn dispatch_once(store: &Store, config: &Arc<Config>) -> Report {
     let dispatcher = Dispatcher::new(store.clone(), config.clone(), NS);
-    let granted = dispatcher
+    let mut held = dispatcher
         .lease(Some(Duration::from_secs(10)))
         .await
         .expect("the dispatcher lease");
     let report = tokio::time::timeout(
         Duration::from_secs(30),
-        dispatcher.run(&granted, true, std::future::pending()),
+        dispatcher.run(&mut held, true, std::future::pending()),
     )
     .await
     .expect("dispatch --once finishes within 30s");
-    release(store, &granted).await;
+    release(held).await;
     report.expect("the dispatcher runs")
 }
 
-async fn release(store: &Store, granted: &arbiter_client::lease::Granted) {
-    let lease = &granted.lease;
-    assert_eq!(lease.name, LEASE);
-    store
-        .leases()
-        .release(&lease.namespace, &lease.name, lease.token)
-        .await
-        .expect("the dispatcher lease is released");
+async fn release(held: arbiter_client::lease::HeldLease) {
+    assert_eq!(held.name(), LEASE);
+    held.release().await.expect("the dispatcher lease is released");
 }
 
 /// A dispatcher running in the background (`arbiter dispatch`), until [`Running::stop`].
@@ -83,19 +78,18 @@ pub struct Running {
 
 pub async fn start_dispatcher(store: &Store, config: &Arc<Config>) -> Running {
     let dispatcher = Dispatcher::new(store.clone(), config.clone(), NS);
-    let granted = dispatcher
+    let mut held = dispatcher
         .lease(Some(Duration::from_secs(10)))
         .await
         .expect("the dispatcher lease");
     let (stop, stopped) = oneshot::channel::<()>();
-    let store = store.clone();
     let task = tokio::spawn(async move {
         let report = dispatcher
-            .run(&granted, false, async {
+            .run(&mut held, false, async {
                 let _ = stopped.await;
             })
             .await;
-        release(&store, &granted).await;
+        release(held).await;
         report.expect("the dispatcher runs until stopped")
     });
     Running { stop, task }

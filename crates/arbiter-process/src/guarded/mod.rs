@@ -33,8 +33,18 @@
 //! - The guard's main thread waits for the command and exits with its
 //!   [`exit_code`] (128 + signal if it was killed by a signal, like shells).
 //!
-//! Descendants that leave the group on purpose (`setsid`, `setpgid`) escape; that is the
-//! usual contract of process groups (`kill -- -PGID`).
+//! Descendants that leave the group on purpose (`setsid`, `setpgid`):
+//! - **Linux**: the guard is a *child subreaper* (`PR_SET_CHILD_SUBREAPER`), so every
+//!   orphan below it is re-parented to it, whatever session or group it moved to, and its
+//!   descendants can be found by walking `/proc` from the guard. When the command exits,
+//!   and when the lifeline breaks, the guard SIGKILLs every descendant outside its group
+//!   (repeated until none is left). [`GuardedChild::terminate`] sends them TERM with the
+//!   group, and at the end of the grace stops the group (SIGSTOP, so nothing forks), kills
+//!   the descendants outside it until none is left, then kills the group — all while the
+//!   guard still lives, so none is lost to init.
+//! - **macOS** has no subreaper: such descendants escape, as under `kill -- -PGID`.
+//! - **Windows**: the job object holds every process created by the command after the
+//!   assignment, whatever it does.
 //!
 //! Stopping: [`GuardedChild::terminate`] sends SIGTERM to the group, waits for the guard up
 //! to a grace period, then SIGKILLs the group and makes sure it is empty.

@@ -113,10 +113,13 @@ pub(super) async fn terminate(child: &mut GuardedChild, grace: Duration) -> Resu
     }
     let deadline = Instant::now() + grace;
     signal_group(pgid, Signal::SIGTERM);
+    for pid in escapees(pgid) {
+        signal_pid(pid, Signal::SIGTERM);
+    }
     let status = match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status?,
         Err(_) => {
-            signal_group(pgid, Signal::SIGKILL);
+            kill_tree(pgid).await;
             tokio::time::timeout(KILL_BOUND, child.wait())
                 .await
                 .map_err(|_| Error::internal(format!("process {pgid} did not exit after SIGKILL")))??
@@ -150,6 +153,55 @@ async fn wait_group_empty(pgid: u32, deadline: Instant) -> bool {
         }
         tokio::time::sleep(POLL.min(deadline - now)).await;
     }
+}
+
+/// Sends `sig` to process `pid`; a process already gone is not an error.
+fn signal_pid(pid: u32, sig: Signal) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    if raw > 1 {
+        let _ = signal::kill(Pid::from_raw(raw), sig);
+    }
+}
+
+/// The live descendants of the guard `guard` that left its process group (`setsid`,
+/// `setpgid`). Linux: the guard is a child subreaper, so orphans that left the group are
+/// still its descendants. Elsewhere: none can be found.
+fn escapees(guard: u32) -> Vec<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        crate::procfs::descendants(guard)
+            .into_iter()
+            .filter(|&(_, pgrp)| pgrp != i64::from(guard))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = guard;
+        Vec::new()
+    }
+}
+
+/// Kills the guard `pgid`'s whole tree while the guard still lives (so that every
+/// descendant can be found through it): stops the group (no member forks any more), kills
+/// the descendants outside the group until none is left (for at most [`KILL_BOUND`]), then
+/// the group.
+async fn kill_tree(pgid: u32) {
+    if cfg!(target_os = "linux") {
+        signal_group(pgid, Signal::SIGSTOP);
+        let deadline = Instant::now() + KILL_BOUND;
+        loop {
+            let found = escapees(pgid);
+            if found.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            for pid in found {
+                signal_pid(pid, Signal::SIGKILL);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    signal_group(pgid, Signal::SIGKILL);
 }
 
 /// SIGKILLs group `pgid` until it is empty, for at most [`KILL_BOUND`].
@@ -212,6 +264,12 @@ pub fn run_guard(lifeline_fd: i32, argv: &[OsString]) -> i32 {
 
     let mut cmd = std::process::Command::new(program);
     cmd.args(&argv[1..]);
+    // Linux: a child subreaper adopts the orphans of its descendants, so descendants that
+    // leave the process group (`setsid`) can still be found and killed through it.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        eprintln!("arbiter: {GUARD_SUBCOMMAND}: cannot become a child subreaper: {e}");
+    }
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
@@ -252,7 +310,12 @@ pub fn run_guard(lifeline_fd: i32, argv: &[OsString]) -> i32 {
         return 137;
     }
     match child.wait() {
-        Ok(status) => exit_code(&status),
+        Ok(status) => {
+            // What left the group dies with the command; the rest of the group is the
+            // owner's to stop (TERM, its grace, KILL).
+            kill_escapees();
+            exit_code(&status)
+        }
         Err(e) => {
             eprintln!(
                 "arbiter: {GUARD_SUBCOMMAND}: cannot wait for {}: {e}",
@@ -274,8 +337,25 @@ fn watch_lifeline(lifeline: &OwnedFd, command: u32) -> ! {
             Err(_) => break,
         }
     }
+    kill_escapees();
     kill_own_group(command);
     std::process::exit(137)
+}
+
+/// In the guard: SIGKILLs every descendant that left its process group, until none is left
+/// (bounded). Linux only (the guard is a child subreaper there).
+fn kill_escapees() {
+    let me = std::process::id();
+    for _ in 0..500 {
+        let found = escapees(me);
+        if found.is_empty() {
+            return;
+        }
+        for pid in found {
+            signal_pid(pid, Signal::SIGKILL);
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 /// SIGKILLs this process's group (this process included) if it leads it, else only the

@@ -97,8 +97,11 @@ impl LoopStore for PgStore {
         let now = now_ms(&tx).await?;
         execute(
             &tx,
+            // A round the next supervisor marked abandoned is recorded as lost by the one
+            // that ran it, which knows why it ended.
             "UPDATE loop_rounds SET status = $4, ended_at = $5, exit_code = $6, reason = $7
-             WHERE namespace = $1 AND loop = $2 AND round = $3 AND status = 'running'",
+             WHERE namespace = $1 AND loop = $2 AND round = $3
+               AND (status = 'running' OR (status = 'abandoned' AND $4 = 'lost'))",
             &[
                 &namespace,
                 &loop_name,

@@ -15,10 +15,19 @@ use crate::exit;
 pub enum LeaseCommand {
     /// Take a place of a lease and print its fencing token.
     ///
-    /// The holder recorded is the process that ran this command (your shell or script):
-    /// on this host, once that process is gone the lease is free for the next acquirer at
-    /// once; elsewhere, after its TTL. Renew before the TTL runs out, release when done.
-    Acquire(AcquireArgs),
+    /// The holder recorded is the process that ran this command (your shell or script,
+    /// past wrappers such as `timeout`, `xargs` or a `$(…)` subshell) and its process
+    /// group: on this host, once that process is gone and its group is empty, the lease is
+    /// free for the next acquirer at once; elsewhere, after its TTL. --holder-pid names the
+    /// process explicitly. Renew before the TTL runs out, release when done.
+    Acquire {
+        #[command(flatten)]
+        args: AcquireArgs,
+        /// The process that holds the lease (default: the caller, past wrappers): on this
+        /// host, the lease is free for others once it is gone.
+        #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..), allow_hyphen_values = true)]
+        holder_pid: Option<u32>,
+    },
     /// Extend a held lease; a stale token fails with exit code 4 (lost).
     Renew {
         /// The lease name.
@@ -107,12 +116,21 @@ impl AcquireArgs {
 pub async fn run(command: LeaseCommand, global: &Global, out: Output) -> Result<i32> {
     let ns = &global.namespace;
     match command {
-        LeaseCommand::Acquire(args) => {
-            // The holder is whoever asked: our parent (a shell or script), since this
-            // process ends right after printing the token.
-            let pid = arbiter_process::parent_pid()
-                .ok_or_else(|| Error::internal("cannot tell which process ran this command"))?;
-            let request = args.request(ns, pid)?;
+        LeaseCommand::Acquire { args, holder_pid } => {
+            // The holder is whoever asked (this process ends right after printing the
+            // token): the named process, or the caller past wrappers, with its group.
+            let holder = match holder_pid {
+                Some(pid) => arbiter_process::holder_for(pid, &args.holder).map_err(|_| {
+                    Error::bad_input(format!(
+                        "--holder-pid {pid}: no such process on this host; expected the pid of a running process"
+                    ))
+                })?,
+                None => arbiter_process::caller_holder(&args.holder)?,
+            };
+            let request = Acquire {
+                holder,
+                ..args.request(ns, arbiter_process::current_pid())?
+            };
             let (store, _) = global.open().await?;
             let granted = arbiter_client::lease::acquire(&store, request).await?;
             if out.json {

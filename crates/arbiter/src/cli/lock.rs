@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use arbiter_client::lease::{HeldLease, check_grace, default_grace};
 use arbiter_client::lock::{LockCommand, LockOutcome, run_locked};
 use arbiter_core::{Error, Result};
 use clap::Args;
@@ -22,8 +23,11 @@ ARBITER_LEASE_TOKEN, ARBITER_NAMESPACE and ARBITER_STORE set, renews the lease w
 runs, and releases it when CMD exits, exiting with CMD's code.
 
 CMD runs in its own process group, which dies with this process. If the lease is lost
-(for example the store was unreachable until the TTL ran out), the whole group gets
-TERM, then KILL after --grace, and arbiter exits with code 4. On SIGINT or SIGTERM the
+(the store says so, or no renew was confirmed in time: the lease counts as lost at
+5/6 of --ttl minus --grace after the last confirmed renew was sent), CMD's whole process
+tree gets TERM, then KILL after --grace, and arbiter exits with code 4: CMD is gone
+before the store could grant the lease to anyone else. --grace may be at most a third
+of --ttl. On SIGINT or SIGTERM the
 group is stopped the same way and the lease released. Because CMD is in its own
 process group, it cannot read from the terminal.";
 
@@ -32,30 +36,39 @@ process group, it cannot read from the terminal.";
 pub struct LockArgs {
     #[command(flatten)]
     acquire: AcquireArgs,
-    /// Time CMD gets to exit after TERM before it is killed.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION", allow_hyphen_values = true)]
-    grace: Duration,
+    /// Time CMD gets to exit after TERM before it is killed: at most a third of --ttl
+    /// (default: 10s, or a third of --ttl if that is less).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", allow_hyphen_values = true)]
+    grace: Option<Duration>,
     /// The command and its arguments (after --).
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
 }
 
 pub async fn run(args: LockArgs, global: &Global, out: Output) -> Result<i32> {
+    let ttl = args.acquire.ttl;
+    let grace = match args.grace {
+        Some(grace) => {
+            check_grace(ttl, grace, "--grace", "--ttl")?;
+            grace
+        }
+        None => default_grace(ttl),
+    };
     let request = args
         .acquire
         .request(&global.namespace, arbiter_process::current_pid())?;
     let guard_exe =
         std::env::current_exe().map_err(|e| Error::internal(format!("cannot find the arbiter executable: {e}")))?;
     let (store, url) = global.open().await?;
-    let granted = arbiter_client::lease::acquire(&store, request).await?;
+    let held = HeldLease::acquire(&store, request, grace).await?;
     if out.json {
         // stdout belongs to CMD; the lease goes to stderr so scripts can still read it.
         eprintln!(
             "{}",
-            serde_json::to_string(&LeaseView::from(&granted.lease)).unwrap_or_default()
+            serde_json::to_string(&LeaseView::from(held.lease())).unwrap_or_default()
         );
     }
-    let lease = &granted.lease;
+    let lease = held.lease();
     let env = vec![
         (OsString::from("ARBITER_LEASE_NAME"), OsString::from(&lease.name)),
         (
@@ -69,9 +82,8 @@ pub async fn run(args: LockArgs, global: &Global, out: Output) -> Result<i32> {
         argv: args.command,
         env,
         guard_exe,
-        grace: args.grace,
     };
-    match run_locked(&store, &granted, command, shutdown_signal()).await? {
+    match run_locked(held, command, shutdown_signal()).await? {
         LockOutcome::Exited(status) => Ok(arbiter_process::exit_code(&status)),
         LockOutcome::Interrupted(status) => {
             let code = arbiter_process::exit_code(&status);

@@ -167,13 +167,17 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(run(cli, out)) {
+    let code = match runtime.block_on(run(cli, out)) {
         Ok(code) => code,
         Err(err) => {
             out.error(&err);
             exit::code(err.kind)
         }
-    }
+    };
+    // A store call abandoned at its deadline may still be stuck on the blocking pool (a
+    // SQLite write waiting for the file lock): do not wait for it to exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }
 
 async fn run(cli: Cli, out: Output) -> Result<i32> {

@@ -171,10 +171,9 @@ pub async fn dispatch(args: DispatchArgs, global: &Global, out: Output) -> Resul
     } else {
         Some(std::time::Duration::from_secs(365 * 86_400))
     };
-    let granted = dispatcher.lease(wait).await?;
-    let report = dispatcher.run(&granted, args.once, shutdown_signal()).await;
-    let lease = &granted.lease;
-    let _ = store.leases().release(&lease.namespace, &lease.name, lease.token).await;
+    let mut held = dispatcher.lease(wait).await?;
+    let report = dispatcher.run(&mut held, args.once, shutdown_signal()).await;
+    let _ = held.release().await;
     let report = report?;
     if out.json {
         out.print_json(&report);

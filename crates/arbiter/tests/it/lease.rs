@@ -100,9 +100,13 @@ fn pid_reuse_and_dead_holders(store: &Store) {
 
         match how {
             "pid reused" => {
+                // A reused pid: another start time, and a group that is not the holder's.
                 store.rewrite_holder(name, |holder| {
                     let start = holder["start_time"].as_u64().expect("a start time");
                     holder["start_time"] = (start + 1).into();
+                    if let Some(fields) = holder.as_object_mut() {
+                        fields.remove("pgid");
+                    }
                 });
                 assert!(alive(shell.pid()), "the pid still runs");
             }

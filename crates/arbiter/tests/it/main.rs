@@ -19,6 +19,9 @@
 //! - `pgconn`: the PostgreSQL connection: a silent server and a hung link exit 6 naming
 //!   host:port; TLS `sslmode`s and client certificates against a private ssl-only server.
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
+//! - `stall`: a holder whose store link stalls is stopped before the lease goes elsewhere.
+//! - `trees`: descendants that call `setsid` die with the command (Linux).
+//! - `wrappers`: a lease taken from a wrapped call in a script stays held while it lives.
 //! - `faults`: linearizability of random multi-process histories with kills and server
 //!   restarts, durability of acknowledged appends, fencing of frozen holders.
 
@@ -38,5 +41,8 @@ mod log;
 mod notify;
 mod pgconn;
 mod secrets;
+mod stall;
 mod store;
+mod trees;
 mod watch;
+mod wrappers;

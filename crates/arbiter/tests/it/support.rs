@@ -215,6 +215,11 @@ pub fn wait_for<T>(limit: Duration, what: &str, check: impl FnMut() -> Option<T>
 
 /// Polls `check` until it returns `Some`, for at most `limit`, backing off from 1 ms to
 /// [`POLL`] between looks; `None` when the time runs out.
+pub fn poll_for<T>(limit: Duration, check: impl FnMut() -> Option<T>) -> Option<T> {
+    poll(limit, check)
+}
+
+/// See [`poll_for`].
 fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(1);
@@ -610,6 +615,25 @@ pub fn group_members(pgid: u32) -> Vec<Proc> {
         .filter_map(proc_stat)
         .filter(|p| p.pgrp == pgid && !matches!(p.state, 'Z' | 'X'))
         .collect()
+}
+
+/// `host:port` of a `postgres://` URL (for a [`arbiter_testkit::net::StallProxy`] in front
+/// of it).
+pub fn postgres_addr(url: &str) -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let rest = url.split_once("://").expect("a URL with a scheme").1;
+    let authority = rest.split(['/', '?']).next().expect("an authority");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_port = if host_port.contains(':') {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:5432")
+    };
+    host_port
+        .to_socket_addrs()
+        .expect("a resolvable PostgreSQL address")
+        .next()
+        .expect("an address")
 }
 
 /// The fencing token of `lease` (a lease as `--json` prints it).

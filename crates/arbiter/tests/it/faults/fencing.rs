@@ -5,10 +5,11 @@
 //! write to a resource with its token once told to. The test freezes the whole holder —
 //! `arbiter lock` (so it stops renewing) and the script's process group — with SIGSTOP.
 //! A second `arbiter lock fence --wait …` gets the lease once the frozen holder's TTL has
-//! run out (by the store's clock), with a larger token, and writes. Then the zombie is
-//! thawed (SIGCONT) and writes with its old token: the resource — a tiny TCP server in the
+//! run out (by the store's clock), with a larger token, and writes. Then the zombie's
+//! command is thawed (SIGCONT) and writes with its old token: the resource — a tiny TCP server in the
 //! test that keeps the highest token it has seen and refuses smaller ones — refuses it and
-//! keeps the newer holder's data. The thawed `arbiter lock` reports the loss (exit 4).
+//! keeps the newer holder's data. Then its `arbiter lock` is thawed and reports the loss
+//! (exit 4).
 //!
 //! The zombie is frozen only outside a store transaction: a process frozen inside one
 //! (holding SQLite's write lock, or a PostgreSQL row lock) blocks the next holder instead
@@ -138,8 +139,11 @@ fn zombie_is_refused(store: &Store, backend: &str) {
     let port = resource.addr.port().to_string();
     let limit = Duration::from_secs(60);
 
+    // The shortest grace: the holder-side deadline rule then counts the lease lost only at
+    // 5/6 of the TTL, so the short freezes that look for a moment outside a transaction
+    // do not end it.
     let mut cmd = store.cmd(&[
-        "lock", "fence", "--ttl", "1s", "--grace", "30s", "--", "bash", "-c", ZOMBIE,
+        "lock", "fence", "--ttl", "1s", "--grace", "1ms", "--", "bash", "-c", ZOMBIE,
     ]);
     let zombie_log = dir.path().join("zombie.stderr");
     cmd.env("DIR", dir.path())
@@ -190,13 +194,14 @@ fn zombie_is_refused(store: &Store, backend: &str) {
         "fencing tokens increase: {newer_token} > {zombie_token}"
     );
 
-    // Thaw the zombie: it writes with its stale token.
+    // Thaw the zombie's command first (its `arbiter lock`, still frozen, would stop it at
+    // once: the deadline rule counts the lease lost): it writes with its stale token.
     std::fs::write(dir.path().join("go"), "").expect("write go");
     signal_group(pgid, Signal::SIGCONT);
-    zombie.signal(Signal::SIGCONT);
     let reply = wait_for(limit, "the zombie's write", || {
         read_file(&dir.path().join("zombie.reply"))
     });
+    zombie.signal(Signal::SIGCONT);
     assert_eq!(
         reply,
         format!("REFUSED {newer_token}"),

@@ -31,7 +31,11 @@ fn frozen_holder_and_the_next(store: &Store, backend: &str, expected: &[i32]) {
     let mut probe = LockProbe::new(store, "fence");
     let dir = tempfile::tempdir().expect("a temp dir");
     let log = dir.path().join("lock.stderr");
-    let mut cmd = store.cmd(&["lock", "fence", "--ttl", "300ms", "--", "sleep", "600"]);
+    // `sleep` dies on TERM: the shortest grace leaves the renewals the most room under the
+    // holder-side deadline rule (lost at 5/6 of the TTL).
+    let mut cmd = store.cmd(&[
+        "lock", "fence", "--ttl", "300ms", "--grace", "1ms", "--", "sleep", "600",
+    ]);
     cmd.stderr(std::fs::File::create(&log).expect("a log file"));
     let mut holder = Group::spawn(&mut cmd);
     let pgid = wait_for(Duration::from_secs(60), "the lease to be held", || {

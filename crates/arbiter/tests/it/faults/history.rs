@@ -8,7 +8,12 @@
 //! clock in µs, so the history has real-time order. Meanwhile the test `kill -9`s some
 //! clients — the whole process group, so the `arbiter` process it was running dies mid-
 //! operation too — and starts replacements; on PostgreSQL it also crashes and restarts the
-//! (private) server mid-run.
+//! (private) server mid-run. It also **stalls** the store links of some clients at random
+//! moments for a random while (up to 1.5 s), then resumes them: on PostgreSQL half the
+//! clients reach the server through a [`StallProxy`] that is frozen (connections stay open,
+//! no byte passes); on SQLite a connection of the test holds the write lock
+//! (`BEGIN IMMEDIATE`) meanwhile. Operations in flight then wait, or fail with exit 1 or 6
+//! (unknown outcome, like during a restart), and must still be linearizable.
 //!
 //! `lease acquire` records its parent, the client, as the holder: once the test has killed
 //! (and reaped) a client, the leases it held may be taken over by anyone on this host at
@@ -32,7 +37,8 @@ use super::common::{Group, Rng, artifact_dir, long_runs, now_us, report};
 use super::linearizability::{Model, Op, Verdict, check, render};
 use super::models::{LockIn, LockModel, LockOut, LockState, MAX_CLIENTS, RegIn, RegOut, RegisterModel};
 use super::postgres::PrivatePostgres;
-use crate::support::{Store, exit_code, wait_bounded};
+use crate::support::{Store, exit_code, postgres_addr, wait_bounded};
+use arbiter_testkit::net::StallProxy;
 
 /// One client: runs its plan (`KIND NAME GUESS` per line) and appends to its history file
 /// `C SEQ TIME KIND NAME ARGS…` before each operation and `R SEQ TIME CODE STDOUT` after
@@ -126,6 +132,8 @@ struct Params {
     steps: usize,
     kills: usize,
     restarts: usize,
+    /// Stalls of the clients' store links (freeze, then resume).
+    stalls: usize,
     leases: usize,
     keys: usize,
 }
@@ -139,6 +147,7 @@ fn params(postgres: bool) -> Params {
             steps: 60,
             kills: 4,
             restarts: 2 * restarts,
+            stalls: 4,
             leases: 3,
             keys: 2,
         }
@@ -149,6 +158,7 @@ fn params(postgres: bool) -> Params {
             steps: 35,
             kills: 2,
             restarts,
+            stalls: 2,
             leases: 3,
             keys: 2,
         }
@@ -205,6 +215,9 @@ struct Totals {
     restarts: usize,
     /// The longest a crash and restart of the server took (µs).
     longest_restart: u64,
+    stalls: usize,
+    /// The longest stall of the clients' store links (µs).
+    longest_stall: u64,
     partitions: usize,
     search_steps: u64,
     outcomes: BTreeMap<String, usize>,
@@ -221,6 +234,8 @@ impl Totals {
         self.takeovers += other.takeovers;
         self.restarts += other.restarts;
         self.longest_restart = self.longest_restart.max(other.longest_restart);
+        self.stalls += other.stalls;
+        self.longest_stall = self.longest_stall.max(other.longest_stall);
         self.partitions += other.partitions;
         self.search_steps += other.search_steps;
         for (k, v) in other.outcomes {
@@ -233,7 +248,8 @@ impl Totals {
         report(&format!(
             "faults::history {backend}: linearizable — {} rounds, {} client processes, {} operations \
              ({} with unknown outcome), {} kill -9 ({} of lease holders), {} takeovers of dead holders, \
-             {} server crash-restarts (longest {} ms), {} partitions checked in {} search steps, {:.1}s, seed {seed}\n  outcomes: {}",
+             {} server crash-restarts (longest {} ms), {} store-link stalls (longest {} ms), {} partitions checked \
+             in {} search steps, {:.1}s, seed {seed}\n  outcomes: {}",
             self.rounds,
             self.clients,
             self.ops,
@@ -243,6 +259,8 @@ impl Totals {
             self.takeovers,
             self.restarts,
             self.longest_restart / 1000,
+            self.stalls,
+            self.longest_stall / 1000,
             self.partitions,
             self.search_steps,
             took.as_secs_f64(),
@@ -266,6 +284,49 @@ struct Client {
 enum Event {
     Kill,
     Restart,
+    Stall,
+}
+
+/// How the test stalls clients' store links: a proxy half the PostgreSQL clients go through,
+/// or (SQLite) the store file, whose write lock the test takes.
+enum Staller {
+    Proxy(StallProxy),
+    Sqlite(PathBuf),
+}
+
+impl Staller {
+    fn new(store: &Store) -> Staller {
+        match store.sqlite_path() {
+            Some(path) => Staller::Sqlite(path.to_path_buf()),
+            None => Staller::Proxy(StallProxy::start(postgres_addr(&store.url))),
+        }
+    }
+
+    /// The store URL of client `id`: every other PostgreSQL client goes through the proxy.
+    fn url(&self, store: &Store, id: u32) -> String {
+        match self {
+            Staller::Proxy(proxy) if id.is_multiple_of(2) => proxy.postgres_url(&store.url),
+            _ => store.url.clone(),
+        }
+    }
+
+    /// Stalls the links for `pause`, then resumes them.
+    fn stall(&self, pause: Duration) {
+        match self {
+            Staller::Proxy(proxy) => {
+                proxy.freeze();
+                std::thread::sleep(pause);
+                proxy.resume();
+            }
+            Staller::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).expect("open the store file");
+                conn.busy_timeout(Duration::from_secs(30)).expect("a busy timeout");
+                conn.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
+                std::thread::sleep(pause);
+                conn.execute_batch("ROLLBACK").expect("let the write lock go");
+            }
+        }
+    }
 }
 
 fn write_plan(path: &Path, p: Params, rng: &mut Rng) {
@@ -287,7 +348,7 @@ fn write_plan(path: &Path, p: Params, rng: &mut Rng) {
     std::fs::write(path, plan).expect("write a plan");
 }
 
-fn spawn_client(id: u32, dir: &Path, store: &Store, p: Params, rng: &mut Rng) -> Client {
+fn spawn_client(id: u32, dir: &Path, store: &Store, staller: &Staller, p: Params, rng: &mut Rng) -> Client {
     assert!(id < MAX_CLIENTS, "at most {MAX_CLIENTS} clients per history");
     let plan = dir.join(format!("c{id}.plan"));
     let history = dir.join(format!("c{id}.hist"));
@@ -302,7 +363,7 @@ fn spawn_client(id: u32, dir: &Path, store: &Store, p: Params, rng: &mut Rng) ->
         .stderr(std::fs::File::create(dir.join(format!("c{id}.stderr"))).expect("a stderr file"))
         // `$EPOCHREALTIME` with a `.`, whatever the caller's locale.
         .env("LC_ALL", "C");
-    store.env(&mut cmd);
+    store.env(&mut cmd).env("ARBITER_STORE", staller.url(store, id));
     let spawned = now_us();
     let group = Group::spawn(&mut cmd);
     Client {
@@ -436,15 +497,17 @@ fn run_round(
     std::fs::write(dir.join("driver.sh"), DRIVER).expect("write the driver");
     store.ok(&["store", "migrate"]);
 
+    let staller = Staller::new(store);
     let mut clients: Vec<Client> = Vec::new();
     for _ in 0..p.clients {
         let id = clients.len() as u32;
-        clients.push(spawn_client(id, dir, store, p, rng));
+        clients.push(spawn_client(id, dir, store, &staller, p, rng));
     }
     // Faults at evenly spaced points of the run, in random order.
     let mut events: Vec<Event> = (0..p.kills)
         .map(|_| Event::Kill)
         .chain((0..p.restarts).map(|_| Event::Restart))
+        .chain((0..p.stalls).map(|_| Event::Stall))
         .collect();
     for i in (1..events.len()).rev() {
         events.swap(i, rng.below(i as u64 + 1) as usize);
@@ -455,6 +518,7 @@ fn run_round(
         .collect();
     let mut next_event = 0;
     let mut restart_windows: Vec<(u64, u64)> = Vec::new();
+    let mut stall_windows: Vec<(u64, u64)> = Vec::new();
     let mut kills_holding = 0;
 
     let deadline = Instant::now() + ROUND_LIMIT;
@@ -505,13 +569,18 @@ fn run_round(
                     client.killed = true;
                     drop(group);
                     let id = clients.len() as u32;
-                    clients.push(spawn_client(id, dir, store, p, rng));
+                    clients.push(spawn_client(id, dir, store, &staller, p, rng));
                 }
                 Event::Restart => {
                     let server = server.as_deref_mut().expect("restarts only with a private server");
                     let begun = now_us();
                     server.crash_restart();
                     restart_windows.push((begun, now_us()));
+                }
+                Event::Stall => {
+                    let begun = now_us();
+                    staller.stall(Duration::from_millis(rng.between(200, 1500)));
+                    stall_windows.push((begun, now_us()));
                 }
             }
             next_event += 1;
@@ -553,7 +622,7 @@ fn run_round(
         failures,
         anomalies,
         values,
-    } = check_round(&ended, &raws, &restart_windows);
+    } = check_round(&ended, &raws, &restart_windows, &stall_windows);
     totals.kills = clients.iter().filter(|c| c.killed).count();
     totals.kills_holding = kills_holding;
     if !failures.is_empty() || !anomalies.is_empty() {
@@ -607,7 +676,15 @@ struct Checked {
 
 /// Turns the clients' records into one history per lease name (with the clients' deaths)
 /// and per key, and checks each.
-fn check_round(clients: &[Ended], raws: &[Raw], restart_windows: &[(u64, u64)]) -> Checked {
+/// `restart_windows` and `stall_windows`: when the server was down and when the clients'
+/// links were stalled; an operation overlapping one that fails with exit 1 or 6 has an
+/// unknown outcome.
+fn check_round(
+    clients: &[Ended],
+    raws: &[Raw],
+    restart_windows: &[(u64, u64)],
+    stall_windows: &[(u64, u64)],
+) -> Checked {
     let pid_of: BTreeMap<u32, u32> = clients.iter().map(|c| (c.id, c.pid)).collect();
     let mut totals = Totals {
         rounds: 1,
@@ -615,6 +692,8 @@ fn check_round(clients: &[Ended], raws: &[Raw], restart_windows: &[(u64, u64)]) 
         ops: raws.len(),
         restarts: restart_windows.len(),
         longest_restart: restart_windows.iter().map(|(a, b)| b - a).max().unwrap_or(0),
+        stalls: stall_windows.len(),
+        longest_stall: stall_windows.iter().map(|(a, b)| b - a).max().unwrap_or(0),
         ..Totals::default()
     };
 
@@ -627,11 +706,12 @@ fn check_round(clients: &[Ended], raws: &[Raw], restart_windows: &[(u64, u64)]) 
         *values.entry(text.to_string()).or_insert(next)
     };
     for raw in raws {
-        // An unknown outcome: cut off by a kill, or (PostgreSQL) failing because the server
-        // went away under it.
+        // An unknown outcome: cut off by a kill, or failing because the server went away
+        // under it (PostgreSQL) or its link stalled.
         let during_restart = raw.ret.is_some_and(|ret| {
             restart_windows
                 .iter()
+                .chain(stall_windows)
                 .any(|&(begun, ended)| raw.call <= ended && ret >= begun)
         });
         let unknown = match raw.code {
@@ -828,7 +908,7 @@ mod tests {
     fn a_takeover_before_the_holder_died_is_caught() {
         // Client 1 is granted L0 while client 0, which holds it, is alive (it dies later).
         let raws = [granted(0, 10, 20, 1), granted(1, 30, 40, 2)];
-        let checked = check_round(&clients(&[(50, 60), (70, 80)]), &raws, &[]);
+        let checked = check_round(&clients(&[(50, 60), (70, 80)]), &raws, &[], &[]);
         assert_eq!(checked.failures.len(), 1, "{:?}", checked.failures);
         assert_eq!(checked.failures[0].0, "lease L0");
         assert!(
@@ -837,7 +917,7 @@ mod tests {
             checked.failures[0].1
         );
         // After client 0's death (killed at 25, reaped at 28) the same grant is a takeover.
-        let checked = check_round(&clients(&[(25, 28), (70, 80)]), &raws, &[]);
+        let checked = check_round(&clients(&[(25, 28), (70, 80)]), &raws, &[], &[]);
         assert!(checked.failures.is_empty(), "{:?}", checked.failures);
         assert_eq!(checked.totals.takeovers, 1);
     }
@@ -857,16 +937,20 @@ mod tests {
         ];
         let mut raws = raws.to_vec();
         raws[0].out = "1".to_string();
-        let checked = check_round(&clients(&[(90, 95), (90, 95)]), &raws, &[]);
+        let checked = check_round(&clients(&[(90, 95), (90, 95)]), &raws, &[], &[]);
         assert_eq!(
             checked.failures.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
             ["key K0"]
         );
         assert_eq!(checked.anomalies.len(), 1, "{:?}", checked.anomalies);
         // The same exit code while the server restarted is an unknown outcome, not an anomaly.
-        let checked = check_round(&clients(&[(90, 95), (90, 95)]), &raws[3..], &[(75, 85)]);
+        let checked = check_round(&clients(&[(90, 95), (90, 95)]), &raws[3..], &[(75, 85)], &[]);
         assert!(checked.anomalies.is_empty() && checked.failures.is_empty());
         assert_eq!(checked.totals.unknown, 1);
+        // So is it while the store link stalled.
+        let checked = check_round(&clients(&[(90, 95), (90, 95)]), &raws[3..], &[], &[(75, 85)]);
+        assert!(checked.anomalies.is_empty() && checked.failures.is_empty());
+        assert_eq!((checked.totals.unknown, checked.totals.stalls), (1, 1));
     }
 
     #[test]

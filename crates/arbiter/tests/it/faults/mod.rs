@@ -9,8 +9,9 @@
 //!   strictly increase; a refusal means a live holder; stale tokens are lost; a dead
 //!   holder on this host is taken over) and a versioned key with compare-and-swap.
 //! - `history`: randomized histories from several client processes doing lease
-//!   acquire/renew/release and key CAS through the CLI, with `kill -9` of clients and, on
-//!   PostgreSQL, a crash and restart of a private server mid-run; checked per lease name
+//!   acquire/renew/release and key CAS through the CLI, with `kill -9` of clients, stalls
+//!   of clients' store links (a frozen proxy on PostgreSQL, a held write lock on SQLite)
+//!   and, on PostgreSQL, a crash and restart of a private server mid-run; checked per lease name
 //!   and per key. A violation saves the history under `target/tmp/faults/` and prints
 //!   where. Its own tests plant violations in hand-written records to show they are caught.
 //! - `durability`: `arbiter log append --jsonl` writers `kill -9`-ed at random moments
