@@ -371,7 +371,7 @@ impl HeldLease {
         let sent = Instant::now();
         match tokio::time::timeout_at(self.stop_at(), self.store.leases().renew(request)).await {
             Ok(result) => result.map(|_| confirm(&self.state, sent)),
-            Err(_) => Err(unconfirmed(&self.lease.name)),
+            Err(_) => Err(unconfirmed(&self.lease.name, STALLED)),
         }
     }
 
@@ -435,12 +435,16 @@ fn confirm(state: &Mutex<KeepState>, sent: Instant) {
     state.sent = state.sent.max(sent);
 }
 
-fn unconfirmed(name: &str) -> Error {
+/// Why no renew was confirmed: the store did not answer in time.
+const STALLED: &str = "the store did not answer in time: unreachable or stalled";
+/// Why no renew was confirmed: nothing failed, the TTL left no time for one.
+const TOO_SHORT: &str =
+    "the TTL ran out before a renewal could be confirmed; the store answered, so the TTL is too short for it";
+
+fn unconfirmed(name: &str, why: &str) -> Error {
     Error::new(
         ErrorKind::Lost,
-        format!(
-            "lease {name:?} could not be renewed in time (store unreachable or stalled); stopping before it expires"
-        ),
+        format!("lease {name:?} could not be renewed in time ({why}); stopping before it expires"),
     )
 }
 
@@ -454,11 +458,13 @@ async fn renew_loop(
     let every = deadlines.renew_every();
     let retry = (every / 8).max(Duration::from_millis(10));
     let mut next = lock(&state).sent + every;
+    // What went wrong with the last renew, for the message when the stop point comes.
+    let mut why = TOO_SHORT.to_string();
     loop {
         let stop_at = lock(&state).sent + deadlines.stop_after();
         tokio::time::sleep_until(next.min(stop_at)).await;
         if Instant::now() >= stop_at {
-            let _ = lost.send(Some(unconfirmed(&lease.name)));
+            let _ = lost.send(Some(unconfirmed(&lease.name, &why)));
             return;
         }
         let request = RenewRequest {
@@ -474,6 +480,7 @@ async fn renew_loop(
         match tokio::time::timeout_at(stop_at, store.leases().renew(request)).await {
             Ok(Ok(_)) => {
                 confirm(&state, sent);
+                why = TOO_SHORT.to_string();
                 next = sent + every;
             }
             Ok(Err(err)) if err.kind == ErrorKind::Lost => {
@@ -482,10 +489,20 @@ async fn renew_loop(
             }
             Ok(Err(err)) => {
                 tracing::warn!(name = %lease.name, error = %err, "lease renewal failed; retrying");
+                why = format!("the store failed: {}", err.message);
                 next = Instant::now() + retry;
             }
             Err(_) => {
                 tracing::warn!(name = %lease.name, "lease renewal not confirmed before the stop point");
+                // Under a second to answer is no sign of a stall: the TTL left too little time.
+                why = if stop_at - sent < Duration::from_secs(1) {
+                    format!(
+                        "the store did not answer within the {:?} the TTL left; the TTL is too short for it",
+                        stop_at - sent
+                    )
+                } else {
+                    STALLED.to_string()
+                };
                 next = Instant::now();
             }
         }

@@ -171,10 +171,32 @@ pub async fn dispatch(args: DispatchArgs, global: &Global, out: Output) -> Resul
     } else {
         Some(std::time::Duration::from_secs(365 * 86_400))
     };
-    let mut held = dispatcher.lease(wait).await?;
-    let report = dispatcher.run(&mut held, args.once, shutdown_signal()).await;
-    let _ = held.release().await;
-    let report = report?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    // A standing dispatcher outlives store outages: a store that stops answering (or a
+    // lease lost to one) starts it over after a pause that backs off, as `watch` does.
+    // `--once` reports the error instead.
+    let mut pause = std::time::Duration::from_secs(1);
+    let report = loop {
+        let attempt = async {
+            let mut held = dispatcher.lease(wait).await?;
+            let report = dispatcher.run(&mut held, args.once, &mut shutdown).await;
+            let _ = held.release().await;
+            report
+        }
+        .await;
+        match attempt {
+            Err(e) if !args.once && matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Lost) => {
+                tracing::warn!(error = %e, retry_in = ?pause, "the dispatcher stopped; starting it again");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = &mut shutdown => return Ok(exit::SUCCESS),
+                }
+                pause = (pause * 2).min(std::time::Duration::from_secs(30));
+            }
+            other => break other?,
+        }
+    };
     if out.json {
         out.print_json(&report);
     } else {

@@ -13,6 +13,7 @@ on_both_backends!(
     command_exit_code_and_environment,
     lost_lease_stops_the_command,
     sigterm_stops_the_command_and_releases,
+    a_tiny_ttl_is_not_blamed_on_the_store,
 );
 
 const WORKERS: usize = 8;
@@ -246,4 +247,25 @@ fn sigterm_stops_the_command_and_releases(store: &Store) {
         "released"
     );
     assert_eq!(store.show("term")["holders"], serde_json::json!([]));
+}
+
+/// `lock --ttl 30ms` on a store that answers: if a renewal misses the few milliseconds the
+/// TTL leaves, the loss is blamed on the TTL, never on an "unreachable" store.
+fn a_tiny_ttl_is_not_blamed_on_the_store(store: &Store) {
+    for attempt in 0..5 {
+        let out = store.run(&["lock", "tiny", "--ttl", "30ms", "--", "sleep", "1"]);
+        match out.code {
+            0 => continue,
+            4 => {
+                assert!(
+                    !out.stderr.contains("unreachable"),
+                    "attempt {attempt}: the loss names the TTL, not the store: {}",
+                    out.stderr
+                );
+                return;
+            }
+            code => panic!("exit {code}, expected 0 or 4: {}", out.stderr),
+        }
+    }
+    eprintln!("a_tiny_ttl_is_not_blamed_on_the_store: every renewal of a 30 ms TTL was confirmed in time");
 }

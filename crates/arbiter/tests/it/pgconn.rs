@@ -356,3 +356,66 @@ fn watch_survives_a_silent_store_and_resumes() {
     watch.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(watch.wait(LIMIT), 0, "{}", watch.stderr());
 }
+
+/// A standing `arbiter dispatch` outlives a silent store: it says so, starts again with
+/// backoff, and delivers once the store answers (`--once` would report exit 6 instead).
+#[test]
+fn dispatch_survives_a_silent_store_and_resumes() {
+    let Some(store) = Store::postgres("dispatch_survives_a_silent_store_and_resumes") else {
+        return;
+    };
+    let proxy = StallProxy::start(postgres_server_addr(&store.url));
+    let url = format!(
+        "{}&statement_timeout=2s&connect_timeout=1",
+        proxy.postgres_url(&store.url)
+    );
+    let dir = std::fs::canonicalize(store.scratch.path()).expect("the scratch dir");
+    let config = dir.join("arbiter.toml");
+    let delivered = dir.join("delivered.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            "[channels.out]\ntype = \"file\"\npath = \"{}\"\n\n[[routes]]\nkinds = [\"test.*\"]\nchannels = [\"out\"]\n",
+            delivered.display()
+        ),
+    )
+    .expect("the config");
+    let notify = |title: &str| {
+        let mut cmd = arbiter();
+        cmd.args(["--store", &url, "--config"]).arg(&config).args([
+            "notify",
+            "--kind",
+            "test.x",
+            "--severity",
+            "warning",
+            "--title",
+            title,
+        ]);
+        run_bounded(&mut cmd, LIMIT).expect_code(0, "notify");
+    };
+    let seen = |title: &str| std::fs::read_to_string(&delivered).unwrap_or_default().contains(title);
+    let mut dispatch = Background::start(
+        {
+            let mut cmd = arbiter();
+            cmd.args(["--store", &url, "--config"]).arg(&config).arg("dispatch");
+            cmd
+        },
+        &dir,
+        "dispatch",
+    );
+    notify("before the stall");
+    wait_for(LIMIT, "a first delivery", || seen("before the stall").then_some(()));
+    proxy.freeze();
+    wait_for(LIMIT, "the dispatcher to report the silent store", || {
+        assert!(dispatch.running(), "dispatch exited: {}", dispatch.stderr());
+        dispatch.stderr().contains("starting it again").then_some(())
+    });
+    proxy.resume();
+    notify("after the stall");
+    wait_for(LIMIT, "a delivery after the store is back", || {
+        assert!(dispatch.running(), "dispatch exited: {}", dispatch.stderr());
+        seen("after the stall").then_some(())
+    });
+    dispatch.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(dispatch.wait(LIMIT), 0, "{}", dispatch.stderr());
+}
