@@ -371,7 +371,7 @@ impl HeldLease {
         let sent = Instant::now();
         match tokio::time::timeout_at(self.stop_at(), self.store.leases().renew(request)).await {
             Ok(result) => result.map(|_| confirm(&self.state, sent)),
-            Err(_) => Err(unconfirmed(&self.lease.name, STALLED)),
+            Err(_) => Err(unconfirmed(&self.lease.name, &not_answered(sent, self.stop_at()))),
         }
     }
 
@@ -441,6 +441,17 @@ const STALLED: &str = "the store did not answer in time: unreachable or stalled"
 const TOO_SHORT: &str =
     "the TTL ran out before a renewal could be confirmed; the store answered, so the TTL is too short for it";
 
+/// Why a renew sent at `sent` got no answer by `stop_at`. Under a second to answer is no
+/// sign of a stall: the TTL left too little time.
+fn not_answered(sent: Instant, stop_at: Instant) -> String {
+    let left = stop_at.saturating_duration_since(sent);
+    if left < Duration::from_secs(1) {
+        format!("the store did not answer within the {left:?} the TTL left; the TTL is too short for it")
+    } else {
+        STALLED.to_string()
+    }
+}
+
 fn unconfirmed(name: &str, why: &str) -> Error {
     Error::new(
         ErrorKind::Lost,
@@ -494,15 +505,7 @@ async fn renew_loop(
             }
             Err(_) => {
                 tracing::warn!(name = %lease.name, "lease renewal not confirmed before the stop point");
-                // Under a second to answer is no sign of a stall: the TTL left too little time.
-                why = if stop_at - sent < Duration::from_secs(1) {
-                    format!(
-                        "the store did not answer within the {:?} the TTL left; the TTL is too short for it",
-                        stop_at - sent
-                    )
-                } else {
-                    STALLED.to_string()
-                };
+                why = not_answered(sent, stop_at);
                 next = Instant::now();
             }
         }
