@@ -495,7 +495,10 @@ mod tests {
                 "postgres://h/db?statement_timeout=soon",
                 "statement_timeout: invalid duration",
             ),
-            ("postgres://h/db?statement_timeout=0s", "statement_timeout=0"),
+            (
+                "postgres://h/db?statement_timeout=0s",
+                "statement_timeout: invalid duration \"0s\": it must be greater than zero",
+            ),
             ("postgres://h/db?keepalives=yes", "keepalives=\"yes\": expected 1"),
             ("postgres://h/db?keepalives_idle=-1", "keepalives_idle=\"-1\""),
             ("postgres://h/db?keepalives_count=0", "keepalives_count=\"0\""),
