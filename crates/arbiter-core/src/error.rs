@@ -49,11 +49,27 @@ impl ErrorKind {
 }
 
 /// A failure: its kind and a message that says what happened and, for bad input, what was
-/// expected.
+/// expected; for some kinds, the state behind it as data ([`Detail`]), so a front end can
+/// show it without parsing the message (an HTTP 409 body, an MCP error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    pub detail: Option<Box<Detail>>,
+}
+
+/// The state behind an error, where there is one worth returning as data.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Detail {
+    /// A lease is held: by whom, and how many requests wait ahead of the caller.
+    Held {
+        holders: Vec<crate::lease::Lease>,
+        waiters_ahead: usize,
+    },
+    /// A versioned write's precondition failed: the version the object has now (0: absent).
+    Conflict { current_version: i64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -63,7 +79,13 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            detail: None,
         }
+    }
+    /// Attaches the state behind the error.
+    pub fn with_detail(mut self, detail: Detail) -> Self {
+        self.detail = Some(Box::new(detail));
+        self
     }
     pub fn bad_input(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadInput, message)

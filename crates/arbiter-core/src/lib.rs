@@ -6,6 +6,7 @@
 //! - [`lease`]: holders, leases and the requests that change them.
 //! - [`kv`]: versioned keys and their change events.
 //! - [`log`]: append-only streams, idempotent appends, consumers.
+//! - [`loops`]: the supervisor's round and loop states as types.
 //! - [`decisions`]: decisions as Markdown: the render projection and the inbox merge.
 //! - [`notify`]: notifications, severities, kind globs, storm thresholds, messages.
 //! - [`redact`]: the one way a URL or a command's output is shown with its secrets hidden.
@@ -22,11 +23,12 @@ pub mod error;
 pub mod kv;
 pub mod lease;
 pub mod log;
+pub mod loops;
 pub mod name;
 pub mod notify;
 pub mod redact;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Detail, Error, ErrorKind, Result};
 
 /// Milliseconds since the Unix epoch, as read from the store's clock.
 pub type Millis = i64;

@@ -65,6 +65,148 @@ pub fn validate_namespace(namespace: &str) -> Result<(), ParseError> {
     }
 }
 
+/// Declares a validated name type: built only by `parse` (and serde, which parses), so a
+/// value of it is always valid; it reads as a `&str` everywhere else.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks `text` and wraps it; the error says what is allowed.
+            pub fn parse(text: &str) -> Result<Self, ParseError> {
+                Self::try_from(text.to_string())
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = ParseError;
+            fn from_str(text: &str) -> Result<Self, ParseError> {
+                Self::parse(text)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ParseError;
+            fn try_from(text: String) -> Result<Self, ParseError> {
+                let check: fn(&str) -> Result<(), ParseError> = $check;
+                check(&text)?;
+                Ok(Self(text))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+// The object names all say "name" in their errors: the CLI's wording since the first release.
+name_type!(
+    /// A namespace (see the module docs). `Namespace::default()` is `default`.
+    Namespace,
+    validate_namespace
+);
+name_type!(
+    /// A lease name.
+    LeaseName,
+    |text| validate_name("name", text)
+);
+name_type!(
+    /// A key of the key-value store.
+    Key,
+    |text| validate_name("name", text)
+);
+name_type!(
+    /// A log stream's name.
+    StreamName,
+    |text| validate_name("name", text)
+);
+name_type!(
+    /// A log consumer's name.
+    ConsumerName,
+    |text| validate_name("name", text)
+);
+name_type!(
+    /// A loop's name, as `arbiter.toml` allows it: a name without `/`.
+    LoopName,
+    validate_loop_name
+);
+name_type!(
+    /// A prefix for list and watch: empty (everything) or the start of a valid name (it may
+    /// end in `/`).
+    Prefix,
+    |text| validate_prefix("prefix", text)
+);
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Namespace(DEFAULT_NAMESPACE.to_string())
+    }
+}
+
+impl Default for Prefix {
+    fn default() -> Self {
+        Prefix(String::new())
+    }
+}
+
+/// Checks a loop name: a name without `/` (a loop's lease is `loop/NAME`).
+pub fn validate_loop_name(text: &str) -> Result<(), ParseError> {
+    validate_name("loop name", text)?;
+    if text.contains('/') {
+        return Err(ParseError::new(format!("invalid loop name {text:?}: expected no '/'")));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +250,22 @@ mod tests {
         for bad in ["", "Team", "-a", "a/b", &"a".repeat(64) as &str] {
             assert!(validate_namespace(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn newtypes_are_built_only_by_their_parsers() {
+        assert_eq!(Namespace::default().as_str(), "default");
+        assert!(Namespace::parse("Team").is_err());
+        let name = LeaseName::parse("repo/main").unwrap();
+        assert_eq!(&*name, "repo/main");
+        assert_eq!(serde_json::to_string(&name).unwrap(), "\"repo/main\"");
+        assert_eq!(serde_json::from_str::<LeaseName>("\"repo/main\"").unwrap(), name);
+        // Deserializing parses: an invalid name never becomes a value.
+        let err = serde_json::from_str::<Key>("\"a//b\"").unwrap_err();
+        assert!(err.to_string().contains("invalid name"), "{err}");
+        assert!(LoopName::parse("a/b").unwrap_err().message.contains("expected no '/'"));
+        assert_eq!(Prefix::parse("loop/").unwrap().as_str(), "loop/");
+        assert_eq!(Prefix::default().as_str(), "");
+        assert_eq!("x".parse::<StreamName>().unwrap(), "x");
     }
 }
