@@ -192,6 +192,7 @@ impl Default for Namespace {
     }
 }
 
+#[allow(clippy::derivable_impls)] // the macro's types derive nothing a name cannot be
 impl Default for Prefix {
     fn default() -> Self {
         Prefix(String::new())
