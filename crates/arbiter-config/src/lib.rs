@@ -109,6 +109,12 @@ impl Config {
     /// Parses and validates `text`, naming `path` in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
         let source = Source { path, text };
+        // Syntax first: a file TOML cannot read has no tables to name yet (an unclosed
+        // `[loops.three` is not inside `[loops.two]`), so the error names the line and
+        // what is written there.
+        if let Err(e) = toml::from_str::<toml::Table>(text) {
+            return Err(source.syntax_error(&e));
+        }
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| source.line(span.start)).unwrap_or(1);
             // `table.key: ` when the error is on a `key = value` line (a wrong type), else
@@ -182,6 +188,24 @@ impl Source<'_> {
         let (key, _) = text.split_once('=')?;
         let key = key.trim();
         (!key.is_empty()).then(|| key.to_string())
+    }
+
+    /// A TOML syntax error: `file:line: `what is written there`: what TOML expected`.
+    pub fn syntax_error(&self, e: &toml::de::Error) -> Error {
+        let line = e.span().map(|span| self.line(span.start)).unwrap_or(1);
+        let text = self.text.lines().nth(line - 1).unwrap_or_default().trim();
+        let shown: String = text.chars().take(60).collect();
+        let ellipsis = if shown.len() < text.len() { "…" } else { "" };
+        let there = if text.is_empty() {
+            "an empty line".to_string()
+        } else {
+            format!("`{shown}{ellipsis}`")
+        };
+        Error::bad_input(format!(
+            "{}:{line}: {there}: {}",
+            self.path.display(),
+            e.message().trim_end()
+        ))
     }
 
     /// An error at `span` about `key`.

@@ -225,7 +225,7 @@ fn validate_loop(
 ) -> Result<LoopSpec> {
     let raw = spanned.get_ref();
     let key = |field: &str| format!("loops.{name}.{field}");
-    if arbiter_core::name::validate_name("loop name", name).is_err() || name.contains('/') {
+    if arbiter_core::name::LoopName::parse(name).is_err() {
         return Err(source.error(
             spanned.span(),
             &format!("loops.{name}"),

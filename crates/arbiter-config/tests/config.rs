@@ -324,3 +324,22 @@ fn loop_errors_name_file_line_and_key() {
         ":9: profiles.p.token_timeout: invalid duration",
     );
 }
+
+/// A syntax error names its line and what is written there, never the table before it.
+#[test]
+fn syntax_errors_name_the_line_and_what_is_there() {
+    check_error(
+        "[loops.two]\nrepo = \".\"\nevery = \"1s\"\ncommand = [\"x\"]\n\n[loops.three\nrepo = \".\"\n",
+        "arbiter.toml:6: `[loops.three`: unclosed table, expected `]`",
+    );
+    let err = parse("[loops.two]\nrepo = \".\"\n\n[loops.three\n").unwrap_err();
+    assert!(!err.contains("loops.two"), "{err}");
+    check_error(
+        "[channels.a]\ntype = \"stdout\"\nname = \n",
+        "arbiter.toml:3: `name =`: string values must be quoted",
+    );
+    check_error(
+        "[channels.a]\ntype = \"stdout\"\n[channels.a]\ntype = \"stdout\"\n",
+        "arbiter.toml:3: `[channels.a]`: duplicate key",
+    );
+}
