@@ -4,13 +4,17 @@
 
 use std::time::Duration;
 
+use arbiter_core::Millis;
 use arbiter_core::Result;
 use arbiter_core::kv::{IfVersion, KeyValue, KvEvent};
+use arbiter_core::lease::Holder;
 use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Lease, LeaseInfo, RenewRequest};
 use arbiter_core::log::{Appended, ConsumerInfo, NewRecord, Record, StreamInfo};
+use arbiter_core::loops::LoopStatus;
+use arbiter_core::name::{LoopName, Namespace};
 use async_trait::async_trait;
 
-use crate::loops::{LoopState, RoundEnd, RoundInfo};
+use crate::loops::{LoopState, RoundEnd, RoundInfo, RoundLogPath};
 use crate::notify::{AcceptRequest, Accepted, DeliveryState, Due, OutboxEntry, Resolved};
 
 #[async_trait]
@@ -95,29 +99,40 @@ pub trait NotifyStore: Send + Sync {
 
 #[async_trait]
 pub trait LoopStore: Send + Sync {
-    /// Starts the next round of a loop, fenced by its lease: only the current holder of
-    /// `lease_name` with `token` can start one (else `Lost`). A round an earlier holder left
-    /// `running` (it died mid-round) is marked `abandoned` first. `{round}` in `log_path`
-    /// is replaced by the round number. Returns the round number.
-    async fn begin_round(&self, namespace: &str, lease: &arbiter_core::lease::Lease, log_path: &str) -> Result<i64>;
+    /// Starts the next round of `loop_name`, fenced by `lease` (the loop's lease, whatever
+    /// the caller names it): only its current holder with its token can start one (else
+    /// `Lost`), checked in the same transaction. A round an earlier holder left `running`
+    /// (it died mid-round) is marked `abandoned` first. `log_path` names the round's log
+    /// from its number, in that transaction. Returns the round number. Announced on
+    /// [`Topic::Loops`].
+    async fn begin_round(
+        &self,
+        namespace: &Namespace,
+        loop_name: &LoopName,
+        lease: &Lease,
+        log_path: RoundLogPath,
+    ) -> Result<i64>;
     /// Records how a round ended and when the loop runs next. A round that the next holder
     /// marked `abandoned` meanwhile keeps that, unless this end is `lost`: the supervisor
-    /// that ran it lost its lease (and stopped it) rather than crashed.
-    async fn end_round(&self, namespace: &str, loop_name: &str, end: RoundEnd) -> Result<()>;
-    /// Records that `host`/`pid` runs the loop, in `state`, next at `next_run_at` (a
+    /// that ran it lost its lease (and stopped it) rather than crashed. A `lost` end leaves
+    /// the loop's own row to its new holder. Announced on [`Topic::Loops`].
+    async fn end_round(&self, namespace: &Namespace, loop_name: &LoopName, end: RoundEnd) -> Result<()>;
+    /// Records that `holder` runs the loop, in `state`, next at `next_run_at` (a
     /// heartbeat); creates the loop's row when new.
     async fn heartbeat(
         &self,
-        namespace: &str,
-        loop_name: &str,
-        state: &str,
-        next_run_at: Option<arbiter_core::Millis>,
-        holder: &arbiter_core::lease::Holder,
+        namespace: &Namespace,
+        loop_name: &LoopName,
+        state: LoopStatus,
+        next_run_at: Option<Millis>,
+        holder: &Holder,
     ) -> Result<LoopState>;
     /// Every loop of the namespace, by name, with the store's clock.
-    async fn status(&self, namespace: &str) -> Result<(arbiter_core::Millis, Vec<LoopState>)>;
-    /// A loop's rounds, newest first.
-    async fn rounds(&self, namespace: &str, loop_name: &str, limit: usize) -> Result<Vec<RoundInfo>>;
+    async fn status(&self, namespace: &Namespace) -> Result<(Millis, Vec<LoopState>)>;
+    /// A loop's rounds, newest first, at most `limit`.
+    async fn rounds(&self, namespace: &Namespace, loop_name: &LoopName, limit: usize) -> Result<Vec<RoundInfo>>;
+    /// One round of a loop, if it was started.
+    async fn round(&self, namespace: &Namespace, loop_name: &LoopName, round: i64) -> Result<Option<RoundInfo>>;
 }
 
 /// What a waiter waits on.
@@ -127,6 +142,8 @@ pub enum Topic {
     Kv,
     Log,
     Notify,
+    /// Rounds starting and ending.
+    Loops,
 }
 
 /// A way to wait until the store may have changed, without hammering it.

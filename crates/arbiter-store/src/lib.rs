@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 pub use api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
 use arbiter_core::Result;
-pub use loops::{LoopState, RoundEnd, RoundInfo};
+pub use loops::{LoopState, RoundEnd, RoundInfo, RoundLogPath};
 pub use notify::{AcceptRequest, Accepted, DeliveryState, Due, OutboxEntry, Resolved};
 pub use url::StoreUrl;
 

@@ -1,19 +1,32 @@
 //! The supervisor's records: one row per loop (its state, a heartbeat) and one per round.
+//!
+//! What both backends share lives here: the row types, decoding (stored text back into
+//! [`LoopName`], [`LoopStatus`], [`RoundStatus`]), the fence check and the rules of
+//! [`LoopStore::end_round`](crate::LoopStore::end_round). The backends differ only in SQL.
+//!
+//! The store knows nothing of the supervisor's naming: it is told the loop's name, the
+//! lease that fences a round, and how to name the round's log once the number is known
+//! ([`RoundLogPath`]); it never derives one from the other.
 
-use arbiter_core::Millis;
+use arbiter_core::lease::Lease;
+use arbiter_core::loops::{LoopStatus, RoundStatus};
+use arbiter_core::name::LoopName;
+use arbiter_core::{Error, Millis, Result};
 use serde::Serialize;
+
+use crate::sql::lost;
 
 /// A loop as the fleet view shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LoopState {
-    pub name: String,
+    pub name: LoopName,
     /// The last round started (0: none yet).
     pub round: i64,
-    /// `idle`, `running`, `backing off`, `disabled` (what the supervisor last said).
-    pub state: String,
+    /// What the supervisor last said it was doing.
+    pub state: LoopStatus,
     pub consecutive_failures: i64,
     pub next_run_at: Millis,
-    pub last_status: Option<String>,
+    pub last_status: Option<RoundStatus>,
     pub last_reason: Option<String>,
     pub last_exit: Option<i64>,
     pub host: String,
@@ -25,14 +38,14 @@ pub struct LoopState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoundEnd {
     pub round: i64,
-    /// `succeeded`, `failed`, `timed out`, `lost`, `interrupted`.
-    pub status: String,
+    pub status: RoundStatus,
     pub exit_code: Option<i64>,
     pub reason: String,
     pub consecutive_failures: i64,
     /// When the loop runs next: this long after now (store clock).
     pub next_in_ms: i64,
-    pub state: String,
+    /// What the loop does until then.
+    pub state: LoopStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,14 +55,118 @@ pub struct RoundInfo {
     pub pid: i64,
     pub started_at: Millis,
     pub ended_at: Option<Millis>,
-    /// `running`, `succeeded`, `failed`, `timed out`, `lost`, `interrupted`, `abandoned`.
-    pub status: String,
+    pub status: RoundStatus,
     pub exit_code: Option<i64>,
     pub reason: Option<String>,
     pub log_path: String,
 }
 
+/// Names a round's log from its number, inside the transaction that takes the number (so
+/// the round is never recorded without its log). The supervisor decides the naming.
+pub type RoundLogPath = Box<dyn FnOnce(i64) -> String + Send>;
+
 pub(crate) const STATE_COLUMNS: &str = "loop, round, state, consecutive_failures, next_run_at, last_status, last_reason, \
      last_exit, host, pid, heartbeat_at";
 pub(crate) const ROUND_COLUMNS: &str = "round, host, pid, started_at, ended_at, status, exit_code, reason, log_path";
 pub(crate) const ABANDONED: &str = "the supervisor running it stopped mid-round (crashed or was killed)";
+
+/// A `loop_state` row as stored, in [`STATE_COLUMNS`] order.
+pub(crate) type StateRow = (
+    String,
+    i64,
+    String,
+    i64,
+    Millis,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    String,
+    i64,
+    Millis,
+);
+
+/// A `loop_rounds` row as stored, in [`ROUND_COLUMNS`] order.
+pub(crate) type RoundRow = (
+    i64,
+    String,
+    i64,
+    Millis,
+    Option<Millis>,
+    String,
+    Option<i64>,
+    Option<String>,
+    String,
+);
+
+fn corrupt(what: &str, e: arbiter_core::ParseError) -> Error {
+    Error::internal(format!("corrupt {what} record: {}", e.message))
+}
+
+pub(crate) fn decode_state(row: StateRow) -> Result<LoopState> {
+    let (
+        name,
+        round,
+        state,
+        consecutive_failures,
+        next_run_at,
+        last_status,
+        last_reason,
+        last_exit,
+        host,
+        pid,
+        heartbeat_at,
+    ) = row;
+    Ok(LoopState {
+        name: LoopName::parse(&name).map_err(|e| corrupt("loop", e))?,
+        round,
+        state: LoopStatus::parse(&state).map_err(|e| corrupt("loop", e))?,
+        consecutive_failures,
+        next_run_at,
+        last_status: last_status
+            .map(|s| RoundStatus::parse(&s))
+            .transpose()
+            .map_err(|e| corrupt("loop", e))?,
+        last_reason,
+        last_exit,
+        host,
+        pid,
+        heartbeat_at,
+    })
+}
+
+pub(crate) fn decode_round(row: RoundRow) -> Result<RoundInfo> {
+    let (round, host, pid, started_at, ended_at, status, exit_code, reason, log_path) = row;
+    Ok(RoundInfo {
+        round,
+        host,
+        pid,
+        started_at,
+        ended_at,
+        status: RoundStatus::parse(&status).map_err(|e| corrupt("round", e))?,
+        exit_code,
+        reason,
+        log_path,
+    })
+}
+
+/// The fence of a new round: the lease's holder row (its expiry, if the token still
+/// holds it) must be live at `now`, else the caller lost it.
+pub(crate) fn check_fence(lease: &Lease, expires_at: Option<Millis>, now: Millis) -> Result<()> {
+    match expires_at {
+        Some(expires_at) if expires_at > now => Ok(()),
+        _ => Err(lost(lease.name.as_str(), lease.token)),
+    }
+}
+
+/// Whether an end may overwrite a round the next holder marked `abandoned`: only a `lost`
+/// end, from the supervisor that ran it and knows why it ended.
+pub(crate) fn overrides_abandoned(end: &RoundEnd) -> bool {
+    end.status == RoundStatus::Lost
+}
+
+/// Whether an end updates the loop's own row. A `lost` round's supervisor no longer holds
+/// the loop: what the loop does next belongs to whoever holds it now, so only the round
+/// is recorded.
+pub(crate) fn updates_loop(end: &RoundEnd) -> bool {
+    end.status != RoundStatus::Lost
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use arbiter_client::lease::HeldLease;
 use arbiter_config::{LoopSpec, Profile, TokenSource};
+use arbiter_core::loops::RoundStatus;
 use arbiter_core::{Error, Result};
 use arbiter_process::Spawn;
 use arbiter_process::private::{append_private, private_dir};
@@ -15,8 +16,8 @@ use arbiter_process::private::{append_private, private_dir};
 /// How a round ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// `succeeded`, `failed`, `timed out`, `lost`, `interrupted`.
-    pub status: &'static str,
+    /// Succeeded, failed, timed out, lost or interrupted.
+    pub status: RoundStatus,
     pub exit_code: Option<i64>,
     /// In plain words, for people: why it failed (empty on success).
     pub reason: String,
@@ -24,11 +25,11 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn succeeded(&self) -> bool {
-        self.status == "succeeded"
+        self.status == RoundStatus::Succeeded
     }
-    fn failed(reason: impl Into<String>) -> Outcome {
+    pub(crate) fn failed(reason: impl Into<String>) -> Outcome {
         Outcome {
-            status: "failed",
+            status: RoundStatus::Failed,
             exit_code: None,
             reason: reason.into(),
         }
@@ -356,15 +357,15 @@ async fn supervise(
             child.kill_group_leftovers(grace).await;
             let code = arbiter_process::exit_code(&status);
             match code {
-                0 => Outcome { status: "succeeded", exit_code: Some(0), reason: String::new() },
-                127 => Outcome { status: "failed", exit_code: Some(127), reason: format!("command {:?} not found", spawn.argv[0]) },
-                code => Outcome { status: "failed", exit_code: Some(i64::from(code)), reason: format!("exited with code {code}") },
+                0 => Outcome { status: RoundStatus::Succeeded, exit_code: Some(0), reason: String::new() },
+                127 => Outcome { status: RoundStatus::Failed, exit_code: Some(127), reason: format!("command {:?} not found", spawn.argv[0]) },
+                code => Outcome { status: RoundStatus::Failed, exit_code: Some(i64::from(code)), reason: format!("exited with code {code}") },
             }
         }
         () = tokio::time::sleep_until(deadline) => {
             child.terminate(grace).await?;
             Outcome {
-                status: "timed out",
+                status: RoundStatus::TimedOut,
                 exit_code: None,
                 reason: format!("timed out after {}; its process tree was stopped", arbiter_core::duration::format_duration(ctx.spec.timeout)),
             }
@@ -372,11 +373,11 @@ async fn supervise(
         err = held.lost() => {
             // The deadline rule leaves the command at most this long between TERM and KILL.
             child.terminate(grace.min(held.deadlines().grace)).await?;
-            Outcome { status: "lost", exit_code: None, reason: format!("the loop's lease was lost: {}", err.message) }
+            Outcome { status: RoundStatus::Lost, exit_code: None, reason: format!("the loop's lease was lost: {}", err.message) }
         }
         () = crate::stopped(shutdown), if !ctx.spec.finish_on_stop => {
             child.terminate(grace).await?;
-            Outcome { status: "interrupted", exit_code: None, reason: "the supervisor was stopped".into() }
+            Outcome { status: RoundStatus::Interrupted, exit_code: None, reason: "the supervisor was stopped".into() }
         }
     };
     Ok(outcome)

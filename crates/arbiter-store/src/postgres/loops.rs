@@ -1,38 +1,56 @@
-//! The supervisor's records on PostgreSQL.
+//! The supervisor's records on PostgreSQL (the SQL; the rules are in `crate::loops`).
 
 use arbiter_core::lease::{Holder, Lease};
+use arbiter_core::loops::LoopStatus;
+use arbiter_core::name::{LoopName, Namespace};
 use arbiter_core::{Millis, Result};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
-use super::{PgStore, execute, now_ms, pg_error, query};
-use crate::api::LoopStore;
-use crate::loops::{ABANDONED, LoopState, ROUND_COLUMNS, RoundEnd, RoundInfo, STATE_COLUMNS};
-use crate::sql::lost;
+use super::{PgStore, execute, notify, now_ms, pg_error, query};
+use crate::api::{LoopStore, Topic};
+use crate::loops::{
+    ABANDONED, LoopState, ROUND_COLUMNS, RoundEnd, RoundInfo, RoundLogPath, RoundRow, STATE_COLUMNS, StateRow,
+    check_fence, decode_round, decode_state, overrides_abandoned, updates_loop,
+};
 
-fn state_row(r: &Row) -> LoopState {
-    LoopState {
-        name: r.get(0),
-        round: r.get(1),
-        state: r.get(2),
-        consecutive_failures: r.get(3),
-        next_run_at: r.get(4),
-        last_status: r.get(5),
-        last_reason: r.get(6),
-        last_exit: r.get(7),
-        host: r.get(8),
-        pid: r.get(9),
-        heartbeat_at: r.get(10),
-    }
+fn state_row(r: &Row) -> StateRow {
+    (
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        r.get(3),
+        r.get(4),
+        r.get(5),
+        r.get(6),
+        r.get(7),
+        r.get(8),
+        r.get(9),
+        r.get(10),
+    )
+}
+
+fn round_row(r: &Row) -> RoundRow {
+    (
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        r.get(3),
+        r.get(4),
+        r.get(5),
+        r.get(6),
+        r.get(7),
+        r.get(8),
+    )
 }
 
 async fn ensure(tx: &Transaction<'_>, ns: &str, name: &str, holder: &Holder, now: Millis) -> Result<()> {
     execute(
         tx,
         "INSERT INTO loop_state (namespace, loop, round, state, consecutive_failures, next_run_at, host, pid, heartbeat_at)
-         VALUES ($1, $2, 0, 'idle', 0, $3, $4, $5, $3) ON CONFLICT DO NOTHING",
-        &[&ns, &name, &now, &holder.host, &i64::from(holder.pid)],
+         VALUES ($1, $2, 0, $6, 0, $3, $4, $5, $3) ON CONFLICT DO NOTHING",
+        &[&ns, &name, &now, &holder.host, &i64::from(holder.pid), &LoopStatus::Idle.as_str()],
     )
     .await
     .map(drop)
@@ -40,27 +58,31 @@ async fn ensure(tx: &Transaction<'_>, ns: &str, name: &str, holder: &Holder, now
 
 #[async_trait]
 impl LoopStore for PgStore {
-    async fn begin_round(&self, namespace: &str, lease: &Lease, log_path: &str) -> Result<i64> {
+    async fn begin_round(
+        &self,
+        namespace: &Namespace,
+        loop_name: &LoopName,
+        lease: &Lease,
+        log_path: RoundLogPath,
+    ) -> Result<i64> {
+        let (ns, name) = (namespace.as_str(), loop_name.as_str());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         // The fence: lock the holder row; only the current holder may start a round.
         let held = query(
             &tx,
             "SELECT expires_at FROM lease_holders WHERE namespace = $1 AND name = $2 AND token = $3 FOR UPDATE",
-            &[&namespace, &lease.name, &lease.token],
+            &[&ns, &lease.name.as_str(), &lease.token],
         )
         .await?;
         let now = now_ms(&tx).await?;
-        if held.first().is_none_or(|r| r.get::<_, i64>(0) <= now) {
-            return Err(lost(&lease.name, lease.token));
-        }
-        let name = lease.name.strip_prefix("loop/").unwrap_or(&lease.name).to_string();
-        ensure(&tx, namespace, &name, &lease.holder, now).await?;
+        check_fence(lease, held.first().map(|r| r.get::<_, i64>(0)), now)?;
+        ensure(&tx, ns, name, &lease.holder, now).await?;
         execute(
             &tx,
             "UPDATE loop_rounds SET status = 'abandoned', ended_at = $3, reason = $4
              WHERE namespace = $1 AND loop = $2 AND status = 'running'",
-            &[&namespace, &name, &now, &ABANDONED],
+            &[&ns, &name, &now, &ABANDONED],
         )
         .await?;
         let pid = i64::from(lease.holder.pid);
@@ -68,7 +90,7 @@ impl LoopStore for PgStore {
             &tx,
             "UPDATE loop_state SET round = round + 1, state = 'running', host = $3, pid = $4, heartbeat_at = $5
              WHERE namespace = $1 AND loop = $2 RETURNING round",
-            &[&namespace, &name, &lease.holder.host, &pid, &now],
+            &[&ns, &name, &lease.holder.host, &pid, &now],
         )
         .await?;
         let round: i64 = rows[0].get(0);
@@ -76,77 +98,74 @@ impl LoopStore for PgStore {
             &tx,
             "INSERT INTO loop_rounds (namespace, loop, round, host, pid, started_at, status, log_path)
              VALUES ($1, $2, $3, $4, $5, $6, 'running', $7)",
-            &[
-                &namespace,
-                &name,
-                &round,
-                &lease.holder.host,
-                &pid,
-                &now,
-                &log_path.replace("{round}", &round.to_string()),
-            ],
+            &[&ns, &name, &round, &lease.holder.host, &pid, &now, &log_path(round)],
         )
         .await?;
+        notify(&tx, Topic::Loops, &self.schema).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(round)
     }
 
-    async fn end_round(&self, namespace: &str, loop_name: &str, end: RoundEnd) -> Result<()> {
+    async fn end_round(&self, namespace: &Namespace, loop_name: &LoopName, end: RoundEnd) -> Result<()> {
+        let (ns, name) = (namespace.as_str(), loop_name.as_str());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let now = now_ms(&tx).await?;
         execute(
             &tx,
-            // A round the next supervisor marked abandoned is recorded as lost by the one
-            // that ran it, which knows why it ended.
             "UPDATE loop_rounds SET status = $4, ended_at = $5, exit_code = $6, reason = $7
              WHERE namespace = $1 AND loop = $2 AND round = $3
-               AND (status = 'running' OR (status = 'abandoned' AND $4 = 'lost'))",
+               AND (status = 'running' OR (status = 'abandoned' AND $8))",
             &[
-                &namespace,
-                &loop_name,
+                &ns,
+                &name,
                 &end.round,
-                &end.status,
+                &end.status.as_str(),
                 &now,
                 &end.exit_code,
                 &end.reason,
+                &overrides_abandoned(&end),
             ],
         )
         .await?;
-        execute(
-            &tx,
-            "UPDATE loop_state SET state = $4, consecutive_failures = $5, next_run_at = $6, last_status = $7,
-                 last_reason = $8, last_exit = $9, heartbeat_at = $10
-             WHERE namespace = $1 AND loop = $2 AND round = $3",
-            &[
-                &namespace,
-                &loop_name,
-                &end.round,
-                &end.state,
-                &end.consecutive_failures,
-                &(now + end.next_in_ms),
-                &end.status,
-                &end.reason,
-                &end.exit_code,
-                &now,
-            ],
-        )
-        .await?;
+        if updates_loop(&end) {
+            execute(
+                &tx,
+                "UPDATE loop_state SET state = $4, consecutive_failures = $5, next_run_at = $6, last_status = $7,
+                     last_reason = $8, last_exit = $9, heartbeat_at = $10
+                 WHERE namespace = $1 AND loop = $2 AND round = $3",
+                &[
+                    &ns,
+                    &name,
+                    &end.round,
+                    &end.state.as_str(),
+                    &end.consecutive_failures,
+                    &(now + end.next_in_ms),
+                    &end.status.as_str(),
+                    &end.reason,
+                    &end.exit_code,
+                    &now,
+                ],
+            )
+            .await?;
+        }
+        notify(&tx, Topic::Loops, &self.schema).await?;
         tx.commit().await.map_err(pg_error)
     }
 
     async fn heartbeat(
         &self,
-        namespace: &str,
-        loop_name: &str,
-        state: &str,
+        namespace: &Namespace,
+        loop_name: &LoopName,
+        state: LoopStatus,
         next_run_at: Option<Millis>,
         holder: &Holder,
     ) -> Result<LoopState> {
+        let (ns, name) = (namespace.as_str(), loop_name.as_str());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let now = now_ms(&tx).await?;
-        ensure(&tx, namespace, loop_name, holder, now).await?;
+        ensure(&tx, ns, name, holder, now).await?;
         let rows = query(
             &tx,
             &format!(
@@ -155,9 +174,9 @@ impl LoopStore for PgStore {
                  WHERE namespace = $1 AND loop = $2 RETURNING {STATE_COLUMNS}"
             ),
             &[
-                &namespace,
-                &loop_name,
-                &state,
+                &ns,
+                &name,
+                &state.as_str(),
                 &holder.host,
                 &i64::from(holder.pid),
                 &now,
@@ -166,45 +185,43 @@ impl LoopStore for PgStore {
         )
         .await?;
         tx.commit().await.map_err(pg_error)?;
-        Ok(state_row(&rows[0]))
+        decode_state(state_row(&rows[0]))
     }
 
-    async fn status(&self, namespace: &str) -> Result<(Millis, Vec<LoopState>)> {
+    async fn status(&self, namespace: &Namespace) -> Result<(Millis, Vec<LoopState>)> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let now = now_ms(&tx).await?;
         let rows = query(
             &tx,
             &format!("SELECT {STATE_COLUMNS} FROM loop_state WHERE namespace = $1 ORDER BY loop COLLATE \"C\""),
-            &[&namespace],
+            &[&namespace.as_str()],
         )
         .await?;
-        Ok((now, rows.iter().map(state_row).collect()))
+        let loops = rows.iter().map(|r| decode_state(state_row(r))).collect::<Result<_>>()?;
+        Ok((now, loops))
     }
 
-    async fn rounds(&self, namespace: &str, loop_name: &str, limit: usize) -> Result<Vec<RoundInfo>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
+    async fn rounds(&self, namespace: &Namespace, loop_name: &LoopName, limit: usize) -> Result<Vec<RoundInfo>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = query(
-            &tx,
-            &format!("SELECT {ROUND_COLUMNS} FROM loop_rounds WHERE namespace = $1 AND loop = $2 ORDER BY round DESC LIMIT $3"),
-            &[&namespace, &loop_name, &limit],
-        )
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| RoundInfo {
-                round: r.get(0),
-                host: r.get(1),
-                pid: r.get(2),
-                started_at: r.get(3),
-                ended_at: r.get(4),
-                status: r.get(5),
-                exit_code: r.get(6),
-                reason: r.get(7),
-                log_path: r.get(8),
-            })
-            .collect())
+        let rows = self
+            .single(
+                &format!(
+                    "SELECT {ROUND_COLUMNS} FROM loop_rounds WHERE namespace = $1 AND loop = $2 ORDER BY round DESC LIMIT $3"
+                ),
+                &[&namespace.as_str(), &loop_name.as_str(), &limit],
+            )
+            .await?;
+        rows.iter().map(|r| decode_round(round_row(r))).collect()
+    }
+
+    async fn round(&self, namespace: &Namespace, loop_name: &LoopName, round: i64) -> Result<Option<RoundInfo>> {
+        let rows = self
+            .single(
+                &format!("SELECT {ROUND_COLUMNS} FROM loop_rounds WHERE namespace = $1 AND loop = $2 AND round = $3"),
+                &[&namespace.as_str(), &loop_name.as_str(), &round],
+            )
+            .await?;
+        rows.first().map(|r| decode_round(round_row(r))).transpose()
     }
 }

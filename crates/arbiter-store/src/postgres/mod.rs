@@ -40,7 +40,7 @@ const POOL_SIZE: usize = 8;
 /// How long the server lets a session sit idle inside a transaction before ending it.
 const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
 /// Every topic; each has its NOTIFY channel.
-const TOPICS: [Topic; 4] = [Topic::Leases, Topic::Kv, Topic::Log, Topic::Notify];
+const TOPICS: [Topic; 5] = [Topic::Leases, Topic::Kv, Topic::Log, Topic::Notify, Topic::Loops];
 
 pub(crate) fn channel(topic: Topic) -> &'static str {
     match topic {
@@ -48,6 +48,7 @@ pub(crate) fn channel(topic: Topic) -> &'static str {
         Topic::Kv => "arbiter_kv",
         Topic::Log => "arbiter_log",
         Topic::Notify => "arbiter_notify",
+        Topic::Loops => "arbiter_loops",
     }
 }
 

@@ -6,6 +6,7 @@
 mod kv;
 mod lease;
 mod log;
+mod loops;
 mod notify;
 mod pgconn;
 

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use arbiter_config::Config;
+use arbiter_core::loops::{LoopStatus, RoundStatus};
+use arbiter_core::name::{LoopName, Namespace};
 use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_store::Topic;
 use arbiter_supervisor::Options;
 use clap::Args;
 
@@ -43,7 +46,7 @@ pub struct StatusArgs {
 pub struct LogsArgs {
     /// The loop.
     #[arg(value_name = "LOOP", value_parser = parse_loop_name)]
-    loop_name: String,
+    loop_name: LoopName,
     /// This round (default: the latest).
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     round: Option<i64>,
@@ -53,12 +56,13 @@ pub struct LogsArgs {
 }
 
 /// A loop name as `arbiter.toml` allows it: a name without `/`.
-fn parse_loop_name(text: &str) -> std::result::Result<String, String> {
-    arbiter_core::name::validate_name("loop name", text).map_err(|e| e.message)?;
-    if text.contains('/') {
-        return Err(format!("invalid loop name {text:?}: expected no '/'"));
-    }
-    Ok(text.to_string())
+fn parse_loop_name(text: &str) -> std::result::Result<LoopName, String> {
+    LoopName::parse(text).map_err(|e| e.message)
+}
+
+/// The validated namespace (`Namespace` parses what clap already checked).
+fn namespace(global: &Global) -> Result<Namespace> {
+    Namespace::parse(&global.namespace).map_err(|e| Error::bad_input(e.message))
 }
 
 fn data_dir(what: &str) -> Result<PathBuf> {
@@ -106,18 +110,18 @@ pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32>
         .filter(|name| options.loops.is_empty() || options.loops.contains(name))
         .collect();
     arbiter_supervisor::watch(store.clone(), config, options, shutdown).await?;
-    let (_, loops) = store.loops().status(&global.namespace).await?;
+    let (_, loops) = store.loops().status(&namespace(global)?).await?;
     // `--once`/`--rounds N` is a job: it fails (exit 7) when a loop's last round failed.
     let failed: Vec<String> = loops
         .iter()
-        .filter(|l| bounded && selected.contains(&l.name))
-        .filter(|l| l.last_status.as_deref().is_some_and(|s| s != "succeeded"))
+        .filter(|l| bounded && selected.iter().any(|s| l.name == s.as_str()))
+        .filter(|l| l.last_status.is_some_and(|s| s != RoundStatus::Succeeded))
         .map(|l| {
             format!(
                 "loop {}: round {} {}: {}",
                 l.name,
                 l.round,
-                l.last_status.as_deref().unwrap_or_default(),
+                l.last_status.map(RoundStatus::as_str).unwrap_or_default(),
                 l.last_reason.as_deref().unwrap_or_default()
             )
         })
@@ -134,17 +138,17 @@ pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i3
     let (store, _) = global.open().await?;
     // Bounded by interruption with --watch; otherwise one pass.
     loop {
-        let (now, loops) = store.loops().status(&global.namespace).await?;
+        let (now, loops) = store.loops().status(&namespace(global)?).await?;
         let leases = store.leases().list(&global.namespace, "loop/").await?;
         let rows: Vec<serde_json::Value> = loops
             .iter()
             .map(|l| {
                 let lease = leases.iter().find(|x| x.name == format!("loop/{}", l.name));
                 // Nobody holds the loop's lease but it was not stopped: its supervisor died.
-                let state = match (lease, l.state.as_str()) {
-                    (None, "stopped" | "disabled") => l.state.clone(),
-                    (None, _) => "lost".to_string(),
-                    (Some(_), state) => state.to_string(),
+                let state = match (lease, l.state) {
+                    (None, LoopStatus::Stopped | LoopStatus::Disabled) => l.state.as_str(),
+                    (None, _) => "lost",
+                    (Some(_), state) => state.as_str(),
                 };
                 serde_json::json!({
                     "loop": l.name,
@@ -198,53 +202,68 @@ pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i3
 
 pub async fn logs(args: LogsArgs, global: &Global, _out: Output) -> Result<i32> {
     let (store, _) = global.open().await?;
-    let ns = &global.namespace;
-    let rounds = store.loops().rounds(ns, &args.loop_name, 10_000).await?;
+    let ns = namespace(global)?;
+    let name = &args.loop_name;
+    // Subscribed before the round is read, so its end is never missed.
+    let subscription = match args.follow {
+        true => Some(store.changes().subscribe(Topic::Loops).await?),
+        false => None,
+    };
     let round = match args.round {
-        Some(n) => rounds.iter().find(|r| r.round == n),
-        None => rounds.first(),
+        Some(n) => store.loops().round(&ns, name, n).await?,
+        None => store.loops().rounds(&ns, name, 1).await?.into_iter().next(),
     }
-    .cloned()
     .ok_or_else(|| {
         Error::new(
             ErrorKind::NotFound,
             match args.round {
-                Some(n) => format!("loop {:?} has no round {n}", args.loop_name),
-                None => format!("loop {:?} has no rounds", args.loop_name),
+                Some(n) => format!("loop {:?} has no round {n}", name.as_str()),
+                None => format!("loop {:?} has no rounds", name.as_str()),
             },
         )
     })?;
+    let log = std::path::Path::new(&round.log_path);
     let mut printed = 0usize;
-    // Bounded: ends when the round has ended and its log is printed.
-    loop {
-        let bytes = std::fs::read(&round.log_path).unwrap_or_default();
+    let mut print_new = || {
+        let bytes = std::fs::read(log).unwrap_or_default();
         if bytes.len() > printed {
             use std::io::Write;
             let _ = std::io::stdout().write_all(&bytes[printed..]);
             printed = bytes.len();
         }
-        if !args.follow {
-            if bytes.is_empty() && !std::path::Path::new(&round.log_path).exists() {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("the log {} is gone (retention)", round.log_path),
-                ));
-            }
+        bytes.is_empty()
+    };
+    let empty = print_new();
+    let Some(mut subscription) = subscription else {
+        if empty && !log.exists() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("the log {} is gone (retention)", round.log_path),
+            ));
+        }
+        return Ok(exit::SUCCESS);
+    };
+    // `--follow`: the log is a local file, read as it grows; the store is read again only
+    // when a round starts or ends (the change feed) or a long wait passes. Bounded: ends
+    // when the round has ended and its log is printed.
+    loop {
+        let current = store.loops().round(&ns, name, round.round).await?;
+        if current.is_none_or(|r| r.status != RoundStatus::Running) {
+            print_new();
             return Ok(exit::SUCCESS);
         }
-        let current = store.loops().rounds(ns, &args.loop_name, 10_000).await?;
-        if current
-            .iter()
-            .find(|r| r.round == round.round)
-            .is_none_or(|r| r.status != "running")
-        {
-            let bytes = std::fs::read(&round.log_path).unwrap_or_default();
-            if bytes.len() > printed {
-                use std::io::Write;
-                let _ = std::io::stdout().write_all(&bytes[printed..]);
+        let changed = subscription.wait(Duration::from_secs(30));
+        tokio::pin!(changed);
+        loop {
+            tokio::select! {
+                changed = &mut changed => {
+                    changed?;
+                    break;
+                }
+                () = tokio::time::sleep(Duration::from_millis(200)) => {
+                    print_new();
+                }
             }
-            return Ok(exit::SUCCESS);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

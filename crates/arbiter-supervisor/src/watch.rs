@@ -1,0 +1,218 @@
+//! The top level of `arbiter watch`: a task per selected loop, the dispatcher while there
+//! are channels, and reloads of an edited `arbiter.toml` applied to both.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arbiter_config::{Config, LoopSpec};
+use arbiter_core::name::{LoopName, Namespace};
+use arbiter_core::{Error, Result};
+use arbiter_store::Store;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::reload::{Changes, ConfigFile};
+use crate::{Shared, dispatcher, loop_task, stopped};
+
+/// How the supervisor runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config_path: PathBuf,
+    pub namespace: String,
+    /// Only these loops (empty: all).
+    pub loops: Vec<String>,
+    /// Run one round of each loop now, then stop.
+    pub once: bool,
+    /// Stop each loop after this many rounds (counted in the store from when this
+    /// supervisor started, so a standby stops too).
+    pub rounds: Option<u64>,
+    /// Round logs go to `<log_dir>/<namespace>/<loop>/<round>.log`.
+    pub log_dir: PathBuf,
+    /// Where loops without a profile keep their own `GH_CONFIG_DIR`.
+    pub gh_dir: PathBuf,
+    /// The executable of the process guard (the arbiter binary).
+    pub guard_exe: PathBuf,
+    /// `ARBITER_STORE` for the commands.
+    pub store_url: String,
+    /// The lease TTL of a loop (a dead supervisor's loops move elsewhere after it).
+    pub lease_ttl: Duration,
+}
+
+/// How often the configuration file is looked at.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the supervisor until every loop is done (`once`, `rounds`) or `shutdown` fires.
+/// Without a bound it runs until `shutdown`, even when a reload leaves no loop.
+pub async fn watch(store: Store, config: Config, options: Options, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    for name in &options.loops {
+        if !config.loops.iter().any(|l| &l.name == name) {
+            let known: Vec<&str> = config.loops.iter().map(|l| l.name.as_str()).collect();
+            return Err(Error::bad_input(format!(
+                "--loop {name:?}: no such loop (configured: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    if selected(&config, &options).next().is_none() {
+        return Err(Error::bad_input(format!(
+            "{} declares no [loops.<name>]: nothing to watch",
+            options.config_path.display()
+        )));
+    }
+    let namespace = Namespace::parse(&options.namespace).map_err(|e| Error::bad_input(e.message))?;
+    let bounded = options.once || options.rounds.is_some();
+    let mut file = ConfigFile::new(options.config_path.clone());
+    let shared = Arc::new(Shared {
+        store,
+        options,
+        namespace,
+        config: RwLock::new(Arc::new(config)),
+    });
+    let mut fleet = Fleet {
+        shared: shared.clone(),
+        tasks: JoinSet::new(),
+        stops: HashMap::new(),
+        dispatcher: None,
+        stopping: Vec::new(),
+    };
+    let config = shared.config();
+    for spec in selected(&config, &shared.options) {
+        fleet.start_loop(spec)?;
+    }
+    fleet.sync_dispatcher(None, &config);
+    let mut first_error = None;
+    let mut shutting_down = false;
+    let mut tick = tokio::time::interval(RELOAD_EVERY);
+    tick.tick().await;
+    loop {
+        if fleet.tasks.is_empty() && (bounded || shutting_down || first_error.is_some()) {
+            break;
+        }
+        tokio::select! {
+            Some(result) = fleet.tasks.join_next() => match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "a loop stopped");
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(Error::internal(format!("a loop task failed: {e}")));
+                }
+            },
+            _ = tick.tick(), if !shutting_down => {
+                if let Some(config) = file.edited() {
+                    let changes = fleet.apply(Arc::new(config))?;
+                    eprintln!("{}", changes.line(file.path()));
+                }
+            }
+            () = stopped(&mut shutdown), if !shutting_down => {
+                shutting_down = true;
+                fleet.stop_all();
+            }
+        }
+    }
+    // The dispatcher stops with the loops (then drains what they queued) or on shutdown.
+    fleet.stop_dispatcher();
+    for task in fleet.stopping {
+        let _ = task.await;
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The loops of `config` this supervisor runs (`--loop` selects some).
+fn selected<'a>(config: &'a Config, options: &'a Options) -> impl Iterator<Item = &'a LoopSpec> {
+    config
+        .loops
+        .iter()
+        .filter(|l| options.loops.is_empty() || options.loops.contains(&l.name))
+}
+
+/// What runs: a task per loop, the dispatcher.
+struct Fleet {
+    shared: Arc<Shared>,
+    tasks: JoinSet<Result<()>>,
+    /// Each running loop's own stop (its removal, or the supervisor's shutdown).
+    stops: HashMap<String, watch::Sender<bool>>,
+    dispatcher: Option<dispatcher::Running>,
+    /// Dispatchers told to stop, draining.
+    stopping: Vec<JoinHandle<()>>,
+}
+
+impl Fleet {
+    fn start_loop(&mut self, spec: &LoopSpec) -> Result<()> {
+        let name = LoopName::parse(&spec.name).map_err(|e| Error::internal(e.message))?;
+        let (stop, stopped) = watch::channel(false);
+        self.stops.insert(spec.name.clone(), stop);
+        self.tasks.spawn(loop_task::run(self.shared.clone(), name, stopped));
+        Ok(())
+    }
+
+    /// Stops a loop: its round finishes or stops as its `on_stop` says, then it releases
+    /// its lease and records itself stopped.
+    fn stop_loop(&mut self, name: &str) {
+        if let Some(stop) = self.stops.remove(name) {
+            let _ = stop.send(true);
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for (_, stop) in self.stops.drain() {
+            let _ = stop.send(true);
+        }
+        self.stop_dispatcher();
+    }
+
+    fn stop_dispatcher(&mut self) {
+        if let Some(running) = self.dispatcher.take() {
+            self.stopping.push(running.stop());
+        }
+    }
+
+    /// Starts, stops or restarts the dispatcher for `new` (`old`: the config it runs with).
+    fn sync_dispatcher(&mut self, old: Option<&Config>, new: &Arc<Config>) -> Option<&'static str> {
+        let wanted = !new.channels.is_empty();
+        let what = match (self.dispatcher.is_some(), wanted) {
+            (false, true) => "started",
+            (true, false) => "stopped",
+            (true, true) if old.is_some_and(|old| dispatcher::needs_restart(old, new)) => "restarted",
+            _ => return None,
+        };
+        self.stop_dispatcher();
+        if wanted {
+            self.dispatcher = Some(dispatcher::Running::start(self.shared.clone(), new.clone()));
+        }
+        Some(what)
+    }
+
+    /// Puts `config` in force: loops it adds start, loops it removes stop, changed loops
+    /// run their new spec from their next round; the dispatcher follows the channels.
+    fn apply(&mut self, config: Arc<Config>) -> Result<Changes> {
+        let old = self.shared.config();
+        let shared = self.shared.clone();
+        let options = &shared.options;
+        let before: Vec<&LoopSpec> = selected(&old, options).collect();
+        let after: Vec<&LoopSpec> = selected(&config, options).collect();
+        let mut changes = Changes::default();
+        self.shared.set_config(config.clone());
+        for spec in &after {
+            match before.iter().find(|b| b.name == spec.name) {
+                None => {
+                    self.start_loop(spec)?;
+                    changes.added.push(spec.name.clone());
+                }
+                Some(was) if *was != *spec => changes.changed.push(spec.name.clone()),
+                Some(_) => {}
+            }
+        }
+        for spec in &before {
+            if !after.iter().any(|a| a.name == spec.name) {
+                self.stop_loop(&spec.name);
+                changes.removed.push(spec.name.clone());
+            }
+        }
+        changes.dispatcher = self.sync_dispatcher(Some(&old), &config);
+        Ok(changes)
+    }
+}
