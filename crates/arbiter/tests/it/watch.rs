@@ -14,8 +14,11 @@
 //! - two supervisors: each round of each loop runs once; `kill -9` of one hands its loops to
 //!   the other, and no two rounds of a loop ever overlap.
 //! - crashes: an agent killed mid-round, a supervisor killed mid-round.
-//! - config: broken files start nothing; a live edit is validated and applied between rounds.
-//! - fleet view: `arbiter status --json`, a dead supervisor's loop shown as lost, `arbiter logs`.
+//! - config: broken files start nothing; a live edit is validated and applied between rounds;
+//!   a reload starts added loops, stops removed ones (their lease released), starts and
+//!   stops the dispatcher, and says so in one line.
+//! - fleet view: `arbiter status --json`, a dead supervisor's loop shown as lost, `arbiter logs`,
+//!   `arbiter logs --follow` to the round's end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -42,6 +45,8 @@ on_both_backends!(
     status_shows_the_fleet_and_a_dead_supervisor_as_lost,
     a_failing_loop_shows_backing_off_until_it_recovers,
     sigterm_stops_or_finishes_the_round_as_configured,
+    a_reload_starts_and_stops_loops_and_the_dispatcher,
+    logs_follow_prints_a_running_round_to_its_end,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1462,6 +1467,201 @@ env = { OUT = "@OUT@" }
     assert_eq!(status("finishes"), ("succeeded".to_string(), "stopped".to_string()));
     let log = store.ok(&["logs", "finishes", "--round", "1"]).stdout;
     assert!(log.contains("done"), "the finished round ran to its end: {log}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Reload: what an edit of arbiter.toml starts and stops.
+
+const RELOAD_AGENT: &str = r#"echo "$1 $ARBITER_ROUND" >> "$OUT/$ARBITER_LOOP.out"
+"#;
+
+const SLOW_AGENT: &str = r#"echo "$ARBITER_ROUND" >> "$OUT/$ARBITER_LOOP.out"
+exec sleep 60
+"#;
+
+const RELOAD_V1: &str = r#"
+[loops.one]
+repo = "repo"
+every = "200ms"
+command = ["sh", "../agent.sh", "v1"]
+timeout = "1m"
+env = { OUT = "@OUT@" }
+
+[loops.two]
+repo = "repo"
+every = "200ms"
+command = ["sh", "../slow.sh"]
+timeout = "2m"
+grace = "1s"
+env = { OUT = "@OUT@" }
+"#;
+
+const RELOAD_V2: &str = r#"
+[loops.one]
+repo = "repo"
+every = "200ms"
+command = ["sh", "../agent.sh", "v2"]
+timeout = "1m"
+env = { OUT = "@OUT@" }
+
+[loops.three]
+repo = "repo"
+every = "200ms"
+command = ["sh", "../agent.sh", "v1"]
+timeout = "1m"
+env = { OUT = "@OUT@" }
+
+[channels.alerts]
+type = "file"
+path = "@OUT@/alerts.jsonl"
+"#;
+
+/// `arbiter watch` runs loops `one` and `two` (whose round runs long). An edit removes
+/// `two`, adds `three`, changes `one`'s command and adds a channel: `three` starts, `two`'s
+/// round is stopped (`on_stop = "stop"`) and its lease released, `one` runs its new
+/// command, the dispatcher takes its lease, and one line on stderr says all of it. A broken
+/// edit (an unclosed table) is reported at its own line and changes nothing; removing the
+/// channel stops the dispatcher.
+fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", RELOAD_AGENT);
+    fleet.write("slow.sh", SLOW_AGENT);
+    fleet.configure(RELOAD_V1);
+    let mut watch = fleet.start("watch", &[]);
+    let lines_of = |name: &str| lines(&fleet.out_file(&format!("{name}.out")));
+    let grows = |watch: &mut Background, name: &str, what: &str, check: &dyn Fn(&[String]) -> bool| {
+        wait_for(SOON, what, || {
+            assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
+            check(&lines_of(name)).then_some(())
+        })
+    };
+    grows(&mut watch, "one", "loop one to run", &|l| !l.is_empty());
+    grows(&mut watch, "two", "loop two's round to start", &|l| !l.is_empty());
+    let reloads = |watch: &Background| -> Vec<String> {
+        watch
+            .stderr()
+            .lines()
+            .filter(|l| l.starts_with("arbiter: reloaded"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(reloads(&watch).is_empty(), "{}", watch.stderr());
+
+    fleet.configure(RELOAD_V2);
+    let config = fleet.config.display().to_string();
+    wait_for(SOON, "the reload to be reported", || {
+        assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
+        (!reloads(&watch).is_empty()).then_some(())
+    });
+    assert_eq!(
+        reloads(&watch),
+        [format!(
+            "arbiter: reloaded {config}: loops +three -two ~one; dispatcher started"
+        )],
+        "{}",
+        watch.stderr()
+    );
+    grows(&mut watch, "three", "the added loop to run", &|l| l.len() >= 2);
+    grows(&mut watch, "one", "the changed loop to run its new command", &|l| {
+        l.last().is_some_and(|l| l.starts_with("v2 "))
+    });
+    let two = wait_for(SOON, "the removed loop to stop", || {
+        assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
+        fleet.status().remove("two").filter(|row| row["state"] == "stopped")
+    });
+    assert_eq!(two["last_status"], "interrupted", "{two}");
+    assert_eq!(two["lease_expires_at"], Value::Null, "its lease is released: {two}");
+    assert_eq!(lines_of("two"), ["1"], "the removed loop ran no other round");
+    assert_eq!(fleet.rounds("two")[0].status, "interrupted");
+    wait_for(SOON, "the dispatcher to hold its lease", || {
+        let holders = store.show("notify/dispatcher")["holders"].as_array().cloned();
+        holders.is_some_and(|h| h.len() == 1).then_some(())
+    });
+
+    // A broken edit: reported at its line, and the running config stays.
+    let broken = fleet.configure(&format!("{RELOAD_V2}\n[loops.four\nrepo = \"repo\"\n"));
+    let line = broken.lines().position(|l| l == "[loops.four").expect("the line") + 1;
+    let expected = format!("{config}:{line}: `[loops.four`: unclosed table");
+    wait_for(SOON, "the broken edit to be reported", || {
+        assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
+        let stderr = watch.stderr();
+        (stderr.contains(&expected) && stderr.contains("the old one keeps running")).then_some(())
+    });
+    let seen = lines_of("three").len();
+    grows(&mut watch, "three", "the old config to keep running", &|l| {
+        l.len() >= seen + 2
+    });
+    assert_eq!(
+        reloads(&watch).len(),
+        1,
+        "a broken edit is no reload: {}",
+        watch.stderr()
+    );
+
+    // Without channels, the dispatcher stops and releases its lease.
+    let without = RELOAD_V2.split("[channels.alerts]").next().expect("the loops");
+    fleet.configure(without);
+    wait_for(SOON, "the second reload to be reported", || {
+        assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
+        (reloads(&watch).len() == 2).then_some(())
+    });
+    assert_eq!(
+        reloads(&watch)[1],
+        format!("arbiter: reloaded {config}: dispatcher stopped")
+    );
+    wait_for(SOON, "the dispatcher to release its lease", || {
+        let holders = store.show("notify/dispatcher")["holders"].as_array().cloned();
+        holders.is_some_and(|h| h.is_empty()).then_some(())
+    });
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+    assert_eq!(reloads(&watch).len(), 2, "{}", watch.stderr());
+}
+
+/// `arbiter logs LOOP --follow` started while a round runs prints its log as it grows and
+/// ends when the round ends, with exactly the bytes `arbiter logs LOOP --round N` prints.
+fn logs_follow_prints_a_running_round_to_its_end(store: &Store) {
+    let fleet = Fleet::new(store);
+    fleet.write(
+        "agent.sh",
+        r#"echo "start $ARBITER_ROUND"
+i=0
+while [ ! -e "$OUT/gate" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
+echo "end $ARBITER_ROUND"
+"#,
+    );
+    fleet.configure(
+        r#"
+[loops.f]
+repo = "repo"
+every = "1h"
+command = ["sh", "../agent.sh"]
+timeout = "2m"
+env = { OUT = "@OUT@" }
+"#,
+    );
+    let mut watch = fleet.start("watch", &["--once"]);
+    store.ok(&["status"]);
+    let round = wait_for(SOON, "round 1 to run", || {
+        assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
+        fleet
+            .rounds("f")
+            .into_iter()
+            .find(|r| r.round == 1 && r.status == "running")
+            .filter(|r| std::fs::read_to_string(&r.log_path).is_ok_and(|t| t.contains("start 1")))
+    });
+    let mut follow = Background::start(store.cmd(&["logs", "f", "--follow"]), &fleet.dir, "follow");
+    wait_for(SOON, "the running round's output", || {
+        assert!(follow.running(), "logs --follow exited early: {}", follow.stderr());
+        follow.stdout().contains("start 1").then_some(())
+    });
+    std::fs::write(fleet.out_file("gate"), "").expect("the gate");
+    assert_eq!(follow.wait(SOON), 0, "{}", follow.stderr());
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+    let whole = store.ok(&["logs", "f", "--round", "1"]).stdout;
+    assert!(whole.contains("end 1"), "{whole}");
+    assert_eq!(follow.stdout(), whole, "--follow printed the round's whole log");
+    assert_eq!(std::fs::read_to_string(&round.log_path).expect("the log"), whole);
 }
 
 // ---------------------------------------------------------------------------------------
