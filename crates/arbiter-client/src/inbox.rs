@@ -11,7 +11,9 @@
 //!   restored. Then it merges every inbox file into the canonical file, in file-name order,
 //!   verbatim and fenced with its length and hash (`arbiter_core::decisions`), removes
 //!   exactly the files whose bytes are now there and, asked to, commits all of it in one
-//!   git commit. It holds a lease so two sweepers never run at once. Each step is
+//!   git commit. It holds a lease so two sweepers never run at once; the file IO and
+//!   `git` run on the blocking pool while the lease is kept, and a lost lease ends the
+//!   sweep with `Lost` (the abandoned work stops before its next step). Each step is
 //!   idempotent: a sweep killed anywhere and run again neither loses nor duplicates an entry
 //!   (files are replaced atomically; a file is removed only once its bytes are in the
 //!   canonical file; the commit picks up what an earlier, interrupted sweep left
@@ -24,6 +26,8 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbiter_core::decisions::{
@@ -212,7 +216,7 @@ pub async fn sweep(store: &Store, sweep: Sweep) -> Result<SweepReport> {
     let canonical = std::fs::canonicalize(into_dir)
         .map_err(|e| Error::bad_input(format!("cannot resolve {}: {e}", into_dir.display())))?
         .join(sweep.into.file_name().unwrap_or_default());
-    let held = HeldLease::acquire(
+    let mut held = HeldLease::acquire(
         store,
         Acquire {
             namespace: sweep.namespace.clone(),
@@ -226,12 +230,39 @@ pub async fn sweep(store: &Store, sweep: Sweep) -> Result<SweepReport> {
     )
     .await
     .map_err(|e| e.context("another sweep of this file is running"))?;
-    let result = sweep_locked(&sweep, &canonical, repo.as_deref());
+    // The sweep is file IO and `git`: it runs on the blocking pool while this task keeps
+    // the lease, and a loss ends the wait at once. The abandoned sweep is told to stop
+    // before its next step; every step it may still be in is whole on its own (a file
+    // replaced by rename, one file removed, one commit), so what it leaves is a state a
+    // killed sweep could leave, which the next sweep completes.
+    let abandon = Arc::new(AtomicBool::new(false));
+    let work = {
+        let abandon = abandon.clone();
+        tokio::task::spawn_blocking(move || sweep_locked(&sweep, &canonical, repo.as_deref(), &abandon))
+    };
+    let result = tokio::select! {
+        joined = work => joined.map_err(|e| Error::internal(format!("the sweep failed: {e}"))),
+        err = held.lost() => {
+            abandon.store(true, Ordering::SeqCst);
+            return Err(err);
+        }
+    };
     held.release().await?;
-    result
+    result?
 }
 
-fn sweep_locked(sweep: &Sweep, canonical: &Path, repo: Option<&Path>) -> Result<SweepReport> {
+/// Between the steps of a sweep: stop once its lease is lost (see [`sweep`]).
+fn go_on(abandon: &AtomicBool) -> Result<()> {
+    if abandon.load(Ordering::SeqCst) {
+        return Err(Error::new(
+            ErrorKind::Lost,
+            "the sweep's lease was lost; the sweep stopped",
+        ));
+    }
+    Ok(())
+}
+
+fn sweep_locked(sweep: &Sweep, canonical: &Path, repo: Option<&Path>, abandon: &AtomicBool) -> Result<SweepReport> {
     if let Some(repo) = repo {
         refuse_locked_index(repo)?;
     }
@@ -278,9 +309,11 @@ fn sweep_locked(sweep: &Sweep, canonical: &Path, repo: Option<&Path>) -> Result<
         None => (merged.text, archive_checked.text),
     };
     // The archive first: an entry is then in one file or both, never in neither.
+    go_on(abandon)?;
     if archive_text != archive_current {
         write_atomic(&archive_path, archive_text.as_bytes())?;
     }
+    go_on(abandon)?;
     if text != current {
         write_atomic(canonical, text.as_bytes())?;
     }
@@ -288,6 +321,7 @@ fn sweep_locked(sweep: &Sweep, canonical: &Path, repo: Option<&Path>) -> Result<
     // Remove exactly the files whose bytes the canonical file (or the archive) now holds.
     let (in_canonical, in_archive) = (Index::of(&text), Index::of(&archive_text));
     for file in &files {
+        go_on(abandon)?;
         if in_canonical.contains(&file.entry) || in_archive.contains(&file.entry) {
             if std::fs::read(&file.path).ok().as_deref() != Some(file.entry.content.as_bytes()) {
                 report.skipped.push(format!(
@@ -303,6 +337,7 @@ fn sweep_locked(sweep: &Sweep, canonical: &Path, repo: Option<&Path>) -> Result<
         crate::fault::point("sweep.after_remove");
     }
     if let Some(repo) = repo {
+        go_on(abandon)?;
         report.commit = commit_sweep(repo, canonical, &sweep.inbox, &report)?;
     }
     Ok(report)
