@@ -15,34 +15,19 @@ use crate::loops::{
     check_fence, decode_round, decode_state, overrides_abandoned, updates_loop,
 };
 
+/// A row's columns `0..n` as a tuple, in order.
+macro_rules! columns {
+    ($row:expr; $($i:literal)+) => {
+        ($($row.get($i),)+)
+    };
+}
+
 fn state_row(r: &Row) -> StateRow {
-    (
-        r.get(0),
-        r.get(1),
-        r.get(2),
-        r.get(3),
-        r.get(4),
-        r.get(5),
-        r.get(6),
-        r.get(7),
-        r.get(8),
-        r.get(9),
-        r.get(10),
-    )
+    columns!(r; 0 1 2 3 4 5 6 7 8 9 10)
 }
 
 fn round_row(r: &Row) -> RoundRow {
-    (
-        r.get(0),
-        r.get(1),
-        r.get(2),
-        r.get(3),
-        r.get(4),
-        r.get(5),
-        r.get(6),
-        r.get(7),
-        r.get(8),
-    )
+    columns!(r; 0 1 2 3 4 5 6 7 8)
 }
 
 async fn ensure(tx: &Transaction<'_>, ns: &str, name: &str, holder: &Holder, now: Millis) -> Result<()> {

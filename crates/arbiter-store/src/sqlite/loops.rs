@@ -14,34 +14,11 @@ use crate::loops::{
     check_fence, decode_round, decode_state, overrides_abandoned, updates_loop,
 };
 
-fn state_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StateRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-    ))
-}
-
-fn round_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RoundRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-    ))
+/// A stored row as its tuple (rusqlite reads tuples by position).
+fn row<T: for<'a> TryFrom<&'a rusqlite::Row<'a>, Error = rusqlite::Error>>(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<T> {
+    T::try_from(r)
 }
 
 fn ensure(tx: &Transaction<'_>, ns: &str, name: &str, holder: &Holder, now: Millis) -> Result<()> {
@@ -175,7 +152,7 @@ impl LoopStore for SqliteStore {
                          WHERE namespace = ?1 AND loop = ?2 RETURNING {STATE_COLUMNS}"
                     ),
                     params![ns, name, state.as_str(), holder.host, holder.pid, now, next_run_at],
-                    state_row,
+                    row::<StateRow>,
                 )
                 .map_err(internal)?;
             Ok(Outcome::Commit(decode_state(row)?))
@@ -193,7 +170,7 @@ impl LoopStore for SqliteStore {
                 ))
                 .map_err(internal)?;
             let rows = stmt
-                .query_map(params![ns], state_row)
+                .query_map(params![ns], row::<StateRow>)
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(internal)?;
             Ok((now, rows.into_iter().map(decode_state).collect::<Result<_>>()?))
@@ -211,7 +188,7 @@ impl LoopStore for SqliteStore {
                 ))
                 .map_err(internal)?;
             let rows = stmt
-                .query_map(params![ns, name, limit], round_row)
+                .query_map(params![ns, name, limit], row::<RoundRow>)
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(internal)?;
             rows.into_iter().map(decode_round).collect()
@@ -228,7 +205,7 @@ impl LoopStore for SqliteStore {
                         "SELECT {ROUND_COLUMNS} FROM loop_rounds WHERE namespace = ?1 AND loop = ?2 AND round = ?3"
                     ),
                     params![ns, name, round],
-                    round_row,
+                    row::<RoundRow>,
                 )
                 .optional()
                 .map_err(internal)?;

@@ -29,6 +29,17 @@ async fn lease(store: &Store, lease_name: &str) -> Lease {
     granted(store.leases().acquire(request(lease_name, "sup")).await.unwrap())
 }
 
+/// The recorded status of round `n` of `loop_name`.
+async fn status_of(store: &Store, loop_name: &LoopName, n: i64) -> RoundStatus {
+    store
+        .loops()
+        .round(&ns(), loop_name, n)
+        .await
+        .unwrap()
+        .expect("the round")
+        .status
+}
+
 fn end(round: i64, status: RoundStatus, state: LoopStatus, failures: i64) -> RoundEnd {
     RoundEnd {
         round,
@@ -132,10 +143,7 @@ conformance!(
             .end_round(&ns(), &a, end(round, RoundStatus::Succeeded, LoopStatus::Idle, 0))
             .await
             .unwrap();
-        assert_eq!(
-            loops.round(&ns(), &a, round).await.unwrap().unwrap().status,
-            RoundStatus::Failed
-        );
+        assert_eq!(status_of(&h.store, &a, round).await, RoundStatus::Failed);
     }
 );
 
@@ -160,18 +168,12 @@ conformance!(
             .end_round(&ns(), &a, end(1, RoundStatus::Succeeded, LoopStatus::Idle, 0))
             .await
             .unwrap();
-        assert_eq!(
-            loops.round(&ns(), &a, 1).await.unwrap().unwrap().status,
-            RoundStatus::Abandoned
-        );
+        assert_eq!(status_of(&h.store, &a, 1).await, RoundStatus::Abandoned);
         loops
             .end_round(&ns(), &a, end(2, RoundStatus::Lost, LoopStatus::BackingOff, 1))
             .await
             .unwrap();
-        assert_eq!(
-            loops.round(&ns(), &a, 2).await.unwrap().unwrap().status,
-            RoundStatus::Lost
-        );
+        assert_eq!(status_of(&h.store, &a, 2).await, RoundStatus::Lost);
         // The loop's row belongs to whoever runs round 3.
         let (_, states) = loops.status(&ns()).await.unwrap();
         assert_eq!((states[0].round, states[0].state), (3, LoopStatus::Running));
@@ -200,10 +202,7 @@ conformance!(
             .end_round(&ns(), &a, end(2, RoundStatus::Lost, LoopStatus::BackingOff, 1))
             .await
             .unwrap();
-        assert_eq!(
-            loops.round(&ns(), &a, 2).await.unwrap().unwrap().status,
-            RoundStatus::Lost
-        );
+        assert_eq!(status_of(&h.store, &a, 2).await, RoundStatus::Lost);
         let (_, states) = loops.status(&ns()).await.unwrap();
         let state = &states[0];
         assert_eq!(

@@ -1479,42 +1479,15 @@ const SLOW_AGENT: &str = r#"echo "$ARBITER_ROUND" >> "$OUT/$ARBITER_LOOP.out"
 exec sleep 60
 "#;
 
-const RELOAD_V1: &str = r#"
-[loops.one]
-repo = "repo"
-every = "200ms"
-command = ["sh", "../agent.sh", "v1"]
-timeout = "1m"
-env = { OUT = "@OUT@" }
+/// A loop of the reload test: `COMMAND` every 200 ms.
+fn reload_loop(name: &str, command: &str) -> String {
+    format!(
+        "[loops.{name}]\nrepo = \"repo\"\nevery = \"200ms\"\ncommand = {command}\ntimeout = \"2m\"\ngrace = \"1s\"\n\
+         env = {{ OUT = \"@OUT@\" }}\n\n"
+    )
+}
 
-[loops.two]
-repo = "repo"
-every = "200ms"
-command = ["sh", "../slow.sh"]
-timeout = "2m"
-grace = "1s"
-env = { OUT = "@OUT@" }
-"#;
-
-const RELOAD_V2: &str = r#"
-[loops.one]
-repo = "repo"
-every = "200ms"
-command = ["sh", "../agent.sh", "v2"]
-timeout = "1m"
-env = { OUT = "@OUT@" }
-
-[loops.three]
-repo = "repo"
-every = "200ms"
-command = ["sh", "../agent.sh", "v1"]
-timeout = "1m"
-env = { OUT = "@OUT@" }
-
-[channels.alerts]
-type = "file"
-path = "@OUT@/alerts.jsonl"
-"#;
+const RELOAD_CHANNEL: &str = "[channels.alerts]\ntype = \"file\"\npath = \"@OUT@/alerts.jsonl\"\n";
 
 /// `arbiter watch` runs loops `one` and `two` (whose round runs long). An edit removes
 /// `two`, adds `three`, changes `one`'s command and adds a channel: `three` starts, `two`'s
@@ -1526,7 +1499,10 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
     let fleet = Fleet::new(store);
     fleet.write("agent.sh", RELOAD_AGENT);
     fleet.write("slow.sh", SLOW_AGENT);
-    fleet.configure(RELOAD_V1);
+    let one = |arg: &str| reload_loop("one", &format!(r#"["sh", "../agent.sh", "{arg}"]"#));
+    let two = reload_loop("two", r#"["sh", "../slow.sh"]"#);
+    let three = reload_loop("three", r#"["sh", "../agent.sh", "v1"]"#);
+    fleet.configure(&format!("{}{two}", one("v1")));
     let mut watch = fleet.start("watch", &[]);
     let lines_of = |name: &str| lines(&fleet.out_file(&format!("{name}.out")));
     let grows = |watch: &mut Background, name: &str, what: &str, check: &dyn Fn(&[String]) -> bool| {
@@ -1547,7 +1523,8 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
     };
     assert!(reloads(&watch).is_empty(), "{}", watch.stderr());
 
-    fleet.configure(RELOAD_V2);
+    let loops_v2 = format!("{}{three}", one("v2"));
+    fleet.configure(&format!("{loops_v2}{RELOAD_CHANNEL}"));
     let config = fleet.config.display().to_string();
     wait_for(SOON, "the reload to be reported", || {
         assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
@@ -1579,7 +1556,7 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
     });
 
     // A broken edit: reported at its line, and the running config stays.
-    let broken = fleet.configure(&format!("{RELOAD_V2}\n[loops.four\nrepo = \"repo\"\n"));
+    let broken = fleet.configure(&format!("{loops_v2}{RELOAD_CHANNEL}\n[loops.four\nrepo = \"repo\"\n"));
     let line = broken.lines().position(|l| l == "[loops.four").expect("the line") + 1;
     let expected = format!("{config}:{line}: `[loops.four`: unclosed table");
     wait_for(SOON, "the broken edit to be reported", || {
@@ -1599,8 +1576,7 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
     );
 
     // Without channels, the dispatcher stops and releases its lease.
-    let without = RELOAD_V2.split("[channels.alerts]").next().expect("the loops");
-    fleet.configure(without);
+    fleet.configure(&loops_v2);
     wait_for(SOON, "the second reload to be reported", || {
         assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
         (reloads(&watch).len() == 2).then_some(())
