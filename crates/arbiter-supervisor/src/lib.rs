@@ -40,7 +40,7 @@ use std::time::Duration;
 use arbiter_config::Config;
 use arbiter_core::name::Namespace;
 use arbiter_store::Store;
-pub use loop_task::next_delay;
+pub use loop_task::{lease_name, next_delay};
 pub use watch::{Options, watch};
 
 /// What every task of one supervisor shares.

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 
 use crate::{STORE_RETRY_MAX, STORE_RETRY_MIN, Shared, alert, git, logs, round, stopped};
 
-/// The loop's lease: `loop/<name>`.
-pub(crate) fn lease_name(name: &LoopName) -> String {
+/// The loop's lease: `loop/<name>` (what a fleet view joins a loop's row with).
+pub fn lease_name(name: &LoopName) -> String {
     format!("loop/{name}")
 }
 

@@ -198,7 +198,8 @@ fn log_line(log: &Path, line: &str) {
     }
 }
 
-/// Runs a round; `held` reports the loss of the loop's lease, `shutdown` a signal.
+/// Runs a round; `held` reports the loss of the loop's lease, `shutdown` that the loop stops
+/// (the supervisor was signalled, or a reload removed the loop).
 pub async fn run(
     ctx: &RoundContext<'_>,
     held: &mut HeldLease,
