@@ -151,7 +151,8 @@ async fn hold_loop(
         }
         let config = shared.config();
         let Some(spec) = spec(&config, name) else {
-            tracing::warn!(loop_name = %name, "the loop is no longer configured; stopping it");
+            // A reload that removed it stops it too, and says so in its own line.
+            tracing::info!(loop_name = %name, "the loop is no longer configured; stopping it");
             return Ok(Continue::Stop);
         };
         if !spec.enabled {

@@ -195,6 +195,13 @@ impl Fleet {
         let before: Vec<&LoopSpec> = selected(&old, options).collect();
         let after: Vec<&LoopSpec> = selected(&config, options).collect();
         let mut changes = Changes::default();
+        // Removed loops are told first, so none of them meets the new config running.
+        for spec in &before {
+            if !after.iter().any(|a| a.name == spec.name) {
+                self.stop_loop(&spec.name);
+                changes.removed.push(spec.name.clone());
+            }
+        }
         self.shared.set_config(config.clone());
         for spec in &after {
             match before.iter().find(|b| b.name == spec.name) {
@@ -204,12 +211,6 @@ impl Fleet {
                 }
                 Some(was) if *was != *spec => changes.changed.push(spec.name.clone()),
                 Some(_) => {}
-            }
-        }
-        for spec in &before {
-            if !after.iter().any(|a| a.name == spec.name) {
-                self.stop_loop(&spec.name);
-                changes.removed.push(spec.name.clone());
             }
         }
         changes.dispatcher = self.sync_dispatcher(Some(&old), &config);

@@ -1592,6 +1592,12 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
     watch.signal(Signal::SIGTERM);
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
     assert_eq!(reloads(&watch).len(), 2, "{}", watch.stderr());
+    let stderr = watch.stderr();
+    let others: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("arbiter: reloaded") && !l.contains("the edited configuration is invalid"))
+        .collect();
+    assert!(others.is_empty(), "nothing else at the default level: {stderr}");
 }
 
 /// `arbiter logs LOOP --follow` started while a round runs prints its log as it grows and
