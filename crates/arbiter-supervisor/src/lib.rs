@@ -41,6 +41,7 @@ use arbiter_config::Config;
 use arbiter_core::name::Namespace;
 use arbiter_store::Store;
 pub use loop_task::{lease_name, next_delay};
+use tokio::sync::watch::Receiver;
 pub use watch::{Options, watch};
 
 /// What every task of one supervisor shares.
@@ -67,7 +68,40 @@ impl Shared {
 const STORE_RETRY_MIN: Duration = Duration::from_secs(1);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// Why a loop stops: what its stop channel says once it must.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The supervisor was signalled (SIGINT, SIGTERM).
+    Signalled,
+    /// A reload removed the loop from the configuration.
+    Removed,
+}
+
+impl StopReason {
+    /// The reason an interrupted round records.
+    pub fn says(self) -> &'static str {
+        match self {
+            StopReason::Signalled => "the supervisor was stopped",
+            StopReason::Removed => "the loop was removed from the configuration",
+        }
+    }
+}
+
+/// A loop's stop channel: `None` while it runs.
+pub type LoopStop = Receiver<Option<StopReason>>;
+
+/// Resolves when the loop must stop, with why.
+pub(crate) async fn told_to_stop(stop: &mut LoopStop) -> StopReason {
+    // The guard is dropped before anything else is awaited.
+    let reason = stop.wait_for(Option::is_some).await.map(|reason| *reason);
+    match reason {
+        Ok(reason) => reason.unwrap_or(StopReason::Signalled),
+        // The sender is gone: nothing could stop the loop any more, so it stops now.
+        Err(_) => StopReason::Signalled,
+    }
+}
+
 /// Resolves when `shutdown` says stop (the guard of the channel is not held across awaits).
-pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn stopped(shutdown: &mut Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }

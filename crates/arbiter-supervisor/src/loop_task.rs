@@ -10,9 +10,8 @@ use arbiter_core::loops::{LoopStatus, RoundStatus};
 use arbiter_core::name::LoopName;
 use arbiter_core::{ErrorKind, Result};
 use arbiter_store::RoundEnd;
-use tokio::sync::watch;
 
-use crate::{STORE_RETRY_MAX, STORE_RETRY_MIN, Shared, alert, git, logs, round, stopped};
+use crate::{LoopStop, STORE_RETRY_MAX, STORE_RETRY_MIN, Shared, alert, git, logs, round, told_to_stop};
 
 /// The loop's lease: `loop/<name>` (what a fleet view joins a loop's row with).
 pub fn lease_name(name: &LoopName) -> String {
@@ -23,7 +22,7 @@ pub fn lease_name(name: &LoopName) -> String {
 /// (unreachable, silent, past a statement deadline), so an outage does not end `watch`.
 /// With `--rounds` (a bounded run, counted from the start) the error ends it instead.
 /// `stop` ends the loop: the supervisor's shutdown, or the loop's removal from the config.
-pub(crate) async fn run(shared: Arc<Shared>, name: LoopName, mut stop: watch::Receiver<bool>) -> Result<()> {
+pub(crate) async fn run(shared: Arc<Shared>, name: LoopName, mut stop: LoopStop) -> Result<()> {
     let mut pause = STORE_RETRY_MIN;
     loop {
         let started = tokio::time::Instant::now();
@@ -35,7 +34,7 @@ pub(crate) async fn run(shared: Arc<Shared>, name: LoopName, mut stop: watch::Re
                 tracing::warn!(loop_name = %name, error = %e, retry_in = ?pause, "the store is unavailable; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
-                    () = stopped(&mut stop) => return Ok(()),
+                    _ = told_to_stop(&mut stop) => return Ok(()),
                 }
                 pause = (pause * 2).min(STORE_RETRY_MAX);
             }
@@ -45,7 +44,7 @@ pub(crate) async fn run(shared: Arc<Shared>, name: LoopName, mut stop: watch::Re
 }
 
 /// One loop: standby until its lease is ours, then rounds on schedule.
-async fn run_loop(shared: &Shared, name: &LoopName, mut stop: watch::Receiver<bool>) -> Result<()> {
+async fn run_loop(shared: &Shared, name: &LoopName, mut stop: LoopStop) -> Result<()> {
     let store = &shared.store;
     let options = &shared.options;
     let ns = &shared.namespace;
@@ -58,7 +57,7 @@ async fn run_loop(shared: &Shared, name: &LoopName, mut stop: watch::Receiver<bo
     let done = |round: i64| target.is_some_and(|t| round >= t);
     let mut rounds_here = 0u64;
     loop {
-        if *stop.borrow() {
+        if stop.borrow().is_some() {
             return Ok(());
         }
         // Standby: wait for the lease a few seconds at a time, watching for the end.
@@ -75,7 +74,7 @@ async fn run_loop(shared: &Shared, name: &LoopName, mut stop: watch::Receiver<bo
         let grace = spec(&shared.config(), name).map_or(Duration::ZERO, |l| l.grace);
         let held = tokio::select! {
             held = HeldLease::acquire(store, request, grace) => held,
-            () = stopped(&mut stop) => return Ok(()),
+            _ = told_to_stop(&mut stop) => return Ok(()),
         };
         let mut held = match held {
             Ok(held) => held,
@@ -133,7 +132,7 @@ async fn hold_loop(
     shared: &Shared,
     name: &LoopName,
     held: &mut HeldLease,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut LoopStop,
     done: impl Fn(i64) -> bool,
     rounds_here: &mut u64,
 ) -> Result<Continue> {
@@ -146,7 +145,7 @@ async fn hold_loop(
     // wrong (a new supervisor took over a failing loop).
     let mut shown = LoopStatus::Idle;
     loop {
-        if *stop.borrow() {
+        if stop.borrow().is_some() {
             return Ok(Continue::Stop);
         }
         let config = shared.config();
@@ -166,7 +165,7 @@ async fn hold_loop(
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(2)) => continue,
                 err = held.lost() => return Err(err),
-                () = stopped(stop) => return Ok(Continue::Stop),
+                _ = told_to_stop(stop) => return Ok(Continue::Stop),
             }
         }
         let state = store.loops().heartbeat(ns, name, shown, None, holder).await?;
@@ -189,7 +188,7 @@ async fn hold_loop(
             tokio::select! {
                 () = tokio::time::sleep(nap) => continue,
                 err = held.lost() => return Err(err),
-                () = stopped(stop) => return Ok(Continue::Stop),
+                _ = told_to_stop(stop) => return Ok(Continue::Stop),
             }
         }
         let log_dir = logs::loop_dir(&options.log_dir, ns, name)?;

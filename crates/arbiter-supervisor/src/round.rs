@@ -200,11 +200,7 @@ fn log_line(log: &Path, line: &str) {
 
 /// Runs a round; `held` reports the loss of the loop's lease, `shutdown` that the loop stops
 /// (the supervisor was signalled, or a reload removed the loop).
-pub async fn run(
-    ctx: &RoundContext<'_>,
-    held: &mut HeldLease,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<Outcome> {
+pub async fn run(ctx: &RoundContext<'_>, held: &mut HeldLease, shutdown: &mut crate::LoopStop) -> Result<Outcome> {
     let spec = ctx.spec;
     let host = arbiter_process::host_name();
     // The round log is created here, 0600, and a planted link refused, before anything
@@ -334,7 +330,7 @@ async fn supervise(
     spawn: &Spawn,
     deadline: tokio::time::Instant,
     held: &mut HeldLease,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    shutdown: &mut crate::LoopStop,
 ) -> Result<Outcome> {
     if !ctx.spec.repo.is_dir() {
         return Ok(Outcome::failed(format!(
@@ -376,9 +372,9 @@ async fn supervise(
             child.terminate(grace.min(held.deadlines().grace)).await?;
             Outcome { status: RoundStatus::Lost, exit_code: None, reason: format!("the loop's lease was lost: {}", err.message) }
         }
-        () = crate::stopped(shutdown), if !ctx.spec.finish_on_stop => {
+        why = crate::told_to_stop(shutdown), if !ctx.spec.finish_on_stop => {
             child.terminate(grace).await?;
-            Outcome { status: RoundStatus::Interrupted, exit_code: None, reason: "the supervisor was stopped".into() }
+            Outcome { status: RoundStatus::Interrupted, exit_code: None, reason: why.says().into() }
         }
     };
     Ok(outcome)

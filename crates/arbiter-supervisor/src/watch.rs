@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::reload::{Changes, ConfigFile};
-use crate::{Shared, dispatcher, loop_task, stopped};
+use crate::{Shared, StopReason, dispatcher, loop_task, stopped};
 
 /// How the supervisor runs.
 #[derive(Debug, Clone)]
@@ -134,7 +134,7 @@ struct Fleet {
     shared: Arc<Shared>,
     tasks: JoinSet<Result<()>>,
     /// Each running loop's own stop (its removal, or the supervisor's shutdown).
-    stops: HashMap<String, watch::Sender<bool>>,
+    stops: HashMap<String, watch::Sender<Option<StopReason>>>,
     dispatcher: Option<dispatcher::Running>,
     /// Dispatchers told to stop, draining.
     stopping: Vec<JoinHandle<()>>,
@@ -143,7 +143,7 @@ struct Fleet {
 impl Fleet {
     fn start_loop(&mut self, spec: &LoopSpec) -> Result<()> {
         let name = LoopName::parse(&spec.name).map_err(|e| Error::internal(e.message))?;
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(None);
         self.stops.insert(spec.name.clone(), stop);
         self.tasks.spawn(loop_task::run(self.shared.clone(), name, stopped));
         Ok(())
@@ -153,13 +153,13 @@ impl Fleet {
     /// its lease and records itself stopped.
     fn stop_loop(&mut self, name: &str) {
         if let Some(stop) = self.stops.remove(name) {
-            let _ = stop.send(true);
+            let _ = stop.send(Some(StopReason::Removed));
         }
     }
 
     fn stop_all(&mut self) {
         for (_, stop) in self.stops.drain() {
-            let _ = stop.send(true);
+            let _ = stop.send(Some(StopReason::Signalled));
         }
         self.stop_dispatcher();
     }

@@ -1547,6 +1547,10 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
         fleet.status().remove("two").filter(|row| row["state"] == "stopped")
     });
     assert_eq!(two["last_status"], "interrupted", "{two}");
+    assert_eq!(
+        two["last_reason"], "the loop was removed from the configuration",
+        "{two}"
+    );
     assert_eq!(two["lease_expires_at"], Value::Null, "its lease is released: {two}");
     assert_eq!(lines_of("two"), ["1"], "the removed loop ran no other round");
     assert_eq!(fleet.rounds("two")[0].status, "interrupted");
