@@ -9,6 +9,7 @@ use tokio_postgres::Row;
 use super::{PgStore, execute, now_ms, pg_error, query};
 use crate::api::LoopStore;
 use crate::loops::{ABANDONED, LoopState, ROUND_COLUMNS, RoundEnd, RoundInfo, STATE_COLUMNS};
+use crate::schema::Migration;
 use crate::sql::lost;
 
 fn state_row(r: &Row) -> LoopState {
@@ -208,3 +209,42 @@ impl LoopStore for PgStore {
             .collect())
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 4: the supervisor's loops and their rounds.
+    Migration {
+        version: 4,
+        sql: r#"
+    CREATE TABLE loop_state (
+        namespace            TEXT NOT NULL,
+        loop                 TEXT NOT NULL,
+        round                BIGINT NOT NULL,
+        state                TEXT NOT NULL,
+        consecutive_failures BIGINT NOT NULL,
+        next_run_at          BIGINT NOT NULL,
+        last_status          TEXT,
+        last_reason          TEXT,
+        last_exit            BIGINT,
+        host                 TEXT NOT NULL,
+        pid                  BIGINT NOT NULL,
+        heartbeat_at         BIGINT NOT NULL,
+        PRIMARY KEY (namespace, loop)
+    );
+    CREATE TABLE loop_rounds (
+        namespace  TEXT NOT NULL,
+        loop       TEXT NOT NULL,
+        round      BIGINT NOT NULL,
+        host       TEXT NOT NULL,
+        pid        BIGINT NOT NULL,
+        started_at BIGINT NOT NULL,
+        ended_at   BIGINT,
+        status     TEXT NOT NULL,
+        exit_code  BIGINT,
+        reason     TEXT,
+        log_path   TEXT NOT NULL,
+        PRIMARY KEY (namespace, loop, round)
+    );
+    "#,
+    },
+];

@@ -8,6 +8,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::{Outcome, SqliteStore, internal, now_ms};
 use crate::api::LoopStore;
 use crate::loops::{ABANDONED, LoopState, ROUND_COLUMNS, RoundEnd, RoundInfo, STATE_COLUMNS};
+use crate::schema::Migration;
 use crate::sql::lost;
 
 fn state_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoopState> {
@@ -203,3 +204,42 @@ impl LoopStore for SqliteStore {
         .await
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 4: the supervisor's loops and their rounds.
+    Migration {
+        version: 4,
+        sql: r#"
+    CREATE TABLE loop_state (
+        namespace            TEXT NOT NULL,
+        loop                 TEXT NOT NULL,
+        round                INTEGER NOT NULL,
+        state                TEXT NOT NULL,
+        consecutive_failures INTEGER NOT NULL,
+        next_run_at          INTEGER NOT NULL,
+        last_status          TEXT,
+        last_reason          TEXT,
+        last_exit            INTEGER,
+        host                 TEXT NOT NULL,
+        pid                  INTEGER NOT NULL,
+        heartbeat_at         INTEGER NOT NULL,
+        PRIMARY KEY (namespace, loop)
+    ) WITHOUT ROWID;
+    CREATE TABLE loop_rounds (
+        namespace  TEXT NOT NULL,
+        loop       TEXT NOT NULL,
+        round      INTEGER NOT NULL,
+        host       TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at   INTEGER,
+        status     TEXT NOT NULL,
+        exit_code  INTEGER,
+        reason     TEXT,
+        log_path   TEXT NOT NULL,
+        PRIMARY KEY (namespace, loop, round)
+    ) WITHOUT ROWID;
+    "#,
+    },
+];

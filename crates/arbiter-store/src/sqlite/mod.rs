@@ -27,7 +27,7 @@ use arbiter_core::{Error, ErrorKind, Millis, Result};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
+use crate::api::{Changes, Subscription, Topic};
 use crate::url::Synchronous;
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
@@ -206,9 +206,9 @@ fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
             path.display()
         )));
     }
-    for (index, sql) in migrations::MIGRATIONS.iter().enumerate().skip(version as usize) {
-        tx.execute_batch(sql)
-            .map_err(|e| sqlite_error(path, e).context(format!("migration {}", index + 1)))?;
+    for step in crate::schema::pending(migrations::PRIMITIVES, version) {
+        tx.execute_batch(step.sql)
+            .map_err(|e| sqlite_error(path, e).context(format!("migration {}", step.version)))?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
         .map_err(|e| sqlite_error(path, e))?;
@@ -265,24 +265,6 @@ impl Backend for SqliteStore {
             schema_version: SCHEMA_VERSION,
         }
     }
-    fn leases(&self) -> &dyn LeaseStore {
-        self
-    }
-    fn kv(&self) -> &dyn KvStore {
-        self
-    }
-    fn log(&self) -> &dyn LogStore {
-        self
-    }
-    fn notify(&self) -> &dyn NotifyStore {
-        self
-    }
-    fn loops(&self) -> &dyn LoopStore {
-        self
-    }
-    fn changes(&self) -> &dyn Changes {
-        self
-    }
 }
 
 struct DataVersionSubscription {
@@ -325,13 +307,5 @@ impl Subscription for DataVersionSubscription {
             tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + interval)).await;
             interval = (interval * 2).min(POLL_MAX);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn schema_version_matches_migrations() {
-        assert_eq!(super::migrations::MIGRATIONS.len() as i64, crate::SCHEMA_VERSION);
     }
 }

@@ -8,6 +8,7 @@ mod lease;
 mod log;
 mod notify;
 mod pgconn;
+mod schema;
 
 use std::time::Duration;
 
