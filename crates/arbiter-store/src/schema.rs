@@ -1,9 +1,25 @@
 //! Schema migrations, declared by each primitive beside its code (`sqlite/<primitive>.rs`,
 //! `postgres/<primitive>.rs`: a `MIGRATIONS` list) and put in order here, once for both
-//! backends. A version's steps run in the order the backend lists its primitives, so a
+//! backends ([`primitives!`]). A version's steps run in the order of that list, so a
 //! version that touched several primitives (version 1: leases, then keys) produces the
 //! same schema, statement for statement, as when it was one text. Never edit a step that
 //! has shipped; add one at the next version (and raise [`crate::SCHEMA_VERSION`]).
+
+/// Every primitive's steps, for the backend's `mod.rs` that invokes it (each backend has a
+/// module per primitive with a `MIGRATIONS` list); within one version they run in this
+/// order. A new primitive adds its line here.
+macro_rules! primitives {
+    () => {
+        &[
+            lease::MIGRATIONS,
+            kv::MIGRATIONS,
+            log::MIGRATIONS,
+            notify::MIGRATIONS,
+            loops::MIGRATIONS,
+        ]
+    };
+}
+pub(crate) use primitives;
 
 /// One step of a primitive's schema: the statements that bring its tables to `version`.
 pub(crate) struct Migration {
@@ -41,6 +57,12 @@ pub(crate) fn check(primitives: &[&'static [Migration]]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_version_up_to_the_current_one_has_a_step_on_each_backend() {
+        check(crate::sqlite::MIGRATIONS);
+        check(crate::postgres::MIGRATIONS);
+    }
 
     #[test]
     fn steps_run_by_version_then_in_primitive_order() {

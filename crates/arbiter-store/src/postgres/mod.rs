@@ -15,7 +15,6 @@ mod kv;
 mod lease;
 mod log;
 mod loops;
-mod migrations;
 mod notify;
 mod tls;
 
@@ -35,6 +34,9 @@ use self::connect::Connector;
 use crate::api::{Changes, Subscription, Topic};
 use crate::url::{PgOptions, redact};
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
+
+/// Every primitive's schema steps (`crate::schema`).
+pub(crate) const MIGRATIONS: &[&[crate::schema::Migration]] = crate::schema::primitives!();
 
 const POOL_SIZE: usize = 8;
 /// How long the server lets a session sit idle inside a transaction before ending it.
@@ -177,7 +179,7 @@ impl PgStore {
                 self.location
             )));
         }
-        for step in crate::schema::pending(migrations::PRIMITIVES, version) {
+        for step in crate::schema::pending(MIGRATIONS, version) {
             tx.batch_execute(step.sql)
                 .await
                 .map_err(|e| pg_error(e).context(format!("migration {}", step.version)))?;

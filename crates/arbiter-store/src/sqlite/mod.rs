@@ -16,7 +16,6 @@ mod kv;
 mod lease;
 mod log;
 mod loops;
-mod migrations;
 mod notify;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +29,9 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::api::{Changes, Subscription, Topic};
 use crate::url::Synchronous;
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
+
+/// Every primitive's schema steps (`crate::schema`).
+pub(crate) const MIGRATIONS: &[&[crate::schema::Migration]] = crate::schema::primitives!();
 
 /// How many reads of one handle run at once (each on its own connection and snapshot).
 const READERS: usize = 4;
@@ -276,7 +278,7 @@ fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
             path.display()
         )));
     }
-    for step in crate::schema::pending(migrations::PRIMITIVES, version) {
+    for step in crate::schema::pending(MIGRATIONS, version) {
         tx.execute_batch(step.sql)
             .map_err(|e| sqlite_error(path, e).context(format!("migration {}", step.version)))?;
     }
