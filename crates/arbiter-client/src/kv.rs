@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use arbiter_core::Result;
 use arbiter_core::kv::KvEvent;
+use arbiter_core::name::Namespace;
 use arbiter_store::{Store, Subscription, Topic};
 
 /// A watch of the keys under a prefix. [`Watch::next`] returns batches in revision order,
@@ -27,7 +28,7 @@ impl Watch {
         let subscription = store.changes().subscribe(Topic::Kv).await?;
         let next_revision = match from {
             Some(from) => from,
-            None => store.kv().revision().await? + 1,
+            None => store.kv().revision(&Namespace::parse(namespace)?).await? + 1,
         };
         Ok(Watch {
             store: store.clone(),

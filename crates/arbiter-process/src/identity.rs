@@ -148,7 +148,7 @@ fn past_wrappers(pid: u32) -> u32 {
 fn process_group(pid: u32) -> Option<u32> {
     #[cfg(target_os = "linux")]
     {
-        crate::procfs::stat(pid).and_then(|st| u32::try_from(st.pgrp).ok())
+        crate::procfs::stat(pid).map(|st| st.pgrp)
     }
     #[cfg(all(unix, not(target_os = "linux")))]
     {

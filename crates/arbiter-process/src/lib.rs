@@ -31,7 +31,7 @@ mod identity;
 mod liveness;
 pub mod private;
 #[cfg(target_os = "linux")]
-mod procfs;
+pub mod procfs;
 
 pub use guarded::{GUARD_SUBCOMMAND, GuardedChild, Spawn, exit_code, spawn_guarded};
 #[cfg(unix)]

@@ -1,16 +1,24 @@
-//! Reading `/proc` (Linux only).
+//! Reading `/proc` (Linux only): the one parser of `/proc/<pid>/stat`, used by arbiter and
+//! by the tests that look at processes.
 
 use std::fs;
 
-/// The fields of `/proc/<pid>/stat` that arbiter uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProcStat {
+/// The fields of `/proc/<pid>/stat` that arbiter and its tests use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 1: the process id.
+    pub pid: u32,
+    /// Field 2: the command name (at most 15 bytes), without its parentheses.
+    pub comm: String,
     /// Field 3: `R`, `S`, `D`, `Z` (zombie), `X` (dead), …
     pub state: char,
     /// Field 4: the parent's pid.
     pub ppid: u32,
     /// Field 5: the process group id.
-    pub pgrp: i64,
+    pub pgrp: u32,
+    /// Fields 14 and 15: CPU time in user and in kernel mode, in clock ticks.
+    pub utime: u64,
+    pub stime: u64,
     /// Field 22: start time, in clock ticks since boot.
     pub start_time: u64,
 }
@@ -26,8 +34,10 @@ impl ProcStat {
 ///
 /// Field 2 (`comm`, the command name) is in parentheses and may itself contain spaces and
 /// parentheses, so the fields after it are found after the **last** `)` of the line.
-pub(crate) fn parse_stat(line: &str) -> Option<ProcStat> {
-    let (_, rest) = line.rsplit_once(')')?;
+pub fn parse_stat(line: &str) -> Option<ProcStat> {
+    let (head, rest) = line.rsplit_once(')')?;
+    let (pid, comm) = head.split_once(" (")?;
+    let pid = pid.trim().parse().ok()?;
     let mut fields = rest.split_ascii_whitespace();
     // `rest` starts at field 3.
     let state = fields.next()?;
@@ -38,18 +48,25 @@ pub(crate) fn parse_stat(line: &str) -> Option<ProcStat> {
     }
     let ppid = fields.next()?.parse().ok()?; // field 4
     let pgrp = fields.next()?.parse().ok()?; // field 5
-    // Fields 6..=21 are 16 fields; field 22 comes after them.
-    let start_time = fields.nth(16)?.parse().ok()?;
+    // Fields 6..=13 are 8 fields; fields 14 and 15 come after them.
+    let utime = fields.nth(8)?.parse().ok()?;
+    let stime = fields.next()?.parse().ok()?;
+    // Fields 16..=21 are 6 fields; field 22 comes after them.
+    let start_time = fields.nth(6)?.parse().ok()?;
     Some(ProcStat {
+        pid,
+        comm: comm.to_string(),
         state: state_char,
         ppid,
         pgrp,
+        utime,
+        stime,
         start_time,
     })
 }
 
 /// Reads and parses `/proc/<pid>/stat`; `None` if there is no such process.
-pub(crate) fn stat(pid: u32) -> Option<ProcStat> {
+pub fn stat(pid: u32) -> Option<ProcStat> {
     let line = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&line)
 }
@@ -70,7 +87,7 @@ pub(crate) fn group_has_only_zombies(pgid: u32) -> bool {
         };
         // A process that vanished meanwhile is simply not a member any more.
         let Some(st) = stat(pid) else { continue };
-        if st.pgrp != i64::from(pgid) {
+        if st.pgrp != pgid {
             continue;
         }
         if st.is_gone() {
@@ -82,15 +99,23 @@ pub(crate) fn group_has_only_zombies(pgid: u32) -> bool {
     zombies
 }
 
-/// Every live (non-zombie) process `/proc` shows, with its stat.
-fn all() -> Vec<(u32, ProcStat)> {
+/// Every process `/proc` shows (zombies too: see [`ProcStat::is_gone`]).
+pub fn all() -> Vec<ProcStat> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| Some((pid, stat(pid)?)))
+        .filter_map(stat)
+        .collect()
+}
+
+/// The live (non-zombie) members of process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<ProcStat> {
+    all()
+        .into_iter()
+        .filter(|st| st.pgrp == pgid && !st.is_gone())
         .collect()
 }
 
@@ -102,11 +127,12 @@ pub(crate) fn descendants(root: u32) -> Vec<(u32, i64)> {
     let mut found: Vec<(u32, i64)> = Vec::new();
     let mut frontier = vec![root];
     while let Some(parent) = frontier.pop() {
-        for (pid, st) in &procs {
-            if st.ppid == parent && *pid != root && !found.iter().any(|(p, _)| p == pid) {
-                frontier.push(*pid);
+        for st in &procs {
+            let pid = st.pid;
+            if st.ppid == parent && pid != root && !found.iter().any(|&(p, _)| p == pid) {
+                frontier.push(pid);
                 if !st.is_gone() {
-                    found.push((*pid, st.pgrp));
+                    found.push((pid, i64::from(st.pgrp)));
                 }
             }
         }
@@ -128,9 +154,13 @@ mod tests {
         assert_eq!(
             st,
             ProcStat {
+                pid: 1234,
+                comm: "bash".into(),
                 state: 'S',
                 ppid: 1200,
                 pgrp: 1234,
+                utime: 4,
+                stime: 3,
                 start_time: 987654
             }
         );
@@ -144,9 +174,13 @@ mod tests {
         assert_eq!(
             st,
             ProcStat {
+                pid: 42,
+                comm: "a) b ) (c)".into(),
                 state: 'Z',
                 ppid: 1,
                 pgrp: 77,
+                utime: 0,
+                stime: 0,
                 start_time: 5555
             }
         );

@@ -48,8 +48,9 @@ pub trait KvStore: Send + Sync {
     async fn list(&self, namespace: &str, prefix: &str) -> Result<Vec<KeyValue>>;
     /// Changes of keys starting with `prefix` at revisions `>= from`, oldest first.
     async fn events(&self, namespace: &str, prefix: &str, from: i64, limit: usize) -> Result<Vec<KvEvent>>;
-    /// The store-wide revision: the revision of the last change (0 before any).
-    async fn revision(&self) -> Result<i64>;
+    /// The namespace's revision: the revision of its last change (0 before any). Each
+    /// namespace counts its own revisions.
+    async fn revision(&self, namespace: &Namespace) -> Result<i64>;
 }
 
 #[async_trait]
@@ -135,15 +136,45 @@ pub trait LoopStore: Send + Sync {
     async fn round(&self, namespace: &Namespace, loop_name: &LoopName, round: i64) -> Result<Option<RoundInfo>>;
 }
 
-/// What a waiter waits on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Topic {
-    Leases,
-    Kv,
-    Log,
-    Notify,
+/// Declares [`Topic`]: one variant per primitive, with the name its change channel is
+/// derived from. A new primitive adds one line to the invocation below.
+macro_rules! topics {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// What a waiter waits on: the changes of one primitive.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Topic {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Topic {
+            /// Every topic.
+            pub const ALL: &[Topic] = &[$(Topic::$variant),*];
+
+            /// The topic's name: lowercase letters and `_`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Topic::$variant => $name,)*
+                }
+            }
+
+            /// The notification channel of the topic (a PostgreSQL `LISTEN`/`NOTIFY`
+            /// channel): `arbiter_` and its name.
+            pub fn channel(self) -> &'static str {
+                match self {
+                    $(Topic::$variant => concat!("arbiter_", $name),)*
+                }
+            }
+        }
+    };
+}
+
+topics! {
+    Leases => "leases",
+    Kv => "kv",
+    Log => "log",
+    Notify => "notify",
     /// Rounds starting and ending.
-    Loops,
+    Loops => "loops",
 }
 
 /// A way to wait until the store may have changed, without hammering it.

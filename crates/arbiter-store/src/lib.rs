@@ -16,6 +16,7 @@ pub mod api;
 mod loops;
 mod notify;
 mod postgres;
+mod schema;
 mod sql;
 mod sqlite;
 pub mod url;
@@ -30,7 +31,7 @@ pub use url::StoreUrl;
 
 /// The schema version this build writes. Opening a store migrates it up to this version; a
 /// store with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// What `arbiter store info` prints.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -42,15 +43,11 @@ pub struct StoreInfo {
     pub schema_version: i64,
 }
 
-/// One backend: it implements every primitive's trait.
-pub trait Backend: Send + Sync + 'static {
+/// One backend: the sum of every primitive's trait, so a backend implements each primitive
+/// once (in its own module) and [`Store`] hands out each trait by upcasting; nothing
+/// forwards. A new primitive adds its trait here and an accessor on [`Store`].
+pub trait Backend: LeaseStore + KvStore + LogStore + NotifyStore + LoopStore + Changes + Send + Sync + 'static {
     fn info(&self) -> StoreInfo;
-    fn leases(&self) -> &dyn LeaseStore;
-    fn kv(&self) -> &dyn KvStore;
-    fn log(&self) -> &dyn LogStore;
-    fn notify(&self) -> &dyn NotifyStore;
-    fn loops(&self) -> &dyn LoopStore;
-    fn changes(&self) -> &dyn Changes;
 }
 
 /// A handle on an open, migrated store. Cheap to clone; every clone shares connections.
@@ -79,21 +76,21 @@ impl Store {
         self.backend.info()
     }
     pub fn leases(&self) -> &dyn LeaseStore {
-        self.backend.leases()
+        &*self.backend
     }
     pub fn kv(&self) -> &dyn KvStore {
-        self.backend.kv()
+        &*self.backend
     }
     pub fn log(&self) -> &dyn LogStore {
-        self.backend.log()
+        &*self.backend
     }
     pub fn notify(&self) -> &dyn NotifyStore {
-        self.backend.notify()
+        &*self.backend
     }
     pub fn loops(&self) -> &dyn LoopStore {
-        self.backend.loops()
+        &*self.backend
     }
     pub fn changes(&self) -> &dyn Changes {
-        self.backend.changes()
+        &*self.backend
     }
 }

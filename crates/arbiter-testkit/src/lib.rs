@@ -1,4 +1,6 @@
-//! Test support shared by every crate's tests.
+//! Test support shared by every crate's tests: [`each_backend!`] (a test per backend),
+//! [`wait`] (bounded waits: [`eventually`]), [`receiver`] (an HTTP receiver on loopback
+//! that records requests and answers as told), [`net`] (a link that can be frozen).
 //!
 //! PostgreSQL tests call [`postgres_url`] for a store URL naming a fresh schema of their
 //! own (so tests run in parallel and a rerun starts clean). The server is
@@ -7,6 +9,10 @@
 //! `CI`, where an unreachable server fails the test: CI must run them.
 
 pub mod net;
+pub mod receiver;
+pub mod wait;
+
+pub use wait::{eventually, eventually_async, poll_for, poll_for_async};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -133,11 +139,43 @@ impl Default for TempSqlite {
     }
 }
 
-/// Declares a module `$name` with two tokio tests, `sqlite` and `postgres`, each calling
-/// `$body(store_url: String)` on a fresh store of that backend. The Postgres one returns
-/// early (after printing SKIPPED) when no server is reachable outside CI.
+/// A test per backend, in one of two forms:
+///
+/// - `each_backend!(name, |url: String| async move { … })` declares a module `name` with two
+///   tokio tests, `sqlite` and `postgres`, each calling the body with the URL of a fresh
+///   store of that backend.
+/// - `each_backend!(Harness; a, b, …)` declares modules `sqlite` and `postgres`, each with a
+///   `#[test]` per scenario `fn a(store: &Harness)` of the calling module: the harness comes
+///   from `Harness::sqlite()` and `Harness::postgres(test_name) -> Option<Harness>`.
+///
+/// The Postgres tests return early (after printing SKIPPED) when no server is reachable
+/// outside CI.
 #[macro_export]
 macro_rules! each_backend {
+    ($harness:ident; $($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $scenario() {
+                    super::$scenario(&$harness::sqlite());
+                }
+            )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $scenario() {
+                    if let Some(store) = $harness::postgres(stringify!($scenario)) {
+                        super::$scenario(&store);
+                    }
+                }
+            )*
+        }
+    };
     ($name:ident, $body:expr) => {
         mod $name {
             #[allow(unused_imports)]

@@ -8,8 +8,9 @@ use arbiter_core::ErrorKind;
 use arbiter_store::{DeliveryState, Store};
 use serde_json::Value;
 
-use crate::receiver::{Answer, Behaviour, Receiver, Request};
-use crate::support::{NS, accept, config, dispatch_once, eventually, message_id, note, open_store, start_dispatcher};
+use crate::support::{NS, accept, config, dispatch_once, message_id, note, open_store, start_dispatcher};
+use arbiter_testkit::eventually_async;
+use arbiter_testkit::receiver::{Answer, Behaviour, Receiver, Request};
 
 /// The numeric outbox id in a message id (`fleet-17` → 17).
 fn number(id: &str) -> i64 {
@@ -34,7 +35,7 @@ fn first_arrivals(taken: &[Request]) -> Vec<String> {
 arbiter_testkit::each_backend!(
     a_storm_of_37_then_resolve_sends_exactly_5_messages,
     |url: String| async move {
-        let receiver = Receiver::start().await;
+        let receiver = Receiver::start();
         let config = config(&format!(
             r#"
 [channels.hook]
@@ -81,7 +82,7 @@ channels = ["hook", "chat"]
             "{report:?}"
         );
         receiver
-            .wait_for(Duration::from_secs(5), "10 requests", |r| r.len() >= 10)
+            .wait_for_async(Duration::from_secs(5), "10 requests", |r| r.len() >= 10)
             .await;
         // Nothing more is due: a second pass sends nothing.
         assert_eq!(dispatch_once(&store, &config).await.delivered, 0);
@@ -162,7 +163,7 @@ async fn met(stage: Stage, receiver: &Receiver, store: &Store, since: usize, att
         Stage::Hanging => Answer::Hung,
         Stage::Refused => {
             // Nothing arrives: the store shows the refused attempts.
-            eventually(limit, "a refused attempt on every channel", || async {
+            eventually_async(limit, "a refused attempt on every channel", || async {
                 let pending = store.notify().list(NS, Some(DeliveryState::Pending), 1000).await.ok()?;
                 CHANNELS
                     .iter()
@@ -182,7 +183,7 @@ async fn met(stage: Stage, receiver: &Receiver, store: &Store, since: usize, att
         }
     };
     receiver
-        .wait_for(limit, &format!("a {answer:?} on every channel"), |requests| {
+        .wait_for_async(limit, &format!("a {answer:?} on every channel"), |requests| {
             CHANNELS.iter().all(|c| {
                 requests[since.min(requests.len())..]
                     .iter()
@@ -199,7 +200,7 @@ async fn met(stage: Stage, receiver: &Receiver, store: &Store, since: usize, att
 arbiter_testkit::each_backend!(
     an_outage_loses_nothing_and_keeps_per_channel_order,
     |url: String| async move {
-        let receiver = Receiver::start().await;
+        let receiver = Receiver::start();
         let config = config(&format!(
             r#"
 [notifications]
@@ -246,14 +247,14 @@ channels = ["b"]
                 .map(|e| (e.id, e.attempts))
                 .collect();
             match stage {
-                Stage::Refused => receiver.refuse().await,
+                Stage::Refused => receiver.refuse(),
                 other => {
                     receiver.set(match other {
                         Stage::Unavailable => Behaviour::Status(503),
                         Stage::TooMany => Behaviour::TooMany { retry_after: 1 },
                         _ => Behaviour::Hang(Duration::from_millis(600)),
                     });
-                    receiver.listen().await;
+                    receiver.listen();
                 }
             }
             // 25 notifications per stage, alternating channels.
@@ -280,9 +281,9 @@ channels = ["b"]
 
         // Recovery.
         receiver.set(Behaviour::Ok);
-        receiver.listen().await;
+        receiver.listen();
         receiver
-            .wait_for(Duration::from_secs(20), "all 200 notifications delivered", |requests| {
+            .wait_for_async(Duration::from_secs(20), "all 200 notifications delivered", |requests| {
                 CHANNELS.iter().all(|c| {
                     let ids: BTreeSet<&str> = requests
                         .iter()
@@ -293,7 +294,7 @@ channels = ["b"]
                 })
             })
             .await;
-        eventually(
+        eventually_async(
             Duration::from_secs(10),
             "the store to record every delivery",
             || async {
@@ -376,7 +377,7 @@ channels = ["b"]
 arbiter_testkit::each_backend!(
     a_notification_past_max_age_is_dead_then_retried,
     |url: String| async move {
-        let receiver = Receiver::start().await;
+        let receiver = Receiver::start();
         let config = config(&format!(
             r#"
 [notifications]
@@ -400,7 +401,7 @@ channels = ["ops"]
             .await
             .deliveries[0];
         let dispatcher = start_dispatcher(&store, &config).await;
-        let dead = eventually(Duration::from_secs(10), "the notification to be dead", || async {
+        let dead = eventually_async(Duration::from_secs(10), "the notification to be dead", || async {
             let dead = store.notify().list(NS, Some(DeliveryState::Dead), 10).await.ok()?;
             dead.into_iter().find(|e| e.id == id)
         })
@@ -426,11 +427,11 @@ channels = ["ops"]
         let retried = store.notify().retry(NS, id).await.expect("retry");
         assert_eq!((retried.state, retried.attempts), (DeliveryState::Pending, 0));
         receiver
-            .wait_for(Duration::from_secs(10), "the retried notification", |r| {
+            .wait_for_async(Duration::from_secs(10), "the retried notification", |r| {
                 r.iter().any(Request::taken)
             })
             .await;
-        let delivered = eventually(Duration::from_secs(10), "the store to record the delivery", || async {
+        let delivered = eventually_async(Duration::from_secs(10), "the store to record the delivery", || async {
             let all = store.notify().list(NS, None, 10).await.ok()?;
             all.into_iter()
                 .find(|e| e.id == id && e.state == DeliveryState::Delivered)
@@ -461,7 +462,7 @@ channels = ["ops"]
 
 // rate = "5/s": the receiver's own clock sees at most one message per ~200 ms.
 arbiter_testkit::each_backend!(a_channel_rate_limit_spaces_its_messages, |url: String| async move {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let config = config(&format!(
         r#"
 [channels.slow]
@@ -499,7 +500,7 @@ channels = ["slow"]
 arbiter_testkit::each_backend!(
     a_rate_limited_channel_does_not_hold_back_the_others,
     |url: String| async move {
-        let receiver = Receiver::start().await;
+        let receiver = Receiver::start();
         let config = config(&format!(
             r#"
 [channels.slow]
@@ -541,9 +542,9 @@ channels = ["fast"]
 arbiter_testkit::each_backend!(
     a_hanging_channel_does_not_hold_back_the_others,
     |url: String| async move {
-        let stuck = Receiver::start().await;
+        let stuck = Receiver::start();
         stuck.set(Behaviour::Hang(Duration::from_secs(6)));
-        let fine = Receiver::start().await;
+        let fine = Receiver::start();
         let config = config(&format!(
             r#"
 [notifications]
@@ -571,12 +572,12 @@ channels = ["fine"]
         let stuck_id = accept(&store, &config, note("stuck", "stuck", None)).await.deliveries[0];
         let dispatcher = start_dispatcher(&store, &config).await;
         stuck
-            .wait_for(Duration::from_secs(5), "the first attempt to hang", |r| !r.is_empty())
+            .wait_for_async(Duration::from_secs(5), "the first attempt to hang", |r| !r.is_empty())
             .await;
         for i in 0..10 {
             accept(&store, &config, note("fine", &format!("fine {i}"), None)).await;
         }
-        fine.wait_for(Duration::from_secs(10), "10 messages on the fine channel", |r| {
+        fine.wait_for_async(Duration::from_secs(10), "10 messages on the fine channel", |r| {
             r.len() == 10
         })
         .await;
@@ -607,7 +608,7 @@ type Case = (
 arbiter_testkit::each_backend!(
     each_notification_reaches_exactly_its_routed_channels,
     |url: String| async move {
-        let receiver = Receiver::start().await;
+        let receiver = Receiver::start();
         let config = config(&format!(
             r#"
 [channels.ops]
@@ -727,7 +728,7 @@ channels = ["rest"]
 // one `digest` message listing them (two if the accepts straddle a window's end), once
 // the window closes — while another channel's messages go out at once.
 arbiter_testkit::each_backend!(a_digest_route_sends_one_message_per_window, |url: String| async move {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let config = config(&format!(
         r#"
 [channels.log]
@@ -756,7 +757,7 @@ channels = ["now"]
     }
     accept(&store, &config, note("loop.failure", "at once", None)).await;
     receiver
-        .wait_for(Duration::from_secs(10), "the digest", |requests| {
+        .wait_for_async(Duration::from_secs(10), "the digest", |requests| {
             let items: usize = requests
                 .iter()
                 .filter(|r| r.path == "/log")
@@ -765,7 +766,7 @@ channels = ["now"]
             items >= 3
         })
         .await;
-    eventually(Duration::from_secs(10), "the store to record the digest", || async {
+    eventually_async(Duration::from_secs(10), "the store to record the digest", || async {
         let pending = store.notify().list(NS, Some(DeliveryState::Pending), 100).await.ok()?;
         pending.is_empty().then_some(())
     })
@@ -810,7 +811,7 @@ channels = ["now"]
 /// the webhook's secrets.
 #[tokio::test]
 async fn an_error_page_echoing_the_url_is_redacted() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     receiver.set(Behaviour::Echo(404));
     let config = config(&format!(
         "[channels.hook]\ntype = \"slack\"\nurl = \"{}\"\n",

@@ -21,8 +21,8 @@ use std::time::Duration;
 use arbiter_notify::format;
 use hmac::{KeyInit, Mac};
 
-use crate::receiver::{Receiver, Request};
 use crate::support::{accept, config, dispatch_once, note, open_store};
+use arbiter_testkit::receiver::{Receiver, Request};
 
 /// Whether `request` carries a valid signature of its raw body under `secret`.
 pub fn verify(secret: &str, request: &Request) -> bool {
@@ -53,7 +53,7 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 const SECRET: &str = "whsec-3f9a1c-not-a-real-key";
 
 arbiter_testkit::each_backend!(signed_webhooks_verify_at_the_receiver, |url: String| async move {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let config = config(&format!(
         r#"
 [channels.signed]
@@ -87,7 +87,7 @@ channels = ["signed", "plain"]
     let report = dispatch_once(&store, &config).await;
     assert_eq!(report.delivered, 4, "{report:?}");
     receiver
-        .wait_for(Duration::from_secs(5), "4 requests", |r| r.len() == 4)
+        .wait_for_async(Duration::from_secs(5), "4 requests", |r| r.len() == 4)
         .await;
 
     let signed = receiver.taken("/signed");

@@ -6,10 +6,12 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use arbiter_core::ErrorKind;
+use arbiter_process::procfs;
 use arbiter_process::{
     GuardedChild, Liveness, Spawn, boot_id, current_pid, exit_code, group_alive, guard_main, holder_for, host_name,
     liveness, parent_pid, process_start_time, run_guard, spawn_guarded,
 };
+use arbiter_testkit::{poll_for, poll_for_async};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -162,54 +164,22 @@ fn dead_pid() -> u32 {
 
 /// The command names of the members of group `pgid` that are not zombies.
 fn live_members(pgid: u32) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(line) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (line.find('('), line.rfind(')')) else {
-            continue;
-        };
-        let fields: Vec<&str> = line[close + 1..].split_whitespace().collect();
-        if fields.len() > 2 && fields[2].parse::<u32>() == Ok(pgid) && !matches!(fields[0], "Z" | "X") {
-            out.push(line[open + 1..close].to_owned());
-        }
-    }
-    out
+    procfs::group_members(pgid).into_iter().map(|p| p.comm).collect()
 }
 
 fn count_sleeps(pgid: u32) -> usize {
     live_members(pgid).iter().filter(|c| *c == "sleep").count()
 }
 
-/// Polls `cond` every 10 ms until it holds or `limit` passes; whether it held.
+/// Whether `cond` comes to hold within `limit` (see `arbiter_testkit::wait`).
 async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_for_async(limit, || std::future::ready(cond().then_some(())))
+        .await
+        .is_some()
 }
 
 fn eventually_sync(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    poll_for(limit, || cond().then_some(())).is_some()
 }
 
 const FIVE_S: Duration = Duration::from_secs(5);

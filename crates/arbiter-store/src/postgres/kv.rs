@@ -1,25 +1,30 @@
-//! Versioned keys on PostgreSQL. Every change first locks and bumps the one `revision` row,
-//! so changes commit in revision order and a watch reading by revision never skips one.
+//! Versioned keys on PostgreSQL. Every change first locks and bumps its namespace's row of
+//! `kv_revisions`, so a namespace's changes commit in revision order and a watch reading by
+//! revision never skips one.
 
 use arbiter_core::kv::{EventType, IfVersion, KeyValue, KvEvent};
+use arbiter_core::name::Namespace;
 use arbiter_core::{Error, ErrorKind, Result};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 
-use super::{NOTIFY, PgStore, channel, pg_error, pipeline};
+use super::{NOTIFY, PgStore, pg_error, pipeline};
 use crate::api::KvStore;
 use crate::api::Topic;
+use crate::schema::Migration;
 use crate::sql::{check_if_version, event_kind, parse_event_kind};
 
-/// Locks and bumps the revision row, and reads the key's version: one round trip. The lock
-/// orders every change and serializes the version check that follows.
+/// Locks and bumps the namespace's revision (creating it at 1), and reads the key's
+/// version: one round trip. The lock orders the namespace's changes and serializes the
+/// version check that follows.
 async fn begin_change(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<(i64, Option<i64>)> {
     let rows = pipeline(
         tx,
         &[
             (
-                "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value",
-                &[],
+                "INSERT INTO kv_revisions (namespace, value) VALUES ($1, 1)
+                 ON CONFLICT (namespace) DO UPDATE SET value = kv_revisions.value + 1 RETURNING value",
+                &[&ns],
             ),
             ("SELECT version FROM kv WHERE namespace = $1 AND key = $2", &[&ns, &key]),
         ],
@@ -67,7 +72,7 @@ impl KvStore for PgStore {
                     &[&namespace, &key, &value, &revision],
                 ),
                 (RECORD_EVENT, &[&revision, &namespace, &key, &kind, &Some(value)]),
-                (NOTIFY, &[&channel(Topic::Kv), &self.schema]),
+                (NOTIFY, &[&Topic::Kv.channel(), &self.schema]),
             ],
         )
         .await?;
@@ -92,7 +97,7 @@ impl KvStore for PgStore {
             &[
                 ("DELETE FROM kv WHERE namespace = $1 AND key = $2", &[&namespace, &key]),
                 (RECORD_EVENT, &[&revision, &namespace, &key, &kind, &None::<&str>]),
-                (NOTIFY, &[&channel(Topic::Kv), &self.schema]),
+                (NOTIFY, &[&Topic::Kv.channel(), &self.schema]),
             ],
         )
         .await?;
@@ -133,7 +138,63 @@ impl KvStore for PgStore {
             .collect()
     }
 
-    async fn revision(&self) -> Result<i64> {
-        Ok(self.single("SELECT value FROM revision WHERE id = 1", &[]).await?[0].get(0))
+    async fn revision(&self, namespace: &Namespace) -> Result<i64> {
+        let rows = self
+            .single(
+                "SELECT value FROM kv_revisions WHERE namespace = $1",
+                &[&namespace.as_str()],
+            )
+            .await?;
+        Ok(rows.first().map_or(0, |row| row.get(0)))
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 1: versioned keys, one store-wide revision counter, and the history of changes.
+    Migration {
+        version: 1,
+        sql: r#"
+    CREATE TABLE revision (
+        id    INT PRIMARY KEY CHECK (id = 1),
+        value BIGINT NOT NULL
+    );
+    INSERT INTO revision (id, value) VALUES (1, 0);
+    CREATE TABLE kv (
+        namespace       TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        value           TEXT NOT NULL,
+        version         BIGINT NOT NULL,
+        create_revision BIGINT NOT NULL,
+        PRIMARY KEY (namespace, key)
+    );
+    CREATE TABLE kv_events (
+        revision  BIGINT PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        kind      TEXT NOT NULL,
+        value     TEXT
+    );
+    CREATE INDEX kv_events_by_namespace ON kv_events (namespace, revision);
+    "#,
+    },
+    // 5: revisions count per namespace (`kv_revisions`); history is keyed by
+    // (namespace, revision). Each namespace known so far continues from the old store-wide
+    // counter, so its revisions keep increasing.
+    Migration {
+        version: 5,
+        sql: r#"
+    CREATE TABLE kv_revisions (
+        namespace TEXT PRIMARY KEY,
+        value     BIGINT NOT NULL
+    );
+    INSERT INTO kv_revisions (namespace, value)
+        SELECT namespace, (SELECT value FROM revision WHERE id = 1)
+        FROM (SELECT namespace FROM kv_events UNION SELECT namespace FROM kv) AS known;
+    DROP TABLE revision;
+    ALTER TABLE kv_events DROP CONSTRAINT kv_events_pkey;
+    ALTER TABLE kv_events ADD PRIMARY KEY (namespace, revision);
+    DROP INDEX kv_events_by_namespace;
+    "#,
+    },
+];

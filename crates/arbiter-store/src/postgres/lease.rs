@@ -12,9 +12,10 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{NOTIFY, NOW_MS, PgStore, channel, execute, notify, now_ms, now_ms_sql, pg_error, pipeline, query};
+use super::{NOTIFY, NOW_MS, PgStore, execute, notify, now_ms, now_ms_sql, pg_error, pipeline, query};
 use crate::api::LeaseStore;
 use crate::api::Topic;
+use crate::schema::Migration;
 use crate::sql::{decode_holder, encode_holder, lost, ms, waiter_expiry, waiter_needs_refresh};
 
 /// The columns [`lease_from_row`] reads, of `lease_holders h JOIN lease_names n`.
@@ -119,7 +120,7 @@ impl PgStore {
         if mine.is_none() {
             request.ticket = None;
         }
-        let notify: [&(dyn ToSql + Sync); 2] = [&channel(Topic::Leases), &self.schema];
+        let notify: [&(dyn ToSql + Sync); 2] = [&Topic::Leases.channel(), &self.schema];
         match decide(&request, slots, &holders, &waiters)? {
             Decision::Grant => {
                 let token = last_token + 1;
@@ -287,7 +288,7 @@ impl LeaseStore for PgStore {
         let rows = client
             .query(
                 &statement,
-                &[&namespace, &name, &token, &channel(Topic::Leases), &self.schema],
+                &[&namespace, &name, &token, &Topic::Leases.channel(), &self.schema],
             )
             .await
             .map_err(pg_error)?;
@@ -363,3 +364,39 @@ impl LeaseStore for PgStore {
         })
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 1: names, holders (each with its fencing token) and the queue of waiters.
+    Migration {
+        version: 1,
+        sql: r#"
+    CREATE TABLE lease_names (
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        slots      BIGINT NOT NULL,
+        last_token BIGINT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE lease_holders (
+        namespace   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        token       BIGINT NOT NULL,
+        holder      TEXT NOT NULL,
+        ttl_ms      BIGINT NOT NULL,
+        acquired_at BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL,
+        PRIMARY KEY (namespace, name, token)
+    );
+    CREATE TABLE lease_waiters (
+        ticket      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        namespace   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        holder      TEXT NOT NULL,
+        enqueued_at BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL
+    );
+    CREATE INDEX lease_waiters_by_name ON lease_waiters (namespace, name, ticket);
+    "#,
+    },
+];

@@ -8,8 +8,9 @@ use arbiter_core::Result;
 use arbiter_core::log::{Appended, ConsumerInfo, ContentType, NewRecord, Record, StreamInfo};
 use async_trait::async_trait;
 
-use super::{PgStore, channel, execute, now_ms, now_ms_sql, pg_error, query};
+use super::{PgStore, execute, now_ms, now_ms_sql, pg_error, query};
 use crate::api::{LogStore, Topic};
+use crate::schema::Migration;
 use crate::sql::{commit_out_of_range, decode_tags, encode_tags};
 
 #[async_trait]
@@ -68,7 +69,7 @@ impl LogStore for PgStore {
                 &encode_tags(&record.tags),
                 &record.trace_id,
                 &record.idempotency_key,
-                &channel(Topic::Log),
+                &Topic::Log.channel(),
                 &self.schema,
             ],
         )
@@ -177,3 +178,43 @@ impl LogStore for PgStore {
             .collect())
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 2: append-only streams and their consumers.
+    Migration {
+        version: 2,
+        sql: r#"
+    CREATE TABLE log_streams (
+        namespace   TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        next_offset BIGINT NOT NULL,
+        PRIMARY KEY (namespace, stream)
+    );
+    CREATE TABLE log_records (
+        namespace       TEXT NOT NULL,
+        stream          TEXT NOT NULL,
+        "offset"        BIGINT NOT NULL,
+        kind            TEXT NOT NULL,
+        author          TEXT NOT NULL,
+        created_at      BIGINT NOT NULL,
+        body            TEXT NOT NULL,
+        content_type    TEXT NOT NULL,
+        tags            TEXT NOT NULL,
+        trace_id        TEXT,
+        idempotency_key TEXT,
+        PRIMARY KEY (namespace, stream, "offset")
+    );
+    CREATE UNIQUE INDEX log_records_by_key ON log_records (namespace, stream, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE TABLE log_consumers (
+        namespace  TEXT NOT NULL,
+        stream     TEXT NOT NULL,
+        consumer   TEXT NOT NULL,
+        "offset"   BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (namespace, stream, consumer)
+    );
+    "#,
+    },
+];

@@ -14,6 +14,7 @@ use crate::loops::{
     ABANDONED, LoopState, ROUND_COLUMNS, RoundEnd, RoundInfo, RoundLogPath, RoundRow, STATE_COLUMNS, StateRow,
     check_fence, decode_round, decode_state, overrides_abandoned, updates_loop,
 };
+use crate::schema::Migration;
 
 /// A row's columns `0..n` as a tuple, in order.
 macro_rules! columns {
@@ -210,3 +211,42 @@ impl LoopStore for PgStore {
         rows.first().map(|r| decode_round(round_row(r))).transpose()
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 4: the supervisor's loops and their rounds.
+    Migration {
+        version: 4,
+        sql: r#"
+    CREATE TABLE loop_state (
+        namespace            TEXT NOT NULL,
+        loop                 TEXT NOT NULL,
+        round                BIGINT NOT NULL,
+        state                TEXT NOT NULL,
+        consecutive_failures BIGINT NOT NULL,
+        next_run_at          BIGINT NOT NULL,
+        last_status          TEXT,
+        last_reason          TEXT,
+        last_exit            BIGINT,
+        host                 TEXT NOT NULL,
+        pid                  BIGINT NOT NULL,
+        heartbeat_at         BIGINT NOT NULL,
+        PRIMARY KEY (namespace, loop)
+    );
+    CREATE TABLE loop_rounds (
+        namespace  TEXT NOT NULL,
+        loop       TEXT NOT NULL,
+        round      BIGINT NOT NULL,
+        host       TEXT NOT NULL,
+        pid        BIGINT NOT NULL,
+        started_at BIGINT NOT NULL,
+        ended_at   BIGINT,
+        status     TEXT NOT NULL,
+        exit_code  BIGINT,
+        reason     TEXT,
+        log_path   TEXT NOT NULL,
+        PRIMARY KEY (namespace, loop, round)
+    );
+    "#,
+    },
+];

@@ -15,7 +15,6 @@ mod kv;
 mod lease;
 mod log;
 mod loops;
-mod migrations;
 mod notify;
 mod tls;
 
@@ -32,26 +31,16 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Row};
 
 use self::connect::Connector;
-use crate::api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
+use crate::api::{Changes, Subscription, Topic};
 use crate::url::{PgOptions, redact};
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
+
+/// Every primitive's schema steps (`crate::schema`).
+pub(crate) const MIGRATIONS: &[&[crate::schema::Migration]] = crate::schema::primitives!();
 
 const POOL_SIZE: usize = 8;
 /// How long the server lets a session sit idle inside a transaction before ending it.
 const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
-/// Every topic; each has its NOTIFY channel.
-const TOPICS: [Topic; 5] = [Topic::Leases, Topic::Kv, Topic::Log, Topic::Notify, Topic::Loops];
-
-pub(crate) fn channel(topic: Topic) -> &'static str {
-    match topic {
-        Topic::Leases => "arbiter_leases",
-        Topic::Kv => "arbiter_kv",
-        Topic::Log => "arbiter_log",
-        Topic::Notify => "arbiter_notify",
-        Topic::Loops => "arbiter_loops",
-    }
-}
-
 /// The pool's connections come from the store's [`Connector`] (bounded, TLS); one whose
 /// connection ended (a statement deadline passed, the server went away) is not reused.
 pub(crate) struct PgManager(Arc<Connector>);
@@ -190,10 +179,10 @@ impl PgStore {
                 self.location
             )));
         }
-        for (index, sql) in migrations::MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.batch_execute(sql)
+        for step in crate::schema::pending(MIGRATIONS, version) {
+            tx.batch_execute(step.sql)
                 .await
-                .map_err(|e| pg_error(e).context(format!("migration {}", index + 1)))?;
+                .map_err(|e| pg_error(e).context(format!("migration {}", step.version)))?;
         }
         tx.execute("DELETE FROM arbiter_schema", &[]).await.map_err(pg_error)?;
         tx.execute("INSERT INTO arbiter_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
@@ -238,11 +227,11 @@ impl ListenHub {
     async fn start(&self) -> Result<Listener> {
         let (client, mut connection) = self.connector.connect().await?;
         let client = Arc::new(client);
-        let (senders, counters): (Vec<_>, Vec<_>) = TOPICS
+        let (senders, counters): (Vec<_>, Vec<_>) = Topic::ALL
             .iter()
             .map(|topic| {
                 let (sender, receiver) = watch::channel(0u64);
-                ((channel(*topic), sender), (*topic, receiver))
+                ((topic.channel(), sender), (*topic, receiver))
             })
             .unzip();
         let alive = Arc::new(AtomicBool::new(true));
@@ -284,9 +273,9 @@ impl ListenHub {
         });
         client
             .batch_execute(
-                &TOPICS
+                &Topic::ALL
                     .iter()
-                    .map(|topic| format!("LISTEN {};", channel(*topic)))
+                    .map(|topic| format!("LISTEN {};", topic.channel()))
                     .collect::<String>(),
             )
             .await
@@ -374,7 +363,7 @@ pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
 /// Wakes the subscribers of `topic` when the transaction commits.
 pub(crate) async fn notify(tx: &deadpool_postgres::Transaction<'_>, topic: Topic, schema: &str) -> Result<()> {
-    query(tx, NOTIFY, &[&channel(topic), &schema]).await.map(drop)
+    query(tx, NOTIFY, &[&topic.channel(), &schema]).await.map(drop)
 }
 
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> Error {
@@ -400,24 +389,6 @@ impl Backend for PgStore {
             location: self.location.clone(),
             schema_version: SCHEMA_VERSION,
         }
-    }
-    fn leases(&self) -> &dyn LeaseStore {
-        self
-    }
-    fn kv(&self) -> &dyn KvStore {
-        self
-    }
-    fn log(&self) -> &dyn LogStore {
-        self
-    }
-    fn notify(&self) -> &dyn NotifyStore {
-        self
-    }
-    fn loops(&self) -> &dyn LoopStore {
-        self
-    }
-    fn changes(&self) -> &dyn Changes {
-        self
     }
 }
 

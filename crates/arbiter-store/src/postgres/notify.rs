@@ -14,6 +14,7 @@ use crate::notify::{
     AcceptRequest, Accepted, COLUMNS, DeliveryState, Due, FoldRow, OutboxEntry, Resolved, Row, decode_channels,
     encode_channels, not_retryable, plan_accept, plan_due, recovery_message,
 };
+use crate::schema::Migration;
 use crate::sql::ms;
 
 async fn select(tx: &Transaction<'_>, filter: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<OutboxEntry>> {
@@ -278,3 +279,37 @@ impl NotifyStore for PgStore {
         Ok(entry)
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 3: notifications: storm folds and the delivery outbox.
+    Migration {
+        version: 3,
+        sql: r#"
+    CREATE TABLE notify_folds (
+        namespace    TEXT NOT NULL,
+        dedupe_key   TEXT NOT NULL,
+        count        BIGINT NOT NULL,
+        first_at     BIGINT NOT NULL,
+        last_at      BIGINT NOT NULL,
+        notification TEXT NOT NULL,
+        channels     TEXT NOT NULL,
+        PRIMARY KEY (namespace, dedupe_key)
+    );
+    CREATE TABLE notify_outbox (
+        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        namespace       TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        message         TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        BIGINT NOT NULL,
+        next_attempt_at BIGINT NOT NULL,
+        last_error      TEXT,
+        created_at      BIGINT NOT NULL,
+        delivered_at    BIGINT,
+        digest_at       BIGINT
+    );
+    CREATE INDEX notify_outbox_pending ON notify_outbox (namespace, state, channel, id);
+    "#,
+    },
+];

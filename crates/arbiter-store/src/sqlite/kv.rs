@@ -1,13 +1,16 @@
-//! Versioned keys on SQLite. Every change bumps the one `revision` row and records an event
-//! in `kv_events`, in the same transaction, so watches see every change in order.
+//! Versioned keys on SQLite. Every change bumps its namespace's row of `kv_revisions` and
+//! records an event in `kv_events`, in the same transaction, so watches see every change in
+//! order.
 
 use arbiter_core::kv::{EventType, IfVersion, KeyValue, KvEvent};
+use arbiter_core::name::Namespace;
 use arbiter_core::{Error, ErrorKind, Result};
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{Outcome, SqliteStore, internal};
 use crate::api::KvStore;
+use crate::schema::Migration;
 use crate::sql::{check_if_version, event_kind, parse_event_kind};
 
 fn current_version(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<Option<i64>> {
@@ -20,10 +23,12 @@ fn current_version(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<Option<i
     .map_err(internal)
 }
 
-fn next_revision(tx: &Transaction<'_>) -> Result<i64> {
+/// The namespace's next revision (its first is 1).
+fn next_revision(tx: &Transaction<'_>, ns: &str) -> Result<i64> {
     tx.query_row(
-        "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value",
-        [],
+        "INSERT INTO kv_revisions (namespace, value) VALUES (?1, 1)
+         ON CONFLICT (namespace) DO UPDATE SET value = value + 1 RETURNING value",
+        params![ns],
         |r| r.get(0),
     )
     .map_err(internal)
@@ -73,7 +78,7 @@ impl KvStore for SqliteStore {
         self.write(move |tx| {
             let current = current_version(tx, &ns, &key)?;
             check_if_version(&key, current, if_version)?;
-            let revision = next_revision(tx)?;
+            let revision = next_revision(tx, &ns)?;
             tx.execute(
                 "INSERT INTO kv (namespace, key, value, version, create_revision) VALUES (?1, ?2, ?3, ?4, ?4)
                  ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, version = excluded.version",
@@ -97,7 +102,7 @@ impl KvStore for SqliteStore {
                 ));
             }
             check_if_version(&key, current, if_version)?;
-            let revision = next_revision(tx)?;
+            let revision = next_revision(tx, &ns)?;
             tx.execute("DELETE FROM kv WHERE namespace = ?1 AND key = ?2", params![ns, key])
                 .map_err(internal)?;
             record_event(tx, revision, &ns, &key, EventType::Delete, None)?;
@@ -165,11 +170,78 @@ impl KvStore for SqliteStore {
         .await
     }
 
-    async fn revision(&self) -> Result<i64> {
-        self.read(|tx| {
-            tx.query_row("SELECT value FROM revision WHERE id = 1", [], |r| r.get(0))
-                .map_err(internal)
+    async fn revision(&self, namespace: &Namespace) -> Result<i64> {
+        let ns = namespace.to_string();
+        self.read(move |tx| {
+            tx.query_row(
+                "SELECT value FROM kv_revisions WHERE namespace = ?1",
+                params![ns],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(|value| value.unwrap_or(0))
+            .map_err(internal)
         })
         .await
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 1: versioned keys, one store-wide revision counter, and the history of changes.
+    Migration {
+        version: 1,
+        sql: r#"
+    CREATE TABLE revision (
+        id    INTEGER PRIMARY KEY CHECK (id = 1),
+        value INTEGER NOT NULL
+    );
+    INSERT INTO revision (id, value) VALUES (1, 0);
+    CREATE TABLE kv (
+        namespace       TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        value           TEXT NOT NULL,
+        version         INTEGER NOT NULL,
+        create_revision INTEGER NOT NULL,
+        PRIMARY KEY (namespace, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE kv_events (
+        revision  INTEGER PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        kind      TEXT NOT NULL,
+        value     TEXT
+    );
+    CREATE INDEX kv_events_by_namespace ON kv_events (namespace, revision);
+    "#,
+    },
+    // 5: revisions count per namespace (`kv_revisions`); history is keyed by
+    // (namespace, revision). Each namespace known so far continues from the old store-wide
+    // counter, so its revisions keep increasing.
+    Migration {
+        version: 5,
+        sql: r#"
+    CREATE TABLE kv_revisions (
+        namespace TEXT NOT NULL,
+        value     INTEGER NOT NULL,
+        PRIMARY KEY (namespace)
+    ) WITHOUT ROWID;
+    INSERT INTO kv_revisions (namespace, value)
+        SELECT namespace, (SELECT value FROM revision WHERE id = 1)
+        FROM (SELECT namespace FROM kv_events UNION SELECT namespace FROM kv);
+    DROP TABLE revision;
+    CREATE TABLE kv_events_v5 (
+        namespace TEXT NOT NULL,
+        revision  INTEGER NOT NULL,
+        key       TEXT NOT NULL,
+        kind      TEXT NOT NULL,
+        value     TEXT,
+        PRIMARY KEY (namespace, revision)
+    );
+    INSERT INTO kv_events_v5 (namespace, revision, key, kind, value)
+        SELECT namespace, revision, key, kind, value FROM kv_events;
+    DROP TABLE kv_events;
+    ALTER TABLE kv_events_v5 RENAME TO kv_events;
+    "#,
+    },
+];

@@ -10,6 +10,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{Outcome, SqliteStore, internal, now_ms};
 use crate::api::LeaseStore;
+use crate::schema::Migration;
 use crate::sql::{decode_holder, encode_holder, lost, ms, waiter_expiry, waiter_needs_refresh};
 
 const HOLDER_COLUMNS: &str = "h.token, h.holder, n.slots, h.ttl_ms, h.acquired_at, h.expires_at, h.name";
@@ -380,3 +381,39 @@ impl LeaseStore for SqliteStore {
         .await
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 1: names, holders (each with its fencing token) and the queue of waiters.
+    Migration {
+        version: 1,
+        sql: r#"
+    CREATE TABLE lease_names (
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        slots      INTEGER NOT NULL,
+        last_token INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE lease_holders (
+        namespace   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        token       INTEGER NOT NULL,
+        holder      TEXT NOT NULL,
+        ttl_ms      INTEGER NOT NULL,
+        acquired_at INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name, token)
+    ) WITHOUT ROWID;
+    CREATE TABLE lease_waiters (
+        ticket      INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        holder      TEXT NOT NULL,
+        enqueued_at INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL
+    );
+    CREATE INDEX lease_waiters_by_name ON lease_waiters (namespace, name, ticket);
+    "#,
+    },
+];

@@ -8,6 +8,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Outcome, SqliteStore, internal, now_ms};
 use crate::api::LogStore;
+use crate::schema::Migration;
 use crate::sql::{commit_out_of_range, decode_tags, encode_tags};
 
 fn next_offset(tx: &rusqlite::Transaction<'_>, ns: &str, stream: &str) -> Result<i64> {
@@ -182,3 +183,43 @@ impl LogStore for SqliteStore {
         .await
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 2: append-only streams and their consumers.
+    Migration {
+        version: 2,
+        sql: r#"
+    CREATE TABLE log_streams (
+        namespace   TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        next_offset INTEGER NOT NULL,
+        PRIMARY KEY (namespace, stream)
+    ) WITHOUT ROWID;
+    CREATE TABLE log_records (
+        namespace       TEXT NOT NULL,
+        stream          TEXT NOT NULL,
+        "offset"        INTEGER NOT NULL,
+        kind            TEXT NOT NULL,
+        author          TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        body            TEXT NOT NULL,
+        content_type    TEXT NOT NULL,
+        tags            TEXT NOT NULL,
+        trace_id        TEXT,
+        idempotency_key TEXT,
+        PRIMARY KEY (namespace, stream, "offset")
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX log_records_by_key ON log_records (namespace, stream, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE TABLE log_consumers (
+        namespace  TEXT NOT NULL,
+        stream     TEXT NOT NULL,
+        consumer   TEXT NOT NULL,
+        "offset"   INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, stream, consumer)
+    ) WITHOUT ROWID;
+    "#,
+    },
+];

@@ -13,6 +13,7 @@ use crate::loops::{
     ABANDONED, LoopState, ROUND_COLUMNS, RoundEnd, RoundInfo, RoundLogPath, RoundRow, STATE_COLUMNS, StateRow,
     check_fence, decode_round, decode_state, overrides_abandoned, updates_loop,
 };
+use crate::schema::Migration;
 
 /// A stored row as its tuple (rusqlite reads tuples by position).
 fn row<T: for<'a> TryFrom<&'a rusqlite::Row<'a>, Error = rusqlite::Error>>(
@@ -214,3 +215,42 @@ impl LoopStore for SqliteStore {
         .await
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 4: the supervisor's loops and their rounds.
+    Migration {
+        version: 4,
+        sql: r#"
+    CREATE TABLE loop_state (
+        namespace            TEXT NOT NULL,
+        loop                 TEXT NOT NULL,
+        round                INTEGER NOT NULL,
+        state                TEXT NOT NULL,
+        consecutive_failures INTEGER NOT NULL,
+        next_run_at          INTEGER NOT NULL,
+        last_status          TEXT,
+        last_reason          TEXT,
+        last_exit            INTEGER,
+        host                 TEXT NOT NULL,
+        pid                  INTEGER NOT NULL,
+        heartbeat_at         INTEGER NOT NULL,
+        PRIMARY KEY (namespace, loop)
+    ) WITHOUT ROWID;
+    CREATE TABLE loop_rounds (
+        namespace  TEXT NOT NULL,
+        loop       TEXT NOT NULL,
+        round      INTEGER NOT NULL,
+        host       TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at   INTEGER,
+        status     TEXT NOT NULL,
+        exit_code  INTEGER,
+        reason     TEXT,
+        log_path   TEXT NOT NULL,
+        PRIMARY KEY (namespace, loop, round)
+    ) WITHOUT ROWID;
+    "#,
+    },
+];

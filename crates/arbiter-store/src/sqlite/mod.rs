@@ -1,62 +1,129 @@
 //! The embedded SQLite backend.
 //!
 //! One database file in WAL mode, shared directly by every arbiter process on the machine.
-//! rusqlite is blocking, so each operation runs on tokio's blocking pool with the handle's
-//! one connection; writers take SQLite's write lock up front (`BEGIN IMMEDIATE`), so a
-//! read-then-write transaction never fails half-way on a lock upgrade, and wait for each
-//! other through the busy timeout. The store's clock is this machine's clock, read inside
-//! the transaction.
+//! rusqlite is blocking, so each operation runs on tokio's blocking pool, on a connection of
+//! the handle's small pool ([`Connections`]): one write at a time per handle (writers of
+//! other handles and processes wait for each other through the busy timeout), and beside it
+//! up to [`READERS`] reads, each in its own snapshot, so a long read holds up neither other
+//! reads nor writes. Writers take SQLite's write lock up front (`BEGIN IMMEDIATE`), so a
+//! read-then-write transaction never fails half-way on a lock upgrade. The store's clock is
+//! this machine's clock, read inside the transaction.
 //!
-//! Waiting for changes: `PRAGMA data_version` on a second connection changes whenever
-//! another connection commits. A subscription polls it — a read of the WAL index in shared
-//! memory, not of the database — every millisecond at first, backing off to every 50 ms
-//! while nothing changes: the cheap wait SQLite allows (it has no LISTEN/NOTIFY).
+//! Waiting for changes: see [`feed`].
 
+mod feed;
 mod kv;
 mod lease;
 mod log;
 mod loops;
-mod migrations;
 mod notify;
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arbiter_core::{Error, ErrorKind, Millis, Result};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
+use crate::api::{Changes, Subscription, Topic};
 use crate::url::Synchronous;
 use crate::{Backend, SCHEMA_VERSION, StoreInfo};
 
-/// How often a subscription looks at `data_version`: soon after a change (a busy lease
-/// hands over quickly), backing off while nothing happens (an idle watcher costs little).
-const POLL_FIRST: Duration = Duration::from_millis(1);
-const POLL_MAX: Duration = Duration::from_millis(50);
+/// Every primitive's schema steps (`crate::schema`).
+pub(crate) const MIGRATIONS: &[&[crate::schema::Migration]] = crate::schema::primitives!();
+
+/// How many reads of one handle run at once (each on its own connection and snapshot).
+const READERS: usize = 4;
 
 pub(crate) struct SqliteStore {
     path: PathBuf,
-    conn: Arc<Mutex<Connection>>,
-    watcher: Arc<Mutex<Connection>>,
+    connections: Arc<Connections>,
+    /// The change feed, started by the first subscription.
+    feed: OnceLock<feed::Feed>,
+}
+
+/// A handle's connections: at most one in a write and [`READERS`] in reads at a time, so
+/// at most `READERS + 1` exist. Idle ones are kept for the next operation; new ones are
+/// opened when none is idle (a CLI call that reads or writes once opens one). The permits
+/// are tokio semaphores: a caller waits for one without holding a thread; the idle list's
+/// lock is taken only on the blocking pool, around a push or a pop.
+struct Connections {
+    path: PathBuf,
+    synchronous: Synchronous,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    write: Arc<tokio::sync::Semaphore>,
+    read: Arc<tokio::sync::Semaphore>,
+}
+
+impl Connections {
+    /// An idle connection, or a new one.
+    fn take(&self) -> Result<Connection> {
+        let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => connect(&self.path, self.synchronous, self.busy_timeout),
+        }
+    }
+
+    fn put(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(conn);
+    }
+
+    /// Runs `f` on a connection, on the blocking pool, holding `permit` (of `write` or
+    /// `read`) until it is done — even if the caller stops waiting.
+    async fn run<T, F>(self: &Arc<Self>, permits: &Arc<tokio::sync::Semaphore>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Path) -> Result<T> + Send + 'static,
+    {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::internal(format!("SQLite connection permits closed: {e}")))?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut conn = this.take()?;
+            let result = f(&mut conn, &this.path);
+            // A connection left inside a transaction (a failed commit or rollback) is not
+            // reused.
+            if conn.is_autocommit() {
+                this.put(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::internal(format!("SQLite task failed: {e}")))?
+    }
 }
 
 impl SqliteStore {
     pub(crate) async fn open(path: PathBuf, synchronous: Synchronous, busy_timeout: Duration) -> Result<SqliteStore> {
         let open_path = path.clone();
-        let (conn, watcher) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let conn = tokio::task::spawn_blocking(move || -> Result<_> {
             let mut conn = open_connection(&open_path, synchronous, busy_timeout)?;
             migrate(&mut conn, &open_path)?;
-            let watcher = open_connection(&open_path, synchronous, busy_timeout)?;
-            Ok((conn, watcher))
+            Ok(conn)
         })
         .await
         .map_err(|e| Error::internal(format!("SQLite open task failed: {e}")))??;
         Ok(SqliteStore {
+            connections: Arc::new(Connections {
+                path: path.clone(),
+                synchronous,
+                busy_timeout,
+                idle: Mutex::new(vec![conn]),
+                write: Arc::new(tokio::sync::Semaphore::new(1)),
+                read: Arc::new(tokio::sync::Semaphore::new(READERS)),
+            }),
             path,
-            conn: Arc::new(Mutex::new(conn)),
-            watcher: Arc::new(Mutex::new(watcher)),
+            feed: OnceLock::new(),
         })
     }
 
@@ -67,26 +134,24 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<Outcome<T>> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(&path, e))?;
-            match f(&tx)? {
-                Outcome::Commit(value) => {
-                    tx.commit().map_err(|e| sqlite_error(&path, e))?;
-                    Ok(value)
+        let connections = self.connections.clone();
+        connections
+            .run(&self.connections.write, move |conn, path| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(|e| sqlite_error(path, e))?;
+                match f(&tx)? {
+                    Outcome::Commit(value) => {
+                        tx.commit().map_err(|e| sqlite_error(path, e))?;
+                        Ok(value)
+                    }
+                    Outcome::Rollback(value) => {
+                        tx.rollback().map_err(|e| sqlite_error(path, e))?;
+                        Ok(value)
+                    }
                 }
-                Outcome::Rollback(value) => {
-                    tx.rollback().map_err(|e| sqlite_error(&path, e))?;
-                    Ok(value)
-                }
-            }
-        })
-        .await
-        .map_err(|e| Error::internal(format!("SQLite task failed: {e}")))?
+            })
+            .await
     }
 
     /// Runs `f` in a read transaction (one consistent snapshot) on the blocking pool.
@@ -95,19 +160,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Deferred)
-                .map_err(|e| sqlite_error(&path, e))?;
-            let value = f(&tx)?;
-            tx.commit().map_err(|e| sqlite_error(&path, e))?;
-            Ok(value)
-        })
-        .await
-        .map_err(|e| Error::internal(format!("SQLite task failed: {e}")))?
+        let connections = self.connections.clone();
+        connections
+            .run(&self.connections.read, move |conn, path| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Deferred)
+                    .map_err(|e| sqlite_error(path, e))?;
+                let value = f(&tx)?;
+                tx.commit().map_err(|e| sqlite_error(path, e))?;
+                Ok(value)
+            })
+            .await
     }
 }
 
@@ -118,8 +181,9 @@ pub(crate) enum Outcome<T> {
     Rollback(T),
 }
 
-fn open_connection(path: &std::path::Path, synchronous: Synchronous, busy_timeout: Duration) -> Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+/// The handle's first connection: checks where the store is, creates it private, and
+/// puts it in WAL mode.
+fn open_connection(path: &Path, synchronous: Synchronous, busy_timeout: Duration) -> Result<Connection> {
     // WAL needs shared memory and locks a network filesystem does not give: refused there.
     let dir = path
         .parent()
@@ -140,20 +204,7 @@ fn open_connection(path: &std::path::Path, synchronous: Synchronous, busy_timeou
     {
         arbiter_process::private::create_private(path)?;
     }
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-        let hint = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
-                format!(" (directory {} does not exist)", dir.display())
-            }
-            _ => String::new(),
-        };
-        Error::unavailable(format!("cannot open SQLite store {}{hint}: {e}", path.display()))
-    })?;
-    conn.busy_timeout(busy_timeout).map_err(|e| sqlite_error(path, e))?;
-    let sync = match synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
+    let conn = connect(path, synchronous, busy_timeout)?;
     // Switching a new database to WAL does not wait through the busy handler: when several
     // processes open a brand-new store at once, retry it (bounded by the busy timeout).
     let deadline = std::time::Instant::now() + busy_timeout;
@@ -168,13 +219,34 @@ fn open_connection(path: &std::path::Path, synchronous: Synchronous, busy_timeou
             Err(e) => return Err(sqlite_error(path, e)),
         }
     }
-    conn.execute_batch(&format!("PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"))
-        .map_err(|e| sqlite_error(path, e))?;
     // The last connection to close checkpoints the WAL into the database (SQLite's default),
     // which costs a CLI call two fsyncs. Keeping the WAL instead
     // (SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE) was measured slower: the next process to open the
     // store alone rebuilds the WAL index by reading the whole WAL (9 ms per `kv put` call
     // against 5.5 ms).
+    Ok(conn)
+}
+
+/// A connection to a store that exists (WAL is a property of the file): the busy timeout
+/// and the per-connection settings.
+fn connect(path: &Path, synchronous: Synchronous, busy_timeout: Duration) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        let hint = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                format!(" (directory {} does not exist)", dir.display())
+            }
+            _ => String::new(),
+        };
+        Error::unavailable(format!("cannot open SQLite store {}{hint}: {e}", path.display()))
+    })?;
+    conn.busy_timeout(busy_timeout).map_err(|e| sqlite_error(path, e))?;
+    let sync = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!("PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"))
+        .map_err(|e| sqlite_error(path, e))?;
     Ok(conn)
 }
 
@@ -206,9 +278,9 @@ fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
             path.display()
         )));
     }
-    for (index, sql) in migrations::MIGRATIONS.iter().enumerate().skip(version as usize) {
-        tx.execute_batch(sql)
-            .map_err(|e| sqlite_error(path, e).context(format!("migration {}", index + 1)))?;
+    for step in crate::schema::pending(MIGRATIONS, version) {
+        tx.execute_batch(step.sql)
+            .map_err(|e| sqlite_error(path, e).context(format!("migration {}", step.version)))?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
         .map_err(|e| sqlite_error(path, e))?;
@@ -265,73 +337,91 @@ impl Backend for SqliteStore {
             schema_version: SCHEMA_VERSION,
         }
     }
-    fn leases(&self) -> &dyn LeaseStore {
-        self
-    }
-    fn kv(&self) -> &dyn KvStore {
-        self
-    }
-    fn log(&self) -> &dyn LogStore {
-        self
-    }
-    fn notify(&self) -> &dyn NotifyStore {
-        self
-    }
-    fn loops(&self) -> &dyn LoopStore {
-        self
-    }
-    fn changes(&self) -> &dyn Changes {
-        self
-    }
-}
-
-struct DataVersionSubscription {
-    watcher: Arc<Mutex<Connection>>,
-    seen: i64,
-}
-
-fn data_version(watcher: &Arc<Mutex<Connection>>) -> Result<i64> {
-    let conn = watcher.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
-        .map_err(internal)
 }
 
 #[async_trait]
 impl Changes for SqliteStore {
     async fn subscribe(&self, _topic: Topic) -> Result<Box<dyn Subscription>> {
-        let seen = data_version(&self.watcher)?;
-        Ok(Box::new(DataVersionSubscription {
-            watcher: self.watcher.clone(),
-            seen,
-        }))
-    }
-}
-
-#[async_trait]
-impl Subscription for DataVersionSubscription {
-    async fn wait(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut interval = POLL_FIRST;
-        // Bounded: ends at the deadline at the latest.
-        loop {
-            let now = data_version(&self.watcher)?;
-            if now != self.seen {
-                self.seen = now;
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(());
-            }
-            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + interval)).await;
-            interval = (interval * 2).min(POLL_MAX);
-        }
+        let feed = self.feed.get_or_init(|| {
+            feed::Feed::start(
+                self.path.clone(),
+                self.connections.synchronous,
+                self.connections.busy_timeout,
+            )
+        });
+        Ok(Box::new(feed.subscribe().await?))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn schema_version_matches_migrations() {
-        assert_eq!(super::migrations::MIGRATIONS.len() as i64, crate::SCHEMA_VERSION);
+    use super::*;
+
+    /// A bound for waits that end much sooner; never asserted as a duration.
+    const BOUND: Duration = Duration::from_secs(60);
+
+    fn count(tx: &Transaction<'_>) -> Result<i64> {
+        tx.query_row("SELECT count(*) FROM lease_names", [], |r| r.get(0))
+            .map_err(internal)
+    }
+
+    async fn add(store: &SqliteStore, name: &'static str) {
+        store
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO lease_names (namespace, name, slots, last_token) VALUES ('default', ?1, 1, 1)",
+                    [name],
+                )
+                .map_err(internal)?;
+                Ok(Outcome::Commit(()))
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_read_holds_up_neither_another_read_nor_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            SqliteStore::open(
+                dir.path().join("arbiter.db"),
+                Synchronous::Normal,
+                Duration::from_secs(15),
+            )
+            .await
+            .unwrap(),
+        );
+        add(&store, "a").await;
+        let (entered, in_snapshot) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let long = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .read(move |tx| {
+                        let before = count(tx)?;
+                        let _ = entered.send(());
+                        released
+                            .recv_timeout(BOUND)
+                            .map_err(|_| Error::internal("the long read was never released"))?;
+                        Ok((before, count(tx)?))
+                    })
+                    .await
+            }
+        });
+        in_snapshot.await.expect("the long read started");
+        // While it holds its snapshot open, another read completes, and a write commits.
+        let other = tokio::time::timeout(BOUND, store.read(count))
+            .await
+            .expect("a second read completes while the first is open")
+            .unwrap();
+        assert_eq!(other, 1);
+        tokio::time::timeout(BOUND, add(&store, "b"))
+            .await
+            .expect("a write commits while a read is open");
+        assert_eq!(store.read(count).await.unwrap(), 2);
+        release.send(()).unwrap();
+        // The long read saw one snapshot throughout.
+        assert_eq!(long.await.unwrap().unwrap(), (1, 1));
     }
 }

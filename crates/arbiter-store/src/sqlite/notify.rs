@@ -12,6 +12,7 @@ use crate::notify::{
     AcceptRequest, Accepted, COLUMNS, DeliveryState, Due, FoldRow, OutboxEntry, Resolved, Row, decode_channels,
     encode_channels, not_retryable, plan_accept, plan_due, recovery_message,
 };
+use crate::schema::Migration;
 use crate::sql::ms;
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -253,3 +254,37 @@ impl NotifyStore for SqliteStore {
         .await
     }
 }
+
+/// This primitive's schema steps (see `crate::schema`). Never edit a shipped step; add one.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    // 3: notifications: storm folds and the delivery outbox.
+    Migration {
+        version: 3,
+        sql: r#"
+    CREATE TABLE notify_folds (
+        namespace    TEXT NOT NULL,
+        dedupe_key   TEXT NOT NULL,
+        count        INTEGER NOT NULL,
+        first_at     INTEGER NOT NULL,
+        last_at      INTEGER NOT NULL,
+        notification TEXT NOT NULL,
+        channels     TEXT NOT NULL,
+        PRIMARY KEY (namespace, dedupe_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE notify_outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace       TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        message         TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        last_error      TEXT,
+        created_at      INTEGER NOT NULL,
+        delivered_at    INTEGER,
+        digest_at       INTEGER
+    );
+    CREATE INDEX notify_outbox_pending ON notify_outbox (namespace, state, channel, id);
+    "#,
+    },
+];

@@ -2,23 +2,32 @@ use std::time::Duration;
 
 use arbiter_core::ErrorKind;
 use arbiter_core::kv::EventType;
+use arbiter_core::name::Namespace;
 use arbiter_store::Topic;
 
 use crate::{Harness, conformance};
 
 conformance!(put_get_and_versions, |h: Harness| async move {
     let kv = h.store.kv();
-    assert_eq!(kv.revision().await.unwrap(), 0);
+    let default = Namespace::parse("default").unwrap();
+    assert_eq!(kv.revision(&default).await.unwrap(), 0);
     assert_eq!(kv.get("default", "a").await.unwrap(), None);
     let v1 = kv.put("default", "a", "one", None).await.unwrap();
     let v2 = kv.put("default", "b", "two", None).await.unwrap();
-    assert!(v2 > v1, "one store-wide revision counter");
+    assert!(v2 > v1, "one revision counter per namespace");
     let v3 = kv.put("default", "a", "uno", None).await.unwrap();
     let a = kv.get("default", "a").await.unwrap().unwrap();
     assert_eq!((a.value.as_str(), a.version, a.create_revision), ("uno", v3, v1));
-    assert_eq!(kv.revision().await.unwrap(), v3);
-    // Namespaces do not see each other's keys.
+    assert_eq!(kv.revision(&default).await.unwrap(), v3);
+    // Namespaces do not see each other's keys, and count their own revisions.
     assert_eq!(kv.get("team-b", "a").await.unwrap(), None);
+    let team_b = Namespace::parse("team-b").unwrap();
+    assert_eq!(kv.revision(&team_b).await.unwrap(), 0);
+    assert_eq!(kv.put("team-b", "a", "b's", None).await.unwrap(), 1);
+    assert_eq!(kv.revision(&team_b).await.unwrap(), 1);
+    assert_eq!(kv.revision(&default).await.unwrap(), v3);
+    let events = kv.events("team-b", "", 1, 10).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1]);
 });
 
 conformance!(compare_and_swap, |h: Harness| async move {
@@ -41,7 +50,7 @@ conformance!(compare_and_swap, |h: Harness| async move {
     assert_eq!(err.kind, ErrorKind::Conflict);
     assert!(err.message.contains("does not exist"), "{}", err.message);
     // Failed writes consume no revision.
-    assert_eq!(kv.revision().await.unwrap(), v2);
+    assert_eq!(kv.revision(&Namespace::parse("default").unwrap()).await.unwrap(), v2);
     assert_eq!(
         kv.delete("default", "k", Some(v1)).await.unwrap_err().kind,
         ErrorKind::Conflict

@@ -9,6 +9,7 @@ mod log;
 mod loops;
 mod notify;
 mod pgconn;
+mod schema;
 
 use std::time::Duration;
 

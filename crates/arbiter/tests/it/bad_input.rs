@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Out, Store, arbiter, on_both_backends, run};
+use crate::support::{Out, Store, arbiter, run};
+use arbiter_testkit::each_backend;
 
-on_both_backends!(bad_input_is_refused_and_writes_nothing, failures_have_their_exit_codes);
+each_backend!(Store; bad_input_is_refused_and_writes_nothing, failures_have_their_exit_codes);
 
 /// Asserts a failure in both output modes: `plain` (message on stderr, nothing on stdout)
 /// and `json` (one object with `error` and `message` on stdout); returns the JSON message.

@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 
-use crate::support::{
-    AT_ONCE, Background, SOON, Store, alive, group_members, on_both_backends, pid, token_of, wait_for,
-};
+use crate::support::{AT_ONCE, Background, SOON, Store, alive, pid, token_of};
+use arbiter_process::procfs;
+use arbiter_testkit::{each_backend, eventually};
 
-on_both_backends!(
+each_backend!(
+    Store;
     kill_9_of_lock_and_guard,
     kill_9_of_lock_alone_kills_the_whole_command,
     holder_on_another_host_only_after_ttl,
@@ -33,8 +34,8 @@ fn kill_9_of_lock_and_guard(store: &Store) {
         Some(u64::from(lock.pid())),
         "the holder is arbiter lock"
     );
-    let command = wait_for(SOON, "the command to start", || {
-        group_members(guard).into_iter().find(|p| p.comm == "sleep")
+    let command = eventually(SOON, "the command to start", || {
+        procfs::group_members(guard).into_iter().find(|p| p.comm == "sleep")
     });
     assert_eq!(command.ppid, guard, "the guard is the command's parent");
 
@@ -42,10 +43,10 @@ fn kill_9_of_lock_and_guard(store: &Store) {
     lock.signal(Signal::SIGKILL);
     kill(pid(guard), Signal::SIGKILL).expect("the guard can be killed");
     assert_eq!(lock.wait(SOON), 137);
-    wait_for(SOON, "the command to die with its guard", || {
+    eventually(SOON, "the command to die with its guard", || {
         (!alive(command.pid)).then_some(())
     });
-    wait_for(SOON, "the guard to be gone", || (!alive(guard)).then_some(()));
+    eventually(SOON, "the guard to be gone", || (!alive(guard)).then_some(()));
 
     let out = store.ok(&["lease", "acquire", "crash", "--json"]);
     let new_token = token_of(&out.json());
@@ -77,8 +78,8 @@ fn kill_9_of_lock_alone_kills_the_whole_command(store: &Store) {
     let old_token = token_of(&lease);
     let pgid = lease["holder"]["pgid"].as_u64().expect("a pgid") as u32;
     lock.also_kill_group(pgid);
-    let members = wait_for(SOON, "both sleeps to start", || {
-        let members = group_members(pgid);
+    let members = eventually(SOON, "both sleeps to start", || {
+        let members = procfs::group_members(pgid);
         (members.iter().filter(|p| p.comm == "sleep").count() == 2).then_some(members)
     });
     assert!(
@@ -91,11 +92,11 @@ fn kill_9_of_lock_alone_kills_the_whole_command(store: &Store) {
     assert_eq!(lock.wait(SOON), 137);
     // Contenders try to take the lease (no waiting) while the group dies: none may get it
     // while a member of the group still runs.
-    let new_token = wait_for(SOON, "an acquirer to take the lease over", || {
+    let new_token = eventually(SOON, "an acquirer to take the lease over", || {
         let out = store.run(&["lease", "acquire", "crash", "--json"]);
         match out.code {
             0 => {
-                let alive_now = group_members(pgid);
+                let alive_now = procfs::group_members(pgid);
                 assert!(
                     alive_now.is_empty(),
                     "the lease was taken over while the command's group still ran: {alive_now:?}"

@@ -2,11 +2,13 @@
 //! listener as a channel, a fake `gh` on PATH — sending nothing unless `--send`, and exit 7
 //! with the fix named when a check fails.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
+
+use arbiter_testkit::receiver::Receiver;
 
 use crate::support::{Out, Store, run};
 
@@ -118,38 +120,13 @@ fn a_good_setup_passes_every_check_and_nothing_is_sent() {
     );
 
     // --send: one test message, answered 200.
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut request = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Until the end of the body (content-length), bounded by the request's size.
-        loop {
-            let n = conn.read(&mut buf).unwrap();
-            request.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&request).to_string();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
-                    })
-                    .unwrap_or(0);
-                if body.len() >= length {
-                    break;
-                }
-            }
-            assert!(n > 0, "the request ended early");
-        }
-        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-            .unwrap();
-        String::from_utf8_lossy(&request).into_owned()
-    });
+    let receiver = Receiver::start_on(listener);
     let out = run(&mut doctor(&setup, &["--send", "--json"]));
     assert_eq!(out.code, 0, "{out:?}");
     secret_free(&out);
-    let request = server.join().unwrap();
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let request = String::from_utf8_lossy(&requests[0].body);
     assert!(request.contains("\"type\":\"test\""), "{request}");
     let rows = out.json();
     let hook = rows

@@ -4,9 +4,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Background, POLL, SOON, Store, on_both_backends};
+use crate::support::{Background, SOON, Store};
+use arbiter_testkit::each_backend;
+use arbiter_testkit::wait::POLL;
 
-on_both_backends!(
+each_backend!(
+    Store;
     put_get_list_delete,
     compare_and_swap_under_contention,
     watch_sees_later_puts_by_other_processes,

@@ -4,9 +4,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::support::{AT_ONCE, Background, SOON, Store, alive, on_both_backends, token_of, wait_for};
+use crate::support::{AT_ONCE, Background, SOON, Store, alive, token_of};
+use arbiter_testkit::{each_backend, eventually};
 
-on_both_backends!(
+each_backend!(
+    Store;
     waiters_are_served_in_arrival_order,
     pid_reuse_and_dead_holders,
     json_fields,
@@ -35,7 +37,7 @@ fn waiters_are_served_in_arrival_order(store: &Store) {
         waiters.push((agent, Background::start(cmd, store.scratch.path(), agent)));
         // The next one starts only once this one is visibly queued: arrival order is known.
         let queued = waiters.len();
-        wait_for(SOON, &format!("waiter {agent} to be queued"), || {
+        eventually(SOON, &format!("waiter {agent} to be queued"), || {
             (waiter_agents(store, "fifo").len() == queued).then_some(())
         });
     }
@@ -83,7 +85,7 @@ fn pid_reuse_and_dead_holders(store: &Store) {
         // `exec` keeps the shell's pid and start time: the holder stays alive as `sleep`.
         let script = format!(r#""$ARBITER" lease acquire {name} --ttl 60s && exec sleep 300"#);
         let mut shell = Background::start(store.sh(&script), store.scratch.path(), name);
-        let lease = wait_for(SOON, "the shell to hold the lease", || {
+        let lease = eventually(SOON, "the shell to hold the lease", || {
             let out = store.run(&["lease", "show", name, "--json"]);
             (out.code == 0).then(|| out.json()["holders"].get(0).cloned()).flatten()
         });

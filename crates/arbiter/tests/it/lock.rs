@@ -5,9 +5,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{AT_ONCE, Background, SOON, Store, alive, group_members, on_both_backends, token_of, wait_for};
+use crate::support::{AT_ONCE, Background, SOON, Store, alive, token_of};
+use arbiter_process::procfs;
+use arbiter_testkit::{each_backend, eventually};
 
-on_both_backends!(
+each_backend!(
+    Store;
     mutual_exclusion,
     semaphore_of_three,
     command_exit_code_and_environment,
@@ -193,9 +196,9 @@ fn lost_lease_stops_the_command(store: &Store) {
     let pgid = lease["holder"]["pgid"].as_u64().expect("a pgid") as u32;
     lock.also_kill_group(pgid);
     assert!(
-        group_members(pgid).iter().any(|p| p.comm == "sleep"),
+        procfs::group_members(pgid).iter().any(|p| p.comm == "sleep"),
         "the command runs in the recorded group: {:?}",
-        group_members(pgid)
+        procfs::group_members(pgid)
     );
     let deleted = store.sql("DELETE FROM lease_holders WHERE name = 'lost'");
     assert_eq!(deleted, 1);
@@ -209,9 +212,9 @@ fn lost_lease_stops_the_command(store: &Store) {
         lock.stderr()
     );
     assert!(
-        group_members(pgid).is_empty(),
+        procfs::group_members(pgid).is_empty(),
         "the command's group is gone when arbiter exits: {:?}",
-        group_members(pgid)
+        procfs::group_members(pgid)
     );
     eprintln!("loss noticed and the command stopped in {:?}", start.elapsed());
     assert!(start.elapsed() < AT_ONCE, "took {:?}", start.elapsed());
@@ -228,8 +231,8 @@ fn sigterm_stops_the_command_and_releases(store: &Store) {
     let lease = store.wait_for_lock_holder("term", &mut lock);
     let pgid = lease["holder"]["pgid"].as_u64().expect("a pgid") as u32;
     lock.also_kill_group(pgid);
-    let sleep = wait_for(SOON, "the command to start", || {
-        group_members(pgid).into_iter().find(|p| p.comm == "sleep")
+    let sleep = eventually(SOON, "the command to start", || {
+        procfs::group_members(pgid).into_iter().find(|p| p.comm == "sleep")
     });
     lock.signal(Signal::SIGTERM);
     let code = lock.wait(SOON);
@@ -240,7 +243,7 @@ fn sigterm_stops_the_command_and_releases(store: &Store) {
         lock.stderr()
     );
     assert!(!alive(sleep.pid), "the command is stopped");
-    assert!(group_members(pgid).is_empty(), "the whole group is gone");
+    assert!(procfs::group_members(pgid).is_empty(), "the whole group is gone");
     assert_eq!(
         store.ok(&["lease", "list", "--json"]).json(),
         serde_json::json!([]),

@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{Store, on_both_backends};
+use crate::support::Store;
+use arbiter_process::procfs;
+use arbiter_testkit::each_backend;
 
 /// `arbiter` on `store`, arguments to follow.
 fn cli(store: &Store) -> std::process::Command {
@@ -122,10 +124,8 @@ fn appends_survive_killed_writers(store: &Store) {
 
 /// CPU time (user + system) a process has used, from /proc.
 fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    let stat = procfs::stat(pid).expect("the process runs");
+    Duration::from_millis((stat.utime + stat.stime) * 10) // USER_HZ is 100 on Linux
 }
 
 fn follow_delivers_records_from_other_processes(store: &Store) {
@@ -205,7 +205,8 @@ fn consumers_resume_where_they_stopped(store: &Store) {
     assert_eq!(streams, serde_json::json!([{"stream": "s", "next_offset": 3}]));
 }
 
-on_both_backends!(
+each_backend!(
+    Store;
     appends_survive_killed_writers,
     follow_delivers_records_from_other_processes,
     consumers_resume_where_they_stopped

@@ -4,256 +4,24 @@
 //! `notifications list|retry`, `channels list|test`, and configuration errors.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use arbiter_testkit::receiver::{Answer, Behaviour, Receiver, Request};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::support::{Background, Out, SOON, Store, on_both_backends, run, wait_for};
+use crate::support::{Background, Out, SOON, Store, run};
+use arbiter_testkit::{each_backend, eventually};
 
-on_both_backends!(
+each_backend!(
+    Store;
     a_storm_of_37_then_resolve_is_5_messages,
     an_outage_with_a_kill_9_of_the_dispatcher_loses_nothing,
     dead_notifications_are_listed_and_retried,
     config_errors_name_file_and_line_and_write_nothing,
 );
-
-// ---------------------------------------------------------------------------------------
-// The receiver: a small HTTP/1.1 server on 127.0.0.1 (std threads), recording every
-// request — path, headers, raw body, arrival order — and answering as told, switchable
-// while the test runs. Every answer says `Connection: close`, so each attempt is a fresh
-// connection to whatever listens at that moment.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Behaviour {
-    Ok,
-    Status(u16),
-    /// 429 with `Retry-After: 1`.
-    TooMany,
-    /// Takes the request on arrival, answers 200 only after this long (past the timeout).
-    Hang(Duration),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
-    Status(u16),
-    Hung,
-}
-
-#[derive(Debug, Clone)]
-struct Request {
-    path: String,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-    answer: Answer,
-}
-
-impl Request {
-    fn taken(&self) -> bool {
-        matches!(self.answer, Answer::Status(200) | Answer::Hung)
-    }
-    fn id(&self) -> &str {
-        self.headers
-            .get("x-arbiter-id")
-            .map(String::as_str)
-            .expect("every request has X-Arbiter-Id")
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("a JSON body")
-    }
-}
-
-struct Shared {
-    behaviour: Mutex<Behaviour>,
-    requests: Mutex<Vec<Request>>,
-    arrived: Condvar,
-}
-
-struct Receiver {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    accepting: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let receiver = Receiver {
-            addr: listener.local_addr().unwrap(),
-            shared: Arc::new(Shared {
-                behaviour: Mutex::new(Behaviour::Ok),
-                requests: Mutex::new(Vec::new()),
-                arrived: Condvar::new(),
-            }),
-            accepting: Mutex::new(None),
-        };
-        receiver.serve(listener);
-        receiver
-    }
-
-    fn serve(&self, listener: TcpListener) {
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (shared, stopped) = (self.shared.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            // Until told to stop (then the listener is dropped: connections are refused).
-            while !stopped.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let shared = shared.clone();
-                        std::thread::spawn(move || handle(stream, &shared));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(2))
-                    }
-                    Err(e) => panic!("accept failed: {e}"),
-                }
-            }
-        });
-        *self.accepting.lock().unwrap() = Some((stop, thread));
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn set(&self, behaviour: Behaviour) {
-        *self.shared.behaviour.lock().unwrap() = behaviour;
-    }
-
-    /// Closes the listening socket: connections are refused until `listen`.
-    fn refuse(&self) {
-        if let Some((stop, thread)) = self.accepting.lock().unwrap().take() {
-            stop.store(true, Ordering::SeqCst);
-            thread.join().expect("the accept thread ends");
-        }
-    }
-
-    /// Listens on the same port again.
-    fn listen(&self) {
-        if self.accepting.lock().unwrap().is_some() {
-            return;
-        }
-        let listener = wait_for(SOON, "the receiver's port to bind again", || {
-            TcpListener::bind(self.addr).ok()
-        });
-        self.serve(listener);
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.shared.requests.lock().unwrap().clone()
-    }
-
-    fn count(&self) -> usize {
-        self.shared.requests.lock().unwrap().len()
-    }
-
-    fn taken(&self, path: &str) -> Vec<Request> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.path == path && r.taken())
-            .collect()
-    }
-
-    /// Waits (at most `limit`) until `check` holds for the requests so far.
-    #[track_caller]
-    fn wait_for(&self, limit: Duration, what: &str, check: impl Fn(&[Request]) -> bool) {
-        let deadline = Instant::now() + limit;
-        let mut requests = self.shared.requests.lock().unwrap();
-        while !check(&requests) {
-            let now = Instant::now();
-            if now >= deadline {
-                let summary: Vec<String> = requests
-                    .iter()
-                    .map(|r| format!("{} {:?} {}", r.path, r.answer, r.id()))
-                    .collect();
-                panic!("timed out after {limit:?} waiting for {what}; requests: {summary:#?}");
-            }
-            // Re-checks at least every 100 ms.
-            let wake = (deadline - now).min(Duration::from_millis(100));
-            requests = self.shared.arrived.wait_timeout(requests, wake).unwrap().0;
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.refuse();
-    }
-}
-
-fn handle(mut stream: TcpStream, shared: &Shared) {
-    stream.set_nonblocking(false).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut data = Vec::new();
-    let mut buf = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let path = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .unwrap_or("/")
-        .to_string();
-    let headers: BTreeMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    while data.len() < head_end + length {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    }
-    let body = data[head_end..head_end + length].to_vec();
-    let behaviour = *shared.behaviour.lock().unwrap();
-    let answer = match behaviour {
-        Behaviour::Ok => Answer::Status(200),
-        Behaviour::Status(code) => Answer::Status(code),
-        Behaviour::TooMany => Answer::Status(429),
-        Behaviour::Hang(_) => Answer::Hung,
-    };
-    shared.requests.lock().unwrap().push(Request {
-        path,
-        headers,
-        body,
-        answer,
-    });
-    shared.arrived.notify_all();
-    let (status, extra, text) = match behaviour {
-        Behaviour::Ok => (200, "", "ok".to_string()),
-        Behaviour::Status(code) => (code, "", format!("receiver says {code}")),
-        Behaviour::TooMany => (429, "Retry-After: 1\r\n", "slow down".to_string()),
-        Behaviour::Hang(duration) => {
-            std::thread::sleep(duration);
-            (200, "", "ok, late".to_string())
-        }
-    };
-    let response = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{text}",
-        text.len()
-    );
-    let _ = stream.write_all(response.as_bytes());
-    let _ = stream.flush();
-}
-
-// ---------------------------------------------------------------------------------------
 
 /// Writes `text` as `arbiter.toml` in the test's scratch directory.
 fn write_config(store: &Store, text: &str) -> PathBuf {
@@ -429,7 +197,7 @@ fn met(stage: Stage, store: &Store, config: &Path, receiver: &Receiver, since: u
         Stage::Hanging => Answer::Hung,
         Stage::Refused => {
             // Nothing arrives; the outbox shows the refused attempts.
-            wait_for(SOON, "a refused attempt on every channel", || {
+            eventually(SOON, "a refused attempt on every channel", || {
                 let pending = list(store, config, "pending");
                 CHANNELS
                     .iter()
@@ -504,7 +272,7 @@ channels = ["b"]
         let before = pending_attempts(store, &config);
         match stage {
             Stage::Unavailable => receiver.set(Behaviour::Status(503)),
-            Stage::TooMany => receiver.set(Behaviour::TooMany),
+            Stage::TooMany => receiver.set(Behaviour::TooMany { retry_after: 1 }),
             Stage::Refused => receiver.refuse(),
             Stage::Hanging => {
                 receiver.set(Behaviour::Hang(Duration::from_millis(600)));
@@ -543,7 +311,7 @@ channels = ["b"]
             assert_eq!(first.wait(SOON), 128 + 9, "the dispatcher died by SIGKILL");
             let new = start_dispatch(store, &config, "dispatch-2");
             let pid = new.pid();
-            let holder = wait_for(SOON, "the new dispatcher to hold the lease", || {
+            let holder = eventually(SOON, "the new dispatcher to hold the lease", || {
                 let out = store.run(&["lease", "show", "notify/dispatcher", "--json"]);
                 let holder = out.json()["holders"].get(0)?.clone();
                 (holder["holder"]["pid"].as_u64() == Some(u64::from(pid))).then_some(holder)
@@ -582,7 +350,7 @@ channels = ["b"]
             ids.len() >= expected[c].len()
         })
     });
-    wait_for(SOON, "the outbox to record every delivery", || {
+    eventually(SOON, "the outbox to record every delivery", || {
         list(store, &config, "pending").is_empty().then_some(())
     });
     second.signal(Signal::SIGTERM);
@@ -658,7 +426,7 @@ fn dead_notifications_are_listed_and_retried(store: &Store) {
     );
     let id = out.json()["deliveries"][0].as_i64().expect("an outbox id");
     let mut dispatch = start_dispatch(store, &config, "dispatch");
-    let dead = wait_for(SOON, "the notification to be dead", || {
+    let dead = eventually(SOON, "the notification to be dead", || {
         list(store, &config, "dead").into_iter().find(|e| e["id"] == id)
     });
     assert_eq!(dead["state"], "dead");
@@ -861,7 +629,7 @@ channels = ["hook"]
     );
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert!(
-        lines.contains(&format!("hook\twebhook\thttp://127.0.0.1:{}/…\tOps hook", receiver.addr.port()).as_str()),
+        lines.contains(&format!("hook\twebhook\thttp://127.0.0.1:{}/…\tOps hook", receiver.addr().port()).as_str()),
         "{lines:?}"
     );
     assert!(
@@ -923,7 +691,7 @@ channels = ["hook"]
         out.stderr
     );
     assert!(!out.stderr.contains("SECRET-PATH"), "{}", out.stderr);
-    receiver.set(Behaviour::TooMany);
+    receiver.set(Behaviour::TooMany { retry_after: 1 });
     let out = cli(&store, &config, &["channels", "test", "hook", "--json"]);
     assert_eq!(out.code, 7);
     assert_eq!(out.json()["error"], "failed", "{out:?}");
@@ -935,7 +703,7 @@ channels = ["hook"]
     assert!(
         out.stderr.contains(&format!(
             "http://127.0.0.1:{}/… connection failed",
-            receiver.addr.port()
+            receiver.addr().port()
         )),
         "{}",
         out.stderr
@@ -968,7 +736,7 @@ channels = ["hook"]
 fn secrets_in_a_channel_url_are_never_shown_or_stored() {
     let store = Store::sqlite();
     let receiver = Receiver::start();
-    let url = format!("http://bot:PW4567@{}?token=SECRET789", receiver.addr);
+    let url = format!("http://bot:PW4567@{}?token=SECRET789", receiver.addr());
     let config = write_config(
         &store,
         &format!(
@@ -976,7 +744,7 @@ fn secrets_in_a_channel_url_are_never_shown_or_stored() {
              [[routes]]\nchannels = [\"hook\"]\n"
         ),
     );
-    let shown = format!("http://***@{}?…", receiver.addr);
+    let shown = format!("http://***@{}?…", receiver.addr());
     let secret_free = |what: &str, text: &str| {
         assert!(
             !text.contains("PW4567") && !text.contains("SECRET789") && !text.contains("bot:"),

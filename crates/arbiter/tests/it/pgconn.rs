@@ -7,7 +7,8 @@ use std::time::Duration;
 use arbiter_testkit::net::{SilentListener, StallProxy, postgres_server_addr};
 
 use crate::faults::postgres::PrivatePostgres;
-use crate::support::{Background, Out, Store, arbiter, run_bounded, wait_for};
+use crate::support::{Background, Out, Store, arbiter, run_bounded};
+use arbiter_testkit::eventually;
 
 /// Generous: the defaults are seconds. The tests assert exit codes and messages, never time.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -73,7 +74,7 @@ fn a_link_that_hangs_is_unavailable_with_its_address_and_recovers() {
         store.scratch.path(),
         "watch",
     );
-    wait_for(LIMIT, "the watch prints the changes so far", || {
+    eventually(LIMIT, "the watch prints the changes so far", || {
         assert!(watch.running(), "kv watch exited: {}", watch.stderr());
         watch.stdout().contains('1').then_some(())
     });
@@ -316,10 +317,10 @@ fn watch_survives_a_silent_store_and_resumes() {
         &dir,
         "watch",
     );
-    wait_for(LIMIT, "a first round", || (count() >= 1).then_some(()));
+    eventually(LIMIT, "a first round", || (count() >= 1).then_some(()));
     proxy.freeze();
     // The supervisor meets the silent store (its statements' deadline) and says so...
-    wait_for(LIMIT, "the supervisor to report the silent store", || {
+    eventually(LIMIT, "the supervisor to report the silent store", || {
         watch.stderr().contains("did not answer within").then_some(())
     });
     assert!(
@@ -330,7 +331,7 @@ fn watch_survives_a_silent_store_and_resumes() {
     // ...and runs rounds again once it answers.
     let before = count();
     proxy.resume();
-    wait_for(LIMIT, "a round after the store is back", || {
+    eventually(LIMIT, "a round after the store is back", || {
         assert!(watch.running(), "watch exited: {}", watch.stderr());
         (count() > before).then_some(())
     });
@@ -346,7 +347,7 @@ fn watch_survives_a_silent_store_and_resumes() {
         "store is back",
     ]);
     run_bounded(&mut notify, LIMIT).expect_code(0, "notify once the store is back");
-    wait_for(LIMIT, "the dispatcher in watch to deliver", || {
+    eventually(LIMIT, "the dispatcher in watch to deliver", || {
         assert!(watch.running(), "watch exited: {}", watch.stderr());
         std::fs::read_to_string(&delivered)
             .unwrap_or_default()
@@ -404,15 +405,15 @@ fn dispatch_survives_a_silent_store_and_resumes() {
         "dispatch",
     );
     notify("before the stall");
-    wait_for(LIMIT, "a first delivery", || seen("before the stall").then_some(()));
+    eventually(LIMIT, "a first delivery", || seen("before the stall").then_some(()));
     proxy.freeze();
-    wait_for(LIMIT, "the dispatcher to report the silent store", || {
+    eventually(LIMIT, "the dispatcher to report the silent store", || {
         assert!(dispatch.running(), "dispatch exited: {}", dispatch.stderr());
         dispatch.stderr().contains("starting it again").then_some(())
     });
     proxy.resume();
     notify("after the stall");
-    wait_for(LIMIT, "a delivery after the store is back", || {
+    eventually(LIMIT, "a delivery after the store is back", || {
         assert!(dispatch.running(), "dispatch exited: {}", dispatch.stderr());
         seen("after the stall").then_some(())
     });

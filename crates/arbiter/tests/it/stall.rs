@@ -17,9 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbiter_testkit::net::StallProxy;
 
-use crate::support::{Background, SOON, Store, alive, on_both_backends, postgres_addr, wait_for};
+use crate::support::{Background, SOON, Store, alive, postgres_addr};
+use arbiter_testkit::{each_backend, eventually};
 
-on_both_backends!(
+each_backend!(
+    Store;
     lock_is_stopped_before_the_lease_goes_elsewhere,
     watch_never_runs_two_rounds_at_once
 );
@@ -81,7 +83,7 @@ impl Stall {
                 |row| row.get(0),
             )
             .expect("read the expiry");
-        wait_for(SOON, "the store's expiry of the lease", || {
+        eventually(SOON, "the store's expiry of the lease", || {
             (now_ms() > expiry).then_some(())
         });
         conn.execute_batch("ROLLBACK").expect("let the write lock go");
@@ -108,7 +110,7 @@ fn pids(path: &Path) -> Vec<u32> {
 /// `pid` must be dead. Returns the number of attempts.
 fn acquire_until_granted(store: &Store, name: &str, pid: u32) -> usize {
     let mut attempts = 0;
-    wait_for(SOON, &format!("a second acquirer to be granted {name:?}"), || {
+    eventually(SOON, &format!("a second acquirer to be granted {name:?}"), || {
         attempts += 1;
         let out = store.run(&["lease", "acquire", name, "--ttl", "1m"]);
         match out.code {
@@ -145,7 +147,7 @@ fn lock_is_stopped_before_the_lease_goes_elsewhere(store: &Store) {
     let mut lock = Background::start(cmd, store.scratch.path(), "lock");
     let holder = store.wait_for_lock_holder("frz", &mut lock);
     lock.also_kill_group(holder["holder"]["pgid"].as_u64().expect("a pgid") as u32);
-    let pid = wait_for(SOON, "the command's pid", || pids(&pidfile).first().copied());
+    let pid = eventually(SOON, "the command's pid", || pids(&pidfile).first().copied());
     assert!(alive(pid), "the command runs");
 
     stall.freeze();
@@ -200,7 +202,7 @@ grace = "300ms"
         Background::start(cmd, &dir, label)
     };
     let mut stalled = watch(&stall.url(store), "stalled");
-    let first = wait_for(SOON, "the first round to start", || {
+    let first = eventually(SOON, "the first round to start", || {
         assert!(stalled.running(), "watch exited: {}", stalled.stderr());
         pids(&runs).first().copied()
     });
@@ -209,7 +211,7 @@ grace = "300ms"
     stall.freeze();
     stall.until_the_store_could_grant("loop/frz");
     let mut overlaps = 0;
-    let second = wait_for(SOON, "the other supervisor's first round", || {
+    let second = eventually(SOON, "the other supervisor's first round", || {
         let all = pids(&runs);
         overlaps = overlaps.max(all.iter().filter(|&&p| alive(p)).count());
         assert!(other.running(), "the other watch exited: {}", other.stderr());
@@ -223,7 +225,7 @@ grace = "300ms"
     // Once its link works again, the stalled supervisor records its round as lost.
     stall.resume();
     let mut seen = Vec::new();
-    let recorded = crate::support::poll_for(SOON, || {
+    let recorded = arbiter_testkit::poll_for(SOON, || {
         assert!(stalled.running(), "the stalled watch exited: {}", stalled.stderr());
         seen = store.sql_texts(
             "SELECT status || ' ' || COALESCE(reason, '') FROM loop_rounds WHERE loop = 'frz' AND round = 1",

@@ -3,9 +3,10 @@
 
 use std::process::Stdio;
 
-use crate::support::{Store, on_both_backends};
+use crate::support::Store;
+use arbiter_testkit::each_backend;
 
-on_both_backends!(store_info_names_backend_location_and_schema);
+each_backend!(Store; store_info_names_backend_location_and_schema);
 
 fn store_info_names_backend_location_and_schema(store: &Store) {
     let info = store.ok(&["store", "info", "--json"]).json();

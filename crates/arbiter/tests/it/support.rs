@@ -8,16 +8,14 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arbiter_testkit::TempSqlite;
+use arbiter_process::procfs;
+use arbiter_testkit::{TempSqlite, eventually, poll_for};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-/// The longest pause between two looks of a bounded wait. The first looks come sooner (after
-/// 1 ms, then twice as long each time), so what happens at once is seen at once.
-pub const POLL: Duration = Duration::from_millis(20);
 /// The bound of waits for things that should happen "at once" (a process exiting after a
 /// signal, a record appearing): generous for a loaded CI machine, never reached normally.
 /// Where "at once" is part of what is tested, the test asserts a tighter bound itself.
@@ -46,7 +44,7 @@ pub fn bin() -> &'static Path {
                 .to_str()
                 .and_then(|n| n.strip_prefix("arbiter-it-"))
                 .and_then(|p| p.parse().ok());
-            if pid.is_some_and(|pid: u32| proc_stat(pid).is_none()) {
+            if pid.is_some_and(|pid: u32| procfs::stat(pid).is_none()) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -162,7 +160,7 @@ impl Running {
 pub fn run_peak_memory(cmd: &mut Command) -> (Out, u64) {
     let running = Running::start(cmd);
     let pid = running.child.id() as nix::libc::pid_t;
-    let reaped = poll(COMMAND_LIMIT, || {
+    let reaped = poll_for(COMMAND_LIMIT, || {
         let mut status = 0;
         // SAFETY: plain out-parameters; `rusage` is plain data, zero is a valid value.
         let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
@@ -191,7 +189,7 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<S
 
 /// Waits for `child` to exit, for at most `limit`; `None` if it is still running.
 pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    poll(limit, || child.try_wait().expect("waitpid works"))
+    poll_for(limit, || child.try_wait().expect("waitpid works"))
 }
 
 /// The code a shell would report: the exit code, or 128 + the signal.
@@ -201,38 +199,6 @@ pub fn exit_code(status: ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .expect("a finished process has a code or a signal")
-}
-
-/// Polls `check` until it returns `Some`, for at most `limit` (see [`POLL`]); panics naming
-/// `what` when the time runs out.
-#[track_caller]
-pub fn wait_for<T>(limit: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
-    match poll(limit, check) {
-        Some(value) => value,
-        None => panic!("timed out after {limit:?} waiting for {what}"),
-    }
-}
-
-/// Polls `check` until it returns `Some`, for at most `limit`, backing off from 1 ms to
-/// [`POLL`] between looks; `None` when the time runs out.
-pub fn poll_for<T>(limit: Duration, check: impl FnMut() -> Option<T>) -> Option<T> {
-    poll(limit, check)
-}
-
-/// See [`poll_for`].
-fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if start.elapsed() >= limit {
-            return None;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(POLL);
-    }
 }
 
 enum Backend {
@@ -325,7 +291,7 @@ impl Store {
     /// returns that lease. Fails at once, with its stderr, if `lock` exits first.
     #[track_caller]
     pub fn wait_for_lock_holder(&self, name: &str, lock: &mut Background) -> Value {
-        wait_for(SOON, &format!("a holder of {name:?} with a process group"), || {
+        eventually(SOON, &format!("a holder of {name:?} with a process group"), || {
             if !lock.running() {
                 panic!("arbiter lock exited early: {}", lock.stderr());
             }
@@ -539,7 +505,7 @@ impl Background {
     #[track_caller]
     pub fn wait(&mut self, limit: Duration) -> i32 {
         let what = format!("process {} to exit (stderr: {})", self.pid(), self.stderr());
-        let status = wait_for(limit, &what, || self.try_status());
+        let status = eventually(limit, &what, || self.try_status());
         exit_code(status)
     }
 
@@ -570,51 +536,10 @@ pub fn pid(pid: u32) -> Pid {
     Pid::from_raw(i32::try_from(pid).expect("a pid fits in i32"))
 }
 
-/// One process as `/proc/PID/stat` describes it.
-#[derive(Debug, Clone)]
-pub struct Proc {
-    pub pid: u32,
-    pub comm: String,
-    pub state: char,
-    pub ppid: u32,
-    pub pgrp: u32,
-}
-
-/// Reads `/proc/PID/stat`; `None` if there is no such process.
-pub fn proc_stat(pid: u32) -> Option<Proc> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_string();
-    let mut fields = text[close + 1..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some(Proc {
-        pid,
-        comm,
-        state,
-        ppid,
-        pgrp,
-    })
-}
-
 /// Whether process `pid` exists and is not a zombie (in a container whose init does not
 /// reap orphans, killed processes stay zombies: they are gone all the same).
 pub fn alive(pid: u32) -> bool {
-    proc_stat(pid).is_some_and(|p| !matches!(p.state, 'Z' | 'X'))
-}
-
-/// The live (non-zombie) members of process group `pgid`.
-pub fn group_members(pgid: u32) -> Vec<Proc> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(proc_stat)
-        .filter(|p| p.pgrp == pgid && !matches!(p.state, 'Z' | 'X'))
-        .collect()
+    procfs::stat(pid).is_some_and(|p| !p.is_gone())
 }
 
 /// `host:port` of a `postgres://` URL (for a [`arbiter_testkit::net::StallProxy`] in front
@@ -643,30 +568,3 @@ pub fn token_of(lease: &Value) -> i64 {
         .as_i64()
         .unwrap_or_else(|| panic!("a lease with a token: {lease}"))
 }
-
-/// Defines one `#[test]` per backend for each scenario `fn NAME(store: &Store)` of the
-/// calling module: `MODULE::sqlite::NAME` and `MODULE::postgres::NAME` (which prints that it
-/// was skipped and passes when no PostgreSQL server runs, outside CI).
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[test]
-                fn $scenario() {
-                    super::$scenario(&$crate::support::Store::sqlite());
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[test]
-                fn $scenario() {
-                    if let Some(store) = $crate::support::Store::postgres(stringify!($scenario)) {
-                        super::$scenario(&store);
-                    }
-                }
-            )*
-        }
-    };
-}
-pub(crate) use on_both_backends;

@@ -7,9 +7,12 @@ use std::path::Path;
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Background, SOON, Store, alive, on_both_backends, proc_stat, wait_for};
+use crate::support::{Background, SOON, Store, alive};
+use arbiter_process::procfs;
+use arbiter_testkit::{each_backend, eventually};
 
-on_both_backends!(
+each_backend!(
+    Store;
     lock_kills_a_setsid_descendant,
     a_loop_timeout_kills_a_setsid_descendant,
     watch_stop_kills_a_setsid_descendant
@@ -22,10 +25,10 @@ until [ -e "$ESC" ]; do sleep 0.01; done"#;
 
 /// The escapee's pid, once written; checks that it really left the command's group.
 fn escapee(path: &Path) -> u32 {
-    let pid: u32 = wait_for(SOON, "the setsid descendant's pid", || {
+    let pid: u32 = eventually(SOON, "the setsid descendant's pid", || {
         std::fs::read_to_string(path).ok()?.trim().parse().ok()
     });
-    if let Some(p) = proc_stat(pid) {
+    if let Some(p) = procfs::stat(pid) {
         assert_eq!(
             p.pgrp, pid,
             "the descendant leads a group of its own (it called setsid)"

@@ -30,9 +30,12 @@ use std::time::UNIX_EPOCH;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::support::{Background, SOON, Store, alive, bin, group_members, on_both_backends, proc_stat, wait_for};
+use crate::support::{Background, SOON, Store, alive, bin};
+use arbiter_process::procfs;
+use arbiter_testkit::{each_backend, eventually};
 
-on_both_backends!(
+each_backend!(
+    Store;
     a_7kb_prompt_arrives_byte_exact_and_never_in_argv,
     each_loop_sees_only_its_own_profile,
     a_timeout_stops_the_whole_tree,
@@ -168,7 +171,7 @@ impl<'a> Fleet<'a> {
     fn ended(&self, name: &str, n: i64, watch: &mut Background) -> Round {
         // The store (its tables) exists before it is queried directly.
         self.store.ok(&["status"]);
-        wait_for(SOON, &format!("round {n} of loop {name} to end"), || {
+        eventually(SOON, &format!("round {n} of loop {name} to end"), || {
             let round = self
                 .rounds(name)
                 .into_iter()
@@ -248,7 +251,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn ancestors(pid: u32) -> Vec<u32> {
     let mut chain = Vec::new();
     let mut current = pid;
-    while let Some(p) = proc_stat(current) {
+    while let Some(p) = procfs::stat(current) {
         if p.ppid <= 1 || chain.contains(&p.ppid) {
             break;
         }
@@ -341,7 +344,7 @@ env = { OUT = "@OUT@" }
     ];
     let mut prompt_paths = BTreeMap::new();
     for name in ["by-file", "by-stdin"] {
-        let agent: u32 = wait_for(SOON, &format!("the agent of {name} to start"), || {
+        let agent: u32 = eventually(SOON, &format!("the agent of {name} to start"), || {
             assert!(watch.running(), "arbiter watch exited early: {}", watch.stderr());
             read_parsed(&fleet.out_file(&format!("{name}.pid")))
         });
@@ -357,8 +360,8 @@ env = { OUT = "@OUT@" }
             "{name}: the prompt file is private while the round runs"
         );
 
-        let pgid = proc_stat(agent).expect("the agent runs").pgrp;
-        let members = group_members(pgid);
+        let pgid = procfs::stat(agent).expect("the agent runs").pgrp;
+        let members = procfs::group_members(pgid);
         assert!(members.iter().any(|p| p.pid == agent), "{members:?}");
         assert!(
             members.iter().any(|p| p.pid == pgid && p.pid != agent),
@@ -818,7 +821,7 @@ env = { OUT = "@OUT@" }
 
     // A handover: `first` holds both loops when `second` joins.
     let mut first = fleet.start("first", &["--rounds", "3"]);
-    wait_for(SOON, "the first supervisor to run both loops", || {
+    eventually(SOON, "the first supervisor to run both loops", || {
         assert!(first.running(), "it exited early: {}", first.stderr());
         ["x", "y"]
             .iter()
@@ -953,7 +956,7 @@ env = { OUT = "@OUT@" }
         fleet.start("two", &["--lease-ttl", "2s"]),
     ];
     let p_events = fleet.out_file("p.events");
-    let start = wait_for(SOON, "round 2 of loop p to start", || {
+    let start = eventually(SOON, "round 2 of loop p to start", || {
         for s in supervisors.iter_mut() {
             assert!(s.running(), "a supervisor exited: {}", s.stderr());
         }
@@ -974,13 +977,13 @@ env = { OUT = "@OUT@" }
 
     victim.signal(Signal::SIGKILL);
     assert_eq!(victim.wait(SOON), 137);
-    wait_for(SOON, "the killed supervisor's agent to die with it", || {
+    eventually(SOON, "the killed supervisor's agent to die with it", || {
         (!alive(start.agent)).then_some(())
     });
 
     // The survivor carries on with both loops.
     for (name, after) in [("p", 2), ("q", q_before)] {
-        wait_for(SOON, &format!("two rounds of loop {name} by the survivor"), || {
+        eventually(SOON, &format!("two rounds of loop {name} by the survivor"), || {
             assert!(survivor.running(), "the survivor exited: {}", survivor.stderr());
             let mine = fleet
                 .rounds(name)
@@ -1107,7 +1110,7 @@ env = { OUT = "@OUT@" }
 
     // The supervisor crashes.
     let mut watch = fleet.start("sleepy", &["--loop", "sleepy", "--lease-ttl", "30s"]);
-    let agent: u32 = wait_for(SOON, "the agent to start", || {
+    let agent: u32 = eventually(SOON, "the agent to start", || {
         assert!(watch.running(), "arbiter watch exited early: {}", watch.stderr());
         read_parsed(&fleet.out_file("agent.pid"))
     });
@@ -1119,11 +1122,11 @@ env = { OUT = "@OUT@" }
             .trim(),
     );
     assert!(prompt.exists(), "the prompt file exists while the round runs");
-    assert!(!group_members(pgid).is_empty(), "the agent's group runs");
+    assert!(!procfs::group_members(pgid).is_empty(), "the agent's group runs");
     watch.signal(Signal::SIGKILL);
     assert_eq!(watch.wait(SOON), 137);
-    wait_for(SOON, "the agent's process group to be gone", || {
-        group_members(pgid).is_empty().then_some(())
+    eventually(SOON, "the agent's process group to be gone", || {
+        procfs::group_members(pgid).is_empty().then_some(())
     });
     assert!(!alive(agent));
     assert_eq!(
@@ -1260,7 +1263,7 @@ fn a_live_edit_is_applied_between_rounds(store: &Store) {
     let output = fleet.out_file("live.out");
     let mut watch = fleet.start("watch", &[]);
     let count = |watch: &mut Background, at_least: usize| {
-        wait_for(SOON, &format!("{at_least} rounds"), || {
+        eventually(SOON, &format!("{at_least} rounds"), || {
             assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
             let all = lines(&output);
             (all.len() >= at_least).then_some(all)
@@ -1271,7 +1274,7 @@ fn a_live_edit_is_applied_between_rounds(store: &Store) {
     let broken = fleet.configure(&LIVE_CONFIG.replace(r#"["sh", "../agent.sh", "v1"]"#, r#""sh ../agent.sh v2""#));
     let line = broken.lines().position(|l| l.starts_with("command")).expect("the line") + 1;
     let expected = format!("{}:{line}: loops.live.command: ", fleet.config.display());
-    wait_for(SOON, "the supervisor to report the broken edit", || {
+    eventually(SOON, "the supervisor to report the broken edit", || {
         assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
         let stderr = watch.stderr();
         (stderr.contains(&expected) && stderr.contains("the old one keeps running")).then_some(())
@@ -1280,7 +1283,7 @@ fn a_live_edit_is_applied_between_rounds(store: &Store) {
     count(&mut watch, before + 2);
 
     fleet.configure(&LIVE_CONFIG.replace(r#""v1""#, r#""v2""#));
-    wait_for(SOON, "a round with the edited command", || {
+    eventually(SOON, "a round with the edited command", || {
         assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
         lines(&output).iter().any(|l| l.starts_with("v2 ")).then_some(())
     });
@@ -1359,7 +1362,7 @@ timeout = "1m"
 
     watch.signal(Signal::SIGKILL);
     assert_eq!(watch.wait(SOON), 137);
-    let lost = wait_for(SOON, "the loop to show as lost", || {
+    let lost = eventually(SOON, "the loop to show as lost", || {
         fleet.status().remove("st").filter(|row| row["state"] == "lost")
     });
     assert_eq!(lost["lease_expires_at"], Value::Null, "{lost}");
@@ -1397,14 +1400,14 @@ timeout = "1m"
 "#,
     );
     let mut watch = fleet.start("watch", &["--lease-ttl", "5s"]);
-    let backing_off = wait_for(SOON, "the loop to show `backing off`", || {
+    let backing_off = eventually(SOON, "the loop to show `backing off`", || {
         fleet.status().remove("bo").filter(|row| row["state"] == "backing off")
     });
     assert_eq!(backing_off["consecutive_failures"], 1, "{backing_off}");
     assert_eq!(backing_off["last_status"], "failed", "{backing_off}");
     assert_eq!(backing_off["round"], 1, "{backing_off}");
     fleet.ended("bo", 2, &mut watch);
-    let recovered = wait_for(SOON, "the loop to show `idle` after round 2", || {
+    let recovered = eventually(SOON, "the loop to show `idle` after round 2", || {
         fleet
             .status()
             .remove("bo")
@@ -1445,7 +1448,7 @@ env = { OUT = "@OUT@" }
     let mut watch = fleet.start("watch", &[]);
     for name in ["stops", "finishes"] {
         let started = fleet.out_file(&format!("{name}.started"));
-        wait_for(SOON, "both rounds to start", || started.exists().then_some(()));
+        eventually(SOON, "both rounds to start", || started.exists().then_some(()));
     }
     watch.signal(Signal::SIGTERM);
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
@@ -1506,7 +1509,7 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
     let mut watch = fleet.start("watch", &[]);
     let lines_of = |name: &str| lines(&fleet.out_file(&format!("{name}.out")));
     let grows = |watch: &mut Background, name: &str, what: &str, check: &dyn Fn(&[String]) -> bool| {
-        wait_for(SOON, what, || {
+        eventually(SOON, what, || {
             assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
             check(&lines_of(name)).then_some(())
         })
@@ -1526,7 +1529,7 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
     let loops_v2 = format!("{}{three}", one("v2"));
     fleet.configure(&format!("{loops_v2}{RELOAD_CHANNEL}"));
     let config = fleet.config.display().to_string();
-    wait_for(SOON, "the reload to be reported", || {
+    eventually(SOON, "the reload to be reported", || {
         assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
         (!reloads(&watch).is_empty()).then_some(())
     });
@@ -1542,7 +1545,7 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
     grows(&mut watch, "one", "the changed loop to run its new command", &|l| {
         l.last().is_some_and(|l| l.starts_with("v2 "))
     });
-    let two = wait_for(SOON, "the removed loop to stop", || {
+    let two = eventually(SOON, "the removed loop to stop", || {
         assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
         fleet.status().remove("two").filter(|row| row["state"] == "stopped")
     });
@@ -1554,7 +1557,7 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
     assert_eq!(two["lease_expires_at"], Value::Null, "its lease is released: {two}");
     assert_eq!(lines_of("two"), ["1"], "the removed loop ran no other round");
     assert_eq!(fleet.rounds("two")[0].status, "interrupted");
-    wait_for(SOON, "the dispatcher to hold its lease", || {
+    eventually(SOON, "the dispatcher to hold its lease", || {
         let holders = store.show("notify/dispatcher")["holders"].as_array().cloned();
         holders.is_some_and(|h| h.len() == 1).then_some(())
     });
@@ -1563,7 +1566,7 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
     let broken = fleet.configure(&format!("{loops_v2}{RELOAD_CHANNEL}\n[loops.four\nrepo = \"repo\"\n"));
     let line = broken.lines().position(|l| l == "[loops.four").expect("the line") + 1;
     let expected = format!("{config}:{line}: `[loops.four`: unclosed table");
-    wait_for(SOON, "the broken edit to be reported", || {
+    eventually(SOON, "the broken edit to be reported", || {
         assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
         let stderr = watch.stderr();
         (stderr.contains(&expected) && stderr.contains("the old one keeps running")).then_some(())
@@ -1581,7 +1584,7 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
 
     // Without channels, the dispatcher stops and releases its lease.
     fleet.configure(&loops_v2);
-    wait_for(SOON, "the second reload to be reported", || {
+    eventually(SOON, "the second reload to be reported", || {
         assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
         (reloads(&watch).len() == 2).then_some(())
     });
@@ -1589,7 +1592,7 @@ fn a_reload_starts_and_stops_loops_and_the_dispatcher(store: &Store) {
         reloads(&watch)[1],
         format!("arbiter: reloaded {config}: dispatcher stopped")
     );
-    wait_for(SOON, "the dispatcher to release its lease", || {
+    eventually(SOON, "the dispatcher to release its lease", || {
         let holders = store.show("notify/dispatcher")["holders"].as_array().cloned();
         holders.is_some_and(|h| h.is_empty()).then_some(())
     });
@@ -1628,7 +1631,7 @@ env = { OUT = "@OUT@" }
     );
     let mut watch = fleet.start("watch", &["--once"]);
     store.ok(&["status"]);
-    let round = wait_for(SOON, "round 1 to run", || {
+    let round = eventually(SOON, "round 1 to run", || {
         assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
         fleet
             .rounds("f")
@@ -1637,7 +1640,7 @@ env = { OUT = "@OUT@" }
             .filter(|r| std::fs::read_to_string(&r.log_path).is_ok_and(|t| t.contains("start 1")))
     });
     let mut follow = Background::start(store.cmd(&["logs", "f", "--follow"]), &fleet.dir, "follow");
-    wait_for(SOON, "the running round's output", || {
+    eventually(SOON, "the running round's output", || {
         assert!(follow.running(), "logs --follow exited early: {}", follow.stderr());
         follow.stdout().contains("start 1").then_some(())
     });

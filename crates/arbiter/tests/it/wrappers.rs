@@ -3,9 +3,11 @@
 //! host gets exit 3 until the script exits; then the lease is taken over at once (the
 //! holder is gone and its group empty). `--holder-pid` names the holder explicitly.
 
-use crate::support::{Background, SOON, Store, on_both_backends, wait_for};
+use crate::support::{Background, SOON, Store};
+use arbiter_testkit::{each_backend, eventually};
 
-on_both_backends!(
+each_backend!(
+    Store;
     wrapped_acquires_stay_held_while_the_script_lives,
     holder_pid_names_the_holder
 );
@@ -42,7 +44,7 @@ until [ -e "$GO" ]; do sleep 0.01; done"#
         let mut cmd = store.sh(&script);
         cmd.env("OUT", &out).env("GO", &go);
         let mut script = Background::start(cmd, dir, name);
-        let token = wait_for(SOON, &format!("the {name} script's token"), || {
+        let token = eventually(SOON, &format!("the {name} script's token"), || {
             assert!(script.running(), "the {name} script ended: {}", script.stderr());
             let text = std::fs::read_to_string(&out).ok()?;
             text.trim().parse::<i64>().ok()

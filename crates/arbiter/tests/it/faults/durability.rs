@@ -23,7 +23,8 @@ use nix::sys::signal::Signal;
 
 use super::common::{Group, Rng, long_runs, report};
 use super::postgres::PrivatePostgres;
-use crate::support::{Store, exit_code, wait_bounded, wait_for};
+use crate::support::{Store, exit_code, wait_bounded};
+use arbiter_testkit::eventually;
 
 const STREAM: &str = "durable";
 /// Lines a writer is given ahead of its acknowledgements.
@@ -212,7 +213,7 @@ fn sqlite_kill_9_mid_append() {
     let (mut kills, mut in_flight, mut length) = (0, 0, 0);
     for round in 0..rounds {
         let mut writers: Vec<Writer> = (0..3).map(|w| Writer::start(store, format!("r{round}w{w}"))).collect();
-        wait_for(EXIT_LIMIT, "every writer's first acknowledgement", || {
+        eventually(EXIT_LIMIT, "every writer's first acknowledgement", || {
             writers.iter().all(|w| w.acked() > 0).then_some(())
         });
         for writer in &mut writers {
@@ -253,7 +254,7 @@ fn postgres_kill_9_and_server_crash() {
     let mut exits: BTreeMap<i32, usize> = BTreeMap::new();
     for round in 0..rounds {
         let mut writers: Vec<Writer> = (0..3).map(|w| Writer::start(&store, format!("r{round}w{w}"))).collect();
-        wait_for(EXIT_LIMIT, "every writer's first acknowledgement", || {
+        eventually(EXIT_LIMIT, "every writer's first acknowledgement", || {
             writers.iter().all(|w| w.acked() > 0).then_some(())
         });
         std::thread::sleep(Duration::from_millis(rng.between(0, 100)));
@@ -265,7 +266,7 @@ fn postgres_kill_9_and_server_crash() {
         // Writers whose connection died exit with an error; the others go on. New ones
         // append after the restart.
         writers.push(Writer::start(&store, format!("r{round}w3")));
-        wait_for(EXIT_LIMIT, "an acknowledgement after the restart", || {
+        eventually(EXIT_LIMIT, "an acknowledgement after the restart", || {
             (writers[3].acked() > 0).then_some(())
         });
         for writer in &mut writers[1..] {

@@ -25,7 +25,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::common::{Group, KillGroup, LockProbe, read_file, report, signal_group};
-use crate::support::{Store, exit_code, run, wait_bounded, wait_for};
+use crate::support::{Store, exit_code, run, wait_bounded};
+use arbiter_testkit::eventually;
 
 /// What the resource saw: (token, data, accepted) per write.
 #[derive(Debug, Default)]
@@ -150,12 +151,12 @@ fn zombie_is_refused(store: &Store, backend: &str) {
         .env("PORT", &port)
         .stderr(std::fs::File::create(&zombie_log).expect("a log file"));
     let mut zombie = Group::spawn(&mut cmd);
-    let zombie_token: i64 = wait_for(limit, "the zombie's command to start", || {
+    let zombie_token: i64 = eventually(limit, "the zombie's command to start", || {
         read_file(&dir.path().join("zombie.token"))
     })
     .parse()
     .expect("a token");
-    let pgid = wait_for(limit, "the command's process group in the lease", || {
+    let pgid = eventually(limit, "the command's process group in the lease", || {
         let show = store.ok(&["lease", "show", "fence", "--json"]).json();
         show["holders"][0]["holder"]["pgid"].as_u64()
     }) as u32;
@@ -198,7 +199,7 @@ fn zombie_is_refused(store: &Store, backend: &str) {
     // once: the deadline rule counts the lease lost): it writes with its stale token.
     std::fs::write(dir.path().join("go"), "").expect("write go");
     signal_group(pgid, Signal::SIGCONT);
-    let reply = wait_for(limit, "the zombie's write", || {
+    let reply = eventually(limit, "the zombie's write", || {
         read_file(&dir.path().join("zombie.reply"))
     });
     zombie.signal(Signal::SIGCONT);

@@ -21,7 +21,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::common::{Group, KillGroup, LockProbe, Rng, read_file, report};
-use crate::support::{Store, exit_code, wait_bounded, wait_for};
+use crate::support::{Store, exit_code, wait_bounded};
+use arbiter_testkit::eventually;
 
 /// How long the next holder is given: ten times its own `--wait`.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -38,7 +39,7 @@ fn frozen_holder_and_the_next(store: &Store, backend: &str, expected: &[i32]) {
     ]);
     cmd.stderr(std::fs::File::create(&log).expect("a log file"));
     let mut holder = Group::spawn(&mut cmd);
-    let pgid = wait_for(Duration::from_secs(60), "the lease to be held", || {
+    let pgid = eventually(Duration::from_secs(60), "the lease to be held", || {
         // Not found (exit 5) until `arbiter lock` has acquired it.
         let show = store.run(&["lease", "show", "fence", "--json"]);
         (show.code == 0).then(|| show.json()["holders"][0]["holder"]["pgid"].as_u64())?
