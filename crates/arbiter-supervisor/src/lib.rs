@@ -30,7 +30,7 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub config_path: PathBuf,
-    pub namespace: String,
+    pub namespace: arbiter_core::name::Namespace,
     /// Only these loops (empty: all).
     pub loops: Vec<String>,
     /// Run one round of each loop now, then stop.
@@ -171,7 +171,7 @@ async fn run_loop(shared: Arc<Shared>, name: String, mut shutdown: watch::Receiv
         // Standby: wait for the lease a few seconds at a time, watching for the end.
         let request = Acquire {
             namespace: ns.clone(),
-            name: format!("loop/{name}"),
+            name: arbiter_core::name::LeaseName::parse(&format!("loop/{name}"))?,
             holder: holder.clone(),
             ttl: options.lease_ttl,
             slots: 1,
@@ -287,9 +287,9 @@ async fn hold_loop(
                 () = crate::stopped(shutdown) => return Ok(Continue::Stop),
             }
         }
-        let log_dir = options.log_dir.join(ns).join(name);
+        let log_dir = options.log_dir.join(ns.as_str()).join(name);
         // 0700, and never through a planted link (round logs hold agent output and errors).
-        arbiter_process::private::private_dir(&options.log_dir.join(ns))?;
+        arbiter_process::private::private_dir(&options.log_dir.join(ns.as_str()))?;
         arbiter_process::private::private_dir(&log_dir)?;
         let template = log_dir.join("{round}.log").to_string_lossy().into_owned();
         // Never a round without a confirmed lease: the store checks the token, and the
@@ -314,10 +314,10 @@ async fn hold_loop(
                 ("ARBITER_ROUND".into(), round.to_string()),
                 ("ARBITER_LEASE_NAME".into(), held.name().to_string()),
                 ("ARBITER_LEASE_TOKEN".into(), held.token().to_string()),
-                ("ARBITER_NAMESPACE".into(), ns.clone()),
+                ("ARBITER_NAMESPACE".into(), ns.to_string()),
                 ("ARBITER_STORE".into(), options.store_url.clone()),
             ],
-            default_gh_dir: options.gh_dir.join(ns).join(name),
+            default_gh_dir: options.gh_dir.join(ns.as_str()).join(name),
             prompt_dir: log_dir.join("prompts"),
         };
         let outcome = round::run(&ctx, held, shutdown).await;

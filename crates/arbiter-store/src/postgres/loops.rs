@@ -47,7 +47,7 @@ impl LoopStore for PgStore {
         let held = query(
             &tx,
             "SELECT expires_at FROM lease_holders WHERE namespace = $1 AND name = $2 AND token = $3 FOR UPDATE",
-            &[&namespace, &lease.name, &lease.token],
+            &[&namespace, &lease.name.as_str(), &lease.token],
         )
         .await?;
         let now = now_ms(&tx).await?;

@@ -56,7 +56,7 @@ impl LoopStore for SqliteStore {
             let held: Option<i64> = tx
                 .query_row(
                     "SELECT token FROM lease_holders WHERE namespace = ?1 AND name = ?2 AND token = ?3 AND expires_at > ?4",
-                    params![ns, lease.name, lease.token, now],
+                    params![ns, lease.name.as_str(), lease.token, now],
                     |r| r.get(0),
                 )
                 .optional()
