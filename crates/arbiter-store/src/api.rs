@@ -92,8 +92,7 @@ pub trait NotifyStore: Send + Sync {
     /// `failure.max_age`. Returns `Dead` if any of them died.
     async fn failed(&self, namespace: &Namespace, ids: &[i64], failure: &Failure) -> Result<DeliveryState>;
     /// Outbox entries, newest first, optionally in one state.
-    async fn list(&self, namespace: &Namespace, state: Option<DeliveryState>, limit: usize)
-    -> Result<Vec<OutboxEntry>>;
+    async fn list(&self, ns: &Namespace, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>>;
     /// Puts a dead message back in the queue (its max age counts from now).
     async fn retry(&self, namespace: &Namespace, id: i64) -> Result<OutboxEntry>;
 }

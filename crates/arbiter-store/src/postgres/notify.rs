@@ -220,13 +220,8 @@ impl NotifyStore for PgStore {
         })
     }
 
-    async fn list(
-        &self,
-        namespace: &Namespace,
-        state: Option<DeliveryState>,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>> {
-        let namespace = namespace.as_str();
+    async fn list(&self, ns: &Namespace, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let namespace = ns.as_str();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

@@ -202,13 +202,8 @@ impl NotifyStore for SqliteStore {
         .await
     }
 
-    async fn list(
-        &self,
-        namespace: &Namespace,
-        state: Option<DeliveryState>,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>> {
-        let ns = namespace.to_string();
+    async fn list(&self, ns: &Namespace, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let ns = ns.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |tx| match state {
             Some(state) => select(
