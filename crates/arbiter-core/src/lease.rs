@@ -8,6 +8,10 @@
 //! Waiters queue in arrival order: a request is granted only when a place is free *and*
 //! every waiter that arrived earlier has been served (or has gone away). The store keeps the
 //! queue; the caller keeps its place alive by coming back before its waiter entry expires.
+//!
+//! Core decides, the store applies: [`plan_acquire`] and [`plan_renew`] are pure functions
+//! of the request, the store's clock and the name's live state, and say exactly what the
+//! store writes and returns; each backend only loads that state and applies the plan.
 
 use std::time::Duration;
 
