@@ -185,7 +185,7 @@ impl SweepReport {
 }
 
 pub struct Sweep {
-    pub namespace: String,
+    pub namespace: arbiter_core::name::Namespace,
     pub inbox: PathBuf,
     pub into: PathBuf,
     pub commit: bool,
@@ -220,7 +220,11 @@ pub async fn sweep(store: &Store, sweep: Sweep) -> Result<SweepReport> {
         store,
         Acquire {
             namespace: sweep.namespace.clone(),
-            name: format!("inbox-sweep/{:016x}", fnv1a(canonical.to_string_lossy().as_bytes())),
+            name: arbiter_core::name::LeaseName::parse(&format!(
+                "inbox-sweep/{:016x}",
+                fnv1a(canonical.to_string_lossy().as_bytes())
+            ))
+            .expect("a hex digest makes a valid lease name"),
             holder: sweep.holder.clone(),
             ttl: Duration::from_secs(120),
             slots: 1,

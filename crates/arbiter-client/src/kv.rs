@@ -4,15 +4,15 @@ use std::time::Duration;
 
 use arbiter_core::Result;
 use arbiter_core::kv::KvEvent;
-use arbiter_core::name::Namespace;
+use arbiter_core::name::{Namespace, Prefix};
 use arbiter_store::{Store, Subscription, Topic};
 
 /// A watch of the keys under a prefix. [`Watch::next`] returns batches in revision order,
 /// waiting on the store's change feed (not polling it) while there is nothing new.
 pub struct Watch {
     store: Store,
-    namespace: String,
-    prefix: String,
+    namespace: Namespace,
+    prefix: Prefix,
     next_revision: i64,
     subscription: Box<dyn Subscription>,
 }
@@ -24,7 +24,7 @@ const RECHECK: Duration = Duration::from_secs(5);
 
 impl Watch {
     /// Starts watching at revision `from` (inclusive), or at the next change when `None`.
-    pub async fn start(store: &Store, namespace: &str, prefix: &str, from: Option<i64>) -> Result<Watch> {
+    pub async fn start(store: &Store, namespace: &Namespace, prefix: &Prefix, from: Option<i64>) -> Result<Watch> {
         let subscription = store.changes().subscribe(Topic::Kv).await?;
         let next_revision = match from {
             Some(from) => from,
@@ -32,8 +32,8 @@ impl Watch {
         };
         Ok(Watch {
             store: store.clone(),
-            namespace: namespace.to_string(),
-            prefix: prefix.to_string(),
+            namespace: namespace.clone(),
+            prefix: prefix.clone(),
             next_revision,
             subscription,
         })

@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Busy, Holder, Lease, RenewRequest, WAITER_TTL};
-use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_core::name::{LeaseName, Namespace};
+use arbiter_core::{Detail, Error, ErrorKind, Result};
 use arbiter_process::Liveness;
 use arbiter_store::{Store, Topic};
 use tokio::sync::watch;
@@ -33,8 +34,8 @@ const EXITING_RECHECK: Duration = Duration::from_millis(20);
 /// What to acquire, and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct Acquire {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Namespace,
+    pub name: LeaseName,
     pub holder: Holder,
     pub ttl: Duration,
     pub slots: u32,
@@ -51,7 +52,8 @@ pub struct Granted {
 }
 
 /// Acquires a place of a lease; see the module documentation. A busy lease (after any
-/// wait) is `ErrorKind::Held`, with the holders named.
+/// wait) is `ErrorKind::Held`, with the holders named in the message and, as data,
+/// [`Detail::Held`].
 pub async fn acquire(store: &Store, request: Acquire) -> Result<Granted> {
     let deadline = request.wait.map(|wait| Instant::now() + wait);
     let mut subscription = match request.wait {
@@ -152,6 +154,8 @@ fn dead_on_this_host(busy: &Busy) -> (Vec<i64>, Vec<i64>) {
     (tokens, tickets)
 }
 
+/// The failure of a busy acquire: who holds the lease and how many wait ahead, in words
+/// and as [`Detail::Held`].
 fn held(name: &str, busy: &Busy) -> Error {
     let holders: Vec<String> = busy
         .holders
@@ -173,7 +177,10 @@ fn held(name: &str, busy: &Busy) -> Error {
     if !busy.ahead.is_empty() {
         message.push_str(&format!("; {} waiting", busy.ahead.len()));
     }
-    Error::new(ErrorKind::Held, message)
+    Error::new(ErrorKind::Held, message).with_detail(Detail::Held {
+        holders: busy.holders.clone(),
+        waiters_ahead: busy.ahead.len(),
+    })
 }
 
 fn format_left(left: Duration) -> String {

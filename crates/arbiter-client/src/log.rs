@@ -4,14 +4,15 @@ use std::time::Duration;
 
 use arbiter_core::Result;
 use arbiter_core::log::Record;
+use arbiter_core::name::{Namespace, StreamName};
 use arbiter_store::{Store, Subscription, Topic};
 
 /// Reads a stream from an offset on; [`Follow::next`] waits on the store's change feed
 /// (not a busy loop) while there is nothing new.
 pub struct Follow {
     store: Store,
-    namespace: String,
-    stream: String,
+    namespace: Namespace,
+    stream: StreamName,
     next_offset: i64,
     subscription: Box<dyn Subscription>,
 }
@@ -21,12 +22,12 @@ const BATCH: usize = 500;
 const RECHECK: Duration = Duration::from_secs(5);
 
 impl Follow {
-    pub async fn start(store: &Store, namespace: &str, stream: &str, from: i64) -> Result<Follow> {
+    pub async fn start(store: &Store, namespace: &Namespace, stream: &StreamName, from: i64) -> Result<Follow> {
         let subscription = store.changes().subscribe(Topic::Log).await?;
         Ok(Follow {
             store: store.clone(),
-            namespace: namespace.to_string(),
-            stream: stream.to_string(),
+            namespace: namespace.clone(),
+            stream: stream.clone(),
             next_offset: from,
             subscription,
         })

@@ -38,6 +38,11 @@ use crate::log::Record;
 
 /// The stream `arbiter decide` appends to.
 pub const STREAM: &str = "decisions";
+
+/// [`STREAM`] as the store takes it.
+pub fn stream() -> crate::name::StreamName {
+    crate::name::StreamName::parse(STREAM).expect("the decisions stream name is valid")
+}
 /// The record kind of a decision.
 pub const KIND: &str = "decision";
 /// The header of a canonical file arbiter creates.
@@ -1044,7 +1049,7 @@ mod tests {
     #[test]
     fn renders_deterministically() {
         let record = |offset: i64, body: &str| Record {
-            stream: STREAM.into(),
+            stream: stream(),
             offset,
             kind: KIND.into(),
             author: "ada".into(),

@@ -3,9 +3,10 @@
 //! Layout:
 //! - [`name`]: what a namespace, lease name or key may look like.
 //! - [`duration`]: `30s`, `5m`, `1h30m` — the one duration syntax of the CLI and config.
-//! - [`lease`]: holders, leases and the requests that change them.
-//! - [`kv`]: versioned keys and their change events.
-//! - [`log`]: append-only streams, idempotent appends, consumers.
+//! - [`lease`]: holders, leases, the requests that change them and the plans the store
+//!   applies for them.
+//! - [`kv`]: versioned keys, their change events and the compare-and-swap rule.
+//! - [`log`]: append-only streams, records valid by construction, consumers.
 //! - [`loops`]: the supervisor's round and loop states as types.
 //! - [`decisions`]: decisions as Markdown: the render projection and the inbox merge.
 //! - [`notify`]: notifications, severities, kind globs, storm thresholds, messages.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::name::{ConsumerName, Namespace, StreamName};
 use crate::{Error, Millis, Result};
 
 /// The largest record body, in bytes.
@@ -41,11 +42,18 @@ impl ContentType {
     }
 }
 
-/// A record to append.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A record to append: valid by construction ([`NewRecord::new`] checks every field), so
+/// no caller has to remember to check it and the store can take it as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRecord {
-    pub namespace: String,
-    pub stream: String,
+    namespace: Namespace,
+    stream: StreamName,
+    fields: RecordFields,
+}
+
+/// What a record says, as its author gives it; checked by [`NewRecord::new`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordFields {
     pub kind: String,
     pub author: String,
     pub body: String,
@@ -58,7 +66,7 @@ pub struct NewRecord {
 /// A stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    pub stream: String,
+    pub stream: StreamName,
     pub offset: i64,
     pub kind: String,
     pub author: String,
@@ -84,7 +92,7 @@ pub struct Appended {
 /// A stream and how far it has grown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamInfo {
-    pub stream: String,
+    pub stream: StreamName,
     /// The offset the next record will get (= the number of records).
     pub next_offset: i64,
 }
@@ -92,18 +100,36 @@ pub struct StreamInfo {
 /// A consumer's position in a stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConsumerInfo {
-    pub stream: String,
-    pub consumer: String,
+    pub stream: StreamName,
+    pub consumer: ConsumerName,
     /// The next offset the consumer will read.
     pub offset: i64,
     pub updated_at: Millis,
 }
 
 impl NewRecord {
-    /// Checks the record's fields (the stream name is checked by the caller with
-    /// [`crate::name::validate_name`]): what is wrong and what is allowed.
-    pub fn validate(&self) -> Result<()> {
-        crate::name::validate_name("stream name", &self.stream)?;
+    /// Checks the record's fields — what is wrong and what is allowed — and makes the record.
+    pub fn new(namespace: Namespace, stream: StreamName, fields: RecordFields) -> Result<NewRecord> {
+        fields.check()?;
+        Ok(NewRecord {
+            namespace,
+            stream,
+            fields,
+        })
+    }
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+    pub fn stream(&self) -> &StreamName {
+        &self.stream
+    }
+    pub fn fields(&self) -> &RecordFields {
+        &self.fields
+    }
+}
+
+impl RecordFields {
+    fn check(&self) -> Result<()> {
         if self.body.trim().is_empty() {
             return Err(Error::bad_input("the record body is empty: give the text to append"));
         }
@@ -133,6 +159,17 @@ impl NewRecord {
     }
 }
 
+/// Checks a consumer commit: a consumer offset is the next offset to read, so it lies
+/// between 0 and the stream's `next_offset` (everything read).
+pub fn check_commit(stream: &StreamName, offset: i64, next_offset: i64) -> Result<()> {
+    if (0..=next_offset).contains(&offset) {
+        return Ok(());
+    }
+    Err(Error::bad_input(format!(
+        "offset {offset} is outside stream {stream:?}: a consumer offset is the next offset to read, 0 to {next_offset}"
+    )))
+}
+
 fn check_field(what: &str, value: &str, required: bool) -> Result<()> {
     if required && value.is_empty() {
         return Err(Error::bad_input(format!("the {what} is empty")));
@@ -157,39 +194,53 @@ pub fn parse_tag(text: &str) -> std::result::Result<(String, String), String> {
 mod tests {
     use super::*;
 
-    fn record(body: &str) -> NewRecord {
-        NewRecord {
-            stream: "s".into(),
+    fn fields(body: &str) -> RecordFields {
+        RecordFields {
             kind: "note".into(),
             body: body.into(),
             ..Default::default()
         }
     }
+    fn new(fields: RecordFields) -> Result<NewRecord> {
+        NewRecord::new(Namespace::default(), StreamName::parse("s").unwrap(), fields)
+    }
 
     #[test]
-    fn validates() {
-        assert_eq!(record("hello").validate(), Ok(()));
-        assert!(record("  \n").validate().unwrap_err().message.contains("body is empty"));
-        let mut bad_stream = record("x");
-        bad_stream.stream = "a b".into();
-        assert!(
-            bad_stream
-                .validate()
-                .unwrap_err()
-                .message
-                .contains("invalid stream name")
+    fn a_new_record_is_checked_when_made() {
+        let record = new(fields("hello")).unwrap();
+        assert_eq!(
+            (record.namespace().as_str(), record.stream().as_str()),
+            ("default", "s")
         );
-        let mut json = record("{\"a\": 1}");
+        assert_eq!(record.fields(), &fields("hello"));
+        assert!(new(fields("  \n")).unwrap_err().message.contains("body is empty"));
+        let mut json = fields("{\"a\": 1}");
         json.content_type = ContentType::Json;
-        assert_eq!(json.validate(), Ok(()));
+        assert!(new(json.clone()).is_ok());
         json.body = "{nope".into();
-        assert!(json.validate().unwrap_err().message.contains("not valid JSON"));
-        let mut kind = record("x");
+        assert!(new(json).unwrap_err().message.contains("not valid JSON"));
+        let mut kind = fields("x");
         kind.kind = String::new();
-        assert!(kind.validate().unwrap_err().message.contains("kind is empty"));
-        let mut key = record("x");
+        assert!(new(kind).unwrap_err().message.contains("kind is empty"));
+        let mut key = fields("x");
         key.idempotency_key = Some("a\nb".into());
-        assert!(key.validate().unwrap_err().message.contains("invalid idempotency key"));
+        assert!(new(key).unwrap_err().message.contains("invalid idempotency key"));
+        let mut tag = fields("x");
+        tag.tags.insert("k".into(), "v\u{7}".into());
+        assert!(new(tag).unwrap_err().message.contains("invalid tag value"));
+    }
+
+    #[test]
+    fn commits_stay_inside_the_stream() {
+        let stream = StreamName::parse("s").unwrap();
+        assert_eq!(check_commit(&stream, 0, 0), Ok(()));
+        assert_eq!(check_commit(&stream, 3, 3), Ok(()));
+        let err = check_commit(&stream, 4, 3).unwrap_err();
+        assert_eq!(
+            err.message,
+            "offset 4 is outside stream \"s\": a consumer offset is the next offset to read, 0 to 3"
+        );
+        assert!(check_commit(&stream, -1, 3).is_err());
     }
 
     #[test]

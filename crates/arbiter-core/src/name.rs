@@ -70,7 +70,7 @@ pub fn validate_namespace(namespace: &str) -> Result<(), ParseError> {
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $check:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -103,6 +103,14 @@ macro_rules! name_type {
         impl std::borrow::Borrow<str> for $name {
             fn borrow(&self) -> &str {
                 &self.0
+            }
+        }
+
+        /// Shown as the string it is (`"repo/main"`), so messages that quote a name with
+        /// `{:?}` read the same whether it is typed or not.
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(&self.0, f)
             }
         }
 
@@ -268,5 +276,7 @@ mod tests {
         assert_eq!(Prefix::parse("loop/").unwrap().as_str(), "loop/");
         assert_eq!(Prefix::default().as_str(), "");
         assert_eq!("x".parse::<StreamName>().unwrap(), "x");
+        // Quoted in messages exactly like the string.
+        assert_eq!(format!("{:?}", LeaseName::parse("a/b").unwrap()), "\"a/b\"");
     }
 }

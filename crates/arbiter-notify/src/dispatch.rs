@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use arbiter_client::lease::{Acquire, HeldLease};
 use arbiter_config::{Channel, Config};
+use arbiter_core::name::{LeaseName, Namespace};
 use arbiter_core::notify::{Message, MessageType};
 use arbiter_core::{Error, ErrorKind, Result};
-use arbiter_store::{DeliveryState, OutboxEntry, Store, Topic};
+use arbiter_store::{DeliveryState, Failure, OutboxEntry, Store, Topic};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -47,7 +48,7 @@ impl Report {
 pub struct Dispatcher {
     store: Store,
     config: Arc<Config>,
-    namespace: String,
+    namespace: Namespace,
     client: reqwest::Client,
     /// When each channel may send next (its rate limit).
     next_send: Arc<Mutex<HashMap<String, Instant>>>,
@@ -59,12 +60,12 @@ pub const LEASE: &str = "notify/dispatcher";
 const RECHECK: Duration = Duration::from_secs(5);
 
 impl Dispatcher {
-    pub fn new(store: Store, config: Arc<Config>, namespace: &str) -> Dispatcher {
+    pub fn new(store: Store, config: Arc<Config>, namespace: &Namespace) -> Dispatcher {
         let client = client(config.notifications.timeout);
         Dispatcher {
             store,
             config,
-            namespace: namespace.to_string(),
+            namespace: namespace.clone(),
             client,
             next_send: Default::default(),
         }
@@ -79,7 +80,7 @@ impl Dispatcher {
             &self.store,
             Acquire {
                 namespace: self.namespace.clone(),
-                name: LEASE.to_string(),
+                name: LeaseName::parse(LEASE).expect("the dispatcher's lease name is valid"),
                 holder,
                 ttl: Duration::from_secs(15),
                 slots: 1,
@@ -199,7 +200,15 @@ impl Dispatcher {
                     tracing::warn!(channel = %first.channel, id = %message.id, %error, ?retry_in, "delivery failed");
                     let state = store
                         .notify()
-                        .failed(&namespace, &ids, &error, retry_in, settings.max_age)
+                        .failed(
+                            &namespace,
+                            &ids,
+                            &Failure {
+                                error: error.clone(),
+                                retry_in,
+                                max_age: settings.max_age,
+                            },
+                        )
                         .await?;
                     report.failed_attempts = 1;
                     if state == DeliveryState::Dead {

@@ -17,6 +17,7 @@ pub mod format;
 pub mod send;
 
 use arbiter_config::Config;
+use arbiter_core::name::Namespace;
 use arbiter_core::notify::Notification;
 use arbiter_core::{Error, Result};
 use arbiter_store::{AcceptRequest, Accepted, Store};
@@ -26,7 +27,7 @@ use arbiter_store::{AcceptRequest, Accepted, Store};
 pub async fn accept(
     store: &Store,
     config: &Config,
-    namespace: &str,
+    namespace: &Namespace,
     notification: Notification,
     channel: Option<&str>,
 ) -> Result<Accepted> {
@@ -51,7 +52,7 @@ pub async fn accept(
         )));
     }
     let request = AcceptRequest {
-        namespace: namespace.to_string(),
+        namespace: namespace.clone(),
         notification,
         targets,
         thresholds: config.notifications.thresholds.clone(),

@@ -11,43 +11,46 @@ use arbiter_core::lease::Holder;
 use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Lease, LeaseInfo, RenewRequest};
 use arbiter_core::log::{Appended, ConsumerInfo, NewRecord, Record, StreamInfo};
 use arbiter_core::loops::LoopStatus;
-use arbiter_core::name::{LoopName, Namespace};
+use arbiter_core::name::{ConsumerName, Key, LeaseName, LoopName, Namespace, Prefix, StreamName};
 use async_trait::async_trait;
 
 use crate::loops::{LoopState, RoundEnd, RoundInfo, RoundLogPath};
-use crate::notify::{AcceptRequest, Accepted, DeliveryState, Due, OutboxEntry, Resolved};
+use crate::notify::{AcceptRequest, Accepted, DeliveryState, Due, Failure, OutboxEntry, Resolved};
 
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
-    /// One acquire attempt, decided in one transaction: drops expired and reclaimed
-    /// holders and waiters, then grants a place (with the next fencing token) or reports
-    /// what is in the way — queueing the request when it asks to.
+    /// One acquire attempt, in one transaction: drops expired and reclaimed holders and
+    /// waiters, then applies `arbiter_core::lease::plan_acquire` — grants a place (with
+    /// the next fencing token) or reports what is in the way, queueing the request when it
+    /// asks to.
     async fn acquire(&self, request: AcquireRequest) -> Result<AcquireOutcome>;
-    /// Extends a held lease. A token that no longer holds it is `Lost`.
+    /// Extends a held lease (`arbiter_core::lease::plan_renew`). A token that no longer
+    /// holds it is `Lost`.
     async fn renew(&self, request: RenewRequest) -> Result<Lease>;
     /// Releases a held lease. A token that no longer holds it is `Lost`.
-    async fn release(&self, namespace: &str, name: &str, token: i64) -> Result<()>;
+    async fn release(&self, namespace: &Namespace, name: &LeaseName, token: i64) -> Result<()>;
     /// Leaves the queue (a waiting request that gave up). Unknown tickets are ignored.
-    async fn cancel_wait(&self, namespace: &str, name: &str, ticket: i64) -> Result<()>;
+    async fn cancel_wait(&self, namespace: &Namespace, name: &LeaseName, ticket: i64) -> Result<()>;
     /// The live holders whose names start with `prefix`, by name then token.
-    async fn list(&self, namespace: &str, prefix: &str) -> Result<Vec<Lease>>;
+    async fn list(&self, namespace: &Namespace, prefix: &Prefix) -> Result<Vec<Lease>>;
     /// Everything about one name; `NotFound` if it was never acquired.
-    async fn show(&self, namespace: &str, name: &str) -> Result<LeaseInfo>;
+    async fn show(&self, namespace: &Namespace, name: &LeaseName) -> Result<LeaseInfo>;
 }
 
 #[async_trait]
 pub trait KvStore: Send + Sync {
-    async fn get(&self, namespace: &str, key: &str) -> Result<Option<KeyValue>>;
+    async fn get(&self, namespace: &Namespace, key: &Key) -> Result<Option<KeyValue>>;
     /// Writes `value`; with `if_version`, only if the key's version is that (`0`: absent),
-    /// else `Conflict`. Returns the new version.
-    async fn put(&self, namespace: &str, key: &str, value: &str, if_version: IfVersion) -> Result<i64>;
-    /// Deletes the key (`NotFound` if absent; `Conflict` if `if_version` differs). Returns
-    /// the revision of the deletion.
-    async fn delete(&self, namespace: &str, key: &str, if_version: IfVersion) -> Result<i64>;
+    /// else `Conflict` with the current version as its detail
+    /// (`arbiter_core::kv::check_version`). Returns the new version.
+    async fn put(&self, namespace: &Namespace, key: &Key, value: &str, if_version: IfVersion) -> Result<i64>;
+    /// Deletes the key (`NotFound` if absent; `Conflict` if `if_version` differs:
+    /// `arbiter_core::kv::check_delete`). Returns the revision of the deletion.
+    async fn delete(&self, namespace: &Namespace, key: &Key, if_version: IfVersion) -> Result<i64>;
     /// The keys starting with `prefix`, in key order.
-    async fn list(&self, namespace: &str, prefix: &str) -> Result<Vec<KeyValue>>;
+    async fn list(&self, namespace: &Namespace, prefix: &Prefix) -> Result<Vec<KeyValue>>;
     /// Changes of keys starting with `prefix` at revisions `>= from`, oldest first.
-    async fn events(&self, namespace: &str, prefix: &str, from: i64, limit: usize) -> Result<Vec<KvEvent>>;
+    async fn events(&self, namespace: &Namespace, prefix: &Prefix, from: i64, limit: usize) -> Result<Vec<KvEvent>>;
     /// The namespace's revision: the revision of its last change (0 before any). Each
     /// namespace counts its own revisions.
     async fn revision(&self, namespace: &Namespace) -> Result<i64>;
@@ -55,18 +58,24 @@ pub trait KvStore: Send + Sync {
 
 #[async_trait]
 pub trait LogStore: Send + Sync {
-    /// Appends a record (validated by the caller) in one transaction. A known idempotency
+    /// Appends a record (valid by construction) in one transaction. A known idempotency
     /// key writes nothing and returns the first append's offset.
     async fn append(&self, record: NewRecord) -> Result<Appended>;
     /// Records at offsets `>= from`, oldest first, at most `limit`.
-    async fn read(&self, namespace: &str, stream: &str, from: i64, limit: usize) -> Result<Vec<Record>>;
+    async fn read(&self, namespace: &Namespace, stream: &StreamName, from: i64, limit: usize) -> Result<Vec<Record>>;
     /// The streams of a namespace, by name.
-    async fn streams(&self, namespace: &str) -> Result<Vec<StreamInfo>>;
+    async fn streams(&self, namespace: &Namespace) -> Result<Vec<StreamInfo>>;
     /// Sets a consumer's committed offset (the next offset it will read). An offset past
-    /// the end of the stream is bad input.
-    async fn commit(&self, namespace: &str, stream: &str, consumer: &str, offset: i64) -> Result<ConsumerInfo>;
+    /// the end of the stream is bad input (`arbiter_core::log::check_commit`).
+    async fn commit(
+        &self,
+        namespace: &Namespace,
+        stream: &StreamName,
+        consumer: &ConsumerName,
+        offset: i64,
+    ) -> Result<ConsumerInfo>;
     /// The consumers of a stream, by name.
-    async fn consumers(&self, namespace: &str, stream: &str) -> Result<Vec<ConsumerInfo>>;
+    async fn consumers(&self, namespace: &Namespace, stream: &StreamName) -> Result<Vec<ConsumerInfo>>;
 }
 
 #[async_trait]
@@ -77,25 +86,19 @@ pub trait NotifyStore: Send + Sync {
     async fn accept(&self, request: AcceptRequest) -> Result<Accepted>;
     /// Clears the condition behind a dedupe key: queues one recovery message to every
     /// channel that was alerted, and forgets the count. `NotFound` if none is open.
-    async fn resolve(&self, namespace: &str, dedupe_key: &str, body: Option<&str>) -> Result<Resolved>;
+    async fn resolve(&self, namespace: &Namespace, dedupe_key: &str, body: Option<&str>) -> Result<Resolved>;
     /// What a dispatcher should send now: the first pending message of each channel (per
     /// channel order), the digests whose window has closed, and when more will be due.
-    async fn due(&self, namespace: &str) -> Result<Due>;
+    async fn due(&self, namespace: &Namespace) -> Result<Due>;
     /// Marks messages delivered.
-    async fn delivered(&self, namespace: &str, ids: &[i64]) -> Result<()>;
-    /// Records a failed attempt: retried after `retry_in`, or dead once older than `max_age`.
-    async fn failed(
-        &self,
-        namespace: &str,
-        ids: &[i64],
-        error: &str,
-        retry_in: Duration,
-        max_age: Duration,
-    ) -> Result<DeliveryState>;
+    async fn delivered(&self, namespace: &Namespace, ids: &[i64]) -> Result<()>;
+    /// Records a failed attempt: retried after `failure.retry_in`, or dead once older than
+    /// `failure.max_age`. Returns `Dead` if any of them died.
+    async fn failed(&self, namespace: &Namespace, ids: &[i64], failure: &Failure) -> Result<DeliveryState>;
     /// Outbox entries, newest first, optionally in one state.
-    async fn list(&self, namespace: &str, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>>;
+    async fn list(&self, ns: &Namespace, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>>;
     /// Puts a dead message back in the queue (its max age counts from now).
-    async fn retry(&self, namespace: &str, id: i64) -> Result<OutboxEntry>;
+    async fn retry(&self, namespace: &Namespace, id: i64) -> Result<OutboxEntry>;
 }
 
 #[async_trait]

@@ -4,6 +4,7 @@
 //! - [`url`]: how a store is named (`sqlite:///path.db`, a bare path, `postgres://…`).
 //! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`], [`NotifyStore`], [`LoopStore`]) plus
 //!   [`Changes`], the way a caller waits for the store to change without polling it hard.
+//! - `lease`, `notify`, `loops`: what both backends share for a primitive beyond SQL text.
 //! - `sqlite`: the embedded default backend (one file, WAL, many processes at once).
 //! - `postgres`: the backend for fleets that span machines.
 //!
@@ -13,6 +14,7 @@
 //! writes in one transaction, and every time it decides with comes from the store's clock.
 
 pub mod api;
+mod lease;
 mod loops;
 mod notify;
 mod postgres;
@@ -26,7 +28,7 @@ use std::sync::Arc;
 pub use api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
 use arbiter_core::Result;
 pub use loops::{LoopState, RoundEnd, RoundInfo, RoundLogPath};
-pub use notify::{AcceptRequest, Accepted, DeliveryState, Due, OutboxEntry, Resolved};
+pub use notify::{AcceptRequest, Accepted, DeliveryState, Due, Failure, OutboxEntry, Resolved};
 pub use url::StoreUrl;
 
 /// The schema version this build writes. Opening a store migrates it up to this version; a

@@ -154,7 +154,7 @@ pub(crate) fn decode_round(row: RoundRow) -> Result<RoundInfo> {
 pub(crate) fn check_fence(lease: &Lease, expires_at: Option<Millis>, now: Millis) -> Result<()> {
     match expires_at {
         Some(expires_at) if expires_at > now => Ok(()),
-        _ => Err(lost(lease.name.as_str(), lease.token)),
+        _ => Err(lost(&lease.name, lease.token)),
     }
 }
 

@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
+use arbiter_core::name::Namespace;
 use arbiter_core::notify::{Fold, Message, MessageType, Notification, crosses_threshold};
-use arbiter_core::{Error, Millis, Result};
+use arbiter_core::{Error, ErrorKind, Millis, Result};
 use serde::Serialize;
 
 /// A notification to accept, with the channels routing chose for it.
 #[derive(Debug, Clone)]
 pub struct AcceptRequest {
-    pub namespace: String,
+    pub namespace: Namespace,
     pub notification: Notification,
     /// Channel ids, each with the digest period of the route that chose it.
     pub targets: Vec<(String, Option<Duration>)>,
@@ -60,6 +61,17 @@ impl DeliveryState {
             other => Err(format!("invalid state {other:?}: expected pending, delivered or dead")),
         }
     }
+}
+
+/// A failed delivery attempt, as the dispatcher reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What went wrong, for `notifications list`.
+    pub error: String,
+    /// When to try again.
+    pub retry_in: Duration,
+    /// A message older than this is dead instead.
+    pub max_age: Duration,
 }
 
 /// One queued message for one channel.
@@ -145,8 +157,17 @@ pub(crate) struct AcceptPlan {
     pub sent: bool,
     /// The fold's channels after this occurrence.
     pub fold_channels: Vec<String>,
-    /// (channel, message JSON, digest_at) to insert.
-    pub rows: Vec<(String, String, Option<Millis>)>,
+    /// The outbox rows to insert.
+    pub rows: Vec<Queued>,
+}
+
+/// One outbox row a transaction inserts: a message (JSON) for a channel, pending from the
+/// transaction's clock.
+pub(crate) struct Queued {
+    pub channel: String,
+    pub message: String,
+    /// For a digest route: when its window closes.
+    pub digest_at: Option<Millis>,
 }
 
 pub(crate) fn plan_accept(request: &AcceptRequest, previous: Option<FoldRow>, now: Millis) -> AcceptPlan {
@@ -174,11 +195,11 @@ pub(crate) fn plan_accept(request: &AcceptRequest, previous: Option<FoldRow>, no
             if !fold_channels.contains(channel) {
                 fold_channels.push(channel.clone());
             }
-            rows.push((
-                channel.clone(),
-                json.clone(),
-                digest.map(|period| digest_window_end(now, period)),
-            ));
+            rows.push(Queued {
+                channel: channel.clone(),
+                message: json.clone(),
+                digest_at: digest.map(|period| digest_window_end(now, period)),
+            });
         }
     }
     AcceptPlan {
@@ -196,14 +217,15 @@ fn digest_window_end(now: Millis, period: Duration) -> Millis {
     (now.div_euclid(period) + 1).saturating_mul(period)
 }
 
-/// The recovery message for a fold.
-pub(crate) fn recovery_message(
+/// What a resolve queues: the recovery message for a fold (`latest`: its last
+/// notification, as stored), to every channel it alerted.
+pub(crate) fn plan_recovery(
     latest: &str,
     body: Option<&str>,
     fold: &FoldRow,
     key: &str,
     now: Millis,
-) -> Result<String> {
+) -> Result<Vec<Queued>> {
     let mut notification: Notification =
         serde_json::from_str(latest).map_err(|e| Error::internal(format!("corrupt fold notification: {e}")))?;
     if let Some(body) = body {
@@ -222,7 +244,16 @@ pub(crate) fn recovery_message(
         items: Vec::new(),
         created_at: now,
     };
-    Ok(serde_json::to_string(&message).expect("messages serialize"))
+    let message = serde_json::to_string(&message).expect("messages serialize");
+    Ok(fold
+        .channels
+        .iter()
+        .map(|channel| Queued {
+            channel: channel.clone(),
+            message: message.clone(),
+            digest_at: None,
+        })
+        .collect())
 }
 
 pub(crate) fn encode_channels(channels: &[String]) -> String {
@@ -275,6 +306,22 @@ pub(crate) fn plan_due(pending: Vec<OutboxEntry>, now: Millis) -> Due {
         }
     }
     due
+}
+
+/// The failure of `resolve` when no condition is open under the key.
+pub(crate) fn no_open_condition(namespace: &Namespace, key: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("no open condition with dedupe key {key:?} in namespace {namespace:?}"),
+    )
+}
+
+/// The failure of `retry` on an id the namespace does not have.
+pub(crate) fn no_notification(namespace: &Namespace, id: i64) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("no notification {id} in namespace {namespace:?}"),
+    )
 }
 
 /// The message of `notifications retry` on an entry that is not dead.

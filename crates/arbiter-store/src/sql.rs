@@ -1,8 +1,11 @@
-//! What both SQL backends share: decoding stored holders and the rules for when an acquire
-//! transaction must write.
+//! What both SQL backends share beyond SQL text: encoding and decoding stored values. The
+//! rules (what a transaction writes) are `arbiter-core`'s plans.
 
-use arbiter_core::lease::{Holder, WAITER_TTL};
-use arbiter_core::{Error, Millis, Result};
+use arbiter_core::lease::Holder;
+use arbiter_core::{Error, ParseError, Result};
+
+/// The message of a stale-token failure (the loops' fencing check uses it too).
+pub(crate) use arbiter_core::lease::lost;
 
 pub(crate) fn encode_holder(holder: &Holder) -> String {
     serde_json::to_string(holder).expect("a holder always serializes")
@@ -12,58 +15,15 @@ pub(crate) fn decode_holder(text: &str) -> Result<Holder> {
     serde_json::from_str(text).map_err(|e| Error::internal(format!("corrupt lease holder record {text:?}: {e}")))
 }
 
-/// A waiter's queue entry is refreshed only when less than half of its TTL is left, so
-/// waiters coming back do not write (and wake everyone) on every visit.
-pub(crate) fn waiter_needs_refresh(expires_at: Millis, now: Millis) -> bool {
-    expires_at - now < WAITER_TTL.as_millis() as Millis / 2
-}
-
-pub(crate) fn waiter_expiry(now: Millis) -> Millis {
-    now + WAITER_TTL.as_millis() as Millis
+/// Parses a name read back from the store (`Key`, `LeaseName`, `StreamName`, …). Only
+/// valid names are ever written, so one that does not parse means the store was changed
+/// behind arbiter's back: `Internal`, naming the value.
+pub(crate) fn stored<T: TryFrom<String, Error = ParseError>>(text: String) -> Result<T> {
+    T::try_from(text).map_err(|e| Error::internal(format!("corrupted store: {}", e.message)))
 }
 
 pub(crate) fn ms(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The message of a stale-token failure, the same on every backend.
-pub(crate) fn lost(name: &str, token: i64) -> Error {
-    Error::new(
-        arbiter_core::ErrorKind::Lost,
-        format!("lease {name:?} is no longer held with token {token} (it expired, was released or was taken over)"),
-    )
-}
-
-/// Checks a compare-and-swap precondition against the key's current version.
-pub(crate) fn check_if_version(key: &str, current: Option<i64>, if_version: arbiter_core::kv::IfVersion) -> Result<()> {
-    match (if_version, current) {
-        (None, _) => Ok(()),
-        (Some(0), None) => Ok(()),
-        (Some(want), Some(have)) if want == have => Ok(()),
-        (Some(want), have) => Err(Error::new(
-            arbiter_core::ErrorKind::Conflict,
-            match have {
-                Some(have) => format!("key {key:?} is at version {have}, not {want}"),
-                None if want == 0 => unreachable!("handled above"),
-                None => format!("key {key:?} does not exist (expected version {want})"),
-            },
-        )),
-    }
-}
-
-pub(crate) fn event_kind(kind: arbiter_core::kv::EventType) -> &'static str {
-    match kind {
-        arbiter_core::kv::EventType::Put => "put",
-        arbiter_core::kv::EventType::Delete => "delete",
-    }
-}
-
-pub(crate) fn parse_event_kind(text: &str) -> Result<arbiter_core::kv::EventType> {
-    match text {
-        "put" => Ok(arbiter_core::kv::EventType::Put),
-        "delete" => Ok(arbiter_core::kv::EventType::Delete),
-        other => Err(Error::internal(format!("corrupt key event kind {other:?}"))),
-    }
 }
 
 pub(crate) fn encode_tags(tags: &std::collections::BTreeMap<String, String>) -> String {
@@ -74,9 +34,52 @@ pub(crate) fn decode_tags(text: &str) -> Result<std::collections::BTreeMap<Strin
     serde_json::from_str(text).map_err(|e| Error::internal(format!("corrupt record tags {text:?}: {e}")))
 }
 
-/// The message of a consumer commit past the end of its stream, the same on every backend.
-pub(crate) fn commit_out_of_range(stream: &str, offset: i64, next_offset: i64) -> Error {
-    Error::bad_input(format!(
-        "offset {offset} is outside stream {stream:?}: a consumer offset is the next offset to read, 0 to {next_offset}"
-    ))
+/// The columns of a log record row, as both backends read them.
+pub(crate) struct RecordRow {
+    pub offset: i64,
+    pub kind: String,
+    pub author: String,
+    pub created_at: i64,
+    pub body: String,
+    pub content_type: String,
+    pub tags: String,
+    pub trace_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl RecordRow {
+    pub fn decode(self, stream: &arbiter_core::name::StreamName) -> Result<arbiter_core::log::Record> {
+        Ok(arbiter_core::log::Record {
+            stream: stream.clone(),
+            offset: self.offset,
+            kind: self.kind,
+            author: self.author,
+            created_at: self.created_at,
+            body: self.body,
+            content_type: arbiter_core::log::ContentType::parse(&self.content_type)?,
+            tags: decode_tags(&self.tags)?,
+            trace_id: self.trace_id,
+            idempotency_key: self.idempotency_key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arbiter_core::ErrorKind;
+    use arbiter_core::name::Key;
+
+    use super::*;
+
+    #[test]
+    fn a_stored_name_that_does_not_parse_is_a_corrupted_store() {
+        assert_eq!(stored::<Key>("a/b".into()).unwrap(), "a/b");
+        let err = stored::<Key>("a//b".into()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Internal);
+        assert!(
+            err.message.starts_with("corrupted store: invalid name \"a//b\""),
+            "{}",
+            err.message
+        );
+    }
 }

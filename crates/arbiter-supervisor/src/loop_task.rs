@@ -7,15 +7,16 @@ use std::time::Duration;
 use arbiter_client::lease::{Acquire, HeldLease};
 use arbiter_config::{Config, LoopSpec};
 use arbiter_core::loops::{LoopStatus, RoundStatus};
-use arbiter_core::name::LoopName;
+use arbiter_core::name::{LeaseName, LoopName};
 use arbiter_core::{ErrorKind, Result};
 use arbiter_store::RoundEnd;
 
 use crate::{LoopStop, STORE_RETRY_MAX, STORE_RETRY_MIN, Shared, alert, git, logs, round, told_to_stop};
 
-/// The loop's lease: `loop/<name>` (what a fleet view joins a loop's row with).
-pub fn lease_name(name: &LoopName) -> String {
-    format!("loop/{name}")
+/// The loop's lease: `loop/<name>` (what a fleet view joins a loop's row with). A loop
+/// name longer than 250 characters makes no valid lease name: bad input.
+pub fn lease_name(name: &LoopName) -> Result<LeaseName> {
+    Ok(LeaseName::parse(&format!("loop/{name}"))?)
 }
 
 /// [`run_loop`], started over (after a pause that backs off) when the store is unavailable
@@ -62,8 +63,8 @@ async fn run_loop(shared: &Shared, name: &LoopName, mut stop: LoopStop) -> Resul
         }
         // Standby: wait for the lease a few seconds at a time, watching for the end.
         let request = Acquire {
-            namespace: ns.to_string(),
-            name: lease_name(name),
+            namespace: ns.clone(),
+            name: lease_name(name)?,
             holder: holder.clone(),
             ttl: options.lease_ttl,
             slots: 1,

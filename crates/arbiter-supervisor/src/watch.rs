@@ -20,7 +20,7 @@ use crate::{Shared, StopReason, dispatcher, loop_task, stopped};
 #[derive(Debug, Clone)]
 pub struct Options {
     pub config_path: PathBuf,
-    pub namespace: String,
+    pub namespace: Namespace,
     /// Only these loops (empty: all).
     pub loops: Vec<String>,
     /// Run one round of each loop now, then stop.
@@ -61,7 +61,7 @@ pub async fn watch(store: Store, config: Config, options: Options, mut shutdown:
             options.config_path.display()
         )));
     }
-    let namespace = Namespace::parse(&options.namespace).map_err(|e| Error::bad_input(e.message))?;
+    let namespace = options.namespace.clone();
     let bounded = options.once || options.rounds.is_some();
     let mut file = ConfigFile::new(options.config_path.clone());
     let shared = Arc::new(Shared {

@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail};
 use arbiter_client::lease::Acquire;
 use arbiter_core::ErrorKind;
 use arbiter_core::lease::Holder;
-use arbiter_core::log::NewRecord;
+use arbiter_core::log::{NewRecord, RecordFields};
+use arbiter_core::name::{Key, LeaseName, Namespace, StreamName};
 use arbiter_store::{Store, StoreUrl};
 
 use super::{MAX_CAS_TRIES, NAMESPACE, parse_counter};
@@ -22,6 +23,7 @@ pub struct ArbiterClient {
     holder: Holder,
     ttl: Duration,
     id: u32,
+    namespace: Namespace,
 }
 
 impl ArbiterClient {
@@ -42,13 +44,15 @@ impl ArbiterClient {
             holder,
             ttl: Duration::from_millis(ttl_ms),
             id,
+            namespace: Namespace::parse(NAMESPACE)?,
         })
     }
 
     pub async fn lease_once(&mut self, name: &str) -> Result<bool> {
+        let name = LeaseName::parse(name)?;
         let request = Acquire {
-            namespace: NAMESPACE.to_string(),
-            name: name.to_string(),
+            namespace: self.namespace.clone(),
+            name: name.clone(),
             holder: self.holder.clone(),
             ttl: self.ttl,
             slots: 1,
@@ -58,7 +62,7 @@ impl ArbiterClient {
             Ok(granted) => {
                 self.store
                     .leases()
-                    .release(NAMESPACE, name, granted.lease.token)
+                    .release(&self.namespace, &name, granted.lease.token)
                     .await
                     .context("release")?;
                 Ok(true)
@@ -69,7 +73,12 @@ impl ArbiterClient {
     }
 
     pub async fn init_counter(&mut self, key: &str) -> Result<()> {
-        match self.store.kv().put(NAMESPACE, key, "0", Some(0)).await {
+        match self
+            .store
+            .kv()
+            .put(&self.namespace, &Key::parse(key)?, "0", Some(0))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.kind == ErrorKind::Conflict => Ok(()),
             Err(e) => Err(e.into()),
@@ -77,19 +86,20 @@ impl ArbiterClient {
     }
 
     pub async fn cas_increment(&mut self, key: &str) -> Result<u64> {
+        let key = &Key::parse(key)?;
         let mut tries = 0;
         loop {
             tries += 1;
             if tries > MAX_CAS_TRIES {
                 bail!("no increment landed in {MAX_CAS_TRIES} tries");
             }
-            let current = self.store.kv().get(NAMESPACE, key).await?;
+            let current = self.store.kv().get(&self.namespace, key).await?;
             let (value, version) = match current {
                 Some(kv) => (parse_counter(&kv.value)?, kv.version),
                 None => (0, 0),
             };
             let next = (value + 1).to_string();
-            match self.store.kv().put(NAMESPACE, key, &next, Some(version)).await {
+            match self.store.kv().put(&self.namespace, key, &next, Some(version)).await {
                 Ok(_) => return Ok(tries),
                 Err(e) if e.kind == ErrorKind::Conflict => continue,
                 Err(e) => return Err(e.into()),
@@ -98,22 +108,23 @@ impl ArbiterClient {
     }
 
     pub async fn read_counter(&mut self, key: &str) -> Result<i64> {
-        match self.store.kv().get(NAMESPACE, key).await? {
+        match self.store.kv().get(&self.namespace, &Key::parse(key)?).await? {
             Some(kv) => parse_counter(&kv.value),
             None => Ok(0),
         }
     }
 
     pub async fn append(&mut self, stream: &str, body: &str) -> Result<()> {
-        let record = NewRecord {
-            namespace: NAMESPACE.to_string(),
-            stream: stream.to_string(),
-            kind: "note".to_string(),
-            author: format!("bench-{}", self.id),
-            body: body.to_string(),
-            ..NewRecord::default()
-        };
-        record.validate()?;
+        let record = NewRecord::new(
+            self.namespace.clone(),
+            StreamName::parse(stream)?,
+            RecordFields {
+                kind: "note".to_string(),
+                author: format!("bench-{}", self.id),
+                body: body.to_string(),
+                ..RecordFields::default()
+            },
+        )?;
         self.store.log().append(record).await.context("append")?;
         Ok(())
     }
@@ -122,13 +133,14 @@ impl ArbiterClient {
     /// what is being checked).
     pub async fn count_records(&mut self, stream: &str) -> Result<u64> {
         const PAGE: usize = 1_000;
+        let name = StreamName::parse(stream)?;
         let mut count = 0;
         // Bounded: a benchmark stream holds far fewer than 10^9 records.
         for _ in 0..1_000_000 {
             let records = self
                 .store
                 .log()
-                .read(NAMESPACE, stream, i64::try_from(count)?, PAGE)
+                .read(&self.namespace, &name, i64::try_from(count)?, PAGE)
                 .await?;
             count += records.len() as u64;
             if records.len() < PAGE {

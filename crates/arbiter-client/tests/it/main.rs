@@ -5,13 +5,23 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use arbiter_client::lease::{Acquire, HeldLease, acquire};
-use arbiter_core::ErrorKind;
 use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Holder};
+use arbiter_core::name::Namespace;
+use arbiter_core::{Detail, ErrorKind, ParseError};
 use arbiter_store::{Store, StoreUrl};
 use arbiter_testkit::each_backend;
 
 async fn open(url: &str) -> Store {
     Store::open(&StoreUrl::parse(url).unwrap()).await.unwrap()
+}
+
+fn ns() -> Namespace {
+    Namespace::default()
+}
+
+/// A name of the type the call takes; the tests' names are valid.
+fn n<T: std::str::FromStr<Err = ParseError>>(text: &str) -> T {
+    text.parse().unwrap()
 }
 
 fn me(agent: &str) -> Holder {
@@ -20,8 +30,8 @@ fn me(agent: &str) -> Holder {
 
 fn request(name: &str, holder: Holder, ttl: Duration, wait: Option<Duration>) -> Acquire {
     Acquire {
-        namespace: "default".into(),
-        name: name.into(),
+        namespace: ns(),
+        name: n(name),
         holder,
         ttl,
         slots: 1,
@@ -71,13 +81,13 @@ each_backend!(a_waiter_gets_the_lease_when_it_is_released, |url: String| async m
     });
     // The waiter is queued (visible in `show`) before the release.
     for _ in 0..500 {
-        if !store.leases().show("default", "w").await.unwrap().waiters.is_empty() {
+        if !store.leases().show(&ns(), &n("w")).await.unwrap().waiters.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(store.leases().show("default", "w").await.unwrap().waiters.len(), 1);
-    store.leases().release("default", "w", first.lease.token).await.unwrap();
+    assert_eq!(store.leases().show(&ns(), &n("w")).await.unwrap().waiters.len(), 1);
+    store.leases().release(&ns(), &n("w"), first.lease.token).await.unwrap();
     let second = waiter.await.unwrap().unwrap();
     assert!(second.lease.token > first.lease.token);
     assert_eq!(second.lease.holder.agent, "second");
@@ -104,7 +114,61 @@ each_backend!(
         assert_eq!(err.kind, ErrorKind::Held);
         assert!(err.message.contains("gave up after waiting 300ms"), "{}", err.message);
         assert!(err.message.contains("is held by holder (pid"), "{}", err.message);
-        assert!(store.leases().show("default", "o").await.unwrap().waiters.is_empty());
+        assert!(store.leases().show(&ns(), &n("o")).await.unwrap().waiters.is_empty());
+    }
+);
+
+each_backend!(
+    a_busy_lease_says_who_holds_it_and_how_many_wait_as_data,
+    |url: String| async move {
+        let store = open(&url).await;
+        let holder = acquire(&store, request("h", me("holder"), Duration::from_secs(60), None))
+            .await
+            .unwrap();
+        let err = acquire(&store, request("h", me("late"), Duration::from_secs(60), None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Held);
+        assert_eq!(
+            err.detail.as_deref(),
+            Some(&Detail::Held {
+                holders: vec![holder.lease.clone()],
+                waiters_ahead: 0
+            })
+        );
+        // A request queued elsewhere (another host): a try counts it ahead.
+        let mut remote = me("queued");
+        remote.host = "another-host".into();
+        let queued = store
+            .leases()
+            .acquire(AcquireRequest {
+                namespace: ns(),
+                name: n("h"),
+                holder: remote,
+                ttl: Duration::from_secs(60),
+                slots: 1,
+                enqueue: true,
+                ticket: None,
+                reclaim_tokens: vec![],
+                reclaim_tickets: vec![],
+            })
+            .await
+            .unwrap();
+        assert!(matches!(queued, AcquireOutcome::Busy(ref busy) if busy.ticket.is_some()));
+        let err = acquire(&store, request("h", me("late"), Duration::from_secs(60), None))
+            .await
+            .unwrap_err();
+        assert!(err.message.ends_with("; 1 waiting"), "{}", err.message);
+        match err.detail.as_deref() {
+            Some(Detail::Held { holders, waiters_ahead }) => {
+                assert_eq!(
+                    holders.iter().map(|l| l.token).collect::<Vec<_>>(),
+                    [holder.lease.token]
+                );
+                assert_eq!(*waiters_ahead, 1);
+            }
+            other => panic!("expected a Held detail, got {other:?}"),
+        }
     }
 );
 
@@ -225,8 +289,8 @@ each_backend!(
         let taken = store
             .leases()
             .acquire(AcquireRequest {
-                namespace: "default".into(),
-                name: "k".into(),
+                namespace: ns(),
+                name: n("k"),
                 holder: remote,
                 ttl: Duration::from_secs(60),
                 slots: 1,
@@ -247,15 +311,15 @@ each_backend!(
 
 each_backend!(watch_delivers_changes_in_order, |url: String| async move {
     let store = open(&url).await;
-    store.kv().put("default", "old/a", "before", None).await.unwrap();
-    let mut watch = arbiter_client::kv::Watch::start(&store, "default", "cfg/", None)
+    store.kv().put(&ns(), &n("old/a"), "before", None).await.unwrap();
+    let mut watch = arbiter_client::kv::Watch::start(&store, &ns(), &n("cfg/"), None)
         .await
         .unwrap();
     let writer = open(&url).await;
     let task = tokio::spawn(async move {
         for i in 0..3 {
-            writer.kv().put("default", "cfg/x", &i.to_string(), None).await.unwrap();
-            writer.kv().put("default", "other", "noise", None).await.unwrap();
+            writer.kv().put(&ns(), &n("cfg/x"), &i.to_string(), None).await.unwrap();
+            writer.kv().put(&ns(), &n("other"), "noise", None).await.unwrap();
         }
     });
     let mut values = vec![];
@@ -269,7 +333,7 @@ each_backend!(watch_delivers_changes_in_order, |url: String| async move {
     task.await.unwrap();
     assert_eq!(values, ["0", "1", "2"]);
     // Replaying from revision 1 starts with history.
-    let mut replay = arbiter_client::kv::Watch::start(&store, "default", "old/", Some(1))
+    let mut replay = arbiter_client::kv::Watch::start(&store, &ns(), &n("old/"), Some(1))
         .await
         .unwrap();
     assert_eq!(replay.next().await.unwrap()[0].value.as_deref(), Some("before"));

@@ -8,7 +8,7 @@ use arbiter_core::ErrorKind;
 use arbiter_store::{DeliveryState, Store};
 use serde_json::Value;
 
-use crate::support::{NS, accept, config, dispatch_once, message_id, note, open_store, start_dispatcher};
+use crate::support::{accept, config, dispatch_once, message_id, note, ns, open_store, start_dispatcher};
 use arbiter_testkit::eventually_async;
 use arbiter_testkit::receiver::{Answer, Behaviour, Receiver, Request};
 
@@ -69,7 +69,7 @@ channels = ["hook", "chat"]
         }
         let resolved = store
             .notify()
-            .resolve(NS, key, Some("green again"))
+            .resolve(&ns(), key, Some("green again"))
             .await
             .expect("resolve");
         assert_eq!(resolved.count, 37);
@@ -164,7 +164,11 @@ async fn met(stage: Stage, receiver: &Receiver, store: &Store, since: usize, att
         Stage::Refused => {
             // Nothing arrives: the store shows the refused attempts.
             eventually_async(limit, "a refused attempt on every channel", || async {
-                let pending = store.notify().list(NS, Some(DeliveryState::Pending), 1000).await.ok()?;
+                let pending = store
+                    .notify()
+                    .list(&ns(), Some(DeliveryState::Pending), 1000)
+                    .await
+                    .ok()?;
                 CHANNELS
                     .iter()
                     .all(|c| {
@@ -240,7 +244,7 @@ channels = ["b"]
             let since = receiver.count();
             let attempts_before: BTreeMap<i64, u32> = store
                 .notify()
-                .list(NS, Some(DeliveryState::Pending), 1000)
+                .list(&ns(), Some(DeliveryState::Pending), 1000)
                 .await
                 .unwrap()
                 .into_iter()
@@ -298,7 +302,11 @@ channels = ["b"]
             Duration::from_secs(10),
             "the store to record every delivery",
             || async {
-                let pending = store.notify().list(NS, Some(DeliveryState::Pending), 1000).await.ok()?;
+                let pending = store
+                    .notify()
+                    .list(&ns(), Some(DeliveryState::Pending), 1000)
+                    .await
+                    .ok()?;
                 pending.is_empty().then_some(())
             },
         )
@@ -357,14 +365,14 @@ channels = ["b"]
         assert!(report.failed_attempts > 0 && report.dead == 0, "{report:?}");
         let delivered = store
             .notify()
-            .list(NS, Some(DeliveryState::Delivered), 1000)
+            .list(&ns(), Some(DeliveryState::Delivered), 1000)
             .await
             .unwrap();
         assert_eq!(delivered.len(), 200, "the store has all 200 delivered");
         assert!(
             store
                 .notify()
-                .list(NS, Some(DeliveryState::Dead), 1000)
+                .list(&ns(), Some(DeliveryState::Dead), 1000)
                 .await
                 .unwrap()
                 .is_empty()
@@ -402,7 +410,7 @@ channels = ["ops"]
             .deliveries[0];
         let dispatcher = start_dispatcher(&store, &config).await;
         let dead = eventually_async(Duration::from_secs(10), "the notification to be dead", || async {
-            let dead = store.notify().list(NS, Some(DeliveryState::Dead), 10).await.ok()?;
+            let dead = store.notify().list(&ns(), Some(DeliveryState::Dead), 10).await.ok()?;
             dead.into_iter().find(|e| e.id == id)
         })
         .await;
@@ -424,7 +432,7 @@ channels = ["ops"]
 
         // Only a dead notification can be retried.
         receiver.set(Behaviour::Ok);
-        let retried = store.notify().retry(NS, id).await.expect("retry");
+        let retried = store.notify().retry(&ns(), id).await.expect("retry");
         assert_eq!((retried.state, retried.attempts), (DeliveryState::Pending, 0));
         receiver
             .wait_for_async(Duration::from_secs(10), "the retried notification", |r| {
@@ -432,7 +440,7 @@ channels = ["ops"]
             })
             .await;
         let delivered = eventually_async(Duration::from_secs(10), "the store to record the delivery", || async {
-            let all = store.notify().list(NS, None, 10).await.ok()?;
+            let all = store.notify().list(&ns(), None, 10).await.ok()?;
             all.into_iter()
                 .find(|e| e.id == id && e.state == DeliveryState::Delivered)
         })
@@ -446,14 +454,14 @@ channels = ["ops"]
         assert_eq!(taken[0].body, receiver.requests()[0].body, "the same message");
         let again = store
             .notify()
-            .retry(NS, id)
+            .retry(&ns(), id)
             .await
             .expect_err("a delivered notification is not retried");
         assert_eq!(again.kind, ErrorKind::Conflict);
         assert!(again.message.contains("already delivered"), "{}", again.message);
         let missing = store
             .notify()
-            .retry(NS, id + 1000)
+            .retry(&ns(), id + 1000)
             .await
             .expect_err("no such notification");
         assert_eq!(missing.kind, ErrorKind::NotFound);
@@ -581,7 +589,7 @@ channels = ["fine"]
             r.len() == 10
         })
         .await;
-        let entries = store.notify().list(NS, None, 100).await.unwrap();
+        let entries = store.notify().list(&ns(), None, 100).await.unwrap();
         let stuck_entry = entries.iter().find(|e| e.id == stuck_id).unwrap();
         assert_eq!(
             (stuck_entry.state, stuck_entry.attempts, stuck.count()),
@@ -699,7 +707,7 @@ channels = ["rest"]
             "[channels.ops]\ntype = \"webhook\"\nurl = \"{}\"\n\n[[routes]]\nkinds = [\"loop.*\"]\nchannels = [\"ops\"]\n",
             receiver.url("/ops")
         ));
-        let err = arbiter_notify::accept(&store, &strict, NS, note("news", "unrouted", None), None)
+        let err = arbiter_notify::accept(&store, &strict, &ns(), note("news", "unrouted", None), None)
             .await
             .expect_err("no route takes it");
         assert_eq!(err.kind, ErrorKind::BadInput);
@@ -709,11 +717,11 @@ channels = ["rest"]
             err.message
         );
         // --channel picks a channel by id, bypassing routes; a display name is not an id.
-        let accepted = arbiter_notify::accept(&store, &strict, NS, note("news", "direct", None), Some("ops"))
+        let accepted = arbiter_notify::accept(&store, &strict, &ns(), note("news", "direct", None), Some("ops"))
             .await
             .unwrap();
         assert_eq!(accepted.deliveries.len(), 1);
-        let err = arbiter_notify::accept(&store, &strict, NS, note("news", "direct", None), Some("Ops"))
+        let err = arbiter_notify::accept(&store, &strict, &ns(), note("news", "direct", None), Some("Ops"))
             .await
             .expect_err("unknown id");
         assert!(
@@ -767,14 +775,18 @@ channels = ["now"]
         })
         .await;
     eventually_async(Duration::from_secs(10), "the store to record the digest", || async {
-        let pending = store.notify().list(NS, Some(DeliveryState::Pending), 100).await.ok()?;
+        let pending = store
+            .notify()
+            .list(&ns(), Some(DeliveryState::Pending), 100)
+            .await
+            .ok()?;
         pending.is_empty().then_some(())
     })
     .await;
     dispatcher.stop().await;
     let delivered = store
         .notify()
-        .list(NS, Some(DeliveryState::Delivered), 100)
+        .list(&ns(), Some(DeliveryState::Delivered), 100)
         .await
         .unwrap();
     assert_eq!(delivered.len(), 4, "3 entries in digests and one alert");

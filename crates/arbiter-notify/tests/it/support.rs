@@ -15,6 +15,11 @@ use tokio::task::JoinHandle;
 /// The namespace the tests use (message ids are `fleet-<outbox id>`).
 pub const NS: &str = "fleet";
 
+/// [`NS`] as the store takes it.
+pub fn ns() -> arbiter_core::name::Namespace {
+    arbiter_core::name::Namespace::parse(NS).unwrap()
+}
+
 pub fn config(text: &str) -> Arc<Config> {
     Arc::new(Config::parse(text, Path::new("arbiter.toml")).unwrap_or_else(|e| panic!("{}\n{text}", e.message)))
 }
@@ -38,7 +43,7 @@ pub fn note(kind: &str, title: &str, dedupe: Option<&str>) -> Notification {
 
 /// Routes and accepts a notification (durable when this returns).
 pub async fn accept(store: &Store, config: &Config, notification: Notification) -> Accepted {
-    arbiter_notify::accept(store, config, NS, notification, None)
+    arbiter_notify::accept(store, config, &ns(), notification, None)
         .await
         .unwrap_or_else(|e| panic!("accept failed: {e:?}"))
 }
@@ -50,7 +55,7 @@ pub fn message_id(id: i64) -> String {
 
 /// Runs a dispatcher until nothing more is due now (`arbiter dispatch --once`).
 pub async fn dispatch_once(store: &Store, config: &Arc<Config>) -> Report {
-    let dispatcher = Dispatcher::new(store.clone(), config.clone(), NS);
+    let dispatcher = Dispatcher::new(store.clone(), config.clone(), &ns());
     let mut held = dispatcher
         .lease(Some(Duration::from_secs(10)))
         .await
@@ -77,7 +82,7 @@ pub struct Running {
 }
 
 pub async fn start_dispatcher(store: &Store, config: &Arc<Config>) -> Running {
-    let dispatcher = Dispatcher::new(store.clone(), config.clone(), NS);
+    let dispatcher = Dispatcher::new(store.clone(), config.clone(), &ns());
     let mut held = dispatcher
         .lease(Some(Duration::from_secs(10)))
         .await

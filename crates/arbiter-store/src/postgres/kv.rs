@@ -2,9 +2,9 @@
 //! `kv_revisions`, so a namespace's changes commit in revision order and a watch reading by
 //! revision never skips one.
 
-use arbiter_core::kv::{EventType, IfVersion, KeyValue, KvEvent};
-use arbiter_core::name::Namespace;
-use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_core::Result;
+use arbiter_core::kv::{EventType, IfVersion, KeyValue, KvEvent, check_delete, check_version};
+use arbiter_core::name::{Key, Namespace, Prefix};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 
@@ -12,7 +12,7 @@ use super::{NOTIFY, PgStore, pg_error, pipeline};
 use crate::api::KvStore;
 use crate::api::Topic;
 use crate::schema::Migration;
-use crate::sql::{check_if_version, event_kind, parse_event_kind};
+use crate::sql::stored;
 
 /// Locks and bumps the namespace's revision (creating it at 1), and reads the key's
 /// version: one round trip. The lock orders the namespace's changes and serializes the
@@ -36,33 +36,33 @@ async fn begin_change(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<(i64,
 /// Records a change in the history watches read.
 const RECORD_EVENT: &str = "INSERT INTO kv_events (revision, namespace, key, kind, value) VALUES ($1, $2, $3, $4, $5)";
 
-fn key_value(row: &tokio_postgres::Row) -> KeyValue {
-    KeyValue {
-        key: row.get(0),
+fn key_value(row: &tokio_postgres::Row) -> Result<KeyValue> {
+    Ok(KeyValue {
+        key: stored(row.get(0))?,
         value: row.get(1),
         version: row.get(2),
         create_revision: row.get(3),
-    }
+    })
 }
 
 #[async_trait]
 impl KvStore for PgStore {
-    async fn get(&self, namespace: &str, key: &str) -> Result<Option<KeyValue>> {
+    async fn get(&self, namespace: &Namespace, key: &Key) -> Result<Option<KeyValue>> {
         let rows = self
             .single(
                 "SELECT key, value, version, create_revision FROM kv WHERE namespace = $1 AND key = $2",
-                &[&namespace, &key],
+                &[&namespace.as_str(), &key.as_str()],
             )
             .await?;
-        Ok(rows.first().map(key_value))
+        rows.first().map(key_value).transpose()
     }
 
-    async fn put(&self, namespace: &str, key: &str, value: &str, if_version: IfVersion) -> Result<i64> {
+    async fn put(&self, namespace: &Namespace, key: &Key, value: &str, if_version: IfVersion) -> Result<i64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let (revision, current) = begin_change(&tx, namespace, key).await?;
-        check_if_version(key, current, if_version)?;
-        let kind = event_kind(EventType::Put);
+        check_version(key, current, if_version)?;
+        let (namespace, key, kind) = (namespace.as_str(), key.as_str(), EventType::Put.as_str());
         pipeline(
             &tx,
             &[
@@ -80,18 +80,12 @@ impl KvStore for PgStore {
         Ok(revision)
     }
 
-    async fn delete(&self, namespace: &str, key: &str, if_version: IfVersion) -> Result<i64> {
+    async fn delete(&self, namespace: &Namespace, key: &Key, if_version: IfVersion) -> Result<i64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let (revision, current) = begin_change(&tx, namespace, key).await?;
-        if current.is_none() && if_version.is_none_or(|v| v != 0) {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("no key {key:?} in namespace {namespace:?}"),
-            ));
-        }
-        check_if_version(key, current, if_version)?;
-        let kind = event_kind(EventType::Delete);
+        check_delete(namespace, key, current, if_version)?;
+        let (namespace, key, kind) = (namespace.as_str(), key.as_str(), EventType::Delete.as_str());
         pipeline(
             &tx,
             &[
@@ -105,33 +99,33 @@ impl KvStore for PgStore {
         Ok(revision)
     }
 
-    async fn list(&self, namespace: &str, prefix: &str) -> Result<Vec<KeyValue>> {
+    async fn list(&self, namespace: &Namespace, prefix: &Prefix) -> Result<Vec<KeyValue>> {
         let rows = self
             .single(
                 "SELECT key, value, version, create_revision FROM kv
                  WHERE namespace = $1 AND starts_with(key, $2) ORDER BY key COLLATE \"C\"",
-                &[&namespace, &prefix],
+                &[&namespace.as_str(), &prefix.as_str()],
             )
             .await?;
-        Ok(rows.iter().map(key_value).collect())
+        rows.iter().map(key_value).collect()
     }
 
-    async fn events(&self, namespace: &str, prefix: &str, from: i64, limit: usize) -> Result<Vec<KvEvent>> {
+    async fn events(&self, namespace: &Namespace, prefix: &Prefix, from: i64, limit: usize) -> Result<Vec<KvEvent>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .single(
                 "SELECT revision, key, kind, value FROM kv_events
                  WHERE namespace = $1 AND revision >= $2 AND starts_with(key, $3)
                  ORDER BY revision LIMIT $4",
-                &[&namespace, &from, &prefix, &limit],
+                &[&namespace.as_str(), &from, &prefix.as_str(), &limit],
             )
             .await?;
         rows.iter()
             .map(|row| {
                 Ok(KvEvent {
                     version: row.get(0),
-                    key: row.get(1),
-                    kind: parse_event_kind(row.get(2))?,
+                    key: stored(row.get(1))?,
+                    kind: EventType::parse(row.get(2))?,
                     value: row.get(3),
                 })
             })

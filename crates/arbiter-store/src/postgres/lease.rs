@@ -1,12 +1,14 @@
-//! Leases on PostgreSQL. The rules are `arbiter_core::lease::decide`; this file locks the
-//! name's row, loads the state it needs and writes what it decided, in one transaction.
+//! Leases on PostgreSQL. The rules are `arbiter_core::lease`'s plans; this file locks the
+//! name's row, loads the state a plan needs and applies it, in one transaction.
 //! The statements of each step go in one [`pipeline`] (one round trip): an acquire is
 //! `BEGIN`, three round trips and `COMMIT`; a release is one statement.
 
+use arbiter_core::Result;
 use arbiter_core::lease::{
-    AcquireOutcome, AcquireRequest, Busy, Decision, Lease, LeaseInfo, RenewRequest, Waiter, decide,
+    AcquireOutcome, AcquireRequest, AcquireStep, Lease, LeaseInfo, NameState, QueueWrite, RenewRequest, Waiter,
+    not_found, plan_acquire, plan_renew,
 };
-use arbiter_core::{Error, ErrorKind, Millis, Result};
+use arbiter_core::name::{LeaseName, Namespace, Prefix};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
@@ -15,8 +17,9 @@ use tokio_postgres::types::ToSql;
 use super::{NOTIFY, NOW_MS, PgStore, execute, notify, now_ms, now_ms_sql, pg_error, pipeline, query};
 use crate::api::LeaseStore;
 use crate::api::Topic;
+use crate::lease::{LeaseRow, WaiterRow, slots_from};
 use crate::schema::Migration;
-use crate::sql::{decode_holder, encode_holder, lost, ms, waiter_expiry, waiter_needs_refresh};
+use crate::sql::{encode_holder, lost};
 
 /// The columns [`lease_from_row`] reads, of `lease_holders h JOIN lease_names n`.
 macro_rules! holder_columns {
@@ -37,37 +40,34 @@ const HOLDERS: &str = concat!(
 const WAITERS: &str = "SELECT ticket, holder, enqueued_at, expires_at FROM lease_waiters
      WHERE namespace = $1 AND name = $2 AND expires_at > $3 ORDER BY ticket";
 
-fn lease_from_row(namespace: &str, row: &Row) -> Result<Lease> {
-    Ok(Lease {
-        namespace: namespace.to_string(),
-        name: row.get(6),
+fn lease_from_row(namespace: &Namespace, row: &Row) -> Result<Lease> {
+    LeaseRow {
         token: row.get(0),
-        holder: decode_holder(row.get(1))?,
-        slots: slots_from(row.get(2)),
+        holder: row.get(1),
+        slots: row.get(2),
         ttl_ms: row.get(3),
         acquired_at: row.get(4),
         expires_at: row.get(5),
-    })
+        name: row.get(6),
+    }
+    .decode(namespace)
 }
 
 fn waiter_from_row(row: &Row) -> Result<Waiter> {
-    Ok(Waiter {
+    WaiterRow {
         ticket: row.get(0),
-        holder: decode_holder(row.get(1))?,
+        holder: row.get(1),
         enqueued_at: row.get(2),
         expires_at: row.get(3),
-    })
-}
-
-fn slots_from(value: i64) -> u32 {
-    u32::try_from(value).unwrap_or(u32::MAX)
+    }
+    .decode()
 }
 
 impl PgStore {
-    /// Decides an acquire inside `tx` and writes the decision, with the NOTIFY when holders
-    /// or waiters changed.
-    async fn acquire_tx(&self, tx: &Transaction<'_>, mut request: AcquireRequest) -> Result<AcquireOutcome> {
-        let (ns, name) = (request.namespace.clone(), request.name.clone());
+    /// Plans an acquire inside `tx` and applies the plan, with the NOTIFY it asks for.
+    /// Returns what to answer and whether to commit (else nothing changed).
+    async fn acquire_tx(&self, tx: &Transaction<'_>, request: AcquireRequest) -> Result<(AcquireOutcome, bool)> {
+        let (ns, name) = (request.namespace.as_str(), request.name.as_str());
         let requested_slots = i64::from(request.slots);
         // Create the name if new, lock its row, then read the clock (after the lock).
         let rows = pipeline(
@@ -87,7 +87,7 @@ impl PgStore {
         )
         .await?;
         let (slots, last_token): (u32, i64) = (slots_from(rows[1][0].get(0)), rows[1][0].get(1));
-        let now: Millis = rows[2][0].get(0);
+        let now: i64 = rows[2][0].get(0);
         // Drop expired and reclaimed holders and waiters, then read who is left.
         let rows = pipeline(
             tx,
@@ -107,103 +107,94 @@ impl PgStore {
             ],
         )
         .await?;
-        let removed = rows[0].len() + rows[1].len();
-        let holders = rows[2]
-            .iter()
-            .map(|row| lease_from_row(&ns, row))
-            .collect::<Result<Vec<_>>>()?;
-        let waiters = rows[3].iter().map(waiter_from_row).collect::<Result<Vec<_>>>()?;
-        // A ticket whose entry expired has lost its place: it queues again at the back.
-        let mine = request
-            .ticket
-            .and_then(|t| waiters.iter().find(|w| w.ticket == t).cloned());
-        if mine.is_none() {
-            request.ticket = None;
+        let state = NameState {
+            now,
+            slots,
+            last_token,
+            holders: rows[2]
+                .iter()
+                .map(|row| lease_from_row(&request.namespace, row))
+                .collect::<Result<_>>()?,
+            waiters: rows[3].iter().map(waiter_from_row).collect::<Result<_>>()?,
+            removed: !rows[0].is_empty() || !rows[1].is_empty(),
+        };
+        let plan = plan_acquire(&request, state)?;
+        // The plan's writes, then its NOTIFY: one round trip.
+        let grant_name: [&(dyn ToSql + Sync); 4];
+        let grant_holder: [&(dyn ToSql + Sync); 7];
+        let drop_ticket: [&(dyn ToSql + Sync); 1];
+        let refresh: [&(dyn ToSql + Sync); 2];
+        let enqueue: [&(dyn ToSql + Sync); 5];
+        let (holder, lease_slots);
+        let mut steps: Vec<(&str, &[&(dyn ToSql + Sync)])> = Vec::new();
+        match &plan.step {
+            AcquireStep::Grant {
+                lease,
+                drop_ticket: ticket,
+            } => {
+                holder = encode_holder(&lease.holder);
+                lease_slots = i64::from(lease.slots);
+                grant_name = [&ns, &name, &lease.token, &lease_slots];
+                grant_holder = [
+                    &ns,
+                    &name,
+                    &lease.token,
+                    &holder,
+                    &lease.ttl_ms,
+                    &lease.acquired_at,
+                    &lease.expires_at,
+                ];
+                steps.push((
+                    "UPDATE lease_names SET last_token = $3, slots = $4 WHERE namespace = $1 AND name = $2",
+                    &grant_name,
+                ));
+                steps.push((
+                    "INSERT INTO lease_holders (namespace, name, token, holder, ttl_ms, acquired_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &grant_holder,
+                ));
+                if let Some(ticket) = ticket {
+                    drop_ticket = [ticket];
+                    steps.push(("DELETE FROM lease_waiters WHERE ticket = $1", &drop_ticket));
+                }
+            }
+            AcquireStep::Wait { queue, .. } => match queue {
+                QueueWrite::Nothing => {}
+                QueueWrite::Refresh { ticket, expires_at } => {
+                    refresh = [ticket, expires_at];
+                    steps.push(("UPDATE lease_waiters SET expires_at = $2 WHERE ticket = $1", &refresh));
+                }
+                QueueWrite::Enqueue {
+                    enqueued_at,
+                    expires_at,
+                } => {
+                    holder = encode_holder(&request.holder);
+                    enqueue = [&ns, &name, &holder, enqueued_at, expires_at];
+                    steps.push((
+                        "INSERT INTO lease_waiters (namespace, name, holder, enqueued_at, expires_at)
+                         VALUES ($1, $2, $3, $4, $5) RETURNING ticket",
+                        &enqueue,
+                    ));
+                }
+            },
         }
         let notify: [&(dyn ToSql + Sync); 2] = [&Topic::Leases.channel(), &self.schema];
-        match decide(&request, slots, &holders, &waiters)? {
-            Decision::Grant => {
-                let token = last_token + 1;
-                let ttl_ms = ms(request.ttl);
-                let holder = encode_holder(&request.holder);
-                let expires_at = now + ttl_ms;
-                let update: [&(dyn ToSql + Sync); 4] = [&ns, &name, &token, &requested_slots];
-                let insert: [&(dyn ToSql + Sync); 7] = [&ns, &name, &token, &holder, &ttl_ms, &now, &expires_at];
-                let mut steps = vec![
-                    (
-                        "UPDATE lease_names SET last_token = $3, slots = $4 WHERE namespace = $1 AND name = $2",
-                        &update[..],
-                    ),
-                    (
-                        "INSERT INTO lease_holders (namespace, name, token, holder, ttl_ms, acquired_at, expires_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                        &insert[..],
-                    ),
-                ];
-                let ticket: [&(dyn ToSql + Sync); 1] = [&request.ticket];
-                if request.ticket.is_some() {
-                    steps.push(("DELETE FROM lease_waiters WHERE ticket = $1", &ticket[..]));
-                }
-                if removed > 0 || request.ticket.is_some() {
-                    steps.push((NOTIFY, &notify[..]));
-                }
-                pipeline(tx, &steps).await?;
-                let lease = Lease {
-                    namespace: ns,
-                    name,
-                    token,
-                    holder: request.holder,
-                    slots: request.slots,
-                    ttl_ms,
-                    acquired_at: now,
-                    expires_at,
-                };
-                Ok(AcquireOutcome::Acquired(lease))
-            }
-            Decision::Wait { ahead } => {
-                let holder = encode_holder(&request.holder);
-                let expiry = waiter_expiry(now);
-                let refresh: [&(dyn ToSql + Sync); 2];
-                let enqueue: [&(dyn ToSql + Sync); 5] = [&ns, &name, &holder, &now, &expiry];
-                let mut steps = Vec::new();
-                let mut ticket = None;
-                if request.enqueue {
-                    match &mine {
-                        Some(entry) => {
-                            ticket = Some(entry.ticket);
-                            if waiter_needs_refresh(entry.expires_at, now) {
-                                refresh = [&entry.ticket, &expiry];
-                                steps.push((
-                                    "UPDATE lease_waiters SET expires_at = $2 WHERE ticket = $1",
-                                    &refresh[..],
-                                ));
-                            }
-                        }
-                        None => steps.push((
-                            "INSERT INTO lease_waiters (namespace, name, holder, enqueued_at, expires_at)
-                             VALUES ($1, $2, $3, $4, $5) RETURNING ticket",
-                            &enqueue[..],
-                        )),
-                    }
-                }
-                let enqueued = request.enqueue && mine.is_none();
-                if removed > 0 {
-                    steps.push((NOTIFY, &notify[..]));
-                }
-                if !steps.is_empty() {
-                    let rows = pipeline(tx, &steps).await?;
-                    if enqueued {
-                        ticket = Some(rows[0][0].get(0));
-                    }
-                }
-                Ok(AcquireOutcome::Busy(Busy {
-                    holders,
-                    ahead,
-                    ticket,
-                    now,
-                }))
+        if plan.notify {
+            steps.push((NOTIFY, &notify));
+        }
+        let mut enqueued = None;
+        if !steps.is_empty() {
+            let rows = pipeline(tx, &steps).await?;
+            if let AcquireStep::Wait {
+                queue: QueueWrite::Enqueue { .. },
+                ..
+            } = plan.step
+            {
+                enqueued = Some(rows[0][0].get(0));
             }
         }
+        let commit = plan.commit;
+        Ok((plan.outcome(enqueued), commit))
     }
 }
 
@@ -212,15 +203,19 @@ impl LeaseStore for PgStore {
     async fn acquire(&self, request: AcquireRequest) -> Result<AcquireOutcome> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let outcome = self.acquire_tx(&tx, request).await?;
-        tx.commit().await.map_err(pg_error)?;
+        let (outcome, commit) = self.acquire_tx(&tx, request).await?;
+        if commit {
+            tx.commit().await.map_err(pg_error)?;
+        } else {
+            tx.rollback().await.map_err(pg_error)?;
+        }
         Ok(outcome)
     }
 
     async fn renew(&self, request: RenewRequest) -> Result<Lease> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let (ns, name, token) = (&request.namespace, &request.name, request.token);
+        let (ns, name, token) = (request.namespace.as_str(), request.name.as_str(), request.token);
         // Lock the holder's row, then read the clock (after the lock): one round trip.
         let rows = pipeline(
             &tx,
@@ -232,44 +227,37 @@ impl LeaseStore for PgStore {
                         " FROM lease_holders h JOIN lease_names n USING (namespace, name)
                          WHERE h.namespace = $1 AND h.name = $2 AND h.token = $3 FOR UPDATE OF h"
                     ),
-                    &[ns, name, &token],
+                    &[&ns, &name, &token],
                 ),
                 (NOW_MS, &[]),
             ],
         )
         .await?;
-        let now: Millis = rows[1][0].get(0);
-        let Some(mut lease) = rows[0].first().map(|row| lease_from_row(ns, row)).transpose()? else {
-            return Err(lost(name, token));
-        };
-        if lease.expires_at <= now {
-            return Err(lost(name, token));
-        }
-        let ttl_ms = request.ttl.map(ms).unwrap_or(lease.ttl_ms);
-        if let Some(pgid) = request.pgid {
-            lease.holder.pgid = Some(pgid);
-        }
+        let now: i64 = rows[1][0].get(0);
+        let current = rows[0]
+            .first()
+            .map(|row| lease_from_row(&request.namespace, row))
+            .transpose()?;
+        let lease = plan_renew(&request, now, current)?;
         execute(
             &tx,
             "UPDATE lease_holders SET expires_at = $4, ttl_ms = $5, holder = $6
              WHERE namespace = $1 AND name = $2 AND token = $3",
             &[
-                ns,
-                name,
+                &ns,
+                &name,
                 &token,
-                &(now + ttl_ms),
-                &ttl_ms,
+                &lease.expires_at,
+                &lease.ttl_ms,
                 &encode_holder(&lease.holder),
             ],
         )
         .await?;
         tx.commit().await.map_err(pg_error)?;
-        lease.ttl_ms = ttl_ms;
-        lease.expires_at = now + ttl_ms;
         Ok(lease)
     }
 
-    async fn release(&self, namespace: &str, name: &str, token: i64) -> Result<()> {
+    async fn release(&self, namespace: &Namespace, name: &LeaseName, token: i64) -> Result<()> {
         // One statement, committed on its own: the NOTIFY goes out only if a holder went.
         // It commits once the server has it: a caller that gives up after sending (a dropped
         // future, a broken connection) may have released, and its retry is told `Lost`.
@@ -288,7 +276,13 @@ impl LeaseStore for PgStore {
         let rows = client
             .query(
                 &statement,
-                &[&namespace, &name, &token, &Topic::Leases.channel(), &self.schema],
+                &[
+                    &namespace.as_str(),
+                    &name.as_str(),
+                    &token,
+                    &Topic::Leases.channel(),
+                    &self.schema,
+                ],
             )
             .await
             .map_err(pg_error)?;
@@ -298,13 +292,13 @@ impl LeaseStore for PgStore {
         Ok(())
     }
 
-    async fn cancel_wait(&self, namespace: &str, name: &str, ticket: i64) -> Result<()> {
+    async fn cancel_wait(&self, namespace: &Namespace, name: &LeaseName, ticket: i64) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let deleted = execute(
             &tx,
             "DELETE FROM lease_waiters WHERE namespace = $1 AND name = $2 AND ticket = $3",
-            &[&namespace, &name, &ticket],
+            &[&namespace.as_str(), &name.as_str(), &ticket],
         )
         .await?;
         if deleted > 0 {
@@ -313,7 +307,7 @@ impl LeaseStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    async fn list(&self, namespace: &str, prefix: &str) -> Result<Vec<Lease>> {
+    async fn list(&self, namespace: &Namespace, prefix: &Prefix) -> Result<Vec<Lease>> {
         let rows = self
             .single(
                 concat!(
@@ -324,39 +318,37 @@ impl LeaseStore for PgStore {
                     now_ms_sql!(),
                     " ORDER BY h.name COLLATE \"C\", h.token"
                 ),
-                &[&namespace, &prefix],
+                &[&namespace.as_str(), &prefix.as_str()],
             )
             .await?;
         rows.iter().map(|row| lease_from_row(namespace, row)).collect()
     }
 
-    async fn show(&self, namespace: &str, name: &str) -> Result<LeaseInfo> {
+    async fn show(&self, namespace: &Namespace, name: &LeaseName) -> Result<LeaseInfo> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let now = now_ms(&tx).await?;
+        let (ns, key) = (namespace.as_str(), name.as_str());
         let rows = query(
             &tx,
             "SELECT slots, last_token FROM lease_names WHERE namespace = $1 AND name = $2",
-            &[&namespace, &name],
+            &[&ns, &key],
         )
         .await?;
         let Some(row) = rows.first() else {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("no lease named {name:?} in namespace {namespace:?}"),
-            ));
+            return Err(not_found(namespace, name));
         };
         Ok(LeaseInfo {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
+            namespace: namespace.clone(),
+            name: name.clone(),
             slots: slots_from(row.get(0)),
             last_token: row.get(1),
-            holders: query(&tx, HOLDERS, &[&namespace, &name, &now])
+            holders: query(&tx, HOLDERS, &[&ns, &key, &now])
                 .await?
                 .iter()
                 .map(|row| lease_from_row(namespace, row))
                 .collect::<Result<_>>()?,
-            waiters: query(&tx, WAITERS, &[&namespace, &name, &now])
+            waiters: query(&tx, WAITERS, &[&ns, &key, &now])
                 .await?
                 .iter()
                 .map(waiter_from_row)

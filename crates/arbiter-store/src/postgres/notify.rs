@@ -1,9 +1,8 @@
 //! The notification outbox on PostgreSQL. An accept or resolve locks the fold's row (or
 //! creates it), so concurrent repeats of one dedupe key count exactly.
 
-use std::time::Duration;
-
-use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_core::Result;
+use arbiter_core::name::Namespace;
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
@@ -11,8 +10,9 @@ use tokio_postgres::types::ToSql;
 use super::{PgStore, execute, notify, now_ms, pg_error, query};
 use crate::api::{NotifyStore, Topic};
 use crate::notify::{
-    AcceptRequest, Accepted, COLUMNS, DeliveryState, Due, FoldRow, OutboxEntry, Resolved, Row, decode_channels,
-    encode_channels, not_retryable, plan_accept, plan_due, recovery_message,
+    AcceptRequest, Accepted, COLUMNS, DeliveryState, Due, Failure, FoldRow, OutboxEntry, Queued, Resolved, Row,
+    decode_channels, encode_channels, no_notification, no_open_condition, not_retryable, plan_accept, plan_due,
+    plan_recovery,
 };
 use crate::schema::Migration;
 use crate::sql::ms;
@@ -39,19 +39,12 @@ async fn select(tx: &Transaction<'_>, filter: &str, args: &[&(dyn ToSql + Sync)]
         .collect()
 }
 
-async fn insert(
-    tx: &Transaction<'_>,
-    ns: &str,
-    channel: &str,
-    message: &str,
-    now: i64,
-    digest_at: Option<i64>,
-) -> Result<i64> {
+async fn insert(tx: &Transaction<'_>, ns: &str, now: i64, row: &Queued) -> Result<i64> {
     let rows = query(
         tx,
         "INSERT INTO notify_outbox (namespace, channel, message, state, attempts, next_attempt_at, created_at, digest_at)
          VALUES ($1, $2, $3, 'pending', 0, $4, $4, $5) RETURNING id",
-        &[&ns, &channel, &message, &now, &digest_at],
+        &[&ns, &row.channel, &row.message, &now, &row.digest_at],
     )
     .await?;
     Ok(rows[0].get(0))
@@ -86,7 +79,7 @@ impl NotifyStore for PgStore {
     async fn accept(&self, request: AcceptRequest) -> Result<Accepted> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let ns = &request.namespace;
+        let ns = &request.namespace.as_str();
         let previous = match &request.notification.dedupe_key {
             Some(key) => {
                 // Serialize repeats of one key: create the row if needed, then lock it.
@@ -125,8 +118,8 @@ impl NotifyStore for PgStore {
             .await?;
         }
         let mut deliveries = Vec::new();
-        for (channel, message, digest_at) in &plan.rows {
-            deliveries.push(insert(&tx, ns, channel, message, now, *digest_at).await?);
+        for row in &plan.rows {
+            deliveries.push(insert(&tx, ns, now, row).await?);
         }
         if !deliveries.is_empty() {
             notify(&tx, Topic::Notify, &self.schema).await?;
@@ -139,16 +132,14 @@ impl NotifyStore for PgStore {
         })
     }
 
-    async fn resolve(&self, namespace: &str, dedupe_key: &str, body: Option<&str>) -> Result<Resolved> {
+    async fn resolve(&self, namespace: &Namespace, dedupe_key: &str, body: Option<&str>) -> Result<Resolved> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let found = fold(&tx, namespace, dedupe_key).await?.filter(|(row, _)| row.count > 0);
         let Some((fold, latest)) = found else {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("no open condition with dedupe key {dedupe_key:?} in namespace {namespace:?}"),
-            ));
+            return Err(no_open_condition(namespace, dedupe_key));
         };
+        let namespace = namespace.as_str();
         let now = now_ms(&tx).await?;
         execute(
             &tx,
@@ -156,10 +147,9 @@ impl NotifyStore for PgStore {
             &[&namespace, &dedupe_key],
         )
         .await?;
-        let message = recovery_message(&latest, body, &fold, dedupe_key, now)?;
         let mut deliveries = Vec::new();
-        for channel in &fold.channels {
-            deliveries.push(insert(&tx, namespace, channel, &message, now, None).await?);
+        for row in &plan_recovery(&latest, body, &fold, dedupe_key, now)? {
+            deliveries.push(insert(&tx, namespace, now, row).await?);
         }
         notify(&tx, Topic::Notify, &self.schema).await?;
         tx.commit().await.map_err(pg_error)?;
@@ -171,7 +161,7 @@ impl NotifyStore for PgStore {
         })
     }
 
-    async fn due(&self, namespace: &str) -> Result<Due> {
+    async fn due(&self, namespace: &Namespace) -> Result<Due> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let now = now_ms(&tx).await?;
@@ -183,13 +173,13 @@ impl NotifyStore for PgStore {
                  SELECT min(id) FROM notify_outbox
                  WHERE namespace = $1 AND state = 'pending' AND digest_at IS NULL GROUP BY channel))
              ORDER BY id",
-            &[&namespace],
+            &[&namespace.as_str()],
         )
         .await?;
         Ok(plan_due(pending, now))
     }
 
-    async fn delivered(&self, namespace: &str, ids: &[i64]) -> Result<()> {
+    async fn delivered(&self, namespace: &Namespace, ids: &[i64]) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let now = now_ms(&tx).await?;
@@ -197,20 +187,13 @@ impl NotifyStore for PgStore {
             &tx,
             "UPDATE notify_outbox SET state = 'delivered', delivered_at = $3, attempts = attempts + 1
              WHERE namespace = $1 AND id = ANY($2) AND state = 'pending'",
-            &[&namespace, &ids, &now],
+            &[&namespace.as_str(), &ids, &now],
         )
         .await?;
         tx.commit().await.map_err(pg_error)
     }
 
-    async fn failed(
-        &self,
-        namespace: &str,
-        ids: &[i64],
-        error: &str,
-        retry_in: Duration,
-        max_age: Duration,
-    ) -> Result<DeliveryState> {
+    async fn failed(&self, namespace: &Namespace, ids: &[i64], failure: &Failure) -> Result<DeliveryState> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let now = now_ms(&tx).await?;
@@ -219,7 +202,14 @@ impl NotifyStore for PgStore {
             "UPDATE notify_outbox SET attempts = attempts + 1, last_error = $3, next_attempt_at = $4,
                  state = CASE WHEN $5 - created_at >= $6 THEN 'dead' ELSE 'pending' END
              WHERE namespace = $1 AND id = ANY($2) AND state = 'pending' RETURNING state",
-            &[&namespace, &ids, &error, &(now + ms(retry_in)), &now, &ms(max_age)],
+            &[
+                &namespace.as_str(),
+                &ids,
+                &failure.error,
+                &(now + ms(failure.retry_in)),
+                &now,
+                &ms(failure.max_age),
+            ],
         )
         .await?;
         tx.commit().await.map_err(pg_error)?;
@@ -231,7 +221,8 @@ impl NotifyStore for PgStore {
         })
     }
 
-    async fn list(&self, namespace: &str, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>> {
+    async fn list(&self, ns: &Namespace, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let namespace = ns.as_str();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -248,19 +239,18 @@ impl NotifyStore for PgStore {
         }
     }
 
-    async fn retry(&self, namespace: &str, id: i64) -> Result<OutboxEntry> {
+    async fn retry(&self, namespace: &Namespace, id: i64) -> Result<OutboxEntry> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let now = now_ms(&tx).await?;
-        let Some(entry) = select(&tx, "namespace = $1 AND id = $2 FOR UPDATE", &[&namespace, &id])
+        let ns = namespace.as_str();
+        let Some(entry) = select(&tx, "namespace = $1 AND id = $2 FOR UPDATE", &[&ns, &id])
             .await?
             .pop()
         else {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("no notification {id} in namespace {namespace:?}"),
-            ));
+            return Err(no_notification(namespace, id));
         };
+        let namespace = ns;
         if entry.state != DeliveryState::Dead {
             return Err(not_retryable(id, entry.state));
         }

@@ -2,16 +2,16 @@
 //! records an event in `kv_events`, in the same transaction, so watches see every change in
 //! order.
 
-use arbiter_core::kv::{EventType, IfVersion, KeyValue, KvEvent};
-use arbiter_core::name::Namespace;
-use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_core::Result;
+use arbiter_core::kv::{EventType, IfVersion, KeyValue, KvEvent, check_delete, check_version};
+use arbiter_core::name::{Key, Namespace, Prefix};
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{Outcome, SqliteStore, internal};
 use crate::api::KvStore;
 use crate::schema::Migration;
-use crate::sql::{check_if_version, event_kind, parse_event_kind};
+use crate::sql::stored;
 
 fn current_version(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<Option<i64>> {
     tx.query_row(
@@ -44,7 +44,7 @@ fn record_event(
 ) -> Result<()> {
     tx.execute(
         "INSERT INTO kv_events (revision, namespace, key, kind, value) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![revision, ns, key, event_kind(kind), value],
+        params![revision, ns, key, kind.as_str(), value],
     )
     .map(drop)
     .map_err(internal)
@@ -52,12 +52,12 @@ fn record_event(
 
 #[async_trait]
 impl KvStore for SqliteStore {
-    async fn get(&self, namespace: &str, key: &str) -> Result<Option<KeyValue>> {
-        let (ns, key) = (namespace.to_string(), key.to_string());
+    async fn get(&self, namespace: &Namespace, key: &Key) -> Result<Option<KeyValue>> {
+        let (ns, key) = (namespace.clone(), key.clone());
         self.read(move |tx| {
             tx.query_row(
                 "SELECT value, version, create_revision FROM kv WHERE namespace = ?1 AND key = ?2",
-                params![ns, key],
+                params![ns.as_str(), key.as_str()],
                 |r| {
                     Ok(KeyValue {
                         key: key.clone(),
@@ -73,16 +73,16 @@ impl KvStore for SqliteStore {
         .await
     }
 
-    async fn put(&self, namespace: &str, key: &str, value: &str, if_version: IfVersion) -> Result<i64> {
-        let (ns, key, value) = (namespace.to_string(), key.to_string(), value.to_string());
+    async fn put(&self, namespace: &Namespace, key: &Key, value: &str, if_version: IfVersion) -> Result<i64> {
+        let (ns, key, value) = (namespace.to_string(), key.clone(), value.to_string());
         self.write(move |tx| {
             let current = current_version(tx, &ns, &key)?;
-            check_if_version(&key, current, if_version)?;
+            check_version(&key, current, if_version)?;
             let revision = next_revision(tx, &ns)?;
             tx.execute(
                 "INSERT INTO kv (namespace, key, value, version, create_revision) VALUES (?1, ?2, ?3, ?4, ?4)
                  ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, version = excluded.version",
-                params![ns, key, value, revision],
+                params![ns, key.as_str(), value, revision],
             )
             .map_err(internal)?;
             record_event(tx, revision, &ns, &key, EventType::Put, Some(&value))?;
@@ -91,27 +91,24 @@ impl KvStore for SqliteStore {
         .await
     }
 
-    async fn delete(&self, namespace: &str, key: &str, if_version: IfVersion) -> Result<i64> {
-        let (ns, key) = (namespace.to_string(), key.to_string());
+    async fn delete(&self, namespace: &Namespace, key: &Key, if_version: IfVersion) -> Result<i64> {
+        let (ns, key) = (namespace.clone(), key.clone());
         self.write(move |tx| {
             let current = current_version(tx, &ns, &key)?;
-            if current.is_none() && if_version.is_none_or(|v| v != 0) {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("no key {key:?} in namespace {ns:?}"),
-                ));
-            }
-            check_if_version(&key, current, if_version)?;
+            check_delete(&ns, &key, current, if_version)?;
             let revision = next_revision(tx, &ns)?;
-            tx.execute("DELETE FROM kv WHERE namespace = ?1 AND key = ?2", params![ns, key])
-                .map_err(internal)?;
+            tx.execute(
+                "DELETE FROM kv WHERE namespace = ?1 AND key = ?2",
+                params![ns.as_str(), key.as_str()],
+            )
+            .map_err(internal)?;
             record_event(tx, revision, &ns, &key, EventType::Delete, None)?;
             Ok(Outcome::Commit(revision))
         })
         .await
     }
 
-    async fn list(&self, namespace: &str, prefix: &str) -> Result<Vec<KeyValue>> {
+    async fn list(&self, namespace: &Namespace, prefix: &Prefix) -> Result<Vec<KeyValue>> {
         let (ns, prefix) = (namespace.to_string(), prefix.to_string());
         self.read(move |tx| {
             let mut stmt = tx
@@ -120,21 +117,27 @@ impl KvStore for SqliteStore {
                      WHERE namespace = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key",
                 )
                 .map_err(internal)?;
-            stmt.query_map(params![ns, prefix], |r| {
-                Ok(KeyValue {
-                    key: r.get(0)?,
-                    value: r.get(1)?,
-                    version: r.get(2)?,
-                    create_revision: r.get(3)?,
+            let rows = stmt
+                .query_map(params![ns, prefix], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(internal)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(internal)?;
+            rows.into_iter()
+                .map(|(key, value, version, create_revision)| {
+                    Ok(KeyValue {
+                        key: stored(key)?,
+                        value,
+                        version,
+                        create_revision,
+                    })
+                })
+                .collect()
         })
         .await
     }
 
-    async fn events(&self, namespace: &str, prefix: &str, from: i64, limit: usize) -> Result<Vec<KvEvent>> {
+    async fn events(&self, namespace: &Namespace, prefix: &Prefix, from: i64, limit: usize) -> Result<Vec<KvEvent>> {
         let (ns, prefix) = (namespace.to_string(), prefix.to_string());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |tx| {
@@ -159,8 +162,8 @@ impl KvStore for SqliteStore {
             rows.into_iter()
                 .map(|(version, key, kind, value)| {
                     Ok(KvEvent {
-                        kind: parse_event_kind(&kind)?,
-                        key,
+                        kind: EventType::parse(&kind)?,
+                        key: stored(key)?,
                         value,
                         version,
                     })

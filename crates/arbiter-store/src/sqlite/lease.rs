@@ -1,62 +1,63 @@
-//! Leases on SQLite. The rules are `arbiter_core::lease::decide`; this file loads the
-//! state it needs and writes what it decided, in one `BEGIN IMMEDIATE` transaction.
+//! Leases on SQLite. The rules are `arbiter_core::lease`'s plans; this file loads the state
+//! a plan needs and applies what it says, in one `BEGIN IMMEDIATE` transaction.
 
+use arbiter_core::Result;
 use arbiter_core::lease::{
-    AcquireOutcome, AcquireRequest, Busy, Decision, Holder, Lease, LeaseInfo, RenewRequest, Waiter, decide,
+    AcquireOutcome, AcquirePlan, AcquireRequest, AcquireStep, Busy, Lease, LeaseInfo, NameState, QueueWrite,
+    RenewRequest, Waiter, not_found, plan_acquire, plan_renew,
 };
-use arbiter_core::{Error, ErrorKind, Millis, Result};
+use arbiter_core::name::{LeaseName, Namespace, Prefix};
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{Outcome, SqliteStore, internal, now_ms};
 use crate::api::LeaseStore;
+use crate::lease::{LeaseRow, WaiterRow};
 use crate::schema::Migration;
-use crate::sql::{decode_holder, encode_holder, lost, ms, waiter_expiry, waiter_needs_refresh};
+use crate::sql::{encode_holder, lost};
 
 const HOLDER_COLUMNS: &str = "h.token, h.holder, n.slots, h.ttl_ms, h.acquired_at, h.expires_at, h.name";
 
-fn lease_from_row(namespace: &str, row: &rusqlite::Row<'_>) -> rusqlite::Result<(Lease, String)> {
-    let holder: String = row.get(1)?;
-    Ok((
-        Lease {
-            namespace: namespace.to_string(),
-            name: row.get(6)?,
-            token: row.get(0)?,
-            // Decoded from the JSON text by `collect_leases`, outside rusqlite's row callback.
-            holder: Holder::default(),
-            slots: row.get(2)?,
-            ttl_ms: row.get(3)?,
-            acquired_at: row.get(4)?,
-            expires_at: row.get(5)?,
-        },
-        holder,
-    ))
+fn lease_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LeaseRow> {
+    Ok(LeaseRow {
+        token: row.get(0)?,
+        holder: row.get(1)?,
+        slots: row.get(2)?,
+        ttl_ms: row.get(3)?,
+        acquired_at: row.get(4)?,
+        expires_at: row.get(5)?,
+        name: row.get(6)?,
+    })
 }
 
-fn collect_leases(rows: Vec<(Lease, String)>) -> Result<Vec<Lease>> {
-    rows.into_iter()
-        .map(|(mut lease, holder)| {
-            lease.holder = decode_holder(&holder)?;
-            Ok(lease)
-        })
-        .collect()
-}
-
-fn holders(tx: &Transaction<'_>, namespace: &str, name: &str, now: Millis) -> Result<Vec<Lease>> {
-    let mut stmt = tx
-        .prepare_cached(&format!(
-            "SELECT {HOLDER_COLUMNS} FROM lease_holders h JOIN lease_names n USING (namespace, name)
-             WHERE h.namespace = ?1 AND h.name = ?2 AND h.expires_at > ?3 ORDER BY h.token"
-        ))
-        .map_err(internal)?;
+/// Runs a query of [`HOLDER_COLUMNS`] and decodes its rows (outside rusqlite's callback).
+fn select_leases(
+    tx: &Transaction<'_>,
+    namespace: &Namespace,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Lease>> {
+    let mut stmt = tx.prepare_cached(sql).map_err(internal)?;
     let rows = stmt
-        .query_map(params![namespace, name, now], |row| lease_from_row(namespace, row))
+        .query_map(args, lease_row)
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(internal)?;
-    collect_leases(rows)
+    rows.into_iter().map(|row| row.decode(namespace)).collect()
 }
 
-fn waiters(tx: &Transaction<'_>, namespace: &str, name: &str, now: Millis) -> Result<Vec<Waiter>> {
+fn holders(tx: &Transaction<'_>, namespace: &Namespace, name: &str, now: i64) -> Result<Vec<Lease>> {
+    select_leases(
+        tx,
+        namespace,
+        &format!(
+            "SELECT {HOLDER_COLUMNS} FROM lease_holders h JOIN lease_names n USING (namespace, name)
+             WHERE h.namespace = ?1 AND h.name = ?2 AND h.expires_at > ?3 ORDER BY h.token"
+        ),
+        params![namespace.as_str(), name, now],
+    )
+}
+
+fn waiters(tx: &Transaction<'_>, namespace: &str, name: &str, now: i64) -> Result<Vec<Waiter>> {
     let mut stmt = tx
         .prepare_cached(
             "SELECT ticket, holder, enqueued_at, expires_at FROM lease_waiters
@@ -65,29 +66,45 @@ fn waiters(tx: &Transaction<'_>, namespace: &str, name: &str, now: Millis) -> Re
         .map_err(internal)?;
     let rows = stmt
         .query_map(params![namespace, name, now], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get(2)?,
-                row.get(3)?,
-            ))
+            Ok(WaiterRow {
+                ticket: row.get(0)?,
+                holder: row.get(1)?,
+                enqueued_at: row.get(2)?,
+                expires_at: row.get(3)?,
+            })
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(internal)?;
-    rows.into_iter()
-        .map(|(ticket, holder, enqueued_at, expires_at)| {
-            Ok(Waiter {
-                ticket,
-                holder: decode_holder(&holder)?,
-                enqueued_at,
-                expires_at,
-            })
-        })
-        .collect()
+    rows.into_iter().map(WaiterRow::decode).collect()
 }
 
-fn acquire_tx(tx: &Transaction<'_>, mut request: AcquireRequest) -> Result<Outcome<AcquireOutcome>> {
-    let (ns, name) = (request.namespace.clone(), request.name.clone());
+/// The name's slot count and last token, if it was ever acquired.
+fn name_row(tx: &Transaction<'_>, namespace: &str, name: &str) -> Result<Option<(u32, i64)>> {
+    tx.query_row(
+        "SELECT slots, last_token FROM lease_names WHERE namespace = ?1 AND name = ?2",
+        params![namespace, name],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(internal)
+}
+
+/// The state a plan decides on: the name's row (slots, last token) and its live holders
+/// and waiters at `now`.
+fn load(tx: &Transaction<'_>, request: &AcquireRequest, now: i64, row: (u32, i64), removed: bool) -> Result<NameState> {
+    let name = request.name.as_str();
+    Ok(NameState {
+        now,
+        slots: row.0,
+        last_token: row.1,
+        holders: holders(tx, &request.namespace, name, now)?,
+        waiters: waiters(tx, &request.namespace, name, now)?,
+        removed,
+    })
+}
+
+fn acquire_tx(tx: &Transaction<'_>, request: AcquireRequest) -> Result<Outcome<AcquireOutcome>> {
+    let (ns, name) = (request.namespace.as_str(), request.name.as_str());
     let now = now_ms(tx)?;
     tx.execute(
         "INSERT OR IGNORE INTO lease_names (namespace, name, slots, last_token) VALUES (?1, ?2, ?3, 0)",
@@ -122,29 +139,27 @@ fn acquire_tx(tx: &Transaction<'_>, mut request: AcquireRequest) -> Result<Outco
             )
             .map_err(internal)?;
     }
-    let (slots, last_token): (u32, i64) = tx
-        .query_row(
-            "SELECT slots, last_token FROM lease_names WHERE namespace = ?1 AND name = ?2",
-            params![ns, name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(internal)?;
-    let holders = holders(tx, &ns, &name, now)?;
-    let waiters = waiters(tx, &ns, &name, now)?;
-    // A ticket whose entry expired has lost its place: it queues again at the back.
-    let mine = request
-        .ticket
-        .and_then(|t| waiters.iter().find(|w| w.ticket == t).cloned());
-    if mine.is_none() {
-        request.ticket = None;
-    }
-    match decide(&request, slots, &holders, &waiters)? {
-        Decision::Grant => {
-            let token = last_token + 1;
-            let ttl_ms = ms(request.ttl);
+    let row = name_row(tx, ns, name)?
+        .ok_or_else(|| arbiter_core::Error::internal(format!("lease name {name:?} vanished inside its transaction")))?;
+    let plan = plan_acquire(&request, load(tx, &request, now, row, removed > 0)?)?;
+    let enqueued = apply(tx, &request, &plan)?;
+    let commit = plan.commit;
+    let outcome = plan.outcome(enqueued);
+    Ok(if commit {
+        Outcome::Commit(outcome)
+    } else {
+        Outcome::Rollback(outcome)
+    })
+}
+
+/// Writes what `plan` says; returns the ticket of a new queue entry.
+fn apply(tx: &Transaction<'_>, request: &AcquireRequest, plan: &AcquirePlan) -> Result<Option<i64>> {
+    let (ns, name) = (request.namespace.as_str(), request.name.as_str());
+    match &plan.step {
+        AcquireStep::Grant { lease, drop_ticket } => {
             tx.execute(
                 "UPDATE lease_names SET last_token = ?3, slots = ?4 WHERE namespace = ?1 AND name = ?2",
-                params![ns, name, token, request.slots],
+                params![ns, name, lease.token, lease.slots],
             )
             .map_err(internal)?;
             tx.execute(
@@ -153,67 +168,43 @@ fn acquire_tx(tx: &Transaction<'_>, mut request: AcquireRequest) -> Result<Outco
                 params![
                     ns,
                     name,
-                    token,
-                    encode_holder(&request.holder),
-                    ttl_ms,
-                    now,
-                    now + ttl_ms
+                    lease.token,
+                    encode_holder(&lease.holder),
+                    lease.ttl_ms,
+                    lease.acquired_at,
+                    lease.expires_at
                 ],
             )
             .map_err(internal)?;
-            if let Some(ticket) = request.ticket {
+            if let Some(ticket) = drop_ticket {
                 tx.execute("DELETE FROM lease_waiters WHERE ticket = ?1", params![ticket])
                     .map_err(internal)?;
             }
-            Ok(Outcome::Commit(AcquireOutcome::Acquired(Lease {
-                namespace: ns,
-                name,
-                token,
-                holder: request.holder,
-                slots: request.slots,
-                ttl_ms,
-                acquired_at: now,
-                expires_at: now + ttl_ms,
-            })))
+            Ok(None)
         }
-        Decision::Wait { ahead } => {
-            let mut wrote = removed > 0;
-            let ticket = match (request.enqueue, mine) {
-                (false, _) => None,
-                (true, Some(entry)) => {
-                    if waiter_needs_refresh(entry.expires_at, now) {
-                        tx.execute(
-                            "UPDATE lease_waiters SET expires_at = ?2 WHERE ticket = ?1",
-                            params![entry.ticket, waiter_expiry(now)],
-                        )
-                        .map_err(internal)?;
-                        wrote = true;
-                    }
-                    Some(entry.ticket)
-                }
-                (true, None) => {
-                    tx.execute(
-                        "INSERT INTO lease_waiters (namespace, name, holder, enqueued_at, expires_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![ns, name, encode_holder(&request.holder), now, waiter_expiry(now)],
-                    )
-                    .map_err(internal)?;
-                    wrote = true;
-                    Some(tx.last_insert_rowid())
-                }
-            };
-            let busy = AcquireOutcome::Busy(Busy {
-                holders,
-                ahead,
-                ticket,
-                now,
-            });
-            Ok(if wrote {
-                Outcome::Commit(busy)
-            } else {
-                Outcome::Rollback(busy)
-            })
-        }
+        AcquireStep::Wait { queue, .. } => match *queue {
+            QueueWrite::Nothing => Ok(None),
+            QueueWrite::Refresh { ticket, expires_at } => {
+                tx.execute(
+                    "UPDATE lease_waiters SET expires_at = ?2 WHERE ticket = ?1",
+                    params![ticket, expires_at],
+                )
+                .map_err(internal)?;
+                Ok(None)
+            }
+            QueueWrite::Enqueue {
+                enqueued_at,
+                expires_at,
+            } => {
+                tx.execute(
+                    "INSERT INTO lease_waiters (namespace, name, holder, enqueued_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![ns, name, encode_holder(&request.holder), enqueued_at, expires_at],
+                )
+                .map_err(internal)?;
+                Ok(Some(tx.last_insert_rowid()))
+            }
+        },
     }
 }
 
@@ -221,17 +212,11 @@ fn acquire_tx(tx: &Transaction<'_>, mut request: AcquireRequest) -> Result<Outco
 /// (a new name, expired entries to remove, or a place to grant). Refusing at the snapshot
 /// is linearizable: the lease was held at that instant.
 fn refused_by_snapshot(tx: &Transaction<'_>, request: &AcquireRequest) -> Result<Option<Busy>> {
-    let (ns, name) = (&request.namespace, &request.name);
+    let (ns, name) = (request.namespace.as_str(), request.name.as_str());
     let now = now_ms(tx)?;
-    let slots: Option<u32> = tx
-        .query_row(
-            "SELECT slots FROM lease_names WHERE namespace = ?1 AND name = ?2",
-            params![ns, name],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(internal)?;
-    let Some(slots) = slots else { return Ok(None) };
+    let Some(row) = name_row(tx, ns, name)? else {
+        return Ok(None);
+    };
     let expired: i64 = tx
         .query_row(
             "SELECT (SELECT count(*) FROM lease_holders WHERE namespace = ?1 AND name = ?2 AND expires_at <= ?3)
@@ -243,16 +228,9 @@ fn refused_by_snapshot(tx: &Transaction<'_>, request: &AcquireRequest) -> Result
     if expired > 0 {
         return Ok(None);
     }
-    let holders = holders(tx, ns, name, now)?;
-    let waiters = waiters(tx, ns, name, now)?;
-    match decide(request, slots, &holders, &waiters)? {
-        Decision::Grant => Ok(None),
-        Decision::Wait { ahead } => Ok(Some(Busy {
-            holders,
-            ahead,
-            ticket: None,
-            now,
-        })),
+    match plan_acquire(request, load(tx, request, now, row, false)?)?.step {
+        AcquireStep::Grant { .. } => Ok(None),
+        AcquireStep::Wait { busy, .. } => Ok(Some(busy)),
     }
 }
 
@@ -277,36 +255,35 @@ impl LeaseStore for SqliteStore {
     async fn renew(&self, request: RenewRequest) -> Result<Lease> {
         self.write(move |tx| {
             let now = now_ms(tx)?;
-            let (ns, name, token) = (&request.namespace, &request.name, request.token);
+            let (ns, name, token) = (&request.namespace, request.name.as_str(), request.token);
             let current = holders(tx, ns, name, now)?.into_iter().find(|l| l.token == token);
-            let Some(mut lease) = current else {
-                return Err(lost(name, token));
-            };
-            let ttl_ms = request.ttl.map(ms).unwrap_or(lease.ttl_ms);
-            if let Some(pgid) = request.pgid {
-                lease.holder.pgid = Some(pgid);
-            }
+            let lease = plan_renew(&request, now, current)?;
             tx.execute(
                 "UPDATE lease_holders SET expires_at = ?4, ttl_ms = ?5, holder = ?6
                  WHERE namespace = ?1 AND name = ?2 AND token = ?3",
-                params![ns, name, token, now + ttl_ms, ttl_ms, encode_holder(&lease.holder)],
+                params![
+                    ns.as_str(),
+                    name,
+                    token,
+                    lease.expires_at,
+                    lease.ttl_ms,
+                    encode_holder(&lease.holder)
+                ],
             )
             .map_err(internal)?;
-            lease.ttl_ms = ttl_ms;
-            lease.expires_at = now + ttl_ms;
             Ok(Outcome::Commit(lease))
         })
         .await
     }
 
-    async fn release(&self, namespace: &str, name: &str, token: i64) -> Result<()> {
-        let (ns, name) = (namespace.to_string(), name.to_string());
+    async fn release(&self, namespace: &Namespace, name: &LeaseName, token: i64) -> Result<()> {
+        let (ns, name) = (namespace.clone(), name.clone());
         self.write(move |tx| {
             let now = now_ms(tx)?;
             let deleted = tx
                 .execute(
                     "DELETE FROM lease_holders WHERE namespace = ?1 AND name = ?2 AND token = ?3 AND expires_at > ?4",
-                    params![ns, name, token, now],
+                    params![ns.as_str(), name.as_str(), token, now],
                 )
                 .map_err(internal)?;
             if deleted == 0 {
@@ -318,12 +295,12 @@ impl LeaseStore for SqliteStore {
         .await
     }
 
-    async fn cancel_wait(&self, namespace: &str, name: &str, ticket: i64) -> Result<()> {
-        let (ns, name) = (namespace.to_string(), name.to_string());
+    async fn cancel_wait(&self, namespace: &Namespace, name: &LeaseName, ticket: i64) -> Result<()> {
+        let (ns, name) = (namespace.clone(), name.clone());
         self.write(move |tx| {
             tx.execute(
                 "DELETE FROM lease_waiters WHERE namespace = ?1 AND name = ?2 AND ticket = ?3",
-                params![ns, name, ticket],
+                params![ns.as_str(), name.as_str(), ticket],
             )
             .map_err(internal)?;
             Ok(Outcome::Commit(()))
@@ -331,43 +308,30 @@ impl LeaseStore for SqliteStore {
         .await
     }
 
-    async fn list(&self, namespace: &str, prefix: &str) -> Result<Vec<Lease>> {
-        let (ns, prefix) = (namespace.to_string(), prefix.to_string());
+    async fn list(&self, namespace: &Namespace, prefix: &Prefix) -> Result<Vec<Lease>> {
+        let (ns, prefix) = (namespace.clone(), prefix.clone());
         self.read(move |tx| {
             let now = now_ms(tx)?;
-            let mut stmt = tx
-                .prepare_cached(&format!(
+            select_leases(
+                tx,
+                &ns,
+                &format!(
                     "SELECT {HOLDER_COLUMNS} FROM lease_holders h JOIN lease_names n USING (namespace, name)
                      WHERE h.namespace = ?1 AND substr(h.name, 1, length(?2)) = ?2 AND h.expires_at > ?3
                      ORDER BY h.name, h.token"
-                ))
-                .map_err(internal)?;
-            let rows = stmt
-                .query_map(params![ns, prefix, now], |row| lease_from_row(&ns, row))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(internal)?;
-            collect_leases(rows)
+                ),
+                params![ns.as_str(), prefix.as_str(), now],
+            )
         })
         .await
     }
 
-    async fn show(&self, namespace: &str, name: &str) -> Result<LeaseInfo> {
-        let (ns, name) = (namespace.to_string(), name.to_string());
+    async fn show(&self, namespace: &Namespace, name: &LeaseName) -> Result<LeaseInfo> {
+        let (ns, name) = (namespace.clone(), name.clone());
         self.read(move |tx| {
             let now = now_ms(tx)?;
-            let row: Option<(u32, i64)> = tx
-                .query_row(
-                    "SELECT slots, last_token FROM lease_names WHERE namespace = ?1 AND name = ?2",
-                    params![ns, name],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(internal)?;
-            let Some((slots, last_token)) = row else {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("no lease named {name:?} in namespace {ns:?}"),
-                ));
+            let Some((slots, last_token)) = name_row(tx, &ns, &name)? else {
+                return Err(not_found(&ns, &name));
             };
             Ok(LeaseInfo {
                 holders: holders(tx, &ns, &name, now)?,

@@ -2,14 +2,15 @@
 //! idempotency key, takes the stream's next offset and writes the record.
 
 use arbiter_core::Result;
-use arbiter_core::log::{Appended, ConsumerInfo, ContentType, NewRecord, Record, StreamInfo};
+use arbiter_core::log::{Appended, ConsumerInfo, NewRecord, Record, StreamInfo, check_commit};
+use arbiter_core::name::{ConsumerName, Namespace, StreamName};
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Outcome, SqliteStore, internal, now_ms};
 use crate::api::LogStore;
 use crate::schema::Migration;
-use crate::sql::{commit_out_of_range, decode_tags, encode_tags};
+use crate::sql::{RecordRow, encode_tags, stored};
 
 fn next_offset(tx: &rusqlite::Transaction<'_>, ns: &str, stream: &str) -> Result<i64> {
     Ok(tx
@@ -27,8 +28,8 @@ fn next_offset(tx: &rusqlite::Transaction<'_>, ns: &str, stream: &str) -> Result
 impl LogStore for SqliteStore {
     async fn append(&self, record: NewRecord) -> Result<Appended> {
         self.write(move |tx| {
-            let (ns, stream) = (&record.namespace, &record.stream);
-            if let Some(key) = &record.idempotency_key {
+            let (ns, stream, fields) = (record.namespace().as_str(), record.stream().as_str(), record.fields());
+            if let Some(key) = &fields.idempotency_key {
                 let existing: Option<i64> = tx
                     .query_row(
                         "SELECT \"offset\" FROM log_records WHERE namespace = ?1 AND stream = ?2 AND idempotency_key = ?3",
@@ -51,14 +52,14 @@ impl LogStore for SqliteStore {
                     ns,
                     stream,
                     offset,
-                    record.kind,
-                    record.author,
+                    fields.kind,
+                    fields.author,
                     now,
-                    record.body,
-                    record.content_type.as_str(),
-                    encode_tags(&record.tags),
-                    record.trace_id,
-                    record.idempotency_key
+                    fields.body,
+                    fields.content_type.as_str(),
+                    encode_tags(&fields.tags),
+                    fields.trace_id,
+                    fields.idempotency_key
                 ],
             )
             .map_err(internal)?;
@@ -73,8 +74,8 @@ impl LogStore for SqliteStore {
         .await
     }
 
-    async fn read(&self, namespace: &str, stream: &str, from: i64, limit: usize) -> Result<Vec<Record>> {
-        let (ns, stream) = (namespace.to_string(), stream.to_string());
+    async fn read(&self, namespace: &Namespace, stream: &StreamName, from: i64, limit: usize) -> Result<Vec<Record>> {
+        let (ns, stream) = (namespace.to_string(), stream.clone());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |tx| {
             let mut stmt = tx
@@ -85,74 +86,64 @@ impl LogStore for SqliteStore {
                 )
                 .map_err(internal)?;
             let rows = stmt
-                .query_map(params![ns, stream, from, limit], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, String>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                        r.get::<_, Option<String>>(8)?,
-                    ))
+                .query_map(params![ns, stream.as_str(), from, limit], |r| {
+                    Ok(RecordRow {
+                        offset: r.get(0)?,
+                        kind: r.get(1)?,
+                        author: r.get(2)?,
+                        created_at: r.get(3)?,
+                        body: r.get(4)?,
+                        content_type: r.get(5)?,
+                        tags: r.get(6)?,
+                        trace_id: r.get(7)?,
+                        idempotency_key: r.get(8)?,
+                    })
                 })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(internal)?;
-            rows.into_iter()
-                .map(
-                    |(offset, kind, author, created_at, body, content_type, tags, trace_id, idempotency_key)| {
-                        Ok(Record {
-                            stream: stream.clone(),
-                            offset,
-                            kind,
-                            author,
-                            created_at,
-                            body,
-                            content_type: ContentType::parse(&content_type)?,
-                            tags: decode_tags(&tags)?,
-                            trace_id,
-                            idempotency_key,
-                        })
-                    },
-                )
-                .collect()
+            rows.into_iter().map(|row| row.decode(&stream)).collect()
         })
         .await
     }
 
-    async fn streams(&self, namespace: &str) -> Result<Vec<StreamInfo>> {
+    async fn streams(&self, namespace: &Namespace) -> Result<Vec<StreamInfo>> {
         let ns = namespace.to_string();
         self.read(move |tx| {
             let mut stmt = tx
                 .prepare_cached("SELECT stream, next_offset FROM log_streams WHERE namespace = ?1 ORDER BY stream")
                 .map_err(internal)?;
-            stmt.query_map(params![ns], |r| {
-                Ok(StreamInfo {
-                    stream: r.get(0)?,
-                    next_offset: r.get(1)?,
+            let rows = stmt
+                .query_map(params![ns], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(internal)?;
+            rows.into_iter()
+                .map(|(stream, next_offset)| {
+                    Ok(StreamInfo {
+                        stream: stored(stream)?,
+                        next_offset,
+                    })
                 })
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(internal)
+                .collect()
         })
         .await
     }
 
-    async fn commit(&self, namespace: &str, stream: &str, consumer: &str, offset: i64) -> Result<ConsumerInfo> {
-        let (ns, stream, consumer) = (namespace.to_string(), stream.to_string(), consumer.to_string());
+    async fn commit(
+        &self,
+        namespace: &Namespace,
+        stream: &StreamName,
+        consumer: &ConsumerName,
+        offset: i64,
+    ) -> Result<ConsumerInfo> {
+        let (ns, stream, consumer) = (namespace.to_string(), stream.clone(), consumer.clone());
         self.write(move |tx| {
-            let end = next_offset(tx, &ns, &stream)?;
-            if !(0..=end).contains(&offset) {
-                return Err(commit_out_of_range(&stream, offset, end));
-            }
+            check_commit(&stream, offset, next_offset(tx, &ns, &stream)?)?;
             let now = now_ms(tx)?;
             tx.execute(
                 "INSERT INTO log_consumers (namespace, stream, consumer, \"offset\", updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (namespace, stream, consumer) DO UPDATE SET \"offset\" = excluded.\"offset\",
                                                                         updated_at = excluded.updated_at",
-                params![ns, stream, consumer, offset, now],
+                params![ns, stream.as_str(), consumer.as_str(), offset, now],
             )
             .map_err(internal)?;
             Ok(Outcome::Commit(ConsumerInfo { stream, consumer, offset, updated_at: now }))
@@ -160,8 +151,8 @@ impl LogStore for SqliteStore {
         .await
     }
 
-    async fn consumers(&self, namespace: &str, stream: &str) -> Result<Vec<ConsumerInfo>> {
-        let (ns, stream) = (namespace.to_string(), stream.to_string());
+    async fn consumers(&self, namespace: &Namespace, stream: &StreamName) -> Result<Vec<ConsumerInfo>> {
+        let (ns, stream) = (namespace.to_string(), stream.clone());
         self.read(move |tx| {
             let mut stmt = tx
                 .prepare_cached(
@@ -169,16 +160,22 @@ impl LogStore for SqliteStore {
                      WHERE namespace = ?1 AND stream = ?2 ORDER BY consumer",
                 )
                 .map_err(internal)?;
-            stmt.query_map(params![ns, stream], |r| {
-                Ok(ConsumerInfo {
-                    stream: stream.clone(),
-                    consumer: r.get(0)?,
-                    offset: r.get(1)?,
-                    updated_at: r.get(2)?,
+            let rows = stmt
+                .query_map(params![ns, stream.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
                 })
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(internal)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(internal)?;
+            rows.into_iter()
+                .map(|(consumer, offset, updated_at)| {
+                    Ok(ConsumerInfo {
+                        stream: stream.clone(),
+                        consumer: stored(consumer)?,
+                        offset,
+                        updated_at,
+                    })
+                })
+                .collect()
         })
         .await
     }

@@ -1,16 +1,16 @@
 //! The notification outbox on SQLite.
 
-use std::time::Duration;
-
-use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_core::Result;
+use arbiter_core::name::Namespace;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{Outcome, SqliteStore, internal, now_ms};
 use crate::api::NotifyStore;
 use crate::notify::{
-    AcceptRequest, Accepted, COLUMNS, DeliveryState, Due, FoldRow, OutboxEntry, Resolved, Row, decode_channels,
-    encode_channels, not_retryable, plan_accept, plan_due, recovery_message,
+    AcceptRequest, Accepted, COLUMNS, DeliveryState, Due, Failure, FoldRow, OutboxEntry, Queued, Resolved, Row,
+    decode_channels, encode_channels, no_notification, no_open_condition, not_retryable, plan_accept, plan_due,
+    plan_recovery,
 };
 use crate::schema::Migration;
 use crate::sql::ms;
@@ -42,18 +42,11 @@ fn select(tx: &Transaction<'_>, filter: &str, args: impl rusqlite::Params) -> Re
     rows.into_iter().map(Row::decode).collect()
 }
 
-fn insert(
-    tx: &Transaction<'_>,
-    ns: &str,
-    channel: &str,
-    message: &str,
-    now: i64,
-    digest_at: Option<i64>,
-) -> Result<i64> {
+fn insert(tx: &Transaction<'_>, ns: &str, now: i64, row: &Queued) -> Result<i64> {
     tx.execute(
         "INSERT INTO notify_outbox (namespace, channel, message, state, attempts, next_attempt_at, created_at, digest_at)
          VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?5)",
-        params![ns, channel, message, now, digest_at],
+        params![ns, row.channel, row.message, now, row.digest_at],
     )
     .map_err(internal)?;
     Ok(tx.last_insert_rowid())
@@ -87,7 +80,7 @@ impl NotifyStore for SqliteStore {
     async fn accept(&self, request: AcceptRequest) -> Result<Accepted> {
         self.write(move |tx| {
             let now = now_ms(tx)?;
-            let ns = &request.namespace;
+            let ns = request.namespace.as_str();
             let previous = match &request.notification.dedupe_key {
                 Some(key) => fold(tx, ns, key)?.map(|(row, _)| row),
                 None => None,
@@ -105,33 +98,29 @@ impl NotifyStore for SqliteStore {
                 .map_err(internal)?;
             }
             let mut deliveries = Vec::new();
-            for (channel, message, digest_at) in &plan.rows {
-                deliveries.push(insert(tx, ns, channel, message, now, *digest_at)?);
+            for row in &plan.rows {
+                deliveries.push(insert(tx, ns, now, row)?);
             }
             Ok(Outcome::Commit(Accepted { count: plan.count, sent: plan.sent, deliveries }))
         })
         .await
     }
 
-    async fn resolve(&self, namespace: &str, dedupe_key: &str, body: Option<&str>) -> Result<Resolved> {
-        let (ns, key, body) = (namespace.to_string(), dedupe_key.to_string(), body.map(str::to_string));
+    async fn resolve(&self, namespace: &Namespace, dedupe_key: &str, body: Option<&str>) -> Result<Resolved> {
+        let (ns, key, body) = (namespace.clone(), dedupe_key.to_string(), body.map(str::to_string));
         self.write(move |tx| {
             let now = now_ms(tx)?;
             let Some((fold, latest)) = fold(tx, &ns, &key)? else {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("no open condition with dedupe key {key:?} in namespace {ns:?}"),
-                ));
+                return Err(no_open_condition(&ns, &key));
             };
             tx.execute(
                 "DELETE FROM notify_folds WHERE namespace = ?1 AND dedupe_key = ?2",
-                params![ns, key],
+                params![ns.as_str(), key],
             )
             .map_err(internal)?;
-            let message = recovery_message(&latest, body.as_deref(), &fold, &key, now)?;
             let mut deliveries = Vec::new();
-            for channel in &fold.channels {
-                deliveries.push(insert(tx, &ns, channel, &message, now, None)?);
+            for row in &plan_recovery(&latest, body.as_deref(), &fold, &key, now)? {
+                deliveries.push(insert(tx, &ns, now, row)?);
             }
             Ok(Outcome::Commit(Resolved {
                 count: fold.count,
@@ -143,7 +132,7 @@ impl NotifyStore for SqliteStore {
         .await
     }
 
-    async fn due(&self, namespace: &str) -> Result<Due> {
+    async fn due(&self, namespace: &Namespace) -> Result<Due> {
         let ns = namespace.to_string();
         self.read(move |tx| {
             let now = now_ms(tx)?;
@@ -162,7 +151,7 @@ impl NotifyStore for SqliteStore {
         .await
     }
 
-    async fn delivered(&self, namespace: &str, ids: &[i64]) -> Result<()> {
+    async fn delivered(&self, namespace: &Namespace, ids: &[i64]) -> Result<()> {
         let (ns, ids) = (namespace.to_string(), ids.to_vec());
         self.write(move |tx| {
             let now = now_ms(tx)?;
@@ -179,15 +168,8 @@ impl NotifyStore for SqliteStore {
         .await
     }
 
-    async fn failed(
-        &self,
-        namespace: &str,
-        ids: &[i64],
-        error: &str,
-        retry_in: Duration,
-        max_age: Duration,
-    ) -> Result<DeliveryState> {
-        let (ns, ids, error) = (namespace.to_string(), ids.to_vec(), error.to_string());
+    async fn failed(&self, namespace: &Namespace, ids: &[i64], failure: &Failure) -> Result<DeliveryState> {
+        let (ns, ids, failure) = (namespace.to_string(), ids.to_vec(), failure.clone());
         self.write(move |tx| {
             let now = now_ms(tx)?;
             let mut state = DeliveryState::Pending;
@@ -196,7 +178,14 @@ impl NotifyStore for SqliteStore {
                     "UPDATE notify_outbox SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4,
                          state = CASE WHEN ?5 - created_at >= ?6 THEN 'dead' ELSE 'pending' END
                      WHERE namespace = ?1 AND id = ?2 AND state = 'pending'",
-                    params![ns, id, error, now + ms(retry_in), now, ms(max_age)],
+                    params![
+                        ns,
+                        id,
+                        failure.error,
+                        now + ms(failure.retry_in),
+                        now,
+                        ms(failure.max_age)
+                    ],
                 )
                 .map_err(internal)?;
                 let now_state: Option<String> = tx
@@ -214,8 +203,8 @@ impl NotifyStore for SqliteStore {
         .await
     }
 
-    async fn list(&self, namespace: &str, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>> {
-        let ns = namespace.to_string();
+    async fn list(&self, ns: &Namespace, state: Option<DeliveryState>, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let ns = ns.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |tx| match state {
             Some(state) => select(
@@ -228,15 +217,13 @@ impl NotifyStore for SqliteStore {
         .await
     }
 
-    async fn retry(&self, namespace: &str, id: i64) -> Result<OutboxEntry> {
-        let ns = namespace.to_string();
+    async fn retry(&self, namespace: &Namespace, id: i64) -> Result<OutboxEntry> {
+        let namespace = namespace.clone();
         self.write(move |tx| {
             let now = now_ms(tx)?;
+            let ns = namespace.as_str();
             let Some(entry) = select(tx, "namespace = ?1 AND id = ?2", params![ns, id])?.pop() else {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("no notification {id} in namespace {ns:?}"),
-                ));
+                return Err(no_notification(&namespace, id));
             };
             if entry.state != DeliveryState::Dead {
                 return Err(not_retryable(id, entry.state));

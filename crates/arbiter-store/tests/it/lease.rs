@@ -4,7 +4,7 @@ use arbiter_core::ErrorKind;
 use arbiter_core::lease::RenewRequest;
 use arbiter_store::Topic;
 
-use crate::{Harness, busy, conformance, granted, request};
+use crate::{Harness, busy, conformance, granted, n, ns, request};
 
 conformance!(tokens_increase_and_stale_tokens_are_lost, |h: Harness| async move {
     let leases = h.store.leases();
@@ -15,25 +15,25 @@ conformance!(tokens_increase_and_stale_tokens_are_lost, |h: Harness| async move 
     let blocked = busy(leases.acquire(request("a", "two")).await.unwrap());
     assert_eq!(blocked.holders, vec![first.clone()]);
     assert_eq!(blocked.ticket, None, "a request that does not wait is not queued");
-    leases.release("default", "a", first.token).await.unwrap();
+    leases.release(&ns(), &n("a"), first.token).await.unwrap();
     let second = granted(leases.acquire(request("a", "two")).await.unwrap());
     assert_eq!(second.token, 2);
     // The first holder's token is stale now: renew and release report the loss.
     let renew = RenewRequest {
-        namespace: "default".into(),
-        name: "a".into(),
+        namespace: ns(),
+        name: n("a"),
         token: 1,
         ttl: None,
         pgid: None,
     };
     assert_eq!(leases.renew(renew).await.unwrap_err().kind, ErrorKind::Lost);
-    let err = leases.release("default", "a", 1).await.unwrap_err();
+    let err = leases.release(&ns(), &n("a"), 1).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Lost);
     assert!(err.message.contains("no longer held with token 1"), "{}", err.message);
     // Names are independent, and namespaces too.
     assert_eq!(granted(leases.acquire(request("b", "x")).await.unwrap()).token, 1);
     let mut other_ns = request("a", "x");
-    other_ns.namespace = "team-b".into();
+    other_ns.namespace = n("team-b");
     assert_eq!(granted(leases.acquire(other_ns).await.unwrap()).token, 1);
 });
 
@@ -47,8 +47,8 @@ conformance!(expiry_uses_the_store_clock, |h: Harness| async move {
     let second = granted(leases.acquire(request("e", "two")).await.unwrap());
     assert!(second.token > first.token);
     let renew = RenewRequest {
-        namespace: "default".into(),
-        name: "e".into(),
+        namespace: ns(),
+        name: n("e"),
         token: first.token,
         ttl: None,
         pgid: None,
@@ -60,18 +60,18 @@ conformance!(expiry_uses_the_store_clock, |h: Harness| async move {
     let lone = granted(leases.acquire(short).await.unwrap());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let renew = RenewRequest {
-        namespace: "default".into(),
-        name: "f".into(),
+        namespace: ns(),
+        name: n("f"),
         token: lone.token,
         ttl: None,
         pgid: None,
     };
     assert_eq!(leases.renew(renew).await.unwrap_err().kind, ErrorKind::Lost);
     assert_eq!(
-        leases.release("default", "f", lone.token).await.unwrap_err().kind,
+        leases.release(&ns(), &n("f"), lone.token).await.unwrap_err().kind,
         ErrorKind::Lost
     );
-    assert!(leases.list("default", "f").await.unwrap().is_empty());
+    assert!(leases.list(&ns(), &n("f")).await.unwrap().is_empty());
 });
 
 conformance!(renew_extends_and_records_the_process_group, |h: Harness| async move {
@@ -81,8 +81,8 @@ conformance!(renew_extends_and_records_the_process_group, |h: Harness| async mov
     let lease = granted(leases.acquire(short).await.unwrap());
     let renewed = leases
         .renew(RenewRequest {
-            namespace: "default".into(),
-            name: "r".into(),
+            namespace: ns(),
+            name: n("r"),
             token: lease.token,
             ttl: Some(Duration::from_secs(60)),
             pgid: Some(777),
@@ -94,15 +94,15 @@ conformance!(renew_extends_and_records_the_process_group, |h: Harness| async mov
     assert_eq!(renewed.holder.pgid, Some(777));
     tokio::time::sleep(Duration::from_millis(600)).await;
     // Still held well past the original TTL, with the group recorded.
-    let info = leases.show("default", "r").await.unwrap();
+    let info = leases.show(&ns(), &n("r")).await.unwrap();
     assert_eq!(info.holders.len(), 1);
     assert_eq!(info.holders[0].holder.pgid, Some(777));
     busy(leases.acquire(request("r", "two")).await.unwrap());
     // Renew without a TTL keeps the lease's own TTL.
     let again = leases
         .renew(RenewRequest {
-            namespace: "default".into(),
-            name: "r".into(),
+            namespace: ns(),
+            name: n("r"),
             token: lease.token,
             ttl: None,
             pgid: None,
@@ -137,11 +137,11 @@ conformance!(semaphores_admit_n_holders, |h: Harness| async move {
         "{}",
         err.message
     );
-    leases.release("default", "sem", 2).await.unwrap();
+    leases.release(&ns(), &n("sem"), 2).await.unwrap();
     assert_eq!(granted(leases.acquire(fourth).await.unwrap()).token, 4);
     // Once free, the name takes the next request's size.
     for token in [1, 3, 4] {
-        leases.release("default", "sem", token).await.unwrap();
+        leases.release(&ns(), &n("sem"), token).await.unwrap();
     }
     let lock = granted(leases.acquire(request("sem", "f")).await.unwrap());
     assert_eq!((lock.slots, lock.token), (1, 5));
@@ -164,7 +164,7 @@ conformance!(waiters_are_served_in_arrival_order, |h: Harness| async move {
     assert_eq!(second_busy.ahead[0].holder.agent, "first");
     // A newcomer that does not wait sees both waiters ahead.
     assert_eq!(busy(leases.acquire(request("q", "rude")).await.unwrap()).ahead.len(), 2);
-    leases.release("default", "q", holder.token).await.unwrap();
+    leases.release(&ns(), &n("q"), holder.token).await.unwrap();
     // The lock is free, but the second in line may not jump the queue...
     second.ticket = Some(second_ticket);
     let still = busy(leases.acquire(second.clone()).await.unwrap());
@@ -175,10 +175,10 @@ conformance!(waiters_are_served_in_arrival_order, |h: Harness| async move {
     // The first in line gets it, then the second.
     first.ticket = Some(first_ticket);
     let first_lease = granted(leases.acquire(first).await.unwrap());
-    leases.release("default", "q", first_lease.token).await.unwrap();
+    leases.release(&ns(), &n("q"), first_lease.token).await.unwrap();
     let second_lease = granted(leases.acquire(second).await.unwrap());
     assert!(second_lease.token > first_lease.token);
-    assert!(leases.show("default", "q").await.unwrap().waiters.is_empty());
+    assert!(leases.show(&ns(), &n("q")).await.unwrap().waiters.is_empty());
 });
 
 conformance!(
@@ -195,15 +195,15 @@ conformance!(
         let mut c = request("w", "c");
         c.enqueue = true;
         let c_ticket = busy(leases.acquire(c.clone()).await.unwrap()).ticket.unwrap();
-        assert_eq!(leases.show("default", "w").await.unwrap().waiters.len(), 3);
-        leases.cancel_wait("default", "w", a_ticket).await.unwrap();
-        leases.cancel_wait("default", "w", a_ticket).await.unwrap(); // unknown tickets are ignored
-        leases.release("default", "w", holder.token).await.unwrap();
+        assert_eq!(leases.show(&ns(), &n("w")).await.unwrap().waiters.len(), 3);
+        leases.cancel_wait(&ns(), &n("w"), a_ticket).await.unwrap();
+        leases.cancel_wait(&ns(), &n("w"), a_ticket).await.unwrap(); // unknown tickets are ignored
+        leases.release(&ns(), &n("w"), holder.token).await.unwrap();
         // c names b as dead (as a same-host caller would) and is served at once.
         c.ticket = Some(c_ticket);
         c.reclaim_tickets = vec![b_ticket];
         granted(leases.acquire(c).await.unwrap());
-        assert!(leases.show("default", "w").await.unwrap().waiters.is_empty());
+        assert!(leases.show(&ns(), &n("w")).await.unwrap().waiters.is_empty());
     }
 );
 
@@ -215,7 +215,7 @@ conformance!(reclaimed_holders_are_taken_over_at_once, |h: Harness| async move {
     let lease = granted(leases.acquire(next).await.unwrap());
     assert!(lease.token > dead.token);
     assert_eq!(
-        leases.release("default", "t", dead.token).await.unwrap_err().kind,
+        leases.release(&ns(), &n("t"), dead.token).await.unwrap_err().kind,
         ErrorKind::Lost
     );
     // Reclaiming a token that is not held (already gone) changes nothing.
@@ -231,23 +231,24 @@ conformance!(list_and_show, |h: Harness| async move {
     }
     let names = |list: Vec<arbiter_core::lease::Lease>| list.into_iter().map(|l| l.name).collect::<Vec<_>>();
     assert_eq!(
-        names(leases.list("default", "").await.unwrap()),
+        names(leases.list(&ns(), &n("")).await.unwrap()),
         ["loop/a_b", "loop/axb", "other"]
     );
     // `_` and `%` are not wildcards.
-    assert_eq!(names(leases.list("default", "loop/a_").await.unwrap()), ["loop/a_b"]);
-    assert!(leases.list("default", "loop/%").await.unwrap().is_empty());
-    assert!(leases.list("team-b", "").await.unwrap().is_empty());
-    let info = leases.show("default", "other").await.unwrap();
+    assert_eq!(names(leases.list(&ns(), &n("loop/a_")).await.unwrap()), ["loop/a_b"]);
+    // `%` cannot reach the store: a prefix is a `Prefix`, which refuses it.
+    assert!(arbiter_core::name::Prefix::parse("loop/%").is_err());
+    assert!(leases.list(&n("team-b"), &n("")).await.unwrap().is_empty());
+    let info = leases.show(&ns(), &n("other")).await.unwrap();
     assert_eq!((info.slots, info.last_token, info.holders.len()), (1, 1, 1));
-    let err = leases.show("default", "never").await.unwrap_err();
+    let err = leases.show(&ns(), &n("never")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound);
     assert!(err.message.contains("\"never\""), "{}", err.message);
 });
 
 conformance!(tokens_survive_reopening_the_store, |h: Harness| async move {
     let lease = granted(h.store.leases().acquire(request("p", "x")).await.unwrap());
-    h.store.leases().release("default", "p", lease.token).await.unwrap();
+    h.store.leases().release(&ns(), &n("p"), lease.token).await.unwrap();
     drop(h.store);
     let store = arbiter_store::Store::open(&h.url).await.unwrap();
     assert_eq!(store.info().schema_version, arbiter_store::SCHEMA_VERSION);
@@ -287,7 +288,7 @@ conformance!(releases_wake_subscribers, |h: Harness| async move {
         started.elapsed()
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    h.store.leases().release("default", "n", lease.token).await.unwrap();
+    h.store.leases().release(&ns(), &n("n"), lease.token).await.unwrap();
     let waited = tokio::time::timeout(Duration::from_secs(30), waiter)
         .await
         .expect("woken")

@@ -1,15 +1,13 @@
 use std::collections::BTreeMap;
 
 use arbiter_core::ErrorKind;
-use arbiter_core::log::{ContentType, NewRecord};
+use arbiter_core::log::{ContentType, NewRecord, RecordFields};
 use arbiter_store::Topic;
 
-use crate::{Harness, conformance};
+use crate::{Harness, conformance, n, ns};
 
-fn record(stream: &str, body: &str, key: Option<&str>) -> NewRecord {
-    NewRecord {
-        namespace: "default".into(),
-        stream: stream.into(),
+fn fields(body: &str, key: Option<&str>) -> RecordFields {
+    RecordFields {
         kind: "note".into(),
         author: "agent-1".into(),
         body: body.into(),
@@ -18,6 +16,10 @@ fn record(stream: &str, body: &str, key: Option<&str>) -> NewRecord {
         trace_id: None,
         idempotency_key: key.map(str::to_string),
     }
+}
+
+fn record(stream: &str, body: &str, key: Option<&str>) -> NewRecord {
+    NewRecord::new(ns(), n(stream), fields(body, key)).unwrap()
 }
 
 conformance!(appends_get_dense_offsets_and_keys_dedupe, |h: Harness| async move {
@@ -34,28 +36,32 @@ conformance!(appends_get_dense_offsets_and_keys_dedupe, |h: Harness| async move 
     );
     // Keys are per stream.
     assert_eq!(log.append(record("other", "x", Some("k1"))).await.unwrap().offset, 0);
-    let records = log.read("default", "s", 0, 100).await.unwrap();
+    let records = log.read(&ns(), &n("s"), 0, 100).await.unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].body, "first");
     assert_eq!(records[0].idempotency_key.as_deref(), Some("k1"));
     assert_eq!(records[0].tags["area"], "store");
     assert_eq!((records[1].offset, records[1].author.as_str()), (1, "agent-1"));
     assert!(records[1].created_at >= records[0].created_at);
-    assert_eq!(log.read("default", "s", 1, 100).await.unwrap().len(), 1);
-    assert_eq!(log.read("default", "s", 0, 1).await.unwrap().len(), 1);
-    assert!(log.read("default", "s", 2, 100).await.unwrap().is_empty());
-    assert!(log.read("team-b", "s", 0, 100).await.unwrap().is_empty());
-    let streams = log.streams("default").await.unwrap();
+    assert_eq!(log.read(&ns(), &n("s"), 1, 100).await.unwrap().len(), 1);
+    assert_eq!(log.read(&ns(), &n("s"), 0, 1).await.unwrap().len(), 1);
+    assert!(log.read(&ns(), &n("s"), 2, 100).await.unwrap().is_empty());
+    assert!(log.read(&n("team-b"), &n("s"), 0, 100).await.unwrap().is_empty());
+    let streams = log.streams(&ns()).await.unwrap();
     let streams: Vec<_> = streams.iter().map(|s| (s.stream.as_str(), s.next_offset)).collect();
     assert_eq!(streams, [("other", 1), ("s", 2)]);
 });
 
 conformance!(json_bodies_and_trace_ids_round_trip, |h: Harness| async move {
-    let mut r = record("j", "{\"a\":[1,2]}", None);
+    let mut r = fields("{\"a\":[1,2]}", None);
     r.content_type = ContentType::Json;
     r.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
-    h.store.log().append(r).await.unwrap();
-    let back = &h.store.log().read("default", "j", 0, 10).await.unwrap()[0];
+    h.store
+        .log()
+        .append(NewRecord::new(ns(), n("j"), r).unwrap())
+        .await
+        .unwrap();
+    let back = &h.store.log().read(&ns(), &n("j"), 0, 10).await.unwrap()[0];
     assert_eq!(back.content_type, ContentType::Json);
     assert_eq!(back.body, "{\"a\":[1,2]}");
     assert_eq!(back.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
@@ -66,30 +72,30 @@ conformance!(consumers_commit_offsets, |h: Harness| async move {
     for i in 0..3 {
         log.append(record("c", &format!("r{i}"), None)).await.unwrap();
     }
-    assert!(log.consumers("default", "c").await.unwrap().is_empty());
-    let info = log.commit("default", "c", "render", 2).await.unwrap();
+    assert!(log.consumers(&ns(), &n("c")).await.unwrap().is_empty());
+    let info = log.commit(&ns(), &n("c"), &n("render"), 2).await.unwrap();
     assert_eq!((info.offset, info.consumer.as_str()), (2, "render"));
-    log.commit("default", "c", "audit", 3).await.unwrap();
-    log.commit("default", "c", "render", 3).await.unwrap();
+    log.commit(&ns(), &n("c"), &n("audit"), 3).await.unwrap();
+    log.commit(&ns(), &n("c"), &n("render"), 3).await.unwrap();
     let consumers: Vec<_> = log
-        .consumers("default", "c")
+        .consumers(&ns(), &n("c"))
         .await
         .unwrap()
         .into_iter()
-        .map(|c| (c.consumer, c.offset))
+        .map(|c| (c.consumer.into_string(), c.offset))
         .collect();
     assert_eq!(consumers, [("audit".to_string(), 3), ("render".to_string(), 3)]);
-    let err = log.commit("default", "c", "render", 4).await.unwrap_err();
+    let err = log.commit(&ns(), &n("c"), &n("render"), 4).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::BadInput);
     assert!(err.message.contains("0 to 3"), "{}", err.message);
     assert_eq!(
-        log.commit("default", "c", "render", -1).await.unwrap_err().kind,
+        log.commit(&ns(), &n("c"), &n("render"), -1).await.unwrap_err().kind,
         ErrorKind::BadInput
     );
     // Committing to an empty (unknown) stream allows only 0.
-    log.commit("default", "empty", "x", 0).await.unwrap();
+    log.commit(&ns(), &n("empty"), &n("x"), 0).await.unwrap();
     assert_eq!(
-        log.commit("default", "empty", "x", 1).await.unwrap_err().kind,
+        log.commit(&ns(), &n("empty"), &n("x"), 1).await.unwrap_err().kind,
         ErrorKind::BadInput
     );
 });
@@ -115,7 +121,7 @@ conformance!(
         for task in tasks {
             task.await.unwrap();
         }
-        let records = h.store.log().read("default", "busy", 0, 10_000).await.unwrap();
+        let records = h.store.log().read(&ns(), &n("busy"), 0, 10_000).await.unwrap();
         assert_eq!(records.len(), 400);
         assert!(
             records.iter().enumerate().all(|(i, r)| r.offset == i as i64),
@@ -169,7 +175,7 @@ conformance!(racing_appends_of_one_key_write_it_once, |h: Harness| async move {
     for task in tasks {
         seen.push(task.await.unwrap());
     }
-    let records = h.store.log().read("default", "race", 0, 1_000).await.unwrap();
+    let records = h.store.log().read(&ns(), &n("race"), 0, 1_000).await.unwrap();
     assert_eq!(records.len(), 20, "each key once");
     for (i, r) in records.iter().enumerate() {
         assert_eq!(r.offset, i as i64, "dense offsets");

@@ -9,7 +9,7 @@ use arbiter_core::loops::{LoopStatus, RoundStatus};
 use arbiter_core::name::{LoopName, Namespace};
 use arbiter_store::{RoundEnd, RoundLogPath, Store, Topic};
 
-use crate::{Harness, conformance, granted, holder, request};
+use crate::{Harness, conformance, granted, holder, n, request};
 
 fn ns() -> Namespace {
     Namespace::default()
@@ -68,7 +68,11 @@ conformance!(rounds_are_fenced_by_the_lease_token, |h: Harness| async move {
     assert_eq!(round.ended_at, None);
 
     // Another holder takes the lease: the first one's token no longer starts rounds.
-    h.store.leases().release("default", "sup/a", first.token).await.unwrap();
+    h.store
+        .leases()
+        .release(&n("default"), &n("sup/a"), first.token)
+        .await
+        .unwrap();
     let second = lease(&h.store, "sup/a").await;
     let err = loops
         .begin_round(&ns(), &a, &first, log_path("/logs/a"))
@@ -156,7 +160,7 @@ conformance!(
         loops.begin_round(&ns(), &a, &first, log_path("/l")).await.unwrap();
         h.store
             .leases()
-            .release("default", "loop/a", first.token)
+            .release(&n("default"), &n("loop/a"), first.token)
             .await
             .unwrap();
         let second = lease(&h.store, "loop/a").await;

@@ -13,7 +13,9 @@ mod schema;
 
 use std::time::Duration;
 
+use arbiter_core::ParseError;
 use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Holder, Lease};
+use arbiter_core::name::Namespace;
 use arbiter_store::{Store, StoreUrl};
 
 /// A store under test.
@@ -45,6 +47,17 @@ macro_rules! conformance {
 }
 pub(crate) use conformance;
 
+/// The namespace the tests use.
+pub fn ns() -> Namespace {
+    Namespace::default()
+}
+
+/// A name of the type the call takes (`LeaseName`, `Key`, `Prefix`, …); the tests' names
+/// are valid.
+pub fn n<T: std::str::FromStr<Err = ParseError>>(text: &str) -> T {
+    text.parse().unwrap()
+}
+
 pub fn holder(agent: &str) -> Holder {
     Holder {
         host: "test-host".into(),
@@ -58,8 +71,8 @@ pub fn holder(agent: &str) -> Holder {
 
 pub fn request(name: &str, agent: &str) -> AcquireRequest {
     AcquireRequest {
-        namespace: "default".into(),
-        name: name.into(),
+        namespace: ns(),
+        name: n(name),
         holder: holder(agent),
         ttl: Duration::from_secs(30),
         slots: 1,

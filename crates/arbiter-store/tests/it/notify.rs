@@ -2,9 +2,9 @@ use std::time::Duration;
 
 use arbiter_core::ErrorKind;
 use arbiter_core::notify::{DEFAULT_THRESHOLDS, MessageType, Notification, Severity};
-use arbiter_store::{AcceptRequest, DeliveryState};
+use arbiter_store::{AcceptRequest, DeliveryState, Failure};
 
-use crate::{Harness, conformance};
+use crate::{Harness, conformance, ns};
 
 fn notification(kind: &str, dedupe: Option<&str>) -> Notification {
     Notification {
@@ -20,7 +20,7 @@ fn notification(kind: &str, dedupe: Option<&str>) -> Notification {
 
 fn request(n: Notification, channels: &[&str]) -> AcceptRequest {
     AcceptRequest {
-        namespace: "default".into(),
+        namespace: ns(),
         notification: n,
         targets: channels.iter().map(|c| (c.to_string(), None)).collect(),
         thresholds: DEFAULT_THRESHOLDS.to_vec(),
@@ -46,12 +46,9 @@ conformance!(
             }
         }
         assert_eq!(sent_at, [1, 3, 10, 30]);
-        let resolved = notify
-            .resolve("default", "loop/web", Some("green again"))
-            .await
-            .unwrap();
+        let resolved = notify.resolve(&ns(), "loop/web", Some("green again")).await.unwrap();
         assert_eq!((resolved.count, resolved.deliveries.len()), (37, 1));
-        let all = notify.list("default", None, 100).await.unwrap();
+        let all = notify.list(&ns(), None, 100).await.unwrap();
         assert_eq!(all.len(), 5, "1, 3, 10, 30 and the recovery");
         let counts: Vec<u64> = all
             .iter()
@@ -65,7 +62,7 @@ conformance!(
         assert!(recovery.message.resolved_at.is_some());
         // Resolved: the next failure starts a new condition at 1; resolving twice is not found.
         assert_eq!(
-            notify.resolve("default", "loop/web", None).await.unwrap_err().kind,
+            notify.resolve(&ns(), "loop/web", None).await.unwrap_err().kind,
             ErrorKind::NotFound
         );
         let again = notify
@@ -88,7 +85,7 @@ conformance!(due_keeps_per_channel_order_and_retries, |h: Harness| async move {
         .await
         .unwrap()
         .deliveries;
-    let due = notify.due("default").await.unwrap();
+    let due = notify.due(&ns()).await.unwrap();
     let heads: Vec<(String, i64)> = due.heads.iter().map(|e| (e.channel.clone(), e.id)).collect();
     assert_eq!(
         heads,
@@ -103,48 +100,55 @@ conformance!(due_keeps_per_channel_order_and_retries, |h: Harness| async move {
     // The head of `a` fails: it stays the head (order kept), retried later.
     let state = notify
         .failed(
-            "default",
+            &ns(),
             &[a1[0]],
-            "HTTP 503",
-            Duration::from_secs(60),
-            Duration::from_secs(3600),
+            &Failure {
+                error: "HTTP 503".into(),
+                retry_in: Duration::from_secs(60),
+                max_age: Duration::from_secs(3600),
+            },
         )
         .await
         .unwrap();
     assert_eq!(state, DeliveryState::Pending);
-    notify.delivered("default", &[a1[1]]).await.unwrap();
-    let due = notify.due("default").await.unwrap();
+    notify.delivered(&ns(), &[a1[1]]).await.unwrap();
+    let due = notify.due(&ns()).await.unwrap();
     assert!(
         due.heads.is_empty(),
         "a's head waits for its retry time; a2 waits behind it"
     );
     assert!(due.next_at.unwrap() > due.now + 50_000);
-    let entry = notify.list("default", Some(DeliveryState::Pending), 10).await.unwrap();
+    let entry = notify.list(&ns(), Some(DeliveryState::Pending), 10).await.unwrap();
     let head = entry.iter().find(|e| e.id == a1[0]).unwrap();
     assert_eq!((head.attempts, head.last_error.as_deref()), (1, Some("HTTP 503")));
     // Past its max age a failure is dead; the next message becomes the head.
     let state = notify
-        .failed("default", &[a1[0]], "HTTP 503 again", Duration::ZERO, Duration::ZERO)
+        .failed(
+            &ns(),
+            &[a1[0]],
+            &Failure {
+                error: "HTTP 503 again".into(),
+                retry_in: Duration::ZERO,
+                max_age: Duration::ZERO,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(state, DeliveryState::Dead);
-    let due = notify.due("default").await.unwrap();
+    let due = notify.due(&ns()).await.unwrap();
     assert_eq!(due.heads.iter().map(|e| e.id).collect::<Vec<_>>(), a2);
-    let dead = notify.list("default", Some(DeliveryState::Dead), 10).await.unwrap();
+    let dead = notify.list(&ns(), Some(DeliveryState::Dead), 10).await.unwrap();
     assert_eq!((dead.len(), dead[0].last_error.as_deref()), (1, Some("HTTP 503 again")));
     // Retry puts it back; retrying what is not dead is a conflict, unknown ids not found.
-    let retried = notify.retry("default", a1[0]).await.unwrap();
+    let retried = notify.retry(&ns(), a1[0]).await.unwrap();
     assert_eq!((retried.state, retried.attempts), (DeliveryState::Pending, 0));
+    assert_eq!(notify.retry(&ns(), a1[1]).await.unwrap_err().kind, ErrorKind::Conflict);
     assert_eq!(
-        notify.retry("default", a1[1]).await.unwrap_err().kind,
-        ErrorKind::Conflict
-    );
-    assert_eq!(
-        notify.retry("default", 999_999).await.unwrap_err().kind,
+        notify.retry(&ns(), 999_999).await.unwrap_err().kind,
         ErrorKind::NotFound
     );
     assert_eq!(
-        notify.due("default").await.unwrap().heads[0].id,
+        notify.due(&ns()).await.unwrap().heads[0].id,
         a1[0],
         "back at the head, in order"
     );
@@ -156,12 +160,12 @@ conformance!(digests_wait_for_their_window, |h: Harness| async move {
     digest.targets = vec![("log".into(), Some(Duration::from_millis(400)))];
     let first = notify.accept(digest.clone()).await.unwrap().deliveries;
     let second = notify.accept(digest.clone()).await.unwrap().deliveries;
-    let due = notify.due("default").await.unwrap();
+    let due = notify.due(&ns()).await.unwrap();
     let window_closes = due.next_at.expect("a window is open");
     if due.digests.is_empty() {
         tokio::time::sleep(Duration::from_millis((window_closes - due.now).max(0) as u64 + 20)).await;
     }
-    let due = notify.due("default").await.unwrap();
+    let due = notify.due(&ns()).await.unwrap();
     let ids: Vec<i64> = due.digests.iter().flatten().map(|e| e.id).collect();
     assert!(ids.contains(&first[0]) && ids.contains(&second[0]), "{ids:?}");
     let group = due.digests.iter().find(|g| g.iter().any(|e| e.id == first[0])).unwrap();
@@ -170,8 +174,8 @@ conformance!(digests_wait_for_their_window, |h: Harness| async move {
         "{}",
         group[0].message.id
     );
-    notify.delivered("default", &ids).await.unwrap();
-    assert!(notify.due("default").await.unwrap().digests.is_empty());
+    notify.delivered(&ns(), &ids).await.unwrap();
+    assert!(notify.due(&ns()).await.unwrap().digests.is_empty());
 });
 
 conformance!(concurrent_repeats_count_exactly, |h: Harness| async move {
@@ -191,8 +195,8 @@ conformance!(concurrent_repeats_count_exactly, |h: Harness| async move {
     for task in tasks {
         task.await.unwrap();
     }
-    let resolved = h.store.notify().resolve("default", "k", None).await.unwrap();
+    let resolved = h.store.notify().resolve(&ns(), "k", None).await.unwrap();
     assert_eq!(resolved.count, 40);
     // 1, 3, 10, 30 were sent, and the recovery: each exactly once.
-    assert_eq!(h.store.notify().list("default", None, 100).await.unwrap().len(), 5);
+    assert_eq!(h.store.notify().list(&ns(), None, 100).await.unwrap().len(), 5);
 });

@@ -7,6 +7,8 @@ use arbiter_core::ErrorKind;
 use arbiter_store::{Store, StoreUrl, Topic};
 use arbiter_testkit::net::{StallProxy, postgres_server_addr};
 
+use crate::{n, ns};
+
 async fn open(url: &str) -> Store {
     Store::open(&StoreUrl::parse(url).expect("a store URL"))
         .await
@@ -36,7 +38,7 @@ async fn a_silent_link_fails_statements_and_the_change_feed_reconnects() {
     proxy.freeze();
     // A statement on a pooled connection: its deadline passes and the store is
     // unavailable.
-    let err = tokio::time::timeout(BOUND, store.kv().put("default", "k", "0", None))
+    let err = tokio::time::timeout(BOUND, store.kv().put(&ns(), &n("k"), "0", None))
         .await
         .expect("the put returns")
         .expect_err("the put fails");
@@ -44,7 +46,7 @@ async fn a_silent_link_fails_statements_and_the_change_feed_reconnects() {
     assert!(err.message.contains("did not answer within 1s"), "{}", err.message);
     // The next statement needs a new connection, which cannot be made: unavailable too,
     // and the message names the server.
-    let err = tokio::time::timeout(BOUND, store.kv().put("default", "k", "1", None))
+    let err = tokio::time::timeout(BOUND, store.kv().put(&ns(), &n("k"), "1", None))
         .await
         .expect("the put returns")
         .expect_err("the put fails");
@@ -67,7 +69,7 @@ async fn a_silent_link_fails_statements_and_the_change_feed_reconnects() {
     let waiter = tokio::spawn(async move { subscription.wait(Duration::from_secs(60)).await });
     direct
         .kv()
-        .put("default", "k", "2", None)
+        .put(&ns(), &n("k"), "2", None)
         .await
         .expect("a put on the direct link");
     tokio::time::timeout(BOUND, waiter)
@@ -78,7 +80,7 @@ async fn a_silent_link_fails_statements_and_the_change_feed_reconnects() {
     // And statements work again through the proxy (the dead connection was dropped).
     let value = store
         .kv()
-        .get("default", "k")
+        .get(&ns(), &n("k"))
         .await
         .expect("a get once the link is back");
     assert_eq!(value.map(|kv| kv.value).as_deref(), Some("2"));

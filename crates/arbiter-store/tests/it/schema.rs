@@ -5,7 +5,7 @@
 use arbiter_core::name::Namespace;
 use arbiter_store::{SCHEMA_VERSION, Store, StoreUrl};
 
-use crate::{granted, request};
+use crate::{granted, n, request};
 
 const SQLITE_V4: &str = include_str!("../fixtures/schema-v4-sqlite.sql");
 const POSTGRES_V4: &str = include_str!("../fixtures/schema-v4-postgres.sql");
@@ -36,19 +36,19 @@ async fn check_migrated(store: &Store) {
     assert_eq!(kv.revision(&ns("default")).await.unwrap(), 3);
     assert_eq!(kv.revision(&ns("team-b")).await.unwrap(), 3);
     assert_eq!(kv.revision(&ns("new")).await.unwrap(), 0);
-    let a = kv.get("default", "a").await.unwrap().expect("key a");
+    let a = kv.get(&n("default"), &n("a")).await.unwrap().expect("key a");
     assert_eq!((a.value.as_str(), a.version, a.create_revision), ("two", 3, 1));
     let history: Vec<_> = kv
-        .events("default", "", 1, 10)
+        .events(&n("default"), &n(""), 1, 10)
         .await
         .unwrap()
         .into_iter()
         .map(|e| (e.version, e.value))
         .collect();
     assert_eq!(history, [(1, Some("one".to_string())), (3, Some("two".to_string()))]);
-    assert_eq!(kv.put("default", "a", "three", Some(3)).await.unwrap(), 4);
-    assert_eq!(kv.put("team-b", "x", "two", Some(2)).await.unwrap(), 4);
-    assert_eq!(kv.put("new", "k", "v", None).await.unwrap(), 1);
+    assert_eq!(kv.put(&n("default"), &n("a"), "three", Some(3)).await.unwrap(), 4);
+    assert_eq!(kv.put(&n("team-b"), &n("x"), "two", Some(2)).await.unwrap(), 4);
+    assert_eq!(kv.put(&n("new"), &n("k"), "v", None).await.unwrap(), 1);
     // Fencing tokens continue past the last one recorded.
     let lease = granted(store.leases().acquire(request("repo/main", "a")).await.unwrap());
     assert_eq!(lease.token, 8);

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use arbiter_client::inbox::{self, DEFAULT_INBOX, SQUAD_APPEND_ONLY, Sweep};
-use arbiter_core::decisions::{Decision, KIND, STREAM, render};
-use arbiter_core::log::{ContentType, NewRecord, parse_tag};
+use arbiter_core::decisions::{Decision, KIND, STREAM, render, stream};
+use arbiter_core::log::{ContentType, NewRecord, RecordFields, parse_tag};
 use arbiter_core::{Error, ErrorKind, Result};
 use clap::{Args, Subcommand};
 
@@ -175,18 +175,19 @@ pub struct InitArgs {
 
 pub async fn decide(args: DecideArgs, global: &Global, out: Output) -> Result<i32> {
     let decision = args.text.decision()?;
-    let record = NewRecord {
-        namespace: global.namespace.clone(),
-        stream: STREAM.to_string(),
-        kind: KIND.to_string(),
-        author: args.text.by.clone(),
-        body: serde_json::to_string(&decision).expect("a decision serializes"),
-        content_type: ContentType::Json,
-        tags: args.text.tags.iter().cloned().collect(),
-        trace_id: None,
-        idempotency_key: args.key,
-    };
-    record.validate()?;
+    let record = NewRecord::new(
+        global.namespace.clone(),
+        stream(),
+        RecordFields {
+            kind: KIND.to_string(),
+            author: args.text.by.clone(),
+            body: serde_json::to_string(&decision).expect("a decision serializes"),
+            content_type: ContentType::Json,
+            tags: args.text.tags.iter().cloned().collect(),
+            trace_id: None,
+            idempotency_key: args.key,
+        },
+    )?;
     let (store, _) = global.open().await?;
     let appended = store.log().append(record).await?;
     if out.json {
@@ -215,7 +216,7 @@ pub async fn decisions(command: DecisionsCommand, global: &Global, out: Output) 
     let mut records = Vec::new();
     let mut from = 0;
     loop {
-        let batch = store.log().read(&global.namespace, STREAM, from, 1000).await?;
+        let batch = store.log().read(&global.namespace, &stream(), from, 1000).await?;
         let Some(last) = batch.last() else { break };
         from = last.offset + 1;
         records.extend(batch);

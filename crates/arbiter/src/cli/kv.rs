@@ -2,26 +2,27 @@
 
 use arbiter_client::kv::Watch;
 use arbiter_core::kv::{EventType, MAX_VALUE_LEN};
+use arbiter_core::name::{Key, Prefix};
 use arbiter_core::redact::printable;
 use arbiter_core::{Error, ErrorKind, Result};
 use clap::Subcommand;
 
 use super::output::Output;
-use super::{Global, parse_name, parse_prefix};
+use super::{Global, parse_name};
 use crate::exit;
 
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
     /// Print a key's value (exit code 5 if it does not exist).
     Get {
-        #[arg(value_parser = parse_name)]
-        key: String,
+        #[arg(value_parser = parse_name::<Key>)]
+        key: Key,
     },
     /// Set a key and print its new version. With --if-version, only if the key is at that
     /// version (0: only if it does not exist); otherwise exit code 3 (conflict).
     Put {
-        #[arg(value_parser = parse_name)]
-        key: String,
+        #[arg(value_parser = parse_name::<Key>)]
+        key: Key,
         /// The value (UTF-8 text, at most 1 MiB; it may start with a hyphen, like -5).
         #[arg(allow_negative_numbers = true)]
         value: String,
@@ -31,21 +32,21 @@ pub enum KvCommand {
     },
     /// Delete a key and print the revision of the deletion.
     Delete {
-        #[arg(value_parser = parse_name)]
-        key: String,
+        #[arg(value_parser = parse_name::<Key>)]
+        key: Key,
         /// Compare-and-swap: the version the key must have.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..), allow_hyphen_values = true)]
         if_version: Option<i64>,
     },
     /// List keys starting with PREFIX: key, version and value, tab-separated.
     List {
-        #[arg(value_parser = parse_prefix, default_value = "")]
-        prefix: String,
+        #[arg(value_parser = parse_name::<Prefix>, default_value = "")]
+        prefix: Prefix,
     },
     /// Print every change of keys starting with PREFIX, as it happens, until interrupted.
     Watch {
-        #[arg(value_parser = parse_prefix)]
-        prefix: String,
+        #[arg(value_parser = parse_name::<Prefix>)]
+        prefix: Prefix,
         /// Start at this revision (inclusive), replaying earlier changes; default: the next change.
         #[arg(long, value_name = "REVISION", value_parser = clap::value_parser!(i64).range(1..), allow_hyphen_values = true)]
         from: Option<i64>,

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use arbiter_client::lease::{Acquire, describe};
 use arbiter_core::lease::{MAX_SLOTS, RenewRequest};
+use arbiter_core::name::{LeaseName, Namespace, Prefix};
 use arbiter_core::{Error, Result};
 use clap::{Args, Subcommand};
 
 use super::output::{LeaseView, Output, timestamp};
-use super::{Global, parse_duration, parse_name, parse_prefix};
+use super::{Global, parse_duration, parse_name};
 use crate::exit;
 
 #[derive(Debug, Subcommand)]
@@ -31,8 +32,8 @@ pub enum LeaseCommand {
     /// Extend a held lease; a stale token fails with exit code 4 (lost).
     Renew {
         /// The lease name.
-        #[arg(value_parser = parse_name)]
-        name: String,
+        #[arg(value_parser = parse_name::<LeaseName>)]
+        name: LeaseName,
         /// The fencing token `acquire` printed.
         #[arg(long, value_parser = parse_token, allow_hyphen_values = true)]
         token: i64,
@@ -43,8 +44,8 @@ pub enum LeaseCommand {
     /// Release a held lease; a stale token fails with exit code 4 (lost).
     Release {
         /// The lease name.
-        #[arg(value_parser = parse_name)]
-        name: String,
+        #[arg(value_parser = parse_name::<LeaseName>)]
+        name: LeaseName,
         /// The fencing token `acquire` printed.
         #[arg(long, value_parser = parse_token, allow_hyphen_values = true)]
         token: i64,
@@ -52,22 +53,22 @@ pub enum LeaseCommand {
     /// List the live holders of leases whose names start with PREFIX.
     List {
         /// Only names starting with this (default: all).
-        #[arg(value_parser = parse_prefix, default_value = "")]
-        prefix: String,
+        #[arg(value_parser = parse_name::<Prefix>, default_value = "")]
+        prefix: Prefix,
     },
     /// Show one lease: slots, last fencing token, holders and waiters.
     Show {
         /// The lease name.
-        #[arg(value_parser = parse_name)]
-        name: String,
+        #[arg(value_parser = parse_name::<LeaseName>)]
+        name: LeaseName,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct AcquireArgs {
     /// The lease name.
-    #[arg(value_parser = parse_name)]
-    pub name: String,
+    #[arg(value_parser = parse_name::<LeaseName>)]
+    pub name: LeaseName,
     /// How long the lease lasts unless renewed.
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION", allow_hyphen_values = true)]
     pub ttl: Duration,
@@ -101,9 +102,9 @@ pub(super) fn parse_agent(text: &str) -> std::result::Result<String, String> {
 }
 
 impl AcquireArgs {
-    pub fn request(&self, namespace: &str, pid: u32) -> Result<Acquire> {
+    pub fn request(&self, namespace: &Namespace, pid: u32) -> Result<Acquire> {
         Ok(Acquire {
-            namespace: namespace.to_string(),
+            namespace: namespace.clone(),
             name: self.name.clone(),
             holder: arbiter_process::holder_for(pid, &self.holder)?,
             ttl: self.ttl,

@@ -70,12 +70,18 @@ pub async fn run(args: LockArgs, global: &Global, out: Output) -> Result<i32> {
     }
     let lease = held.lease();
     let env = vec![
-        (OsString::from("ARBITER_LEASE_NAME"), OsString::from(&lease.name)),
+        (
+            OsString::from("ARBITER_LEASE_NAME"),
+            OsString::from(lease.name.as_str()),
+        ),
         (
             OsString::from("ARBITER_LEASE_TOKEN"),
             OsString::from(lease.token.to_string()),
         ),
-        (OsString::from("ARBITER_NAMESPACE"), OsString::from(&lease.namespace)),
+        (
+            OsString::from("ARBITER_NAMESPACE"),
+            OsString::from(lease.namespace.as_str()),
+        ),
         (OsString::from("ARBITER_STORE"), OsString::from(url.to_url())),
     ];
     let command = LockCommand {

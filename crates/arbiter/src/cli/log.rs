@@ -5,7 +5,8 @@ use std::io::{BufRead, Read};
 use std::path::PathBuf;
 
 use arbiter_client::log::Follow;
-use arbiter_core::log::{ContentType, NewRecord, Record, parse_tag};
+use arbiter_core::log::{ContentType, NewRecord, Record, RecordFields, parse_tag};
+use arbiter_core::name::{ConsumerName, StreamName};
 use arbiter_core::{Error, Result};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
@@ -21,8 +22,8 @@ pub enum LogCommand {
     Append(AppendArgs),
     /// Print records from an offset on; with --follow, keep printing new ones.
     Read {
-        #[arg(value_parser = parse_name)]
-        stream: String,
+        #[arg(value_parser = parse_name::<StreamName>)]
+        stream: StreamName,
         /// The first offset to print (default 0, or the consumer's committed offset).
         #[arg(long, value_name = "OFFSET", value_parser = clap::value_parser!(i64).range(0..), allow_hyphen_values = true)]
         from: Option<i64>,
@@ -33,8 +34,8 @@ pub enum LogCommand {
         #[arg(long)]
         follow: bool,
         /// Start at this consumer's committed offset.
-        #[arg(long, value_name = "NAME", value_parser = parse_name, conflicts_with = "from")]
-        consumer: Option<String>,
+        #[arg(long, value_name = "NAME", value_parser = parse_name::<ConsumerName>, conflicts_with = "from")]
+        consumer: Option<ConsumerName>,
     },
     /// Consumers: named positions in a stream.
     #[command(subcommand)]
@@ -47,24 +48,24 @@ pub enum LogCommand {
 pub enum ConsumerCommand {
     /// Record that CONSUMER has processed everything before OFFSET.
     Commit {
-        #[arg(value_parser = parse_name)]
-        stream: String,
-        #[arg(value_parser = parse_name)]
-        consumer: String,
+        #[arg(value_parser = parse_name::<StreamName>)]
+        stream: StreamName,
+        #[arg(value_parser = parse_name::<ConsumerName>)]
+        consumer: ConsumerName,
         #[arg(value_parser = clap::value_parser!(i64).range(0..), allow_negative_numbers = true)]
         offset: i64,
     },
     /// List a stream's consumers and their offsets.
     List {
-        #[arg(value_parser = parse_name)]
-        stream: String,
+        #[arg(value_parser = parse_name::<StreamName>)]
+        stream: StreamName,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct AppendArgs {
-    #[arg(value_parser = parse_name)]
-    stream: String,
+    #[arg(value_parser = parse_name::<StreamName>)]
+    stream: StreamName,
     /// The record's body (or --body-file, or --jsonl).
     #[arg(required_unless_present_any = ["body_file", "jsonl"], conflicts_with_all = ["body_file", "jsonl"])]
     text: Option<String>,
@@ -151,22 +152,23 @@ pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i3
                 (None, Some(path)) => read_body(path)?,
                 (None, None) => unreachable!("clap requires one"),
             };
-            let record = NewRecord {
-                namespace: ns.clone(),
-                stream: args.stream.clone(),
-                kind: args.kind.clone(),
-                author: args.by.clone(),
-                body,
-                content_type: if args.json_body {
-                    ContentType::Json
-                } else {
-                    ContentType::Text
+            let record = NewRecord::new(
+                ns.clone(),
+                args.stream.clone(),
+                RecordFields {
+                    kind: args.kind.clone(),
+                    author: args.by.clone(),
+                    body,
+                    content_type: if args.json_body {
+                        ContentType::Json
+                    } else {
+                        ContentType::Text
+                    },
+                    tags: args.tags.iter().cloned().collect(),
+                    trace_id: args.trace_id.clone(),
+                    idempotency_key: args.key.clone(),
                 },
-                tags: args.tags.iter().cloned().collect(),
-                trace_id: args.trace_id.clone(),
-                idempotency_key: args.key.clone(),
-            };
-            record.validate()?;
+            )?;
             let (store, _) = global.open().await?;
             let appended = store.log().append(record).await?;
             print_appended(out, &args.stream, appended);
@@ -334,20 +336,20 @@ async fn append_lines(args: AppendArgs, global: &Global, out: Output) -> Result<
         };
         let mut tags: BTreeMap<String, String> = args.tags.iter().cloned().collect();
         tags.extend(parsed.tags);
-        let record = NewRecord {
-            namespace: global.namespace.clone(),
-            stream: args.stream.clone(),
-            kind: parsed.kind.unwrap_or_else(|| args.kind.clone()),
-            author: parsed.by.unwrap_or_else(|| args.by.clone()),
-            body,
-            content_type,
-            tags,
-            trace_id: parsed.trace_id.or_else(|| args.trace_id.clone()),
-            idempotency_key: parsed.key,
-        };
-        record
-            .validate()
-            .map_err(|e| e.context(format!("standard input line {number}")))?;
+        let record = NewRecord::new(
+            global.namespace.clone(),
+            args.stream.clone(),
+            RecordFields {
+                kind: parsed.kind.unwrap_or_else(|| args.kind.clone()),
+                author: parsed.by.unwrap_or_else(|| args.by.clone()),
+                body,
+                content_type,
+                tags,
+                trace_id: parsed.trace_id.or_else(|| args.trace_id.clone()),
+                idempotency_key: parsed.key,
+            },
+        )
+        .map_err(|e| e.context(format!("standard input line {number}")))?;
         let appended = store.log().append(record).await?;
         print_appended(out, &args.stream, appended);
     }

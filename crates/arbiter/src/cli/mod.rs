@@ -15,6 +15,7 @@ mod watch;
 use std::ffi::OsString;
 use std::time::Duration;
 
+use arbiter_core::name::Namespace;
 use arbiter_core::{Error, Result};
 use arbiter_store::{Store, StoreUrl};
 use clap::{Args, Parser, Subcommand};
@@ -62,9 +63,9 @@ pub struct Global {
         global = true,
         env = "ARBITER_NAMESPACE",
         default_value = arbiter_core::name::DEFAULT_NAMESPACE,
-        value_parser = parse_namespace
+        value_parser = parse_name::<Namespace>
     )]
-    namespace: String,
+    namespace: Namespace,
     /// Print machine-readable JSON (errors too: {"error": CODE, "message": TEXT}).
     #[arg(long, global = true)]
     json: bool,
@@ -260,26 +261,16 @@ impl Global {
     }
 }
 
-fn parse_namespace(text: &str) -> std::result::Result<String, String> {
-    arbiter_core::name::validate_namespace(text)
-        .map(|()| text.to_string())
-        .map_err(|e| e.message)
-}
-
 pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     arbiter_core::duration::parse_duration(text).map_err(|e| e.message)
 }
 
-pub(crate) fn parse_name(text: &str) -> std::result::Result<String, String> {
-    arbiter_core::name::validate_name("name", text)
-        .map(|()| text.to_string())
-        .map_err(|e| e.message)
-}
-
-pub(crate) fn parse_prefix(text: &str) -> std::result::Result<String, String> {
-    arbiter_core::name::validate_prefix("prefix", text)
-        .map(|()| text.to_string())
-        .map_err(|e| e.message)
+/// A validated name of the argument's type (`Namespace`, `LeaseName`, `Key`, `Prefix`, …),
+/// built by its `arbiter-core` parser: bad input fails before the store is opened.
+pub(crate) fn parse_name<T: TryFrom<String, Error = arbiter_core::ParseError>>(
+    text: &str,
+) -> std::result::Result<T, String> {
+    T::try_from(text.to_string()).map_err(|e| e.message)
 }
 
 #[cfg(test)]

@@ -138,12 +138,12 @@ pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i3
     let (store, _) = global.open().await?;
     // Bounded by interruption with --watch; otherwise one pass.
     loop {
-        let (now, loops) = store.loops().status(&namespace(global)?).await?;
-        let leases = store.leases().list(&global.namespace, "loop/").await?;
+        let (now, loops) = store.loops().status(&global.namespace).await?;
+        let leases = store.leases().list(&global.namespace, &"loop/".parse()?).await?;
         let rows: Vec<serde_json::Value> = loops
             .iter()
             .map(|l| {
-                let lease = leases.iter().find(|x| x.name == format!("loop/{}", l.name));
+                let lease = leases.iter().find(|x| x.name.as_str() == format!("loop/{}", l.name));
                 // Nobody holds the loop's lease but it was not stopped: its supervisor died.
                 let state = match (lease, l.state) {
                     (None, LoopStatus::Stopped | LoopStatus::Disabled) => l.state.as_str(),
