@@ -8,6 +8,7 @@ use arbiter_core::Result;
 use arbiter_core::kv::{IfVersion, KeyValue, KvEvent};
 use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Lease, LeaseInfo, RenewRequest};
 use arbiter_core::log::{Appended, ConsumerInfo, NewRecord, Record, StreamInfo};
+use arbiter_core::name::{ConsumerName, Namespace, StreamName};
 use async_trait::async_trait;
 
 use crate::loops::{LoopState, RoundEnd, RoundInfo};
@@ -62,6 +63,13 @@ pub trait LogStore: Send + Sync {
     async fn commit(&self, namespace: &str, stream: &str, consumer: &str, offset: i64) -> Result<ConsumerInfo>;
     /// The consumers of a stream, by name.
     async fn consumers(&self, namespace: &str, stream: &str) -> Result<Vec<ConsumerInfo>>;
+    /// One consumer's position in a stream; `None` if it never committed.
+    async fn consumer(
+        &self,
+        namespace: &Namespace,
+        stream: &StreamName,
+        consumer: &ConsumerName,
+    ) -> Result<Option<ConsumerInfo>>;
 }
 
 #[async_trait]

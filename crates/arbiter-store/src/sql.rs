@@ -80,3 +80,18 @@ pub(crate) fn commit_out_of_range(stream: &str, offset: i64, next_offset: i64) -
         "offset {offset} is outside stream {stream:?}: a consumer offset is the next offset to read, 0 to {next_offset}"
     ))
 }
+
+/// A consumer's row (`offset`, `updated_at`), if it has one, as `LogStore::consumer`
+/// returns it.
+pub(crate) fn consumer_info(
+    stream: &arbiter_core::name::StreamName,
+    consumer: &arbiter_core::name::ConsumerName,
+    row: Option<(i64, Millis)>,
+) -> Option<arbiter_core::log::ConsumerInfo> {
+    row.map(|(offset, updated_at)| arbiter_core::log::ConsumerInfo {
+        stream: stream.to_string(),
+        consumer: consumer.to_string(),
+        offset,
+        updated_at,
+    })
+}

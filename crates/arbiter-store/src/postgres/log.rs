@@ -6,11 +6,12 @@
 
 use arbiter_core::Result;
 use arbiter_core::log::{Appended, ConsumerInfo, ContentType, NewRecord, Record, StreamInfo};
+use arbiter_core::name::{ConsumerName, Namespace, StreamName};
 use async_trait::async_trait;
 
 use super::{PgStore, channel, execute, now_ms, now_ms_sql, pg_error, query};
 use crate::api::{LogStore, Topic};
-use crate::sql::{commit_out_of_range, decode_tags, encode_tags};
+use crate::sql::{commit_out_of_range, consumer_info, decode_tags, encode_tags};
 
 #[async_trait]
 impl LogStore for PgStore {
@@ -175,5 +176,25 @@ impl LogStore for PgStore {
                 updated_at: row.get(2),
             })
             .collect())
+    }
+
+    async fn consumer(
+        &self,
+        namespace: &Namespace,
+        stream: &StreamName,
+        consumer: &ConsumerName,
+    ) -> Result<Option<ConsumerInfo>> {
+        let rows = self
+            .single(
+                "SELECT \"offset\", updated_at FROM log_consumers
+             WHERE namespace = $1 AND stream = $2 AND consumer = $3",
+                &[&namespace.as_str(), &stream.as_str(), &consumer.as_str()],
+            )
+            .await?;
+        Ok(consumer_info(
+            stream,
+            consumer,
+            rows.first().map(|row| (row.get(0), row.get(1))),
+        ))
     }
 }

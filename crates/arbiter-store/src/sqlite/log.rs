@@ -3,12 +3,13 @@
 
 use arbiter_core::Result;
 use arbiter_core::log::{Appended, ConsumerInfo, ContentType, NewRecord, Record, StreamInfo};
+use arbiter_core::name::{ConsumerName, Namespace, StreamName};
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Outcome, SqliteStore, internal, now_ms};
 use crate::api::LogStore;
-use crate::sql::{commit_out_of_range, decode_tags, encode_tags};
+use crate::sql::{commit_out_of_range, consumer_info, decode_tags, encode_tags};
 
 fn next_offset(tx: &rusqlite::Transaction<'_>, ns: &str, stream: &str) -> Result<i64> {
     Ok(tx
@@ -178,6 +179,28 @@ impl LogStore for SqliteStore {
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(internal)
+        })
+        .await
+    }
+
+    async fn consumer(
+        &self,
+        namespace: &Namespace,
+        stream: &StreamName,
+        consumer: &ConsumerName,
+    ) -> Result<Option<ConsumerInfo>> {
+        let (ns, stream, consumer) = (namespace.clone(), stream.clone(), consumer.clone());
+        self.read(move |tx| {
+            let row = tx
+                .query_row(
+                    "SELECT \"offset\", updated_at FROM log_consumers
+                     WHERE namespace = ?1 AND stream = ?2 AND consumer = ?3",
+                    params![ns.as_str(), stream.as_str(), consumer.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(internal)?;
+            Ok(consumer_info(&stream, &consumer, row))
         })
         .await
     }
