@@ -15,7 +15,8 @@ mod watch;
 use std::ffi::OsString;
 use std::time::Duration;
 
-use arbiter_core::{Error, Result};
+use arbiter_core::name::Namespace;
+use arbiter_core::{Error, ParseError, Result};
 use arbiter_store::{Store, StoreUrl};
 use clap::{Args, Parser, Subcommand};
 
@@ -62,9 +63,9 @@ pub struct Global {
         global = true,
         env = "ARBITER_NAMESPACE",
         default_value = arbiter_core::name::DEFAULT_NAMESPACE,
-        value_parser = parse_namespace
+        value_parser = typed::<Namespace>
     )]
-    namespace: String,
+    namespace: Namespace,
     /// Print machine-readable JSON (errors too: {"error": CODE, "message": TEXT}).
     #[arg(long, global = true)]
     json: bool,
@@ -163,8 +164,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            out.error(&Error::internal(format!("cannot start the async runtime: {e}")));
-            return 1;
+            let err = Error::internal(format!("cannot start the async runtime: {e}"));
+            out.error(&err);
+            return exit::code(err.kind);
         }
     };
     let code = match runtime.block_on(run(cli, out)) {
@@ -260,26 +262,14 @@ impl Global {
     }
 }
 
-fn parse_namespace(text: &str) -> std::result::Result<String, String> {
-    arbiter_core::name::validate_namespace(text)
-        .map(|()| text.to_string())
-        .map_err(|e| e.message)
+/// A value parser for clap from a core parser (a name newtype, a typed state): clap shows
+/// the parser's message as it is.
+pub(crate) fn typed<T: std::str::FromStr<Err = ParseError>>(text: &str) -> std::result::Result<T, String> {
+    text.parse().map_err(|e: ParseError| e.message)
 }
 
 pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     arbiter_core::duration::parse_duration(text).map_err(|e| e.message)
-}
-
-pub(crate) fn parse_name(text: &str) -> std::result::Result<String, String> {
-    arbiter_core::name::validate_name("name", text)
-        .map(|()| text.to_string())
-        .map_err(|e| e.message)
-}
-
-pub(crate) fn parse_prefix(text: &str) -> std::result::Result<String, String> {
-    arbiter_core::name::validate_prefix("prefix", text)
-        .map(|()| text.to_string())
-        .map_err(|e| e.message)
 }
 
 #[cfg(test)]
