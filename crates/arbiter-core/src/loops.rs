@@ -6,6 +6,16 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ParseError;
+use crate::name::{LeaseName, LoopName};
+
+/// The start of every loop's lease name (what a fleet view lists).
+pub const LEASE_PREFIX: &str = "loop/";
+
+/// The lease a loop runs under: `loop/<name>`. A loop name longer than 250 characters
+/// makes no valid lease name.
+pub fn lease_name(name: &LoopName) -> Result<LeaseName, ParseError> {
+    LeaseName::parse(&format!("{LEASE_PREFIX}{name}"))
+}
 
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {

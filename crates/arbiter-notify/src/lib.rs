@@ -7,7 +7,8 @@
 //! - [`send`]: one delivery attempt to one channel, classified (delivered, retry after).
 //! - [`dispatch`]: the dispatcher: one per namespace (a lease), draining the store's
 //!   outbox with per-channel order, rate limits, backoff with jitter and `Retry-After`.
-//! - [`accept`]: routing a notification and accepting it into the outbox.
+//! - [`route`] (checking and routing a notification, no IO) and [`accept`] (routing it
+//!   and accepting it into the outbox).
 //!
 //! Secrets — webhook URLs (their path is the credential) and HMAC keys — never reach logs
 //! or error messages: errors name the channel id and the URL's host only.
@@ -31,6 +32,19 @@ pub async fn accept(
     notification: Notification,
     channel: Option<&str>,
 ) -> Result<Accepted> {
+    let request = route(config, namespace, notification, channel)?;
+    store.notify().accept(request).await
+}
+
+/// Checks `notification` (the one place it is validated) and routes it with `config`, or
+/// to `channel` alone: what [`accept`] writes. Touches no store, so a front end calls it
+/// before opening one and bad input writes nothing.
+pub fn route(
+    config: &Config,
+    namespace: &Namespace,
+    notification: Notification,
+    channel: Option<&str>,
+) -> Result<AcceptRequest> {
     notification.validate()?;
     let targets = match channel {
         Some(id) => vec![(
@@ -51,13 +65,12 @@ pub async fn accept(
             notification.severity.as_str()
         )));
     }
-    let request = AcceptRequest {
+    Ok(AcceptRequest {
         namespace: namespace.clone(),
         notification,
         targets,
         thresholds: config.notifications.thresholds.clone(),
-    };
-    store.notify().accept(request).await
+    })
 }
 
 /// Installs the TLS crypto provider reqwest uses (ring). Idempotent.

@@ -76,6 +76,13 @@ pub trait LogStore: Send + Sync {
     ) -> Result<ConsumerInfo>;
     /// The consumers of a stream, by name.
     async fn consumers(&self, namespace: &Namespace, stream: &StreamName) -> Result<Vec<ConsumerInfo>>;
+    /// One consumer's position in a stream; `None` if it never committed.
+    async fn consumer(
+        &self,
+        namespace: &Namespace,
+        stream: &StreamName,
+        consumer: &ConsumerName,
+    ) -> Result<Option<ConsumerInfo>>;
 }
 
 #[async_trait]

@@ -16,7 +16,7 @@ use crate::{LoopStop, STORE_RETRY_MAX, STORE_RETRY_MIN, Shared, alert, git, logs
 /// The loop's lease: `loop/<name>` (what a fleet view joins a loop's row with). A loop
 /// name longer than 250 characters makes no valid lease name: bad input.
 pub fn lease_name(name: &LoopName) -> Result<LeaseName> {
-    Ok(LeaseName::parse(&format!("loop/{name}"))?)
+    Ok(arbiter_core::loops::lease_name(name)?)
 }
 
 /// [`run_loop`], started over (after a pause that backs off) when the store is unavailable

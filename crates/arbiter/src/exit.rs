@@ -13,13 +13,21 @@
 //!
 //! `arbiter lock` exits with its command's code when the command ends by itself (128 +
 //! signal number when a signal ended it), so those codes can overlap with the ones above;
-//! the lock's own failures are also reported on stderr (or as JSON with `--json`).
+//! the lock's own failures are also reported on stderr (or as JSON with `--json`). A lock
+//! stopped by SIGINT or SIGTERM whose command still exited 0 exits 130 (128 + SIGINT, as a
+//! shell reports an interrupted command): see [`interrupted`].
 
 use arbiter_core::ErrorKind;
 
 pub const SUCCESS: i32 = 0;
 pub const BAD_INPUT: i32 = 2;
 pub const FAILED: i32 = 7;
+
+/// The exit code of `arbiter lock` stopped by a signal, given its command's code: the
+/// command's, unless that says success — an interrupted run did not succeed.
+pub fn interrupted(command_code: i32) -> i32 {
+    if command_code == SUCCESS { 130 } else { command_code }
+}
 
 pub fn code(kind: ErrorKind) -> i32 {
     match kind {

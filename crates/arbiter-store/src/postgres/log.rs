@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use super::{PgStore, execute, now_ms, now_ms_sql, pg_error, query};
 use crate::api::{LogStore, Topic};
 use crate::schema::Migration;
-use crate::sql::{RecordRow, encode_tags, stored};
+use crate::sql::{RecordRow, consumer_info, encode_tags, stored};
 
 #[async_trait]
 impl LogStore for PgStore {
@@ -183,6 +183,26 @@ impl LogStore for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn consumer(
+        &self,
+        namespace: &Namespace,
+        stream: &StreamName,
+        consumer: &ConsumerName,
+    ) -> Result<Option<ConsumerInfo>> {
+        let rows = self
+            .single(
+                "SELECT \"offset\", updated_at FROM log_consumers
+             WHERE namespace = $1 AND stream = $2 AND consumer = $3",
+                &[&namespace.as_str(), &stream.as_str(), &consumer.as_str()],
+            )
+            .await?;
+        Ok(consumer_info(
+            stream,
+            consumer,
+            rows.first().map(|row| (row.get(0), row.get(1))),
+        ))
     }
 }
 

@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{Outcome, SqliteStore, internal, now_ms};
 use crate::api::LogStore;
 use crate::schema::Migration;
-use crate::sql::{RecordRow, encode_tags, stored};
+use crate::sql::{RecordRow, consumer_info, encode_tags, stored};
 
 fn next_offset(tx: &rusqlite::Transaction<'_>, ns: &str, stream: &str) -> Result<i64> {
     Ok(tx
@@ -176,6 +176,28 @@ impl LogStore for SqliteStore {
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn consumer(
+        &self,
+        namespace: &Namespace,
+        stream: &StreamName,
+        consumer: &ConsumerName,
+    ) -> Result<Option<ConsumerInfo>> {
+        let (ns, stream, consumer) = (namespace.clone(), stream.clone(), consumer.clone());
+        self.read(move |tx| {
+            let row = tx
+                .query_row(
+                    "SELECT \"offset\", updated_at FROM log_consumers
+                     WHERE namespace = ?1 AND stream = ?2 AND consumer = ?3",
+                    params![ns.as_str(), stream.as_str(), consumer.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(internal)?;
+            Ok(consumer_info(&stream, &consumer, row))
         })
         .await
     }

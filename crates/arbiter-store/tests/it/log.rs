@@ -100,6 +100,23 @@ conformance!(consumers_commit_offsets, |h: Harness| async move {
     );
 });
 
+conformance!(one_consumer_is_read_directly, |h: Harness| async move {
+    use arbiter_core::name::{ConsumerName, Namespace, StreamName};
+    let log = h.store.log();
+    let ns = Namespace::default();
+    let (c, other) = (StreamName::parse("c").unwrap(), StreamName::parse("d").unwrap());
+    let render = ConsumerName::parse("render").unwrap();
+    log.append(record("c", "r0", None)).await.unwrap();
+    assert_eq!(log.consumer(&ns, &c, &render).await.unwrap(), None);
+    let committed = log.commit(&ns, &c, &render, 1).await.unwrap();
+    log.commit(&ns, &c, &n("audit"), 0).await.unwrap();
+    assert_eq!(log.consumer(&ns, &c, &render).await.unwrap(), Some(committed));
+    // The same consumer name on another stream, or in another namespace, is another consumer.
+    assert_eq!(log.consumer(&ns, &other, &render).await.unwrap(), None);
+    let elsewhere = Namespace::parse("elsewhere").unwrap();
+    assert_eq!(log.consumer(&elsewhere, &c, &render).await.unwrap(), None);
+});
+
 conformance!(
     concurrent_appends_with_retries_keep_each_key_once,
     |h: Harness| async move {

@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
-use arbiter_client::inbox::{self, DEFAULT_INBOX, SQUAD_APPEND_ONLY, Sweep};
-use arbiter_core::decisions::{Decision, KIND, STREAM, render, stream};
-use arbiter_core::log::{ContentType, NewRecord, RecordFields, parse_tag};
-use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_client::inbox::{self, DEFAULT_INBOX, SQUAD_APPEND_ONLY};
+use arbiter_core::decisions::Decision;
+use arbiter_core::log::parse_tag;
+use arbiter_core::{Error, Result};
+use arbiter_ops::decisions::{self, Sweep};
 use clap::{Args, Subcommand};
 
 use super::Global;
@@ -150,14 +151,6 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("invalid size {text:?}: expected a positive number, like 20KB"))
 }
 
-/// The canonical file: `--into`, else the one the Squad layout in this directory has.
-fn canonical(into: Option<PathBuf>) -> Result<PathBuf> {
-    match into {
-        Some(into) => Ok(into),
-        None => inbox::find_canonical(std::path::Path::new("")),
-    }
-}
-
 /// `arbiter init`: set up a repository for append-only files.
 #[derive(Debug, Args)]
 pub struct InitArgs {
@@ -175,30 +168,14 @@ pub struct InitArgs {
 
 pub async fn decide(args: DecideArgs, global: &Global, out: Output) -> Result<i32> {
     let decision = args.text.decision()?;
-    let record = NewRecord::new(
-        global.namespace.clone(),
-        stream(),
-        RecordFields {
-            kind: KIND.to_string(),
-            author: args.text.by.clone(),
-            body: serde_json::to_string(&decision).expect("a decision serializes"),
-            content_type: ContentType::Json,
-            tags: args.text.tags.iter().cloned().collect(),
-            trace_id: None,
-            idempotency_key: args.key,
-        },
-    )?;
+    let tags = args.text.tags.iter().cloned().collect();
+    let record = decisions::record(&global.namespace, &decision, &args.text.by, tags, args.key)?;
     let (store, _) = global.open().await?;
-    let appended = store.log().append(record).await?;
+    let decided = decisions::decide(&store, record).await?;
     if out.json {
-        out.print_json(&serde_json::json!({
-            "stream": STREAM,
-            "offset": appended.offset,
-            "duplicate": appended.duplicate,
-            "id": format!("decision-{}", appended.offset),
-        }));
+        out.print_sorted(&decided);
     } else {
-        println!("decision-{}", appended.offset);
+        println!("{}", decided.id);
     }
     Ok(exit::SUCCESS)
 }
@@ -213,23 +190,15 @@ pub async fn decisions(command: DecisionsCommand, global: &Global, out: Output) 
         )));
     }
     let (store, _) = global.open().await?;
-    let mut records = Vec::new();
-    let mut from = 0;
-    loop {
-        let batch = store.log().read(&global.namespace, &stream(), from, 1000).await?;
-        let Some(last) = batch.last() else { break };
-        from = last.offset + 1;
-        records.extend(batch);
-    }
-    let text = render(&global.namespace, &records);
+    let rendered = decisions::render(&store, &global.namespace).await?;
     match path {
         Some(path) => {
-            inbox::write_atomic(&path, text.as_bytes())?;
+            inbox::write_atomic(&path, rendered.text.as_bytes())?;
             if out.json {
-                out.print_json(&serde_json::json!({ "path": path, "decisions": records.len() }));
+                out.print_sorted(&serde_json::json!({ "path": path, "decisions": rendered.decisions }));
             }
         }
-        None => print!("{text}"),
+        None => print!("{}", rendered.text),
     }
     Ok(exit::SUCCESS)
 }
@@ -238,11 +207,9 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
     match command {
         InboxCommand::Drop { text, inbox } => {
             let decision = text.decision()?;
-            // The same layout search as a sweep: refuse where a sweep would.
-            canonical(None)?;
-            let path = inbox::drop_entry(&inbox, &decision, &text.by, &text.tags)?;
+            let path = decisions::inbox_drop(&inbox, &decision, &text.by, &text.tags)?;
             if out.json {
-                out.print_json(&serde_json::json!({ "path": path }));
+                out.print_sorted(&serde_json::json!({ "path": path }));
             } else {
                 println!("{}", path.display());
             }
@@ -253,7 +220,7 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
             commit,
             archive_over,
         } => {
-            let into = canonical(into)?;
+            let into = decisions::canonical(into)?;
             let holder = arbiter_process::holder_for(arbiter_process::current_pid(), "inbox-sweep")?;
             if commit {
                 // Refuse before anything is written.
@@ -265,14 +232,14 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
             }
             let (store, _) = global.open().await?;
             let sweep = Sweep {
-                namespace: global.namespace.clone(),
+                namespace: global.namespace.clone().into(),
                 inbox,
                 into,
                 commit,
                 holder,
                 archive_over,
             };
-            let report = inbox::sweep(&store, sweep).await?;
+            let report = decisions::inbox_sweep(&store, sweep).await?;
             for skipped in &report.skipped {
                 eprintln!("arbiter: warning: {skipped}");
             }
@@ -295,32 +262,20 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
             }
         }
         InboxCommand::Check { inbox, into } => {
-            let into = canonical(into)?;
-            let reports = inbox::check(&inbox, &into)?;
-            let clean = reports.iter().all(|r| r.findings.is_empty());
+            let into = decisions::canonical(into)?;
+            let checked = decisions::inbox_check(&inbox, &into)?;
             if out.json {
-                out.print_json(&serde_json::json!({ "clean": clean, "files": reports }));
+                out.print_sorted(&checked);
             } else {
-                for line in reports.iter().flat_map(|r| &r.findings) {
+                for line in checked.files.iter().flat_map(|r| &r.findings) {
                     println!("{line}");
                 }
-                if clean {
+                if checked.clean {
                     println!("{}: every entry whole, once", into.display());
                 }
             }
-            if !clean {
-                let problems: usize = reports.iter().map(|r| r.cannot_restore).sum();
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    if problems > 0 {
-                        format!(
-                            "{}: {problems} damaged part(s) a sweep cannot restore: fix them by hand",
-                            into.display()
-                        )
-                    } else {
-                        format!("{}: a sweep has entries to restore or drop", into.display())
-                    },
-                ));
+            if let Some(problem) = checked.problem(&into) {
+                return Err(problem);
             }
         }
     }

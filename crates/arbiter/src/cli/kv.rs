@@ -1,27 +1,27 @@
 //! `arbiter kv …`: versioned keys.
 
-use arbiter_client::kv::Watch;
-use arbiter_core::kv::{EventType, MAX_VALUE_LEN};
+use arbiter_core::Result;
+use arbiter_core::kv::EventType;
 use arbiter_core::name::{Key, Prefix};
 use arbiter_core::redact::printable;
-use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_ops::kv::{self, Value};
 use clap::Subcommand;
 
 use super::output::Output;
-use super::{Global, parse_name};
+use super::{Global, typed};
 use crate::exit;
 
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
     /// Print a key's value (exit code 5 if it does not exist).
     Get {
-        #[arg(value_parser = parse_name::<Key>)]
+        #[arg(value_parser = typed::<Key>)]
         key: Key,
     },
     /// Set a key and print its new version. With --if-version, only if the key is at that
     /// version (0: only if it does not exist); otherwise exit code 3 (conflict).
     Put {
-        #[arg(value_parser = parse_name::<Key>)]
+        #[arg(value_parser = typed::<Key>)]
         key: Key,
         /// The value (UTF-8 text, at most 1 MiB; it may start with a hyphen, like -5).
         #[arg(allow_negative_numbers = true)]
@@ -32,7 +32,7 @@ pub enum KvCommand {
     },
     /// Delete a key and print the revision of the deletion.
     Delete {
-        #[arg(value_parser = parse_name::<Key>)]
+        #[arg(value_parser = typed::<Key>)]
         key: Key,
         /// Compare-and-swap: the version the key must have.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..), allow_hyphen_values = true)]
@@ -40,12 +40,12 @@ pub enum KvCommand {
     },
     /// List keys starting with PREFIX: key, version and value, tab-separated.
     List {
-        #[arg(value_parser = parse_name::<Prefix>, default_value = "")]
+        #[arg(value_parser = typed::<Prefix>, default_value = "")]
         prefix: Prefix,
     },
     /// Print every change of keys starting with PREFIX, as it happens, until interrupted.
     Watch {
-        #[arg(value_parser = parse_name::<Prefix>)]
+        #[arg(value_parser = typed::<Prefix>)]
         prefix: Prefix,
         /// Start at this revision (inclusive), replaying earlier changes; default: the next change.
         #[arg(long, value_name = "REVISION", value_parser = clap::value_parser!(i64).range(1..), allow_hyphen_values = true)]
@@ -61,12 +61,7 @@ pub async fn run(command: KvCommand, global: &Global, out: Output) -> Result<i32
     match command {
         KvCommand::Get { key } => {
             let (store, _) = global.open().await?;
-            let Some(kv) = store.kv().get(ns, &key).await? else {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("no key {key:?} in namespace {ns:?}"),
-                ));
-            };
+            let kv = kv::get(&store, ns, &key).await?;
             if out.json {
                 out.print_json(&kv);
             } else {
@@ -74,32 +69,27 @@ pub async fn run(command: KvCommand, global: &Global, out: Output) -> Result<i32
             }
         }
         KvCommand::Put { key, value, if_version } => {
-            if value.len() > MAX_VALUE_LEN {
-                return Err(Error::bad_input(format!(
-                    "the value is {} bytes; at most {MAX_VALUE_LEN} are allowed",
-                    value.len()
-                )));
-            }
+            let value = Value::parse(value)?;
             let (store, _) = global.open().await?;
-            let version = store.kv().put(ns, &key, &value, if_version).await?;
+            let put = kv::put(&store, ns, &key, value, if_version).await?;
             if out.json {
-                out.print_json(&serde_json::json!({ "key": key, "value": value, "version": version }));
+                out.print_sorted(&put);
             } else {
-                println!("{version}");
+                println!("{}", put.version);
             }
         }
         KvCommand::Delete { key, if_version } => {
             let (store, _) = global.open().await?;
-            let revision = store.kv().delete(ns, &key, if_version).await?;
+            let deleted = kv::delete(&store, ns, &key, if_version).await?;
             if out.json {
-                out.print_json(&serde_json::json!({ "key": key, "deleted": true, "version": revision }));
+                out.print_sorted(&deleted);
             } else {
-                println!("{revision}");
+                println!("{}", deleted.version);
             }
         }
         KvCommand::List { prefix } => {
             let (store, _) = global.open().await?;
-            let items = store.kv().list(ns, &prefix).await?;
+            let items = kv::list(&store, ns, &prefix).await?;
             if out.json {
                 out.print_json(&items);
             } else {
@@ -111,7 +101,7 @@ pub async fn run(command: KvCommand, global: &Global, out: Output) -> Result<i32
         }
         KvCommand::Watch { prefix, from, limit } => {
             let (store, _) = global.open().await?;
-            let mut watch = Watch::start(&store, ns, &prefix, from).await?;
+            let mut watch = kv::watch(&store, ns, &prefix, from).await?;
             let mut seen = 0u64;
             // Bounded by --limit, or runs until interrupted: that is what a watch is for.
             loop {

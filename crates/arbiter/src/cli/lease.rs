@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use arbiter_client::lease::{Acquire, describe};
-use arbiter_core::lease::{MAX_SLOTS, RenewRequest};
+use arbiter_client::lease::describe;
+use arbiter_core::lease::{Holder, MAX_SLOTS};
 use arbiter_core::name::{LeaseName, Namespace, Prefix};
 use arbiter_core::{Error, Result};
+use arbiter_ops::lease::{self, Acquire};
 use clap::{Args, Subcommand};
 
-use super::output::{LeaseView, Output, timestamp};
-use super::{Global, parse_duration, parse_name};
+use super::output::Output;
+use super::{Global, parse_duration, typed};
 use crate::exit;
 
 #[derive(Debug, Subcommand)]
@@ -32,7 +33,7 @@ pub enum LeaseCommand {
     /// Extend a held lease; a stale token fails with exit code 4 (lost).
     Renew {
         /// The lease name.
-        #[arg(value_parser = parse_name::<LeaseName>)]
+        #[arg(value_parser = typed::<LeaseName>)]
         name: LeaseName,
         /// The fencing token `acquire` printed.
         #[arg(long, value_parser = parse_token, allow_hyphen_values = true)]
@@ -44,7 +45,7 @@ pub enum LeaseCommand {
     /// Release a held lease; a stale token fails with exit code 4 (lost).
     Release {
         /// The lease name.
-        #[arg(value_parser = parse_name::<LeaseName>)]
+        #[arg(value_parser = typed::<LeaseName>)]
         name: LeaseName,
         /// The fencing token `acquire` printed.
         #[arg(long, value_parser = parse_token, allow_hyphen_values = true)]
@@ -53,13 +54,13 @@ pub enum LeaseCommand {
     /// List the live holders of leases whose names start with PREFIX.
     List {
         /// Only names starting with this (default: all).
-        #[arg(value_parser = parse_name::<Prefix>, default_value = "")]
+        #[arg(value_parser = typed::<Prefix>, default_value = "")]
         prefix: Prefix,
     },
     /// Show one lease: slots, last fencing token, holders and waiters.
     Show {
         /// The lease name.
-        #[arg(value_parser = parse_name::<LeaseName>)]
+        #[arg(value_parser = typed::<LeaseName>)]
         name: LeaseName,
     },
 }
@@ -67,7 +68,7 @@ pub enum LeaseCommand {
 #[derive(Debug, Args)]
 pub struct AcquireArgs {
     /// The lease name.
-    #[arg(value_parser = parse_name::<LeaseName>)]
+    #[arg(value_parser = typed::<LeaseName>)]
     pub name: LeaseName,
     /// How long the lease lasts unless renewed.
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION", allow_hyphen_values = true)]
@@ -102,15 +103,16 @@ pub(super) fn parse_agent(text: &str) -> std::result::Result<String, String> {
 }
 
 impl AcquireArgs {
-    pub fn request(&self, namespace: &Namespace, pid: u32) -> Result<Acquire> {
-        Ok(Acquire {
-            namespace: namespace.clone(),
-            name: self.name.clone(),
-            holder: arbiter_process::holder_for(pid, &self.holder)?,
+    /// The one acquire request, for `holder` (the process whose life the lease follows).
+    pub fn request(self, namespace: &Namespace, holder: Holder) -> Acquire {
+        Acquire {
+            namespace: namespace.clone().into(),
+            name: self.name.into(),
+            holder,
             ttl: self.ttl,
             slots: self.slots,
             wait: self.wait,
-        })
+        }
     }
 }
 
@@ -128,46 +130,35 @@ pub async fn run(command: LeaseCommand, global: &Global, out: Output) -> Result<
                 })?,
                 None => arbiter_process::caller_holder(&args.holder)?,
             };
-            let request = Acquire {
-                holder,
-                ..args.request(ns, arbiter_process::current_pid())?
-            };
             let (store, _) = global.open().await?;
-            let granted = arbiter_client::lease::acquire(&store, request).await?;
+            let lease = lease::acquire(&store, args.request(ns, holder)).await?;
             if out.json {
-                out.print_json(&LeaseView::from(&granted.lease));
+                out.print_json(&lease);
             } else {
-                println!("{}", granted.lease.token);
+                println!("{}", lease.token);
             }
         }
         LeaseCommand::Renew { name, token, ttl } => {
             let (store, _) = global.open().await?;
-            let request = RenewRequest {
-                namespace: ns.clone(),
-                name,
-                token,
-                ttl,
-                pgid: None,
-            };
-            let lease = store.leases().renew(request).await?;
+            let lease = lease::renew(&store, ns, &name, token, ttl).await?;
             if out.json {
-                out.print_json(&LeaseView::from(&lease));
+                out.print_json(&lease);
             } else {
-                println!("{}", timestamp(lease.expires_at));
+                println!("{}", lease.expires_at);
             }
         }
         LeaseCommand::Release { name, token } => {
             let (store, _) = global.open().await?;
-            store.leases().release(ns, &name, token).await?;
+            let released = lease::release(&store, ns, &name, token).await?;
             if out.json {
-                out.print_json(&serde_json::json!({ "name": name, "token": token, "released": true }));
+                out.print_sorted(&released);
             }
         }
         LeaseCommand::List { prefix } => {
             let (store, _) = global.open().await?;
-            let leases = store.leases().list(ns, &prefix).await?;
+            let leases = lease::list(&store, ns, &prefix).await?;
             if out.json {
-                out.print_json(&leases.iter().map(LeaseView::from).collect::<Vec<_>>());
+                out.print_json(&leases);
             } else {
                 for lease in &leases {
                     println!(
@@ -175,27 +166,16 @@ pub async fn run(command: LeaseCommand, global: &Global, out: Output) -> Result<
                         lease.name,
                         lease.token,
                         describe(&lease.holder),
-                        timestamp(lease.expires_at)
+                        lease.expires_at
                     );
                 }
             }
         }
         LeaseCommand::Show { name } => {
             let (store, _) = global.open().await?;
-            let info = store.leases().show(ns, &name).await?;
+            let info = lease::show(&store, ns, &name).await?;
             if out.json {
-                out.print_json(&serde_json::json!({
-                    "namespace": info.namespace,
-                    "name": info.name,
-                    "slots": info.slots,
-                    "last_token": info.last_token,
-                    "holders": info.holders.iter().map(LeaseView::from).collect::<Vec<_>>(),
-                    "waiters": info.waiters.iter().map(|w| serde_json::json!({
-                        "ticket": w.ticket,
-                        "holder": w.holder,
-                        "enqueued_at": timestamp(w.enqueued_at),
-                    })).collect::<Vec<_>>(),
-                }));
+                out.print_sorted(&info);
             } else {
                 println!("name: {}", info.name);
                 println!("namespace: {}", info.namespace);
@@ -209,16 +189,12 @@ pub async fn run(command: LeaseCommand, global: &Global, out: Output) -> Result<
                         "holder: token {} {} since {} until {}",
                         lease.token,
                         describe(&lease.holder),
-                        timestamp(lease.acquired_at),
-                        timestamp(lease.expires_at)
+                        lease.acquired_at,
+                        lease.expires_at
                     );
                 }
                 for waiter in &info.waiters {
-                    println!(
-                        "waiter: {} since {}",
-                        describe(&waiter.holder),
-                        timestamp(waiter.enqueued_at)
-                    );
+                    println!("waiter: {} since {}", describe(&waiter.holder), waiter.enqueued_at);
                 }
             }
         }

@@ -54,9 +54,9 @@ pub async fn run(args: LockArgs, global: &Global, out: Output) -> Result<i32> {
         }
         None => default_grace(ttl),
     };
-    let request = args
-        .acquire
-        .request(&global.namespace, arbiter_process::current_pid())?;
+    // The holder is this process: it keeps the lease alive while CMD runs.
+    let holder = arbiter_process::holder_for(arbiter_process::current_pid(), &args.acquire.holder)?;
+    let request = args.acquire.request(&global.namespace, holder);
     let guard_exe =
         std::env::current_exe().map_err(|e| Error::internal(format!("cannot find the arbiter executable: {e}")))?;
     let (store, url) = global.open().await?;
@@ -91,10 +91,7 @@ pub async fn run(args: LockArgs, global: &Global, out: Output) -> Result<i32> {
     };
     match run_locked(held, command, shutdown_signal()).await? {
         LockOutcome::Exited(status) => Ok(arbiter_process::exit_code(&status)),
-        LockOutcome::Interrupted(status) => {
-            let code = arbiter_process::exit_code(&status);
-            Ok(if code == 0 { 130 } else { code })
-        }
+        LockOutcome::Interrupted(status) => Ok(exit::interrupted(arbiter_process::exit_code(&status))),
         LockOutcome::Lost(err) => {
             out.error(&err);
             Ok(exit::code(err.kind))

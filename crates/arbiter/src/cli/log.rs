@@ -4,15 +4,15 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
 
-use arbiter_client::log::Follow;
-use arbiter_core::log::{ContentType, NewRecord, Record, RecordFields, parse_tag};
+use arbiter_core::log::{ContentType, NewRecord, RecordFields, parse_tag};
 use arbiter_core::name::{ConsumerName, StreamName};
 use arbiter_core::{Error, Result};
+use arbiter_ops::log::{self, AppendedView, RecordView, Start};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 
 use super::output::{Output, timestamp};
-use super::{Global, parse_name};
+use super::{Global, typed};
 use crate::exit;
 
 #[derive(Debug, Subcommand)]
@@ -22,7 +22,7 @@ pub enum LogCommand {
     Append(AppendArgs),
     /// Print records from an offset on; with --follow, keep printing new ones.
     Read {
-        #[arg(value_parser = parse_name::<StreamName>)]
+        #[arg(value_parser = typed::<StreamName>)]
         stream: StreamName,
         /// The first offset to print (default 0, or the consumer's committed offset).
         #[arg(long, value_name = "OFFSET", value_parser = clap::value_parser!(i64).range(0..), allow_hyphen_values = true)]
@@ -34,7 +34,7 @@ pub enum LogCommand {
         #[arg(long)]
         follow: bool,
         /// Start at this consumer's committed offset.
-        #[arg(long, value_name = "NAME", value_parser = parse_name::<ConsumerName>, conflicts_with = "from")]
+        #[arg(long, value_name = "NAME", value_parser = typed::<ConsumerName>, conflicts_with = "from")]
         consumer: Option<ConsumerName>,
     },
     /// Consumers: named positions in a stream.
@@ -48,23 +48,23 @@ pub enum LogCommand {
 pub enum ConsumerCommand {
     /// Record that CONSUMER has processed everything before OFFSET.
     Commit {
-        #[arg(value_parser = parse_name::<StreamName>)]
+        #[arg(value_parser = typed::<StreamName>)]
         stream: StreamName,
-        #[arg(value_parser = parse_name::<ConsumerName>)]
+        #[arg(value_parser = typed::<ConsumerName>)]
         consumer: ConsumerName,
         #[arg(value_parser = clap::value_parser!(i64).range(0..), allow_negative_numbers = true)]
         offset: i64,
     },
     /// List a stream's consumers and their offsets.
     List {
-        #[arg(value_parser = parse_name::<StreamName>)]
+        #[arg(value_parser = typed::<StreamName>)]
         stream: StreamName,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct AppendArgs {
-    #[arg(value_parser = parse_name::<StreamName>)]
+    #[arg(value_parser = typed::<StreamName>)]
     stream: StreamName,
     /// The record's body (or --body-file, or --jsonl).
     #[arg(required_unless_present_any = ["body_file", "jsonl"], conflicts_with_all = ["body_file", "jsonl"])]
@@ -170,8 +170,7 @@ pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i3
                 },
             )?;
             let (store, _) = global.open().await?;
-            let appended = store.log().append(record).await?;
-            print_appended(out, &args.stream, appended);
+            out.appended(&log::append(&store, record).await?);
         }
         LogCommand::Read {
             stream,
@@ -181,30 +180,27 @@ pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i3
             consumer,
         } => {
             let (store, _) = global.open().await?;
-            let from = match (&consumer, from) {
-                (Some(name), _) => {
-                    let consumers = store.log().consumers(ns, &stream).await?;
-                    consumers
-                        .iter()
-                        .find(|c| &c.consumer == name)
-                        .map(|c| c.offset)
-                        .unwrap_or(0)
-                }
-                (None, from) => from.unwrap_or(0),
+            let start = match consumer {
+                Some(consumer) => Start::Consumer(consumer),
+                None => Start::Offset(from.unwrap_or(0)),
+            };
+            let mut next = log::start_offset(&store, ns, &stream, &start).await?;
+            let mut follower = match follow {
+                true => Some(log::follow(&store, ns, &stream, next).await?),
+                false => None,
             };
             let mut left = limit.unwrap_or(u64::MAX);
-            let mut follower = Follow::start(&store, ns, &stream, from).await?;
-            let mut next = from;
             // Bounded by --limit, the end of the stream, or (with --follow) interruption.
             while left > 0 {
-                let batch = if follow {
-                    follower.next().await?
-                } else {
-                    let batch = store.log().read(ns, &stream, next, left.min(1000) as usize).await?;
-                    if batch.is_empty() {
-                        break;
+                let batch: Vec<RecordView> = match follower.as_mut() {
+                    Some(follower) => follower.next().await?.into_iter().map(RecordView::from).collect(),
+                    None => {
+                        let batch = log::read(&store, ns, &stream, next, left.min(1000) as usize).await?;
+                        if batch.is_empty() {
+                            break;
+                        }
+                        batch
                     }
-                    batch
                 };
                 for record in batch.iter().take(left.min(batch.len() as u64) as usize) {
                     print_record(out, record);
@@ -219,14 +215,14 @@ pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i3
             offset,
         }) => {
             let (store, _) = global.open().await?;
-            let info = store.log().commit(ns, &stream, &consumer, offset).await?;
+            let info = log::commit(&store, ns, &stream, &consumer, offset).await?;
             if out.json {
                 out.print_json(&info);
             }
         }
         LogCommand::Consumer(ConsumerCommand::List { stream }) => {
             let (store, _) = global.open().await?;
-            let consumers = store.log().consumers(ns, &stream).await?;
+            let consumers = log::consumers(&store, ns, &stream).await?;
             if out.json {
                 out.print_json(&consumers);
             } else {
@@ -237,7 +233,7 @@ pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i3
         }
         LogCommand::Streams => {
             let (store, _) = global.open().await?;
-            let streams = store.log().streams(ns).await?;
+            let streams = log::streams(&store, ns).await?;
             if out.json {
                 out.print_json(&streams);
             } else {
@@ -250,32 +246,20 @@ pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i3
     Ok(exit::SUCCESS)
 }
 
-fn print_appended(out: Output, stream: &str, appended: arbiter_core::log::Appended) {
-    if out.json {
-        out.print_json(&serde_json::json!({
-            "stream": stream,
-            "offset": appended.offset,
-            "duplicate": appended.duplicate,
-        }));
-    } else {
-        println!("{}", appended.offset);
+impl Output {
+    /// An append: its offset, or the whole answer as JSON.
+    fn appended(self, appended: &AppendedView) {
+        if self.json {
+            self.print_sorted(appended);
+        } else {
+            println!("{}", appended.offset);
+        }
     }
 }
 
-fn print_record(out: Output, record: &Record) {
+fn print_record(out: Output, record: &RecordView) {
     if out.json {
-        out.print_json(&serde_json::json!({
-            "stream": record.stream,
-            "offset": record.offset,
-            "kind": record.kind,
-            "author": record.author,
-            "created_at": timestamp(record.created_at),
-            "content_type": record.content_type,
-            "body": record.body,
-            "tags": record.tags,
-            "trace_id": record.trace_id,
-            "idempotency_key": record.idempotency_key,
-        }));
+        out.print_sorted(record);
     } else {
         let by = if record.author.is_empty() {
             String::new()
@@ -288,12 +272,7 @@ fn print_record(out: Output, record: &Record) {
         } else {
             format!(" [{}]", tags.join(", "))
         };
-        println!(
-            "#{} {} {}{by}{tags}",
-            record.offset,
-            timestamp(record.created_at),
-            record.kind
-        );
+        println!("#{} {} {}{by}{tags}", record.offset, record.created_at, record.kind);
         println!("{}", record.body.trim_end_matches('\n'));
     }
 }
@@ -350,8 +329,7 @@ async fn append_lines(args: AppendArgs, global: &Global, out: Output) -> Result<
             },
         )
         .map_err(|e| e.context(format!("standard input line {number}")))?;
-        let appended = store.log().append(record).await?;
-        print_appended(out, &args.stream, appended);
+        out.appended(&log::append(&store, record).await?);
     }
     Ok(())
 }

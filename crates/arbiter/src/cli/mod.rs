@@ -16,7 +16,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use arbiter_core::name::Namespace;
-use arbiter_core::{Error, Result};
+use arbiter_core::{Error, ParseError, Result};
 use arbiter_store::{Store, StoreUrl};
 use clap::{Args, Parser, Subcommand};
 
@@ -63,7 +63,7 @@ pub struct Global {
         global = true,
         env = "ARBITER_NAMESPACE",
         default_value = arbiter_core::name::DEFAULT_NAMESPACE,
-        value_parser = parse_name::<Namespace>
+        value_parser = typed::<Namespace>
     )]
     namespace: Namespace,
     /// Print machine-readable JSON (errors too: {"error": CODE, "message": TEXT}).
@@ -164,8 +164,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            out.error(&Error::internal(format!("cannot start the async runtime: {e}")));
-            return 1;
+            let err = Error::internal(format!("cannot start the async runtime: {e}"));
+            out.error(&err);
+            return exit::code(err.kind);
         }
     };
     let code = match runtime.block_on(run(cli, out)) {
@@ -261,16 +262,14 @@ impl Global {
     }
 }
 
-pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    arbiter_core::duration::parse_duration(text).map_err(|e| e.message)
+/// A value parser for clap from a core parser (a name newtype, a typed state): clap shows
+/// the parser's message as it is.
+pub(crate) fn typed<T: std::str::FromStr<Err = ParseError>>(text: &str) -> std::result::Result<T, String> {
+    text.parse().map_err(|e: ParseError| e.message)
 }
 
-/// A validated name of the argument's type (`Namespace`, `LeaseName`, `Key`, `Prefix`, …),
-/// built by its `arbiter-core` parser: bad input fails before the store is opened.
-pub(crate) fn parse_name<T: TryFrom<String, Error = arbiter_core::ParseError>>(
-    text: &str,
-) -> std::result::Result<T, String> {
-    T::try_from(text.to_string()).map_err(|e| e.message)
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    arbiter_core::duration::parse_duration(text).map_err(|e| e.message)
 }
 
 #[cfg(test)]

@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arbiter_config::{Config, Target};
+use arbiter_config::Config;
 use arbiter_core::log::parse_tag;
 use arbiter_core::notify::{Notification, Severity};
 use arbiter_core::redact::printable;
-use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_core::{ErrorKind, Result};
 use arbiter_notify::dispatch::Dispatcher;
-use arbiter_notify::send::Attempt;
+use arbiter_ops::notify;
 use arbiter_store::DeliveryState;
 use clap::{Args, Subcommand};
 
@@ -110,10 +110,7 @@ pub async fn notify(args: NotifyArgs, global: &Global, out: Output) -> Result<i3
     if let Some(NotifyCommand::Resolve { dedupe, body }) = args.command {
         arbiter_core::name::validate_name("dedupe key", &dedupe)?;
         let (store, _) = global.open().await?;
-        let resolved = store
-            .notify()
-            .resolve(&global.namespace, &dedupe, body.as_deref())
-            .await?;
+        let resolved = notify::resolve(&store, &global.namespace, &dedupe, body.as_deref()).await?;
         if out.json {
             out.print_json(&resolved);
         } else {
@@ -135,19 +132,9 @@ pub async fn notify(args: NotifyArgs, global: &Global, out: Output) -> Result<i3
         tags: args.tags.into_iter().collect(),
         dedupe_key: args.dedupe,
     };
-    notification.validate()?;
-    if let Some(id) = &args.channel {
-        config.channel_by_id(id).map_err(|e| e.context("--channel"))?;
-    }
+    let routed = notify::route(&config, &global.namespace, notification, args.channel.as_deref())?;
     let (store, _) = global.open().await?;
-    let accepted = arbiter_notify::accept(
-        &store,
-        &config,
-        &global.namespace,
-        notification,
-        args.channel.as_deref(),
-    )
-    .await?;
+    let accepted = notify::notify(&store, routed).await?;
     if out.json {
         out.print_json(&accepted);
     } else if accepted.sent {
@@ -212,7 +199,7 @@ pub async fn notifications(command: NotificationsCommand, global: &Global, out: 
     let (store, _) = global.open().await?;
     match command {
         NotificationsCommand::List { state, limit } => {
-            let entries = store.notify().list(&global.namespace, state, limit as usize).await?;
+            let entries = notify::list(&store, &global.namespace, state, limit as usize).await?;
             if out.json {
                 out.print_json(&entries);
             } else {
@@ -236,7 +223,7 @@ pub async fn notifications(command: NotificationsCommand, global: &Global, out: 
             }
         }
         NotificationsCommand::Retry { id } => {
-            let entry = store.notify().retry(&global.namespace, id).await?;
+            let entry = notify::retry(&store, &global.namespace, id).await?;
             if out.json {
                 out.print_json(&entry);
             } else {
@@ -251,59 +238,26 @@ pub async fn channels(command: ChannelsCommand, global: &Global, out: Output) ->
     let config = load_config(global)?;
     match command {
         ChannelsCommand::List => {
-            let rows: Vec<serde_json::Value> = config
-                .channels
-                .iter()
-                .map(|c| {
-                    let target = match &c.target {
-                        Target::Url(url) => arbiter_config::redact_url(url),
-                        Target::File(path) => path.display().to_string(),
-                        Target::Stdout => "stdout".to_string(),
-                    };
-                    serde_json::json!({
-                        "id": c.id,
-                        "type": c.kind.as_str(),
-                        "name": c.name,
-                        "target": target,
-                        "signed": c.secret.is_some(),
-                        "rate": c.rate.map(|r| format!("{}/{}s", r.count, r.per.as_secs())),
-                    })
-                })
-                .collect();
+            let channels = notify::channels(&config);
             if out.json {
-                out.print_json(&rows);
+                out.print_sorted(&channels);
             } else {
-                for row in rows {
-                    println!(
-                        "{}\t{}\t{}\t{}",
-                        row["id"].as_str().unwrap_or_default(),
-                        row["type"].as_str().unwrap_or_default(),
-                        row["target"].as_str().unwrap_or_default(),
-                        row["name"].as_str().unwrap_or_default()
-                    );
+                for c in channels {
+                    println!("{}\t{}\t{}\t{}", c.id, c.kind, c.target, c.name.unwrap_or_default());
                 }
             }
         }
         ChannelsCommand::Test { id } => {
-            let channel = config.channel_by_id(&id)?;
-            match arbiter_notify::dispatch::test_channel(&config, channel).await {
-                Attempt::Delivered { status } => {
-                    if out.json {
-                        out.print_json(&serde_json::json!({ "channel": id, "delivered": true, "status": status }));
-                    } else {
-                        println!(
-                            "delivered to {id}{}",
-                            status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
-                        );
-                    }
-                }
-                Attempt::Failed { error, .. } => {
-                    // Exit 7, not 6: the channel failed, not the store.
-                    return Err(Error::new(
-                        ErrorKind::Failed,
-                        format!("channel {id:?} did not take the test message: {error}"),
-                    ));
-                }
+            // A channel that does not take the message exits 7, not 6: the channel
+            // failed, not the store.
+            let delivered = notify::test_channel(&config, &id).await?;
+            if out.json {
+                out.print_sorted(&delivered);
+            } else {
+                println!(
+                    "delivered to {id}{}",
+                    delivered.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
+                );
             }
         }
     }

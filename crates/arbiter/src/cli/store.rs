@@ -18,7 +18,7 @@ pub enum StoreCommand {
 
 pub async fn run(command: StoreCommand, global: &Global, out: Output) -> Result<i32> {
     let (store, _) = global.open().await?;
-    let info = store.info();
+    let info = arbiter_ops::store::info(&store);
     match command {
         StoreCommand::Info | StoreCommand::Migrate => {
             if out.json {

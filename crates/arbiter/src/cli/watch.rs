@@ -4,14 +4,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use arbiter_config::Config;
-use arbiter_core::loops::{LoopStatus, RoundStatus};
+use arbiter_core::loops::RoundStatus;
 use arbiter_core::name::{LoopName, Namespace};
 use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_ops::fleet;
 use arbiter_store::Topic;
 use arbiter_supervisor::Options;
 use clap::Args;
 
-use super::output::{Output, timestamp};
+use super::output::Output;
 use super::{Global, parse_duration, shutdown_signal};
 use crate::exit;
 
@@ -82,7 +83,7 @@ pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32>
     let (store, url) = global.open().await?;
     let options = Options {
         config_path: path,
-        namespace: global.namespace.clone(),
+        namespace: global.namespace.clone().into(),
         loops: args.loops,
         once: args.once,
         rounds: args.rounds,
@@ -138,55 +139,27 @@ pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i3
     let (store, _) = global.open().await?;
     // Bounded by interruption with --watch; otherwise one pass.
     loop {
-        let (now, loops) = store.loops().status(&global.namespace).await?;
-        let leases = store.leases().list(&global.namespace, &"loop/".parse()?).await?;
-        let rows: Vec<serde_json::Value> = loops
-            .iter()
-            .map(|l| {
-                let lease = leases.iter().find(|x| x.name.as_str() == format!("loop/{}", l.name));
-                // Nobody holds the loop's lease but it was not stopped: its supervisor died.
-                let state = match (lease, l.state) {
-                    (None, LoopStatus::Stopped | LoopStatus::Disabled) => l.state.as_str(),
-                    (None, _) => "lost",
-                    (Some(_), state) => state.as_str(),
-                };
-                serde_json::json!({
-                    "loop": l.name,
-                    "state": state,
-                    "host": l.host,
-                    "pid": l.pid,
-                    "round": l.round,
-                    "last_status": l.last_status,
-                    "last_reason": l.last_reason,
-                    "last_exit": l.last_exit,
-                    "consecutive_failures": l.consecutive_failures,
-                    "next_run_at": timestamp(l.next_run_at),
-                    "next_run_in_ms": (l.next_run_at - now).max(0),
-                    "lease_expires_at": lease.map(|x| timestamp(x.expires_at)),
-                    "heartbeat_at": timestamp(l.heartbeat_at),
-                })
-            })
-            .collect();
+        let fleet = fleet::fleet_status(&store, &global.namespace).await?;
         if out.json {
-            out.print_json(&rows);
+            out.print_sorted(&fleet);
         } else {
             if args.watch {
                 print!("\x1b[2J\x1b[H");
             }
             println!("LOOP\tSTATE\tHOST\tPID\tROUND\tLAST\tFAILURES\tNEXT\tREASON");
-            for r in &rows {
-                let next = Duration::from_millis(r["next_run_in_ms"].as_i64().unwrap_or(0) as u64);
+            for l in &fleet {
+                let next = Duration::from_millis(l.next_run_in_ms as u64);
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\tin {}\t{}",
-                    r["loop"].as_str().unwrap_or_default(),
-                    r["state"].as_str().unwrap_or_default(),
-                    r["host"].as_str().unwrap_or_default(),
-                    r["pid"],
-                    r["round"],
-                    r["last_status"].as_str().unwrap_or("-"),
-                    r["consecutive_failures"],
+                    l.name,
+                    l.state.as_str(),
+                    l.host,
+                    l.pid,
+                    l.round,
+                    l.last_status.as_deref().unwrap_or("-"),
+                    l.consecutive_failures,
                     arbiter_core::duration::format_duration(Duration::from_secs(next.as_secs())),
-                    r["last_reason"].as_str().unwrap_or_default(),
+                    l.last_reason.as_deref().unwrap_or_default(),
                 );
             }
         }
