@@ -30,8 +30,8 @@ pub async fn renew(
     ttl: Option<Duration>,
 ) -> Result<LeaseView> {
     let request = RenewRequest {
-        namespace: namespace.clone().into(),
-        name: name.clone().into(),
+        namespace: namespace.clone(),
+        name: name.clone(),
         token,
         ttl,
         pgid: None,

@@ -64,6 +64,21 @@ impl RecordRow {
     }
 }
 
+/// A consumer's row (`offset`, `updated_at`), if it has one, as `LogStore::consumer`
+/// returns it.
+pub(crate) fn consumer_info(
+    stream: &arbiter_core::name::StreamName,
+    consumer: &arbiter_core::name::ConsumerName,
+    row: Option<(i64, arbiter_core::Millis)>,
+) -> Option<arbiter_core::log::ConsumerInfo> {
+    row.map(|(offset, updated_at)| arbiter_core::log::ConsumerInfo {
+        stream: stream.clone(),
+        consumer: consumer.clone(),
+        offset,
+        updated_at,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use arbiter_core::ErrorKind;
@@ -82,19 +97,4 @@ mod tests {
             err.message
         );
     }
-}
-
-/// A consumer's row (`offset`, `updated_at`), if it has one, as `LogStore::consumer`
-/// returns it.
-pub(crate) fn consumer_info(
-    stream: &arbiter_core::name::StreamName,
-    consumer: &arbiter_core::name::ConsumerName,
-    row: Option<(i64, arbiter_core::Millis)>,
-) -> Option<arbiter_core::log::ConsumerInfo> {
-    row.map(|(offset, updated_at)| arbiter_core::log::ConsumerInfo {
-        stream: stream.clone(),
-        consumer: consumer.clone(),
-        offset,
-        updated_at,
-    })
 }

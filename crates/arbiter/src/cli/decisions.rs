@@ -232,7 +232,7 @@ pub async fn inbox(command: InboxCommand, global: &Global, out: Output) -> Resul
             }
             let (store, _) = global.open().await?;
             let sweep = Sweep {
-                namespace: global.namespace.clone().into(),
+                namespace: global.namespace.clone(),
                 inbox,
                 into,
                 commit,

@@ -106,8 +106,8 @@ impl AcquireArgs {
     /// The one acquire request, for `holder` (the process whose life the lease follows).
     pub fn request(self, namespace: &Namespace, holder: Holder) -> Acquire {
         Acquire {
-            namespace: namespace.clone().into(),
-            name: self.name.into(),
+            namespace: namespace.clone(),
+            name: self.name,
             holder,
             ttl: self.ttl,
             slots: self.slots,

@@ -83,7 +83,7 @@ pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32>
     let (store, url) = global.open().await?;
     let options = Options {
         config_path: path,
-        namespace: global.namespace.clone().into(),
+        namespace: global.namespace.clone(),
         loops: args.loops,
         once: args.once,
         rounds: args.rounds,
