@@ -37,7 +37,7 @@ use arbiter_core::lease::Holder;
 use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_store::Store;
 
-use crate::lease::{Acquire, HeldLease};
+use crate::lease::{AcquireRequest, HeldLease};
 
 pub const DEFAULT_INBOX: &str = ".squad/decisions/inbox";
 pub const DEFAULT_INTO: &str = ".squad/decisions.md";
@@ -218,7 +218,7 @@ pub async fn sweep(store: &Store, sweep: Sweep) -> Result<SweepReport> {
         .join(sweep.into.file_name().unwrap_or_default());
     let mut held = HeldLease::acquire(
         store,
-        Acquire {
+        AcquireRequest {
             namespace: sweep.namespace.clone(),
             name: arbiter_core::name::LeaseName::parse(&format!(
                 "inbox-sweep/{:016x}",

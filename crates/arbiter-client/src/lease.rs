@@ -20,8 +20,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Busy, Holder, Lease, RenewRequest, WAITER_TTL};
-use arbiter_core::name::{LeaseName, Namespace};
+use arbiter_core::lease::{AcquireOutcome, Attempt, Busy, Holder, Lease, RenewRequest, WAITER_TTL};
 use arbiter_core::{Detail, Error, ErrorKind, Result};
 use arbiter_process::Liveness;
 use arbiter_store::{Store, Topic};
@@ -31,17 +30,9 @@ use tokio::time::Instant;
 /// How soon a waiter looks again at a holder that is exiting.
 const EXITING_RECHECK: Duration = Duration::from_millis(20);
 
-/// What to acquire, and how long to wait for it.
-#[derive(Debug, Clone)]
-pub struct Acquire {
-    pub namespace: Namespace,
-    pub name: LeaseName,
-    pub holder: Holder,
-    pub ttl: Duration,
-    pub slots: u32,
-    /// `None`: fail at once when busy. `Some(d)`: queue and wait up to `d`.
-    pub wait: Option<Duration>,
-}
+/// What to acquire, and how long to wait for it: the store's request type, built once by
+/// the front end. [`acquire`] sends it as [`Attempt`]s.
+pub use arbiter_core::lease::AcquireRequest;
 
 /// A granted lease and when the attempt that got it was sent: the lease cannot expire
 /// before `sent + ttl` by the caller's monotonic clock.
@@ -54,23 +45,14 @@ pub struct Granted {
 /// Acquires a place of a lease; see the module documentation. A busy lease (after any
 /// wait) is `ErrorKind::Held`, with the holders named in the message and, as data,
 /// [`Detail::Held`].
-pub async fn acquire(store: &Store, request: Acquire) -> Result<Granted> {
+pub async fn acquire(store: &Store, request: AcquireRequest) -> Result<Granted> {
     let deadline = request.wait.map(|wait| Instant::now() + wait);
     let mut subscription = match request.wait {
         Some(_) => Some(store.changes().subscribe(Topic::Leases).await?),
         None => None,
     };
-    let mut attempt = AcquireRequest {
-        namespace: request.namespace.clone(),
-        name: request.name.clone(),
-        holder: request.holder.clone(),
-        ttl: request.ttl,
-        slots: request.slots,
-        enqueue: request.wait.is_some(),
-        ticket: None,
-        reclaim_tokens: Vec::new(),
-        reclaim_tickets: Vec::new(),
-    };
+    // The request, plus what the tries so far learnt (a ticket, entries to reclaim).
+    let mut attempt = Attempt::from(request);
     let mut exiting_pause = EXITING_RECHECK;
     loop {
         let sent = Instant::now();
@@ -102,18 +84,18 @@ pub async fn acquire(store: &Store, request: Acquire) -> Result<Granted> {
         attempt.reclaim_tickets.clear();
         let now = Instant::now();
         let (Some(deadline), Some(subscription)) = (deadline, subscription.as_mut()) else {
-            return Err(held(&request.name, &busy));
+            return Err(held(&attempt.request.name, &busy));
         };
         if now >= deadline {
             if let Some(ticket) = attempt.ticket {
                 store
                     .leases()
-                    .cancel_wait(&request.namespace, &request.name, ticket)
+                    .cancel_wait(&attempt.request.namespace, &attempt.request.name, ticket)
                     .await?;
             }
-            return Err(held(&request.name, &busy).context(format!(
+            return Err(held(&attempt.request.name, &busy).context(format!(
                 "gave up after waiting {}",
-                arbiter_core::duration::format_duration(request.wait.unwrap_or_default())
+                arbiter_core::duration::format_duration(attempt.request.wait.unwrap_or_default())
             )));
         }
         let until_expiry = busy
@@ -304,7 +286,7 @@ struct KeepState {
 impl HeldLease {
     /// Acquires (see [`acquire`]) and starts the keep-alive. `grace` is how long the holder
     /// needs to stop its work once the lease is lost (zero for work that stops at once).
-    pub async fn acquire(store: &Store, request: Acquire, grace: Duration) -> Result<HeldLease> {
+    pub async fn acquire(store: &Store, request: AcquireRequest, grace: Duration) -> Result<HeldLease> {
         let granted = acquire(store, request).await?;
         Ok(HeldLease::hold(store.clone(), granted, grace))
     }

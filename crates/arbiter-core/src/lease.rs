@@ -71,7 +71,8 @@ pub const WAITER_TTL: Duration = Duration::from_secs(10);
 /// The largest number of slots a semaphore may have.
 pub const MAX_SLOTS: u32 = 10_000;
 
-/// A request for one place of a lease.
+/// A request for one place of a lease: what the caller asks for, once. Front ends build
+/// it; the client's acquire loop ([`Attempt`]) sends it to the store as often as it must.
 #[derive(Debug, Clone)]
 pub struct AcquireRequest {
     pub namespace: Namespace,
@@ -79,8 +80,25 @@ pub struct AcquireRequest {
     pub holder: Holder,
     pub ttl: Duration,
     pub slots: u32,
-    /// Join the queue when the lease is busy (a waiting request), instead of failing.
-    pub enqueue: bool,
+    /// `None`: fail at once when busy (a try). `Some(d)`: join the queue and wait up to
+    /// `d` — the store only looks at whether it is set; the client keeps the clock.
+    pub wait: Option<Duration>,
+}
+
+impl AcquireRequest {
+    /// Whether the request joins the queue when the lease is busy.
+    pub fn waits(&self) -> bool {
+        self.wait.is_some()
+    }
+}
+
+/// One try of an [`AcquireRequest`], as the store's `acquire` takes it: the request plus
+/// what the caller learnt from earlier tries of it. The first try is
+/// `Attempt::from(request)` (no ticket, nothing to reclaim); the client updates the other
+/// fields from each [`AcquireOutcome::Busy`] answer.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub request: AcquireRequest,
     /// The caller's place in the queue, from an earlier [`AcquireOutcome::Busy`]; a ticket
     /// whose entry is gone counts for nothing (the request queues again at the back).
     pub ticket: Option<i64>,
@@ -88,6 +106,17 @@ pub struct AcquireRequest {
     pub reclaim_tokens: Vec<i64>,
     /// Tickets of waiters the caller found dead on its own host: removed before deciding.
     pub reclaim_tickets: Vec<i64>,
+}
+
+impl From<AcquireRequest> for Attempt {
+    fn from(request: AcquireRequest) -> Self {
+        Attempt {
+            request,
+            ticket: None,
+            reclaim_tokens: Vec::new(),
+            reclaim_tickets: Vec::new(),
+        }
+    }
 }
 
 /// What an acquire attempt came to.
@@ -210,13 +239,15 @@ impl AcquirePlan {
     }
 }
 
-/// Plans an acquire: a pure function of the request and the name's live state.
+/// Plans an acquire attempt: a pure function of the attempt and the name's live state
+/// (read after the attempt's reclaims were applied).
 ///
 /// The rule: a request is granted when the free places outnumber the waiters ahead of it
 /// (first come, first served). A ticket whose entry is gone (it expired or was reclaimed)
 /// has lost its place: the request queues again at the back. A request whose slot count
 /// disagrees with a held lease is bad input: the holders agreed on another size.
-pub fn plan_acquire(request: &AcquireRequest, state: NameState) -> crate::Result<AcquirePlan> {
+pub fn plan_acquire(attempt: &Attempt, state: NameState) -> crate::Result<AcquirePlan> {
+    let request = &attempt.request;
     let NameState {
         now,
         slots,
@@ -231,7 +262,7 @@ pub fn plan_acquire(request: &AcquireRequest, state: NameState) -> crate::Result
             request.name, request.slots
         )));
     }
-    let mine = request
+    let mine = attempt
         .ticket
         .and_then(|ticket| waiters.iter().find(|w| w.ticket == ticket))
         .cloned();
@@ -259,7 +290,7 @@ pub fn plan_acquire(request: &AcquireRequest, state: NameState) -> crate::Result
             step: AcquireStep::Grant { lease, drop_ticket },
         });
     }
-    let queue = match (request.enqueue, &mine) {
+    let queue = match (request.waits(), &mine) {
         (false, _) => QueueWrite::Nothing,
         (true, Some(entry)) if waiter_needs_refresh(entry.expires_at, now) => QueueWrite::Refresh {
             ticket: entry.ticket,
@@ -279,7 +310,7 @@ pub fn plan_acquire(request: &AcquireRequest, state: NameState) -> crate::Result
             busy: Busy {
                 holders,
                 ahead,
-                ticket: mine.filter(|_| request.enqueue).map(|w| w.ticket),
+                ticket: mine.filter(|_| request.waits()).map(|w| w.ticket),
                 now,
             },
         },
@@ -368,17 +399,17 @@ mod tests {
             expires_at: NOW + left,
         }
     }
-    fn request(slots: u32, ticket: Option<i64>) -> AcquireRequest {
-        AcquireRequest {
-            namespace: Namespace::default(),
-            name: LeaseName::parse("x").unwrap(),
-            holder: holder("me"),
-            ttl: Duration::from_secs(2),
-            slots,
-            enqueue: true,
+    fn request(slots: u32, ticket: Option<i64>) -> Attempt {
+        Attempt {
             ticket,
-            reclaim_tokens: vec![],
-            reclaim_tickets: vec![],
+            ..Attempt::from(AcquireRequest {
+                namespace: Namespace::default(),
+                name: LeaseName::parse("x").unwrap(),
+                holder: holder("me"),
+                ttl: Duration::from_secs(2),
+                slots,
+                wait: Some(Duration::from_secs(60)),
+            })
         }
     }
     fn state(slots: u32, last_token: i64, holders: Vec<Lease>, waiters: Vec<Waiter>) -> NameState {
@@ -391,7 +422,7 @@ mod tests {
             removed: false,
         }
     }
-    fn plan(request: &AcquireRequest, state: NameState) -> AcquirePlan {
+    fn plan(request: &Attempt, state: NameState) -> AcquirePlan {
         plan_acquire(request, state).unwrap()
     }
     fn granted(plan: &AcquirePlan) -> (&Lease, Option<i64>) {
@@ -528,7 +559,7 @@ mod tests {
     #[test]
     fn a_try_neither_queues_nor_writes() {
         let mut try_it = request(1, None);
-        try_it.enqueue = false;
+        try_it.request.wait = None;
         let plan = plan_acquire(&try_it, state(1, 1, vec![lease(1, 1)], vec![waiter(3, 9000)])).unwrap();
         let (queue, busy) = waiting(&plan);
         assert_eq!(queue, QueueWrite::Nothing);
@@ -555,7 +586,7 @@ mod tests {
         let mut removed = state(1, 1, vec![lease(1, 1)], vec![]);
         removed.removed = true;
         let mut try_it = request(1, None);
-        try_it.enqueue = false;
+        try_it.request.wait = None;
         let plan = plan_acquire(&try_it, removed.clone()).unwrap();
         assert!(plan.commit && plan.notify);
         // With the dead holder removed, the name is free: granted, and the others told.

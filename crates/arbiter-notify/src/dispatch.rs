@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbiter_client::lease::{Acquire, HeldLease};
+use arbiter_client::lease::{AcquireRequest, HeldLease};
 use arbiter_config::{Channel, Config};
 use arbiter_core::name::{LeaseName, Namespace};
 use arbiter_core::notify::{Message, MessageType};
@@ -78,7 +78,7 @@ impl Dispatcher {
         let holder = arbiter_process::holder_for(arbiter_process::current_pid(), "dispatcher")?;
         HeldLease::acquire(
             &self.store,
-            Acquire {
+            AcquireRequest {
                 namespace: self.namespace.clone(),
                 name: LeaseName::parse(LEASE).expect("the dispatcher's lease name is valid"),
                 holder,

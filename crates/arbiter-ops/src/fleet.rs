@@ -111,7 +111,7 @@ mod tests {
     use arbiter_core::name::LoopName;
 
     use super::*;
-    use crate::lease::Acquire;
+    use crate::lease::AcquireRequest;
 
     #[test]
     fn a_loop_without_its_lease_is_lost_unless_it_was_stopped() {
@@ -151,7 +151,7 @@ mod tests {
             if leased {
                 let lease = crate::lease::acquire(
                     &store,
-                    Acquire {
+                    AcquireRequest {
                         namespace: ns.clone(),
                         name: loops::lease_name(&LoopName::parse(name).unwrap()).unwrap(),
                         holder: holder.clone(),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-pub use arbiter_client::lease::Acquire;
+pub use arbiter_client::lease::AcquireRequest;
 use arbiter_core::Result;
 use arbiter_core::lease::{Holder, RenewRequest};
 use arbiter_core::name::{LeaseName, Namespace, Prefix};
@@ -16,7 +16,7 @@ use crate::view::{LeaseView, timestamp};
 
 /// Takes a place of a lease (waiting up to `request.wait` for one). The holder is the
 /// front end's caller: the process to watch on this host.
-pub async fn acquire(store: &Store, request: Acquire) -> Result<LeaseView> {
+pub async fn acquire(store: &Store, request: AcquireRequest) -> Result<LeaseView> {
     let granted = arbiter_client::lease::acquire(store, request).await?;
     Ok(LeaseView::from(&granted.lease))
 }

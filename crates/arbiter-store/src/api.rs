@@ -8,7 +8,7 @@ use arbiter_core::Millis;
 use arbiter_core::Result;
 use arbiter_core::kv::{IfVersion, KeyValue, KvEvent};
 use arbiter_core::lease::Holder;
-use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Lease, LeaseInfo, RenewRequest};
+use arbiter_core::lease::{AcquireOutcome, Attempt, Lease, LeaseInfo, RenewRequest};
 use arbiter_core::log::{Appended, ConsumerInfo, NewRecord, Record, StreamInfo};
 use arbiter_core::loops::LoopStatus;
 use arbiter_core::name::{ConsumerName, Key, LeaseName, LoopName, Namespace, Prefix, StreamName};
@@ -19,11 +19,11 @@ use crate::notify::{AcceptRequest, Accepted, DeliveryState, Due, Failure, Outbox
 
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
-    /// One acquire attempt, in one transaction: drops expired and reclaimed holders and
-    /// waiters, then applies `arbiter_core::lease::plan_acquire` — grants a place (with
-    /// the next fencing token) or reports what is in the way, queueing the request when it
-    /// asks to.
-    async fn acquire(&self, request: AcquireRequest) -> Result<AcquireOutcome>;
+    /// One try of an acquire request, in one transaction: drops expired holders and
+    /// waiters and those the attempt names to reclaim, then applies
+    /// `arbiter_core::lease::plan_acquire` — grants a place (with the next fencing token)
+    /// or reports what is in the way, queueing the request when it waits.
+    async fn acquire(&self, attempt: Attempt) -> Result<AcquireOutcome>;
     /// Extends a held lease (`arbiter_core::lease::plan_renew`). A token that no longer
     /// holds it is `Lost`.
     async fn renew(&self, request: RenewRequest) -> Result<Lease>;

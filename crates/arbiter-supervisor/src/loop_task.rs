@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbiter_client::lease::{Acquire, HeldLease};
+use arbiter_client::lease::{AcquireRequest, HeldLease};
 use arbiter_config::{Config, LoopSpec};
 use arbiter_core::loops::{LoopStatus, RoundStatus};
 use arbiter_core::name::{LeaseName, LoopName};
@@ -62,7 +62,7 @@ async fn run_loop(shared: &Shared, name: &LoopName, mut stop: LoopStop) -> Resul
             return Ok(());
         }
         // Standby: wait for the lease a few seconds at a time, watching for the end.
-        let request = Acquire {
+        let request = AcquireRequest {
             namespace: ns.clone(),
             name: lease_name(name)?,
             holder: holder.clone(),

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use arbiter_client::lease::Acquire;
+use arbiter_client::lease::AcquireRequest;
 use arbiter_core::ErrorKind;
 use arbiter_core::lease::Holder;
 use arbiter_core::log::{NewRecord, RecordFields};
@@ -50,7 +50,7 @@ impl ArbiterClient {
 
     pub async fn lease_once(&mut self, name: &str) -> Result<bool> {
         let name = LeaseName::parse(name)?;
-        let request = Acquire {
+        let request = AcquireRequest {
             namespace: self.namespace.clone(),
             name: name.clone(),
             holder: self.holder.clone(),

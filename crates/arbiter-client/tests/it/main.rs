@@ -4,8 +4,8 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use arbiter_client::lease::{Acquire, HeldLease, acquire};
-use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Holder};
+use arbiter_client::lease::{HeldLease, acquire};
+use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Attempt, Holder};
 use arbiter_core::name::Namespace;
 use arbiter_core::{Detail, ErrorKind, ParseError};
 use arbiter_store::{Store, StoreUrl};
@@ -28,8 +28,8 @@ fn me(agent: &str) -> Holder {
     arbiter_process::holder_for(arbiter_process::current_pid(), agent).unwrap()
 }
 
-fn request(name: &str, holder: Holder, ttl: Duration, wait: Option<Duration>) -> Acquire {
-    Acquire {
+fn request(name: &str, holder: Holder, ttl: Duration, wait: Option<Duration>) -> AcquireRequest {
+    AcquireRequest {
         namespace: ns(),
         name: n(name),
         holder,
@@ -141,17 +141,12 @@ each_backend!(
         remote.host = "another-host".into();
         let queued = store
             .leases()
-            .acquire(AcquireRequest {
-                namespace: ns(),
-                name: n("h"),
-                holder: remote,
-                ttl: Duration::from_secs(60),
-                slots: 1,
-                enqueue: true,
-                ticket: None,
-                reclaim_tokens: vec![],
-                reclaim_tickets: vec![],
-            })
+            .acquire(Attempt::from(request(
+                "h",
+                remote,
+                Duration::from_secs(60),
+                Some(Duration::from_secs(60)),
+            )))
             .await
             .unwrap();
         assert!(matches!(queued, AcquireOutcome::Busy(ref busy) if busy.ticket.is_some()));
@@ -288,16 +283,9 @@ each_backend!(
         // Someone removes it (as a same-host takeover would): the keeper hears of the loss.
         let taken = store
             .leases()
-            .acquire(AcquireRequest {
-                namespace: ns(),
-                name: n("k"),
-                holder: remote,
-                ttl: Duration::from_secs(60),
-                slots: 1,
-                enqueue: false,
-                ticket: None,
+            .acquire(Attempt {
                 reclaim_tokens: vec![held.token()],
-                reclaim_tickets: vec![],
+                ..Attempt::from(request("k", remote, Duration::from_secs(60), None))
             })
             .await
             .unwrap();

@@ -5,8 +5,8 @@
 
 use arbiter_core::Result;
 use arbiter_core::lease::{
-    AcquireOutcome, AcquireRequest, AcquireStep, Lease, LeaseInfo, NameState, QueueWrite, RenewRequest, Waiter,
-    not_found, plan_acquire, plan_renew,
+    AcquireOutcome, AcquireStep, Attempt, Lease, LeaseInfo, NameState, QueueWrite, RenewRequest, Waiter, not_found,
+    plan_acquire, plan_renew,
 };
 use arbiter_core::name::{LeaseName, Namespace, Prefix};
 use async_trait::async_trait;
@@ -66,7 +66,8 @@ fn waiter_from_row(row: &Row) -> Result<Waiter> {
 impl PgStore {
     /// Plans an acquire inside `tx` and applies the plan, with the NOTIFY it asks for.
     /// Returns what to answer and whether to commit (else nothing changed).
-    async fn acquire_tx(&self, tx: &Transaction<'_>, request: AcquireRequest) -> Result<(AcquireOutcome, bool)> {
+    async fn acquire_tx(&self, tx: &Transaction<'_>, attempt: Attempt) -> Result<(AcquireOutcome, bool)> {
+        let request = &attempt.request;
         let (ns, name) = (request.namespace.as_str(), request.name.as_str());
         let requested_slots = i64::from(request.slots);
         // Create the name if new, lock its row, then read the clock (after the lock).
@@ -95,12 +96,12 @@ impl PgStore {
                 (
                     "DELETE FROM lease_holders WHERE namespace = $1 AND name = $2 AND (expires_at <= $3 OR token = ANY($4))
                      RETURNING token",
-                    &[&ns, &name, &now, &request.reclaim_tokens],
+                    &[&ns, &name, &now, &attempt.reclaim_tokens],
                 ),
                 (
                     "DELETE FROM lease_waiters WHERE namespace = $1 AND name = $2 AND (expires_at <= $3 OR ticket = ANY($4))
                      RETURNING ticket",
-                    &[&ns, &name, &now, &request.reclaim_tickets],
+                    &[&ns, &name, &now, &attempt.reclaim_tickets],
                 ),
                 (HOLDERS, &[&ns, &name, &now]),
                 (WAITERS, &[&ns, &name, &now]),
@@ -118,7 +119,7 @@ impl PgStore {
             waiters: rows[3].iter().map(waiter_from_row).collect::<Result<_>>()?,
             removed: !rows[0].is_empty() || !rows[1].is_empty(),
         };
-        let plan = plan_acquire(&request, state)?;
+        let plan = plan_acquire(&attempt, state)?;
         // The plan's writes, then its NOTIFY: one round trip.
         let grant_name: [&(dyn ToSql + Sync); 4];
         let grant_holder: [&(dyn ToSql + Sync); 7];
@@ -200,10 +201,10 @@ impl PgStore {
 
 #[async_trait]
 impl LeaseStore for PgStore {
-    async fn acquire(&self, request: AcquireRequest) -> Result<AcquireOutcome> {
+    async fn acquire(&self, attempt: Attempt) -> Result<AcquireOutcome> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let (outcome, commit) = self.acquire_tx(&tx, request).await?;
+        let (outcome, commit) = self.acquire_tx(&tx, attempt).await?;
         if commit {
             tx.commit().await.map_err(pg_error)?;
         } else {

@@ -3,7 +3,7 @@
 
 use arbiter_core::Result;
 use arbiter_core::lease::{
-    AcquireOutcome, AcquirePlan, AcquireRequest, AcquireStep, Busy, Lease, LeaseInfo, NameState, QueueWrite,
+    AcquireOutcome, AcquirePlan, AcquireRequest, AcquireStep, Attempt, Busy, Lease, LeaseInfo, NameState, QueueWrite,
     RenewRequest, Waiter, not_found, plan_acquire, plan_renew,
 };
 use arbiter_core::name::{LeaseName, Namespace, Prefix};
@@ -103,7 +103,8 @@ fn load(tx: &Transaction<'_>, request: &AcquireRequest, now: i64, row: (u32, i64
     })
 }
 
-fn acquire_tx(tx: &Transaction<'_>, request: AcquireRequest) -> Result<Outcome<AcquireOutcome>> {
+fn acquire_tx(tx: &Transaction<'_>, attempt: Attempt) -> Result<Outcome<AcquireOutcome>> {
+    let request = &attempt.request;
     let (ns, name) = (request.namespace.as_str(), request.name.as_str());
     let now = now_ms(tx)?;
     tx.execute(
@@ -123,7 +124,7 @@ fn acquire_tx(tx: &Transaction<'_>, request: AcquireRequest) -> Result<Outcome<A
             params![ns, name, now],
         )
         .map_err(internal)?;
-    for token in &request.reclaim_tokens {
+    for token in &attempt.reclaim_tokens {
         removed += tx
             .execute(
                 "DELETE FROM lease_holders WHERE namespace = ?1 AND name = ?2 AND token = ?3",
@@ -131,7 +132,7 @@ fn acquire_tx(tx: &Transaction<'_>, request: AcquireRequest) -> Result<Outcome<A
             )
             .map_err(internal)?;
     }
-    for ticket in &request.reclaim_tickets {
+    for ticket in &attempt.reclaim_tickets {
         removed += tx
             .execute(
                 "DELETE FROM lease_waiters WHERE namespace = ?1 AND name = ?2 AND ticket = ?3",
@@ -141,8 +142,8 @@ fn acquire_tx(tx: &Transaction<'_>, request: AcquireRequest) -> Result<Outcome<A
     }
     let row = name_row(tx, ns, name)?
         .ok_or_else(|| arbiter_core::Error::internal(format!("lease name {name:?} vanished inside its transaction")))?;
-    let plan = plan_acquire(&request, load(tx, &request, now, row, removed > 0)?)?;
-    let enqueued = apply(tx, &request, &plan)?;
+    let plan = plan_acquire(&attempt, load(tx, request, now, row, removed > 0)?)?;
+    let enqueued = apply(tx, request, &plan)?;
     let commit = plan.commit;
     let outcome = plan.outcome(enqueued);
     Ok(if commit {
@@ -211,7 +212,8 @@ fn apply(tx: &Transaction<'_>, request: &AcquireRequest, plan: &AcquirePlan) -> 
 /// The refusal of a try, read from a snapshot — or `None` when the write path must decide
 /// (a new name, expired entries to remove, or a place to grant). Refusing at the snapshot
 /// is linearizable: the lease was held at that instant.
-fn refused_by_snapshot(tx: &Transaction<'_>, request: &AcquireRequest) -> Result<Option<Busy>> {
+fn refused_by_snapshot(tx: &Transaction<'_>, attempt: &Attempt) -> Result<Option<Busy>> {
+    let request = &attempt.request;
     let (ns, name) = (request.namespace.as_str(), request.name.as_str());
     let now = now_ms(tx)?;
     let Some(row) = name_row(tx, ns, name)? else {
@@ -228,7 +230,7 @@ fn refused_by_snapshot(tx: &Transaction<'_>, request: &AcquireRequest) -> Result
     if expired > 0 {
         return Ok(None);
     }
-    match plan_acquire(request, load(tx, request, now, row, false)?)?.step {
+    match plan_acquire(attempt, load(tx, request, now, row, false)?)?.step {
         AcquireStep::Grant { .. } => Ok(None),
         AcquireStep::Wait { busy, .. } => Ok(Some(busy)),
     }
@@ -236,20 +238,20 @@ fn refused_by_snapshot(tx: &Transaction<'_>, request: &AcquireRequest) -> Result
 
 #[async_trait]
 impl LeaseStore for SqliteStore {
-    async fn acquire(&self, request: AcquireRequest) -> Result<AcquireOutcome> {
+    async fn acquire(&self, attempt: Attempt) -> Result<AcquireOutcome> {
         // A try (no queueing, nothing to reclaim) that will be refused needs no write lock:
         // decide it from a read snapshot, so refused tries do not queue behind writers.
-        let is_try = !request.enqueue
-            && request.ticket.is_none()
-            && request.reclaim_tokens.is_empty()
-            && request.reclaim_tickets.is_empty();
+        let is_try = !attempt.request.waits()
+            && attempt.ticket.is_none()
+            && attempt.reclaim_tokens.is_empty()
+            && attempt.reclaim_tickets.is_empty();
         if is_try {
-            let probe = request.clone();
+            let probe = attempt.clone();
             if let Some(busy) = self.read(move |tx| refused_by_snapshot(tx, &probe)).await? {
                 return Ok(AcquireOutcome::Busy(busy));
             }
         }
-        self.write(move |tx| acquire_tx(tx, request)).await
+        self.write(move |tx| acquire_tx(tx, attempt)).await
     }
 
     async fn renew(&self, request: RenewRequest) -> Result<Lease> {

@@ -4,19 +4,19 @@ use arbiter_core::ErrorKind;
 use arbiter_core::lease::RenewRequest;
 use arbiter_store::Topic;
 
-use crate::{Harness, busy, conformance, granted, n, ns, request};
+use crate::{Harness, attempt, busy, conformance, granted, n, ns};
 
 conformance!(tokens_increase_and_stale_tokens_are_lost, |h: Harness| async move {
     let leases = h.store.leases();
-    let first = granted(leases.acquire(request("a", "one")).await.unwrap());
+    let first = granted(leases.acquire(attempt("a", "one")).await.unwrap());
     assert_eq!(first.token, 1);
     assert_eq!(first.holder.agent, "one");
     assert_eq!(first.expires_at - first.acquired_at, 30_000);
-    let blocked = busy(leases.acquire(request("a", "two")).await.unwrap());
+    let blocked = busy(leases.acquire(attempt("a", "two")).await.unwrap());
     assert_eq!(blocked.holders, vec![first.clone()]);
     assert_eq!(blocked.ticket, None, "a request that does not wait is not queued");
     leases.release(&ns(), &n("a"), first.token).await.unwrap();
-    let second = granted(leases.acquire(request("a", "two")).await.unwrap());
+    let second = granted(leases.acquire(attempt("a", "two")).await.unwrap());
     assert_eq!(second.token, 2);
     // The first holder's token is stale now: renew and release report the loss.
     let renew = RenewRequest {
@@ -31,20 +31,20 @@ conformance!(tokens_increase_and_stale_tokens_are_lost, |h: Harness| async move 
     assert_eq!(err.kind, ErrorKind::Lost);
     assert!(err.message.contains("no longer held with token 1"), "{}", err.message);
     // Names are independent, and namespaces too.
-    assert_eq!(granted(leases.acquire(request("b", "x")).await.unwrap()).token, 1);
-    let mut other_ns = request("a", "x");
-    other_ns.namespace = n("team-b");
+    assert_eq!(granted(leases.acquire(attempt("b", "x")).await.unwrap()).token, 1);
+    let mut other_ns = attempt("a", "x");
+    other_ns.request.namespace = n("team-b");
     assert_eq!(granted(leases.acquire(other_ns).await.unwrap()).token, 1);
 });
 
 conformance!(expiry_uses_the_store_clock, |h: Harness| async move {
     let leases = h.store.leases();
-    let mut short = request("e", "one");
-    short.ttl = Duration::from_millis(300);
+    let mut short = attempt("e", "one");
+    short.request.ttl = Duration::from_millis(300);
     let first = granted(leases.acquire(short).await.unwrap());
-    busy(leases.acquire(request("e", "two")).await.unwrap());
+    busy(leases.acquire(attempt("e", "two")).await.unwrap());
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let second = granted(leases.acquire(request("e", "two")).await.unwrap());
+    let second = granted(leases.acquire(attempt("e", "two")).await.unwrap());
     assert!(second.token > first.token);
     let renew = RenewRequest {
         namespace: ns(),
@@ -55,8 +55,8 @@ conformance!(expiry_uses_the_store_clock, |h: Harness| async move {
     };
     assert_eq!(leases.renew(renew).await.unwrap_err().kind, ErrorKind::Lost);
     // An expired lease that nobody took is lost too: renew after the TTL fails.
-    let mut short = request("f", "one");
-    short.ttl = Duration::from_millis(200);
+    let mut short = attempt("f", "one");
+    short.request.ttl = Duration::from_millis(200);
     let lone = granted(leases.acquire(short).await.unwrap());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let renew = RenewRequest {
@@ -76,8 +76,8 @@ conformance!(expiry_uses_the_store_clock, |h: Harness| async move {
 
 conformance!(renew_extends_and_records_the_process_group, |h: Harness| async move {
     let leases = h.store.leases();
-    let mut short = request("r", "one");
-    short.ttl = Duration::from_millis(500);
+    let mut short = attempt("r", "one");
+    short.request.ttl = Duration::from_millis(500);
     let lease = granted(leases.acquire(short).await.unwrap());
     let renewed = leases
         .renew(RenewRequest {
@@ -97,7 +97,7 @@ conformance!(renew_extends_and_records_the_process_group, |h: Harness| async mov
     let info = leases.show(&ns(), &n("r")).await.unwrap();
     assert_eq!(info.holders.len(), 1);
     assert_eq!(info.holders[0].holder.pgid, Some(777));
-    busy(leases.acquire(request("r", "two")).await.unwrap());
+    busy(leases.acquire(attempt("r", "two")).await.unwrap());
     // Renew without a TTL keeps the lease's own TTL.
     let again = leases
         .renew(RenewRequest {
@@ -121,16 +121,16 @@ conformance!(semaphores_admit_n_holders, |h: Harness| async move {
     let leases = h.store.leases();
     let mut tokens = vec![];
     for agent in ["a", "b", "c"] {
-        let mut r = request("sem", agent);
-        r.slots = 3;
+        let mut r = attempt("sem", agent);
+        r.request.slots = 3;
         tokens.push(granted(leases.acquire(r).await.unwrap()).token);
     }
     assert_eq!(tokens, vec![1, 2, 3]);
-    let mut fourth = request("sem", "d");
-    fourth.slots = 3;
+    let mut fourth = attempt("sem", "d");
+    fourth.request.slots = 3;
     assert_eq!(busy(leases.acquire(fourth.clone()).await.unwrap()).holders.len(), 3);
     // A request that disagrees on the size while it is held is bad input.
-    let err = leases.acquire(request("sem", "e")).await.unwrap_err();
+    let err = leases.acquire(attempt("sem", "e")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::BadInput);
     assert!(
         err.message.contains("held with 3 slot(s); this request asks for 1"),
@@ -143,27 +143,27 @@ conformance!(semaphores_admit_n_holders, |h: Harness| async move {
     for token in [1, 3, 4] {
         leases.release(&ns(), &n("sem"), token).await.unwrap();
     }
-    let lock = granted(leases.acquire(request("sem", "f")).await.unwrap());
+    let lock = granted(leases.acquire(attempt("sem", "f")).await.unwrap());
     assert_eq!((lock.slots, lock.token), (1, 5));
 });
 
 conformance!(waiters_are_served_in_arrival_order, |h: Harness| async move {
     let leases = h.store.leases();
-    let holder = granted(leases.acquire(request("q", "holder")).await.unwrap());
-    let mut first = request("q", "first");
-    first.enqueue = true;
+    let holder = granted(leases.acquire(attempt("q", "holder")).await.unwrap());
+    let mut first = attempt("q", "first");
+    first.request.wait = Some(Duration::from_secs(30));
     let first_ticket = busy(leases.acquire(first.clone()).await.unwrap())
         .ticket
         .expect("queued");
-    let mut second = request("q", "second");
-    second.enqueue = true;
+    let mut second = attempt("q", "second");
+    second.request.wait = Some(Duration::from_secs(30));
     let second_busy = busy(leases.acquire(second.clone()).await.unwrap());
     let second_ticket = second_busy.ticket.expect("queued");
     assert!(second_ticket > first_ticket);
     assert_eq!(second_busy.ahead.len(), 1);
     assert_eq!(second_busy.ahead[0].holder.agent, "first");
     // A newcomer that does not wait sees both waiters ahead.
-    assert_eq!(busy(leases.acquire(request("q", "rude")).await.unwrap()).ahead.len(), 2);
+    assert_eq!(busy(leases.acquire(attempt("q", "rude")).await.unwrap()).ahead.len(), 2);
     leases.release(&ns(), &n("q"), holder.token).await.unwrap();
     // The lock is free, but the second in line may not jump the queue...
     second.ticket = Some(second_ticket);
@@ -171,7 +171,7 @@ conformance!(waiters_are_served_in_arrival_order, |h: Harness| async move {
     assert_eq!(still.ticket, Some(second_ticket), "keeps its place");
     assert!(still.holders.is_empty());
     // ...nor may a newcomer.
-    busy(leases.acquire(request("q", "rude")).await.unwrap());
+    busy(leases.acquire(attempt("q", "rude")).await.unwrap());
     // The first in line gets it, then the second.
     first.ticket = Some(first_ticket);
     let first_lease = granted(leases.acquire(first).await.unwrap());
@@ -185,15 +185,15 @@ conformance!(
     cancelled_and_reclaimed_waiters_leave_the_queue,
     |h: Harness| async move {
         let leases = h.store.leases();
-        let holder = granted(leases.acquire(request("w", "holder")).await.unwrap());
-        let mut a = request("w", "a");
-        a.enqueue = true;
+        let holder = granted(leases.acquire(attempt("w", "holder")).await.unwrap());
+        let mut a = attempt("w", "a");
+        a.request.wait = Some(Duration::from_secs(30));
         let a_ticket = busy(leases.acquire(a).await.unwrap()).ticket.unwrap();
-        let mut b = request("w", "b");
-        b.enqueue = true;
+        let mut b = attempt("w", "b");
+        b.request.wait = Some(Duration::from_secs(30));
         let b_ticket = busy(leases.acquire(b).await.unwrap()).ticket.unwrap();
-        let mut c = request("w", "c");
-        c.enqueue = true;
+        let mut c = attempt("w", "c");
+        c.request.wait = Some(Duration::from_secs(30));
         let c_ticket = busy(leases.acquire(c.clone()).await.unwrap()).ticket.unwrap();
         assert_eq!(leases.show(&ns(), &n("w")).await.unwrap().waiters.len(), 3);
         leases.cancel_wait(&ns(), &n("w"), a_ticket).await.unwrap();
@@ -209,8 +209,8 @@ conformance!(
 
 conformance!(reclaimed_holders_are_taken_over_at_once, |h: Harness| async move {
     let leases = h.store.leases();
-    let dead = granted(leases.acquire(request("t", "dead")).await.unwrap());
-    let mut next = request("t", "next");
+    let dead = granted(leases.acquire(attempt("t", "dead")).await.unwrap());
+    let mut next = attempt("t", "next");
     next.reclaim_tokens = vec![dead.token];
     let lease = granted(leases.acquire(next).await.unwrap());
     assert!(lease.token > dead.token);
@@ -219,7 +219,7 @@ conformance!(reclaimed_holders_are_taken_over_at_once, |h: Harness| async move {
         ErrorKind::Lost
     );
     // Reclaiming a token that is not held (already gone) changes nothing.
-    let mut other = request("t", "other");
+    let mut other = attempt("t", "other");
     other.reclaim_tokens = vec![dead.token];
     busy(leases.acquire(other).await.unwrap());
 });
@@ -227,7 +227,7 @@ conformance!(reclaimed_holders_are_taken_over_at_once, |h: Harness| async move {
 conformance!(list_and_show, |h: Harness| async move {
     let leases = h.store.leases();
     for name in ["loop/a_b", "loop/axb", "other"] {
-        granted(leases.acquire(request(name, "x")).await.unwrap());
+        granted(leases.acquire(attempt(name, "x")).await.unwrap());
     }
     let names = |list: Vec<arbiter_core::lease::Lease>| list.into_iter().map(|l| l.name).collect::<Vec<_>>();
     assert_eq!(
@@ -247,12 +247,12 @@ conformance!(list_and_show, |h: Harness| async move {
 });
 
 conformance!(tokens_survive_reopening_the_store, |h: Harness| async move {
-    let lease = granted(h.store.leases().acquire(request("p", "x")).await.unwrap());
+    let lease = granted(h.store.leases().acquire(attempt("p", "x")).await.unwrap());
     h.store.leases().release(&ns(), &n("p"), lease.token).await.unwrap();
     drop(h.store);
     let store = arbiter_store::Store::open(&h.url).await.unwrap();
     assert_eq!(store.info().schema_version, arbiter_store::SCHEMA_VERSION);
-    let again = granted(store.leases().acquire(request("p", "x")).await.unwrap());
+    let again = granted(store.leases().acquire(attempt("p", "x")).await.unwrap());
     assert!(again.token > lease.token, "fencing tokens never go back");
 });
 
@@ -265,7 +265,7 @@ conformance!(one_winner_when_many_race, |h: Harness| async move {
         handles.push(tokio::spawn(async move {
             let outcome = store
                 .leases()
-                .acquire(request("race", &format!("racer-{i}")))
+                .acquire(attempt("race", &format!("racer-{i}")))
                 .await
                 .unwrap();
             matches!(outcome, arbiter_core::lease::AcquireOutcome::Acquired(_))
@@ -280,7 +280,7 @@ conformance!(one_winner_when_many_race, |h: Harness| async move {
 
 conformance!(releases_wake_subscribers, |h: Harness| async move {
     let other = h.reopen().await;
-    let lease = granted(h.store.leases().acquire(request("n", "x")).await.unwrap());
+    let lease = granted(h.store.leases().acquire(attempt("n", "x")).await.unwrap());
     let mut subscription = other.changes().subscribe(Topic::Leases).await.unwrap();
     let waiter = tokio::spawn(async move {
         let started = std::time::Instant::now();

@@ -9,7 +9,7 @@ use arbiter_core::loops::{LoopStatus, RoundStatus};
 use arbiter_core::name::{LoopName, Namespace};
 use arbiter_store::{RoundEnd, RoundLogPath, Store, Topic};
 
-use crate::{Harness, conformance, granted, holder, n, request};
+use crate::{Harness, attempt, conformance, granted, holder, n};
 
 fn ns() -> Namespace {
     Namespace::default()
@@ -26,7 +26,7 @@ fn log_path(dir: &str) -> RoundLogPath {
 }
 
 async fn lease(store: &Store, lease_name: &str) -> Lease {
-    granted(store.leases().acquire(request(lease_name, "sup")).await.unwrap())
+    granted(store.leases().acquire(attempt(lease_name, "sup")).await.unwrap())
 }
 
 /// The recorded status of round `n` of `loop_name`.
@@ -101,8 +101,8 @@ conformance!(rounds_are_fenced_by_the_lease_token, |h: Harness| async move {
     assert!(abandoned.reason.unwrap().contains("stopped mid-round"));
 
     // An expired lease fences too, even when nobody took it over.
-    let mut short = request("sup/b", "sup");
-    short.ttl = Duration::from_millis(200);
+    let mut short = attempt("sup/b", "sup");
+    short.request.ttl = Duration::from_millis(200);
     let short = granted(h.store.leases().acquire(short).await.unwrap());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let err = loops

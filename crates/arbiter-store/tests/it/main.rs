@@ -14,7 +14,7 @@ mod schema;
 use std::time::Duration;
 
 use arbiter_core::ParseError;
-use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Holder, Lease};
+use arbiter_core::lease::{AcquireOutcome, AcquireRequest, Attempt, Holder, Lease};
 use arbiter_core::name::Namespace;
 use arbiter_store::{Store, StoreUrl};
 
@@ -69,18 +69,16 @@ pub fn holder(agent: &str) -> Holder {
     }
 }
 
-pub fn request(name: &str, agent: &str) -> AcquireRequest {
-    AcquireRequest {
+/// The first try of a request that does not wait (a try), for a 30 s lease of one slot.
+pub fn attempt(name: &str, agent: &str) -> Attempt {
+    Attempt::from(AcquireRequest {
         namespace: ns(),
         name: n(name),
         holder: holder(agent),
         ttl: Duration::from_secs(30),
         slots: 1,
-        enqueue: false,
-        ticket: None,
-        reclaim_tokens: vec![],
-        reclaim_tickets: vec![],
-    }
+        wait: None,
+    })
 }
 
 pub fn granted(outcome: AcquireOutcome) -> Lease {

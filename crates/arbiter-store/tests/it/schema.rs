@@ -5,7 +5,7 @@
 use arbiter_core::name::Namespace;
 use arbiter_store::{SCHEMA_VERSION, Store, StoreUrl};
 
-use crate::{granted, n, request};
+use crate::{attempt, granted, n};
 
 const SQLITE_V4: &str = include_str!("../fixtures/schema-v4-sqlite.sql");
 const POSTGRES_V4: &str = include_str!("../fixtures/schema-v4-postgres.sql");
@@ -50,7 +50,7 @@ async fn check_migrated(store: &Store) {
     assert_eq!(kv.put(&n("team-b"), &n("x"), "two", Some(2)).await.unwrap(), 4);
     assert_eq!(kv.put(&n("new"), &n("k"), "v", None).await.unwrap(), 1);
     // Fencing tokens continue past the last one recorded.
-    let lease = granted(store.leases().acquire(request("repo/main", "a")).await.unwrap());
+    let lease = granted(store.leases().acquire(attempt("repo/main", "a")).await.unwrap());
     assert_eq!(lease.token, 8);
 }
 

@@ -6,7 +6,7 @@ use arbiter_client::lease::describe;
 use arbiter_core::lease::{Holder, MAX_SLOTS};
 use arbiter_core::name::{LeaseName, Namespace, Prefix};
 use arbiter_core::{Error, Result};
-use arbiter_ops::lease::{self, Acquire};
+use arbiter_ops::lease::{self, AcquireRequest};
 use clap::{Args, Subcommand};
 
 use super::output::Output;
@@ -104,8 +104,8 @@ pub(super) fn parse_agent(text: &str) -> std::result::Result<String, String> {
 
 impl AcquireArgs {
     /// The one acquire request, for `holder` (the process whose life the lease follows).
-    pub fn request(self, namespace: &Namespace, holder: Holder) -> Acquire {
-        Acquire {
+    pub fn request(self, namespace: &Namespace, holder: Holder) -> AcquireRequest {
+        AcquireRequest {
             namespace: namespace.clone(),
             name: self.name,
             holder,
