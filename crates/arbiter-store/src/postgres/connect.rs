@@ -62,6 +62,8 @@ pub(crate) struct Connector {
     connect_timeout: Duration,
     statement_timeout: Duration,
     keepalive: Option<socket2::TcpKeepalive>,
+    /// When a statement deadline of one of this connector's connections last passed.
+    last_expired: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Connector {
@@ -100,7 +102,18 @@ impl Connector {
             connect_timeout,
             statement_timeout: statement_timeout(options),
             keepalive,
+            last_expired: Arc::default(),
         })
+    }
+
+    /// Whether a statement deadline passed on any connection since `created`: a link that
+    /// went silent for one connection is not trusted for the others made before, so the
+    /// pool drops them rather than hand out one whose end the driver has not seen yet.
+    pub(crate) fn expired_since(&self, created: std::time::Instant) -> bool {
+        self.last_expired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at >= created)
     }
 
     /// How long a statement may wait for its answer.
@@ -169,6 +182,7 @@ impl Connector {
         let expiry = Expiry {
             endpoint: Arc::from(at),
             timeout: self.statement_timeout,
+            last_expired: self.last_expired.clone(),
         };
         self.config
             .connect_raw(DeadlineStream::new(stream, expiry), NoTls)

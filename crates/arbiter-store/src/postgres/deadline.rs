@@ -32,6 +32,10 @@ use tokio::time::Sleep;
 pub(crate) struct Expiry {
     pub(crate) endpoint: Arc<str>,
     pub(crate) timeout: Duration,
+    /// When a deadline of any connection of the same connector last passed (set before the
+    /// driver hears of it, so a pool never hands out a connection of a link that just went
+    /// silent: see `Connector::expired_since`).
+    pub(crate) last_expired: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Expiry {
@@ -205,6 +209,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for DeadlineStream<S> {
                 ready!(deadline.as_mut().poll(cx));
                 this.deadline = None;
                 this.expired = true;
+                *this.expiry.last_expired.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
                 tracing::warn!("{}", this.expiry.message());
                 if this.received.at_boundary() && buf.remaining() > 0 {
                     this.injected = Some((this.error_response(), 0));
@@ -294,6 +299,7 @@ mod tests {
         let expiry = Expiry {
             endpoint: Arc::from("db.example:5432"),
             timeout: Duration::from_millis(50),
+            last_expired: Arc::default(),
         };
         let mut stream = DeadlineStream::new(near, expiry);
         stream.sent = Framer::new(true);

@@ -59,8 +59,8 @@ impl deadpool::managed::Manager for PgManager {
         Ok(ClientWrapper::new(client, task))
     }
 
-    async fn recycle(&self, client: &mut ClientWrapper, _: &Metrics) -> RecycleResult<Error> {
-        if client.is_closed() {
+    async fn recycle(&self, client: &mut ClientWrapper, metrics: &Metrics) -> RecycleResult<Error> {
+        if client.is_closed() || self.0.expired_since(metrics.created) {
             return Err(RecycleError::message("the connection is closed"));
         }
         Ok(())
