@@ -75,15 +75,14 @@ pub async fn fleet_status(store: &Store, namespace: &Namespace) -> Result<Vec<Lo
     let (now, loops) = store.loops().status(namespace).await?;
     let prefix = Prefix::parse(loops::LEASE_PREFIX).expect("the loop lease prefix is valid");
     let leases = store.leases().list(namespace, &prefix).await?;
-    loops
+    Ok(loops
         .into_iter()
         .map(|l| {
             let lease_name = loops::lease_name(&l.name).ok();
             let lease = leases.iter().find(|x| Some(&x.name) == lease_name.as_ref());
-            let reported = l.state;
-            Ok(LoopView {
+            LoopView {
                 name: l.name.to_string(),
-                state: FleetState::infer(reported, lease.is_some()),
+                state: FleetState::infer(l.state, lease.is_some()),
                 host: l.host,
                 pid: l.pid,
                 round: l.round,
@@ -95,9 +94,9 @@ pub async fn fleet_status(store: &Store, namespace: &Namespace) -> Result<Vec<Lo
                 next_run_in_ms: next_in(now, l.next_run_at),
                 lease_expires_at: lease.map(|x| timestamp(x.expires_at)),
                 heartbeat_at: timestamp(l.heartbeat_at),
-            })
+            }
         })
-        .collect()
+        .collect())
 }
 
 fn next_in(now: Millis, at: Millis) -> i64 {

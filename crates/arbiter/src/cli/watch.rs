@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use arbiter_config::Config;
 use arbiter_core::loops::RoundStatus;
-use arbiter_core::name::{LoopName, Namespace};
+use arbiter_core::name::LoopName;
 use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_ops::fleet;
 use arbiter_store::Topic;
@@ -13,7 +13,7 @@ use arbiter_supervisor::Options;
 use clap::Args;
 
 use super::output::Output;
-use super::{Global, parse_duration, shutdown_signal};
+use super::{Global, parse_duration, shutdown_signal, typed};
 use crate::exit;
 
 /// `arbiter watch`: run the loops of arbiter.toml.
@@ -46,7 +46,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The loop.
-    #[arg(value_name = "LOOP", value_parser = parse_loop_name)]
+    #[arg(value_name = "LOOP", value_parser = typed::<LoopName>)]
     loop_name: LoopName,
     /// This round (default: the latest).
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
@@ -57,15 +57,6 @@ pub struct LogsArgs {
 }
 
 /// A loop name as `arbiter.toml` allows it: a name without `/`.
-fn parse_loop_name(text: &str) -> std::result::Result<LoopName, String> {
-    LoopName::parse(text).map_err(|e| e.message)
-}
-
-/// The validated namespace (`Namespace` parses what clap already checked).
-fn namespace(global: &Global) -> Result<Namespace> {
-    Namespace::parse(&global.namespace).map_err(|e| Error::bad_input(e.message))
-}
-
 fn data_dir(what: &str) -> Result<PathBuf> {
     dirs::data_dir()
         .map(|d| d.join("arbiter").join(what))
@@ -111,7 +102,7 @@ pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32>
         .filter(|name| options.loops.is_empty() || options.loops.contains(name))
         .collect();
     arbiter_supervisor::watch(store.clone(), config, options, shutdown).await?;
-    let (_, loops) = store.loops().status(&namespace(global)?).await?;
+    let (_, loops) = store.loops().status(&global.namespace).await?;
     // `--once`/`--rounds N` is a job: it fails (exit 7) when a loop's last round failed.
     let failed: Vec<String> = loops
         .iter()
@@ -175,7 +166,7 @@ pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i3
 
 pub async fn logs(args: LogsArgs, global: &Global, _out: Output) -> Result<i32> {
     let (store, _) = global.open().await?;
-    let ns = namespace(global)?;
+    let ns = global.namespace.clone();
     let name = &args.loop_name;
     // Subscribed before the round is read, so its end is never missed.
     let subscription = match args.follow {
