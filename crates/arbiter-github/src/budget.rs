@@ -138,7 +138,7 @@ impl Budget {
                 .max_by_key(|(_, wait)| *wait);
             let (suffix, wait) = match thaw {
                 Some(found) => found,
-                None => match self.take_local(&items) {
+                None => match self.take_local(login, &items) {
                     None => return Ok(()),
                     Some(found) => found,
                 },
@@ -155,12 +155,12 @@ impl Budget {
     }
 
     /// Takes all or nothing; else the bucket that has no room and how long until it has.
-    fn take_local<'a>(&self, items: &[(&'a str, u64)]) -> Option<(&'a str, Duration)> {
+    fn take_local<'a>(&self, login: &str, items: &[(&'a str, u64)]) -> Option<(&'a str, Duration)> {
         let mut local = self.local.lock().expect("budget");
         let now = Instant::now();
         let mut short = None;
         for (suffix, cost) in items {
-            let bucket = local.entry(suffix.to_string()).or_insert_with(|| Local::new(suffix));
+            let bucket = local.entry(bucket(login, suffix)).or_insert_with(|| Local::new(suffix));
             bucket.refill(now);
             let wait = bucket.wait_for(*cost);
             if wait > Duration::ZERO && short.is_none_or(|(_, w)| wait > w) {
@@ -171,7 +171,7 @@ impl Budget {
             return short;
         }
         for (suffix, cost) in items {
-            if let Some(bucket) = local.get_mut(*suffix) {
+            if let Some(bucket) = local.get_mut(&bucket(login, suffix)) {
                 bucket.tokens -= *cost as f64;
             }
         }
@@ -179,10 +179,10 @@ impl Budget {
     }
 
     /// Gives back what a call did not use (a conditional GET answered 304 is free).
-    pub async fn refund(&self, _login: &str, items: &[(&str, u64)]) {
+    pub async fn refund(&self, login: &str, items: &[(&str, u64)]) {
         let mut local = self.local.lock().expect("budget");
         for (suffix, cost) in items {
-            if let Some(bucket) = local.get_mut(*suffix) {
+            if let Some(bucket) = local.get_mut(&bucket(login, suffix)) {
                 bucket.tokens = (bucket.tokens + *cost as f64).min(bucket.burst);
             }
         }
@@ -194,7 +194,7 @@ impl Budget {
     pub async fn observe(&self, login: &str, suffix: &str, observation: &Observation) {
         {
             let mut local = self.local.lock().expect("budget");
-            let bucket = local.entry(suffix.to_string()).or_insert_with(|| Local::new(suffix));
+            let bucket = local.entry(bucket(login, suffix)).or_insert_with(|| Local::new(suffix));
             bucket.refill(Instant::now());
             if let Some(limit) = observation.limit.filter(|l| *l > 0) {
                 let (_, per) = default_spec(suffix);

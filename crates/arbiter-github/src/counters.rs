@@ -21,6 +21,24 @@ pub struct Counts {
     pub cache_hits: AtomicU64,
     pub queued_ms: AtomicU64,
     pub limited: AtomicU64,
+    /// Requests being handled now (a gauge, not flushed).
+    pub in_flight: AtomicU64,
+}
+
+/// Counts a request as in flight while it lives.
+pub struct InFlight(Arc<Counts>);
+
+impl InFlight {
+    pub fn new(counts: Arc<Counts>) -> InFlight {
+        counts.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(counts)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub const NAMES: [&str; 6] = ["upstream_calls", "not_modified", "coalesced", "cache_hits", "queued_ms", "limited"];
@@ -57,6 +75,9 @@ pub struct CounterSnapshot {
     pub queued_ms: u64,
     /// Requests arbiter answered 429 itself (no budget within their wait).
     pub limited: u64,
+    /// Requests being handled right now (waiting for budget, for another's call, or for
+    /// the upstream).
+    pub in_flight: u64,
     /// The identities (GitHub logins) seen.
     pub identities: Vec<String>,
 }
@@ -83,6 +104,7 @@ impl Counters {
     pub fn snapshot(&self, tag: Option<&LoopName>) -> CounterSnapshot {
         let live = self.live.lock().expect("counters");
         let mut sums = [0u64; 6];
+        let mut in_flight = 0;
         let mut identities = BTreeSet::new();
         for ((login, scope_tag), counts) in live.iter() {
             if tag.is_some() && scope_tag.as_ref() != tag {
@@ -91,6 +113,7 @@ impl Counters {
             for (sum, value) in sums.iter_mut().zip(counts.values()) {
                 *sum += value;
             }
+            in_flight += counts.in_flight.load(Ordering::Relaxed);
             identities.insert(login.clone());
         }
         let [upstream_calls, not_modified, coalesced, cache_hits, queued_ms, limited] = sums;
@@ -101,6 +124,7 @@ impl Counters {
             cache_hits,
             queued_ms,
             limited,
+            in_flight,
             identities: identities.into_iter().collect(),
         }
     }

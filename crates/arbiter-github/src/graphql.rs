@@ -47,6 +47,7 @@ pub fn is_query(document: &str) -> bool {
     let mut depth = 0usize;
     let mut i = 0;
     let mut operations = 0;
+    let mut fragment = false;
     while i < bytes.len() {
         let c = bytes[i];
         match c {
@@ -70,7 +71,7 @@ pub fn is_query(document: &str) -> bool {
                 }
             }
             b'{' => {
-                if depth == 0 {
+                if depth == 0 && !std::mem::take(&mut fragment) {
                     operations += 1; // a shorthand query, or the body of one named before
                 }
                 depth += 1;
@@ -83,6 +84,7 @@ pub fn is_query(document: &str) -> bool {
                 }
                 match &document[start..i] {
                     "mutation" | "subscription" => return false,
+                    "fragment" => fragment = true,
                     _ => {}
                 }
                 continue;
@@ -107,6 +109,7 @@ mod tests {
         assert!(!is_query("query A { a } mutation B { b }"));
         assert!(!is_query("subscription { x }"));
         assert!(!is_query("fragment F on Issue { id }"));
+        assert!(is_query("fragment F on Issue { id } query { issue { ...F } }"));
         assert!(!is_query(""));
     }
 

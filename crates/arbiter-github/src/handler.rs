@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::Shared;
 use crate::budget::Denied;
 use crate::cache::{self, CacheKey, Entry};
-use crate::counters::Counts;
+use crate::counters::{Counts, InFlight};
 use crate::flight::{self, Role};
 use crate::graphql;
 use crate::identity::{Credential, Identity};
@@ -87,6 +87,7 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
     let credential = Credential::from_headers(&parts.headers);
     let identity = shared.identities.resolve(&shared, credential.as_ref()).await;
     let counts = shared.counters.scope(&identity.login, tag.as_ref());
+    let _in_flight = InFlight::new(counts.clone());
     let ctx = Ctx {
         shared: &shared,
         credential,
@@ -122,7 +123,10 @@ fn request_max_wait(shared: &Shared, headers: &HeaderMap) -> Result<Duration, St
     let Some(value) = headers.get(MAX_WAIT_HEADER) else {
         return Ok(shared.config.max_wait);
     };
-    let text = value.to_str().unwrap_or_default();
+    let text = value.to_str().unwrap_or_default().trim();
+    if text.starts_with('0') && text.chars().all(|c| c == '0' || c.is_ascii_alphabetic()) {
+        return Ok(Duration::ZERO); // `0`, `0s`, `0ms`: do not wait at all
+    }
     let wait = arbiter_core::duration::parse_duration(text)
         .map_err(|e| format!("header {MAX_WAIT_HEADER}: {}", e.message))?;
     Ok(wait.min(shared.config.max_wait))
