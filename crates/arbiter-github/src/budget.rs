@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use arbiter_core::name::{Key, Namespace};
 use arbiter_core::Result;
+use arbiter_core::name::{Key, Namespace};
 use arbiter_store::Store;
 
 use crate::upstream::{SECONDARY_DEFAULT, now_millis};
@@ -260,7 +260,12 @@ impl Budget {
             totals.iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
         self.store
             .kv()
-            .put(&self.namespace, &key, &serde_json::Value::Object(value).to_string(), None)
+            .put(
+                &self.namespace,
+                &key,
+                &serde_json::Value::Object(value).to_string(),
+                None,
+            )
             .await?;
         Ok(())
     }

@@ -98,7 +98,9 @@ impl Cache {
         self.order.insert(self.tick, key);
         self.entries.insert(key, (entry, self.tick));
         while self.entries.len() > self.max_entries || self.bytes > self.max_bytes {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
             if let Some((entry, _)) = self.entries.remove(&oldest) {
                 self.bytes -= entry.size();
             }
@@ -155,7 +157,11 @@ mod tests {
     #[test]
     fn least_recently_used_goes_first() {
         let mut cache = Cache::new(2, 1 << 20);
-        let (a, b, c) = (key("rest", None, &[b"a"]), key("rest", None, &[b"b"]), key("rest", None, &[b"c"]));
+        let (a, b, c) = (
+            key("rest", None, &[b"a"]),
+            key("rest", None, &[b"b"]),
+            key("rest", None, &[b"c"]),
+        );
         cache.insert(a, entry("a"));
         cache.insert(b, entry("b"));
         assert!(cache.get(&a).is_some());
@@ -175,12 +181,18 @@ mod tests {
         assert!(cache.bytes <= 8 * 1024);
         assert!(cache.len() < 20);
         cache.insert(key("rest", None, &[b"big"]), entry(&"x".repeat(2000)));
-        assert!(cache.get(&key("rest", None, &[b"big"])).is_none(), "an entry over an eighth is not kept");
+        assert!(
+            cache.get(&key("rest", None, &[b"big"])).is_none(),
+            "an entry over an eighth is not kept"
+        );
     }
 
     #[test]
     fn credentials_make_different_keys() {
-        assert_ne!(key("rest", Some(&[1; 32]), &[b"/user"]), key("rest", Some(&[2; 32]), &[b"/user"]));
+        assert_ne!(
+            key("rest", Some(&[1; 32]), &[b"/user"]),
+            key("rest", Some(&[2; 32]), &[b"/user"])
+        );
         assert_ne!(key("rest", None, &[b"ab", b"c"]), key("rest", None, &[b"a", b"bc"]));
     }
 }

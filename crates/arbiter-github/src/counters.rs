@@ -41,7 +41,14 @@ impl Drop for InFlight {
     }
 }
 
-pub const NAMES: [&str; 6] = ["upstream_calls", "not_modified", "coalesced", "cache_hits", "queued_ms", "limited"];
+pub const NAMES: [&str; 6] = [
+    "upstream_calls",
+    "not_modified",
+    "coalesced",
+    "cache_hits",
+    "queued_ms",
+    "limited",
+];
 
 impl Counts {
     pub fn add(counter: &AtomicU64, n: u64) {

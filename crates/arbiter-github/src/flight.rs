@@ -40,7 +40,10 @@ impl Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         let mut map = self.map.lock().expect("flights");
-        if map.get(&self.key).is_some_and(|rx| rx.same_channel(&self.sender.subscribe())) {
+        if map
+            .get(&self.key)
+            .is_some_and(|rx| rx.same_channel(&self.sender.subscribe()))
+        {
             map.remove(&self.key);
         }
     }

@@ -103,9 +103,13 @@ mod tests {
     #[test]
     fn queries_and_mutations() {
         assert!(is_query("{ viewer { login } }"));
-        assert!(is_query("query IssueList($owner: String!) { repository(owner: $owner) { id } }"));
+        assert!(is_query(
+            "query IssueList($owner: String!) { repository(owner: $owner) { id } }"
+        ));
         assert!(is_query("# mutation in a comment\nquery { a(text: \"mutation {\") }"));
-        assert!(!is_query("mutation CreateIssue($input: CreateIssueInput!) { createIssue(input: $input) { issue { id } } }"));
+        assert!(!is_query(
+            "mutation CreateIssue($input: CreateIssueInput!) { createIssue(input: $input) { issue { id } } }"
+        ));
         assert!(!is_query("query A { a } mutation B { b }"));
         assert!(!is_query("subscription { x }"));
         assert!(!is_query("fragment F on Issue { id }"));

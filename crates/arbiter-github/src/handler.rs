@@ -80,7 +80,10 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return respond(&Stored::local(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("arbiter's GitHub proxy reads request bodies up to {} MiB", MAX_BODY >> 20),
+            &format!(
+                "arbiter's GitHub proxy reads request bodies up to {} MiB",
+                MAX_BODY >> 20
+            ),
             json!({ "error": "bad_input" }),
         ));
     };
@@ -124,10 +127,7 @@ fn request_max_wait(shared: &Shared, headers: &HeaderMap) -> Result<Duration, St
         return Ok(shared.config.max_wait);
     };
     let text = value.to_str().unwrap_or_default().trim();
-    if text.starts_with('0') && text.chars().all(|c| c == '0' || c.is_ascii_alphabetic()) {
-        return Ok(Duration::ZERO); // `0`, `0s`, `0ms`: do not wait at all
-    }
-    let wait = arbiter_core::duration::parse_duration(text)
+    let wait = arbiter_core::duration::parse_duration_or_zero(text)
         .map_err(|e| format!("header {MAX_WAIT_HEADER}: {}", e.message))?;
     Ok(wait.min(shared.config.max_wait))
 }
@@ -225,7 +225,10 @@ async fn rest_get(ctx: &Ctx<'_>, parts: &Parts) -> Arc<Stored> {
     // The proxy revalidates with its own validators and answers the client's itself.
     headers.remove(header::IF_NONE_MATCH);
     headers.remove(header::IF_MODIFIED_SINCE);
-    coalesced(ctx, key, || revalidate(ctx, key, parts.uri.path(), path_q, headers.clone())).await
+    coalesced(ctx, key, || {
+        revalidate(ctx, key, parts.uri.path(), path_q, headers.clone())
+    })
+    .await
 }
 
 /// The one upstream call of `key` at a time: the first caller leads, the others wait for
@@ -262,7 +265,11 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
         headers
             .get(header::ETAG)
             .map(|v| (header::IF_NONE_MATCH, v.clone()))
-            .or_else(|| headers.get(header::LAST_MODIFIED).map(|v| (header::IF_MODIFIED_SINCE, v.clone())))
+            .or_else(|| {
+                headers
+                    .get(header::LAST_MODIFIED)
+                    .map(|v| (header::IF_MODIFIED_SINCE, v.clone()))
+            })
     });
     let revalidating = validator.is_some();
     if let Some((name, value)) = validator {
@@ -294,7 +301,11 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
     }
     if revalidating {
         // Not a 304: it did cost the primary budget after all.
-        let _ = ctx.shared.budget.spend(&ctx.identity.login, &[(primary, 1)], Duration::ZERO).await;
+        let _ = ctx
+            .shared
+            .budget
+            .spend(&ctx.identity.login, &[(primary, 1)], Duration::ZERO)
+            .await;
     }
     let mut cache = ctx.shared.cache.lock().expect("cache");
     if stored.status == StatusCode::OK && revalidatable(&stored) {
@@ -366,7 +377,12 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
         })
         .await;
     }
-    let spend = [("graphql", 1), ("graphql-points", 5), ("content-minute", 1), ("content-hour", 1)];
+    let spend = [
+        ("graphql", 1),
+        ("graphql-points", 5),
+        ("content-minute", 1),
+        ("content-hour", 1),
+    ];
     let stored = forward(ctx, Method::POST, path_q, headers, body, &spend, true).await;
     if stored.upstream && stored.status.is_success() {
         // A mutation of a known repository drops what is cached about it (and the GraphQL
@@ -480,7 +496,9 @@ async fn forward(
 fn valid_resource(resource: &str) -> bool {
     !resource.is_empty()
         && resource.len() <= 64
-        && resource.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && resource
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Corrects `login`'s buckets from an answer: the primary budget `resource` from the

@@ -100,7 +100,13 @@ impl Identities {
 fn segment(text: &str) -> String {
     let clean: String = text
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(100)
         .collect();
     if clean.is_empty() || clean == "." || clean == ".." {
@@ -123,7 +129,10 @@ async fn lookup(shared: &Shared, credential: &Credential) -> Lookup {
     let response = match response {
         Ok(response) => response,
         Err(e) => {
-            tracing::warn!("GitHub proxy: cannot ask the upstream who a token is: {}", e.without_url());
+            tracing::warn!(
+                "GitHub proxy: cannot ask the upstream who a token is: {}",
+                e.without_url()
+            );
             return Lookup::NotNow;
         }
     };

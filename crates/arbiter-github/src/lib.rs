@@ -78,6 +78,23 @@ impl Default for ProxyConfig {
     }
 }
 
+/// Checks an upstream URL as [`Proxy::start`] does (`BadInput` naming `--upstream`).
+pub fn check_upstream(url: &str) -> Result<()> {
+    upstream::Upstream::parse(url).map(|_| ())
+}
+
+/// Checks a TCP address as [`Proxy::listen_tcp`] does: loopback only, since whoever reaches
+/// the proxy spends its users' budget (`BadInput` naming `--listen`).
+pub fn check_listen(addr: SocketAddr) -> Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(Error::bad_input(format!(
+        "--listen {addr}: the GitHub proxy listens on loopback only (127.0.0.1, [::1]); \
+         agents on other hosts run their own proxy on the same store"
+    )))
+}
+
 /// What every request handler shares.
 pub(crate) struct Shared {
     pub config: ProxyConfig,
@@ -141,12 +158,7 @@ impl Proxy {
     /// Serves on `addr` (a loopback address; port 0 picks one) and returns the bound address.
     /// A non-loopback address is refused: whoever reaches the proxy spends its users' budget.
     pub async fn listen_tcp(&self, addr: SocketAddr) -> Result<SocketAddr> {
-        if !addr.ip().is_loopback() {
-            return Err(Error::bad_input(format!(
-                "--listen {addr}: the GitHub proxy listens on loopback only (127.0.0.1, [::1]); \
-                 agents on other hosts run their own proxy on the same store"
-            )));
-        }
+        check_listen(addr)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::unavailable(format!("--listen {addr}: cannot listen: {e}")))?;

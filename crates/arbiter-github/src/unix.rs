@@ -23,10 +23,13 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     if std::fs::symlink_metadata(dir).is_err() {
         arbiter_process::private::private_dir(dir).map_err(|e| refused(path, &e.message))?;
     }
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| refused(path, &format!("cannot inspect its directory: {e}")))?;
+    let meta =
+        std::fs::symlink_metadata(dir).map_err(|e| refused(path, &format!("cannot inspect its directory: {e}")))?;
     if !meta.is_dir() {
-        return Err(refused(path, "its directory is not a directory (or is a symbolic link)"));
+        return Err(refused(
+            path,
+            "its directory is not a directory (or is a symbolic link)",
+        ));
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me || meta.mode() & 0o077 != 0 {
@@ -48,14 +51,12 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(refused(path, "a proxy is already listening there"));
             }
-            std::fs::remove_file(path)
-                .map_err(|e| refused(path, &format!("cannot remove the stale socket: {e}")))?;
+            std::fs::remove_file(path).map_err(|e| refused(path, &format!("cannot remove the stale socket: {e}")))?;
         }
         Ok(_) => return Err(refused(path, "a file that is not a socket is there")),
         Err(_) => {}
     }
-    let listener =
-        tokio::net::UnixListener::bind(path).map_err(|e| refused(path, &format!("cannot listen: {e}")))?;
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| refused(path, &format!("cannot listen: {e}")))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| refused(path, &format!("cannot make it private: {e}")))?;
     Ok(listener)

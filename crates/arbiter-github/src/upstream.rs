@@ -36,7 +36,9 @@ impl Upstream {
             return Err(bad("the scheme is not http or https"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("it carries a user name or password (tokens come from each request)"));
+            return Err(bad(
+                "it carries a user name or password (tokens come from each request)",
+            ));
         }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(bad("it has a query or fragment"));
@@ -241,9 +243,7 @@ fn graphql_rate_limited(body: &[u8]) -> bool {
 }
 
 fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
@@ -254,13 +254,25 @@ mod tests {
     fn hosts() {
         let up = Upstream::parse("http://127.0.0.1:9999/api/v3/").unwrap();
         assert_eq!(up.base, "http://127.0.0.1:9999/api/v3");
-        for ok in ["api.github.com", "API.GitHub.com:443", "localhost:80", "127.0.0.1:9999", "[::1]:1", "::1"] {
+        for ok in [
+            "api.github.com",
+            "API.GitHub.com:443",
+            "localhost:80",
+            "127.0.0.1:9999",
+            "[::1]:1",
+            "::1",
+        ] {
             assert!(up.allows(ok), "{ok}");
         }
         for bad in ["example.com", "evil.api.github.com", "10.0.0.1:80", "github.com"] {
             assert!(!up.allows(bad), "{bad}");
         }
-        assert!(Upstream::parse("ftp://x").unwrap_err().message.starts_with("--upstream"));
+        assert!(
+            Upstream::parse("ftp://x")
+                .unwrap_err()
+                .message
+                .starts_with("--upstream")
+        );
         assert!(Upstream::parse("https://u:p@x").is_err());
     }
 
@@ -282,16 +294,26 @@ mod tests {
     fn limits_from_headers() {
         let mut s = Stored::local(StatusCode::FORBIDDEN, "x", serde_json::json!({}));
         s.headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
-        s.headers.insert("x-ratelimit-reset", HeaderValue::from_static("2000000000"));
+        s.headers
+            .insert("x-ratelimit-reset", HeaderValue::from_static("2000000000"));
         let l = limits(&s, false);
         assert!(l.primary.hit && l.secondary.is_none());
         assert_eq!(l.primary.reset_at, Some(2_000_000_000_000));
-        let mut s = Stored::local(StatusCode::FORBIDDEN, "You have exceeded a secondary rate limit", serde_json::json!({}));
-        s.headers.insert("x-ratelimit-remaining", HeaderValue::from_static("10"));
+        let mut s = Stored::local(
+            StatusCode::FORBIDDEN,
+            "You have exceeded a secondary rate limit",
+            serde_json::json!({}),
+        );
+        s.headers
+            .insert("x-ratelimit-remaining", HeaderValue::from_static("10"));
         let l = limits(&s, false);
         assert!(!l.primary.hit);
         assert_eq!(l.secondary.unwrap().retry_after, Some(SECONDARY_DEFAULT));
-        let mut s = Stored::local(StatusCode::OK, "", serde_json::json!({"errors": [{"type": "RATE_LIMITED"}]}));
+        let mut s = Stored::local(
+            StatusCode::OK,
+            "",
+            serde_json::json!({"errors": [{"type": "RATE_LIMITED"}]}),
+        );
         s.headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
         assert!(limits(&s, true).primary.hit);
     }
