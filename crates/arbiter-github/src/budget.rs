@@ -1,46 +1,38 @@
 //! Spending from the budgets of a GitHub identity, and correcting them from what GitHub
-//! says. The one place the proxy talks to the limit primitive: bucket naming, GitHub's
-//! default specs, take-with-wait, refund, observe and counters.
+//! says: the one place the proxy talks to the limit primitive (bucket naming, GitHub's
+//! default specs, takes through [`Permits`], refunds, observations, counters).
 //!
-//! Buckets (in the proxy's namespace): `github/<login>/<resource>` for each primary budget
-//! as `x-ratelimit-resource` names it (`core`, `graphql`, `search`, …), and the secondary
-//! ones: `points` (REST, 900/min), `graphql-points` (2,000/min), `content-minute` (80/min)
-//! and `content-hour` (500/h).
+//! Buckets (in the proxy's namespace, defined `if_absent` with GitHub's defaults on first
+//! use): `github/<login>/<resource>` for each primary budget as `x-ratelimit-resource`
+//! names it (`core`, `graphql`, `search`, …), and the secondary ones: `points` (REST,
+//! 900/min), `graphql-points` (2,000/min), `content-minute` (80/min) and `content-hour`
+//! (500/h). Every proxy on the store spends from the same buckets, so a fleet spends one
+//! budget per GitHub user.
 //!
-//! INTERIM (until the limit primitive lands on main): buckets are counted in this process,
-//! and a freeze (a primary or secondary hit) is shared through the store as the key
-//! `github/<login>/frozen` (JSON: bucket → frozen until, Unix ms), so every proxy on the
-//! store waits it out; counters are kept as keys `github-counters/<scope>/<source>`
-//! (this source's totals).
+//! Takes go through [`Permits`] (the fast path: batches taken from the store, handed out
+//! here), one per set of buckets and priority. When GitHub refuses a call, the bucket is
+//! frozen in the store for everyone and this process's permits of that identity are given
+//! back, so none of them is spent while the freeze lasts.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arbiter_core::Result;
-use arbiter_core::name::{Key, Namespace};
+use arbiter_client::limit::Permits;
+use arbiter_core::limit::{BucketSpec, Priority, Rate};
+use arbiter_core::name::{BucketName, Namespace};
+use arbiter_core::{Detail, ErrorKind, Result};
 use arbiter_store::Store;
 
-use crate::upstream::{SECONDARY_DEFAULT, now_millis};
+pub use arbiter_core::limit::Observation;
 
-/// What a response said about one bucket (the limit primitive's `Observation`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observation {
-    pub limit: Option<u64>,
-    pub remaining: Option<u64>,
-    /// Unix ms.
-    pub reset_at: Option<i64>,
-    pub retry_after: Option<Duration>,
-    /// The upstream refused the call (primary or secondary limit).
-    pub hit: bool,
-}
-
-/// Why a request was not given budget: the bucket that had no room, and how long it would
-/// take.
+/// Why a request was not given budget: the bucket that had no room, how long it would take,
+/// and the limit primitive's words for it.
 #[derive(Debug, Clone)]
 pub struct Denied {
     pub bucket: String,
     pub wait: Duration,
+    pub reason: String,
 }
 
 /// The name of an identity's bucket.
@@ -48,11 +40,11 @@ pub fn bucket(login: &str, suffix: &str) -> String {
     format!("github/{login}/{suffix}")
 }
 
-/// GitHub's default for a bucket: (amount, per, burst).
-pub fn default_spec(suffix: &str) -> (u64, Duration) {
+/// GitHub's default for a bucket: its rate (the burst is one period's amount).
+pub fn default_rate(suffix: &str) -> Rate {
     const MINUTE: Duration = Duration::from_secs(60);
     const HOUR: Duration = Duration::from_secs(3600);
-    match suffix {
+    let (amount, per) = match suffix {
         "points" => (900, MINUTE),
         "graphql-points" => (2000, MINUTE),
         "content-minute" => (80, MINUTE),
@@ -61,45 +53,31 @@ pub fn default_spec(suffix: &str) -> (u64, Duration) {
         "code_search" => (10, MINUTE),
         // core, graphql and any other primary resource GitHub names.
         _ => (5000, HOUR),
-    }
+    };
+    Rate { amount, per }
 }
 
-struct Local {
-    tokens: f64,
-    burst: f64,
-    per_second: f64,
-    at: Instant,
+/// GitHub's default for a bucket. The primary budgets keep the default reserve for
+/// interactive calls; the secondary ones (per minute, refilled fast) keep none, so a call
+/// waits only for the limit itself after a freeze.
+pub fn default_spec(suffix: &str) -> BucketSpec {
+    let mut spec = BucketSpec::new(default_rate(suffix));
+    if SECONDARY.contains(&suffix) {
+        spec.reserve_percent = 0;
+    }
+    spec
 }
 
-impl Local {
-    fn new(suffix: &str) -> Local {
-        let (amount, per) = default_spec(suffix);
-        Local {
-            tokens: amount as f64,
-            burst: amount as f64,
-            per_second: amount as f64 / per.as_secs_f64(),
-            at: Instant::now(),
-        }
-    }
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
-        self.at = now;
-    }
-    fn wait_for(&self, cost: u64) -> Duration {
-        let missing = cost as f64 - self.tokens;
-        if missing <= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(missing / self.per_second).max(Duration::from_millis(1))
-        }
-    }
-}
+/// The secondary limits' buckets.
+pub const SECONDARY: [&str; 4] = ["points", "graphql-points", "content-minute", "content-hour"];
+
+type PermitKey = (Vec<String>, Priority);
 
 pub struct Budget {
     store: Store,
     namespace: Namespace,
-    local: Mutex<HashMap<String, Local>>,
+    defined: Mutex<HashSet<String>>,
+    permits: Mutex<HashMap<PermitKey, Arc<Permits>>>,
 }
 
 impl Budget {
@@ -107,166 +85,191 @@ impl Budget {
         Budget {
             store,
             namespace,
-            local: Mutex::new(HashMap::new()),
+            defined: Mutex::new(HashSet::new()),
+            permits: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes `cost` from each `(bucket suffix, cost)` of `login`, all or none, waiting up to
-    /// `max_wait` for room (a frozen bucket waits for its thaw). A store that cannot be
-    /// reached does not stop requests: GitHub still enforces its limits (logged).
-    pub async fn spend(&self, login: &str, items: &[(&str, u64)], max_wait: Duration) -> Result<(), Denied> {
-        let items: Vec<(&str, u64)> = items.iter().copied().filter(|(_, cost)| *cost > 0).collect();
-        if items.is_empty() {
-            return Ok(());
+    /// The bucket `suffix` of `login`, defined with GitHub's default unless it exists.
+    async fn ensure(&self, login: &str, suffix: &str) -> Result<BucketName> {
+        let text = bucket(login, suffix);
+        let name = BucketName::parse(&text).map_err(|e| arbiter_core::Error::internal(e.message))?;
+        if self.defined.lock().expect("budget").contains(&text) {
+            return Ok(name);
         }
+        let spec = default_spec(suffix);
+        self.store.limits().define(&self.namespace, &name, &spec, true).await?;
+        self.defined.lock().expect("budget").insert(text);
+        Ok(name)
+    }
+
+    fn permits(&self, names: &[BucketName], priority: Priority) -> Arc<Permits> {
+        let key = (names.iter().map(|n| n.to_string()).collect(), priority);
+        self.permits
+            .lock()
+            .expect("budget")
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Permits::new(
+                    self.store.clone(),
+                    self.namespace.clone(),
+                    names.to_vec(),
+                    priority,
+                ))
+            })
+            .clone()
+    }
+
+    /// Takes each `(bucket suffix, cost)` of `login` (buckets of one cost in one atomic
+    /// take), waiting up to `max_wait` for room; what was taken is given back when a later
+    /// part is refused. A store that cannot be reached does not stop requests: GitHub still
+    /// enforces its limits (logged).
+    pub async fn spend(
+        &self,
+        login: &str,
+        items: &[(&str, u64)],
+        priority: Priority,
+        max_wait: Duration,
+    ) -> std::result::Result<(), Denied> {
         let deadline = Instant::now() + max_wait;
-        loop {
-            let frozen = match self.frozen(login).await {
-                Ok(frozen) => frozen,
+        let mut groups: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+        for (suffix, cost) in items.iter().filter(|(_, cost)| *cost > 0) {
+            groups.entry(*cost).or_default().push(suffix);
+        }
+        let mut taken: Vec<(Vec<BucketName>, u64)> = Vec::new();
+        for (cost, suffixes) in groups {
+            let outcome = self.take(login, &suffixes, cost, priority, deadline).await;
+            match outcome {
+                Ok(names) => taken.push((names, cost)),
+                Err(Some(denied)) => {
+                    for (names, cost) in taken {
+                        self.give_back(&names, cost).await;
+                    }
+                    return Err(denied);
+                }
+                Err(None) => {} // the store did not answer: forwarded anyway
+            }
+        }
+        Ok(())
+    }
+
+    async fn take(
+        &self,
+        login: &str,
+        suffixes: &[&str],
+        cost: u64,
+        priority: Priority,
+        deadline: Instant,
+    ) -> std::result::Result<Vec<BucketName>, Option<Denied>> {
+        let mut names = Vec::with_capacity(suffixes.len());
+        for suffix in suffixes {
+            match self.ensure(login, suffix).await {
+                Ok(name) => names.push(name),
                 Err(e) => {
                     tracing::warn!("GitHub budget of {login}: the store did not answer ({e}); forwarding");
-                    HashMap::new()
+                    return Err(None);
                 }
-            };
-            let now_ms = now_millis();
-            let thaw = items
-                .iter()
-                .filter_map(|(suffix, _)| {
-                    let until = *frozen.get(*suffix)?;
-                    (until > now_ms).then(|| (*suffix, Duration::from_millis((until - now_ms) as u64)))
-                })
-                .max_by_key(|(_, wait)| *wait);
-            let (suffix, wait) = match thaw {
-                Some(found) => found,
-                None => match self.take_local(login, &items) {
-                    None => return Ok(()),
-                    Some(found) => found,
-                },
-            };
-            let now = Instant::now();
-            if now + wait > deadline {
-                return Err(Denied {
-                    bucket: bucket(login, suffix),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.permits(&names, priority).take(cost, left).await {
+            Ok(()) => Ok(names),
+            Err(e) if e.kind == ErrorKind::Limited => {
+                let wait = match e.detail.as_deref() {
+                    Some(Detail::Limited { wait_ms }) => Duration::from_millis(*wait_ms),
+                    _ => Duration::from_secs(1),
+                };
+                // The refusal names the bucket: `bucket "github/x/core" has …`.
+                let bucket = e
+                    .message
+                    .split_once("bucket \"")
+                    .and_then(|(_, rest)| rest.split('"').next())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| names[0].to_string());
+                Err(Some(Denied {
+                    bucket,
                     wait,
-                });
+                    reason: e.message,
+                }))
             }
-            tokio::time::sleep(wait).await;
+            Err(e) => {
+                tracing::warn!("GitHub budget of {login}: the store did not answer ({e}); forwarding");
+                Err(None)
+            }
         }
     }
 
-    /// Takes all or nothing; else the bucket that has no room and how long until it has.
-    fn take_local<'a>(&self, login: &str, items: &[(&'a str, u64)]) -> Option<(&'a str, Duration)> {
-        let mut local = self.local.lock().expect("budget");
-        let now = Instant::now();
-        let mut short = None;
-        for (suffix, cost) in items {
-            let bucket = local.entry(bucket(login, suffix)).or_insert_with(|| Local::new(suffix));
-            bucket.refill(now);
-            let wait = bucket.wait_for(*cost);
-            if wait > Duration::ZERO && short.is_none_or(|(_, w)| wait > w) {
-                short = Some((*suffix, wait));
-            }
+    async fn give_back(&self, names: &[BucketName], cost: u64) {
+        if let Err(e) = self.store.limits().refund(&self.namespace, names, cost).await {
+            tracing::warn!("GitHub budget: cannot give back {cost} to {names:?}: {e}");
         }
-        if short.is_some() {
-            return short;
-        }
-        for (suffix, cost) in items {
-            if let Some(bucket) = local.get_mut(&bucket(login, suffix)) {
-                bucket.tokens -= *cost as f64;
-            }
-        }
-        None
     }
 
-    /// Gives back what a call did not use (a conditional GET answered 304 is free).
+    /// Gives back what a call did not use (a request that never reached GitHub).
     pub async fn refund(&self, login: &str, items: &[(&str, u64)]) {
-        let mut local = self.local.lock().expect("budget");
-        for (suffix, cost) in items {
-            if let Some(bucket) = local.get_mut(&bucket(login, suffix)) {
-                bucket.tokens = (bucket.tokens + *cost as f64).min(bucket.burst);
+        for (suffix, cost) in items.iter().filter(|(_, cost)| *cost > 0) {
+            if let Ok(name) = self.ensure(login, suffix).await {
+                self.give_back(&[name], *cost).await;
             }
         }
     }
 
-    /// Corrects `login`'s bucket `suffix` from what the upstream said: the remaining budget
-    /// caps what is left; a hit freezes the bucket for every proxy on the store until the
-    /// reset, the `retry-after`, or a minute.
+    /// Corrects `login`'s bucket `suffix` from what GitHub said; a hit freezes it for every
+    /// proxy on the store (until the reset, the `retry-after`, or a minute) and gives back
+    /// the permits this process holds for that identity.
     pub async fn observe(&self, login: &str, suffix: &str, observation: &Observation) {
-        {
-            let mut local = self.local.lock().expect("budget");
-            let bucket = local.entry(bucket(login, suffix)).or_insert_with(|| Local::new(suffix));
-            bucket.refill(Instant::now());
-            if let Some(limit) = observation.limit.filter(|l| *l > 0) {
-                let (_, per) = default_spec(suffix);
-                bucket.burst = limit as f64;
-                bucket.per_second = limit as f64 / per.as_secs_f64();
+        let name = match self.ensure(login, suffix).await {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::warn!("GitHub budget of {login}: cannot record what GitHub said ({e})");
+                return;
             }
-            if let Some(remaining) = observation.remaining {
-                bucket.tokens = bucket.tokens.min(remaining as f64);
-            }
-            if observation.hit {
-                bucket.tokens = 0.0;
-            }
-        }
-        if !observation.hit {
-            return;
-        }
-        let now = now_millis();
-        let until = match (observation.retry_after, observation.reset_at) {
-            (Some(after), _) => now + after.as_millis() as i64,
-            (None, Some(reset)) if reset > now => reset,
-            _ => now + SECONDARY_DEFAULT.as_millis() as i64,
         };
-        if let Err(e) = self.freeze(login, suffix, until).await {
-            tracing::warn!("GitHub budget of {login}: cannot record the freeze of {suffix} ({e})");
+        if observation.hit {
+            self.drop_permits(login).await;
+        }
+        if let Err(e) = self.store.limits().observe(&self.namespace, &name, observation).await {
+            tracing::warn!("GitHub budget of {login}: cannot record what GitHub said ({e})");
         }
     }
 
-    fn frozen_key(login: &str) -> Key {
-        Key::parse(&format!("github/{login}/frozen")).expect("a login makes a valid key")
+    /// Closes (giving back what is unused) every [`Permits`] of `login`'s buckets.
+    async fn drop_permits(&self, login: &str) {
+        let prefix = bucket(login, "");
+        let dropped: Vec<Arc<Permits>> = {
+            let mut permits = self.permits.lock().expect("budget");
+            let keys: Vec<PermitKey> = permits
+                .keys()
+                .filter(|(names, _)| names.iter().any(|n| n.starts_with(&prefix)))
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| permits.remove(k)).collect()
+        };
+        for permits in dropped {
+            // Held elsewhere only by a take in progress, which finishes with what it has.
+            if let Ok(permits) = Arc::try_unwrap(permits)
+                && let Err(e) = permits.close().await
+            {
+                tracing::warn!("GitHub budget of {login}: cannot give back permits ({e})");
+            }
+        }
     }
 
-    async fn frozen(&self, login: &str) -> Result<HashMap<String, i64>> {
-        let value = self.store.kv().get(&self.namespace, &Self::frozen_key(login)).await?;
-        Ok(value
-            .and_then(|kv| serde_json::from_str(&kv.value).ok())
-            .unwrap_or_default())
-    }
-
-    async fn freeze(&self, login: &str, suffix: &str, until: i64) -> Result<()> {
-        let key = Self::frozen_key(login);
-        let mut frozen = self.frozen(login).await?;
-        let now = now_millis();
-        frozen.retain(|_, until| *until > now);
-        let entry = frozen.entry(suffix.to_string()).or_insert(until);
-        *entry = (*entry).max(until);
-        let text = serde_json::to_string(&frozen).expect("a map serializes");
-        self.store.kv().put(&self.namespace, &key, &text, None).await?;
-        Ok(())
-    }
-
-    /// Records this source's counters of `scope` (`totals`: since the process started;
-    /// `deltas`: since the last flush).
-    pub async fn add_counters(
-        &self,
-        scope: &str,
-        source: &str,
-        totals: &[(String, i64)],
-        _deltas: &[(String, i64)],
-    ) -> Result<()> {
-        let key = Key::parse(&format!("github-counters/{scope}/{source}"))
-            .map_err(|e| arbiter_core::Error::internal(e.message))?;
-        let value: serde_json::Map<String, serde_json::Value> =
-            totals.iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
+    /// Adds this source's `deltas` to the counters of `scope`.
+    pub async fn add_counters(&self, scope: &str, source: &str, deltas: &[(String, i64)]) -> Result<()> {
         self.store
-            .kv()
-            .put(
-                &self.namespace,
-                &key,
-                &serde_json::Value::Object(value).to_string(),
-                None,
-            )
-            .await?;
-        Ok(())
+            .limits()
+            .add_counters(&self.namespace, scope, source, deltas)
+            .await
+    }
+
+    /// Gives back every permit held (at shutdown).
+    pub async fn close(&self) {
+        let all: Vec<Arc<Permits>> = self.permits.lock().expect("budget").drain().map(|(_, p)| p).collect();
+        for permits in all {
+            if let Ok(permits) = Arc::try_unwrap(permits) {
+                let _ = permits.close().await;
+            }
+        }
     }
 }

@@ -165,15 +165,13 @@ pub async fn flush(shared: &Shared) {
         if before == values {
             continue;
         }
-        let named = |of: [u64; 6]| -> Vec<(String, i64)> {
-            NAMES.iter().zip(of).map(|(n, v)| (n.to_string(), v as i64)).collect()
-        };
-        let deltas: [u64; 6] = std::array::from_fn(|i| values[i] - before[i]);
-        match shared
-            .budget
-            .add_counters(&scope, &shared.config.source, &named(values), &named(deltas))
-            .await
-        {
+        let deltas: Vec<(String, i64)> = NAMES
+            .iter()
+            .zip(values.iter().zip(before))
+            .filter(|(_, (now, then))| **now != *then)
+            .map(|(name, (now, then))| (name.to_string(), (now - then) as i64))
+            .collect();
+        match shared.budget.add_counters(&scope, &shared.config.source, &deltas).await {
             Ok(()) => {
                 flushed.insert(scope, values);
             }

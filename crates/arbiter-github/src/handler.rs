@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arbiter_core::limit::Priority;
 use arbiter_core::name::LoopName;
 use axum::body::Body;
 use axum::extract::Request;
@@ -30,6 +31,9 @@ use crate::upstream::{self, Limits, Stored};
 const MAX_BODY: usize = 64 << 20;
 /// The header a client may shorten its wait for budget with (`10s`, `0s`); never forwarded.
 pub const MAX_WAIT_HEADER: &str = "x-arbiter-max-wait";
+/// The header a client may set its priority with (`interactive`, `normal` — the default —,
+/// `background`): interactive calls may spend the reserve others leave; never forwarded.
+pub const PRIORITY_HEADER: &str = "x-arbiter-priority";
 
 pub fn router(shared: Arc<Shared>, tag: Option<LoopName>) -> axum::Router {
     axum::Router::new().fallback(move |request: Request| {
@@ -45,6 +49,7 @@ struct Ctx<'a> {
     identity: Identity,
     counts: Arc<Counts>,
     max_wait: Duration,
+    priority: Priority,
 }
 
 async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) -> Response {
@@ -67,6 +72,19 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
             json!({ "error": "bad_input" }),
         ));
     }
+    let priority = match parts.headers.get(PRIORITY_HEADER) {
+        None => Priority::Normal,
+        Some(value) => match Priority::parse(value.to_str().unwrap_or_default().trim()) {
+            Ok(priority) => priority,
+            Err(e) => {
+                return respond(&Stored::local(
+                    StatusCode::BAD_REQUEST,
+                    &format!("header {PRIORITY_HEADER}: {}", e.message),
+                    json!({ "error": "bad_input" }),
+                ));
+            }
+        },
+    };
     let max_wait = match request_max_wait(&shared, &parts.headers) {
         Ok(wait) => wait,
         Err(message) => {
@@ -97,6 +115,7 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
         identity,
         counts,
         max_wait,
+        priority,
     };
     if parts.uri.path() == "/graphql" && parts.method == Method::POST {
         respond(&*graphql(&ctx, &parts, body).await)
@@ -304,7 +323,7 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
         let _ = ctx
             .shared
             .budget
-            .spend(&ctx.identity.login, &[(primary, 1)], Duration::ZERO)
+            .spend(&ctx.identity.login, &[(primary, 1)], ctx.priority, Duration::ZERO)
             .await;
     }
     let mut cache = ctx.shared.cache.lock().expect("cache");
@@ -448,7 +467,7 @@ async fn forward(
 ) -> Arc<Stored> {
     let started = Instant::now();
     let login = &ctx.identity.login;
-    if let Err(denied) = ctx.shared.budget.spend(login, spend, ctx.max_wait).await {
+    if let Err(denied) = ctx.shared.budget.spend(login, spend, ctx.priority, ctx.max_wait).await {
         Counts::add(&ctx.counts.limited, 1);
         Counts::add(&ctx.counts.queued_ms, started.elapsed().as_millis() as u64);
         return Arc::new(limited(&denied, ctx.max_wait));
@@ -532,11 +551,9 @@ fn limited(denied: &Denied, max_wait: Duration) -> Stored {
     let mut stored = Stored::local(
         StatusCode::TOO_MANY_REQUESTS,
         &format!(
-            "arbiter: the GitHub budget {} has no room within this request's wait ({:.1}s); \
-             it has room in {:.1}s. Not forwarded to GitHub.",
-            denied.bucket,
+            "arbiter: no GitHub budget within this request's wait ({:.1}s): {}. Not forwarded to GitHub.",
             max_wait.as_secs_f64(),
-            denied.wait.as_secs_f64()
+            denied.reason
         ),
         json!({
             "error": "limited",
@@ -579,6 +596,7 @@ mod tests {
         let denied = Denied {
             bucket: "github/octo/core".into(),
             wait: Duration::from_millis(2500),
+            reason: "bucket \"github/octo/core\" has 0.0 of 5000 tokens; wait 2.5s".into(),
         };
         let stored = limited(&denied, Duration::from_secs(1));
         assert_eq!(stored.status, StatusCode::TOO_MANY_REQUESTS);

@@ -233,5 +233,6 @@ impl Proxy {
         }
         let _ = self.flusher.await;
         counters::flush(&self.shared).await;
+        self.shared.budget.close().await;
     }
 }
