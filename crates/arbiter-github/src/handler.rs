@@ -106,8 +106,11 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
         ));
     };
     let credential = Credential::from_headers(&parts.headers);
-    let identity = shared.identities.resolve(&shared, credential.as_ref()).await;
+    let (identity, asked) = shared.identities.resolve(&shared, credential.as_ref()).await;
     let counts = shared.counters.scope(&identity.login, tag.as_ref());
+    if asked {
+        Counts::add(&counts.upstream_calls, 1); // GET /user, once per token
+    }
     let _in_flight = InFlight::new(counts.clone());
     let ctx = Ctx {
         shared: &shared,
