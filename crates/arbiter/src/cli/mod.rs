@@ -10,6 +10,7 @@ mod lock;
 mod log;
 mod notify;
 mod output;
+mod proxy;
 mod store;
 mod watch;
 
@@ -121,6 +122,9 @@ enum Command {
     Status(watch::StatusArgs),
     /// Print a loop's round log.
     Logs(watch::LogsArgs),
+    /// Proxies: `proxy github`, GitHub's API with a per-credential cache and fleet-wide budgets.
+    #[command(subcommand)]
+    Proxy(proxy::ProxyCommand),
     /// The store itself: which one, and its schema.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -206,6 +210,7 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Watch(args) => watch::watch(args, &global, out).await,
         Command::Status(args) => watch::status(args, &global, out).await,
         Command::Logs(args) => watch::logs(args, &global, out).await,
+        Command::Proxy(command) => proxy::run(command, &global, out).await,
         Command::Store(command) => store::run(command, &global, out).await,
         Command::Doctor(args) => doctor::run(args, &global, out).await,
     }

@@ -19,6 +19,8 @@
 //! - `secrets`: passwords in store URLs never shown.
 //! - `pgconn`: the PostgreSQL connection: a silent server and a hung link exit 6 naming
 //!   host:port; TLS `sslmode`s and client certificates against a private ssl-only server.
+//! - `proxy`: `arbiter proxy github` as a process: where it listens, what it forwards, bad
+//!   flags.
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
 //! - `stall`: a holder whose store link stalls is stopped before the lease goes elsewhere.
 //! - `trees`: descendants that call `setsid` die with the command (Linux).
@@ -42,6 +44,7 @@ mod lock;
 mod log;
 mod notify;
 mod pgconn;
+mod proxy;
 mod secrets;
 mod stall;
 mod store;
