@@ -5,6 +5,7 @@ mod decisions;
 mod doctor;
 mod kv;
 mod lease;
+mod limit;
 mod lock;
 mod log;
 mod notify;
@@ -25,7 +26,7 @@ use crate::exit;
 use output::Output;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 internal error, 2 bad input, 3 held or conflict, 4 lost,
+Exit codes: 0 success, 1 internal error, 2 bad input, 3 held, conflict or limited, 4 lost,
 5 not found, 6 store unavailable. `arbiter lock` exits with its command's code.
 
 Names (leases, keys): 1-255 characters of ASCII letters, digits and . _ - / : @
@@ -87,6 +88,10 @@ enum Command {
     /// Versioned keys with compare-and-swap and watches.
     #[command(subcommand)]
     Kv(kv::KvCommand),
+    /// Rate-limit buckets shared through the store: define, take (all or none), show,
+    /// observe an upstream's limits.
+    #[command(subcommand, long_about = limit::LONG_ABOUT)]
+    Limit(limit::LimitCommand),
     /// Append-only streams with idempotency keys, and their consumers.
     #[command(subcommand)]
     Log(log::LogCommand),
@@ -192,6 +197,7 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Lease(command) => lease::run(command, &global, out).await,
         Command::Lock(args) => lock::run(args, &global, out).await,
         Command::Kv(command) => kv::run(command, &global, out).await,
+        Command::Limit(command) => limit::run(command, &global, out).await,
         Command::Log(command) => log::run(command, &global, out).await,
         Command::Decide(args) => decisions::decide(args, &global, out).await,
         Command::Decisions(command) => decisions::decisions(command, &global, out).await,

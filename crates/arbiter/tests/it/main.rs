@@ -8,6 +8,7 @@
 //!   with its command (exit code, environment, release, loss, signals).
 //! - `crash`: `kill -9` of holders, same-host takeover, holders on other hosts.
 //! - `lease`: waiting in arrival order, pid reuse, `--json` fields.
+//! - `limit`: rate-limit buckets taken by 8 processes at once never over-spend; exit codes.
 //! - `kv`: versioned keys, compare-and-swap under contention, watches.
 //! - `bad_input`: precise errors, documented exit codes, nothing written.
 //! - `store`: `store info`, and a new store opened by many processes at once.
@@ -38,6 +39,7 @@ mod doctor;
 mod faults;
 mod kv;
 mod lease;
+mod limit;
 mod lock;
 mod log;
 mod notify;
