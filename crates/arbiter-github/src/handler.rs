@@ -254,7 +254,7 @@ async fn rest_get(ctx: &Ctx<'_>, parts: &Parts) -> Arc<Stored> {
 }
 
 /// The one upstream call of `key` at a time: the first caller leads, the others wait for
-/// its answer (and lead themselves if it went away without one).
+/// its answer (and lead themselves if it went away without one, or answered itself).
 async fn coalesced<F, Fut>(ctx: &Ctx<'_>, key: CacheKey, lead: F) -> Arc<Stored>
 where
     F: Fn() -> Fut,
@@ -268,7 +268,9 @@ where
                 return answer;
             }
             Role::Follower(rx) => {
-                if let Some(answer) = flight::follow(rx).await {
+                // An answer of arbiter's own (the leader's wait for budget ran out, the
+                // upstream was unreachable) is the leader's: a follower tries itself.
+                if let Some(answer) = flight::follow(rx).await.filter(|a| a.upstream) {
                     Counts::add(&ctx.counts.coalesced, 1);
                     return answer;
                 }
