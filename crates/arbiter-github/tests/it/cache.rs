@@ -37,8 +37,12 @@ async fn one_credentials_answer_is_never_served_to_another() {
         "the second token's first read is a full call"
     );
     assert_eq!(after.not_modified, before.not_modified);
+    // A request without a token never gets a token's answer: GitHub answers it.
+    let anonymous = support::send(h.client.get(h.url(ISSUES_PATH))).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
     // Both tokens are one identity: one budget.
-    assert_eq!(h.proxy().counters(None).identities, ["alice", "bob"]);
+    let identities = h.proxy().counters(None).identities;
+    assert_eq!(identities, ["@anonymous:host-a", "alice", "bob"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
