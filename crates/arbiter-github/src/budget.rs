@@ -15,6 +15,7 @@
 //! back, so none of them is spent while the freeze lasts.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,15 +77,18 @@ type PermitKey = (Vec<String>, Priority);
 pub struct Budget {
     store: Store,
     namespace: Namespace,
+    /// How long one store call may take (a take's wait for budget aside).
+    deadline: Duration,
     defined: Mutex<HashSet<String>>,
     permits: Mutex<HashMap<PermitKey, Arc<Permits>>>,
 }
 
 impl Budget {
-    pub fn new(store: Store, namespace: Namespace) -> Budget {
+    pub fn new(store: Store, namespace: Namespace, deadline: Duration) -> Budget {
         Budget {
             store,
             namespace,
+            deadline,
             defined: Mutex::new(HashSet::new()),
             permits: Mutex::new(HashMap::new()),
         }
@@ -138,7 +142,14 @@ impl Budget {
         }
         let mut taken: Vec<(Vec<BucketName>, u64)> = Vec::new();
         for (cost, suffixes) in groups {
-            let outcome = self.take(login, &suffixes, cost, priority, deadline).await;
+            // A store that stalls is a store that did not answer.
+            let bound = deadline.saturating_duration_since(Instant::now()) + self.deadline;
+            let outcome = tokio::time::timeout(bound, self.take(login, &suffixes, cost, priority, deadline))
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!("GitHub budget of {login}: the store did not answer in time; forwarding");
+                    Err(None)
+                });
             match outcome {
                 Ok(names) => taken.push((names, cost)),
                 Err(Some(denied)) => {
@@ -199,16 +210,35 @@ impl Budget {
         }
     }
 
-    async fn give_back(&self, names: &[BucketName], cost: u64) {
-        if let Err(e) = self.store.limits().refund(&self.namespace, names, cost).await {
-            tracing::warn!("GitHub budget: cannot give back {cost} to {names:?}: {e}");
+    /// `call` within the store deadline; `None` (logged) when it failed or took too long.
+    async fn bounded<T>(&self, what: &str, call: impl Future<Output = Result<T>>) -> Option<T> {
+        match tokio::time::timeout(self.deadline, call).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                tracing::warn!("GitHub budget: cannot {what}: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "GitHub budget: cannot {what}: the store did not answer within {:?}",
+                    self.deadline
+                );
+                None
+            }
         }
+    }
+
+    async fn give_back(&self, names: &[BucketName], cost: u64) {
+        let what = format!("give back {cost} to {names:?}");
+        self.bounded(&what, self.store.limits().refund(&self.namespace, names, cost))
+            .await;
     }
 
     /// Gives back what a call did not use (a request that never reached GitHub).
     pub async fn refund(&self, login: &str, items: &[(&str, u64)]) {
         for (suffix, cost) in items.iter().filter(|(_, cost)| *cost > 0) {
-            if let Ok(name) = self.ensure(login, suffix).await {
+            let what = format!("give back {cost} to {}", bucket(login, suffix));
+            if let Some(name) = self.bounded(&what, self.ensure(login, suffix)).await {
                 self.give_back(&[name], *cost).await;
             }
         }
@@ -218,19 +248,15 @@ impl Budget {
     /// proxy on the store (until the reset, the `retry-after`, or a minute) and gives back
     /// the permits this process holds for that identity.
     pub async fn observe(&self, login: &str, suffix: &str, observation: &Observation) {
-        let name = match self.ensure(login, suffix).await {
-            Ok(name) => name,
-            Err(e) => {
-                tracing::warn!("GitHub budget of {login}: cannot record what GitHub said ({e})");
-                return;
-            }
+        let what = format!("record what GitHub said of {}", bucket(login, suffix));
+        let Some(name) = self.bounded(&what, self.ensure(login, suffix)).await else {
+            return;
         };
         if observation.hit {
             self.drop_permits(login).await;
         }
-        if let Err(e) = self.store.limits().observe(&self.namespace, &name, observation).await {
-            tracing::warn!("GitHub budget of {login}: cannot record what GitHub said ({e})");
-        }
+        self.bounded(&what, self.store.limits().observe(&self.namespace, &name, observation))
+            .await;
     }
 
     /// Closes (giving back what is unused) every [`Permits`] of `login`'s buckets.
@@ -247,20 +273,22 @@ impl Budget {
         };
         for permits in dropped {
             // Held elsewhere only by a take in progress, which finishes with what it has.
-            if let Ok(permits) = Arc::try_unwrap(permits)
-                && let Err(e) = permits.close().await
-            {
-                tracing::warn!("GitHub budget of {login}: cannot give back permits ({e})");
+            if let Ok(permits) = Arc::try_unwrap(permits) {
+                let what = format!("give back the permits of {login}");
+                self.bounded(&what, permits.close()).await;
             }
         }
     }
 
     /// Adds this source's `deltas` to the counters of `scope`.
     pub async fn add_counters(&self, scope: &str, source: &str, deltas: &[(String, i64)]) -> Result<()> {
-        self.store
-            .limits()
-            .add_counters(&self.namespace, scope, source, deltas)
-            .await
+        let call = self.store.limits().add_counters(&self.namespace, scope, source, deltas);
+        tokio::time::timeout(self.deadline, call).await.unwrap_or_else(|_| {
+            Err(arbiter_core::Error::unavailable(format!(
+                "the store did not answer within {:?}",
+                self.deadline
+            )))
+        })
     }
 
     /// Gives back every permit held (at shutdown).
@@ -268,7 +296,7 @@ impl Budget {
         let all: Vec<Arc<Permits>> = self.permits.lock().expect("budget").drain().map(|(_, p)| p).collect();
         for permits in all {
             if let Ok(permits) = Arc::try_unwrap(permits) {
-                let _ = permits.close().await;
+                self.bounded("give back the permits held", permits.close()).await;
             }
         }
     }

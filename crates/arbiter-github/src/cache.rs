@@ -21,6 +21,8 @@ pub fn key(kind: &str, credential: Option<&[u8; 32]>, parts: &[&[u8]]) -> CacheK
     let mut hash = Sha256::new();
     hash.update(kind.as_bytes());
     hash.update([0]);
+    // Whether there is a credential, then its hash: no credential's key is ever another's.
+    hash.update([u8::from(credential.is_some())]);
     hash.update(credential.map(|c| &c[..]).unwrap_or(&[]));
     for part in parts {
         hash.update((part.len() as u64).to_be_bytes());
@@ -145,6 +147,7 @@ mod tests {
                 headers: http::HeaderMap::new(),
                 body: bytes::Bytes::from(body.to_string()),
                 upstream: true,
+                rest: None,
             }),
             at: Instant::now(),
             path: None,

@@ -9,8 +9,8 @@ pub struct Operation {
     pub query: bool,
     /// `owner/name`, lowercase.
     pub repo: Option<String>,
-    /// What makes two queries the same: the document, the variables (keys sorted) and the
-    /// operation name.
+    /// What makes two queries the same: the whole body (the document, the variables, the
+    /// operation name, any extension), keys sorted.
     pub identity: String,
 }
 
@@ -35,7 +35,7 @@ pub fn parse(body: &[u8]) -> Operation {
     Operation {
         query: !document.is_empty() && is_query(document),
         repo,
-        identity: serde_json::json!([document, variables, value["operationName"]]).to_string(),
+        identity: value.to_string(),
     }
 }
 
@@ -126,6 +126,12 @@ mod tests {
         assert_eq!(op.identity, same.identity, "key order does not matter");
         let other = parse(br#"{"query":"query { x }","variables":{"owner":"Octo","repo":"World"}}"#);
         assert_ne!(op.identity, other.identity);
+        let named =
+            parse(br#"{"query":"query { x }","variables":{"owner":"Octo","repo":"Hello"},"operationName":"A"}"#);
+        assert_ne!(op.identity, named.identity, "the operation name counts");
+        let extended =
+            parse(br#"{"query":"query { x }","variables":{"owner":"Octo","repo":"Hello"},"extensions":{"a":1}}"#);
+        assert_ne!(op.identity, extended.identity, "so does anything else in the body");
         assert!(!parse(b"not json").query);
     }
 }

@@ -72,6 +72,20 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
             json!({ "error": "bad_input" }),
         ));
     }
+    if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        // The cache is keyed by the credential GitHub authenticates: exactly one.
+        return local(
+            StatusCode::BAD_REQUEST,
+            "arbiter's GitHub proxy takes one Authorization header per request",
+        );
+    }
+    if shared.upstream.url(path_and_query(&parts)).is_none() {
+        return local(
+            StatusCode::BAD_REQUEST,
+            "arbiter's GitHub proxy refuses paths with dot segments (/./, /../, %2e) or backslashes: \
+             they would name another resource than the one asked",
+        );
+    }
     let priority = match parts.headers.get(PRIORITY_HEADER) {
         None => Priority::Normal,
         Some(value) => match Priority::parse(value.to_str().unwrap_or_default().trim()) {
@@ -106,10 +120,15 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
         ));
     };
     let credential = Credential::from_headers(&parts.headers);
-    let (identity, asked) = shared.identities.resolve(&shared, credential.as_ref()).await;
+    let resolved = shared.identities.resolve(&shared, credential.as_ref()).await;
+    let identity = resolved.identity;
     let counts = shared.counters.scope(&identity.login, tag.as_ref());
-    if asked {
+    if resolved.asked {
         Counts::add(&counts.upstream_calls, 1); // GET /user, once per token
+    }
+    if let Some(refused) = resolved.refused {
+        // GitHub does not know the token: its answer, nothing forwarded, no buckets made.
+        return respond(&refused);
     }
     let _in_flight = InFlight::new(counts.clone());
     let ctx = Ctx {
@@ -129,8 +148,21 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
             None => respond(&stored),
         }
     } else {
-        respond(&*other(&ctx, &parts, body).await)
+        let stored = other(&ctx, &parts, body).await;
+        let mut response = respond(&stored);
+        if parts.method == Method::HEAD
+            && let Some(length) = stored.headers.get(header::CONTENT_LENGTH)
+        {
+            // The length of what a GET would answer, as the upstream said.
+            response.headers_mut().insert(header::CONTENT_LENGTH, length.clone());
+        }
+        response
     }
+}
+
+/// An answer of arbiter's own (`error: bad_input`).
+fn local(status: StatusCode, message: &str) -> Response {
+    respond(&Stored::local(status, message, json!({ "error": "bad_input" })))
 }
 
 /// The host a request names (absolute URI and `Host`) must be one the proxy serves.
@@ -155,7 +187,11 @@ fn request_max_wait(shared: &Shared, headers: &HeaderMap) -> Result<Duration, St
 }
 
 fn respond(stored: &Stored) -> Response {
-    let mut response = Response::new(Body::from(stored.body.clone()));
+    let body = match stored.rest.as_ref().and_then(|rest| rest.take()) {
+        Some(rest) => streamed(stored.body.clone(), rest),
+        None => Body::from(stored.body.clone()),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = stored.status;
     let headers = response.headers_mut();
     for (name, value) in upstream::end_to_end(&stored.headers).iter() {
@@ -164,6 +200,22 @@ fn respond(stored: &Stored) -> Response {
         }
     }
     response
+}
+
+/// An answer too large to hold: what was read, then the rest as it comes.
+fn streamed(first: Bytes, rest: reqwest::Response) -> Body {
+    let chunks = futures_util::stream::unfold((Some(first), Some(rest)), |(first, rest)| async move {
+        if let Some(first) = first.filter(|first| !first.is_empty()) {
+            return Some((Ok(first), (None, rest)));
+        }
+        let mut rest = rest?;
+        match rest.chunk().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), (None, Some(rest)))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e.without_url()), (None, None))),
+        }
+    });
+    Body::from_stream(chunks)
 }
 
 /// A client's own conditional request whose validator matches the answer gets a 304.
@@ -228,25 +280,44 @@ fn path_and_query(parts: &Parts) -> &str {
     parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
 }
 
-fn header_bytes<'a>(headers: &'a HeaderMap, name: &str) -> &'a [u8] {
-    headers.get(name).map(|v| v.as_bytes()).unwrap_or_default()
+/// The key of a request of `ctx`'s credential: `what` (the path and query; a GraphQL
+/// body) and every header it is forwarded with, in order, but those that do not change
+/// the answer (`User-Agent`; `Accept-Encoding` and `Content-Length`, which the proxy sets;
+/// `Authorization`, the credential's part of the key). So `Accept` (every value: media
+/// types, previews, `.raw`), `X-GitHub-Api-Version`, `Range`, `Time-Zone`,
+/// `GraphQL-Features` and whatever else a client sends make different answers.
+fn request_key(ctx: &Ctx<'_>, kind: &str, what: &[u8], forwarded: &HeaderMap) -> CacheKey {
+    let mut names: Vec<&http::HeaderName> = forwarded.keys().collect();
+    names.sort_by_key(|name| name.as_str());
+    let mut varying = Vec::new();
+    for name in names {
+        if [
+            header::USER_AGENT,
+            header::ACCEPT_ENCODING,
+            header::CONTENT_LENGTH,
+            header::AUTHORIZATION,
+        ]
+        .contains(name)
+        {
+            continue;
+        }
+        for value in forwarded.get_all(name) {
+            varying.extend_from_slice(name.as_str().as_bytes());
+            varying.push(b':');
+            varying.extend_from_slice(value.as_bytes());
+            varying.push(b'\n');
+        }
+    }
+    cache::key(kind, ctx.credential.as_ref().map(|c| &c.hash), &[what, &varying])
 }
 
 async fn rest_get(ctx: &Ctx<'_>, parts: &Parts) -> Arc<Stored> {
     let path_q = path_and_query(parts);
-    let key = cache::key(
-        "rest",
-        ctx.credential.as_ref().map(|c| &c.hash),
-        &[
-            path_q.as_bytes(),
-            header_bytes(&parts.headers, "accept"),
-            header_bytes(&parts.headers, "x-github-api-version"),
-        ],
-    );
     let mut headers = upstream::request_headers(&parts.headers);
     // The proxy revalidates with its own validators and answers the client's itself.
     headers.remove(header::IF_NONE_MATCH);
     headers.remove(header::IF_MODIFIED_SINCE);
+    let key = request_key(ctx, "rest", path_q.as_bytes(), &headers);
     coalesced(ctx, key, || {
         revalidate(ctx, key, parts.uri.path(), path_q, headers.clone())
     })
@@ -270,7 +341,8 @@ where
             Role::Follower(rx) => {
                 // An answer of arbiter's own (the leader's wait for budget ran out, the
                 // upstream was unreachable) is the leader's: a follower tries itself.
-                if let Some(answer) = flight::follow(rx).await.filter(|a| a.upstream) {
+                // So is an answer too large to hold (streamed to the leader's client only).
+                if let Some(answer) = flight::follow(rx).await.filter(|a| a.whole()) {
                     Counts::add(&ctx.counts.coalesced, 1);
                     return answer;
                 }
@@ -332,7 +404,7 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
             .await;
     }
     let mut cache = ctx.shared.cache.lock().expect("cache");
-    if stored.status == StatusCode::OK && revalidatable(&stored) {
+    if stored.status == StatusCode::OK && stored.whole() && revalidatable(&stored) {
         cache.insert(
             key,
             Entry {
@@ -366,15 +438,8 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
     let headers = upstream::request_headers(&parts.headers);
     let path_q = path_and_query(parts);
     if operation.query {
-        let key = cache::key(
-            "graphql",
-            ctx.credential.as_ref().map(|c| &c.hash),
-            &[
-                operation.identity.as_bytes(),
-                header_bytes(&parts.headers, "accept"),
-                header_bytes(&parts.headers, "graphql-features"),
-            ],
-        );
+        let what = [path_q.as_bytes(), b"\n", operation.identity.as_bytes()].concat();
+        let key = request_key(ctx, "graphql", &what, &headers);
         let fresh = ctx.shared.config.graphql_fresh;
         if !fresh.is_zero() {
             let entry = ctx.shared.cache.lock().expect("cache").get(&key);
@@ -386,7 +451,7 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
         return coalesced(ctx, key, || async {
             let spend = [("graphql", 1), ("graphql-points", 1)];
             let stored = forward(ctx, Method::POST, path_q, headers.clone(), body.clone(), &spend, true).await;
-            if !fresh.is_zero() && stored.upstream && stored.status == StatusCode::OK && !has_errors(&stored.body) {
+            if !fresh.is_zero() && stored.whole() && stored.status == StatusCode::OK && !has_errors(&stored.body) {
                 let entry = Entry {
                     stored: stored.clone(),
                     at: Instant::now(),
@@ -477,33 +542,66 @@ async fn forward(
         Counts::add(&ctx.counts.queued_ms, started.elapsed().as_millis() as u64);
         return Arc::new(limited(&denied, ctx.max_wait));
     }
-    let permit = ctx.shared.concurrency.acquire().await;
+    // A slot among this host's upstream requests, within what is left of the wait.
+    let left = ctx.max_wait.saturating_sub(started.elapsed());
+    let Ok(permit) = tokio::time::timeout(left, ctx.shared.concurrency.acquire()).await else {
+        ctx.shared.budget.refund(login, spend).await;
+        Counts::add(&ctx.counts.limited, 1);
+        Counts::add(&ctx.counts.queued_ms, started.elapsed().as_millis() as u64);
+        let denied = Denied {
+            bucket: "concurrency".to_string(),
+            wait: Duration::from_secs(1),
+            reason: format!(
+                "all {} upstream slots of this proxy are busy",
+                ctx.shared.config.concurrency
+            ),
+        };
+        return Arc::new(limited(&denied, ctx.max_wait));
+    };
     Counts::add(&ctx.counts.queued_ms, started.elapsed().as_millis() as u64);
     Counts::add(&ctx.counts.upstream_calls, 1);
-    let url = format!("{}{}", ctx.shared.upstream.base, path_q);
-    let sent = ctx
-        .shared
-        .client
-        .request(method, &url)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
-    let stored = match sent {
-        Ok(response) => {
-            let status = response.status();
-            let headers = response.headers().clone();
-            match response.bytes().await {
-                Ok(body) => Stored {
-                    status,
-                    headers,
-                    body,
-                    upstream: true,
-                },
-                Err(e) => bad_gateway(&e),
-            }
-        }
-        Err(e) => bad_gateway(&e),
+    let Some(url) = ctx.shared.upstream.url(path_q) else {
+        // Checked when the request came in; a path the upstream URL would rewrite.
+        ctx.shared.budget.refund(login, spend).await;
+        return Arc::new(Stored::local(
+            StatusCode::BAD_REQUEST,
+            "arbiter's GitHub proxy refuses this path",
+            json!({ "error": "bad_input" }),
+        ));
+    };
+    let limit = ctx.shared.buffer_limit();
+    let exchange = async {
+        let response = ctx
+            .shared
+            .client
+            .request(method, url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let (body, rest) = upstream::read_up_to(response, limit).await?;
+        Ok::<_, reqwest::Error>(Stored {
+            status,
+            headers,
+            body,
+            upstream: true,
+            rest: rest.map(upstream::Rest::new),
+        })
+    };
+    let timeout = ctx.shared.config.upstream_timeout;
+    let stored = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(stored)) => stored,
+        Ok(Err(e)) => bad_gateway(e),
+        Err(_) => Stored::local(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!(
+                "arbiter's GitHub proxy: the upstream did not answer within {:.1}s",
+                timeout.as_secs_f64()
+            ),
+            json!({ "error": "unavailable" }),
+        ),
     };
     drop(permit);
     if !stored.upstream {
@@ -540,11 +638,17 @@ pub async fn learn(shared: &Shared, login: &str, resource: &str, limits: &Limits
     }
 }
 
-fn bad_gateway(e: &reqwest::Error) -> Stored {
-    // Without the URL: it is the upstream's, and a query may carry anything.
-    let e = arbiter_core::redact::text(&e.to_string(), &[]);
+/// 502 (504 when the upstream was too slow), without the URL: it is the upstream's, and a
+/// query may carry anything.
+fn bad_gateway(e: reqwest::Error) -> Stored {
+    let status = if e.is_timeout() {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    let e = arbiter_core::redact::text(&e.without_url().to_string(), &[]);
     Stored::local(
-        StatusCode::BAD_GATEWAY,
+        status,
         &format!("arbiter's GitHub proxy could not reach the upstream: {e}"),
         json!({ "error": "unavailable" }),
     )

@@ -3,8 +3,10 @@
 //! `GET /user` and remembered by the token's SHA-256 — never the token itself.
 //!
 //! - A token whose login cannot be found (`GET /user` refused it: an app installation
-//!   token) is its own identity, `@token:<first 16 hex digits of its hash>`. A 401 or an
-//!   unreachable upstream is not remembered: the next request asks again.
+//!   token) is its own identity, `@token:<first 16 hex digits of its hash>`. A limit, a
+//!   slow or unreachable upstream is not remembered: the next request asks again.
+//! - A token GitHub refuses (401) is answered with that refusal: nothing is forwarded and no
+//!   bucket is made for it (a stream of bad tokens does not grow the store).
 //! - A request without `Authorization` is anonymous: GitHub counts those per IP address,
 //!   so its identity is this host's, `@anonymous:<source>`; anonymous answers are cached
 //!   under no credential and shared by anonymous callers only.
@@ -17,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::Shared;
+use crate::upstream::Stored;
 
 /// A request's credential: its `Authorization` header and that header's SHA-256.
 #[derive(Clone)]
@@ -39,11 +42,6 @@ pub struct Identity {
     pub login: String,
 }
 
-#[derive(Default)]
-pub struct Identities {
-    known: Mutex<HashMap<[u8; 32], Arc<OnceCell<Identity>>>>,
-}
-
 /// A GitHub login as a bucket-name segment: letters, digits and `-` (GitHub's rule).
 fn valid_login(login: &str) -> bool {
     !login.is_empty() && login.len() <= 100 && login.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -56,45 +54,115 @@ fn token_identity(hash: &[u8; 32]) -> Identity {
     }
 }
 
+/// How many tokens' identities are remembered (past it, one is forgotten for each new one:
+/// it is asked again when it comes back).
+const REMEMBERED: usize = 10_000;
+
+#[derive(Default)]
+pub struct Identities {
+    known: Mutex<HashMap<[u8; 32], Arc<OnceCell<Known>>>>,
+}
+
+/// What one lookup of a token learnt, shared by every request that waited for it.
+#[derive(Clone)]
+enum Known {
+    Identity(Identity),
+    /// Not now (a limit, the upstream unreachable or slow): the token's own identity for
+    /// the requests that waited; the next request asks again.
+    NotNow,
+    /// GitHub refused the token (401): its answer, given to the request as it is.
+    Refused(Arc<Stored>),
+}
+
+/// A request's identity, as [`Identities::resolve`] found it.
+pub struct Resolved {
+    pub identity: Identity,
+    /// The upstream was asked (`GET /user`) for this request.
+    pub asked: bool,
+    /// GitHub refused the token (401): the answer to give instead of forwarding anything.
+    pub refused: Option<Arc<Stored>>,
+}
+
 enum Lookup {
     Found(Identity),
     /// GitHub will never say (remembered as the token's own identity).
     Never,
-    /// Not now (401, a limit, the upstream unreachable): ask again next time.
+    /// Not now (a limit, the upstream unreachable): ask again next time.
     NotNow,
+    /// The token is not valid (401): not forwarded, not given buckets; asked again next time.
+    Refused(Stored),
 }
 
 impl Identities {
-    /// The identity of `credential` (`None`: anonymous), and whether the upstream was asked
-    /// for it (once per token at a time; what it learnt is remembered).
-    pub async fn resolve(&self, shared: &Shared, credential: Option<&Credential>) -> (Identity, bool) {
+    /// The identity of `credential` (`None`: anonymous). One lookup per token at a time,
+    /// bounded by the upstream timeout; the requests waiting for it share its outcome (a
+    /// failed lookup is not retried by each waiter in turn).
+    pub async fn resolve(&self, shared: &Shared, credential: Option<&Credential>) -> Resolved {
+        let anonymous = || Identity {
+            login: format!("@anonymous:{}", segment(&shared.config.source)),
+        };
         let Some(credential) = credential else {
-            let login = format!("@anonymous:{}", segment(&shared.config.source));
-            return (Identity { login }, false);
+            return Resolved {
+                identity: anonymous(),
+                asked: false,
+                refused: None,
+            };
         };
         let asked = std::sync::atomic::AtomicBool::new(false);
-        let cell = self
-            .known
-            .lock()
-            .expect("identities")
-            .entry(credential.hash)
-            .or_default()
-            .clone();
-        let found = cell
-            .get_or_try_init(|| async {
+        let cell = {
+            let mut known = self.known.lock().expect("identities");
+            if known.len() >= REMEMBERED && !known.contains_key(&credential.hash) {
+                let forget = known.keys().next().copied();
+                if let Some(forget) = forget {
+                    known.remove(&forget);
+                }
+            }
+            known.entry(credential.hash).or_default().clone()
+        };
+        let known = cell
+            .get_or_init(|| async {
                 asked.store(true, std::sync::atomic::Ordering::Relaxed);
-                match lookup(shared, credential).await {
-                    Lookup::Found(identity) => Ok(identity),
-                    Lookup::Never => Ok(token_identity(&credential.hash)),
-                    Lookup::NotNow => Err(()),
+                let timeout = shared.config.upstream_timeout;
+                let found = tokio::time::timeout(timeout, lookup(shared, credential))
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::warn!("GitHub proxy: the upstream did not say who a token is within {timeout:?}");
+                        Lookup::NotNow
+                    });
+                match found {
+                    Lookup::Found(identity) => Known::Identity(identity),
+                    Lookup::Never => Known::Identity(token_identity(&credential.hash)),
+                    Lookup::NotNow => Known::NotNow,
+                    Lookup::Refused(stored) => Known::Refused(Arc::new(stored)),
                 }
             })
-            .await;
-        let identity = match found {
-            Ok(identity) => identity.clone(),
-            Err(()) => token_identity(&credential.hash),
-        };
-        (identity, asked.into_inner())
+            .await
+            .clone();
+        if !matches!(known, Known::Identity(_)) {
+            // Asked again by the next request (this lookup's waiters have their answer).
+            let mut map = self.known.lock().expect("identities");
+            if map.get(&credential.hash).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                map.remove(&credential.hash);
+            }
+        }
+        let asked = asked.into_inner();
+        match known {
+            Known::Identity(identity) => Resolved {
+                identity,
+                asked,
+                refused: None,
+            },
+            Known::NotNow => Resolved {
+                identity: token_identity(&credential.hash),
+                asked,
+                refused: None,
+            },
+            Known::Refused(stored) => Resolved {
+                identity: anonymous(),
+                asked,
+                refused: Some(stored),
+            },
+        }
     }
 }
 
@@ -140,13 +208,21 @@ async fn lookup(shared: &Shared, credential: &Credential) -> Lookup {
     };
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.bytes().await.unwrap_or_default();
-    let stored = crate::upstream::Stored {
+    // `/user` is small; a body larger than the proxy holds is not a user.
+    let body = crate::upstream::read_whole(response, shared.buffer_limit())
+        .await
+        .unwrap_or_default();
+    let stored = Stored {
         status,
         headers,
         body,
         upstream: true,
+        rest: None,
     };
+    if status == http::StatusCode::UNAUTHORIZED {
+        // A token GitHub does not know: no identity, no buckets; the next request asks again.
+        return Lookup::Refused(stored);
+    }
     let limits = crate::upstream::limits(&stored, false);
     let hit = limits.primary.hit || limits.secondary.is_some();
     let identity = if status.is_success() {
@@ -156,7 +232,7 @@ async fn lookup(shared: &Shared, credential: &Credential) -> Lookup {
             .filter(|login| valid_login(login))
             .map(|login| Lookup::Found(Identity { login }))
             .unwrap_or(Lookup::Never)
-    } else if hit || status == http::StatusCode::UNAUTHORIZED || status.is_server_error() {
+    } else if hit || status.is_server_error() {
         Lookup::NotNow
     } else {
         Lookup::Never

@@ -58,9 +58,18 @@ pub struct ProxyConfig {
     pub concurrency: usize,
     /// This host's name, for the counters it adds to the store.
     pub source: String,
-    /// The cache's bounds: entries, and bytes of bodies.
+    /// The cache's bounds: entries, and bytes of bodies. An answer larger than an eighth
+    /// of `cache_bytes` (at least 64 KiB) is not held: it is streamed to its client, not
+    /// cached, not shared.
     pub cache_entries: usize,
     pub cache_bytes: usize,
+    /// How long the store may take to answer one call (a take's wait for budget aside):
+    /// past it the proxy goes on without it (forwarding; GitHub still enforces its limits).
+    pub store_timeout: Duration,
+    /// How long the upstream may take to answer a request (its status, headers and a body
+    /// the proxy holds; a streamed body's reads may each pause up to this long), and to say
+    /// who a token is. Past it: 504.
+    pub upstream_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -74,6 +83,8 @@ impl Default for ProxyConfig {
             source: arbiter_process::host_name(),
             cache_entries: 10_000,
             cache_bytes: 64 << 20,
+            store_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -108,6 +119,13 @@ pub(crate) struct Shared {
     pub concurrency: tokio::sync::Semaphore,
 }
 
+impl Shared {
+    /// The largest answer held in memory whole (larger ones are streamed).
+    pub fn buffer_limit(&self) -> usize {
+        (self.config.cache_bytes / 8).max(64 << 10)
+    }
+}
+
 /// A running proxy: listeners added with [`Proxy::listen_tcp`] and [`Proxy::listen_unix`].
 pub struct Proxy {
     shared: Arc<Shared>,
@@ -136,16 +154,23 @@ impl Proxy {
         if config.concurrency == 0 {
             return Err(Error::bad_input("concurrency: expected at least 1"));
         }
+        if config.store_timeout.is_zero() || config.upstream_timeout.is_zero() {
+            return Err(Error::bad_input(
+                "store_timeout, upstream_timeout: expected more than 0s",
+            ));
+        }
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
+            .connect_timeout(config.upstream_timeout.min(Duration::from_secs(10)))
+            // Each read of a body; a whole exchange is bounded by the handler (a streamed
+            // body may take longer than `upstream_timeout` as long as it keeps coming).
+            .read_timeout(config.upstream_timeout)
             .user_agent(concat!("arbiter/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
         let shared = Arc::new(Shared {
-            budget: budget::Budget::new(store, config.namespace.clone()),
+            budget: budget::Budget::new(store, config.namespace.clone(), config.store_timeout),
             identities: identity::Identities::default(),
             cache: Mutex::new(cache::Cache::new(config.cache_entries, config.cache_bytes)),
             flights: flight::Flights::default(),
@@ -246,7 +271,7 @@ impl Proxy {
         if let Some(flusher) = flusher {
             let _ = flusher.await;
         }
-        counters::flush(&self.shared).await;
+        counters::flush(&self.shared).await; // each store call bounded by store_timeout
         self.shared.budget.close().await;
     }
 }

@@ -2,6 +2,7 @@
 //! proxy, and what a response says about the limits.
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbiter_core::{Error, Result};
@@ -53,6 +54,19 @@ impl Upstream {
         Ok(Upstream { base, host })
     }
 
+    /// The upstream URL of a request's path and query: the base, then `path_q`. `None`
+    /// for a path URL parsing would rewrite — dot segments (`/../`, `/%2e%2e/`) or
+    /// backslashes —, so a request never reaches anything but what is under the base (a
+    /// GitHub Enterprise base's `/api/v3`), and the cache and invalidation see the path
+    /// GitHub sees.
+    pub fn url(&self, path_q: &str) -> Option<reqwest::Url> {
+        let path = path_q.split('?').next().unwrap_or_default();
+        if !path.starts_with('/') || path.contains('\\') || path.split('/').any(dot_segment) {
+            return None;
+        }
+        reqwest::Url::parse(&format!("{}{path_q}", self.base)).ok()
+    }
+
     /// Whether a request naming `host` (from `Host` or an absolute URI; port ignored) is one
     /// this proxy serves: GitHub's API host, the upstream's host, or loopback. Anything else
     /// is refused, so the proxy is never an open proxy.
@@ -63,6 +77,12 @@ impl Upstream {
             || host == "localhost"
             || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
+}
+
+/// `.` or `..`, also percent-encoded (URL parsing resolves `%2e%2e` as `..`).
+fn dot_segment(segment: &str) -> bool {
+    let plain = segment.to_ascii_lowercase().replace("%2e", ".");
+    plain == "." || plain == ".."
 }
 
 /// `host:port`, `[::1]:port`, `[::1]` or `host` → the host alone.
@@ -133,9 +153,33 @@ pub fn request_headers(client: &HeaderMap) -> HeaderMap {
 pub struct Stored {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// The whole body; of an answer too large to hold ([`Stored::rest`]), its first part.
     pub body: Bytes,
     /// It came from the upstream (not an answer arbiter made).
     pub upstream: bool,
+    /// The rest of an answer too large to hold: streamed to the one client that asked,
+    /// never cached, never shared with coalesced followers.
+    pub rest: Option<Rest>,
+}
+
+/// The unread rest of an upstream answer, taken once by the response streaming it.
+#[derive(Clone, Default)]
+pub struct Rest(Arc<Mutex<Option<reqwest::Response>>>);
+
+impl Rest {
+    pub fn new(response: reqwest::Response) -> Rest {
+        Rest(Arc::new(Mutex::new(Some(response))))
+    }
+
+    pub fn take(&self) -> Option<reqwest::Response> {
+        self.0.lock().expect("rest").take()
+    }
+}
+
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rest")
+    }
 }
 
 impl Stored {
@@ -153,11 +197,44 @@ impl Stored {
             headers,
             body: Bytes::from(body.to_string()),
             upstream: false,
+            rest: None,
         }
+    }
+
+    /// An upstream answer held whole: one that may be cached and shared.
+    pub fn whole(&self) -> bool {
+        self.upstream && self.rest.is_none()
     }
 
     pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Reads `response`'s body up to about `limit` bytes: the whole body, or — when there is
+/// more — what was read and the response to stream the rest from.
+pub async fn read_up_to(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<(Bytes, Option<reqwest::Response>), reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok((Bytes::new(), Some(response)));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        body.extend_from_slice(&chunk);
+        if body.len() > limit {
+            return Ok((body.freeze(), Some(response)));
+        }
+    }
+    Ok((body.freeze(), None))
+}
+
+/// `response`'s whole body, if it is at most about `limit` bytes.
+pub async fn read_whole(response: reqwest::Response, limit: usize) -> Option<Bytes> {
+    match read_up_to(response, limit).await {
+        Ok((body, None)) => Some(body),
+        _ => None,
     }
 }
 

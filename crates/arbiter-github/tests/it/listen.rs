@@ -3,25 +3,9 @@
 
 use std::path::Path;
 
+use crate::support::{Harness, fake_config, raw};
 use arbiter_core::ErrorKind;
 use arbiter_core::name::LoopName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::support::{Harness, fake_config};
-
-/// One raw HTTP/1.1 exchange; returns the status and the whole answer.
-async fn raw<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S, request: &str) -> (u16, String) {
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer).to_string();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("an HTTP answer: {answer:?}"));
-    (status, answer)
-}
 
 fn request(target: &str, host: &str) -> String {
     format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: token alice-token-1\r\nConnection: close\r\n\r\n")

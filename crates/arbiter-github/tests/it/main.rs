@@ -5,4 +5,5 @@ mod gh;
 mod graphql;
 mod limits;
 mod listen;
+mod promises;
 mod support;

@@ -8,6 +8,7 @@ use arbiter_fake_github::{Config, FakeGitHub, RepoSeed, Seed, User};
 use arbiter_github::{Proxy, ProxyConfig};
 use arbiter_store::{Store, StoreUrl};
 use arbiter_testkit::TempSqlite;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// alice has two tokens (one budget, two caches); bob has one.
 pub fn fake_config() -> Config {
@@ -147,4 +148,173 @@ pub const ISSUES: &str = "query IssueList($owner: String!, $repo: String!) { \
 
 pub fn hello() -> serde_json::Value {
     serde_json::json!({ "owner": "octo", "repo": "hello" })
+}
+
+/// A small upstream of the test's own, for what the fake GitHub does not do: answers
+/// larger than the proxy holds, echoes of the headers it was sent, exact lengths on HEAD.
+/// Every token `<login>-…` is that login's; `bad-…` tokens are refused (401).
+///
+/// - `GET /user`: `{"login": …}`.
+/// - `GET|HEAD /echo`: the request's `accept` values, `range`, `time-zone` and
+///   `if-none-match` as JSON, with an ETag of what it echoes (as GitHub's differ per
+///   representation) and its exact `content-length`.
+/// - `GET /big`: [`BIG_PART`] bytes of `a`, then — once [`Peer::release`] is called — as
+///   many of `b`.
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+pub const BIG_PART: usize = 1 << 20;
+
+impl Peer {
+    pub async fn start() -> Peer {
+        use axum::body::Body;
+        use axum::extract::Request;
+        use axum::response::Response;
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>> = Default::default();
+        let release = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (log, gate) = (seen.clone(), release.clone());
+        let router = axum::Router::new().fallback(move |request: Request| {
+            let (log, gate) = (log.clone(), gate.clone());
+            async move {
+                let (parts, _) = request.into_parts();
+                let headers = parts.headers.clone();
+                log.lock()
+                    .unwrap()
+                    .push((format!("{} {}", parts.method, parts.uri.path()), headers.clone()));
+                let token = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split_whitespace().nth(1))
+                    .unwrap_or_default()
+                    .to_string();
+                let mut response = Response::new(Body::empty());
+                if token.starts_with("bad-") {
+                    *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+                    *response.body_mut() = Body::from(r#"{"message":"Bad credentials"}"#);
+                    return response;
+                }
+                match parts.uri.path() {
+                    "/user" => {
+                        let login = token.split('-').next().unwrap_or_default();
+                        *response.body_mut() = Body::from(serde_json::json!({ "login": login }).to_string());
+                    }
+                    "/echo" => {
+                        let all = |name: &str| -> Vec<String> {
+                            headers
+                                .get_all(name)
+                                .iter()
+                                .map(|v| v.to_str().unwrap_or_default().to_string())
+                                .collect()
+                        };
+                        let echo = serde_json::json!({
+                            "accept": all("accept"),
+                            "range": all("range"),
+                            "time-zone": all("time-zone"),
+                            "if-none-match": all("if-none-match"),
+                        })
+                        .to_string();
+                        let etag = format!(
+                            "\"{:x}\"",
+                            echo.len() * 31 + echo.bytes().map(u64::from).sum::<u64>() as usize
+                        );
+                        let h = response.headers_mut();
+                        h.insert("etag", etag.parse().unwrap());
+                        h.insert("content-length", echo.len().into());
+                        if parts.method != http::Method::HEAD {
+                            *response.body_mut() = Body::from(echo);
+                        }
+                    }
+                    "/big" => {
+                        response.headers_mut().insert("etag", "\"big\"".parse().unwrap());
+                        let first = bytes::Bytes::from(vec![b'a'; BIG_PART]);
+                        let stream = futures_util::stream::unfold(0, move |step| {
+                            let (first, gate) = (first.clone(), gate.clone());
+                            async move {
+                                match step {
+                                    0 => Some((Ok::<_, std::io::Error>(first), 1)),
+                                    1 => {
+                                        gate.notified().await;
+                                        Some((Ok(bytes::Bytes::from(vec![b'b'; BIG_PART])), 2))
+                                    }
+                                    _ => None,
+                                }
+                            }
+                        });
+                        *response.body_mut() = Body::from_stream(stream);
+                    }
+                    _ => *response.status_mut() = http::StatusCode::NOT_FOUND,
+                }
+                response
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Peer {
+            addr,
+            seen,
+            release,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Lets `/big` send its second part.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+
+    /// The requests it was sent (`METHOD /path`) and their headers.
+    pub fn requests(&self, what: &str) -> Vec<http::HeaderMap> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(line, _)| line == what)
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A store, and a proxy (tuned by `tune`) in front of `upstream`, on loopback TCP.
+pub async fn proxy_to(upstream: &str, tune: impl FnOnce(&mut ProxyConfig)) -> (Proxy, SocketAddr, Store, TempSqlite) {
+    let sqlite = TempSqlite::new();
+    let store = open_store(&sqlite.url()).await;
+    let mut config = proxy_config(upstream, "host-a");
+    tune(&mut config);
+    let proxy = Proxy::start(store.clone(), config).await.expect("the proxy starts");
+    let addr = proxy.listen_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (proxy, addr, store, sqlite)
+}
+
+/// One raw HTTP/1.1 exchange; returns the status and the whole answer.
+pub async fn raw<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &str,
+) -> (u16, String) {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP answer: {answer:?}"));
+    (status, answer)
 }
