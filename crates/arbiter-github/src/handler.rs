@@ -27,8 +27,10 @@ use crate::graphql;
 use crate::identity::{Credential, Identity};
 use crate::upstream::{self, Limits, Stored};
 
-/// The largest request body the proxy reads (GitHub's own limit is lower).
-const MAX_BODY: usize = 64 << 20;
+/// The largest GraphQL request body the proxy reads (it must read a GraphQL request to
+/// know what it is; GitHub's own limits are lower). Other request bodies are not read:
+/// they are streamed to the upstream.
+const MAX_GRAPHQL_BODY: usize = 8 << 20;
 /// The header a client may shorten its wait for budget with (`10s`, `0s`); never forwarded.
 pub const MAX_WAIT_HEADER: &str = "x-arbiter-max-wait";
 /// The header a client may set its priority with (`interactive`, `normal` — the default —,
@@ -109,15 +111,21 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
             ));
         }
     };
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return respond(&Stored::local(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "arbiter's GitHub proxy reads request bodies up to {} MiB",
-                MAX_BODY >> 20
-            ),
-            json!({ "error": "bad_input" }),
-        ));
+    let is_graphql = parts.uri.path() == "/graphql" && parts.method == Method::POST;
+    let graphql_body = if is_graphql {
+        let Ok(body) = axum::body::to_bytes(body, MAX_GRAPHQL_BODY).await else {
+            return respond(&Stored::local(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "arbiter's GitHub proxy reads GraphQL request bodies up to {} MiB",
+                    MAX_GRAPHQL_BODY >> 20
+                ),
+                json!({ "error": "bad_input" }),
+            ));
+        };
+        Ok(body)
+    } else {
+        Err(body)
     };
     let credential = Credential::from_headers(&parts.headers);
     let resolved = shared.identities.resolve(&shared, credential.as_ref()).await;
@@ -139,9 +147,11 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
         max_wait,
         priority,
     };
-    if parts.uri.path() == "/graphql" && parts.method == Method::POST {
-        respond(&*graphql(&ctx, &parts, body).await)
-    } else if parts.method == Method::GET {
+    let body = match graphql_body {
+        Ok(body) => return respond(&*graphql(&ctx, &parts, body).await),
+        Err(body) => body,
+    };
+    if parts.method == Method::GET {
         let stored = rest_get(&ctx, &parts).await;
         match not_modified_for_client(&stored, &parts.headers) {
             Some(answer) => answer,
@@ -374,7 +384,16 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
     let primary = primary_resource(path);
     // A revalidation is charged its primary cost only if it is not answered 304.
     let spend = [(primary, u64::from(!revalidating)), ("points", 1)];
-    let stored = forward(ctx, Method::GET, path_q, headers, Bytes::new(), &spend, false).await;
+    let stored = forward(
+        ctx,
+        Method::GET,
+        path_q,
+        headers,
+        reqwest::Body::from(Bytes::new()),
+        &spend,
+        false,
+    )
+    .await;
     if !stored.upstream {
         return stored;
     }
@@ -450,7 +469,16 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
         }
         return coalesced(ctx, key, || async {
             let spend = [("graphql", 1), ("graphql-points", 1)];
-            let stored = forward(ctx, Method::POST, path_q, headers.clone(), body.clone(), &spend, true).await;
+            let stored = forward(
+                ctx,
+                Method::POST,
+                path_q,
+                headers.clone(),
+                body.clone().into(),
+                &spend,
+                true,
+            )
+            .await;
             if !fresh.is_zero() && stored.whole() && stored.status == StatusCode::OK && !has_errors(&stored.body) {
                 let entry = Entry {
                     stored: stored.clone(),
@@ -472,7 +500,7 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
         ("content-minute", 1),
         ("content-hour", 1),
     ];
-    let stored = forward(ctx, Method::POST, path_q, headers, body, &spend, true).await;
+    let stored = forward(ctx, Method::POST, path_q, headers, body.into(), &spend, true).await;
     if stored.upstream && stored.status.is_success() {
         // A mutation of a known repository drops what is cached about it (and the GraphQL
         // answers whose repository is unknown); of an unknown one, every GraphQL answer.
@@ -490,7 +518,7 @@ fn has_errors(body: &[u8]) -> bool {
 }
 
 /// Any other request (writes, HEAD, OPTIONS): forwarded; a successful write invalidates.
-async fn other(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
+async fn other(ctx: &Ctx<'_>, parts: &Parts, body: Body) -> Arc<Stored> {
     let path = parts.uri.path();
     let method = parts.method.clone();
     let read_only = matches!(method, Method::HEAD | Method::OPTIONS);
@@ -499,11 +527,38 @@ async fn other(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
         spend.extend([("content-minute", 1), ("content-hour", 1)]);
     }
     let headers = upstream::request_headers(&parts.headers);
+    let body = reqwest::Body::wrap(Upload(std::sync::Mutex::new(body)));
     let stored = forward(ctx, method, path_and_query(parts), headers, body, &spend, false).await;
     if !read_only && stored.upstream && stored.status.is_success() {
         invalidate_after_write(ctx, path);
     }
     stored
+}
+
+/// A client's request body, streamed to the upstream as it comes (never held whole; its
+/// length, when the client said it, is the forwarded request's). reqwest wants a `Sync`
+/// body; this one is only ever polled through `&mut`.
+struct Upload(std::sync::Mutex<Body>);
+
+impl http_body::Body for Upload {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let body = self.get_mut().0.get_mut().unwrap_or_else(|e| e.into_inner());
+        std::pin::Pin::new(body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().map(|b| b.is_end_stream()).unwrap_or(true)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.lock().map(|b| b.size_hint()).unwrap_or_default()
+    }
 }
 
 /// A write to `/repos/{owner}/{repo}/…` drops every cached answer about that repository —
@@ -531,7 +586,7 @@ async fn forward(
     method: Method,
     path_q: &str,
     headers: HeaderMap,
-    body: Bytes,
+    body: reqwest::Body,
     spend: &[(&str, u64)],
     graphql: bool,
 ) -> Arc<Stored> {

@@ -126,6 +126,41 @@ async fn an_answer_larger_than_the_proxy_holds_is_streamed_and_not_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_is_streamed_to_the_upstream_not_held() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let peer = Peer::start().await;
+    let (proxy, addr, _store, _sqlite) = proxy_to(&peer.url(), |_| {}).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: api.github.com\r\nAuthorization: token alice-1\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        2 * BIG_PART
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![b'a'; BIG_PART]).await.unwrap();
+    // The upstream has the first half while the client still holds back the second.
+    // (Bounded: a proxy that waited for the whole body would wait forever.)
+    tokio::time::timeout(Duration::from_secs(30), peer.uploaded.notified())
+        .await
+        .expect("the first half reached the upstream before the second was sent");
+    stream.write_all(&vec![b'b'; BIG_PART]).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains(&format!("{{\"received\":{}}}", 2 * BIG_PART)),
+        "{answer}"
+    );
+    let sent = peer.requests("POST /upload");
+    assert_eq!(
+        sent[0].get("content-length").and_then(|v| v.to_str().ok()),
+        Some((2 * BIG_PART).to_string().as_str()),
+        "the client's length, not chunks"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_answer_keeps_the_upstreams_length() {
     let peer = Peer::start().await;
     let (proxy, addr, _store, _sqlite) = proxy_to(&peer.url(), |_| {}).await;

@@ -160,9 +160,12 @@ pub fn hello() -> serde_json::Value {
 ///   representation) and its exact `content-length`.
 /// - `GET /big`: [`BIG_PART`] bytes of `a`, then — once [`Peer::release`] is called — as
 ///   many of `b`.
+/// - `POST /upload`: reads the body, says when [`BIG_PART`] bytes have come
+///   ([`Peer::uploaded`]), answers `{"received": N}`.
 pub struct Peer {
     pub addr: SocketAddr,
     pub seen: std::sync::Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>>,
+    pub uploaded: std::sync::Arc<tokio::sync::Notify>,
     release: std::sync::Arc<tokio::sync::Notify>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -176,11 +179,12 @@ impl Peer {
         use axum::response::Response;
         let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>> = Default::default();
         let release = std::sync::Arc::new(tokio::sync::Notify::new());
-        let (log, gate) = (seen.clone(), release.clone());
+        let uploaded = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (log, gate, progress) = (seen.clone(), release.clone(), uploaded.clone());
         let router = axum::Router::new().fallback(move |request: Request| {
-            let (log, gate) = (log.clone(), gate.clone());
+            let (log, gate, progress) = (log.clone(), gate.clone(), progress.clone());
             async move {
-                let (parts, _) = request.into_parts();
+                let (parts, body) = request.into_parts();
                 let headers = parts.headers.clone();
                 log.lock()
                     .unwrap()
@@ -246,6 +250,19 @@ impl Peer {
                         });
                         *response.body_mut() = Body::from_stream(stream);
                     }
+                    "/upload" => {
+                        use futures_util::StreamExt;
+                        let mut frames = body.into_data_stream();
+                        let (mut received, mut told) = (0, false);
+                        while let Some(Ok(chunk)) = frames.next().await {
+                            received += chunk.len();
+                            if received >= BIG_PART && !told {
+                                told = true;
+                                progress.notify_one();
+                            }
+                        }
+                        *response.body_mut() = Body::from(serde_json::json!({ "received": received }).to_string());
+                    }
                     _ => *response.status_mut() = http::StatusCode::NOT_FOUND,
                 }
                 response
@@ -259,6 +276,7 @@ impl Peer {
         Peer {
             addr,
             seen,
+            uploaded,
             release,
             server,
         }
