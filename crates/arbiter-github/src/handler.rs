@@ -151,7 +151,7 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
         Ok(body) => return respond(&*graphql(&ctx, &parts, body).await),
         Err(body) => body,
     };
-    if parts.method == Method::GET {
+    let mut response = if parts.method == Method::GET {
         let stored = rest_get(&ctx, &parts).await;
         match not_modified_for_client(&stored, &parts.headers) {
             Some(answer) => answer,
@@ -167,6 +167,38 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
             response.headers_mut().insert(header::CONTENT_LENGTH, length.clone());
         }
         response
+    };
+    keep_links_here(&shared, &parts, response.headers_mut());
+    response
+}
+
+/// A client that reached the proxy by its loopback address (`ARBITER_GITHUB_API`) follows
+/// `Link` (the next page) and `Location` to the proxy, not around it to the upstream: the
+/// upstream's base in them becomes `http://<the Host it asked>`. (`gh` on the unix socket
+/// says `Host: api.github.com` and sends every request to the socket anyway.)
+fn keep_links_here(shared: &Shared, parts: &Parts, headers: &mut HeaderMap) {
+    let Some(host) = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return;
+    };
+    if !upstream::is_loopback(host) {
+        return;
+    }
+    let here = format!("http://{host}");
+    for name in [header::LINK, header::LOCATION] {
+        let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        if values.is_empty() {
+            continue;
+        }
+        headers.remove(&name);
+        for value in values {
+            let rewritten = value
+                .to_str()
+                .ok()
+                .map(|text| shared.upstream.rebase(text, &here))
+                .and_then(|text| HeaderValue::from_str(&text).ok())
+                .unwrap_or(value);
+            headers.append(&name, rewritten);
+        }
     }
 }
 
@@ -276,10 +308,14 @@ fn primary_resource(path: &str) -> &'static str {
 }
 
 /// The repository (`owner/name`, lowercase) a REST path is under.
+/// Segments are read as GitHub reads them: `/repos/%6Fcto/hello` is `octo/hello`.
 fn repo_of(path: &str) -> Option<String> {
-    let mut segments = path.trim_start_matches('/').split('/');
+    let mut segments = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy());
     match (segments.next(), segments.next(), segments.next()) {
-        (Some("repos"), Some(owner), Some(name)) if !owner.is_empty() && !name.is_empty() => {
+        (Some(repos), Some(owner), Some(name)) if repos == "repos" && !owner.is_empty() && !name.is_empty() => {
             Some(format!("{owner}/{name}").to_ascii_lowercase())
         }
         _ => None,
@@ -737,6 +773,7 @@ mod tests {
     fn paths() {
         assert_eq!(repo_of("/repos/Octo/Hello/issues/1").as_deref(), Some("octo/hello"));
         assert_eq!(repo_of("/repos/octo"), None);
+        assert_eq!(repo_of("/repos/%6Fcto/H%65llo/issues").as_deref(), Some("octo/hello"));
         assert_eq!(repo_of("/user/repos"), None);
         assert_eq!(primary_resource("/search/issues"), "search");
         assert_eq!(primary_resource("/search/code"), "code_search");

@@ -67,16 +67,35 @@ impl Upstream {
         reqwest::Url::parse(&format!("{}{path_q}", self.base)).ok()
     }
 
+    /// `text` with every URL under the base (the base, then `/`, `?`, `>`, `"` or the
+    /// end) moved under `here`.
+    pub fn rebase(&self, text: &str, here: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find(&self.base) {
+            let after = &rest[at + self.base.len()..];
+            let whole = after.is_empty() || after.starts_with(['/', '?', '>', '"', ';', ',']);
+            out.push_str(&rest[..at]);
+            out.push_str(if whole { here } else { &self.base });
+            rest = after;
+        }
+        out.push_str(rest);
+        out
+    }
+
     /// Whether a request naming `host` (from `Host` or an absolute URI; port ignored) is one
     /// this proxy serves: GitHub's API host, the upstream's host, or loopback. Anything else
     /// is refused, so the proxy is never an open proxy.
     pub fn allows(&self, host: &str) -> bool {
-        let host = strip_port(host).to_ascii_lowercase();
-        host == API_HOST
-            || host == self.host
-            || host == "localhost"
-            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        let name = strip_port(host).to_ascii_lowercase();
+        name == API_HOST || name == self.host || is_loopback(host)
     }
+}
+
+/// Whether `host` (a `Host` header: `name[:port]`) is this machine's loopback.
+pub fn is_loopback(host: &str) -> bool {
+    let name = strip_port(host).to_ascii_lowercase();
+    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `.` or `..`, also percent-encoded (URL parsing resolves `%2e%2e` as `..`).
@@ -354,6 +373,25 @@ mod tests {
                 .starts_with("--upstream")
         );
         assert!(Upstream::parse("https://u:p@x").is_err());
+    }
+
+    #[test]
+    fn links_are_rebased() {
+        let up = Upstream::parse("https://ghe.example/api/v3").unwrap();
+        let here = "http://127.0.0.1:8787";
+        assert_eq!(
+            up.rebase(
+                r#"<https://ghe.example/api/v3/repositories/1/issues?page=2>; rel="next", <https://ghe.example/api/v30/x>; rel="last""#,
+                here
+            ),
+            r#"<http://127.0.0.1:8787/repositories/1/issues?page=2>; rel="next", <https://ghe.example/api/v30/x>; rel="last""#
+        );
+        assert_eq!(
+            up.rebase("https://elsewhere.example/x", here),
+            "https://elsewhere.example/x"
+        );
+        assert!(is_loopback("127.0.0.1:8787") && is_loopback("[::1]:1") && is_loopback("localhost"));
+        assert!(!is_loopback("api.github.com"));
     }
 
     #[test]

@@ -152,3 +152,36 @@ async fn a_write_invalidates_what_was_read_of_its_repository() {
     assert_ne!(relisted.body, listed.body);
     assert!(relisted.body.contains("Written through the proxy"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_a_percent_encoded_path_invalidates_its_repository() {
+    // The peer reads paths as GitHub does: /repos/%6Fcto/hello is octo/hello.
+    let peer = support::Peer::start().await;
+    let (proxy, addr, _store, _sqlite) = support::proxy_to(&peer.url(), |_| {}).await;
+    let client = support::client();
+    let query = || {
+        support::send(
+            client
+                .post(format!("http://{addr}/graphql"))
+                .header("authorization", "bearer alice-1")
+                .json(&serde_json::json!({ "query": support::ISSUES, "variables": hello() })),
+        )
+    };
+    let first = query().await;
+    assert_eq!(query().await.body, first.body, "answered from the window");
+    let written = support::send(
+        client
+            .post(format!("http://{addr}/repos/%6Fcto/hello/issues"))
+            .header("authorization", "token alice-1")
+            .json(&serde_json::json!({ "title": "x" })),
+    )
+    .await;
+    assert_eq!(written.status, 201);
+    let again = query().await;
+    assert_ne!(
+        again.body, first.body,
+        "the write dropped the window's answer: {}",
+        again.body
+    );
+    proxy.shutdown().await;
+}

@@ -269,3 +269,41 @@ async fn a_stalled_store_does_not_hang_requests_or_shutdown() {
     h.proxy.take().unwrap().shutdown().await;
     link.resume();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_links_lead_back_to_the_proxy_and_redirects_are_not_followed() {
+    let h = Harness::start(fake_config(), |_| {}).await;
+    let first = h.get("alice-token-1", "/repos/octo/hello/issues?per_page=2").await;
+    let link = first.header("link").expect("a Link header").to_string();
+    let here = format!("http://{}/", h.addr);
+    let next = link
+        .split(',')
+        .find(|l| l.contains("rel=\"next\""))
+        .and_then(|l| l.split(['<', '>']).nth(1))
+        .expect("a next page")
+        .to_string();
+    assert!(next.starts_with(&here), "the next page is the proxy's: {link}");
+    assert!(!link.contains(&h.fake.url()), "no way around the proxy: {link}");
+    let calls = h.proxy().counters(None).upstream_calls;
+    let second = support::send(h.client.get(&next).header("authorization", "token alice-token-1")).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_ne!(second.body, first.body);
+    assert_eq!(h.proxy().counters(None).upstream_calls, calls + 1, "through the proxy");
+
+    // A redirect is the client's to follow (or not), with its own judgement of where.
+    let peer = Peer::start().await;
+    let (proxy, addr, _store, _sqlite) = proxy_to(&peer.url(), |_| {}).await;
+    let answer = support::send(
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("http://{addr}/moved"))
+            .header("authorization", "token alice-1"),
+    )
+    .await;
+    assert_eq!(answer.status, 302);
+    assert_eq!(answer.header("location"), Some("http://elsewhere.example/steal"));
+    assert_eq!(peer.requests("GET /moved").len(), 1);
+    proxy.shutdown().await;
+}

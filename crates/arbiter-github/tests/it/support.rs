@@ -160,6 +160,9 @@ pub fn hello() -> serde_json::Value {
 ///   representation) and its exact `content-length`.
 /// - `GET /big`: [`BIG_PART`] bytes of `a`, then — once [`Peer::release`] is called — as
 ///   many of `b`.
+/// - `POST /graphql`: `{"data": {"calls": N}}`, N the GraphQL requests it had so far.
+/// - `POST /repos/…`: 201 (a write under the path GitHub would read, percent-decoded).
+/// - `GET /moved`: a 302 to `http://elsewhere.example/steal`.
 /// - `POST /upload`: reads the body, says when [`BIG_PART`] bytes have come
 ///   ([`Peer::uploaded`]), answers `{"received": N}`.
 pub struct Peer {
@@ -249,6 +252,19 @@ impl Peer {
                             }
                         });
                         *response.body_mut() = Body::from_stream(stream);
+                    }
+                    "/graphql" => {
+                        let calls = log.lock().unwrap().iter().filter(|(l, _)| l == "POST /graphql").count();
+                        *response.body_mut() =
+                            Body::from(serde_json::json!({ "data": { "calls": calls } }).to_string());
+                    }
+                    path if path.starts_with("/repos/") && parts.method == http::Method::POST => {
+                        *response.status_mut() = http::StatusCode::CREATED;
+                    }
+                    "/moved" => {
+                        *response.status_mut() = http::StatusCode::FOUND;
+                        let location = "http://elsewhere.example/steal";
+                        response.headers_mut().insert("location", location.parse().unwrap());
                     }
                     "/upload" => {
                         use futures_util::StreamExt;
