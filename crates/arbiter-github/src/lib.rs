@@ -106,6 +106,23 @@ pub fn check_listen(addr: SocketAddr) -> Result<()> {
     )))
 }
 
+/// Checks a unix socket path as [`Proxy::listen_unix`] does, changing nothing (`BadInput`
+/// naming `--socket`): a missing directory is fine (it will be created 0700); an existing
+/// one must be this user's and private; nothing but a stale socket may be at the path.
+pub fn check_socket(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        unix::check(path)
+    }
+    #[cfg(not(unix))]
+    {
+        Err(Error::bad_input(format!(
+            "--socket {}: unix sockets are not available on this system; use --listen",
+            path.display()
+        )))
+    }
+}
+
 /// What every request handler shares.
 pub(crate) struct Shared {
     pub config: ProxyConfig,

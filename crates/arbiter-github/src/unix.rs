@@ -15,14 +15,34 @@ fn refused(path: &Path, why: &str) -> Error {
     Error::bad_input(format!("--socket {}: {why}", path.display()))
 }
 
-pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
-    let dir = match path.parent() {
+/// Checks `path` as [`bind`] would, changing nothing: its directory (when it exists) is a
+/// private directory of this user, and nothing but a stale socket is at `path`.
+pub fn check(path: &Path) -> Result<()> {
+    let dir = directory(path);
+    if std::fs::symlink_metadata(dir).is_ok() {
+        check_dir(path, dir)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(refused(path, "it is a symbolic link")),
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(refused(path, "a proxy is already listening there"));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(refused(path, "a file that is not a socket is there")),
+        Err(_) => Ok(()),
+    }
+}
+
+fn directory(path: &Path) -> &Path {
+    match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
-    };
-    if std::fs::symlink_metadata(dir).is_err() {
-        arbiter_process::private::private_dir(dir).map_err(|e| refused(path, &e.message))?;
     }
+}
+
+fn check_dir(path: &Path, dir: &Path) -> Result<()> {
     let meta =
         std::fs::symlink_metadata(dir).map_err(|e| refused(path, &format!("cannot inspect its directory: {e}")))?;
     if !meta.is_dir() {
@@ -43,18 +63,18 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
             ),
         ));
     }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(refused(path, "it is a symbolic link"));
-        }
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(refused(path, "a proxy is already listening there"));
-            }
-            std::fs::remove_file(path).map_err(|e| refused(path, &format!("cannot remove the stale socket: {e}")))?;
-        }
-        Ok(_) => return Err(refused(path, "a file that is not a socket is there")),
-        Err(_) => {}
+    Ok(())
+}
+
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    let dir = directory(path);
+    if std::fs::symlink_metadata(dir).is_err() {
+        arbiter_process::private::private_dir(dir).map_err(|e| refused(path, &e.message))?;
+    }
+    check(path)?;
+    if std::fs::symlink_metadata(path).is_ok() {
+        // A stale socket (check refused anything else).
+        std::fs::remove_file(path).map_err(|e| refused(path, &format!("cannot remove the stale socket: {e}")))?;
     }
     let listener = tokio::net::UnixListener::bind(path).map_err(|e| refused(path, &format!("cannot listen: {e}")))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))

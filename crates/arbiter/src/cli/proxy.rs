@@ -74,6 +74,9 @@ pub async fn run(command: ProxyCommand, global: &Global, _out: Output) -> Result
     if let Some(addr) = listen {
         arbiter_github::check_listen(addr)?;
     }
+    if let Some(path) = &args.socket {
+        arbiter_github::check_socket(path)?;
+    }
     let config = ProxyConfig {
         upstream: args.upstream,
         namespace: global.namespace.clone(),

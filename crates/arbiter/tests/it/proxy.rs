@@ -15,7 +15,8 @@ fn proxy_github_serves_until_stopped() {
     let store = Store::sqlite();
     let upstream = Receiver::start();
     let mut cmd = store.cmd(&["proxy", "github", "--upstream", &upstream.url(""), "--max-wait", "0"]);
-    cmd.env_remove("ARBITER_LOG");
+    // Everything the proxy and its HTTP stack log, none of it a token.
+    cmd.env("ARBITER_LOG", "trace");
     let mut proxy = Background::start(cmd, store.scratch.path(), "proxy");
     let addr = eventually(SOON, "the proxy says where it listens", || {
         assert!(proxy.running(), "the proxy exited: {}", proxy.stderr());
@@ -44,7 +45,9 @@ fn proxy_github_serves_until_stopped() {
     );
     proxy.signal(Signal::SIGTERM);
     assert_eq!(proxy.wait(SOON), 0, "{}", proxy.stderr());
-    assert!(!proxy.stderr().contains("secret-token-1"), "the token is never shown");
+    let stderr = proxy.stderr();
+    assert!(stderr.contains("TRACE"), "traced: {stderr}");
+    assert!(!stderr.contains("secret-token-1"), "the token is never shown");
 }
 
 #[test]
@@ -58,6 +61,10 @@ fn proxy_github_refuses_bad_flags_and_creates_nothing() {
         ),
         (&["--graphql-fresh", "5x"][..], "--graphql-fresh"),
         (&["--concurrency", "0"][..], "--concurrency"),
+        (
+            &["--socket", "/tmp/arbiter-proxy-test.sock"][..],
+            "--socket /tmp/arbiter-proxy-test.sock: ",
+        ),
     ] {
         let mut all = vec!["proxy", "github"];
         all.extend_from_slice(args);
