@@ -109,6 +109,11 @@ impl Cache {
         }
     }
 
+    /// Whether `key` is held (not counted as a use).
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.entries.contains_key(key)
+    }
+
     pub fn remove(&mut self, key: &CacheKey) {
         if let Some((entry, used)) = self.entries.remove(key) {
             self.order.remove(&used);

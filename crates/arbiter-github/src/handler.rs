@@ -364,6 +364,18 @@ async fn rest_get(ctx: &Ctx<'_>, parts: &Parts) -> Arc<Stored> {
     headers.remove(header::IF_NONE_MATCH);
     headers.remove(header::IF_MODIFIED_SINCE);
     let key = request_key(ctx, "rest", path_q.as_bytes(), &headers);
+    let held = ctx.shared.cache.lock().expect("cache").contains(&key);
+    let own: HeaderMap = [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE]
+        .into_iter()
+        .filter_map(|name| Some((name.clone(), parts.headers.get(name)?.clone())))
+        .collect();
+    if !held && !own.is_empty() {
+        // Nothing held, but the client holds an answer (it asked GitHub itself before,
+        // or the proxy restarted): its own validator, so GitHub may answer a free 304.
+        // That answer is this client's alone: not shared with others in flight.
+        headers.extend(own);
+        return revalidate(ctx, key, parts.uri.path(), path_q, headers).await;
+    }
     coalesced(ctx, key, || {
         revalidate(ctx, key, parts.uri.path(), path_q, headers.clone())
     })
@@ -413,7 +425,10 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
                     .map(|v| (header::IF_MODIFIED_SINCE, v.clone()))
             })
     });
-    let revalidating = validator.is_some();
+    // The proxy's validator, or the client's own (already in `headers`).
+    let revalidating = validator.is_some()
+        || headers.contains_key(header::IF_NONE_MATCH)
+        || headers.contains_key(header::IF_MODIFIED_SINCE);
     if let Some((name, value)) = validator {
         headers.insert(name, value);
     }
@@ -450,7 +465,10 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
         ctx.shared.cache.lock().expect("cache").insert(key, entry);
         return fresh;
     }
-    if revalidating {
+    if stored.status == StatusCode::NOT_MODIFIED {
+        // The client's own validator matched: its 304, free.
+        Counts::add(&ctx.counts.not_modified, 1);
+    } else if revalidating {
         // Not a 304: it did cost the primary budget after all.
         let _ = ctx
             .shared

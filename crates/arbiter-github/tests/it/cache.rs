@@ -185,3 +185,33 @@ async fn a_write_through_a_percent_encoded_path_invalidates_its_repository() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_own_validator_is_used_when_the_proxy_holds_nothing() {
+    let h = Harness::start(fake_config(), |_| {}).await;
+    assert_eq!(h.get("alice-token-1", "/user").await.status, 200);
+    // The client read GitHub itself before (or the proxy restarted since): it holds an ETag.
+    let direct = support::send(
+        h.client
+            .get(format!("{}{ISSUES_PATH}", h.fake.url()))
+            .header("authorization", "token alice-token-1"),
+    )
+    .await;
+    let etag = direct.header("etag").expect("an ETag").to_string();
+    let before = h.fake.stats().user("alice");
+    let answer = support::send(
+        h.client
+            .get(h.url(ISSUES_PATH))
+            .header("authorization", "token alice-token-1")
+            .header("if-none-match", &etag),
+    )
+    .await;
+    assert_eq!(answer.status, 304, "{}", answer.body);
+    let after = h.fake.stats().user("alice");
+    assert_eq!(
+        after.core_used, before.core_used,
+        "GitHub's 304 was free; a full read is not"
+    );
+    assert_eq!(after.not_modified, before.not_modified + 1);
+    assert_eq!(h.proxy().counters(None).not_modified, 1);
+}
