@@ -64,7 +64,12 @@ impl Upstream {
         if !path.starts_with('/') || path.contains('\\') || path.split('/').any(dot_segment) {
             return None;
         }
-        reqwest::Url::parse(&format!("{}{path_q}", self.base)).ok()
+        // GitHub Enterprise serves GraphQL at /api/graphql, beside /api/v3.
+        let base = match path {
+            "/graphql" => self.base.strip_suffix("/v3").filter(|b| b.ends_with("/api")),
+            _ => None,
+        };
+        reqwest::Url::parse(&format!("{}{path_q}", base.unwrap_or(&self.base))).ok()
     }
 
     /// `text` with every URL under the base (the base, then `/`, `?`, `>`, `"` or the
@@ -373,6 +378,32 @@ mod tests {
                 .starts_with("--upstream")
         );
         assert!(Upstream::parse("https://u:p@x").is_err());
+    }
+
+    #[test]
+    fn urls_stay_under_the_base() {
+        let ghe = Upstream::parse("https://ghe.example/api/v3").unwrap();
+        let url = |up: &Upstream, p: &str| up.url(p).map(|u| u.to_string());
+        assert_eq!(
+            url(&ghe, "/repos/o/r?x=1").as_deref(),
+            Some("https://ghe.example/api/v3/repos/o/r?x=1")
+        );
+        assert_eq!(
+            url(&ghe, "/graphql").as_deref(),
+            Some("https://ghe.example/api/graphql")
+        );
+        let dotcom = Upstream::parse("https://api.github.com").unwrap();
+        assert_eq!(
+            url(&dotcom, "/graphql").as_deref(),
+            Some("https://api.github.com/graphql")
+        );
+        assert_eq!(
+            url(&dotcom, "//evil.example/x").as_deref(),
+            Some("https://api.github.com//evil.example/x")
+        );
+        for bad in ["/a/../b", "/a/%2E%2e/b", "/./a", "/a\\..\\b", "*", "evil.example/x"] {
+            assert_eq!(url(&ghe, bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -26,8 +26,22 @@ async fn requests_for_other_hosts_are_refused() {
         assert_eq!(status, 403, "{target} for {host}: {answer}");
         assert!(answer.contains("host_refused"));
     }
+    for (line, host, expected) in [
+        ("CONNECT evil.example:443", "evil.example:443", 403),
+        ("CONNECT api.github.com:443", "api.github.com:443", 405),
+        ("GET http://api.github.com@evil.example/user", "api.github.com", 403),
+        ("GET http://evil.example:80/user", "evil.example", 403),
+        ("GET /user", "evil.example:443", 403),
+        ("GET /user", "[::ffff:10.0.0.1]:80", 403),
+    ] {
+        let request = format!(
+            "{line} HTTP/1.1\r\nHost: {host}\r\nAuthorization: token alice-token-1\r\nConnection: close\r\n\r\n"
+        );
+        let (status, answer) = raw(connect().await.unwrap(), &request).await;
+        assert_eq!(status, expected, "{line} for {host}: {answer}");
+    }
     assert_eq!(h.upstream_requests(), before, "nothing was forwarded");
-    for host in ["api.github.com", "localhost", &h.addr.to_string()] {
+    for host in ["api.github.com", "localhost", "[::1]:1", &h.addr.to_string()] {
         let (status, answer) = raw(connect().await.unwrap(), &request("/user", host)).await;
         assert_eq!(status, 200, "{host}: {answer}");
     }
