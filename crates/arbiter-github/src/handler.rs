@@ -93,22 +93,17 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
         Some(value) => match Priority::parse(value.to_str().unwrap_or_default().trim()) {
             Ok(priority) => priority,
             Err(e) => {
-                return respond(&Stored::local(
+                return local(
                     StatusCode::BAD_REQUEST,
                     &format!("header {PRIORITY_HEADER}: {}", e.message),
-                    json!({ "error": "bad_input" }),
-                ));
+                );
             }
         },
     };
     let max_wait = match request_max_wait(&shared, &parts.headers) {
         Ok(wait) => wait,
         Err(message) => {
-            return respond(&Stored::local(
-                StatusCode::BAD_REQUEST,
-                &message,
-                json!({ "error": "bad_input" }),
-            ));
+            return local(StatusCode::BAD_REQUEST, &message);
         }
     };
     let is_graphql = parts.uri.path() == "/graphql" && parts.method == Method::POST;
