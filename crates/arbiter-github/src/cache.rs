@@ -60,6 +60,8 @@ pub struct Cache {
     entries: HashMap<CacheKey, (Entry, u64)>,
     order: BTreeMap<u64, CacheKey>,
     tick: u64,
+    /// How many invalidations there were ([`Cache::remove_where`]).
+    generation: u64,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
@@ -71,6 +73,7 @@ impl Cache {
             entries: HashMap::new(),
             order: BTreeMap::new(),
             tick: 0,
+            generation: 0,
             bytes: 0,
             max_entries,
             max_bytes,
@@ -121,8 +124,15 @@ impl Cache {
         }
     }
 
-    /// Drops every entry `drop` selects; returns how many.
+    /// Changes at every invalidation: an answer asked for before one (it may predate the
+    /// write) is not kept after it.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Drops every entry `drop` selects (an invalidation); returns how many.
     pub fn remove_where(&mut self, drop: impl Fn(&Entry) -> bool) -> usize {
+        self.generation += 1;
         let keys: Vec<CacheKey> = self
             .entries
             .iter()

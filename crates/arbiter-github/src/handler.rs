@@ -517,6 +517,9 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
             }
         }
         return coalesced(ctx, key, || async {
+            // An answer asked for before a write it may predate is not kept after it; its
+            // freshness counts from when it was asked for.
+            let (asked, generation) = (Instant::now(), ctx.shared.cache.lock().expect("cache").generation());
             let spend = [("graphql", 1), ("graphql-points", 1)];
             let stored = forward(
                 ctx,
@@ -531,13 +534,16 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
             if !fresh.is_zero() && stored.whole() && stored.status == StatusCode::OK && !has_errors(&stored.body) {
                 let entry = Entry {
                     stored: stored.clone(),
-                    at: Instant::now(),
+                    at: asked,
                     path: None,
                     repo: operation.repo.clone(),
                     graphql: true,
                     credential: ctx.credential.as_ref().map(|c| c.hash),
                 };
-                ctx.shared.cache.lock().expect("cache").insert(key, entry);
+                let mut cache = ctx.shared.cache.lock().expect("cache");
+                if cache.generation() == generation {
+                    cache.insert(key, entry);
+                }
             }
             stored
         })

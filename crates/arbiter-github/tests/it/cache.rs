@@ -215,3 +215,52 @@ async fn a_clients_own_validator_is_used_when_the_proxy_holds_nothing() {
     assert_eq!(after.not_modified, before.not_modified + 1);
     assert_eq!(h.proxy().counters(None).not_modified, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_answered_across_a_write_is_not_kept() {
+    let peer = support::Peer::start().await;
+    let (proxy, addr, _store, _sqlite) = support::proxy_to(&peer.url(), |_| {}).await;
+    let client = support::client();
+    let query = || {
+        support::send(
+            client
+                .post(format!("http://{addr}/graphql"))
+                .header("authorization", "bearer alice-1")
+                .json(&serde_json::json!({ "query": support::ISSUES, "variables": hello() })),
+        )
+    };
+    assert_eq!(
+        support::send(
+            client
+                .get(format!("http://{addr}/user"))
+                .header("authorization", "bearer alice-1")
+        )
+        .await
+        .status,
+        200
+    );
+    // A query in flight (the upstream holds it) while a write to its repository completes.
+    peer.hold_graphql.store(true, std::sync::atomic::Ordering::SeqCst);
+    let held = tokio::spawn(query());
+    eventually_async(Duration::from_secs(20), "the query reached the upstream", || async {
+        (!peer.requests("POST /graphql").is_empty()).then_some(())
+    })
+    .await;
+    let written = support::send(
+        client
+            .post(format!("http://{addr}/repos/octo/hello/issues"))
+            .header("authorization", "token alice-1")
+            .json(&serde_json::json!({ "title": "x" })),
+    )
+    .await;
+    assert_eq!(written.status, 201);
+    peer.hold_graphql.store(false, std::sync::atomic::Ordering::SeqCst);
+    peer.release();
+    let before_write = held.await.unwrap();
+    assert_eq!(before_write.status, 200);
+    // Its answer may predate the write: the next query asks GitHub.
+    let after_write = query().await;
+    assert_ne!(after_write.body, before_write.body, "not served from the window");
+    assert_eq!(peer.requests("POST /graphql").len(), 2);
+    proxy.shutdown().await;
+}

@@ -169,6 +169,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     pub seen: std::sync::Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>>,
     pub uploaded: std::sync::Arc<tokio::sync::Notify>,
+    /// While set, `POST /graphql` waits for [`Peer::release`] before it answers.
+    pub hold_graphql: std::sync::Arc<std::sync::atomic::AtomicBool>,
     release: std::sync::Arc<tokio::sync::Notify>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -183,9 +185,10 @@ impl Peer {
         let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>> = Default::default();
         let release = std::sync::Arc::new(tokio::sync::Notify::new());
         let uploaded = std::sync::Arc::new(tokio::sync::Notify::new());
-        let (log, gate, progress) = (seen.clone(), release.clone(), uploaded.clone());
+        let hold_graphql = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (log, gate, progress, hold) = (seen.clone(), release.clone(), uploaded.clone(), hold_graphql.clone());
         let router = axum::Router::new().fallback(move |request: Request| {
-            let (log, gate, progress) = (log.clone(), gate.clone(), progress.clone());
+            let (log, gate, progress, hold) = (log.clone(), gate.clone(), progress.clone(), hold.clone());
             async move {
                 let (parts, body) = request.into_parts();
                 let headers = parts.headers.clone();
@@ -254,6 +257,9 @@ impl Peer {
                         *response.body_mut() = Body::from_stream(stream);
                     }
                     "/graphql" => {
+                        if hold.load(std::sync::atomic::Ordering::SeqCst) {
+                            gate.notified().await;
+                        }
                         let calls = log.lock().unwrap().iter().filter(|(l, _)| l == "POST /graphql").count();
                         *response.body_mut() =
                             Body::from(serde_json::json!({ "data": { "calls": calls } }).to_string());
@@ -293,6 +299,7 @@ impl Peer {
             addr,
             seen,
             uploaded,
+            hold_graphql,
             release,
             server,
         }
