@@ -54,6 +54,12 @@ struct Ctx<'a> {
     priority: Priority,
 }
 
+/// A request's body: read (GraphQL), or still to come (streamed to the upstream).
+enum Payload {
+    Read(Bytes),
+    Stream(Body),
+}
+
 async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if !target_allowed(&shared, &parts) {
@@ -106,8 +112,9 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
             return local(StatusCode::BAD_REQUEST, &message);
         }
     };
+    // A GraphQL body is read (a query or not?); any other is streamed when forwarded.
     let is_graphql = parts.uri.path() == "/graphql" && parts.method == Method::POST;
-    let graphql_body = if is_graphql {
+    let body = if is_graphql {
         let Ok(body) = axum::body::to_bytes(body, MAX_GRAPHQL_BODY).await else {
             return respond(&Stored::local(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -118,9 +125,9 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
                 json!({ "error": "bad_input" }),
             ));
         };
-        Ok(body)
+        Payload::Read(body)
     } else {
-        Err(body)
+        Payload::Stream(body)
     };
     let credential = Credential::from_headers(&parts.headers);
     let resolved = shared.identities.resolve(&shared, credential.as_ref()).await;
@@ -142,9 +149,9 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
         max_wait,
         priority,
     };
-    let body = match graphql_body {
-        Ok(body) => return respond(&*graphql(&ctx, &parts, body).await),
-        Err(body) => body,
+    let body = match body {
+        Payload::Read(body) => return respond(&*graphql(&ctx, &parts, body).await),
+        Payload::Stream(body) => body,
     };
     let mut response = if parts.method == Method::GET {
         let stored = rest_get(&ctx, &parts).await;
