@@ -33,7 +33,7 @@ pub use url::StoreUrl;
 
 /// The schema version this build writes. Opening a store migrates it up to this version; a
 /// store with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// What `arbiter store info` prints.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

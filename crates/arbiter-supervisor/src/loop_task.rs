@@ -247,6 +247,8 @@ async fn hold_loop(
                     consecutive_failures: failures,
                     next_in_ms: next_in.as_millis() as i64,
                     state: label,
+                    api_calls: None,
+                    github_logins: Vec::new(),
                 },
             )
             .await?;
