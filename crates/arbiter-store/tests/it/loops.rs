@@ -345,7 +345,10 @@ conformance!(rounds_record_their_github_spend, |h: Harness| async move {
     let a = name("a");
     let held = lease(&h.store, "loop/a").await;
     for round in 1..=3 {
-        assert_eq!(loops.begin_round(&ns(), &a, &held, log_path("/a")).await.unwrap(), round);
+        assert_eq!(
+            loops.begin_round(&ns(), &a, &held, log_path("/a")).await.unwrap(),
+            round
+        );
         let running = loops.round(&ns(), &a, round).await.unwrap().expect("the round");
         assert_eq!((running.api_calls, running.github_logins.len()), (None, 0));
         let mut ended = end(round, RoundStatus::Succeeded, LoopStatus::Idle, 0);
@@ -363,8 +366,10 @@ conformance!(rounds_record_their_github_spend, |h: Harness| async move {
     }
     // Not measured, measured as nothing, and a spend with its logins, each as it was.
     let rounds = loops.rounds(&ns(), &a, 10).await.unwrap();
-    let spend: Vec<(i64, Option<i64>, Vec<String>)> =
-        rounds.into_iter().map(|r| (r.round, r.api_calls, r.github_logins)).collect();
+    let spend: Vec<(i64, Option<i64>, Vec<String>)> = rounds
+        .into_iter()
+        .map(|r| (r.round, r.api_calls, r.github_logins))
+        .collect();
     assert_eq!(
         spend,
         [
