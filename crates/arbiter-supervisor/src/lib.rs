@@ -27,6 +27,7 @@
 
 mod alert;
 mod dispatcher;
+mod gh_config;
 mod git;
 mod logs;
 mod loop_task;
