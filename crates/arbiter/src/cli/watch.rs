@@ -137,22 +137,7 @@ pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i3
             if args.watch {
                 print!("\x1b[2J\x1b[H");
             }
-            println!("LOOP\tSTATE\tHOST\tPID\tROUND\tLAST\tFAILURES\tNEXT\tREASON");
-            for l in &fleet {
-                let next = Duration::from_millis(l.next_run_in_ms as u64);
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\tin {}\t{}",
-                    l.name,
-                    l.state.as_str(),
-                    l.host,
-                    l.pid,
-                    l.round,
-                    l.last_status.as_deref().unwrap_or("-"),
-                    l.consecutive_failures,
-                    arbiter_core::duration::format_duration(Duration::from_secs(next.as_secs())),
-                    l.last_reason.as_deref().unwrap_or_default(),
-                );
-            }
+            print_fleet(&fleet);
         }
         if !args.watch {
             return Ok(exit::SUCCESS);
@@ -160,6 +145,53 @@ pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i3
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
             () = shutdown_signal() => return Ok(exit::SUCCESS),
+        }
+    }
+}
+
+/// The loops, then (when the proxy spends for any) each GitHub identity's budgets.
+fn print_fleet(fleet: &fleet::FleetView) {
+    let format = |ms: i64| arbiter_core::duration::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64));
+    println!("LOOP\tSTATE\tHOST\tPID\tROUND\tLAST\tFAILURES\tNEXT\tAPI/ROUND\tREASON");
+    for l in &fleet.loops {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\tin {}\t{}\t{}",
+            l.name,
+            l.state.as_str(),
+            l.host,
+            l.pid,
+            l.round,
+            l.last_status.as_deref().unwrap_or("-"),
+            l.consecutive_failures,
+            format(l.next_run_in_ms),
+            l.api_calls_per_round.map_or("-".to_string(), |c| format!("{c:.0}")),
+            l.last_reason.as_deref().unwrap_or_default(),
+        );
+    }
+    if fleet.github.is_empty() {
+        return;
+    }
+    println!();
+    println!("GITHUB\tRESOURCE\tLEFT\tLIMIT\tRESETS\tFROZEN UNTIL\tRUNS OUT");
+    for identity in &fleet.github {
+        for r in &identity.resources {
+            let runs_out = match (r.exhausted_in_ms, identity.spend_per_hour) {
+                (Some(ms), Some(rate)) => format!("in {} (at {rate:.0}/h)", format(ms)),
+                (None, Some(rate)) if arbiter_core::github::PRIMARY.contains(&r.resource.as_str()) => {
+                    format!("not at {rate:.0}/h")
+                }
+                _ => "-".to_string(),
+            };
+            println!(
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                identity.login,
+                r.resource,
+                r.left,
+                r.limit,
+                r.reset_at.as_deref().unwrap_or("-"),
+                r.frozen_until.as_deref().unwrap_or("-"),
+                runs_out,
+            );
         }
     }
 }

@@ -141,11 +141,12 @@ impl<'a> Fleet<'a> {
         self.out.join(name)
     }
 
-    /// `arbiter status --json`, as a map by loop name.
+    /// `arbiter status --json`, its loops as a map by loop name.
     fn status(&self) -> BTreeMap<String, Value> {
-        let rows = self.store.ok(&["status", "--json"]).json();
-        rows.as_array()
-            .expect("status --json is an array")
+        let fleet = self.store.ok(&["status", "--json"]).json();
+        fleet["loops"]
+            .as_array()
+            .expect("status --json has an array of loops")
             .iter()
             .map(|row| (row["loop"].as_str().expect("a loop name").to_string(), row.clone()))
             .collect()
@@ -708,7 +709,7 @@ env = { OUT = "@OUT@", ARBITER_BIN = "@ARBITER@" }
         let (previous, next) = (&rounds[k], &rounds[k + 1]);
         let seen = std::fs::read_to_string(fleet.out_file(&format!("status-{}.json", next.round))).expect("a status");
         let seen: Value = serde_json::from_str(&seen).unwrap_or_else(|e| panic!("{e}: {seen}"));
-        let row = seen
+        let row = seen["loops"]
             .as_array()
             .and_then(|rows| rows.iter().find(|r| r["loop"] == "flaky"))
             .unwrap_or_else(|| panic!("the loop in {seen}"));
@@ -1453,8 +1454,8 @@ env = { OUT = "@OUT@" }
     watch.signal(Signal::SIGTERM);
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
     let status = |name: &str| {
-        let rounds = store.ok(&["status", "--json"]).json();
-        let entry = rounds
+        let fleet = store.ok(&["status", "--json"]).json();
+        let entry = fleet["loops"]
             .as_array()
             .unwrap()
             .iter()
