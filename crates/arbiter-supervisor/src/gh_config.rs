@@ -18,6 +18,10 @@ pub(crate) const SOCKET_KEY: &str = "http_unix_socket";
 /// when the text changes; removing from a missing file creates nothing.
 pub(crate) fn set_socket(dir: &Path, socket: Option<&Path>) -> Result<()> {
     let path = dir.join("config.yml");
+    // A link was never written through, so it holds no key of ours to remove.
+    if socket.is_none() && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(());
+    }
     let before = arbiter_process::private::read_no_link(&path)?;
     let value = socket.map(|s| yaml_string(&s.to_string_lossy()));
     let after = set_top_level_key(before.as_deref().unwrap_or_default(), SOCKET_KEY, value.as_deref());
@@ -140,6 +144,8 @@ mod tests {
             std::os::unix::fs::symlink(&elsewhere, &config).unwrap();
             let err = set_socket(dir.path(), Some(Path::new("/s"))).unwrap_err();
             assert!(err.message.contains("symbolic link"), "{}", err.message);
+            // A loop that does not opt in leaves a linked config alone.
+            set_socket(dir.path(), None).unwrap();
             assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "editor: vim\n");
             assert!(std::fs::symlink_metadata(&config).unwrap().file_type().is_symlink());
         }

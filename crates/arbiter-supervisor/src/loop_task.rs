@@ -11,7 +11,9 @@ use arbiter_core::name::{LeaseName, LoopName};
 use arbiter_core::{ErrorKind, Result};
 use arbiter_store::RoundEnd;
 
-use crate::{LoopStop, STORE_RETRY_MAX, STORE_RETRY_MIN, Shared, alert, git, logs, round, told_to_stop};
+use arbiter_core::github::Gate;
+
+use crate::{LoopStop, STORE_RETRY_MAX, STORE_RETRY_MIN, Shared, alert, git, github, logs, round, told_to_stop};
 
 /// The loop's lease: `loop/<name>` (what a fleet view joins a loop's row with). A loop
 /// name longer than 250 characters makes no valid lease name: bad input.
@@ -145,6 +147,8 @@ async fn hold_loop(
     // end): an idle wake writes one heartbeat that keeps it, and a second only when it is
     // wrong (a new supervisor took over a failing loop).
     let mut shown = LoopStatus::Idle;
+    // The identity this loop last paused for (its notice was sent; a run resolves it).
+    let mut paused: Option<String> = None;
     loop {
         if stop.borrow().is_some() {
             return Ok(Continue::Stop);
@@ -179,7 +183,11 @@ async fn hold_loop(
             (state.next_run_at - state.heartbeat_at).max(0)
         };
         if wait_ms > 0 {
-            let label = waiting(state.consecutive_failures);
+            // A pause or a deferral shows as such until the round it held back starts.
+            let label = match shown {
+                LoopStatus::Paused | LoopStatus::Deferred => shown,
+                _ => waiting(state.consecutive_failures),
+            };
             if label != shown {
                 store.loops().heartbeat(ns, name, label, None, holder).await?;
                 shown = label;
@@ -190,6 +198,60 @@ async fn hold_loop(
                 () = tokio::time::sleep(nap) => continue,
                 err = held.lost() => return Err(err),
                 _ = told_to_stop(stop) => return Ok(Continue::Stop),
+            }
+        }
+        let remote = git::origin_remote(&spec.repo).await;
+        let profile = config.profile_for(&spec, remote.as_deref());
+        // Through the GitHub proxy: first ask whether its identity may spend now.
+        let guard = Config::github_proxy(&spec, profile)
+            .then(|| shared.github())
+            .flatten();
+        if let Some(guard) = &guard {
+            let (_, seen) = guard.spend(name);
+            let (gate, now) = github::gate(store, ns, &config, &spec, name, seen).await?;
+            let now = now.unwrap_or_default();
+            let until = match gate {
+                Gate::Run => {
+                    if let Some(login) = paused.take() {
+                        alert::resumed(shared, &config, &login).await;
+                    }
+                    None
+                }
+                Gate::Pause { login, until } => {
+                    if shown != LoopStatus::Paused {
+                        tracing::info!(loop_name = %name, %login, until, "paused: GitHub said to wait");
+                    }
+                    if paused.as_deref() != Some(login.as_str()) {
+                        alert::paused(shared, &config, &spec, &login, until).await;
+                        paused = Some(login);
+                    }
+                    Some((LoopStatus::Paused, until))
+                }
+                Gate::Defer {
+                    login,
+                    resource,
+                    need,
+                    left,
+                    until,
+                } => {
+                    if shown != LoopStatus::Deferred {
+                        tracing::info!(
+                            loop_name = %name, %login, %resource, need, left, until,
+                            "deferred: the budget left would not cover a round"
+                        );
+                    }
+                    Some((LoopStatus::Deferred, until))
+                }
+            };
+            if let Some((label, until)) = until {
+                store.loops().heartbeat(ns, name, label, Some(until), holder).await?;
+                shown = label;
+                let nap = Duration::from_millis((until - now).max(1) as u64).min(Duration::from_secs(10));
+                tokio::select! {
+                    () = tokio::time::sleep(nap) => continue,
+                    err = held.lost() => return Err(err),
+                    _ = told_to_stop(stop) => return Ok(Continue::Stop),
+                }
             }
         }
         let log_dir = logs::loop_dir(&options.log_dir, ns, name)?;
@@ -204,8 +266,14 @@ async fn hold_loop(
             .await?;
         let log_path = logs::round_log(&log_dir, round);
         *rounds_here += 1;
-        let remote = git::origin_remote(&spec.repo).await;
-        let profile = config.profile_for(&spec, remote.as_deref());
+        let github = match &guard {
+            Some(guard) => Some(round::RoundGithub {
+                api_url: guard.api_url().to_string(),
+                socket: guard.socket(name).await,
+            }),
+            None => None,
+        };
+        let spent_before = guard.as_ref().map(|g| g.spend(name).0);
         let ctx = round::RoundContext {
             spec: &spec,
             profile,
@@ -223,10 +291,20 @@ async fn hold_loop(
             ],
             default_gh_dir: options.gh_dir.join(ns.as_str()).join(name.as_str()),
             prompt_dir: log_dir.join("prompts"),
+            github,
         };
         let outcome = round::run(&ctx, held, stop)
             .await
             .unwrap_or_else(|e| round::Outcome::failed(e.message));
+        // What the round spent: the proxy's count of its loop's socket, after less before.
+        let (api_calls, github_logins) = match (&guard, spent_before) {
+            (Some(guard), Some(before)) => {
+                let (after, logins) = guard.spend(name);
+                (Some(after.saturating_sub(before) as i64), logins)
+            }
+            _ => (None, Vec::new()),
+        };
+        drop(guard);
         let failures = if outcome.succeeded() {
             0
         } else {
@@ -247,8 +325,8 @@ async fn hold_loop(
                     consecutive_failures: failures,
                     next_in_ms: next_in.as_millis() as i64,
                     state: label,
-                    api_calls: None,
-                    github_logins: Vec::new(),
+                    api_calls,
+                    github_logins,
                 },
             )
             .await?;

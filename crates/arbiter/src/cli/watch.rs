@@ -63,6 +63,21 @@ fn data_dir(what: &str) -> Result<PathBuf> {
         .ok_or_else(|| Error::bad_input(format!("no data directory is known for this user; pass --{what}-dir")))
 }
 
+/// This user's private runtime directory (where the GitHub proxy's sockets go):
+/// `$XDG_RUNTIME_DIR/arbiter`, else `arbiter-<user>` in the temp directory (created 0700;
+/// one someone else planted there is refused when a socket is made).
+fn runtime_dir() -> PathBuf {
+    match dirs::runtime_dir() {
+        Some(dir) => dir.join("arbiter"),
+        None => {
+            let user = std::env::var("USER")
+                .or_else(|_| std::env::var("USERNAME"))
+                .unwrap_or_else(|_| "user".into());
+            std::env::temp_dir().join(format!("arbiter-{user}"))
+        }
+    }
+}
+
 pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32> {
     let path = match &global.config {
         Some(path) => path.clone(),
@@ -87,6 +102,7 @@ pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32>
             .map_err(|e| Error::internal(format!("cannot find the arbiter executable: {e}")))?,
         store_url: url.to_url(),
         lease_ttl: args.lease_ttl,
+        runtime_dir: runtime_dir(),
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
