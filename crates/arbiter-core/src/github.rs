@@ -52,6 +52,20 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A GitHub bucket of the store as a budget (`None`: not a GitHub bucket).
+    pub fn from_bucket(info: &crate::limit::BucketInfo) -> Option<Budget> {
+        let (login, resource) = split_bucket(info.name.as_str())?;
+        Some(Budget {
+            login: login.to_string(),
+            resource: resource.to_string(),
+            tokens: info.tokens,
+            burst: info.spec.burst,
+            per_hour: info.spec.rate.per_ms() * 3_600_000.0,
+            frozen_until: info.frozen_until,
+            reset_at: info.reset_at,
+        })
+    }
+
     fn frozen_at(&self, now: Millis) -> Option<Millis> {
         self.frozen_until.filter(|until| *until > now)
     }

@@ -163,8 +163,9 @@ pub async fn fleet_status(store: &Store, namespace: &Namespace) -> Result<FleetV
 }
 
 /// The GitHub buckets of `namespace` (`github/<login>/<resource>`), as budgets.
-async fn github_budgets(_store: &Store, _namespace: &Namespace) -> Result<Vec<Budget>> {
-    Ok(Vec::new())
+async fn github_budgets(store: &Store, namespace: &Namespace) -> Result<Vec<Budget>> {
+    let buckets = store.limits().list(namespace).await?;
+    Ok(buckets.iter().filter_map(Budget::from_bucket).collect())
 }
 
 /// Each identity of `budgets`, with its spend rate from the `rounds` that called as it.
@@ -404,7 +405,24 @@ mod tests {
                 .await
                 .unwrap();
         }
+        // A GitHub bucket of the namespace is an identity's budget; others are not.
+        for name in ["github/bot/core", "other/bucket"] {
+            let spec = arbiter_core::limit::BucketSpec::new(arbiter_core::limit::Rate::parse("5000/h").unwrap());
+            store
+                .limits()
+                .define(&ns, &arbiter_core::name::BucketName::parse(name).unwrap(), &spec, false)
+                .await
+                .unwrap();
+        }
         let fleet = fleet_status(&store, &ns).await.unwrap();
+        assert_eq!(fleet.github.len(), 1, "{:?}", fleet.github);
+        assert_eq!(fleet.github[0].login, "bot");
+        assert_eq!(
+            (fleet.github[0].resources[0].resource.as_str(), fleet.github[0].resources[0].left),
+            ("core", 5000)
+        );
+        // Its spend: the two measured rounds, over the minute they count at least.
+        assert_eq!(fleet.github[0].spend_per_hour, Some(41.0 * 60.0));
         let web = &fleet.loops[0];
         assert_eq!(web.api_calls_per_round, Some(20.5));
         assert_eq!(web.github_logins, ["bot"]);

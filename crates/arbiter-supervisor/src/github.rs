@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use arbiter_config::{Config, GithubSettings, LoopSpec};
 use arbiter_core::github::{self, Budget, Gate, Round};
-use arbiter_core::limit::BucketInfo;
 use arbiter_core::name::{LoopName, Namespace};
 use arbiter_core::{Millis, Result};
 use arbiter_github::{Proxy, ProxyConfig};
@@ -147,24 +146,6 @@ fn socket_file(name: &LoopName) -> String {
     format!("{head}-{hash:016x}.sock")
 }
 
-/// A bucket as the budget rules read it.
-fn budget(login: &str, resource: &str, info: &BucketInfo) -> Budget {
-    let per = info.spec.rate.per.as_secs_f64();
-    Budget {
-        login: login.to_string(),
-        resource: resource.to_string(),
-        tokens: info.tokens,
-        burst: info.spec.burst,
-        per_hour: if per > 0.0 {
-            info.spec.rate.amount as f64 * 3600.0 / per
-        } else {
-            0.0
-        },
-        frozen_until: info.frozen_until,
-        reset_at: info.reset_at,
-    }
-}
-
 /// Every GitHub bucket of `namespace` of these logins, and the store's time.
 pub(crate) async fn budgets(store: &Store, namespace: &Namespace, logins: &[String]) -> Result<(Vec<Budget>, Option<Millis>)> {
     if logins.is_empty() {
@@ -174,10 +155,8 @@ pub(crate) async fn budgets(store: &Store, namespace: &Namespace, logins: &[Stri
     let now = infos.first().map(|i| i.now);
     let budgets = infos
         .iter()
-        .filter_map(|info| {
-            let (login, resource) = github::split_bucket(info.name.as_str())?;
-            logins.iter().any(|l| l == login).then(|| budget(login, resource, info))
-        })
+        .filter_map(Budget::from_bucket)
+        .filter(|b| logins.contains(&b.login))
         .collect();
     Ok((budgets, now))
 }
