@@ -3,6 +3,8 @@
 //!
 //! Layout:
 //! - [`lease`]: acquire with fair waiting and same-host takeover; keep-alive.
+//! - [`limit`]: taking from rate-limit buckets: waiting for a grant, and `Permits`, the
+//!   batched fast path.
 //! - [`lock`]: run a command under a lease, stopping its whole process tree if the lease is
 //!   lost.
 //! - [`kv`]: watching keys.
@@ -14,5 +16,6 @@ pub mod fault;
 pub mod inbox;
 pub mod kv;
 pub mod lease;
+pub mod limit;
 pub mod lock;
 pub mod log;

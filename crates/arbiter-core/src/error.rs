@@ -28,6 +28,9 @@ pub enum ErrorKind {
     /// did not take a test message, a loop whose last round failed under `watch --once`
     /// or `--rounds`, a failed `doctor` check.
     Failed,
+    /// A rate limit did not allow the request within the wait the caller gave: retry later
+    /// (the detail says how long the wait needed was).
+    Limited,
     /// Anything else: a bug, a corrupted store, an OS failure.
     Internal,
 }
@@ -43,6 +46,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Failed => "failed",
+            ErrorKind::Limited => "limited",
             ErrorKind::Internal => "internal",
         }
     }
@@ -70,6 +74,8 @@ pub enum Detail {
     },
     /// A versioned write's precondition failed: the version the object has now (0: absent).
     Conflict { current_version: i64 },
+    /// A rate limit refused: the wait (milliseconds) the request would have needed.
+    Limited { wait_ms: u64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

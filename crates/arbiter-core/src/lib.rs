@@ -6,6 +6,8 @@
 //! - [`lease`]: holders, leases, the requests that change them and the plans the store
 //!   applies for them.
 //! - [`kv`]: versioned keys, their change events and the compare-and-swap rule.
+//! - [`limit`]: rate-limit buckets (token buckets with a priority reserve and fair share),
+//!   the take/observe/refund plans the store applies.
 //! - [`log`]: append-only streams, records valid by construction, consumers.
 //! - [`loops`]: the supervisor's round and loop states as types.
 //! - [`decisions`]: decisions as Markdown: the render projection and the inbox merge.
@@ -25,6 +27,7 @@ pub mod error;
 pub mod github;
 pub mod kv;
 pub mod lease;
+pub mod limit;
 pub mod log;
 pub mod loops;
 pub mod name;

@@ -188,6 +188,11 @@ name_type!(
     validate_loop_name
 );
 name_type!(
+    /// A rate-limit bucket's name (`github/octocat/core`).
+    BucketName,
+    |text| validate_name("bucket name", text)
+);
+name_type!(
     /// A prefix for list and watch: empty (everything) or the start of a valid name (it may
     /// end in `/`).
     Prefix,

@@ -9,9 +9,10 @@ use arbiter_core::Result;
 use arbiter_core::kv::{IfVersion, KeyValue, KvEvent};
 use arbiter_core::lease::Holder;
 use arbiter_core::lease::{AcquireOutcome, Attempt, Lease, LeaseInfo, RenewRequest};
+use arbiter_core::limit::{BucketInfo, BucketSpec, Counter, Observation, TakeDecision, TakeRequest};
 use arbiter_core::log::{Appended, ConsumerInfo, NewRecord, Record, StreamInfo};
 use arbiter_core::loops::LoopStatus;
-use arbiter_core::name::{ConsumerName, Key, LeaseName, LoopName, Namespace, Prefix, StreamName};
+use arbiter_core::name::{BucketName, ConsumerName, Key, LeaseName, LoopName, Namespace, Prefix, StreamName};
 use async_trait::async_trait;
 
 use crate::loops::{LoopState, RoundEnd, RoundInfo, RoundLogPath};
@@ -144,6 +145,37 @@ pub trait LoopStore: Send + Sync {
     async fn rounds(&self, namespace: &Namespace, loop_name: &LoopName, limit: usize) -> Result<Vec<RoundInfo>>;
     /// One round of a loop, if it was started.
     async fn round(&self, namespace: &Namespace, loop_name: &LoopName, round: i64) -> Result<Option<RoundInfo>>;
+}
+
+/// Rate-limit buckets (`arbiter_core::limit`): token buckets shared through the store, and
+/// the counters the GitHub proxy shares. Times come from the store's clock; nothing here
+/// sleeps — a refused take answers how long to wait, and the caller waits
+/// (`arbiter_client::limit`).
+#[async_trait]
+pub trait LimitStore: Send + Sync {
+    /// Creates a bucket (full), or changes an existing one's spec (its tokens are kept, up
+    /// to the new burst). With `if_absent`, an existing bucket is left as it is. Returns
+    /// the bucket as it now is.
+    async fn define(&self, ns: &Namespace, name: &BucketName, spec: &BucketSpec, if_absent: bool)
+    -> Result<BucketInfo>;
+    /// One take, in one transaction that locks the named buckets (in name order):
+    /// `arbiter_core::limit::plan_take` over them, written only when granted. An unknown
+    /// bucket is `NotFound`, naming it.
+    async fn take(&self, request: &TakeRequest) -> Result<TakeDecision>;
+    /// Gives `cost` tokens back to each bucket (up to its burst): a take not used.
+    async fn refund(&self, ns: &Namespace, names: &[BucketName], cost: u64) -> Result<()>;
+    /// Applies what the upstream said (`arbiter_core::limit::plan_observe`).
+    async fn observe(&self, ns: &Namespace, name: &BucketName, observation: &Observation) -> Result<BucketInfo>;
+    /// One bucket now; `NotFound` if it was never defined.
+    async fn show(&self, ns: &Namespace, name: &BucketName) -> Result<BucketInfo>;
+    /// Every bucket of the namespace, by name.
+    async fn list(&self, ns: &Namespace) -> Result<Vec<BucketInfo>>;
+    /// Adds `deltas` (name, amount) to the counters of (`scope`, `source`): each source (a
+    /// host) counts on its own rows, so hosts never contend.
+    async fn add_counters(&self, ns: &Namespace, scope: &str, source: &str, deltas: &[(String, i64)]) -> Result<()>;
+    /// The counters of every scope starting with `scope_prefix`, summed over sources, by
+    /// scope then name.
+    async fn counters(&self, ns: &Namespace, scope_prefix: &str) -> Result<Vec<Counter>>;
 }
 
 /// Declares [`Topic`]: one variant per primitive, with the name its change channel is

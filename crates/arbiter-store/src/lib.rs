@@ -2,9 +2,9 @@
 //!
 //! Layout:
 //! - [`url`]: how a store is named (`sqlite:///path.db`, a bare path, `postgres://…`).
-//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`], [`NotifyStore`], [`LoopStore`]) plus
+//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`], [`NotifyStore`], [`LoopStore`], [`LimitStore`]) plus
 //!   [`Changes`], the way a caller waits for the store to change without polling it hard.
-//! - `lease`, `notify`, `loops`: what both backends share for a primitive beyond SQL text.
+//! - `lease`, `notify`, `loops`, `limit`: what both backends share for a primitive beyond SQL text.
 //! - `sqlite`: the embedded default backend (one file, WAL, many processes at once).
 //! - `postgres`: the backend for fleets that span machines.
 //!
@@ -15,6 +15,7 @@
 
 pub mod api;
 mod lease;
+mod limit;
 mod loops;
 mod notify;
 mod postgres;
@@ -25,7 +26,7 @@ pub mod url;
 
 use std::sync::Arc;
 
-pub use api::{Changes, KvStore, LeaseStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
+pub use api::{Changes, KvStore, LeaseStore, LimitStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
 use arbiter_core::Result;
 pub use loops::{LoopState, RoundEnd, RoundInfo, RoundLogPath};
 pub use notify::{AcceptRequest, Accepted, DeliveryState, Due, Failure, OutboxEntry, Resolved};
@@ -48,7 +49,9 @@ pub struct StoreInfo {
 /// One backend: the sum of every primitive's trait, so a backend implements each primitive
 /// once (in its own module) and [`Store`] hands out each trait by upcasting; nothing
 /// forwards. A new primitive adds its trait here and an accessor on [`Store`].
-pub trait Backend: LeaseStore + KvStore + LogStore + NotifyStore + LoopStore + Changes + Send + Sync + 'static {
+pub trait Backend:
+    LeaseStore + KvStore + LogStore + NotifyStore + LoopStore + LimitStore + Changes + Send + Sync + 'static
+{
     fn info(&self) -> StoreInfo;
 }
 
@@ -90,6 +93,9 @@ impl Store {
         &*self.backend
     }
     pub fn loops(&self) -> &dyn LoopStore {
+        &*self.backend
+    }
+    pub fn limits(&self) -> &dyn LimitStore {
         &*self.backend
     }
     pub fn changes(&self) -> &dyn Changes {

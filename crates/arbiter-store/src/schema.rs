@@ -16,6 +16,7 @@ macro_rules! primitives {
             log::MIGRATIONS,
             notify::MIGRATIONS,
             loops::MIGRATIONS,
+            limit::MIGRATIONS,
         ]
     };
 }

@@ -5,7 +5,7 @@
 //! | 0 | success |
 //! | 1 | internal error (a bug, a corrupt store, an OS failure) |
 //! | 2 | bad input: a flag, name, duration, URL or config was malformed |
-//! | 3 | held or conflict: the lease is held by someone else (or the wait ran out); a compare-and-swap did not match |
+//! | 3 | held, conflict or limited: the lease is held by someone else (or the wait ran out); a compare-and-swap did not match; `limit take` was not granted within `--wait` (the wait needed is on stderr) |
 //! | 4 | lost: the lease token is stale, or `arbiter lock` lost its lease and stopped the command |
 //! | 5 | not found |
 //! | 6 | store unavailable: it could not be opened or reached |
@@ -32,7 +32,7 @@ pub fn interrupted(command_code: i32) -> i32 {
 pub fn code(kind: ErrorKind) -> i32 {
     match kind {
         ErrorKind::BadInput => BAD_INPUT,
-        ErrorKind::Held | ErrorKind::Conflict => 3,
+        ErrorKind::Held | ErrorKind::Conflict | ErrorKind::Limited => 3,
         ErrorKind::Lost => 4,
         ErrorKind::NotFound => 5,
         ErrorKind::Unavailable => 6,

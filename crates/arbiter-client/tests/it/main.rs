@@ -11,6 +11,8 @@ use arbiter_core::{Detail, ErrorKind, ParseError};
 use arbiter_store::{Store, StoreUrl};
 use arbiter_testkit::each_backend;
 
+mod limit;
+
 async fn open(url: &str) -> Store {
     Store::open(&StoreUrl::parse(url).unwrap()).await.unwrap()
 }

@@ -13,6 +13,7 @@ mod connect;
 mod deadline;
 mod kv;
 mod lease;
+mod limit;
 mod log;
 mod loops;
 mod notify;

@@ -14,6 +14,7 @@
 mod feed;
 mod kv;
 mod lease;
+mod limit;
 mod log;
 mod loops;
 mod notify;

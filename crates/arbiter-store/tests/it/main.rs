@@ -5,6 +5,7 @@
 
 mod kv;
 mod lease;
+mod limit;
 mod log;
 mod loops;
 mod notify;

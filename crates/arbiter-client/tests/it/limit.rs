@@ -1,0 +1,174 @@
+//! Taking from buckets through the client: waiting for a grant, and `Permits`, the batched
+//! fast path. Counts are asserted on slow buckets (a token an hour), where the refill during
+//! a test is a tiny fraction of a token.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arbiter_client::limit::{Permits, take};
+use arbiter_core::limit::{BucketSpec, Priority, Rate, TakeRequest};
+use arbiter_core::{Detail, ErrorKind};
+use arbiter_store::Store;
+use arbiter_testkit::each_backend;
+use arbiter_testkit::wait::eventually_async;
+
+use super::{n, ns, open};
+
+/// A bound for waits that end much sooner; never asserted as a duration.
+const BOUND: Duration = Duration::from_secs(60);
+
+async fn bucket(store: &Store, name: &str, rate: &str, burst: u64) {
+    let spec = BucketSpec {
+        rate: Rate::parse(rate).unwrap(),
+        burst,
+        reserve_percent: 0,
+        fair: false,
+    };
+    store.limits().define(&ns(), &n(name), &spec, false).await.unwrap();
+}
+
+fn request(names: &[&str], cost: u64) -> TakeRequest {
+    TakeRequest {
+        namespace: ns(),
+        buckets: names.iter().map(|name| n(name)).collect(),
+        cost,
+        priority: Priority::Normal,
+        party: None,
+    }
+}
+
+async fn tokens(store: &Store, name: &str) -> f64 {
+    store.limits().show(&ns(), &n(name)).await.unwrap().tokens
+}
+
+each_backend!(take_waits_for_the_refill_or_fails_at_once, |url: String| async move {
+    let store = open(&url).await;
+    bucket(&store, "fast", "20/s", 1).await;
+    bucket(&store, "slow", "1/h", 1).await;
+    assert!(
+        take(&store, request(&["fast"], 1), Duration::ZERO)
+            .await
+            .unwrap()
+            .granted
+    );
+    // Empty now: the next one waits for the refill (~50 ms) and is granted.
+    let decision = take(&store, request(&["fast"], 1), BOUND).await.unwrap();
+    assert!(decision.granted);
+    // A wait longer than what is left fails at once, with the wait needed as data.
+    assert!(
+        take(&store, request(&["slow"], 1), Duration::ZERO)
+            .await
+            .unwrap()
+            .granted
+    );
+    let err = take(&store, request(&["fast", "slow"], 1), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Limited);
+    assert!(
+        err.message
+            .starts_with("not granted: bucket \"slow\" has 0 of 1 tokens; wait"),
+        "{}",
+        err.message
+    );
+    match err.detail.as_deref() {
+        Some(Detail::Limited { wait_ms }) => assert!(*wait_ms > 3_000_000, "{wait_ms}"),
+        other => panic!("expected a Limited detail, got {other:?}"),
+    }
+});
+
+each_backend!(
+    permits_never_hand_out_more_than_the_store_granted,
+    |url: String| async move {
+        let store = open(&url).await;
+        bucket(&store, "a", "1/h", 100).await;
+        bucket(&store, "b", "1/h", 1000).await;
+        // Two processes' worth of permits (two handles), many tasks each, until the smaller
+        // bucket runs dry.
+        let second = open(&url).await;
+        let granted = Arc::new(AtomicU64::new(0));
+        let mut all = Vec::new();
+        for handle in [store.clone(), second] {
+            let permits = Arc::new(Permits::new(handle, ns(), vec![n("a"), n("b")], Priority::Normal));
+            let mut tasks = Vec::new();
+            for _ in 0..10 {
+                let (permits, granted) = (permits.clone(), granted.clone());
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..20 {
+                        match permits.take(1, Duration::ZERO).await {
+                            Ok(()) => {
+                                granted.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(e) => assert_eq!(e.kind, ErrorKind::Limited, "{e}"),
+                        }
+                    }
+                }));
+            }
+            all.push((permits, tasks));
+        }
+        let mut handed_out = 0;
+        let mut taken = 0;
+        for (permits, tasks) in all {
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let stats = permits.stats().await;
+            assert!(stats.handed_out <= stats.taken, "{stats:?}");
+            handed_out += stats.handed_out;
+            taken += stats.taken - stats.refunded;
+            Arc::into_inner(permits)
+                .expect("the tasks ended")
+                .close()
+                .await
+                .unwrap();
+        }
+        assert_eq!(granted.load(Ordering::SeqCst), handed_out);
+        // Never more than the smaller bucket held; none lost: what was not handed out went back
+        // (permits a handle still held when its callers stopped were given back on close).
+        assert!(handed_out <= 100, "{handed_out}");
+        assert!(taken >= handed_out);
+        let left = tokens(&store, "a").await;
+        assert!(
+            (left - (100 - handed_out) as f64).abs() < 0.5,
+            "{left} left after handing out {handed_out}"
+        );
+        assert!(handed_out > 0);
+    }
+);
+
+each_backend!(permits_give_back_what_they_hold, |url: String| async move {
+    let store = open(&url).await;
+    bucket(&store, "big", "1/h", 10_000).await;
+    let permits = Arc::new(Permits::new(store.clone(), ns(), vec![n("big")], Priority::Interactive));
+    // Many callers at once, so the batch grows and permits are held between takes.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let permits = permits.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                permits.take(1, BOUND).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = permits.stats().await;
+    assert_eq!(stats.handed_out, 500);
+    assert!(stats.taken >= 500 && stats.taken <= 500 + 500, "{stats:?}");
+    // Unused permits go back after a second idle; what the store holds then is the burst
+    // less exactly what was handed out.
+    eventually_async(BOUND, "idle permits given back", || {
+        let permits = permits.clone();
+        async move { (permits.held().await == 0).then_some(()) }
+    })
+    .await;
+    let left = tokens(&store, "big").await;
+    assert!((left - 9_500.0).abs() < 0.5, "{left}");
+    // Held ones go back on close too.
+    permits.take(1, BOUND).await.unwrap();
+    Arc::into_inner(permits).unwrap().close().await.unwrap();
+    let left = tokens(&store, "big").await;
+    assert!((left - 9_499.0).abs() < 0.5, "{left}");
+});
