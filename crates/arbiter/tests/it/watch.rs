@@ -2010,6 +2010,9 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
     hub.block_on(async {
         let url = arbiter_store::StoreUrl::parse(&store.url).expect("the store URL");
         let opened = arbiter_store::Store::open(&url).await.expect("the store");
+        // Defined by the proxy at its first call through it, or here (the same spec).
+        let spec = arbiter_core::limit::BucketSpec::new(arbiter_core::limit::Rate::parse("5000/h").expect("a rate"));
+        opened.limits().define(&ns, &bucket, &spec, true).await.expect("the bucket");
         let observation = arbiter_core::limit::Observation {
             limit: Some(5000),
             remaining: Some(0),
@@ -2095,6 +2098,7 @@ fn a_tiny_budget_defers_the_lower_priority_loop(store: &Store) {
     let (low, high) = eventually(SOON, "the low loop deferred while the urgent one runs", || {
         assert!(watch.running(), "watch exited: {}", watch.stderr());
         let status = fleet.status();
+        eprintln!("{status:?}");
         let low = status.get("agent")?.clone();
         let high = status.get("urgent")?.clone();
         (low["state"] == "deferred" && high["round"].as_i64() >= Some(3)).then_some((low, high))
