@@ -2084,7 +2084,8 @@ fn a_tiny_budget_defers_the_lower_priority_loop(store: &Store) {
     });
     let fleet = Fleet::new(store);
     fleet.write("agent.sh", GITHUB_AGENT);
-    let mut toml = github_config(&hub.url(), "priority = 0", "reserve = \"50%\"")
+    // Every round's `gh issue list` is a GraphQL call upstream (no freshness window).
+    let mut toml = github_config(&hub.url(), "priority = 0", "reserve = \"50%\"\ngraphql_fresh = \"0s\"")
         .replace("every = \"1h\"", "every = \"200ms\"");
     toml.push_str(
         "\n[loops.urgent]\nrepo = \"repo\"\nevery = \"200ms\"\ncommand = [\"sh\", \"../agent.sh\"]\nprofile = \"bot\"\n\
