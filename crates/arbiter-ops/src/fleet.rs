@@ -418,7 +418,10 @@ mod tests {
         assert_eq!(fleet.github.len(), 1, "{:?}", fleet.github);
         assert_eq!(fleet.github[0].login, "bot");
         assert_eq!(
-            (fleet.github[0].resources[0].resource.as_str(), fleet.github[0].resources[0].left),
+            (
+                fleet.github[0].resources[0].resource.as_str(),
+                fleet.github[0].resources[0].left
+            ),
             ("core", 5000)
         );
         // Its spend: the two measured rounds, over the minute they count at least.

@@ -70,7 +70,13 @@ fn pause_key(login: &str) -> String {
 
 /// Sends the folded notice that the loops using `login` are paused until `until` (store
 /// time): a rate limit said wait. Not a failure: no failure alert, no backoff.
-pub(crate) async fn paused(shared: &Shared, config: &Config, spec: &LoopSpec, login: &str, until: arbiter_core::Millis) {
+pub(crate) async fn paused(
+    shared: &Shared,
+    config: &Config,
+    spec: &LoopSpec,
+    login: &str,
+    until: arbiter_core::Millis,
+) {
     if config.routes.is_empty() {
         return;
     }

@@ -36,7 +36,12 @@ pub(crate) struct Guard {
 impl Guard {
     /// Starts the proxy with `settings`, listening on its loopback address; its sockets
     /// will live in `dir` (created 0700 by the first one).
-    pub(crate) async fn start(store: Store, namespace: Namespace, settings: &GithubSettings, dir: PathBuf) -> Result<Guard> {
+    pub(crate) async fn start(
+        store: Store,
+        namespace: Namespace,
+        settings: &GithubSettings,
+        dir: PathBuf,
+    ) -> Result<Guard> {
         #[cfg(unix)]
         {
             if let Some(base) = dir.parent() {
@@ -139,15 +144,19 @@ fn socket_file(name: &LoopName) -> String {
     if name.len() <= 32 {
         return format!("{name}.sock");
     }
-    let hash = name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let head: String = name.chars().take(16).collect();
     format!("{head}-{hash:016x}.sock")
 }
 
 /// Every GitHub bucket of `namespace` of these logins, and the store's time.
-pub(crate) async fn budgets(store: &Store, namespace: &Namespace, logins: &[String]) -> Result<(Vec<Budget>, Option<Millis>)> {
+pub(crate) async fn budgets(
+    store: &Store,
+    namespace: &Namespace,
+    logins: &[String],
+) -> Result<(Vec<Budget>, Option<Millis>)> {
     if logins.is_empty() {
         return Ok((Vec::new(), None));
     }

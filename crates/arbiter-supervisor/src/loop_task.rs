@@ -203,9 +203,7 @@ async fn hold_loop(
         let remote = git::origin_remote(&spec.repo).await;
         let profile = config.profile_for(&spec, remote.as_deref());
         // Through the GitHub proxy: first ask whether its identity may spend now.
-        let guard = Config::github_proxy(&spec, profile)
-            .then(|| shared.github())
-            .flatten();
+        let guard = Config::github_proxy(&spec, profile).then(|| shared.github()).flatten();
         if let Some(guard) = &guard {
             let (_, seen) = guard.spend(name);
             let (gate, now) = github::gate(store, ns, &config, &spec, name, seen).await?;

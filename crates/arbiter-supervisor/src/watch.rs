@@ -216,11 +216,11 @@ impl Fleet {
         };
         if wanted {
             self.guards_started += 1;
-            let dir = self.shared.options.runtime_dir.join(format!(
-                "watch-{}-{}",
-                std::process::id(),
-                self.guards_started
-            ));
+            let dir =
+                self.shared
+                    .options
+                    .runtime_dir
+                    .join(format!("watch-{}-{}", std::process::id(), self.guards_started));
             let guard = github::Guard::start(
                 self.shared.store.clone(),
                 self.shared.namespace.clone(),

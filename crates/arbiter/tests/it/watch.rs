@@ -1945,7 +1945,10 @@ fn an_opted_in_loop_reaches_github_through_the_proxy(store: &Store) {
     let hub = FakeHub::start(arbiter_fake_github::Limits::default());
     let fleet = Fleet::new(store);
     fleet.write("agent.sh", GITHUB_AGENT);
-    fleet.write("gh/bot/config.yml", "# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\n");
+    fleet.write(
+        "gh/bot/config.yml",
+        "# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\n",
+    );
     fleet.configure(&github_config(&hub.url(), "", ""));
     let mut cmd = fleet.watch(&["--once"]);
     cmd.env("TEST_BOT_TOKEN", "ghp_bot");
@@ -1954,7 +1957,11 @@ fn an_opted_in_loop_reaches_github_through_the_proxy(store: &Store) {
 
     let read = |name: &str| std::fs::read_to_string(fleet.out_file(name)).unwrap_or_default();
     assert_eq!(read("gh-1.code").trim(), "0", "gh failed: {}", read("gh-1.err"));
-    assert!(!read("gh-1.txt").trim().is_empty(), "gh listed no issue: {}", read("gh-1.err"));
+    assert!(
+        !read("gh-1.txt").trim().is_empty(),
+        "gh listed no issue: {}",
+        read("gh-1.err")
+    );
     let issue: Value = serde_json::from_str(&read("curl-1.json")).unwrap_or(Value::Null);
     assert_eq!(issue["number"], 1, "{issue}");
     assert!(read("api-1").starts_with("http://127.0.0.1:"), "{}", read("api-1"));
@@ -1965,10 +1972,17 @@ fn an_opted_in_loop_reaches_github_through_the_proxy(store: &Store) {
     );
     assert_eq!(mode(&fleet.dir.join("gh/bot/config.yml")), 0o600);
     // The fake saw the calls, as bot; the round recorded what went through its socket.
-    assert!(hub.stats().user("bot").core_used + hub.stats().user("bot").graphql_used > 0, "{:?}", hub.stats());
+    assert!(
+        hub.stats().user("bot").core_used + hub.stats().user("bot").graphql_used > 0,
+        "{:?}",
+        hub.stats()
+    );
     let status = fleet.status();
     let agent = &status["agent"];
-    assert!(agent["api_calls_per_round"].as_f64().is_some_and(|c| c >= 1.0), "{agent}");
+    assert!(
+        agent["api_calls_per_round"].as_f64().is_some_and(|c| c >= 1.0),
+        "{agent}"
+    );
     assert_eq!(agent["github_logins"], serde_json::json!(["bot"]), "{agent}");
     assert_eq!(agent["last_status"], "succeeded", "{agent}");
 
@@ -1980,7 +1994,10 @@ fn an_opted_in_loop_reaches_github_through_the_proxy(store: &Store) {
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
     let config = std::fs::read_to_string(fleet.dir.join("gh/bot/config.yml")).expect("gh's config");
     assert_eq!(config, "# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\n");
-    assert!(!fleet.out_file("api-2").exists(), "ARBITER_GITHUB_API was set without the proxy");
+    assert!(
+        !fleet.out_file("api-2").exists(),
+        "ARBITER_GITHUB_API was set without the proxy"
+    );
 }
 
 /// A frozen identity (GitHub said wait) pauses its loop: no round starts, no failure is
@@ -1991,7 +2008,8 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
     let hub = FakeHub::start(arbiter_fake_github::Limits::default());
     let fleet = Fleet::new(store);
     fleet.write("agent.sh", GITHUB_AGENT);
-    let channel = "[channels.alerts]\ntype = \"file\"\npath = \"@OUT@/alerts.jsonl\"\n\n[[routes]]\nchannels = [\"alerts\"]\n";
+    let channel =
+        "[channels.alerts]\ntype = \"file\"\npath = \"@OUT@/alerts.jsonl\"\n\n[[routes]]\nchannels = [\"alerts\"]\n";
     fleet.configure(&format!(
         "{channel}{}",
         github_config(&hub.url(), "", "").replace("every = \"1h\"", "every = \"200ms\"")
@@ -2002,7 +2020,11 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
     // A first round learns the loop's identity.
     eventually(SOON, "a first round through the proxy", || {
         assert!(watch.running(), "watch exited: {}", watch.stderr());
-        fleet.status().get("agent").filter(|a| a["github_logins"] == serde_json::json!(["bot"])).cloned()
+        fleet
+            .status()
+            .get("agent")
+            .filter(|a| a["github_logins"] == serde_json::json!(["bot"]))
+            .cloned()
     });
     // GitHub says wait for ten minutes: the identity's core budget is frozen fleet-wide.
     let ns = arbiter_core::name::Namespace::default();
@@ -2012,7 +2034,11 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
         let opened = arbiter_store::Store::open(&url).await.expect("the store");
         // Defined by the proxy at its first call through it, or here (the same spec).
         let spec = arbiter_core::limit::BucketSpec::new(arbiter_core::limit::Rate::parse("5000/h").expect("a rate"));
-        opened.limits().define(&ns, &bucket, &spec, true).await.expect("the bucket");
+        opened
+            .limits()
+            .define(&ns, &bucket, &spec, true)
+            .await
+            .expect("the bucket");
         let observation = arbiter_core::limit::Observation {
             limit: Some(5000),
             remaining: Some(0),
@@ -2020,7 +2046,11 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
             retry_after: Some(std::time::Duration::from_secs(600)),
             hit: true,
         };
-        opened.limits().observe(&ns, &bucket, &observation).await.expect("the freeze");
+        opened
+            .limits()
+            .observe(&ns, &bucket, &observation)
+            .await
+            .expect("the freeze");
     });
     let paused = eventually(SOON, "the loop to show as paused", || {
         assert!(watch.running(), "watch exited: {}", watch.stderr());
@@ -2029,7 +2059,10 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
     let round = paused["round"].as_i64().expect("a round");
     assert_eq!(paused["consecutive_failures"], 0, "{paused}");
     // The next run is the freeze's end, ten minutes away, not a backoff.
-    assert!(paused["next_run_in_ms"].as_i64().is_some_and(|ms| ms > 500_000), "{paused}");
+    assert!(
+        paused["next_run_in_ms"].as_i64().is_some_and(|ms| ms > 500_000),
+        "{paused}"
+    );
     let notice = eventually(SOON, "the pause notice", || {
         lines(&fleet.out_file("alerts.jsonl"))
             .iter()
@@ -2041,7 +2074,11 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
     for _ in 0..3 {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let agent = fleet.status().remove("agent").expect("the loop");
-        assert_eq!((agent["state"].as_str(), agent["round"].as_i64()), (Some("paused"), Some(round)), "{agent}");
+        assert_eq!(
+            (agent["state"].as_str(), agent["round"].as_i64()),
+            (Some("paused"), Some(round)),
+            "{agent}"
+        );
         assert_eq!(agent["consecutive_failures"], 0, "{agent}");
     }
     let alerts = std::fs::read_to_string(fleet.out_file("alerts.jsonl")).unwrap_or_default();
@@ -2065,9 +2102,14 @@ fn a_tiny_budget_defers_the_lower_priority_loop(store: &Store) {
         let opened = arbiter_store::Store::open(&url).await.expect("the store");
         for resource in ["core", "graphql"] {
             let name = arbiter_core::name::BucketName::parse(&format!("github/bot/{resource}")).expect("a bucket");
-            let mut spec = arbiter_core::limit::BucketSpec::new(arbiter_core::limit::Rate::parse("1/h").expect("a rate"));
+            let mut spec =
+                arbiter_core::limit::BucketSpec::new(arbiter_core::limit::Rate::parse("1/h").expect("a rate"));
             spec.burst = 100;
-            opened.limits().define(&ns, &name, &spec, false).await.expect("the bucket");
+            opened
+                .limits()
+                .define(&ns, &name, &spec, false)
+                .await
+                .expect("the bucket");
             let taken = opened
                 .limits()
                 .take(&arbiter_core::limit::TakeRequest {
@@ -2117,7 +2159,11 @@ fn a_tiny_budget_defers_the_lower_priority_loop(store: &Store) {
         (high["round"].as_i64()? >= high_round + 3).then(|| (status.get("agent").cloned(), high))
     });
     let low_now = low_now.expect("the low loop");
-    assert_eq!((low_now["round"].clone(), low_now["state"].clone()), (low["round"].clone(), low["state"].clone()), "{low_now}");
+    assert_eq!(
+        (low_now["round"].clone(), low_now["state"].clone()),
+        (low["round"].clone(), low["state"].clone()),
+        "{low_now}"
+    );
     assert_eq!(low_now["consecutive_failures"], 0, "{low_now}");
     assert_eq!(high_now["consecutive_failures"], 0, "{high_now}");
     watch.signal(Signal::SIGTERM);
