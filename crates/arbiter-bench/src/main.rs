@@ -95,6 +95,8 @@ struct Budget {
     cas_ops: u64,
     append_ops_single: u64,
     append_ops_contended: u64,
+    limit_ops_single: u64,
+    limit_ops_contended: u64,
     max: Duration,
     warmup: u32,
     cli: cli::Budget,
@@ -109,6 +111,8 @@ impl Budget {
                 cas_ops: 320,
                 append_ops_single: 400,
                 append_ops_contended: 1_600,
+                limit_ops_single: 400,
+                limit_ops_contended: 1_600,
                 max: Duration::from_millis(600),
                 warmup: 2,
                 cli: cli::Budget {
@@ -123,6 +127,8 @@ impl Budget {
                 cas_ops: 8_000,
                 append_ops_single: 10_000,
                 append_ops_contended: 32_000,
+                limit_ops_single: 20_000,
+                limit_ops_contended: 64_000,
                 max: Duration::from_secs(5),
                 warmup: 5,
                 cli: cli::Budget {
@@ -164,6 +170,16 @@ const APPEND_SYSTEMS: [System; 6] = [
     System::PgTable,
     System::Redis,
     System::File,
+];
+
+const LIMIT_SYSTEMS: [System; 7] = [
+    System::ArbiterSqliteFull,
+    System::ArbiterSqliteNormal,
+    System::ArbiterPostgres,
+    System::PermitsSqlite,
+    System::PermitsPostgres,
+    System::Governor,
+    System::Redis,
 ];
 
 fn main() -> ExitCode {
@@ -329,6 +345,14 @@ async fn setup(args: &Args, prefix: &str, schema: &str) -> Result<Setup> {
             unavailable.insert(system, format!("unavailable: {e:#}"));
         }
     }
+    for (permits, store) in [
+        (System::PermitsSqlite, System::ArbiterSqliteFull),
+        (System::PermitsPostgres, System::ArbiterPostgres),
+    ] {
+        if let Some(why) = unavailable.get(&store).cloned() {
+            unavailable.insert(permits, why);
+        }
+    }
 
     // PostgreSQL peers: their tables in the same fresh schema.
     let pg = async {
@@ -427,7 +451,7 @@ async fn check_acknowledged(system: System, targets: &Targets, plan: &Plan, m: &
     let expected = i64::try_from(m.ok + m.warmup_ok).unwrap_or(i64::MAX);
     let what = match plan.workload {
         Workload::Append => "records",
-        Workload::Cas | Workload::Lease => "counter",
+        Workload::Cas | Workload::Lease | Workload::Limit => "counter",
     };
     let read = async {
         let mut client = Client::connect(system, targets, u32::MAX, LEASE_TTL_MS).await?;
@@ -439,7 +463,7 @@ async fn check_acknowledged(system: System, targets: &Targets, plan: &Plan, m: &
                 }
                 i64::try_from(records)?
             }
-            Workload::Cas | Workload::Lease => {
+            Workload::Cas | Workload::Lease | Workload::Limit => {
                 client
                     .read_counter(&worker::counter_key(&targets.prefix, &plan.tag))
                     .await?
@@ -514,6 +538,12 @@ impl Runner<'_> {
                             format!("{tries:.1} tries/increment; {counter}")
                         }
                         Workload::Append => check_acknowledged(system, &self.setup.targets, &plan, &m).await,
+                        Workload::Limit => format!(
+                            "granted {} ({}/{})",
+                            percent(m.ok, m.ops),
+                            report::thousands(m.ok),
+                            report::thousands(m.ops)
+                        ),
                     };
                     if m.capped {
                         note.push_str(&format!("; stopped at the {}s cap", plan.max.as_secs_f64()));
@@ -843,14 +873,27 @@ impl Runner<'_> {
         }
     }
 
-    fn placeholders(&mut self) {
-        let limiter = "limiter decision";
-        if self.selected(limiter) {
-            self.rows.push(Row::empty(limiter, "arbiter in-process", NOT_BUILT));
-            self.rows
-                .push(Row::empty(limiter, "arbiter shared · SQLite / PostgreSQL", NOT_BUILT));
-            self.rows.push(Row::empty(limiter, "Redis limiter (peer)", NOT_BUILT));
-        }
+    /// Rate-limiter decisions: arbiter's `take` on each store and its `Permits` fast path,
+    /// beside `governor` in memory and a Redis GCRA script.
+    async fn limit_workloads(&mut self) {
+        let (n, budget) = (self.args.clients, self.budget);
+        let variants = vec![
+            (
+                "limiter decision · 1 client".to_string(),
+                "l1",
+                1,
+                1,
+                budget.limit_ops_single,
+            ),
+            (
+                format!("limiter decision · {n} clients, 1 bucket"),
+                "l16",
+                n,
+                1,
+                budget.limit_ops_contended,
+            ),
+        ];
+        self.measure_variants(Workload::Limit, &LIMIT_SYSTEMS, variants).await;
     }
 }
 
@@ -904,7 +947,12 @@ async fn run(args: Args) -> Result<()> {
         setup: &setup,
         rows: Vec::new(),
         done: 0,
-        total: LEASE_SYSTEMS.len() * 3 + CAS_SYSTEMS.len() + APPEND_SYSTEMS.len() * 3 + 12 + 8,
+        total: LEASE_SYSTEMS.len() * 3
+            + CAS_SYSTEMS.len()
+            + APPEND_SYSTEMS.len() * 3
+            + LIMIT_SYSTEMS.len() * 2
+            + 12
+            + 8,
     };
     let body = async {
         runner.lease_workloads().await;
@@ -912,7 +960,7 @@ async fn run(args: Args) -> Result<()> {
         runner.append_workloads().await;
         runner.cli_workloads().await;
         runner.cli_contended().await;
-        runner.placeholders();
+        runner.limit_workloads().await;
     };
     let interrupted = tokio::select! {
         () = body => false,

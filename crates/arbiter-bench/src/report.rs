@@ -59,7 +59,7 @@ pub const LEGEND: &str = "sqlite÷ / pg÷: ops/s of arbiter on SQLite (sync=full
 in the same workload, divided by this row's ops/s — above 1× arbiter is faster, below 1× the peer is. \
 p50/p99: latency of one operation (a lease try + release when granted; a CAS increment including its retries; \
 an append until acknowledged; \
-one CLI process from start to exit).";
+one rate-limiter decision; one CLI process from start to exit).";
 
 /// The cells of every row, ratios computed within each workload.
 fn cells(rows: &[Row]) -> Vec<[String; 8]> {

@@ -18,6 +18,10 @@ pub enum Workload {
     /// it is as durable as the system is configured to make it. After the run the streams
     /// must hold exactly the acknowledged records.
     Append,
+    /// One rate-limiter decision: take 1 token from a bucket shared by all clients, whose
+    /// rate is so high that every decision is a grant (what is timed is the decision, not a
+    /// wait).
+    Limit,
 }
 
 /// The system under test.
@@ -50,6 +54,15 @@ pub enum System {
     /// line, `fdatasync` before acknowledging — what a careful script does with a shared
     /// file. Only for the append workload.
     File,
+    /// arbiter's fast path, `arbiter_client::limit::Permits`, on the SQLite store
+    /// (sync=full): batches taken from the store, handed out in the process. Only for the
+    /// limiter workload.
+    PermitsSqlite,
+    /// `Permits` on the PostgreSQL store.
+    PermitsPostgres,
+    /// The `governor` crate's GCRA limiter in process memory: one per process, shared by
+    /// its clients, seen by no other process. Only for the limiter workload.
+    Governor,
 }
 
 impl System {
@@ -65,6 +78,20 @@ impl System {
             System::Etcd => "etcd grant + txn + revoke",
             System::EtcdSession => "etcd session lease, txn + delete",
             System::File => "file O_APPEND + fdatasync",
+            System::PermitsSqlite => "arbiter Permits · SQLite sync=full",
+            System::PermitsPostgres => "arbiter Permits · PostgreSQL",
+            System::Governor => "governor (in-process, per process)",
+        }
+    }
+
+    /// The label for the limiter workload.
+    fn limit_label(self) -> &'static str {
+        match self {
+            System::ArbiterSqliteFull => "arbiter take · SQLite sync=full",
+            System::ArbiterSqliteNormal => "arbiter take · SQLite sync=normal",
+            System::ArbiterPostgres => "arbiter take · PostgreSQL",
+            System::Redis => "Redis GCRA Lua (EVALSHA)",
+            other => other.label(),
         }
     }
 
@@ -93,6 +120,7 @@ impl System {
             Workload::Lease => self.label(),
             Workload::Cas => self.cas_label(),
             Workload::Append => self.append_label(),
+            Workload::Limit => self.limit_label(),
         }
     }
 }

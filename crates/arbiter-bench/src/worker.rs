@@ -28,6 +28,11 @@ pub fn counter_key(prefix: &str, tag: &str) -> String {
     format!("{prefix}{tag}-counter")
 }
 
+/// The bucket every client of a limiter run takes from.
+pub fn bucket_name(prefix: &str, tag: &str) -> String {
+    format!("{prefix}{tag}-bucket")
+}
+
 /// What an append workload appends: one line of about 200 bytes, like an agent's log entry
 /// ("what I did, on which repo, with what result").
 fn record_body(client: u32, seq: u64) -> String {
@@ -89,7 +94,7 @@ impl XorShift {
 struct Picks {
     /// Lease names.
     names: Vec<String>,
-    /// The CAS counter.
+    /// The CAS counter, or the limiter's bucket.
     key: String,
     rng: XorShift,
     /// This client's number in the run, and how many records it has appended.
@@ -105,6 +110,7 @@ async fn operation(workload: Workload, client: &mut Client, picks: &mut Picks) -
             Ok((client.lease_once(name).await?, 1))
         }
         Workload::Cas => Ok((true, client.cas_increment(&picks.key).await?)),
+        Workload::Limit => Ok((client.limit_take(&picks.key).await?, 1)),
         Workload::Append => {
             picks.seq += 1;
             let stream = &picks.names[picks.client as usize % picks.names.len()];
@@ -126,7 +132,10 @@ struct ClientResult {
 
 async fn run(spec: WorkerSpec) -> Result<()> {
     let names = names(&spec);
-    let key = counter_key(&spec.targets.prefix, &spec.tag);
+    let key = match spec.workload {
+        Workload::Limit => bucket_name(&spec.targets.prefix, &spec.tag),
+        _ => counter_key(&spec.targets.prefix, &spec.tag),
+    };
 
     let mut connecting = tokio::task::JoinSet::new();
     for i in 0..spec.clients {
@@ -146,6 +155,7 @@ async fn run(spec: WorkerSpec) -> Result<()> {
         Workload::Lease => first.prepare_names(&names).await?,
         Workload::Cas => first.init_counter(&key).await?,
         Workload::Append => {}
+        Workload::Limit => first.prepare_bucket(&key).await?,
     }
 
     // Warm-up, all clients at once: connections, prepared statements, caches. Untimed.

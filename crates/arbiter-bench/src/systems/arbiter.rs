@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use arbiter_client::lease::AcquireRequest;
+use arbiter_client::limit::Permits;
 use arbiter_core::ErrorKind;
 use arbiter_core::lease::Holder;
+use arbiter_core::limit::{BucketSpec, MAX_AMOUNT, Priority, Rate, TakeRequest};
 use arbiter_core::log::{NewRecord, RecordFields};
-use arbiter_core::name::{Key, LeaseName, Namespace, StreamName};
+use arbiter_core::name::{BucketName, Key, LeaseName, Namespace, StreamName};
 use arbiter_store::{Store, StoreUrl};
 
 use super::{MAX_CAS_TRIES, NAMESPACE, parse_counter};
@@ -24,14 +26,17 @@ pub struct ArbiterClient {
     ttl: Duration,
     id: u32,
     namespace: Namespace,
+    /// The Permits systems' fast path, made on the first decision (it needs the bucket).
+    permits: Option<Permits>,
+    fast: bool,
 }
 
 impl ArbiterClient {
     pub async fn connect(system: System, targets: &Targets, id: u32, ttl_ms: u64) -> Result<ArbiterClient> {
         let url = match system {
-            System::ArbiterSqliteFull => &targets.sqlite_full,
+            System::ArbiterSqliteFull | System::PermitsSqlite => &targets.sqlite_full,
             System::ArbiterSqliteNormal => &targets.sqlite_normal,
-            System::ArbiterPostgres => &targets.arbiter_postgres,
+            System::ArbiterPostgres | System::PermitsPostgres => &targets.arbiter_postgres,
             other => bail!("{other:?} is not an arbiter store"),
         };
         let url = StoreUrl::parse(url)?;
@@ -45,7 +50,66 @@ impl ArbiterClient {
             ttl: Duration::from_millis(ttl_ms),
             id,
             namespace: Namespace::parse(NAMESPACE)?,
+            permits: None,
+            fast: matches!(system, System::PermitsSqlite | System::PermitsPostgres),
         })
+    }
+
+    /// Defines the limiter workload's bucket unless it exists: a rate and burst so high that
+    /// every take is granted, no reserve.
+    pub async fn prepare_bucket(&mut self, bucket: &str) -> Result<()> {
+        let spec = BucketSpec {
+            rate: Rate {
+                amount: MAX_AMOUNT,
+                per: Duration::from_secs(1),
+            },
+            burst: MAX_AMOUNT,
+            reserve_percent: 0,
+            fair: false,
+        };
+        self.store
+            .limits()
+            .define(&self.namespace, &BucketName::parse(bucket)?, &spec, true)
+            .await?;
+        Ok(())
+    }
+
+    /// One decision for 1 token of `bucket`: a store transaction, or (Permits) a local
+    /// hand-out from a batch taken from the store.
+    pub async fn limit_take(&mut self, bucket: &str) -> Result<bool> {
+        if self.fast {
+            let permits = match &self.permits {
+                Some(permits) => permits,
+                None => self.permits.insert(Permits::new(
+                    self.store.clone(),
+                    self.namespace.clone(),
+                    vec![BucketName::parse(bucket)?],
+                    Priority::Normal,
+                )),
+            };
+            return match permits.take(1, Duration::ZERO).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind == ErrorKind::Limited => Ok(false),
+                Err(e) => Err(anyhow::Error::new(e).context("permits take")),
+            };
+        }
+        let request = TakeRequest {
+            namespace: self.namespace.clone(),
+            buckets: vec![BucketName::parse(bucket)?],
+            cost: 1,
+            priority: Priority::Normal,
+            party: None,
+        };
+        let decision = self.store.limits().take(&request).await.context("take")?;
+        Ok(decision.granted)
+    }
+
+    /// Gives back the permits a Permits client holds unused.
+    pub async fn close(self) -> Result<()> {
+        if let Some(permits) = self.permits {
+            permits.close().await.context("closing permits")?;
+        }
+        Ok(())
     }
 
     pub async fn lease_once(&mut self, name: &str) -> Result<bool> {

@@ -5,6 +5,7 @@ mod arbiter;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod file;
+mod governor;
 mod postgres;
 mod redis;
 
@@ -27,13 +28,18 @@ pub enum Client {
     #[cfg(feature = "etcd")]
     Etcd(Box<etcd::EtcdClient>),
     File(file::FileClient),
+    Governor(governor::GovernorClient),
 }
 
 impl Client {
     /// Connects client number `id` of a run.
     pub async fn connect(system: System, targets: &Targets, id: u32, ttl_ms: u64) -> Result<Client> {
         Ok(match system {
-            System::ArbiterSqliteFull | System::ArbiterSqliteNormal | System::ArbiterPostgres => {
+            System::ArbiterSqliteFull
+            | System::ArbiterSqliteNormal
+            | System::ArbiterPostgres
+            | System::PermitsSqlite
+            | System::PermitsPostgres => {
                 Client::Arbiter(arbiter::ArbiterClient::connect(system, targets, id, ttl_ms).await?)
             }
             System::Redis => Client::Redis(redis::RedisClient::connect(targets, id, ttl_ms).await?),
@@ -42,7 +48,26 @@ impl Client {
             }
             System::Etcd | System::EtcdSession => connect_etcd(system, targets, id, ttl_ms).await?,
             System::File => Client::File(file::FileClient::open(targets, id)?),
+            System::Governor => Client::Governor(governor::GovernorClient::new()),
         })
+    }
+
+    /// Prepares the bucket the limiter workload takes from (arbiter defines it).
+    pub async fn prepare_bucket(&mut self, bucket: &str) -> Result<()> {
+        match self {
+            Client::Arbiter(client) => client.prepare_bucket(bucket).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// One rate-limiter decision for 1 token of `bucket`. `Ok(true)`: granted.
+    pub async fn limit_take(&mut self, bucket: &str) -> Result<bool> {
+        match self {
+            Client::Arbiter(client) => client.limit_take(bucket).await,
+            Client::Redis(client) => client.limit_take(bucket).await,
+            Client::Governor(client) => Ok(client.take()),
+            _ => bail!("this system has no limiter workload"),
+        }
     }
 
     /// Prepares the names a lease workload uses (tables with one row per name need them).
@@ -61,7 +86,7 @@ impl Client {
             Client::Postgres(client) => client.lease_once(name).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.lease_once(name).await,
-            Client::File(_) => bail!("the file peer has no lease workload"),
+            Client::File(_) | Client::Governor(_) => bail!("this system has no lease workload"),
         }
     }
 
@@ -73,7 +98,7 @@ impl Client {
             Client::Postgres(client) => client.init_counter(key).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.init_counter(key).await,
-            Client::File(_) => bail!("the file peer has no CAS workload"),
+            Client::File(_) | Client::Governor(_) => bail!("this system has no CAS workload"),
         }
     }
 
@@ -86,7 +111,7 @@ impl Client {
             Client::Postgres(client) => client.cas_increment(key).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.cas_increment(key).await,
-            Client::File(_) => bail!("the file peer has no CAS workload"),
+            Client::File(_) | Client::Governor(_) => bail!("this system has no CAS workload"),
         }
     }
 
@@ -98,7 +123,7 @@ impl Client {
             Client::Postgres(client) => client.read_counter(key).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.read_counter(key).await,
-            Client::File(_) => bail!("the file peer has no CAS workload"),
+            Client::File(_) | Client::Governor(_) => bail!("this system has no CAS workload"),
         }
     }
 
@@ -109,6 +134,7 @@ impl Client {
             Client::Redis(client) => client.append(stream, body).await,
             Client::Postgres(client) => client.append(stream, body).await,
             Client::File(client) => client.append(stream, body).await,
+            Client::Governor(_) => bail!("governor has no append workload"),
             #[cfg(feature = "etcd")]
             Client::Etcd(_) => bail!("etcd has no append workload"),
         }
@@ -121,6 +147,7 @@ impl Client {
             Client::Redis(client) => client.count_records(stream).await,
             Client::Postgres(client) => client.count_records(stream).await,
             Client::File(client) => client.count_records(stream),
+            Client::Governor(_) => bail!("governor has no append workload"),
             #[cfg(feature = "etcd")]
             Client::Etcd(_) => bail!("etcd has no append workload"),
         }
@@ -129,6 +156,7 @@ impl Client {
     /// Lets go of what the client holds for its whole life (an etcd session lease).
     pub async fn close(self) -> Result<()> {
         match self {
+            Client::Arbiter(client) => client.close().await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.close().await,
             _ => Ok(()),

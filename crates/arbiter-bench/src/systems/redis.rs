@@ -14,10 +14,31 @@ use crate::spec::Targets;
 const RELEASE: &str =
     r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#;
 
+/// GCRA (the generic cell rate algorithm, as redis-cell and most Redis rate limiters do it)
+/// in one script: the bucket is its theoretical arrival time (TAT) in microseconds, from the
+/// server's clock. ARGV: emission interval (µs per token), burst, cost. Returns 1 when
+/// granted, else the microseconds to wait.
+const GCRA: &str = r#"
+local now = redis.call('TIME')
+local t = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local interval = tonumber(ARGV[1])
+local tolerance = interval * tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1])) or t
+if tat < t then tat = t end
+local new_tat = tat + interval * cost
+local allow_at = new_tat - tolerance
+if allow_at > t then return -(allow_at - t) end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - t) / 1000) + 1)
+return 1
+"#;
+
 pub struct RedisClient {
     /// A connection of its own (WATCH is per connection).
     con: MultiplexedConnection,
     release: Script,
+    /// Sent with EVALSHA (loaded once, on the first NOSCRIPT).
+    gcra: Script,
     id: u32,
     seq: u64,
     ttl_ms: u64,
@@ -36,6 +57,7 @@ impl RedisClient {
         Ok(RedisClient {
             con: connect(&targets.redis).await?,
             release: Script::new(RELEASE),
+            gcra: Script::new(GCRA),
             id,
             seq: 0,
             ttl_ms,
@@ -61,6 +83,20 @@ impl RedisClient {
             bail!("lost the Redis lock {name} before releasing it");
         }
         Ok(true)
+    }
+
+    /// One GCRA decision for 1 token of `bucket`: a µs per token, a burst of 10^12 (never
+    /// refused, like the other systems' buckets in this workload).
+    pub async fn limit_take(&mut self, bucket: &str) -> Result<bool> {
+        let answer: i64 = self
+            .gcra
+            .key(bucket)
+            .arg(1)
+            .arg(1_000_000_000_000u64)
+            .arg(1)
+            .invoke_async(&mut self.con)
+            .await?;
+        Ok(answer == 1)
     }
 
     pub async fn init_counter(&mut self, key: &str) -> Result<()> {

@@ -1,0 +1,226 @@
+use arbiter_fake_github::Limits;
+use serde_json::json;
+
+use crate::{client, config, get, send, start};
+
+#[tokio::test]
+async fn every_answer_carries_the_rate_limit_headers_and_a_request_id() {
+    let fake = start(config(Limits::default())).await;
+    let client = client();
+    let first = get(&client, &fake, "/repos/o/r/issues", "a1").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-ratelimit-limit"), "5000");
+    assert_eq!(first.header("x-ratelimit-remaining"), "4999");
+    assert_eq!(first.header("x-ratelimit-used"), "1");
+    assert_eq!(first.header("x-ratelimit-resource"), "core");
+    let reset = first.number("x-ratelimit-reset");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        reset > now && reset <= now + 3601,
+        "reset {reset} is not within the hour after {now}"
+    );
+    let second = get(&client, &fake, "/repos/o/r/pulls/11", "a1").await;
+    assert_eq!(second.header("x-ratelimit-used"), "2");
+    assert_ne!(
+        first.header("x-github-request-id"),
+        second.header("x-github-request-id")
+    );
+    let search = get(&client, &fake, "/search/issues?q=repo:o/r+is:pr", "a1").await;
+    assert_eq!(search.header("x-ratelimit-resource"), "search");
+    assert_eq!(search.header("x-ratelimit-limit"), "30");
+    assert_eq!(search.body["total_count"], 3);
+    // /rate_limit is free and tells the same.
+    let rate = get(&client, &fake, "/rate_limit", "a1").await;
+    assert_eq!(rate.body["resources"]["core"]["used"], 2);
+    assert_eq!(rate.body["resources"]["search"]["used"], 1);
+    assert_eq!(rate.body["resources"]["graphql"]["remaining"], 5000);
+    // Even a 404 and a 401 carry them.
+    let missing = get(&client, &fake, "/repos/o/nope", "a1").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.body["message"], "Not Found");
+    assert_eq!(missing.header("x-ratelimit-used"), "3");
+    let unknown = get(&client, &fake, "/user", "nobody").await;
+    assert_eq!(unknown.status, 401);
+    assert_eq!(unknown.body["message"], "Bad credentials");
+    assert_eq!(unknown.header("x-ratelimit-limit"), "60");
+    assert!(!unknown.header("x-github-request-id").is_empty());
+}
+
+#[tokio::test]
+async fn lists_page_as_github_does() {
+    let fake = start(config(Limits::default())).await;
+    let client = client();
+    let page = get(&client, &fake, "/repos/o/r/issues?per_page=5&page=2", "a1").await;
+    let numbers: Vec<u64> = page
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, vec![8, 7, 6, 5, 4]); // 13 items newest first, pull requests included
+    assert!(
+        page.header("link").contains("page=3>; rel=\"next\""),
+        "{}",
+        page.header("link")
+    );
+    let pulls = get(&client, &fake, "/repos/o/r/pulls", "a1").await;
+    assert_eq!(pulls.body.as_array().unwrap().len(), 3);
+    assert_eq!(pulls.body[0]["head"]["ref"], "feature-13");
+    let user = get(&client, &fake, "/user", "a2").await;
+    assert_eq!(user.body["login"], "alice");
+    assert_eq!(user.body["id"], 1);
+}
+
+#[tokio::test]
+async fn a_304_costs_nothing_and_etags_belong_to_one_token() {
+    let fake = start(config(Limits::default())).await;
+    let client = client();
+    let path = "/repos/o/r/issues/3";
+    let first = get(&client, &fake, path, "a1").await;
+    let etag = first.header("etag").to_string();
+    assert!(
+        etag.starts_with('"') && !etag.starts_with("W/"),
+        "a strong ETag: {etag}"
+    );
+    let used = first.number("x-ratelimit-used");
+
+    let again = send(&client, &fake, "GET", path, "a1", &[("if-none-match", &etag)], None).await;
+    assert_eq!(again.status, 304);
+    assert_eq!(again.header("etag"), etag);
+    assert_eq!(again.number("x-ratelimit-used"), used, "a 304 is free");
+
+    let last_modified = first.header("last-modified").to_string();
+    let since = send(
+        &client,
+        &fake,
+        "GET",
+        path,
+        "a1",
+        &[("if-modified-since", &last_modified)],
+        None,
+    )
+    .await;
+    assert_eq!(since.status, 304);
+    assert_eq!(since.number("x-ratelimit-used"), used);
+
+    // The other token of the same user gets its own ETag: a's does not match for it.
+    let other = send(&client, &fake, "GET", path, "a2", &[("if-none-match", &etag)], None).await;
+    assert_eq!(other.status, 200);
+    assert_ne!(other.header("etag"), etag);
+    assert_eq!(other.number("x-ratelimit-used"), used + 1, "a2 spends alice's budget");
+
+    // A write changes the resource's ETag and its Last-Modified.
+    let comment = send(
+        &client,
+        &fake,
+        "POST",
+        "/repos/o/r/issues/3/comments",
+        "a1",
+        &[],
+        Some(json!({"body": "hi"})),
+    )
+    .await;
+    assert_eq!(comment.status, 201);
+    let after = send(&client, &fake, "GET", path, "a1", &[("if-none-match", &etag)], None).await;
+    assert_eq!(after.status, 200);
+    assert_ne!(after.header("etag"), etag);
+    assert_eq!(after.body["comments"], 3);
+    let since = send(
+        &client,
+        &fake,
+        "GET",
+        path,
+        "a1",
+        &[("if-modified-since", &last_modified)],
+        None,
+    )
+    .await;
+    assert_eq!(since.status, 200, "changed since {last_modified}");
+
+    let stats = fake.stats();
+    assert_eq!(stats.user("alice").not_modified, 2);
+    assert_eq!(stats.user("alice").core_used, used + 4);
+}
+
+#[tokio::test]
+async fn writes_create_and_change_issues() {
+    let fake = start(config(Limits::default())).await;
+    let client = client();
+    let created = send(
+        &client,
+        &fake,
+        "POST",
+        "/repos/o/r/issues",
+        "b1",
+        &[],
+        Some(json!({"title": "New", "labels": ["x"]})),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.body["number"], 14);
+    assert_eq!(created.body["user"]["login"], "bob");
+    let closed = send(
+        &client,
+        &fake,
+        "PATCH",
+        "/repos/o/r/issues/14",
+        "b1",
+        &[],
+        Some(json!({"state": "closed"})),
+    )
+    .await;
+    assert_eq!(closed.body["state"], "closed");
+    let labels = send(
+        &client,
+        &fake,
+        "POST",
+        "/repos/o/r/issues/14/labels",
+        "b1",
+        &[],
+        Some(json!({"labels": ["y"]})),
+    )
+    .await;
+    assert_eq!(labels.body.as_array().unwrap().len(), 2);
+    let missing = send(
+        &client,
+        &fake,
+        "POST",
+        "/repos/o/r/issues",
+        "b1",
+        &[],
+        Some(json!({"body": "no title"})),
+    )
+    .await;
+    assert_eq!(missing.status, 422);
+    assert_eq!(missing.body["message"], "Validation Failed");
+    let open = get(&client, &fake, "/repos/o/r/issues?state=closed", "b1").await;
+    assert_eq!(open.body[0]["number"], 14);
+    assert_eq!(
+        fake.stats().user("bob").content_created,
+        1,
+        "an issue; not the edit nor the labels"
+    );
+}
+
+#[tokio::test]
+async fn stats_are_served_as_json() {
+    let fake = start(config(Limits::default())).await;
+    let client = client();
+    get(&client, &fake, "/user", "a1").await;
+    get(&client, &fake, "/user", "b1").await;
+    let served: arbiter_fake_github::Stats = client
+        .get(format!("{}/_fake/stats", fake.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, fake.stats());
+    assert_eq!(served.requests, 2);
+    assert_eq!(served.user("bob").core_used, 1);
+}
