@@ -56,6 +56,19 @@ pub(crate) fn validate(raw: Option<&Spanned<RawGithub>>, source: &Source<'_>) ->
     if let Some(upstream) = &raw.upstream {
         let text = upstream.get_ref().trim_end_matches('/');
         crate::notify::check_url(text).map_err(|why| source.error(upstream.span(), "github.upstream", why))?;
+        let authority = text
+            .split_once("://")
+            .map_or("", |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if authority.contains('@') {
+            return Err(source.error(
+                upstream.span(),
+                "github.upstream",
+                "the URL carries a user name or password: tokens come from each request, never from the config",
+            ));
+        }
         if text.contains(['?', '#']) {
             return Err(source.error(
                 upstream.span(),
