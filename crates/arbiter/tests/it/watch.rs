@@ -22,7 +22,7 @@
 //! - GitHub: an opted-in loop's real `gh` and `curl` reach the fake GitHub through the
 //!   supervisor's proxy, its round records its spend, its gh config keeps its other keys;
 //!   a frozen identity pauses the loop without a failure; a tiny budget defers the
-//!   lower-priority loop while the higher one runs.
+//!   lower-priority loop while the higher one runs; a reload starts and stops the proxy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -57,6 +57,7 @@ each_backend!(
     an_opted_in_loop_reaches_github_through_the_proxy,
     a_frozen_identity_pauses_the_loop_without_a_failure,
     a_tiny_budget_defers_the_lower_priority_loop,
+    a_reload_starts_and_stops_the_github_proxy,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2145,4 +2146,61 @@ fn a_tiny_budget_defers_the_lower_priority_loop(store: &Store) {
     assert_eq!(high_now["consecutive_failures"], 0, "{high_now}");
     watch.signal(Signal::SIGTERM);
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+}
+
+/// The proxy runs while a loop opts in: a reload that opts the loop in starts it (the next
+/// round goes through it), one that opts it out stops it, removes the loop's socket and,
+/// at the next round, its gh config key; each says so on stderr.
+fn a_reload_starts_and_stops_the_github_proxy(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    // No gh needed: what is checked is the key gh would read and the variable.
+    fleet.write(
+        "agent.sh",
+        "printf '%s\\n' \"${ARBITER_GITHUB_API:-none}\" > \"$OUT/api-$ARBITER_ROUND\"\n\
+         cp \"$GH_CONFIG_DIR/config.yml\" \"$OUT/config-$ARBITER_ROUND.yml\" 2>/dev/null\nexit 0\n",
+    );
+    let off = github_config(&hub.url(), "github_proxy = false", "").replace("every = \"1h\"", "every = \"100ms\"");
+    fleet.configure(&off);
+    let mut cmd = fleet.watch(&[]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    let plain = round_with(&fleet, &mut watch, "a round without the proxy", 0, &|api| api == "none");
+    let on = off.replace("github_proxy = false", "github_proxy = true");
+    fleet.configure(&on);
+    let proxied = round_with(&fleet, &mut watch, "a round through the proxy", plain, &|api| {
+        api.starts_with("http://127.0.0.1:")
+    });
+    let config = std::fs::read_to_string(fleet.out_file(&format!("config-{proxied}.yml"))).unwrap_or_default();
+    let socket = config
+        .strip_prefix("http_unix_socket: '")
+        .and_then(|rest| rest.strip_suffix("'\n"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("the socket key in {config:?}"));
+    assert!(socket.exists(), "{}", socket.display());
+    fleet.configure(&off);
+    round_with(&fleet, &mut watch, "a round after the proxy stopped", proxied, &|api| {
+        api == "none"
+    });
+    let config = std::fs::read_to_string(fleet.dir.join("gh/bot/config.yml")).unwrap_or_default();
+    assert!(!config.contains("http_unix_socket"), "{config}");
+    eventually(SOON, "the loop's socket to go", || (!socket.exists()).then_some(()));
+    let stderr = watch.stderr();
+    assert!(stderr.contains("GitHub proxy started"), "{stderr}");
+    assert!(stderr.contains("GitHub proxy stopped"), "{stderr}");
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+}
+
+/// An ended round of loop `agent` after round `after` whose `ARBITER_GITHUB_API` (as its
+/// agent wrote it) is `wanted`.
+fn round_with(fleet: &Fleet<'_>, watch: &mut Background, what: &str, after: i64, wanted: &dyn Fn(&str) -> bool) -> i64 {
+    eventually(SOON, what, || {
+        assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
+        let status = fleet.status();
+        let round = status.get("agent")?["round"].as_i64()?;
+        // A round that has ended: any before the current one.
+        (after + 1..round)
+            .find(|r| std::fs::read_to_string(fleet.out_file(&format!("api-{r}"))).is_ok_and(|api| wanted(api.trim())))
+    })
 }
