@@ -45,6 +45,7 @@
 //! env = { RUST_LOG = "info" }
 //! profile = "work"                   # else chosen by [[profile_rules]] from the origin remote
 //! max_rounds_per_hour = 12
+//! priority = 0                       # higher runs first when GitHub's budget is short
 //! kind = "loop.failure"              # the kind of its failure notifications
 //! tags = { team = "web" }
 //! enabled = true
