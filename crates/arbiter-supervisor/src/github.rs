@@ -15,10 +15,13 @@ use std::sync::Arc;
 
 use arbiter_config::{Config, GithubSettings, LoopSpec};
 use arbiter_core::github::{self, Budget, Gate, Round};
+use arbiter_core::loops::LoopStatus;
 use arbiter_core::name::{LoopName, Namespace};
 use arbiter_core::{Millis, Result};
 use arbiter_github::{Proxy, ProxyConfig};
 use arbiter_store::Store;
+
+use crate::{Shared, alert};
 
 /// A running proxy and the sockets it serves loops on.
 pub(crate) struct Guard {
@@ -205,4 +208,55 @@ pub(crate) async fn gate(
         reserve_percent: config.github.reserve_percent,
     };
     Ok((github::gate(&budgets, &round, now), Some(now)))
+}
+
+/// Whether an opted-in loop's round must wait: `None` to run it, or what the loop shows
+/// (`paused`, `deferred`), until when, and the store's time now. A pause sends the
+/// identity's folded notice once per loop (`paused` remembers the login); the first run
+/// after it resolves the notice.
+pub(crate) async fn held_back(
+    shared: &Shared,
+    config: &Config,
+    spec: &LoopSpec,
+    name: &LoopName,
+    guard: &Guard,
+    paused: &mut Option<String>,
+    shown: LoopStatus,
+) -> Result<Option<(LoopStatus, Millis, Millis)>> {
+    let (_, seen) = guard.spend(name);
+    let (gate, now) = gate(&shared.store, &shared.namespace, config, spec, name, seen).await?;
+    let now = now.unwrap_or_default();
+    Ok(match gate {
+        Gate::Run => {
+            if let Some(login) = paused.take() {
+                alert::resumed(shared, config, &login).await;
+            }
+            None
+        }
+        Gate::Pause { login, until } => {
+            if shown != LoopStatus::Paused {
+                tracing::info!(loop_name = %name, %login, until, "paused: GitHub said to wait");
+            }
+            if paused.as_deref() != Some(login.as_str()) {
+                alert::paused(shared, config, spec, &login, until).await;
+                *paused = Some(login);
+            }
+            Some((LoopStatus::Paused, until, now))
+        }
+        Gate::Defer {
+            login,
+            resource,
+            need,
+            left,
+            until,
+        } => {
+            if shown != LoopStatus::Deferred {
+                tracing::info!(
+                    loop_name = %name, %login, %resource, need, left, until,
+                    "deferred: the budget left would not cover a round"
+                );
+            }
+            Some((LoopStatus::Deferred, until, now))
+        }
+    })
 }

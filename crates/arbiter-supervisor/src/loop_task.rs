@@ -11,8 +11,6 @@ use arbiter_core::name::{LeaseName, LoopName};
 use arbiter_core::{ErrorKind, Result};
 use arbiter_store::RoundEnd;
 
-use arbiter_core::github::Gate;
-
 use crate::{LoopStop, STORE_RETRY_MAX, STORE_RETRY_MIN, Shared, alert, git, github, logs, round, told_to_stop};
 
 /// The loop's lease: `loop/<name>` (what a fleet view joins a loop's row with). A loop
@@ -177,17 +175,16 @@ async fn hold_loop(
         if done(state.round) || (options.once && *rounds_here > 0) {
             return Ok(Continue::Stop);
         }
-        let wait_ms = if options.once {
+        // A paused or deferred loop is due: the gate below decides again (and waits), so a
+        // reload that opts it out of the proxy runs it at once.
+        let held_back = matches!(shown, LoopStatus::Paused | LoopStatus::Deferred);
+        let wait_ms = if options.once || held_back {
             0
         } else {
             (state.next_run_at - state.heartbeat_at).max(0)
         };
         if wait_ms > 0 {
-            // A pause or a deferral shows as such until the round it held back starts.
-            let label = match shown {
-                LoopStatus::Paused | LoopStatus::Deferred => shown,
-                _ => waiting(state.consecutive_failures),
-            };
+            let label = waiting(state.consecutive_failures);
             if label != shown {
                 store.loops().heartbeat(ns, name, label, None, holder).await?;
                 shown = label;
@@ -205,43 +202,8 @@ async fn hold_loop(
         // Through the GitHub proxy: first ask whether its identity may spend now.
         let guard = Config::github_proxy(&spec, profile).then(|| shared.github()).flatten();
         if let Some(guard) = &guard {
-            let (_, seen) = guard.spend(name);
-            let (gate, now) = github::gate(store, ns, &config, &spec, name, seen).await?;
-            let now = now.unwrap_or_default();
-            let until = match gate {
-                Gate::Run => {
-                    if let Some(login) = paused.take() {
-                        alert::resumed(shared, &config, &login).await;
-                    }
-                    None
-                }
-                Gate::Pause { login, until } => {
-                    if shown != LoopStatus::Paused {
-                        tracing::info!(loop_name = %name, %login, until, "paused: GitHub said to wait");
-                    }
-                    if paused.as_deref() != Some(login.as_str()) {
-                        alert::paused(shared, &config, &spec, &login, until).await;
-                        paused = Some(login);
-                    }
-                    Some((LoopStatus::Paused, until))
-                }
-                Gate::Defer {
-                    login,
-                    resource,
-                    need,
-                    left,
-                    until,
-                } => {
-                    if shown != LoopStatus::Deferred {
-                        tracing::info!(
-                            loop_name = %name, %login, %resource, need, left, until,
-                            "deferred: the budget left would not cover a round"
-                        );
-                    }
-                    Some((LoopStatus::Deferred, until))
-                }
-            };
-            if let Some((label, until)) = until {
+            let held_back = github::held_back(shared, &config, &spec, name, guard, &mut paused, shown).await?;
+            if let Some((label, until, now)) = held_back {
                 store.loops().heartbeat(ns, name, label, Some(until), holder).await?;
                 shown = label;
                 let nap = Duration::from_millis((until - now).max(1) as u64).min(Duration::from_secs(10));
