@@ -134,6 +134,10 @@ impl Permits {
 
     /// Takes `cost` permits: from those held, or from the store (a batch), waiting as
     /// [`take`] does — `Limited` when the wait needed exceeds what is left of `max_wait`.
+    ///
+    /// Cancel-safe: the store is asked by a task of its own, which finishes even if this
+    /// call is dropped (a request whose client went away), so what the store granted is
+    /// kept for the next caller or given back, never lost.
     pub async fn take(&self, cost: u64, max_wait: Duration) -> Result<()> {
         if cost == 0 {
             return Err(arbiter_core::Error::bad_input(
@@ -142,27 +146,27 @@ impl Permits {
         }
         let deadline = Instant::now() + max_wait;
         loop {
-            let refused = {
+            {
+                // The fast path: no store call, nothing to cancel.
                 let mut local = self.shared.local.lock().await;
                 if local.closed {
-                    return Err(arbiter_core::Error::bad_input("these permits were closed"));
+                    return Err(closed());
                 }
-                self.shared.expire(&mut local).await;
-                if local.available >= cost {
+                if local.available >= cost && !local.idle() {
                     local.hand_out(cost);
                     return Ok(());
                 }
-                match self.shared.fetch(&mut local, cost).await? {
-                    None => {
-                        local.hand_out(cost);
-                        self.shared.start_reaper(&mut local);
-                        return Ok(());
-                    }
-                    Some(refused) => refused,
-                }
-            };
-            // Not under the lock: others may still hand out what is held.
-            wait_or_fail(&refused, deadline).await?;
+            }
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            tokio::spawn(self.shared.clone().serve(cost, answer));
+            let refused = answered
+                .await
+                .map_err(|_| arbiter_core::Error::internal("the permit task ended without an answer"))??;
+            match refused {
+                None => return Ok(()),
+                // Not under the lock: others may still hand out what is held.
+                Some(refused) => wait_or_fail(&refused, deadline).await?,
+            }
         }
     }
 
@@ -184,19 +188,64 @@ impl Permits {
     }
 }
 
+fn closed() -> arbiter_core::Error {
+    arbiter_core::Error::bad_input("these permits were closed")
+}
+
 impl Local {
     fn hand_out(&mut self, cost: u64) {
         self.available -= cost;
         self.stats.handed_out += cost;
         self.last_used = Instant::now();
     }
+
+    /// Takes back permits handed out to a caller that was gone before it heard of them.
+    fn take_back(&mut self, cost: u64) {
+        self.available += cost;
+        self.stats.handed_out -= cost;
+    }
+
+    /// Whether the held permits sat unused long enough to be given back.
+    fn idle(&self) -> bool {
+        self.available > 0 && self.last_used.elapsed() >= PERMIT_IDLE
+    }
 }
 
+/// What a take's task answers: handed out (`None`), or the store's refusal.
+type Served = Result<Option<TakeDecision>>;
+
 impl Shared {
+    /// The part of a take that calls the store, in a task of its own (see [`Permits::take`]):
+    /// gives back idle permits, hands out from what is held or from a new batch, and answers
+    /// on `answer`. If the caller is gone by then, what it was handed goes back to the held
+    /// permits.
+    async fn serve(self: Arc<Self>, cost: u64, answer: tokio::sync::oneshot::Sender<Served>) {
+        let mut local = self.local.lock().await;
+        let served = self.serve_locked(&mut local, cost).await;
+        let handed = matches!(served, Ok(None));
+        if answer.send(served).is_err() && handed {
+            local.take_back(cost);
+        }
+        self.start_reaper(&mut local);
+    }
+
+    async fn serve_locked(&self, local: &mut Local, cost: u64) -> Served {
+        if local.closed {
+            return Err(closed());
+        }
+        self.expire(local).await;
+        if local.available < cost
+            && let Some(refused) = self.fetch(local, cost).await?
+        {
+            return Ok(Some(refused));
+        }
+        local.hand_out(cost);
+        Ok(None)
+    }
+
     /// Gives back permits unused for [`PERMIT_IDLE`].
     async fn expire(&self, local: &mut Local) {
-        if local.available > 0
-            && local.last_used.elapsed() >= PERMIT_IDLE
+        if local.idle()
             && let Err(e) = self.give_back(local).await
         {
             tracing::warn!("could not give back idle permits: {e}");
@@ -276,7 +325,7 @@ impl Shared {
                     local.reaper = false;
                     return;
                 }
-                if local.last_used.elapsed() >= PERMIT_IDLE {
+                if local.idle() {
                     shared.expire(&mut local).await;
                     local.reaper = false;
                     return;

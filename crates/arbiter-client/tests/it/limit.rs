@@ -172,3 +172,44 @@ each_backend!(permits_give_back_what_they_hold, |url: String| async move {
     let left = tokens(&store, "big").await;
     assert!((left - 9_499.0).abs() < 0.5, "{left}");
 });
+
+/// A caller dropped while its batch was being taken from the store (a cancelled request:
+/// the proxy's client went away) lost the batch: the store's transaction went through, and
+/// the `Permits` never heard of it. Reproduced on SQLite, where a second connection holds
+/// the write lock so the take waits inside the store while its caller is cancelled; once
+/// the lock goes, the take commits. Every token must come back: held for the next caller,
+/// then given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_take_loses_no_permit() {
+    let file = arbiter_testkit::TempSqlite::new();
+    let store = open(&file.url()).await;
+    bucket(&store, "c", "1/h", 100).await;
+    let permits = Arc::new(Permits::new(store.clone(), ns(), vec![n("c")], Priority::Interactive));
+    let lock = rusqlite::Connection::open(file.path()).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let caller = {
+        let permits = permits.clone();
+        tokio::spawn(async move { permits.take(1, BOUND).await })
+    };
+    // Nothing but the store can keep it this long: it waits there, and is cancelled.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!caller.is_finished(), "the take waits for the write lock");
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    lock.execute_batch("COMMIT").unwrap();
+    // The store's transaction went through: the token left the bucket ...
+    eventually_async(BOUND, "the cancelled take reached the store", || {
+        let store = store.clone();
+        async move { (tokens(&store, "c").await < 99.5).then_some(()) }
+    })
+    .await;
+    // ... and comes back: nobody was handed it.
+    eventually_async(BOUND, "the cancelled caller's permit given back", || {
+        let store = store.clone();
+        async move { (tokens(&store, "c").await > 99.5).then_some(()) }
+    })
+    .await;
+    let stats = permits.stats().await;
+    assert_eq!((stats.handed_out, stats.taken, stats.refunded), (0, 1, 1), "{stats:?}");
+    Arc::into_inner(permits).unwrap().close().await.unwrap();
+}
