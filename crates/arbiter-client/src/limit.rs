@@ -16,16 +16,19 @@
 //! falls back to what the caller needs, and the batch to 1. Permits are only ever handed
 //! out of what the store granted, so the fleet never spends more than the buckets allow;
 //! the ones left unused for a second are given back ([`LimitStore::refund`]), as are those
-//! left at [`Permits::close`].
+//! left at [`Permits::close`]. The store is asked by a task of its own, so a caller dropped
+//! meanwhile (cancelled) loses nothing: what the store granted stays held. Callers queued
+//! when the store failed to answer share that failure instead of each waiting out a
+//! deadline in turn.
 //!
 //! [`LimitStore::refund`]: arbiter_store::LimitStore::refund
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbiter_core::Result;
 use arbiter_core::limit::{Priority, TakeDecision, TakeRequest};
 use arbiter_core::name::{BucketName, Namespace};
+use arbiter_core::{ErrorKind, Result};
 use arbiter_store::Store;
 use tokio::time::Instant;
 
@@ -92,6 +95,8 @@ struct Local {
     last_used: Instant,
     /// Whether a task will give back idle permits.
     reaper: bool,
+    /// When the store last failed to answer, and how.
+    unavailable: Option<(Instant, arbiter_core::Error)>,
     closed: bool,
     /// Totals: taken from the store, handed out, given back.
     stats: PermitStats,
@@ -125,6 +130,7 @@ impl Permits {
                     last_fetch: None,
                     last_used: Instant::now(),
                     reaper: false,
+                    unavailable: None,
                     closed: false,
                     stats: PermitStats::default(),
                 }),
@@ -146,6 +152,7 @@ impl Permits {
         }
         let deadline = Instant::now() + max_wait;
         loop {
+            let asked = Instant::now();
             {
                 // The fast path: no store call, nothing to cancel.
                 let mut local = self.shared.local.lock().await;
@@ -158,7 +165,7 @@ impl Permits {
                 }
             }
             let (answer, answered) = tokio::sync::oneshot::channel();
-            tokio::spawn(self.shared.clone().serve(cost, answer));
+            tokio::spawn(self.shared.clone().serve(cost, asked, answer));
             let refused = answered
                 .await
                 .map_err(|_| arbiter_core::Error::internal("the permit task ended without an answer"))??;
@@ -218,10 +225,20 @@ impl Shared {
     /// The part of a take that calls the store, in a task of its own (see [`Permits::take`]):
     /// gives back idle permits, hands out from what is held or from a new batch, and answers
     /// on `answer`. If the caller is gone by then, what it was handed goes back to the held
-    /// permits.
-    async fn serve(self: Arc<Self>, cost: u64, answer: tokio::sync::oneshot::Sender<Served>) {
+    /// permits. A caller that `asked` before the store last failed to answer shares that
+    /// failure rather than ask again: behind a stalled store, queued callers would otherwise
+    /// each wait out a deadline in turn.
+    async fn serve(self: Arc<Self>, cost: u64, asked: Instant, answer: tokio::sync::oneshot::Sender<Served>) {
         let mut local = self.local.lock().await;
-        let served = self.serve_locked(&mut local, cost).await;
+        let served = match &local.unavailable {
+            Some((at, failure)) if *at >= asked => Err(failure.clone()),
+            _ => self.serve_locked(&mut local, cost).await,
+        };
+        if let Err(e) = &served
+            && e.kind == ErrorKind::Unavailable
+        {
+            local.unavailable = Some((Instant::now(), e.clone()));
+        }
         let handed = matches!(served, Ok(None));
         if answer.send(served).is_err() && handed {
             local.take_back(cost);

@@ -213,3 +213,47 @@ async fn a_cancelled_take_loses_no_permit() {
     assert_eq!((stats.handed_out, stats.taken, stats.refunded), (0, 1, 1), "{stats:?}");
     Arc::into_inner(permits).unwrap().close().await.unwrap();
 }
+
+/// Callers of one `Permits` queue behind the task that asks the store. When the store's link
+/// stalls, every one of them used to ask again in turn once the one ahead had failed, each
+/// waiting out a statement deadline or a connect timeout: the 20th caller waited 20 of them,
+/// whatever its `max_wait`. Callers that were queued when a store call failed now share its
+/// failure. A liveness bound with a wide margin (each store call here gives up within about
+/// a second; 20 in turn take 20 s or more), not a measurement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_queued_behind_a_stalled_store_fail_together() {
+    let Some(url) = arbiter_testkit::postgres_url("permits_stalled_store").await else {
+        return;
+    };
+    let setup = open(&url).await;
+    bucket(&setup, "s", "1/h", 1000).await;
+    let proxy = arbiter_testkit::net::StallProxy::start(arbiter_testkit::net::postgres_server_addr(&url));
+    let stalled = open(&format!(
+        "{}&statement_timeout=1s&connect_timeout=1",
+        proxy.postgres_url(&url)
+    ))
+    .await;
+    let permits = Arc::new(Permits::new(stalled, ns(), vec![n("s")], Priority::Interactive));
+    permits.take(1, Duration::ZERO).await.unwrap();
+    proxy.freeze();
+    let mut callers = Vec::new();
+    for _ in 0..20 {
+        let permits = permits.clone();
+        // More than one batch holds, so each needs the store.
+        callers.push(tokio::spawn(async move { permits.take(100, Duration::ZERO).await }));
+    }
+    let all = async {
+        let mut errors = Vec::new();
+        for caller in callers {
+            errors.push(caller.await.unwrap().unwrap_err());
+        }
+        errors
+    };
+    let errors = tokio::time::timeout(Duration::from_secs(15), all)
+        .await
+        .expect("every caller of a stalled store hears of it within a few deadlines");
+    for err in errors {
+        assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+    }
+    proxy.resume();
+}

@@ -129,6 +129,13 @@ fn exit_codes_and_messages(store: &Store) {
         (&["limit", "take", "x,x"][..], "named twice"),
         (&["limit", "observe", "x", "--remaining", "-1"][..], "--remaining"),
         (&["limit", "observe", "x", "--reset", "soon"][..], "--reset"),
+        // Above what a bucket may hold: it was taken and silently ignored.
+        (&["limit", "observe", "x", "--limit", "1000000000001"][..], "--limit"),
+        // Longer than a freeze may last (a day).
+        (
+            &["limit", "observe", "x", "--hit", "--retry-after", "86401"][..],
+            "--retry-after",
+        ),
     ] {
         let out = store.run(args);
         out.expect_code(2, &format!("{args:?}"));
