@@ -451,10 +451,18 @@ impl TakeDecision {
     }
 }
 
-/// Tokens as messages show them: one decimal.
+/// Tokens as messages show them: one decimal, rounded down (see [`shown_tokens`]).
 pub fn format_tokens(tokens: f64) -> String {
-    let text = format!("{tokens:.1}");
+    let text = format!("{:.1}", shown_tokens(tokens, 1));
     text.strip_suffix(".0").map(str::to_string).unwrap_or(text)
+}
+
+/// Tokens rounded *down* to `places` decimals, so a bucket never looks fuller than it is: a
+/// refused take of 1 used to say `has 1 of 20 tokens` when 0.97 were there. A value within
+/// a millionth of a step below it (refill arithmetic in `f64`) counts as the step.
+pub fn shown_tokens(tokens: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    ((tokens * scale) + 1e-6).floor() / scale
 }
 
 /// A wait as messages show it: `250ms`, `2.5s`, `1h30m`.
@@ -834,6 +842,16 @@ mod tests {
         let err = plan_take(0, &buckets, &request(&["a"], 11, Priority::Normal)).unwrap_err();
         assert_eq!(err.kind, ErrorKind::BadInput);
         assert!(err.message.contains("burst 10"), "{}", err.message);
+    }
+
+    #[test]
+    fn tokens_are_shown_rounded_down() {
+        assert_eq!(format_tokens(0.97), "0.9");
+        assert_eq!(format_tokens(1.999_999_999_9), "2");
+        assert_eq!(format_tokens(0.0), "0");
+        assert_eq!(format_tokens(4999.25), "4999.2");
+        assert_eq!(shown_tokens(0.9996, 3), 0.999);
+        assert_eq!(shown_tokens(5000.0, 3), 5000.0);
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub struct BucketView {
     pub burst: u64,
     pub reserve_percent: u8,
     pub fair: bool,
-    /// Tokens available now (a real number: the refill is continuous).
+    /// Tokens available now (a real number: the refill is continuous), rounded down to
+    /// three decimals.
     pub tokens: f64,
     /// Until when it grants nothing (the upstream refused), if it is frozen.
     pub frozen_until: Option<String>,
@@ -44,7 +45,7 @@ impl BucketView {
             burst: info.spec.burst,
             reserve_percent: info.spec.reserve_percent,
             fair: info.spec.fair,
-            tokens: (info.tokens * 1000.0).round() / 1000.0,
+            tokens: arbiter_core::limit::shown_tokens(info.tokens, 3),
             frozen_until: info.frozen_until.map(timestamp),
             reset_at: info.reset_at.map(timestamp),
             now: timestamp(info.now),
