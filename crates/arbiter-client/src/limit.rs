@@ -41,7 +41,7 @@ const MAX_BATCH_SHARE: u64 = 20;
 /// allow it. Fails at once with `Limited` (its detail: the wait needed) when that wait is
 /// longer than what is left of `max_wait`; `Duration::ZERO` tries once.
 pub async fn take(store: &Store, request: TakeRequest, max_wait: Duration) -> Result<TakeDecision> {
-    let deadline = Instant::now() + max_wait;
+    let deadline = deadline_after(max_wait);
     loop {
         let decision = store.limits().take(&request).await?;
         if decision.granted {
@@ -49,6 +49,14 @@ pub async fn take(store: &Store, request: TakeRequest, max_wait: Duration) -> Re
         }
         wait_or_fail(&decision, deadline).await?;
     }
+}
+
+/// When a wait of `max_wait` from now ends; `Duration::MAX` (or anything past what an
+/// `Instant` holds) is a century: as long as it takes.
+fn deadline_after(max_wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(max_wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// Sleeps the wait a refused take needs (with jitter, never past `deadline`), or fails with
@@ -150,7 +158,7 @@ impl Permits {
                 "invalid cost 0: expected at least 1 permit",
             ));
         }
-        let deadline = Instant::now() + max_wait;
+        let deadline = deadline_after(max_wait);
         loop {
             let asked = Instant::now();
             {

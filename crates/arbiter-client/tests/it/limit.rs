@@ -257,3 +257,16 @@ async fn callers_queued_behind_a_stalled_store_fail_together() {
     }
     proxy.resume();
 }
+
+// `Duration::MAX` is how a caller says "wait as long as it takes": the deadline
+// `now + max_wait` overflowed and panicked before the store was even asked.
+each_backend!(an_unbounded_wait_is_allowed, |url: String| async move {
+    let store = open(&url).await;
+    bucket(&store, "u", "20/s", 1).await;
+    assert!(take(&store, request(&["u"], 1), Duration::MAX).await.unwrap().granted);
+    // Empty now: it waits for the refill, as long as that takes.
+    assert!(take(&store, request(&["u"], 1), Duration::MAX).await.unwrap().granted);
+    let permits = Permits::new(store.clone(), ns(), vec![n("u")], Priority::Interactive);
+    permits.take(1, Duration::MAX).await.unwrap();
+    permits.close().await.unwrap();
+});
