@@ -457,9 +457,9 @@ conformance!(bad_input_and_unknown_buckets_change_nothing, |h: Harness| async mo
     assert_eq!(err.kind, ErrorKind::NotFound);
 });
 
-/// A refund naming a bucket twice gave it back twice on SQLite and failed `NotFound` on
-/// PostgreSQL; a cost of 0 or above any bucket's reach was taken as it came. Both backends
-/// now refuse them as a take does, changing nothing.
+// A refund naming a bucket twice gave it back twice on SQLite and failed `NotFound` on
+// PostgreSQL; a cost of 0 or above any bucket's reach was taken as it came. Both backends
+// now refuse them as a take does, changing nothing.
 conformance!(a_bad_refund_changes_nothing, |h: Harness| async move {
     let limits = h.store.limits();
     limits
