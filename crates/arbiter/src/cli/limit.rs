@@ -49,8 +49,9 @@ pub enum LimitCommand {
         #[arg(long)]
         if_absent: bool,
     },
-    /// Take tokens from one or more buckets at once (all or none). Exit 0 when granted;
-    /// exit 3 when not granted within --wait, printing the wait needed.
+    /// Take tokens from one or more buckets at once (all or none). Exit 0 when granted,
+    /// printing nothing (--json: the buckets after the take); exit 3 when not granted within
+    /// --wait, printing the wait needed (--json: wait_ms).
     Take {
         /// The buckets, comma-separated: a,b,c.
         #[arg(value_name = "NAME[,NAME…]", value_parser = parse_names)]
