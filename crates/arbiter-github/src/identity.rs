@@ -3,8 +3,10 @@
 //! `GET /user` and remembered by the token's SHA-256 — never the token itself.
 //!
 //! - A token whose login cannot be found (`GET /user` refused it: an app installation
-//!   token) is its own identity, `@token:<first 16 hex digits of its hash>`. A limit, a
-//!   slow or unreachable upstream is not remembered: the next request asks again.
+//!   token) is its own identity, `@token:<first 16 hex digits of its hash>`. A slow,
+//!   failing or unreachable upstream is not remembered: the next request asks again. A
+//!   limit GitHub refused the lookup for is, until it passes: the token is its own
+//!   identity meanwhile, its buckets frozen, and GitHub is not asked again and again.
 //! - A token GitHub refuses (401) is answered with that refusal: nothing is forwarded and no
 //!   bucket is made for it (a stream of bad tokens does not grow the store).
 //! - A request without `Authorization` is anonymous: GitHub counts those per IP address,
@@ -13,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, header};
 use sha2::{Digest, Sha256};
@@ -67,9 +70,12 @@ pub struct Identities {
 #[derive(Clone)]
 enum Known {
     Identity(Identity),
-    /// Not now (a limit, the upstream unreachable or slow): the token's own identity for
+    /// Not now (the upstream unreachable, slow or failing): the token's own identity for
     /// the requests that waited; the next request asks again.
     NotNow,
+    /// GitHub refused to say for a limit: the token's own identity (its buckets frozen
+    /// until then) without asking again until `until`.
+    Limited(Instant),
     /// GitHub refused the token (401): its answer, given to the request as it is.
     Refused(Arc<Stored>),
 }
@@ -87,8 +93,10 @@ enum Lookup {
     Found(Identity),
     /// GitHub will never say (remembered as the token's own identity).
     Never,
-    /// Not now (a limit, the upstream unreachable): ask again next time.
+    /// Not now (the upstream unreachable or failing): ask again next time.
     NotNow,
+    /// GitHub refused to say, for a limit: the token is its own identity until it passes.
+    Limited(Duration),
     /// The token is not valid (401): not forwarded, not given buckets; asked again next time.
     Refused(Stored),
 }
@@ -133,12 +141,14 @@ impl Identities {
                     Lookup::Found(identity) => Known::Identity(identity),
                     Lookup::Never => Known::Identity(token_identity(&credential.hash)),
                     Lookup::NotNow => Known::NotNow,
+                    Lookup::Limited(wait) => Known::Limited(Instant::now() + wait),
                     Lookup::Refused(stored) => Known::Refused(Arc::new(stored)),
                 }
             })
             .await
             .clone();
-        if !matches!(known, Known::Identity(_)) {
+        let passed = matches!(known, Known::Limited(until) if until <= Instant::now());
+        if passed || matches!(known, Known::NotNow | Known::Refused(_)) {
             // Asked again by the next request (this lookup's waiters have their answer).
             let mut map = self.known.lock().expect("identities");
             if map.get(&credential.hash).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
@@ -152,7 +162,7 @@ impl Identities {
                 asked,
                 refused: None,
             },
-            Known::NotNow => Resolved {
+            Known::NotNow | Known::Limited(_) => Resolved {
                 identity: token_identity(&credential.hash),
                 asked,
                 refused: None,
@@ -232,7 +242,24 @@ async fn lookup(shared: &Shared, credential: &Credential) -> Lookup {
             .filter(|login| valid_login(login))
             .map(|login| Lookup::Found(Identity { login }))
             .unwrap_or(Lookup::Never)
-    } else if hit || status.is_server_error() {
+    } else if hit {
+        // Until the limit passes, the token is its own identity, whose buckets `learn`
+        // freezes below: its requests wait or get arbiter's 429 — they do not each ask
+        // GitHub again while it refuses.
+        let reset = limits
+            .primary
+            .reset_at
+            .filter(|_| limits.primary.hit)
+            .map(|at| Duration::from_millis(at.saturating_sub(crate::upstream::now_millis()).max(0) as u64));
+        let retry = limits.secondary.as_ref().and_then(|s| s.retry_after);
+        Lookup::Limited(
+            reset
+                .into_iter()
+                .chain(retry)
+                .max()
+                .unwrap_or(crate::upstream::SECONDARY_DEFAULT),
+        )
+    } else if status.is_server_error() {
         Lookup::NotNow
     } else {
         Lookup::Never

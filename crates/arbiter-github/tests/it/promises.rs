@@ -210,6 +210,31 @@ async fn a_token_github_refuses_is_answered_and_makes_no_buckets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_user_is_out_of_budget_is_not_looked_up_again_and_again() {
+    let peer = Peer::start().await;
+    let (proxy, addr, _store, _sqlite) = proxy_to(&peer.url(), |_| {}).await;
+    let client = support::client();
+    for n in 0..3 {
+        let answer = support::send(
+            client
+                .get(format!("http://{addr}/echo?n={n}"))
+                .header("authorization", "token spent-1")
+                .header("x-arbiter-max-wait", "0s"),
+        )
+        .await;
+        assert_eq!(answer.status, 429, "arbiter's own, until the reset: {}", answer.body);
+        assert!(answer.header("retry-after").is_some());
+    }
+    assert_eq!(
+        peer.requests("GET /user").len(),
+        1,
+        "GitHub refused to say who the token is once; it is not asked again before the reset"
+    );
+    assert!(peer.requests("GET /echo").is_empty(), "nothing forwarded");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upstream_is_asked_once_who_a_token_is_and_answers_time_out() {
     let peer = Peer::start().await;
     let link = StallProxy::start(peer.addr);

@@ -152,7 +152,8 @@ pub fn hello() -> serde_json::Value {
 
 /// A small upstream of the test's own, for what the fake GitHub does not do: answers
 /// larger than the proxy holds, echoes of the headers it was sent, exact lengths on HEAD.
-/// Every token `<login>-…` is that login's; `bad-…` tokens are refused (401).
+/// Every token `<login>-…` is that login's; `bad-…` tokens are refused (401); a
+/// `spent-…` token's user is out of budget (`GET /user`: 403, `x-ratelimit-remaining: 0`).
 ///
 /// - `GET /user`: `{"login": …}`.
 /// - `GET|HEAD /echo`: the request's `accept` values, `range`, `time-zone` and
@@ -202,6 +203,20 @@ impl Peer {
                     .unwrap_or_default()
                     .to_string();
                 let mut response = Response::new(Body::empty());
+                if token.starts_with("spent-") && parts.uri.path() == "/user" {
+                    // Its user is out of budget: GitHub's primary-limit refusal.
+                    let reset = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs()
+                        + 3600;
+                    *response.status_mut() = http::StatusCode::FORBIDDEN;
+                    let h = response.headers_mut();
+                    h.insert("x-ratelimit-remaining", 0.into());
+                    h.insert("x-ratelimit-reset", reset.into());
+                    *response.body_mut() = Body::from(r#"{"message":"API rate limit exceeded"}"#);
+                    return response;
+                }
                 if token.starts_with("bad-") {
                     *response.status_mut() = http::StatusCode::UNAUTHORIZED;
                     *response.body_mut() = Body::from(r#"{"message":"Bad credentials"}"#);
