@@ -177,7 +177,8 @@ pub(crate) async fn budgets(
 /// over its identities' buckets, its measured cost and the priorities of the loops that
 /// go through the proxy. Its identities: the logins the proxy saw on its socket (`seen`),
 /// and those its last measured round recorded (a new supervisor has seen none yet).
-/// Also returns the store's time the buckets were read at (`None`: no bucket).
+/// Also returns the store's time the buckets were read at (`None`: no bucket), and the
+/// identities.
 pub(crate) async fn gate(
     store: &Store,
     namespace: &Namespace,
@@ -185,16 +186,15 @@ pub(crate) async fn gate(
     spec: &LoopSpec,
     name: &LoopName,
     mut logins: Vec<String>,
-) -> Result<(Gate, Option<Millis>)> {
+) -> Result<(Gate, Option<Millis>, Vec<String>)> {
     let rounds = store.loops().rounds(namespace, name, github::COST_ROUNDS * 2).await?;
     if let Some(last) = rounds.iter().find(|r| r.api_calls.is_some()) {
         logins.extend(last.github_logins.iter().cloned());
     }
-    logins.sort();
-    logins.dedup();
+    let logins = dedup(logins);
     let (budgets, now) = budgets(store, namespace, &logins).await?;
     let Some(now) = now else {
-        return Ok((Gate::Run, None));
+        return Ok((Gate::Run, None, logins));
     };
     let round = Round {
         cost: github::mean_cost(rounds.iter().map(|r| r.api_calls)),
@@ -207,28 +207,45 @@ pub(crate) async fn gate(
             .collect(),
         reserve_percent: config.github.reserve_percent,
     };
-    Ok((github::gate(&budgets, &round, now), Some(now)))
+    Ok((github::gate(&budgets, &round, now), Some(now), logins))
+}
+
+/// What a loop's holder knows of the pause notices of its identities.
+#[derive(Debug, Default)]
+pub(crate) struct PauseNotice {
+    /// The identity this holder last paused the loop for (its notice was sent).
+    sent: Option<String>,
+    /// Whether the gate has been asked since this holder took the loop. Until then a
+    /// notice may be open that an earlier holder sent (a supervisor restarted, or the
+    /// lease moved to another host during the pause): the first run resolves those too.
+    asked: bool,
 }
 
 /// Whether an opted-in loop's round must wait: `None` to run it, or what the loop shows
 /// (`paused`, `deferred`), until when, and the store's time now. A pause sends the
-/// identity's folded notice once per loop (`paused` remembers the login); the first run
-/// after it resolves the notice.
+/// identity's folded notice once per loop (`notice` remembers the login); the first run
+/// after it resolves the notice — also one an earlier holder of the loop sent.
 pub(crate) async fn held_back(
     shared: &Shared,
     config: &Config,
     spec: &LoopSpec,
     name: &LoopName,
     guard: &Guard,
-    paused: &mut Option<String>,
+    notice: &mut PauseNotice,
     shown: LoopStatus,
 ) -> Result<Option<(LoopStatus, Millis, Millis)>> {
     let (_, seen) = guard.spend(name);
-    let (gate, now) = gate(&shared.store, &shared.namespace, config, spec, name, seen).await?;
+    let (gate, now, logins) = gate(&shared.store, &shared.namespace, config, spec, name, seen).await?;
     let now = now.unwrap_or_default();
+    let first = !std::mem::replace(&mut notice.asked, true);
     Ok(match gate {
         Gate::Run => {
-            if let Some(login) = paused.take() {
+            let sent = notice.sent.take();
+            let open = match (first, sent) {
+                (true, sent) => logins.into_iter().chain(sent).collect(),
+                (false, sent) => sent.into_iter().collect::<Vec<_>>(),
+            };
+            for login in dedup(open) {
                 alert::resumed(shared, config, &login).await;
             }
             None
@@ -237,9 +254,9 @@ pub(crate) async fn held_back(
             if shown != LoopStatus::Paused {
                 tracing::info!(loop_name = %name, %login, until, "paused: GitHub said to wait");
             }
-            if paused.as_deref() != Some(login.as_str()) {
+            if notice.sent.as_deref() != Some(login.as_str()) {
                 alert::paused(shared, config, spec, &login, until).await;
-                *paused = Some(login);
+                notice.sent = Some(login);
             }
             Some((LoopStatus::Paused, until, now))
         }
@@ -259,4 +276,11 @@ pub(crate) async fn held_back(
             Some((LoopStatus::Deferred, until, now))
         }
     })
+}
+
+/// `logins` sorted, each once.
+fn dedup(mut logins: Vec<String>) -> Vec<String> {
+    logins.sort();
+    logins.dedup();
+    logins
 }

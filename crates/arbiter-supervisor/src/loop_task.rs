@@ -145,8 +145,8 @@ async fn hold_loop(
     // end): an idle wake writes one heartbeat that keeps it, and a second only when it is
     // wrong (a new supervisor took over a failing loop).
     let mut shown = LoopStatus::Idle;
-    // The identity this loop last paused for (its notice was sent; a run resolves it).
-    let mut paused: Option<String> = None;
+    // The pause notices of the loop's identities (a run resolves them).
+    let mut notice = github::PauseNotice::default();
     loop {
         if stop.borrow().is_some() {
             return Ok(Continue::Stop);
@@ -202,7 +202,7 @@ async fn hold_loop(
         // Through the GitHub proxy: first ask whether its identity may spend now.
         let guard = Config::github_proxy(&spec, profile).then(|| shared.github()).flatten();
         if let Some(guard) = &guard {
-            let held_back = github::held_back(shared, &config, &spec, name, guard, &mut paused, shown).await?;
+            let held_back = github::held_back(shared, &config, &spec, name, guard, &mut notice, shown).await?;
             if let Some((label, until, now)) = held_back {
                 store.loops().heartbeat(ns, name, label, Some(until), holder).await?;
                 shown = label;

@@ -58,6 +58,7 @@ each_backend!(
     a_frozen_identity_pauses_the_loop_without_a_failure,
     a_tiny_budget_defers_the_lower_priority_loop,
     a_reload_starts_and_stops_the_github_proxy,
+    a_pause_outlasting_its_supervisor_is_resolved_by_the_next,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2088,6 +2089,124 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
     assert!(github.to_string().contains("\"frozen_until\":\""), "{github}");
     watch.signal(Signal::SIGTERM);
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+}
+
+/// A primary limit hit on `github/<login>/core` in the test's store: nothing remaining
+/// until GitHub's reset, `for_secs` from now (the bucket is frozen until then).
+fn freeze(hub: &FakeHub, store: &Store, login: &str, for_secs: u64) {
+    let ns = arbiter_core::name::Namespace::default();
+    let bucket = arbiter_core::name::BucketName::parse(&format!("github/{login}/core")).expect("a bucket name");
+    hub.block_on(async {
+        let url = arbiter_store::StoreUrl::parse(&store.url).expect("the store URL");
+        let opened = arbiter_store::Store::open(&url).await.expect("the store");
+        let spec = arbiter_core::limit::BucketSpec::new(arbiter_core::limit::Rate::parse("5000/h").expect("a rate"));
+        opened
+            .limits()
+            .define(&ns, &bucket, &spec, true)
+            .await
+            .expect("the bucket");
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("the clock");
+        let observation = arbiter_core::limit::Observation {
+            limit: Some(5000),
+            remaining: Some(0),
+            reset_at: Some((now.as_millis() + u128::from(for_secs) * 1000) as i64),
+            retry_after: None,
+            hit: true,
+        };
+        opened
+            .limits()
+            .observe(&ns, &bucket, &observation)
+            .await
+            .expect("the freeze");
+    });
+}
+
+/// The alerts the file channel wrote: (type, dedupe key, fold count).
+fn alerts(path: &Path) -> Vec<(String, String, i64)> {
+    lines(path)
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("an alert line"))
+        .map(|a| {
+            (
+                a["type"].as_str().unwrap_or_default().to_string(),
+                a["notification"]["dedupe_key"].as_str().unwrap_or_default().to_string(),
+                a["fold"]["count"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// A pause that outlasts its supervisor (stopped during the freeze) is resolved by the
+/// next one when the loop runs again: the notice does not stay open forever because the
+/// supervisor that sent it is gone. And the loop runs at GitHub's reset, not deferred
+/// because the bucket still counts the old window as empty.
+fn a_pause_outlasting_its_supervisor_is_resolved_by_the_next(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    // No gh needed: the loop's identity is learnt from curl through its own socket.
+    fleet.write(
+        "agent.sh",
+        "curl -sS --unix-socket \"$ARBITER_GITHUB_SOCKET\" -H \"Authorization: token $GH_TOKEN\" \
+         http://api.github.com/user > \"$OUT/user-$ARBITER_ROUND.json\"\nexit 0\n",
+    );
+    let channel =
+        "[channels.alerts]\ntype = \"file\"\npath = \"@OUT@/alerts.jsonl\"\n\n[[routes]]\nchannels = [\"alerts\"]\n";
+    fleet.configure(&format!(
+        "{channel}{}",
+        github_config(&hub.url(), "", "").replace("every = \"1h\"", "every = \"200ms\"")
+    ));
+    let start = |label: &str| {
+        let mut cmd = fleet.watch(&[]);
+        cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+        Background::start(cmd, &fleet.dir, label)
+    };
+    let mut first = start("watch-1");
+    eventually(SOON, "a first round through the proxy", || {
+        assert!(first.running(), "watch exited: {}", first.stderr());
+        fleet
+            .status()
+            .get("agent")
+            .filter(|a| a["github_logins"] == serde_json::json!(["bot"]))
+            .cloned()
+    });
+    freeze(&hub, store, "bot", 15);
+    let file = fleet.out_file("alerts.jsonl");
+    eventually(SOON, "the pause notice", || {
+        alerts(&file)
+            .iter()
+            .any(|(kind, key, _)| kind == "alert" && key == "github/bot/paused")
+            .then_some(())
+    });
+    // The supervisor that sent it stops during the freeze.
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.wait(SOON), 0, "{}", first.stderr());
+    eventually(SOON, "the freeze to end", || {
+        let github = store.ok(&["status", "--json"]).json()["github"].clone();
+        github[0]["paused_until"].is_null().then_some(())
+    });
+    // The next supervisor's loop runs, and its run resolves the notice.
+    let mut second = start("watch-2");
+    eventually(SOON, "the pause notice resolved", || {
+        assert!(second.running(), "watch exited: {}", second.stderr());
+        alerts(&file)
+            .iter()
+            .any(|(kind, key, _)| kind == "recovery" && key == "github/bot/paused")
+            .then_some(())
+    });
+    let seen = alerts(&file);
+    assert_eq!(
+        seen.iter().filter(|(_, key, _)| key == "github/bot/paused").count(),
+        2,
+        "one notice, one recovery: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|(_, key, _)| key.starts_with("loop/")),
+        "a failure alert: {seen:?}"
+    );
+    second.signal(Signal::SIGTERM);
+    assert_eq!(second.wait(SOON), 0, "{}", second.stderr());
 }
 
 /// Two loops on one identity with a tiny budget: once what is left, less the reserve,
