@@ -229,6 +229,74 @@ fn fleet_text(fleet: &fleet::FleetView) -> String {
     out
 }
 
+pub async fn logs(args: LogsArgs, global: &Global, _out: Output) -> Result<i32> {
+    let (store, _) = global.open().await?;
+    let ns = global.namespace.clone();
+    let name = &args.loop_name;
+    // Subscribed before the round is read, so its end is never missed.
+    let subscription = match args.follow {
+        true => Some(store.changes().subscribe(Topic::Loops).await?),
+        false => None,
+    };
+    let round = match args.round {
+        Some(n) => store.loops().round(&ns, name, n).await?,
+        None => store.loops().rounds(&ns, name, 1).await?.into_iter().next(),
+    }
+    .ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFound,
+            match args.round {
+                Some(n) => format!("loop {:?} has no round {n}", name.as_str()),
+                None => format!("loop {:?} has no rounds", name.as_str()),
+            },
+        )
+    })?;
+    let log = std::path::Path::new(&round.log_path);
+    let mut printed = 0usize;
+    let mut print_new = || {
+        let bytes = std::fs::read(log).unwrap_or_default();
+        if bytes.len() > printed {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&bytes[printed..]);
+            printed = bytes.len();
+        }
+        bytes.is_empty()
+    };
+    let empty = print_new();
+    let Some(mut subscription) = subscription else {
+        if empty && !log.exists() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("the log {} is gone (retention)", round.log_path),
+            ));
+        }
+        return Ok(exit::SUCCESS);
+    };
+    // `--follow`: the log is a local file, read as it grows; the store is read again only
+    // when a round starts or ends (the change feed) or a long wait passes. Bounded: ends
+    // when the round has ended and its log is printed.
+    loop {
+        let current = store.loops().round(&ns, name, round.round).await?;
+        if current.is_none_or(|r| r.status != RoundStatus::Running) {
+            print_new();
+            return Ok(exit::SUCCESS);
+        }
+        let changed = subscription.wait(Duration::from_secs(30));
+        tokio::pin!(changed);
+        loop {
+            tokio::select! {
+                changed = &mut changed => {
+                    changed?;
+                    break;
+                }
+                () = tokio::time::sleep(Duration::from_millis(200)) => {
+                    print_new();
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use arbiter_core::loops::LoopStatus;
@@ -305,73 +373,5 @@ mod tests {
         assert!(lines[5].ends_with("\tnot at 6000/h"), "{}", lines[5]);
         // A frozen budget runs out now, whatever the forecast.
         assert!(lines[6].ends_with("\tnow (frozen)"), "{}", lines[6]);
-    }
-}
-
-pub async fn logs(args: LogsArgs, global: &Global, _out: Output) -> Result<i32> {
-    let (store, _) = global.open().await?;
-    let ns = global.namespace.clone();
-    let name = &args.loop_name;
-    // Subscribed before the round is read, so its end is never missed.
-    let subscription = match args.follow {
-        true => Some(store.changes().subscribe(Topic::Loops).await?),
-        false => None,
-    };
-    let round = match args.round {
-        Some(n) => store.loops().round(&ns, name, n).await?,
-        None => store.loops().rounds(&ns, name, 1).await?.into_iter().next(),
-    }
-    .ok_or_else(|| {
-        Error::new(
-            ErrorKind::NotFound,
-            match args.round {
-                Some(n) => format!("loop {:?} has no round {n}", name.as_str()),
-                None => format!("loop {:?} has no rounds", name.as_str()),
-            },
-        )
-    })?;
-    let log = std::path::Path::new(&round.log_path);
-    let mut printed = 0usize;
-    let mut print_new = || {
-        let bytes = std::fs::read(log).unwrap_or_default();
-        if bytes.len() > printed {
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(&bytes[printed..]);
-            printed = bytes.len();
-        }
-        bytes.is_empty()
-    };
-    let empty = print_new();
-    let Some(mut subscription) = subscription else {
-        if empty && !log.exists() {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("the log {} is gone (retention)", round.log_path),
-            ));
-        }
-        return Ok(exit::SUCCESS);
-    };
-    // `--follow`: the log is a local file, read as it grows; the store is read again only
-    // when a round starts or ends (the change feed) or a long wait passes. Bounded: ends
-    // when the round has ended and its log is printed.
-    loop {
-        let current = store.loops().round(&ns, name, round.round).await?;
-        if current.is_none_or(|r| r.status != RoundStatus::Running) {
-            print_new();
-            return Ok(exit::SUCCESS);
-        }
-        let changed = subscription.wait(Duration::from_secs(30));
-        tokio::pin!(changed);
-        loop {
-            tokio::select! {
-                changed = &mut changed => {
-                    changed?;
-                    break;
-                }
-                () = tokio::time::sleep(Duration::from_millis(200)) => {
-                    print_new();
-                }
-            }
-        }
     }
 }
