@@ -37,7 +37,26 @@ pub(crate) fn set_socket(dir: &Path, socket: Option<&Path>) -> Result<()> {
     if socket.is_none() && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Ok(());
     }
-    if let Ok(meta) = std::fs::symlink_metadata(&path)
+    let edit = match socket {
+        Some(socket) => Edit::Set(yaml_string(&socket.to_string_lossy())),
+        None => Edit::Remove(&is_ours),
+    };
+    edit_file(&path, &edit)
+}
+
+/// Removes `http_unix_socket` from `dir/config.yml` where its value is a socket `which`
+/// says yes to (a stopping proxy's own); a link or a missing file is left alone.
+pub(crate) fn unset_socket(dir: &Path, which: &dyn Fn(&str) -> bool) -> Result<()> {
+    let path = dir.join("config.yml");
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_file() => edit_file(&path, &Edit::Remove(which)),
+        _ => Ok(()),
+    }
+}
+
+/// `path` edited (see [`edit_top_level_key`]); written only when the text changes.
+fn edit_file(path: &Path, edit: &Edit<'_>) -> Result<()> {
+    if let Ok(meta) = std::fs::symlink_metadata(path)
         && meta.len() > MAX_CONFIG_BYTES
     {
         return Err(Error::bad_input(format!(
@@ -46,22 +65,24 @@ pub(crate) fn set_socket(dir: &Path, socket: Option<&Path>) -> Result<()> {
             meta.len()
         )));
     }
-    let before = arbiter_process::private::read_no_link(&path)?;
+    let before = arbiter_process::private::read_no_link(path)?;
     let text = before.as_deref().unwrap_or_default();
-    let edit = match socket {
-        Some(socket) => Edit::Set(yaml_string(&socket.to_string_lossy())),
-        None => Edit::Remove(&is_ours),
+    let after = match edit_top_level_key(text, SOCKET_KEY, edit) {
+        Ok(after) => after,
+        // No line of ours can be in a file whose top level is not a block mapping: a
+        // loop that does not opt in runs with it as it is.
+        Err(_) if matches!(edit, Edit::Remove(_)) => return Ok(()),
+        Err(why) => {
+            return Err(Error::bad_input(format!(
+                "refusing to edit {}: {why}; set `{SOCKET_KEY}: <socket>` there yourself or give the loop its own gh_config_dir",
+                path.display()
+            )));
+        }
     };
-    let after = edit_top_level_key(text, SOCKET_KEY, &edit).map_err(|why| {
-        Error::bad_input(format!(
-            "refusing to edit {}: {why}; set `{SOCKET_KEY}: <socket>` there yourself or give the loop its own gh_config_dir",
-            path.display()
-        ))
-    })?;
     if before.as_deref() == Some(after.as_str()) || (before.is_none() && after.is_empty()) {
         return Ok(());
     }
-    arbiter_process::private::replace_private(&path, after.as_bytes())
+    arbiter_process::private::replace_private(path, after.as_bytes())
 }
 
 /// Whether a socket path is one a supervisor wrote: `<runtime>/watch-<pid>-<n>/<loop>.sock`.

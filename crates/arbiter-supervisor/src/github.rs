@@ -34,6 +34,10 @@ pub(crate) struct Guard {
     dir: PathBuf,
     #[cfg_attr(not(unix), allow(dead_code))]
     sockets: tokio::sync::Mutex<HashMap<LoopName, PathBuf>>,
+    /// The `GH_CONFIG_DIR`s whose `config.yml` was given one of its sockets: when it
+    /// stops, the key goes from those still naming it (no `gh` left pointing at a socket
+    /// that is gone — a profile's directory may be the user's own).
+    gh_dirs: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl Guard {
@@ -52,6 +56,32 @@ impl Guard {
             }
             arbiter_process::private::private_dir(&dir)?;
         }
+        let started = Guard::listen(store, namespace, settings).await;
+        let (proxy, addr) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                // Nothing of a proxy that did not start stays behind.
+                let _ = std::fs::remove_dir(&dir);
+                return Err(e);
+            }
+        };
+        tracing::info!(api = %addr, "the GitHub proxy is running");
+        Ok(Guard {
+            proxy,
+            api_url: format!("http://{addr}"),
+            settings: settings.clone(),
+            dir,
+            sockets: tokio::sync::Mutex::new(HashMap::new()),
+            gh_dirs: std::sync::Mutex::new(Default::default()),
+        })
+    }
+
+    /// The proxy, started and listening on `[github] listen`.
+    async fn listen(
+        store: Store,
+        namespace: Namespace,
+        settings: &GithubSettings,
+    ) -> Result<(Proxy, std::net::SocketAddr)> {
         let proxy = Proxy::start(
             store,
             ProxyConfig {
@@ -73,14 +103,7 @@ impl Guard {
                 return Err(e);
             }
         };
-        tracing::info!(api = %addr, "the GitHub proxy is running");
-        Ok(Guard {
-            proxy,
-            api_url: format!("http://{addr}"),
-            settings: settings.clone(),
-            dir,
-            sockets: tokio::sync::Mutex::new(HashMap::new()),
-        })
+        Ok((proxy, addr))
     }
 
     pub(crate) fn api_url(&self) -> &str {
@@ -119,10 +142,23 @@ impl Guard {
         (counters.upstream_calls, counters.identities)
     }
 
-    /// Stops the proxy (its sockets removed, its last counts added to the store).
+    /// Remembers that a round writes one of its sockets into `gh_dir`'s `config.yml`.
+    pub(crate) fn wrote(&self, gh_dir: PathBuf) {
+        self.gh_dirs.lock().unwrap_or_else(|p| p.into_inner()).insert(gh_dir);
+    }
+
+    /// Stops the proxy (its sockets removed, its last counts added to the store) and
+    /// takes its sockets out of the gh configs it wrote them into.
     pub(crate) async fn stop(self) {
         self.proxy.shutdown().await;
         let _ = std::fs::remove_dir(&self.dir);
+        let dirs = std::mem::take(&mut *self.gh_dirs.lock().unwrap_or_else(|p| p.into_inner()));
+        let mine = |value: &str| std::path::Path::new(value).parent() == Some(self.dir.as_path());
+        for gh_dir in dirs {
+            if let Err(e) = crate::gh_config::unset_socket(&gh_dir, &mine) {
+                tracing::warn!(dir = %gh_dir.display(), error = %e, "could not remove the proxy's socket from gh's config");
+            }
+        }
     }
 }
 

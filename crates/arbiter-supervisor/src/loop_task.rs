@@ -253,6 +253,9 @@ async fn hold_loop(
             prompt_dir: log_dir.join("prompts"),
             github,
         };
+        if let Some(guard) = &guard {
+            guard.wrote(ctx.gh_dir());
+        }
         let outcome = round::run(&ctx, held, stop)
             .await
             .unwrap_or_else(|e| round::Outcome::failed(e.message));

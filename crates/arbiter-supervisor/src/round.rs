@@ -56,6 +56,15 @@ pub struct RoundContext<'a> {
     pub github: Option<RoundGithub>,
 }
 
+impl RoundContext<'_> {
+    /// The loop's `GH_CONFIG_DIR`: its profile's, else its own default one.
+    pub fn gh_dir(&self) -> PathBuf {
+        self.profile
+            .map(|p| p.gh_config_dir.clone())
+            .unwrap_or_else(|| self.default_gh_dir.clone())
+    }
+}
+
 /// The GitHub proxy as a round of a loop that opts in reaches it.
 pub struct RoundGithub {
     /// `ARBITER_GITHUB_API`: the proxy's loopback URL.
@@ -223,10 +232,7 @@ pub async fn run(ctx: &RoundContext<'_>, held: &mut HeldLease, shutdown: &mut cr
     private_dir(&ctx.prompt_dir)?;
     remove_stale_prompts(&ctx.prompt_dir);
     // Environment: a clean base, the profile's and loop's variables, isolated credentials.
-    let gh_dir = ctx
-        .profile
-        .map(|p| p.gh_config_dir.clone())
-        .unwrap_or_else(|| ctx.default_gh_dir.clone());
+    let gh_dir = ctx.gh_dir();
     private_dir(&gh_dir)?;
     // gh through the proxy (or no longer): the one key of the loop's own gh config.
     let socket = match &ctx.github {

@@ -1905,6 +1905,7 @@ fn real_gh() -> Option<PathBuf> {
 
 /// A loop whose `gh` calls and `ARBITER_GITHUB_API` calls go through the proxy.
 const GITHUB_AGENT: &str = r#"
+cp "$GH_CONFIG_DIR/config.yml" "$OUT/config-$ARBITER_ROUND.yml" 2>/dev/null
 gh issue list -R octo/hello -L "${ISSUES:-30}" > "$OUT/gh-$ARBITER_ROUND.txt" 2> "$OUT/gh-$ARBITER_ROUND.err"
 echo $? > "$OUT/gh-$ARBITER_ROUND.code"
 if [ -n "$ARBITER_GITHUB_API" ]; then
@@ -1941,7 +1942,7 @@ env = {{ OUT = "@OUT@" }}
 /// An opted-in loop's round runs the real `gh issue list` through its socket and `curl`
 /// through `ARBITER_GITHUB_API`, both answered by the fake GitHub behind the proxy; the
 /// round records the calls it made upstream and as whom; `gh`'s config keeps its other
-/// keys, and loses the socket when the loop opts out.
+/// keys, and loses the socket when the supervisor exits and when the loop opts out.
 fn an_opted_in_loop_reaches_github_through_the_proxy(store: &Store) {
     let Some(_gh) = real_gh() else { return };
     let hub = FakeHub::start(arbiter_fake_github::Limits::default());
@@ -1967,11 +1968,15 @@ fn an_opted_in_loop_reaches_github_through_the_proxy(store: &Store) {
     let issue: Value = serde_json::from_str(&read("curl-1.json")).unwrap_or(Value::Null);
     assert_eq!(issue["number"], 1, "{issue}");
     assert!(read("api-1").starts_with("http://127.0.0.1:"), "{}", read("api-1"));
-    let config = std::fs::read_to_string(fleet.dir.join("gh/bot/config.yml")).expect("gh's config");
+    // During the round gh's config named the loop's socket, its other keys kept; once
+    // the supervisor exited (its proxy and sockets gone) the key went with them.
+    let during = read("config-1.yml");
     assert!(
-        config.starts_with("# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\nhttp_unix_socket: '/"),
-        "{config}"
+        during.starts_with("# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\nhttp_unix_socket: '/"),
+        "{during}"
     );
+    let config = std::fs::read_to_string(fleet.dir.join("gh/bot/config.yml")).expect("gh's config");
+    assert_eq!(config, "# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\n");
     assert_eq!(mode(&fleet.dir.join("gh/bot/config.yml")), 0o600);
     // The fake saw the calls, as bot; the round recorded what went through its socket.
     assert!(
