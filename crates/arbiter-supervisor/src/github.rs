@@ -53,6 +53,8 @@ impl Guard {
         {
             if let Some(base) = dir.parent() {
                 arbiter_process::private::private_dir(base)?;
+                #[cfg(target_os = "linux")]
+                sweep_dead(base);
             }
             arbiter_process::private::private_dir(&dir)?;
         }
@@ -171,6 +173,44 @@ pub(crate) async fn stop_when_unused(mut guard: Arc<Guard>) {
                 guard = still_used;
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
+        }
+    }
+}
+
+/// Removes what supervisors that died without stopping (`kill -9`, a crash) left in the
+/// private runtime directory `base`: each `watch-<pid>-<n>` directory whose process runs
+/// no more, with the sockets in it (nothing else: a directory holding anything but
+/// sockets stays). Linux only (it reads `/proc`); elsewhere they stay until the temp
+/// directory is cleaned. `base` is private (0700, ours), so nobody else put them there.
+#[cfg(target_os = "linux")]
+fn sweep_dead(base: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("watch-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A link is not followed (file_type does not follow it); a live one is kept.
+        let running = arbiter_process::procfs::stat(pid).is_some_and(|s| !s.is_gone());
+        if running || pid == std::process::id() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let dir = entry.path();
+        if let Ok(inside) = std::fs::read_dir(&dir) {
+            for socket in inside.filter_map(|e| e.ok()) {
+                if socket.file_type().is_ok_and(|t| t.is_socket()) {
+                    let _ = std::fs::remove_file(socket.path());
+                }
+            }
+        }
+        if std::fs::remove_dir(&dir).is_ok() {
+            tracing::info!(dir = %dir.display(), "removed the sockets of a supervisor that is gone");
         }
     }
 }
@@ -319,4 +359,39 @@ fn dedup(mut logins: Vec<String>) -> Vec<String> {
     logins.sort();
     logins.dedup();
     logins
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::sweep_dead;
+
+    #[test]
+    fn the_sockets_of_a_dead_supervisor_are_swept_and_nothing_else() {
+        let base = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let make = |name: &str, socket: bool| {
+            let dir = base.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            if socket {
+                std::os::unix::net::UnixListener::bind(dir.join("a.sock")).unwrap();
+            }
+            dir
+        };
+        let gone = make(&format!("watch-{dead}-1"), true);
+        let live = make(&format!("watch-{}-1", std::process::id()), true);
+        let init = make("watch-1-2", true);
+        let other = make(&format!("watch-{dead}-2"), true);
+        std::fs::write(other.join("notes.txt"), "mine").unwrap();
+        let unrelated = make(&format!("keep-{dead}-1"), true);
+        let target = make("target", true);
+        std::os::unix::fs::symlink(&target, base.path().join(format!("watch-{dead}-3"))).unwrap();
+        sweep_dead(base.path());
+        assert!(!gone.exists(), "a dead supervisor's directory stayed");
+        assert!(live.join("a.sock").exists() && init.join("a.sock").exists());
+        // Its sockets went, what else it held stayed (and so did the directory).
+        assert!(!other.join("a.sock").exists() && other.join("notes.txt").exists());
+        assert!(unrelated.join("a.sock").exists() && target.join("a.sock").exists());
+    }
 }
