@@ -32,22 +32,20 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// when the text changes; removing from a missing file creates nothing, and removes only
 /// a socket of a supervisor ([`is_ours`]).
 pub(crate) fn set_socket(dir: &Path, socket: Option<&Path>) -> Result<()> {
-    let path = dir.join("config.yml");
-    // A link was never written through, so it holds no key of ours to remove.
-    if socket.is_none() && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Ok(());
+    match socket {
+        Some(socket) => edit_file(
+            &dir.join("config.yml"),
+            &Edit::Set(yaml_string(&socket.to_string_lossy())),
+        ),
+        None => unset_socket(dir, &is_ours),
     }
-    let edit = match socket {
-        Some(socket) => Edit::Set(yaml_string(&socket.to_string_lossy())),
-        None => Edit::Remove(&is_ours),
-    };
-    edit_file(&path, &edit)
 }
 
 /// Removes `http_unix_socket` from `dir/config.yml` where its value is a socket `which`
 /// says yes to (a stopping proxy's own); a link or a missing file is left alone.
 pub(crate) fn unset_socket(dir: &Path, which: &dyn Fn(&str) -> bool) -> Result<()> {
     let path = dir.join("config.yml");
+    // A link was never written through, so it holds no key of ours to remove.
     match std::fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_file() => edit_file(&path, &Edit::Remove(which)),
         _ => Ok(()),

@@ -137,6 +137,11 @@ impl Guard {
         }
     }
 
+    /// The sockets it serves loops on.
+    pub(crate) async fn live_sockets(&self) -> Vec<PathBuf> {
+        self.sockets.lock().await.values().cloned().collect()
+    }
+
     /// The upstream calls the proxy made for the loop's socket since it started, and the
     /// logins they were made as.
     pub(crate) fn spend(&self, name: &LoopName) -> (u64, Vec<String>) {

@@ -252,6 +252,10 @@ async fn hold_loop(
             default_gh_dir: options.gh_dir.join(ns.as_str()).join(name.as_str()),
             prompt_dir: log_dir.join("prompts"),
             github,
+            live_sockets: match shared.github() {
+                Some(running) => running.live_sockets().await,
+                None => Vec::new(),
+            },
         };
         if let Some(guard) = &guard {
             guard.wrote(ctx.gh_dir());

@@ -59,6 +59,7 @@ each_backend!(
     a_tiny_budget_defers_the_lower_priority_loop,
     a_reload_starts_and_stops_the_github_proxy,
     a_pause_outlasting_its_supervisor_is_resolved_by_the_next,
+    a_loop_opting_out_leaves_a_sibling_s_socket_in_their_shared_gh_config,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2212,6 +2213,46 @@ fn a_pause_outlasting_its_supervisor_is_resolved_by_the_next(store: &Store) {
     );
     second.signal(Signal::SIGTERM);
     assert_eq!(second.wait(SOON), 0, "{}", second.stderr());
+}
+
+/// Two loops share a profile's `GH_CONFIG_DIR`, one opting in and one out: a round of
+/// the one that opts out, while the other's round runs, leaves the other's socket in
+/// their `config.yml` (taking it away would send that round's `gh` to GitHub directly).
+fn a_loop_opting_out_leaves_a_sibling_s_socket_in_their_shared_gh_config(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    // `agent` (opted in): says its round runs, then waits (bounded) to be let go.
+    fleet.write(
+        "agent.sh",
+        "cp \"$GH_CONFIG_DIR/config.yml\" \"$OUT/during.yml\"\ntouch \"$OUT/running\"\n\
+         for i in $(seq 1 600); do [ -f \"$OUT/go\" ] && exit 0; sleep 0.1; done\nexit 1\n",
+    );
+    // `plain` (opted out): once `agent`'s round runs, copies the config its own round saw.
+    fleet.write(
+        "plain.sh",
+        "[ -f \"$OUT/running\" ] && cp \"$GH_CONFIG_DIR/config.yml\" \"$OUT/plain.yml\"\nexit 0\n",
+    );
+    let mut toml = github_config(&hub.url(), "", "");
+    toml.push_str(
+        "\n[loops.plain]\nrepo = \"repo\"\nevery = \"100ms\"\ncommand = [\"sh\", \"../plain.sh\"]\nprofile = \"bot\"\n\
+         timeout = \"1m\"\nenv = { OUT = \"@OUT@\" }\ngithub_proxy = false\n",
+    );
+    fleet.configure(&toml);
+    let mut cmd = fleet.watch(&[]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    let seen = eventually(SOON, "a round of plain during agent's round", || {
+        assert!(watch.running(), "watch exited: {}", watch.stderr());
+        std::fs::read_to_string(fleet.out_file("plain.yml")).ok()
+    });
+    let during = std::fs::read_to_string(fleet.out_file("during.yml")).expect("agent's config");
+    assert!(during.starts_with("http_unix_socket: '/"), "{during}");
+    assert_eq!(seen, during, "plain's round took agent's socket away");
+    let config = std::fs::read_to_string(fleet.dir.join("gh/bot/config.yml")).expect("the shared config");
+    assert_eq!(config, during);
+    std::fs::write(fleet.out_file("go"), "").expect("the go file");
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
 }
 
 /// Two loops on one identity with a tiny budget: once what is left, less the reserve,
