@@ -200,7 +200,13 @@ async fn hold_loop(
         let remote = git::origin_remote(&spec.repo).await;
         let profile = config.profile_for(&spec, remote.as_deref());
         // Through the GitHub proxy: first ask whether its identity may spend now.
-        let guard = Config::github_proxy(&spec, profile).then(|| shared.github()).flatten();
+        let opted_in = Config::github_proxy(&spec, profile);
+        let guard = opted_in.then(|| shared.github()).flatten();
+        if opted_in && guard.is_none() {
+            // A reload asked for a proxy that could not start (reported then): the loops
+            // still run, without it, rather than wait for an edit nobody may make.
+            tracing::warn!(loop_name = %name, "no GitHub proxy runs (it could not start): this round calls GitHub directly, unguarded");
+        }
         if let Some(guard) = &guard {
             let held_back = github::held_back(shared, &config, &spec, name, guard, &mut notice, shown).await?;
             if let Some((label, until, now)) = held_back {
