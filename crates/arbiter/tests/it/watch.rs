@@ -2035,31 +2035,18 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
             .cloned()
     });
     // GitHub says wait for ten minutes: the identity's core budget is frozen fleet-wide.
-    let ns = arbiter_core::name::Namespace::default();
-    let bucket = arbiter_core::name::BucketName::parse("github/bot/core").expect("a bucket name");
-    hub.block_on(async {
-        let url = arbiter_store::StoreUrl::parse(&store.url).expect("the store URL");
-        let opened = arbiter_store::Store::open(&url).await.expect("the store");
-        // Defined by the proxy at its first call through it, or here (the same spec).
-        let spec = arbiter_core::limit::BucketSpec::new(arbiter_core::limit::Rate::parse("5000/h").expect("a rate"));
-        opened
-            .limits()
-            .define(&ns, &bucket, &spec, true)
-            .await
-            .expect("the bucket");
-        let observation = arbiter_core::limit::Observation {
+    observe(
+        &hub,
+        store,
+        "bot",
+        arbiter_core::limit::Observation {
             limit: Some(5000),
             remaining: Some(0),
             reset_at: None,
             retry_after: Some(std::time::Duration::from_secs(600)),
             hit: true,
-        };
-        opened
-            .limits()
-            .observe(&ns, &bucket, &observation)
-            .await
-            .expect("the freeze");
-    });
+        },
+    );
     let paused = eventually(SOON, "the loop to show as paused", || {
         assert!(watch.running(), "watch exited: {}", watch.stderr());
         fleet.status().remove("agent").filter(|a| a["state"] == "paused")
@@ -2097,9 +2084,9 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
 }
 
-/// A primary limit hit on `github/<login>/core` in the test's store: nothing remaining
-/// until GitHub's reset, `for_secs` from now (the bucket is frozen until then).
-fn freeze(hub: &FakeHub, store: &Store, login: &str, for_secs: u64) {
+/// What GitHub said about `github/<login>/core`, as the proxy tells the store (the bucket
+/// defined as the proxy's first call through it would).
+fn observe(hub: &FakeHub, store: &Store, login: &str, observation: arbiter_core::limit::Observation) {
     let ns = arbiter_core::name::Namespace::default();
     let bucket = arbiter_core::name::BucketName::parse(&format!("github/{login}/core")).expect("a bucket name");
     hub.block_on(async {
@@ -2111,29 +2098,39 @@ fn freeze(hub: &FakeHub, store: &Store, login: &str, for_secs: u64) {
             .define(&ns, &bucket, &spec, true)
             .await
             .expect("the bucket");
-        let now = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("the clock");
-        let observation = arbiter_core::limit::Observation {
-            limit: Some(5000),
-            remaining: Some(0),
-            reset_at: Some((now.as_millis() + u128::from(for_secs) * 1000) as i64),
-            retry_after: None,
-            hit: true,
-        };
         opened
             .limits()
             .observe(&ns, &bucket, &observation)
             .await
-            .expect("the freeze");
+            .expect("the observation");
     });
 }
 
-/// The alerts the file channel wrote: (type, dedupe key, fold count).
+/// A primary limit hit on `github/<login>/core`: nothing remaining until GitHub's reset,
+/// `for_secs` from now (the bucket is frozen until then).
+fn primary_hit(hub: &FakeHub, store: &Store, login: &str, for_secs: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock");
+    let observation = arbiter_core::limit::Observation {
+        limit: Some(5000),
+        remaining: Some(0),
+        reset_at: Some((now.as_millis() + u128::from(for_secs) * 1000) as i64),
+        retry_after: None,
+        hit: true,
+    };
+    observe(hub, store, login, observation);
+}
+
+/// The messages the file channel wrote: (type, dedupe key, fold count), each once (a
+/// message a stopped dispatcher had not recorded as delivered is sent again, with its id:
+/// receivers drop the duplicate, and so does this).
 fn alerts(path: &Path) -> Vec<(String, String, i64)> {
+    let mut ids = BTreeSet::new();
     lines(path)
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).expect("an alert line"))
+        .filter(|a| ids.insert(a["id"].to_string()))
         .map(|a| {
             (
                 a["type"].as_str().unwrap_or_default().to_string(),
@@ -2177,7 +2174,7 @@ fn a_pause_outlasting_its_supervisor_is_resolved_by_the_next(store: &Store) {
             .filter(|a| a["github_logins"] == serde_json::json!(["bot"]))
             .cloned()
     });
-    freeze(&hub, store, "bot", 15);
+    primary_hit(&hub, store, "bot", 15);
     let file = fleet.out_file("alerts.jsonl");
     eventually(SOON, "the pause notice", || {
         alerts(&file)
