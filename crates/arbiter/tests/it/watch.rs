@@ -60,6 +60,7 @@ each_backend!(
     a_reload_starts_and_stops_the_github_proxy,
     a_pause_outlasting_its_supervisor_is_resolved_by_the_next,
     a_loop_opting_out_leaves_a_sibling_s_socket_in_their_shared_gh_config,
+    a_proxy_that_cannot_start_on_a_reload_leaves_the_loops_running,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2350,6 +2351,55 @@ fn a_reload_starts_and_stops_the_github_proxy(store: &Store) {
     let stderr = watch.stderr();
     assert!(stderr.contains("GitHub proxy started"), "{stderr}");
     assert!(stderr.contains("GitHub proxy stopped"), "{stderr}");
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+}
+
+/// A reload that opts a loop in while the proxy's `listen` address is taken: the error
+/// is printed, and the loop keeps running its rounds (without the proxy, each round
+/// warning so) instead of waiting for an edit.
+fn a_proxy_that_cannot_start_on_a_reload_leaves_the_loops_running(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    fleet.write(
+        "agent.sh",
+        "printf '%s\\n' \"${ARBITER_GITHUB_API:-none}\" > \"$OUT/api-$ARBITER_ROUND\"\nexit 0\n",
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().expect("its address").port();
+    let off = github_config(
+        &hub.url(),
+        "github_proxy = false",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    )
+    .replace("every = \"1h\"", "every = \"100ms\"");
+    fleet.configure(&off);
+    let mut cmd = fleet.watch(&[]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    let before = round_with(&fleet, &mut watch, "a round without the proxy", 0, &|api| api == "none");
+    fleet.configure(&off.replace("github_proxy = false", "github_proxy = true"));
+    eventually(SOON, "the proxy's error", || {
+        watch
+            .stderr()
+            .contains("arbiter: the GitHub proxy: [github] listen")
+            .then_some(())
+    });
+    // Rounds go on, without it.
+    let after = round_with(
+        &fleet,
+        &mut watch,
+        "a round after the failed start",
+        before + 2,
+        &|api| api == "none",
+    );
+    assert!(after > before + 2);
+    eventually(SOON, "the warning of a round without the proxy", || {
+        watch.stderr().contains("no GitHub proxy runs").then_some(())
+    });
+    let agent = fleet.status().remove("agent").expect("the loop");
+    assert_eq!(agent["consecutive_failures"], 0, "{agent}");
+    drop(taken);
     watch.signal(Signal::SIGTERM);
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
 }
