@@ -137,9 +137,14 @@ impl Guard {
         }
     }
 
-    /// The sockets it serves loops on.
-    pub(crate) async fn live_sockets(&self) -> Vec<PathBuf> {
-        self.sockets.lock().await.values().cloned().collect()
+    /// The sockets it serves the loops other than `name` on.
+    pub(crate) async fn live_sockets(&self, name: &LoopName) -> Vec<PathBuf> {
+        let sockets = self.sockets.lock().await;
+        sockets
+            .iter()
+            .filter(|(n, _)| *n != name)
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
     /// The upstream calls the proxy made for the loop's socket since it started, and the

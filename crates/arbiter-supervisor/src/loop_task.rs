@@ -259,7 +259,7 @@ async fn hold_loop(
             prompt_dir: log_dir.join("prompts"),
             github,
             live_sockets: match shared.github() {
-                Some(running) => running.live_sockets().await,
+                Some(running) => running.live_sockets(name).await,
                 None => Vec::new(),
             },
         };

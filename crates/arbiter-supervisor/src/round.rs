@@ -54,7 +54,7 @@ pub struct RoundContext<'a> {
     /// The GitHub proxy, when the loop opts in (`None`: it does not, and its `gh` config
     /// loses the proxy's socket if an earlier round had set it).
     pub github: Option<RoundGithub>,
-    /// The sockets the running proxy serves (other loops'). A loop that does not opt in
+    /// The sockets the running proxy serves other loops on. A loop that does not opt in
     /// leaves one of them in its `gh` config: a loop sharing its `GH_CONFIG_DIR` (a
     /// profile's) that opts in may be in a round using it, and taking it away would send
     /// that round's `gh` calls to GitHub directly.

@@ -61,6 +61,7 @@ each_backend!(
     a_pause_outlasting_its_supervisor_is_resolved_by_the_next,
     a_loop_opting_out_leaves_a_sibling_s_socket_in_their_shared_gh_config,
     a_proxy_that_cannot_start_on_a_reload_leaves_the_loops_running,
+    a_loop_opted_out_by_a_reload_loses_its_key_while_the_proxy_runs_on,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2400,6 +2401,41 @@ fn a_proxy_that_cannot_start_on_a_reload_leaves_the_loops_running(store: &Store)
     let agent = fleet.status().remove("agent").expect("the loop");
     assert_eq!(agent["consecutive_failures"], 0, "{agent}");
     drop(taken);
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+}
+
+/// A reload opts one of two loops out while the other keeps the proxy running: the next
+/// round of the one opted out runs with no socket in its gh config (its own socket is
+/// still served, but it is not a sibling's to keep).
+fn a_loop_opted_out_by_a_reload_loses_its_key_while_the_proxy_runs_on(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    fleet.write(
+        "agent.sh",
+        "printf '%s\\n' \"${ARBITER_GITHUB_API:-none}\" > \"$OUT/api-$ARBITER_ROUND\"\n\
+         cp \"$GH_CONFIG_DIR/config.yml\" \"$OUT/config-$ARBITER_ROUND.yml\" 2>/dev/null\nexit 0\n",
+    );
+    let keeper = "\n[loops.keeper]\nrepo = \"repo\"\nevery = \"1h\"\ncommand = [\"true\"]\ngithub_proxy = true\n";
+    let on = github_config(&hub.url(), "", "").replace("every = \"1h\"", "every = \"100ms\"") + keeper;
+    fleet.configure(&on);
+    let mut cmd = fleet.watch(&[]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    let proxied = round_with(&fleet, &mut watch, "a round through the proxy", 0, &|api| {
+        api.starts_with("http://127.0.0.1:")
+    });
+    let during = std::fs::read_to_string(fleet.out_file(&format!("config-{proxied}.yml"))).unwrap_or_default();
+    assert!(during.starts_with("http_unix_socket: '/"), "{during}");
+    fleet.configure(&on.replacen("github_proxy = true", "github_proxy = false", 1));
+    let plain = round_with(&fleet, &mut watch, "a round opted out", proxied, &|api| api == "none");
+    let config = std::fs::read_to_string(fleet.out_file(&format!("config-{plain}.yml"))).unwrap_or_default();
+    assert!(
+        !config.contains("http_unix_socket"),
+        "round {plain} still had the socket: {config}"
+    );
+    // The proxy still runs for the other loop.
+    assert!(!watch.stderr().contains("GitHub proxy stopped"), "{}", watch.stderr());
     watch.signal(Signal::SIGTERM);
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
 }
