@@ -51,6 +51,7 @@ impl Guard {
     ) -> Result<Guard> {
         #[cfg(unix)]
         {
+            check_socket_room(&dir)?;
             if let Some(base) = dir.parent() {
                 arbiter_process::private::private_dir(base)?;
                 #[cfg(target_os = "linux")]
@@ -225,6 +226,29 @@ fn sweep_dead(base: &std::path::Path) {
     }
 }
 
+/// The longest path a unix socket may have on every Unix arbiter runs on (`sun_path` is
+/// 108 bytes on Linux, 104 on macOS, with its NUL).
+#[cfg(unix)]
+const MAX_SOCKET_PATH: usize = 103;
+
+/// The longest socket file name [`socket_file`] makes.
+#[cfg(unix)]
+const MAX_SOCKET_FILE: usize = 16 + 1 + 16 + ".sock".len();
+
+/// Refuses a socket directory so deep that a loop's socket could not be made in it: said
+/// once when the proxy starts, rather than as the failure of every round.
+#[cfg(unix)]
+fn check_socket_room(dir: &std::path::Path) -> Result<()> {
+    let longest = dir.as_os_str().len() + 1 + MAX_SOCKET_FILE;
+    if longest <= MAX_SOCKET_PATH {
+        return Ok(());
+    }
+    Err(arbiter_core::Error::bad_input(format!(
+        "the GitHub proxy's socket directory {} is too long for a unix socket ({longest} bytes with a socket's name, at most {MAX_SOCKET_PATH}): set XDG_RUNTIME_DIR (or TMPDIR) to a shorter directory",
+        dir.display()
+    )))
+}
+
 /// A socket's file name: the loop's name, shortened with a hash when long (a socket's
 /// path is limited to about 100 bytes).
 #[cfg(unix)]
@@ -371,12 +395,29 @@ fn dedup(mut logins: Vec<String>) -> Vec<String> {
     logins
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(test, unix))]
 mod tests {
-    use super::sweep_dead;
+    #[test]
+    fn a_socket_directory_too_deep_for_a_socket_is_refused_at_the_start() {
+        let short = std::path::Path::new("/run/user/1000/arbiter/watch-4194304-1");
+        super::check_socket_room(short).unwrap();
+        let long =
+            std::path::Path::new("/var/folders/zz/zyxvpxvq6csfxvn_n0000000000000/T/arbiter-someone/watch-12345-1");
+        let err = super::check_socket_room(long).unwrap_err();
+        assert!(
+            err.message.contains("XDG_RUNTIME_DIR") && err.message.contains(&long.display().to_string()),
+            "{}",
+            err.message
+        );
+        // The longest name a loop's socket gets.
+        let name = arbiter_core::name::LoopName::parse(&"x".repeat(200)).unwrap();
+        assert_eq!(super::socket_file(&name).len(), super::MAX_SOCKET_FILE);
+    }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn the_sockets_of_a_dead_supervisor_are_swept_and_nothing_else() {
+        use super::sweep_dead;
         let base = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
