@@ -473,6 +473,43 @@ mod tests {
         }
     }
 
+    /// Two supervisors sharing a profile's directory write at once: every state of the
+    /// file is whole (one key, the other keys kept), whichever write lands last.
+    #[test]
+    fn concurrent_writers_never_tear_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.yml"), WRITTEN_BY_GH).unwrap();
+        let sockets = ["/run/a/watch-1-1/one.sock", "/run/b/watch-2-1/one.sock"];
+        std::thread::scope(|scope| {
+            for socket in sockets {
+                let dir = dir.path();
+                scope.spawn(move || {
+                    for _ in 0..100 {
+                        set_socket(dir, Some(Path::new(socket))).unwrap();
+                        set_socket(dir, None).unwrap();
+                        set_socket(dir, Some(Path::new(socket))).unwrap();
+                    }
+                });
+            }
+            let dir = dir.path();
+            scope.spawn(move || {
+                for _ in 0..300 {
+                    let text = std::fs::read_to_string(dir.join("config.yml")).unwrap();
+                    let keys = text.lines().filter(|l| value_of(l, SOCKET_KEY).is_some()).count();
+                    assert!(keys <= 1, "{text}");
+                    assert!(
+                        text.contains("editor: vim\n") && text.contains("    co: pr checkout\n"),
+                        "{text}"
+                    );
+                }
+            });
+        });
+        let text = std::fs::read_to_string(dir.path().join("config.yml")).unwrap();
+        assert!(sockets.iter().any(|s| text.contains(s)), "{text}");
+        // No temp file left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
     #[test]
     fn the_file_is_written_private_and_a_link_refused() {
         let dir = tempfile::tempdir().unwrap();
