@@ -76,6 +76,21 @@ pub(crate) fn validate(raw: Option<&Spanned<RawGithub>>, source: &Source<'_>) ->
                 "expected the API's base URL, without a query or fragment (like \"https://api.github.com\")",
             ));
         }
+        // What the proxy's own parse (a WHATWG URL) refuses is refused here, naming the
+        // key, rather than when `watch` starts the proxy.
+        let url = url::Url::parse(text).map_err(|e| {
+            source.error(
+                upstream.span(),
+                "github.upstream",
+                format!(
+                    "invalid URL {:?}: {e}; expected an http or https URL like \"{DEFAULT_UPSTREAM}\"",
+                    crate::notify::redact(text)
+                ),
+            )
+        })?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(source.error(upstream.span(), "github.upstream", "the URL names no host"));
+        }
         settings.upstream = text.to_string();
     }
     if let Some(listen) = &raw.listen {

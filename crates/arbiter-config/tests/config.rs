@@ -380,6 +380,14 @@ fn github_settings_and_their_errors() {
             "arbiter.toml:2: github.upstream: expected the API's base URL",
         ),
         (
+            "[github]\nupstream = \"http://api.github.com:99999\"\n",
+            "arbiter.toml:2: github.upstream: invalid URL \"http://api.github.com:99999\": invalid port number",
+        ),
+        (
+            "[github]\nupstream = \"http://[::1\"\n",
+            "arbiter.toml:2: github.upstream: invalid URL",
+        ),
+        (
             "[github]\n\nlisten = \"localhost\"\n",
             "arbiter.toml:3: github.listen: invalid address \"localhost\": expected IP:PORT",
         ),

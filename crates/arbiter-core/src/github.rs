@@ -52,13 +52,24 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// A GitHub bucket of the store as a budget (`None`: not a GitHub bucket).
+    /// A GitHub bucket of the store as a budget (`None`: not a GitHub bucket), as GitHub
+    /// counts it at the store's `now`: nothing is left while it is frozen (the upstream
+    /// refuses), and once its observed reset has passed it holds its whole limit again
+    /// (GitHub starts a new window then; the bucket learns it only at the next call, and
+    /// a gate reading the old window's count would defer the very round that makes it).
     pub fn from_bucket(info: &crate::limit::BucketInfo) -> Option<Budget> {
         let (login, resource) = split_bucket(info.name.as_str())?;
+        let tokens = if info.frozen_until.is_some_and(|until| until > info.now) {
+            0.0
+        } else if info.reset_at.is_some_and(|at| at <= info.now) {
+            info.tokens.max(info.spec.burst as f64)
+        } else {
+            info.tokens
+        };
         Some(Budget {
             login: login.to_string(),
             resource: resource.to_string(),
-            tokens: info.tokens,
+            tokens,
             burst: info.spec.burst,
             per_hour: info.spec.rate.per_ms() * 3_600_000.0,
             frozen_until: info.frozen_until,
@@ -336,6 +347,39 @@ mod tests {
         // A round dearer than the whole bucket runs on a full one.
         core.tokens = 5000.0;
         assert_eq!(gate(&[core], &round(Some(9000.0), 0, &[]), NOW), Gate::Run);
+    }
+
+    #[test]
+    fn a_bucket_reads_as_github_counts_it_frozen_empty_and_full_after_its_reset() {
+        use crate::limit::{BucketInfo, BucketSpec, Rate};
+        use crate::name::BucketName;
+        let info = |tokens: f64, frozen_until: Option<Millis>, reset_at: Option<Millis>| BucketInfo {
+            name: BucketName::parse("github/bot/core").unwrap(),
+            spec: BucketSpec::new(Rate::parse("5000/h").unwrap()),
+            tokens,
+            frozen_until,
+            reset_at,
+            now: NOW,
+        };
+        let tokens = |i: BucketInfo| Budget::from_bucket(&i).unwrap().tokens;
+        // A primary hit: emptied and frozen until the reset.
+        assert_eq!(tokens(info(3.0, Some(NOW + 1), Some(NOW + 1))), 0.0);
+        // The reset has passed: a new window, the whole limit (not 3 calls and a deferral).
+        assert_eq!(tokens(info(3.0, Some(NOW - 1), Some(NOW - 1))), 5000.0);
+        assert_eq!(tokens(info(3.0, None, Some(NOW))), 5000.0);
+        // Before its reset, what the bucket holds.
+        assert_eq!(tokens(info(3.0, None, Some(NOW + 1))), 3.0);
+        assert_eq!(tokens(info(3.0, None, None)), 3.0);
+        let r = round(Some(30.0), 0, &[]);
+        let past = Budget::from_bucket(&info(3.0, Some(NOW - 1), Some(NOW - 1))).unwrap();
+        assert_eq!(gate(&[past], &r, NOW), Gate::Run);
+        assert_eq!(
+            Budget::from_bucket(&BucketInfo {
+                name: BucketName::parse("x/y").unwrap(),
+                ..info(0.0, None, None)
+            }),
+            None
+        );
     }
 
     #[test]

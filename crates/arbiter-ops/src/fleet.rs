@@ -105,10 +105,12 @@ pub struct IdentityView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResourceView {
     pub resource: String,
-    /// What may be spent now (whole calls).
+    /// What may be spent now (whole calls): 0 while frozen, the whole limit once its
+    /// reset has passed.
     pub left: u64,
     pub limit: u64,
     pub per_hour: f64,
+    /// When GitHub resets it, as last observed (`None`: unknown, or passed).
     pub reset_at: Option<String>,
     pub frozen_until: Option<String>,
     /// When it runs out at the identity's spend rate, net of refill (primary budgets
@@ -194,7 +196,8 @@ fn identities<'a>(budgets: &[Budget], rounds: impl Iterator<Item = &'a RoundInfo
                     left: b.tokens.max(0.0).floor() as u64,
                     limit: b.burst,
                     per_hour: b.per_hour,
-                    reset_at: b.reset_at.map(timestamp),
+                    // A reset that has passed is history: the window it ended is over.
+                    reset_at: b.reset_at.filter(|at| *at > now).map(timestamp),
                     frozen_until: b.frozen_until.filter(|u| *u > now).map(timestamp),
                     exhausted_in_ms: rate
                         .filter(|_| github::PRIMARY.contains(&b.resource.as_str()))
@@ -316,6 +319,7 @@ mod tests {
         points.frozen_until = Some(now + 60_000);
         let mut stale = budget("other", "core", 4999.9);
         stale.frozen_until = Some(now - 1);
+        stale.reset_at = Some(now - 1);
         let budgets = [
             budget("bot", "graphql", 1000.0),
             budget("bot", "core", 4000.0),
@@ -355,6 +359,7 @@ mod tests {
         let other = &views[1];
         assert_eq!((other.spend_per_hour, other.paused_until.as_deref()), (None, None));
         assert_eq!(other.resources[0].frozen_until, None);
+        assert_eq!(other.resources[0].reset_at, None);
         assert_eq!(other.resources[0].left, 4999);
     }
 

@@ -34,6 +34,10 @@ pub(crate) struct Guard {
     dir: PathBuf,
     #[cfg_attr(not(unix), allow(dead_code))]
     sockets: tokio::sync::Mutex<HashMap<LoopName, PathBuf>>,
+    /// The `GH_CONFIG_DIR`s whose `config.yml` was given one of its sockets: when it
+    /// stops, the key goes from those still naming it (no `gh` left pointing at a socket
+    /// that is gone — a profile's directory may be the user's own).
+    gh_dirs: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl Guard {
@@ -47,11 +51,40 @@ impl Guard {
     ) -> Result<Guard> {
         #[cfg(unix)]
         {
+            check_socket_room(&dir)?;
             if let Some(base) = dir.parent() {
                 arbiter_process::private::private_dir(base)?;
+                #[cfg(target_os = "linux")]
+                sweep_dead(base);
             }
             arbiter_process::private::private_dir(&dir)?;
         }
+        let started = Guard::listen(store, namespace, settings).await;
+        let (proxy, addr) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                // Nothing of a proxy that did not start stays behind.
+                let _ = std::fs::remove_dir(&dir);
+                return Err(e);
+            }
+        };
+        tracing::info!(api = %addr, "the GitHub proxy is running");
+        Ok(Guard {
+            proxy,
+            api_url: format!("http://{addr}"),
+            settings: settings.clone(),
+            dir,
+            sockets: tokio::sync::Mutex::new(HashMap::new()),
+            gh_dirs: std::sync::Mutex::new(Default::default()),
+        })
+    }
+
+    /// The proxy, started and listening on `[github] listen`.
+    async fn listen(
+        store: Store,
+        namespace: Namespace,
+        settings: &GithubSettings,
+    ) -> Result<(Proxy, std::net::SocketAddr)> {
         let proxy = Proxy::start(
             store,
             ProxyConfig {
@@ -73,14 +106,7 @@ impl Guard {
                 return Err(e);
             }
         };
-        tracing::info!(api = %addr, "the GitHub proxy is running");
-        Ok(Guard {
-            proxy,
-            api_url: format!("http://{addr}"),
-            settings: settings.clone(),
-            dir,
-            sockets: tokio::sync::Mutex::new(HashMap::new()),
-        })
+        Ok((proxy, addr))
     }
 
     pub(crate) fn api_url(&self) -> &str {
@@ -112,6 +138,16 @@ impl Guard {
         }
     }
 
+    /// The sockets it serves the loops other than `name` on.
+    pub(crate) async fn live_sockets(&self, name: &LoopName) -> Vec<PathBuf> {
+        let sockets = self.sockets.lock().await;
+        sockets
+            .iter()
+            .filter(|(n, _)| *n != name)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
     /// The upstream calls the proxy made for the loop's socket since it started, and the
     /// logins they were made as.
     pub(crate) fn spend(&self, name: &LoopName) -> (u64, Vec<String>) {
@@ -119,10 +155,23 @@ impl Guard {
         (counters.upstream_calls, counters.identities)
     }
 
-    /// Stops the proxy (its sockets removed, its last counts added to the store).
+    /// Remembers that a round writes one of its sockets into `gh_dir`'s `config.yml`.
+    pub(crate) fn wrote(&self, gh_dir: PathBuf) {
+        self.gh_dirs.lock().unwrap_or_else(|p| p.into_inner()).insert(gh_dir);
+    }
+
+    /// Stops the proxy (its sockets removed, its last counts added to the store) and
+    /// takes its sockets out of the gh configs it wrote them into.
     pub(crate) async fn stop(self) {
         self.proxy.shutdown().await;
         let _ = std::fs::remove_dir(&self.dir);
+        let dirs = std::mem::take(&mut *self.gh_dirs.lock().unwrap_or_else(|p| p.into_inner()));
+        let mine = |value: &str| std::path::Path::new(value).parent() == Some(self.dir.as_path());
+        for gh_dir in dirs {
+            if let Err(e) = crate::gh_config::unset_socket(&gh_dir, &mine) {
+                tracing::warn!(dir = %gh_dir.display(), error = %e, "could not remove the proxy's socket from gh's config");
+            }
+        }
     }
 }
 
@@ -137,6 +186,67 @@ pub(crate) async fn stop_when_unused(mut guard: Arc<Guard>) {
             }
         }
     }
+}
+
+/// Removes what supervisors that died without stopping (`kill -9`, a crash) left in the
+/// private runtime directory `base`: each `watch-<pid>-<n>` directory whose process runs
+/// no more, with the sockets in it (nothing else: a directory holding anything but
+/// sockets stays). Linux only (it reads `/proc`); elsewhere they stay until the temp
+/// directory is cleaned. `base` is private (0700, ours), so nobody else put them there.
+#[cfg(target_os = "linux")]
+fn sweep_dead(base: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("watch-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A link is not followed (file_type does not follow it); a live one is kept.
+        let running = arbiter_process::procfs::stat(pid).is_some_and(|s| !s.is_gone());
+        if running || pid == std::process::id() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let dir = entry.path();
+        if let Ok(inside) = std::fs::read_dir(&dir) {
+            for socket in inside.filter_map(|e| e.ok()) {
+                if socket.file_type().is_ok_and(|t| t.is_socket()) {
+                    let _ = std::fs::remove_file(socket.path());
+                }
+            }
+        }
+        if std::fs::remove_dir(&dir).is_ok() {
+            tracing::info!(dir = %dir.display(), "removed the sockets of a supervisor that is gone");
+        }
+    }
+}
+
+/// The longest path a unix socket may have on every Unix arbiter runs on (`sun_path` is
+/// 108 bytes on Linux, 104 on macOS, with its NUL).
+#[cfg(unix)]
+const MAX_SOCKET_PATH: usize = 103;
+
+/// The longest socket file name [`socket_file`] makes.
+#[cfg(unix)]
+const MAX_SOCKET_FILE: usize = 16 + 1 + 16 + ".sock".len();
+
+/// Refuses a socket directory so deep that a loop's socket could not be made in it: said
+/// once when the proxy starts, rather than as the failure of every round.
+#[cfg(unix)]
+fn check_socket_room(dir: &std::path::Path) -> Result<()> {
+    let longest = dir.as_os_str().len() + 1 + MAX_SOCKET_FILE;
+    if longest <= MAX_SOCKET_PATH {
+        return Ok(());
+    }
+    Err(arbiter_core::Error::bad_input(format!(
+        "the GitHub proxy's socket directory {} is too long for a unix socket ({longest} bytes with a socket's name, at most {MAX_SOCKET_PATH}): set XDG_RUNTIME_DIR (or TMPDIR) to a shorter directory",
+        dir.display()
+    )))
 }
 
 /// A socket's file name: the loop's name, shortened with a hash when long (a socket's
@@ -177,7 +287,8 @@ pub(crate) async fn budgets(
 /// over its identities' buckets, its measured cost and the priorities of the loops that
 /// go through the proxy. Its identities: the logins the proxy saw on its socket (`seen`),
 /// and those its last measured round recorded (a new supervisor has seen none yet).
-/// Also returns the store's time the buckets were read at (`None`: no bucket).
+/// Also returns the store's time the buckets were read at (`None`: no bucket), and the
+/// identities.
 pub(crate) async fn gate(
     store: &Store,
     namespace: &Namespace,
@@ -185,16 +296,15 @@ pub(crate) async fn gate(
     spec: &LoopSpec,
     name: &LoopName,
     mut logins: Vec<String>,
-) -> Result<(Gate, Option<Millis>)> {
+) -> Result<(Gate, Option<Millis>, Vec<String>)> {
     let rounds = store.loops().rounds(namespace, name, github::COST_ROUNDS * 2).await?;
     if let Some(last) = rounds.iter().find(|r| r.api_calls.is_some()) {
         logins.extend(last.github_logins.iter().cloned());
     }
-    logins.sort();
-    logins.dedup();
+    let logins = dedup(logins);
     let (budgets, now) = budgets(store, namespace, &logins).await?;
     let Some(now) = now else {
-        return Ok((Gate::Run, None));
+        return Ok((Gate::Run, None, logins));
     };
     let round = Round {
         cost: github::mean_cost(rounds.iter().map(|r| r.api_calls)),
@@ -207,28 +317,45 @@ pub(crate) async fn gate(
             .collect(),
         reserve_percent: config.github.reserve_percent,
     };
-    Ok((github::gate(&budgets, &round, now), Some(now)))
+    Ok((github::gate(&budgets, &round, now), Some(now), logins))
+}
+
+/// What a loop's holder knows of the pause notices of its identities.
+#[derive(Debug, Default)]
+pub(crate) struct PauseNotice {
+    /// The identity this holder last paused the loop for (its notice was sent).
+    sent: Option<String>,
+    /// Whether the gate has been asked since this holder took the loop. Until then a
+    /// notice may be open that an earlier holder sent (a supervisor restarted, or the
+    /// lease moved to another host during the pause): the first run resolves those too.
+    asked: bool,
 }
 
 /// Whether an opted-in loop's round must wait: `None` to run it, or what the loop shows
 /// (`paused`, `deferred`), until when, and the store's time now. A pause sends the
-/// identity's folded notice once per loop (`paused` remembers the login); the first run
-/// after it resolves the notice.
+/// identity's folded notice once per loop (`notice` remembers the login); the first run
+/// after it resolves the notice — also one an earlier holder of the loop sent.
 pub(crate) async fn held_back(
     shared: &Shared,
     config: &Config,
     spec: &LoopSpec,
     name: &LoopName,
     guard: &Guard,
-    paused: &mut Option<String>,
+    notice: &mut PauseNotice,
     shown: LoopStatus,
 ) -> Result<Option<(LoopStatus, Millis, Millis)>> {
     let (_, seen) = guard.spend(name);
-    let (gate, now) = gate(&shared.store, &shared.namespace, config, spec, name, seen).await?;
+    let (gate, now, logins) = gate(&shared.store, &shared.namespace, config, spec, name, seen).await?;
     let now = now.unwrap_or_default();
+    let first = !std::mem::replace(&mut notice.asked, true);
     Ok(match gate {
         Gate::Run => {
-            if let Some(login) = paused.take() {
+            let sent = notice.sent.take();
+            let open = match (first, sent) {
+                (true, sent) => logins.into_iter().chain(sent).collect(),
+                (false, sent) => sent.into_iter().collect::<Vec<_>>(),
+            };
+            for login in dedup(open) {
                 alert::resumed(shared, config, &login).await;
             }
             None
@@ -237,9 +364,9 @@ pub(crate) async fn held_back(
             if shown != LoopStatus::Paused {
                 tracing::info!(loop_name = %name, %login, until, "paused: GitHub said to wait");
             }
-            if paused.as_deref() != Some(login.as_str()) {
+            if notice.sent.as_deref() != Some(login.as_str()) {
                 alert::paused(shared, config, spec, &login, until).await;
-                *paused = Some(login);
+                notice.sent = Some(login);
             }
             Some((LoopStatus::Paused, until, now))
         }
@@ -259,4 +386,63 @@ pub(crate) async fn held_back(
             Some((LoopStatus::Deferred, until, now))
         }
     })
+}
+
+/// `logins` sorted, each once.
+fn dedup(mut logins: Vec<String>) -> Vec<String> {
+    logins.sort();
+    logins.dedup();
+    logins
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    #[test]
+    fn a_socket_directory_too_deep_for_a_socket_is_refused_at_the_start() {
+        let short = std::path::Path::new("/run/user/1000/arbiter/watch-4194304-1");
+        super::check_socket_room(short).unwrap();
+        let long =
+            std::path::Path::new("/var/folders/zz/zyxvpxvq6csfxvn_n0000000000000/T/arbiter-someone/watch-12345-1");
+        let err = super::check_socket_room(long).unwrap_err();
+        assert!(
+            err.message.contains("XDG_RUNTIME_DIR") && err.message.contains(&long.display().to_string()),
+            "{}",
+            err.message
+        );
+        // The longest name a loop's socket gets.
+        let name = arbiter_core::name::LoopName::parse(&"x".repeat(200)).unwrap();
+        assert_eq!(super::socket_file(&name).len(), super::MAX_SOCKET_FILE);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_sockets_of_a_dead_supervisor_are_swept_and_nothing_else() {
+        use super::sweep_dead;
+        let base = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let make = |name: &str, socket: bool| {
+            let dir = base.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            if socket {
+                std::os::unix::net::UnixListener::bind(dir.join("a.sock")).unwrap();
+            }
+            dir
+        };
+        let gone = make(&format!("watch-{dead}-1"), true);
+        let live = make(&format!("watch-{}-1", std::process::id()), true);
+        let init = make("watch-1-2", true);
+        let other = make(&format!("watch-{dead}-2"), true);
+        std::fs::write(other.join("notes.txt"), "mine").unwrap();
+        let unrelated = make(&format!("keep-{dead}-1"), true);
+        let target = make("target", true);
+        std::os::unix::fs::symlink(&target, base.path().join(format!("watch-{dead}-3"))).unwrap();
+        sweep_dead(base.path());
+        assert!(!gone.exists(), "a dead supervisor's directory stayed");
+        assert!(live.join("a.sock").exists() && init.join("a.sock").exists());
+        // Its sockets went, what else it held stayed (and so did the directory).
+        assert!(!other.join("a.sock").exists() && other.join("notes.txt").exists());
+        assert!(unrelated.join("a.sock").exists() && target.join("a.sock").exists());
+    }
 }

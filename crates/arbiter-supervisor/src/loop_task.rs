@@ -145,8 +145,8 @@ async fn hold_loop(
     // end): an idle wake writes one heartbeat that keeps it, and a second only when it is
     // wrong (a new supervisor took over a failing loop).
     let mut shown = LoopStatus::Idle;
-    // The identity this loop last paused for (its notice was sent; a run resolves it).
-    let mut paused: Option<String> = None;
+    // The pause notices of the loop's identities (a run resolves them).
+    let mut notice = github::PauseNotice::default();
     loop {
         if stop.borrow().is_some() {
             return Ok(Continue::Stop);
@@ -200,9 +200,15 @@ async fn hold_loop(
         let remote = git::origin_remote(&spec.repo).await;
         let profile = config.profile_for(&spec, remote.as_deref());
         // Through the GitHub proxy: first ask whether its identity may spend now.
-        let guard = Config::github_proxy(&spec, profile).then(|| shared.github()).flatten();
+        let opted_in = Config::github_proxy(&spec, profile);
+        let guard = opted_in.then(|| shared.github()).flatten();
+        if opted_in && guard.is_none() {
+            // A reload asked for a proxy that could not start (reported then): the loops
+            // still run, without it, rather than wait for an edit nobody may make.
+            tracing::warn!(loop_name = %name, "no GitHub proxy runs (it could not start): this round calls GitHub directly, unguarded");
+        }
         if let Some(guard) = &guard {
-            let held_back = github::held_back(shared, &config, &spec, name, guard, &mut paused, shown).await?;
+            let held_back = github::held_back(shared, &config, &spec, name, guard, &mut notice, shown).await?;
             if let Some((label, until, now)) = held_back {
                 store.loops().heartbeat(ns, name, label, Some(until), holder).await?;
                 shown = label;
@@ -252,7 +258,14 @@ async fn hold_loop(
             default_gh_dir: options.gh_dir.join(ns.as_str()).join(name.as_str()),
             prompt_dir: log_dir.join("prompts"),
             github,
+            live_sockets: match shared.github() {
+                Some(running) => running.live_sockets(name).await,
+                None => Vec::new(),
+            },
         };
+        if let Some(guard) = &guard {
+            guard.wrote(ctx.gh_dir());
+        }
         let outcome = round::run(&ctx, held, stop)
             .await
             .unwrap_or_else(|e| round::Outcome::failed(e.message));

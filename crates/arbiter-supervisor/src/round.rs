@@ -54,6 +54,20 @@ pub struct RoundContext<'a> {
     /// The GitHub proxy, when the loop opts in (`None`: it does not, and its `gh` config
     /// loses the proxy's socket if an earlier round had set it).
     pub github: Option<RoundGithub>,
+    /// The sockets the running proxy serves other loops on. A loop that does not opt in
+    /// leaves one of them in its `gh` config: a loop sharing its `GH_CONFIG_DIR` (a
+    /// profile's) that opts in may be in a round using it, and taking it away would send
+    /// that round's `gh` calls to GitHub directly.
+    pub live_sockets: Vec<PathBuf>,
+}
+
+impl RoundContext<'_> {
+    /// The loop's `GH_CONFIG_DIR`: its profile's, else its own default one.
+    pub fn gh_dir(&self) -> PathBuf {
+        self.profile
+            .map(|p| p.gh_config_dir.clone())
+            .unwrap_or_else(|| self.default_gh_dir.clone())
+    }
 }
 
 /// The GitHub proxy as a round of a loop that opts in reaches it.
@@ -223,10 +237,7 @@ pub async fn run(ctx: &RoundContext<'_>, held: &mut HeldLease, shutdown: &mut cr
     private_dir(&ctx.prompt_dir)?;
     remove_stale_prompts(&ctx.prompt_dir);
     // Environment: a clean base, the profile's and loop's variables, isolated credentials.
-    let gh_dir = ctx
-        .profile
-        .map(|p| p.gh_config_dir.clone())
-        .unwrap_or_else(|| ctx.default_gh_dir.clone());
+    let gh_dir = ctx.gh_dir();
     private_dir(&gh_dir)?;
     // gh through the proxy (or no longer): the one key of the loop's own gh config.
     let socket = match &ctx.github {
@@ -234,7 +245,9 @@ pub async fn run(ctx: &RoundContext<'_>, held: &mut HeldLease, shutdown: &mut cr
             .socket
             .clone()
             .and_then(|socket| crate::gh_config::set_socket(&gh_dir, socket.as_deref())),
-        None => crate::gh_config::set_socket(&gh_dir, None),
+        None => crate::gh_config::unset_socket(&gh_dir, &|value| {
+            crate::gh_config::is_ours(value) && !ctx.live_sockets.iter().any(|s| s.as_os_str() == value)
+        }),
     };
     if let Err(e) = socket {
         let reason = format!("the GitHub proxy: {}", e.message);

@@ -167,41 +167,57 @@ pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i3
 
 /// The loops, then (when the proxy spends for any) each GitHub identity's budgets.
 fn print_fleet(fleet: &fleet::FleetView) {
+    print!("{}", fleet_text(fleet));
+}
+
+/// [`print_fleet`]'s text: tab-separated rows, one per line. Text that came from outside
+/// (a round's reason is the tail of its log, a host's name, a login) has its control
+/// characters escaped, so a row stays one line and the terminal interprets nothing.
+fn fleet_text(fleet: &fleet::FleetView) -> String {
+    use std::fmt::Write;
+    let p = arbiter_core::redact::printable;
     let format = |ms: i64| arbiter_core::duration::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64));
-    println!("LOOP\tSTATE\tHOST\tPID\tROUND\tLAST\tFAILURES\tNEXT\tAPI/ROUND\tREASON");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "LOOP\tSTATE\tHOST\tPID\tROUND\tLAST\tFAILURES\tNEXT\tAPI/ROUND\tREASON"
+    );
     for l in &fleet.loops {
-        println!(
+        let _ = writeln!(
+            out,
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\tin {}\t{}\t{}",
-            l.name,
+            p(&l.name),
             l.state.as_str(),
-            l.host,
+            p(&l.host),
             l.pid,
             l.round,
-            l.last_status.as_deref().unwrap_or("-"),
+            p(l.last_status.as_deref().unwrap_or("-")),
             l.consecutive_failures,
             format(l.next_run_in_ms),
             l.api_calls_per_round.map_or("-".to_string(), |c| format!("{c:.0}")),
-            l.last_reason.as_deref().unwrap_or_default(),
+            p(l.last_reason.as_deref().unwrap_or_default()),
         );
     }
     if fleet.github.is_empty() {
-        return;
+        return out;
     }
-    println!();
-    println!("GITHUB\tRESOURCE\tLEFT\tLIMIT\tRESETS\tFROZEN UNTIL\tRUNS OUT");
+    let _ = writeln!(out);
+    let _ = writeln!(out, "GITHUB\tRESOURCE\tLEFT\tLIMIT\tRESETS\tFROZEN UNTIL\tRUNS OUT");
     for identity in &fleet.github {
         for r in &identity.resources {
             let runs_out = match (r.exhausted_in_ms, identity.spend_per_hour) {
+                _ if r.frozen_until.is_some() => "now (frozen)".to_string(),
                 (Some(ms), Some(rate)) => format!("in {} (at {rate:.0}/h)", format(ms)),
                 (None, Some(rate)) if arbiter_core::github::PRIMARY.contains(&r.resource.as_str()) => {
                     format!("not at {rate:.0}/h")
                 }
                 _ => "-".to_string(),
             };
-            println!(
+            let _ = writeln!(
+                out,
                 "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                identity.login,
-                r.resource,
+                p(&identity.login),
+                p(&r.resource),
                 r.left,
                 r.limit,
                 r.reset_at.as_deref().unwrap_or("-"),
@@ -210,6 +226,7 @@ fn print_fleet(fleet: &fleet::FleetView) {
             );
         }
     }
+    out
 }
 
 pub async fn logs(args: LogsArgs, global: &Global, _out: Output) -> Result<i32> {
@@ -277,5 +294,84 @@ pub async fn logs(args: LogsArgs, global: &Global, _out: Output) -> Result<i32> 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arbiter_core::loops::LoopStatus;
+    use arbiter_ops::fleet::{FleetState, FleetView, IdentityView, LoopView, ResourceView};
+
+    use super::fleet_text;
+
+    fn loop_view(reason: &str) -> LoopView {
+        LoopView {
+            name: "web".into(),
+            state: FleetState::Reported(LoopStatus::BackingOff),
+            host: "h\x1b]0;owned\x07".into(),
+            pid: 1,
+            round: 3,
+            last_status: Some("failed".into()),
+            last_reason: Some(reason.into()),
+            last_exit: Some(1),
+            consecutive_failures: 1,
+            next_run_at: String::new(),
+            next_run_in_ms: 61_000,
+            lease_expires_at: None,
+            heartbeat_at: String::new(),
+            api_calls_per_round: Some(29.6),
+            github_logins: vec!["bot".into()],
+        }
+    }
+
+    fn resource(name: &str, frozen: bool, exhausted_in_ms: Option<i64>) -> ResourceView {
+        ResourceView {
+            resource: name.into(),
+            left: 0,
+            limit: 5000,
+            per_hour: 5000.0,
+            reset_at: None,
+            frozen_until: frozen.then(|| "2026-12-01T07:00:00Z".to_string()),
+            exhausted_in_ms,
+        }
+    }
+
+    #[test]
+    fn every_row_is_one_line_with_control_characters_escaped() {
+        let fleet = FleetView {
+            loops: vec![loop_view("before_round: \x1b[31mred\x1b[0m\nsecond line\r")],
+            github: vec![IdentityView {
+                login: "bot".into(),
+                paused_until: None,
+                spend_per_hour: Some(6000.0),
+                resources: vec![
+                    resource("core", false, Some(600_000)),
+                    resource("graphql", false, None),
+                    resource("points", true, None),
+                ],
+            }],
+        };
+        let text = fleet_text(&fleet);
+        assert!(
+            !text.contains('\x1b') && !text.contains('\r') && !text.contains('\x07'),
+            "{text:?}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1 + 1 + 1 + 1 + 3, "{text}");
+        assert!(
+            lines[1].ends_with("before_round: \\u{1b}[31mred\\u{1b}[0m\\nsecond line\\r"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].contains("\th\\u{1b}]0;owned\\u{7}\t"), "{}", lines[1]);
+        assert!(
+            lines[1].contains("\tin 1m 1s\t30\t") || lines[1].contains("\tin 1m1s\t30\t"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[4].ends_with("\tin 10m (at 6000/h)"), "{}", lines[4]);
+        assert!(lines[5].ends_with("\tnot at 6000/h"), "{}", lines[5]);
+        // A frozen budget runs out now, whatever the forecast.
+        assert!(lines[6].ends_with("\tnow (frozen)"), "{}", lines[6]);
     }
 }

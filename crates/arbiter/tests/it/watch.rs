@@ -58,6 +58,10 @@ each_backend!(
     a_frozen_identity_pauses_the_loop_without_a_failure,
     a_tiny_budget_defers_the_lower_priority_loop,
     a_reload_starts_and_stops_the_github_proxy,
+    a_pause_outlasting_its_supervisor_is_resolved_by_the_next,
+    a_loop_opting_out_leaves_a_sibling_s_socket_in_their_shared_gh_config,
+    a_proxy_that_cannot_start_on_a_reload_leaves_the_loops_running,
+    a_loop_opted_out_by_a_reload_loses_its_key_while_the_proxy_runs_on,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1904,6 +1908,7 @@ fn real_gh() -> Option<PathBuf> {
 
 /// A loop whose `gh` calls and `ARBITER_GITHUB_API` calls go through the proxy.
 const GITHUB_AGENT: &str = r#"
+cp "$GH_CONFIG_DIR/config.yml" "$OUT/config-$ARBITER_ROUND.yml" 2>/dev/null
 gh issue list -R octo/hello -L "${ISSUES:-30}" > "$OUT/gh-$ARBITER_ROUND.txt" 2> "$OUT/gh-$ARBITER_ROUND.err"
 echo $? > "$OUT/gh-$ARBITER_ROUND.code"
 if [ -n "$ARBITER_GITHUB_API" ]; then
@@ -1940,7 +1945,7 @@ env = {{ OUT = "@OUT@" }}
 /// An opted-in loop's round runs the real `gh issue list` through its socket and `curl`
 /// through `ARBITER_GITHUB_API`, both answered by the fake GitHub behind the proxy; the
 /// round records the calls it made upstream and as whom; `gh`'s config keeps its other
-/// keys, and loses the socket when the loop opts out.
+/// keys, and loses the socket when the supervisor exits and when the loop opts out.
 fn an_opted_in_loop_reaches_github_through_the_proxy(store: &Store) {
     let Some(_gh) = real_gh() else { return };
     let hub = FakeHub::start(arbiter_fake_github::Limits::default());
@@ -1966,11 +1971,15 @@ fn an_opted_in_loop_reaches_github_through_the_proxy(store: &Store) {
     let issue: Value = serde_json::from_str(&read("curl-1.json")).unwrap_or(Value::Null);
     assert_eq!(issue["number"], 1, "{issue}");
     assert!(read("api-1").starts_with("http://127.0.0.1:"), "{}", read("api-1"));
-    let config = std::fs::read_to_string(fleet.dir.join("gh/bot/config.yml")).expect("gh's config");
+    // During the round gh's config named the loop's socket, its other keys kept; once
+    // the supervisor exited (its proxy and sockets gone) the key went with them.
+    let during = read("config-1.yml");
     assert!(
-        config.starts_with("# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\nhttp_unix_socket: '/"),
-        "{config}"
+        during.starts_with("# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\nhttp_unix_socket: '/"),
+        "{during}"
     );
+    let config = std::fs::read_to_string(fleet.dir.join("gh/bot/config.yml")).expect("gh's config");
+    assert_eq!(config, "# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\n");
     assert_eq!(mode(&fleet.dir.join("gh/bot/config.yml")), 0o600);
     // The fake saw the calls, as bot; the round recorded what went through its socket.
     assert!(
@@ -2028,31 +2037,18 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
             .cloned()
     });
     // GitHub says wait for ten minutes: the identity's core budget is frozen fleet-wide.
-    let ns = arbiter_core::name::Namespace::default();
-    let bucket = arbiter_core::name::BucketName::parse("github/bot/core").expect("a bucket name");
-    hub.block_on(async {
-        let url = arbiter_store::StoreUrl::parse(&store.url).expect("the store URL");
-        let opened = arbiter_store::Store::open(&url).await.expect("the store");
-        // Defined by the proxy at its first call through it, or here (the same spec).
-        let spec = arbiter_core::limit::BucketSpec::new(arbiter_core::limit::Rate::parse("5000/h").expect("a rate"));
-        opened
-            .limits()
-            .define(&ns, &bucket, &spec, true)
-            .await
-            .expect("the bucket");
-        let observation = arbiter_core::limit::Observation {
+    observe(
+        &hub,
+        store,
+        "bot",
+        arbiter_core::limit::Observation {
             limit: Some(5000),
             remaining: Some(0),
             reset_at: None,
             retry_after: Some(std::time::Duration::from_secs(600)),
             hit: true,
-        };
-        opened
-            .limits()
-            .observe(&ns, &bucket, &observation)
-            .await
-            .expect("the freeze");
-    });
+        },
+    );
     let paused = eventually(SOON, "the loop to show as paused", || {
         assert!(watch.running(), "watch exited: {}", watch.stderr());
         fleet.status().remove("agent").filter(|a| a["state"] == "paused")
@@ -2086,6 +2082,174 @@ fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
     assert!(!alerts.contains("loop.failure"), "a failure alert: {alerts}");
     let github = store.ok(&["status", "--json"]).json()["github"].clone();
     assert!(github.to_string().contains("\"frozen_until\":\""), "{github}");
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+}
+
+/// What GitHub said about `github/<login>/core`, as the proxy tells the store (the bucket
+/// defined as the proxy's first call through it would).
+fn observe(hub: &FakeHub, store: &Store, login: &str, observation: arbiter_core::limit::Observation) {
+    let ns = arbiter_core::name::Namespace::default();
+    let bucket = arbiter_core::name::BucketName::parse(&format!("github/{login}/core")).expect("a bucket name");
+    hub.block_on(async {
+        let url = arbiter_store::StoreUrl::parse(&store.url).expect("the store URL");
+        let opened = arbiter_store::Store::open(&url).await.expect("the store");
+        let spec = arbiter_core::limit::BucketSpec::new(arbiter_core::limit::Rate::parse("5000/h").expect("a rate"));
+        opened
+            .limits()
+            .define(&ns, &bucket, &spec, true)
+            .await
+            .expect("the bucket");
+        opened
+            .limits()
+            .observe(&ns, &bucket, &observation)
+            .await
+            .expect("the observation");
+    });
+}
+
+/// A primary limit hit on `github/<login>/core`: nothing remaining until GitHub's reset,
+/// `for_secs` from now (the bucket is frozen until then).
+fn primary_hit(hub: &FakeHub, store: &Store, login: &str, for_secs: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock");
+    let observation = arbiter_core::limit::Observation {
+        limit: Some(5000),
+        remaining: Some(0),
+        reset_at: Some((now.as_millis() + u128::from(for_secs) * 1000) as i64),
+        retry_after: None,
+        hit: true,
+    };
+    observe(hub, store, login, observation);
+}
+
+/// The messages the file channel wrote: (type, dedupe key, fold count), each once (a
+/// message a stopped dispatcher had not recorded as delivered is sent again, with its id:
+/// receivers drop the duplicate, and so does this).
+fn alerts(path: &Path) -> Vec<(String, String, i64)> {
+    let mut ids = BTreeSet::new();
+    lines(path)
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("an alert line"))
+        .filter(|a| ids.insert(a["id"].to_string()))
+        .map(|a| {
+            (
+                a["type"].as_str().unwrap_or_default().to_string(),
+                a["notification"]["dedupe_key"].as_str().unwrap_or_default().to_string(),
+                a["fold"]["count"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// A pause that outlasts its supervisor (stopped during the freeze) is resolved by the
+/// next one when the loop runs again: the notice does not stay open forever because the
+/// supervisor that sent it is gone. And the loop runs at GitHub's reset, not deferred
+/// because the bucket still counts the old window as empty.
+fn a_pause_outlasting_its_supervisor_is_resolved_by_the_next(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    // No gh needed: the loop's identity is learnt from curl through its own socket.
+    fleet.write(
+        "agent.sh",
+        "curl -sS --unix-socket \"$ARBITER_GITHUB_SOCKET\" -H \"Authorization: token $GH_TOKEN\" \
+         http://api.github.com/user > \"$OUT/user-$ARBITER_ROUND.json\"\nexit 0\n",
+    );
+    let channel =
+        "[channels.alerts]\ntype = \"file\"\npath = \"@OUT@/alerts.jsonl\"\n\n[[routes]]\nchannels = [\"alerts\"]\n";
+    fleet.configure(&format!(
+        "{channel}{}",
+        github_config(&hub.url(), "", "").replace("every = \"1h\"", "every = \"200ms\"")
+    ));
+    let start = |label: &str| {
+        let mut cmd = fleet.watch(&[]);
+        cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+        Background::start(cmd, &fleet.dir, label)
+    };
+    let mut first = start("watch-1");
+    eventually(SOON, "a first round through the proxy", || {
+        assert!(first.running(), "watch exited: {}", first.stderr());
+        fleet
+            .status()
+            .get("agent")
+            .filter(|a| a["github_logins"] == serde_json::json!(["bot"]))
+            .cloned()
+    });
+    primary_hit(&hub, store, "bot", 15);
+    let file = fleet.out_file("alerts.jsonl");
+    eventually(SOON, "the pause notice", || {
+        alerts(&file)
+            .iter()
+            .any(|(kind, key, _)| kind == "alert" && key == "github/bot/paused")
+            .then_some(())
+    });
+    // The supervisor that sent it stops during the freeze.
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.wait(SOON), 0, "{}", first.stderr());
+    eventually(SOON, "the freeze to end", || {
+        let github = store.ok(&["status", "--json"]).json()["github"].clone();
+        github[0]["paused_until"].is_null().then_some(())
+    });
+    // The next supervisor's loop runs, and its run resolves the notice.
+    let mut second = start("watch-2");
+    eventually(SOON, "the pause notice resolved", || {
+        assert!(second.running(), "watch exited: {}", second.stderr());
+        alerts(&file)
+            .iter()
+            .any(|(kind, key, _)| kind == "recovery" && key == "github/bot/paused")
+            .then_some(())
+    });
+    let seen = alerts(&file);
+    assert_eq!(
+        seen.iter().filter(|(_, key, _)| key == "github/bot/paused").count(),
+        2,
+        "one notice, one recovery: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|(_, key, _)| key.starts_with("loop/")),
+        "a failure alert: {seen:?}"
+    );
+    second.signal(Signal::SIGTERM);
+    assert_eq!(second.wait(SOON), 0, "{}", second.stderr());
+}
+
+/// Two loops share a profile's `GH_CONFIG_DIR`, one opting in and one out: a round of
+/// the one that opts out, while the other's round runs, leaves the other's socket in
+/// their `config.yml` (taking it away would send that round's `gh` to GitHub directly).
+fn a_loop_opting_out_leaves_a_sibling_s_socket_in_their_shared_gh_config(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    // `agent` (opted in): says its round runs, then waits (bounded) to be let go.
+    fleet.write(
+        "agent.sh",
+        "cp \"$GH_CONFIG_DIR/config.yml\" \"$OUT/during.yml\"\ntouch \"$OUT/running\"\n\
+         for i in $(seq 1 600); do [ -f \"$OUT/go\" ] && exit 0; sleep 0.1; done\nexit 1\n",
+    );
+    // `plain` (opted out): once `agent`'s round runs, copies the config its own round saw.
+    fleet.write(
+        "plain.sh",
+        "[ -f \"$OUT/running\" ] && cp \"$GH_CONFIG_DIR/config.yml\" \"$OUT/plain.yml\"\nexit 0\n",
+    );
+    let mut toml = github_config(&hub.url(), "", "");
+    toml.push_str(
+        "\n[loops.plain]\nrepo = \"repo\"\nevery = \"100ms\"\ncommand = [\"sh\", \"../plain.sh\"]\nprofile = \"bot\"\n\
+         timeout = \"1m\"\nenv = { OUT = \"@OUT@\" }\ngithub_proxy = false\n",
+    );
+    fleet.configure(&toml);
+    let mut cmd = fleet.watch(&[]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    let seen = eventually(SOON, "a round of plain during agent's round", || {
+        assert!(watch.running(), "watch exited: {}", watch.stderr());
+        std::fs::read_to_string(fleet.out_file("plain.yml")).ok()
+    });
+    let during = std::fs::read_to_string(fleet.out_file("during.yml")).expect("agent's config");
+    assert!(during.starts_with("http_unix_socket: '/"), "{during}");
+    assert_eq!(seen, during, "plain's round took agent's socket away");
+    let config = std::fs::read_to_string(fleet.dir.join("gh/bot/config.yml")).expect("the shared config");
+    assert_eq!(config, during);
+    std::fs::write(fleet.out_file("go"), "").expect("the go file");
     watch.signal(Signal::SIGTERM);
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
 }
@@ -2188,6 +2352,90 @@ fn a_reload_starts_and_stops_the_github_proxy(store: &Store) {
     let stderr = watch.stderr();
     assert!(stderr.contains("GitHub proxy started"), "{stderr}");
     assert!(stderr.contains("GitHub proxy stopped"), "{stderr}");
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+}
+
+/// A reload that opts a loop in while the proxy's `listen` address is taken: the error
+/// is printed, and the loop keeps running its rounds (without the proxy, each round
+/// warning so) instead of waiting for an edit.
+fn a_proxy_that_cannot_start_on_a_reload_leaves_the_loops_running(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    fleet.write(
+        "agent.sh",
+        "printf '%s\\n' \"${ARBITER_GITHUB_API:-none}\" > \"$OUT/api-$ARBITER_ROUND\"\nexit 0\n",
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().expect("its address").port();
+    let off = github_config(
+        &hub.url(),
+        "github_proxy = false",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    )
+    .replace("every = \"1h\"", "every = \"100ms\"");
+    fleet.configure(&off);
+    let mut cmd = fleet.watch(&[]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    let before = round_with(&fleet, &mut watch, "a round without the proxy", 0, &|api| api == "none");
+    fleet.configure(&off.replace("github_proxy = false", "github_proxy = true"));
+    eventually(SOON, "the proxy's error", || {
+        watch
+            .stderr()
+            .contains("arbiter: the GitHub proxy: [github] listen")
+            .then_some(())
+    });
+    // Rounds go on, without it.
+    let after = round_with(
+        &fleet,
+        &mut watch,
+        "a round after the failed start",
+        before + 2,
+        &|api| api == "none",
+    );
+    assert!(after > before + 2);
+    eventually(SOON, "the warning of a round without the proxy", || {
+        watch.stderr().contains("no GitHub proxy runs").then_some(())
+    });
+    let agent = fleet.status().remove("agent").expect("the loop");
+    assert_eq!(agent["consecutive_failures"], 0, "{agent}");
+    drop(taken);
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+}
+
+/// A reload opts one of two loops out while the other keeps the proxy running: the next
+/// round of the one opted out runs with no socket in its gh config (its own socket is
+/// still served, but it is not a sibling's to keep).
+fn a_loop_opted_out_by_a_reload_loses_its_key_while_the_proxy_runs_on(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    fleet.write(
+        "agent.sh",
+        "printf '%s\\n' \"${ARBITER_GITHUB_API:-none}\" > \"$OUT/api-$ARBITER_ROUND\"\n\
+         cp \"$GH_CONFIG_DIR/config.yml\" \"$OUT/config-$ARBITER_ROUND.yml\" 2>/dev/null\nexit 0\n",
+    );
+    let keeper = "\n[loops.keeper]\nrepo = \"repo\"\nevery = \"1h\"\ncommand = [\"true\"]\ngithub_proxy = true\n";
+    let on = github_config(&hub.url(), "", "").replace("every = \"1h\"", "every = \"100ms\"") + keeper;
+    fleet.configure(&on);
+    let mut cmd = fleet.watch(&[]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    let proxied = round_with(&fleet, &mut watch, "a round through the proxy", 0, &|api| {
+        api.starts_with("http://127.0.0.1:")
+    });
+    let during = std::fs::read_to_string(fleet.out_file(&format!("config-{proxied}.yml"))).unwrap_or_default();
+    assert!(during.starts_with("http_unix_socket: '/"), "{during}");
+    fleet.configure(&on.replacen("github_proxy = true", "github_proxy = false", 1));
+    let plain = round_with(&fleet, &mut watch, "a round opted out", proxied, &|api| api == "none");
+    let config = std::fs::read_to_string(fleet.out_file(&format!("config-{plain}.yml"))).unwrap_or_default();
+    assert!(
+        !config.contains("http_unix_socket"),
+        "round {plain} still had the socket: {config}"
+    );
+    // The proxy still runs for the other loop.
+    assert!(!watch.stderr().contains("GitHub proxy stopped"), "{}", watch.stderr());
     watch.signal(Signal::SIGTERM);
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
 }
