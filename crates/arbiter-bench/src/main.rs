@@ -17,6 +17,7 @@
 
 mod cli;
 mod driver;
+mod fleet;
 mod report;
 mod spec;
 mod stats;
@@ -85,6 +86,21 @@ struct Args {
     /// Run only the workloads whose name contains TEXT (placeholder rows are kept).
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// Simulated clients of the GitHub fleet replay, one run per number (each client its
+    /// own GitHub user running 8 loops).
+    #[arg(long, value_name = "N,N…", value_delimiter = ',', default_value = "1,100")]
+    fleet_clients: Vec<u32>,
+    /// How long GitHub's hour lasts in the fleet replay (default 60s; 20s with --quick):
+    /// every GitHub duration — rate-limit windows, the rounds' interval, the proxy's GraphQL
+    /// freshness window — is compressed alike.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    fleet_hour: Option<Duration>,
+    /// Rounds per loop in the fleet replay (default 12, an hour; 3 with --quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    fleet_rounds: Option<u32>,
+    /// Latency the fake GitHub adds to each answer in the fleet replay (not compressed).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "20ms")]
+    fleet_latency: Duration,
 }
 
 /// How much each run does.
@@ -484,6 +500,8 @@ struct Runner<'a> {
     budget: Budget,
     setup: &'a Setup,
     rows: Vec<Row>,
+    /// The fleet replays, for the goals printed under the table.
+    fleet: Vec<(fleet::Plan, fleet::Via, fleet::Summary)>,
     done: usize,
     total: usize,
 }
@@ -561,6 +579,59 @@ impl Runner<'_> {
             outcome,
             note,
         });
+    }
+
+    /// The GitHub fleet replay for each number of clients: direct to the fake, then through
+    /// arbiter's proxy, each on a fresh fake.
+    async fn fleet_workloads(&mut self) {
+        let quick = self.args.quick;
+        for &clients in &self.args.fleet_clients.clone() {
+            let plan = fleet::Plan {
+                clients,
+                loops: 8,
+                rounds: self.args.fleet_rounds.unwrap_or(if quick { 3 } else { 12 }),
+                hour: self
+                    .args
+                    .fleet_hour
+                    .unwrap_or(Duration::from_secs(if quick { 20 } else { 60 })),
+                upstream_latency: self.args.fleet_latency,
+            };
+            let workload = format!(
+                "GitHub fleet · {clients} client{} × {} loops × {} rounds × {} calls",
+                if clients == 1 { "" } else { "s" },
+                plan.loops,
+                plan.rounds,
+                fleet::CALLS_PER_ROUND
+            );
+            if !self.selected(&workload) {
+                continue;
+            }
+            let mut direct_quota = None;
+            for via in [fleet::Via::Direct, fleet::Via::Arbiter] {
+                let started = Instant::now();
+                let result = fleet::run(&plan, via, &self.setup.targets).await;
+                let (outcome, note) = match result {
+                    Ok(o) => {
+                        let note = fleet::note(&o, via, direct_quota);
+                        if via == fleet::Via::Direct {
+                            direct_quota = Some(o.quota());
+                        }
+                        self.fleet.push((plan, via, o.summary()));
+                        (Outcome::Measured(o.measurement()), note)
+                    }
+                    Err(e) => (Outcome::Empty(format!("failed: {e:#}")), String::new()),
+                };
+                let label = via.label();
+                self.progress(&workload, label, &outcome, started.elapsed());
+                self.rows.push(Row {
+                    workload: workload.clone(),
+                    system: label.to_string(),
+                    role: Role::Other,
+                    outcome,
+                    note,
+                });
+            }
+        }
     }
 
     fn cli_row(&mut self, workload: &str, system: &str, role: Role, result: Result<Measurement>, took: Duration) {
@@ -946,6 +1017,7 @@ async fn run(args: Args) -> Result<()> {
         budget,
         setup: &setup,
         rows: Vec::new(),
+        fleet: Vec::new(),
         done: 0,
         total: LEASE_SYSTEMS.len() * 3
             + CAS_SYSTEMS.len()
@@ -961,12 +1033,14 @@ async fn run(args: Args) -> Result<()> {
         runner.cli_workloads().await;
         runner.cli_contended().await;
         runner.limit_workloads().await;
+        runner.fleet_workloads().await;
     };
     let interrupted = tokio::select! {
         () = body => false,
         _ = tokio::signal::ctrl_c() => true,
     };
     let rows = std::mem::take(&mut runner.rows);
+    let goals = fleet::goals(&runner.fleet);
     let problems = cleanup(&setup).await;
     for problem in &problems {
         eprintln!("cleanup: {problem}");
@@ -997,14 +1071,17 @@ async fn run(args: Args) -> Result<()> {
     print!("{}", report::text(&rows));
     println!();
     println!("{}", report::LEGEND);
+    for line in &goals {
+        println!("{line}");
+    }
     if let Some(path) = &args.markdown {
-        write_markdown(path, &header, &rows)?;
+        write_markdown(path, &header, &rows, &goals)?;
         println!("Markdown written to {}", path.display());
     }
     Ok(())
 }
 
-fn write_markdown(path: &Path, header: &[String], rows: &[Row]) -> Result<()> {
+fn write_markdown(path: &Path, header: &[String], rows: &[Row], goals: &[String]) -> Result<()> {
     let mut text = String::new();
     for line in header {
         text.push_str(&format!("- {line}\n"));
@@ -1014,6 +1091,9 @@ fn write_markdown(path: &Path, header: &[String], rows: &[Row]) -> Result<()> {
     text.push('\n');
     text.push_str(report::LEGEND);
     text.push('\n');
+    for line in goals {
+        text.push_str(&format!("\n{line}\n"));
+    }
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
