@@ -135,6 +135,11 @@ impl Permits {
     /// Takes `cost` permits: from those held, or from the store (a batch), waiting as
     /// [`take`] does — `Limited` when the wait needed exceeds what is left of `max_wait`.
     pub async fn take(&self, cost: u64, max_wait: Duration) -> Result<()> {
+        if cost == 0 {
+            return Err(arbiter_core::Error::bad_input(
+                "invalid cost 0: expected at least 1 permit",
+            ));
+        }
         let deadline = Instant::now() + max_wait;
         loop {
             let refused = {

@@ -67,6 +67,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, ParseError> {
     Ok(Duration::from_millis(total))
 }
 
+/// Like [`parse_duration`], for settings where zero means "none" or "off": also reads `0`
+/// and a zero with a unit (`0s`, `0ms`).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, ParseError> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    if digits > 0 && number.bytes().all(|b| b == b'0') && (unit.is_empty() || UNITS.iter().any(|(u, _)| *u == unit)) {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
 /// Formats a duration in the syntax [`parse_duration`] reads (milliseconds are kept).
 pub fn format_duration(duration: Duration) -> String {
     let mut ms = duration.as_millis() as u64;
@@ -86,6 +97,18 @@ pub fn format_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_where_zero_means_off() {
+        for zero in ["0", "0s", "00ms", "0m"] {
+            assert_eq!(parse_duration_or_zero(zero).unwrap(), Duration::ZERO, "{zero}");
+        }
+        assert_eq!(parse_duration_or_zero("30s").unwrap(), Duration::from_secs(30));
+        for bad in ["", "0x", "-1s", "0s5"] {
+            assert!(parse_duration_or_zero(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration("0s").is_err(), "elsewhere zero is still refused");
+    }
 
     fn check(text: &str, expected: Result<u64, &str>) {
         let actual = parse_duration(text).map(|d| d.as_millis() as u64);

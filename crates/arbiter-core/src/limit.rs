@@ -596,6 +596,23 @@ fn fair_share(now: Millis, bucket: &Bucket, party: &str) -> Share {
     Share { tokens, rate, burst }
 }
 
+/// What a define writes: the state of a new bucket (full), or an existing one's under its
+/// new spec (the refill so far counted at the old rate, the tokens kept up to the new
+/// burst); `None` with `if_absent` when it exists (nothing is written).
+pub fn plan_define(now: Millis, existing: Option<&Bucket>, spec: &BucketSpec, if_absent: bool) -> Option<BucketState> {
+    match existing {
+        Some(_) if if_absent => None,
+        Some(existing) => {
+            let state = existing.state.at(&existing.spec, now);
+            Some(BucketState {
+                tokens: state.tokens.min(spec.burst as f64),
+                ..state
+            })
+        }
+        None => Some(BucketState::full(spec, now)),
+    }
+}
+
 /// Gives `cost` tokens back to a bucket (a take that was not used), up to its burst.
 pub fn plan_refund(now: Millis, spec: &BucketSpec, state: &BucketState, cost: u64) -> BucketState {
     let state = state.at(spec, now);
@@ -979,6 +996,18 @@ mod tests {
             },
         );
         assert_eq!(longer.frozen_until, Some(7_200_000));
+    }
+
+    #[test]
+    fn a_define_keeps_the_tokens_up_to_the_new_burst() {
+        let old = bucket("a", BucketSpec::new(rate("10/s")), 4.0, 0);
+        let new = BucketSpec::new(rate("1/s"));
+        assert_eq!(plan_define(100, Some(&old), &new, true), None);
+        // 100 ms at the old 10/s refilled one token.
+        assert_eq!(plan_define(100, Some(&old), &new, false).unwrap().tokens, 1.0);
+        let wide = BucketSpec::new(rate("100/s"));
+        assert_eq!(plan_define(100, Some(&old), &wide, false).unwrap().tokens, 5.0);
+        assert_eq!(plan_define(100, None, &wide, true).unwrap().tokens, 100.0);
     }
 
     #[test]

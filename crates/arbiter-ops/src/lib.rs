@@ -20,7 +20,7 @@
 //! codes in `crates/arbiter/src/exit.rs`; the server's HTTP statuses will be one function
 //! in its own `status.rs`, beside its routes, not here: this crate knows no transport.
 //!
-//! Layout: [`lease`], [`kv`], [`log`], [`decisions`] (the decisions log and the git
+//! Layout: [`lease`], [`limit`] (rate-limit buckets and shared counters), [`kv`], [`log`], [`decisions`] (the decisions log and the git
 //! drop-box), [`notify`] (notifications, the outbox, channels), [`fleet`] (the loops as
 //! `arbiter status` shows them), [`store`], and [`view`] (the shared views and the one
 //! way a store time is shown).
@@ -32,6 +32,7 @@ pub mod decisions;
 pub mod fleet;
 pub mod kv;
 pub mod lease;
+pub mod limit;
 pub mod log;
 pub mod notify;
 pub mod store;

@@ -6,7 +6,7 @@
 
 use arbiter_core::limit::{
     Bucket, BucketInfo, BucketSpec, BucketState, Counter, MAX_FAIR_WINDOW_MS, Observation, PartyState, TakeDecision,
-    TakeRequest, check_counters, not_found, plan_observe, plan_refund, plan_take,
+    TakeRequest, check_counters, not_found, plan_define, plan_observe, plan_refund, plan_take,
 };
 use arbiter_core::name::{BucketName, Namespace};
 use arbiter_core::{Millis, Result};
@@ -174,14 +174,8 @@ impl LimitStore for PgStore {
             Err(e) if e.kind == arbiter_core::ErrorKind::NotFound => (now(&tx).await?, None),
             Err(e) => return Err(e),
         };
-        let state = match existing {
-            Some(existing) if if_absent => return Ok(existing.info(now)),
-            Some(existing) => BucketState {
-                tokens: existing.state.available(&existing.spec, now).min(spec.burst as f64),
-                updated_at: now.max(existing.state.updated_at),
-                ..existing.state
-            },
-            None => BucketState::full(spec, now),
+        let Some(state) = plan_define(now, existing.as_ref(), spec, if_absent) else {
+            return Ok(existing.expect("if_absent leaves an existing bucket").info(now));
         };
         upsert(&tx, ns, name, spec, &state).await?;
         tx.commit().await.map_err(pg_error)?;

@@ -4,7 +4,7 @@
 
 use arbiter_core::limit::{
     Bucket, BucketInfo, BucketSpec, BucketState, Counter, MAX_FAIR_WINDOW_MS, Observation, PartyState, TakeDecision,
-    TakeRequest, check_counters, not_found, plan_observe, plan_refund, plan_take,
+    TakeRequest, check_counters, not_found, plan_define, plan_observe, plan_refund, plan_take,
 };
 use arbiter_core::name::{BucketName, Namespace};
 use arbiter_core::{Millis, Result};
@@ -105,15 +105,11 @@ impl LimitStore for SqliteStore {
         let (ns, name, spec) = (ns.clone(), name.clone(), *spec);
         self.write(move |tx| {
             let now = now_ms(tx)?;
-            let state = match load(tx, &ns, &name)? {
-                Some(existing) if if_absent => return Ok(Outcome::Rollback(existing.info(now))),
-                // The refill so far counts at the old rate; the tokens are kept.
-                Some(existing) => BucketState {
-                    tokens: existing.state.available(&existing.spec, now).min(spec.burst as f64),
-                    updated_at: now.max(existing.state.updated_at),
-                    ..existing.state
-                },
-                None => BucketState::full(&spec, now),
+            let existing = load(tx, &ns, &name)?;
+            let Some(state) = plan_define(now, existing.as_ref(), &spec, if_absent) else {
+                return Ok(Outcome::Rollback(
+                    existing.expect("if_absent leaves an existing bucket").info(now),
+                ));
             };
             write_spec(tx, &ns, &name, &spec, &state)?;
             Ok(Outcome::Commit(load_existing(tx, &ns, &name)?.info(now)))

@@ -5,10 +5,12 @@ mod decisions;
 mod doctor;
 mod kv;
 mod lease;
+mod limit;
 mod lock;
 mod log;
 mod notify;
 mod output;
+mod proxy;
 mod store;
 mod watch;
 
@@ -24,7 +26,7 @@ use crate::exit;
 use output::Output;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 internal error, 2 bad input, 3 held or conflict, 4 lost,
+Exit codes: 0 success, 1 internal error, 2 bad input, 3 held, conflict or limited, 4 lost,
 5 not found, 6 store unavailable. `arbiter lock` exits with its command's code.
 
 Names (leases, keys): 1-255 characters of ASCII letters, digits and . _ - / : @
@@ -86,6 +88,10 @@ enum Command {
     /// Versioned keys with compare-and-swap and watches.
     #[command(subcommand)]
     Kv(kv::KvCommand),
+    /// Rate-limit buckets shared through the store: define, take (all or none), show,
+    /// observe an upstream's limits.
+    #[command(subcommand, long_about = limit::LONG_ABOUT)]
+    Limit(limit::LimitCommand),
     /// Append-only streams with idempotency keys, and their consumers.
     #[command(subcommand)]
     Log(log::LogCommand),
@@ -116,6 +122,9 @@ enum Command {
     Status(watch::StatusArgs),
     /// Print a loop's round log.
     Logs(watch::LogsArgs),
+    /// Proxies: `proxy github`, GitHub's API with a per-credential cache and fleet-wide budgets.
+    #[command(subcommand)]
+    Proxy(proxy::ProxyCommand),
     /// The store itself: which one, and its schema.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -188,6 +197,7 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Lease(command) => lease::run(command, &global, out).await,
         Command::Lock(args) => lock::run(args, &global, out).await,
         Command::Kv(command) => kv::run(command, &global, out).await,
+        Command::Limit(command) => limit::run(command, &global, out).await,
         Command::Log(command) => log::run(command, &global, out).await,
         Command::Decide(args) => decisions::decide(args, &global, out).await,
         Command::Decisions(command) => decisions::decisions(command, &global, out).await,
@@ -200,6 +210,7 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Watch(args) => watch::watch(args, &global, out).await,
         Command::Status(args) => watch::status(args, &global, out).await,
         Command::Logs(args) => watch::logs(args, &global, out).await,
+        Command::Proxy(command) => proxy::run(command, &global, out).await,
         Command::Store(command) => store::run(command, &global, out).await,
         Command::Doctor(args) => doctor::run(args, &global, out).await,
     }

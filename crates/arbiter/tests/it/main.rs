@@ -8,6 +8,7 @@
 //!   with its command (exit code, environment, release, loss, signals).
 //! - `crash`: `kill -9` of holders, same-host takeover, holders on other hosts.
 //! - `lease`: waiting in arrival order, pid reuse, `--json` fields.
+//! - `limit`: rate-limit buckets taken by 8 processes at once never over-spend; exit codes.
 //! - `kv`: versioned keys, compare-and-swap under contention, watches.
 //! - `bad_input`: precise errors, documented exit codes, nothing written.
 //! - `store`: `store info`, and a new store opened by many processes at once.
@@ -18,6 +19,8 @@
 //! - `secrets`: passwords in store URLs never shown.
 //! - `pgconn`: the PostgreSQL connection: a silent server and a hung link exit 6 naming
 //!   host:port; TLS `sslmode`s and client certificates against a private ssl-only server.
+//! - `proxy`: `arbiter proxy github` as a process: where it listens, what it forwards, bad
+//!   flags.
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
 //! - `stall`: a holder whose store link stalls is stopped before the lease goes elsewhere.
 //! - `trees`: descendants that call `setsid` die with the command (Linux).
@@ -36,10 +39,12 @@ mod doctor;
 mod faults;
 mod kv;
 mod lease;
+mod limit;
 mod lock;
 mod log;
 mod notify;
 mod pgconn;
+mod proxy;
 mod secrets;
 mod stall;
 mod store;

@@ -1,0 +1,198 @@
+//! The response cache: REST GET answers (kept for revalidation with their ETag or
+//! Last-Modified) and GraphQL query answers (served for `graphql_fresh`). In memory,
+//! bounded by entries and bytes, least recently used first out.
+//!
+//! Every key includes the credential's hash: one credential's answer is never served to
+//! another (GitHub scopes ETags to the token), even of the same user.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::upstream::Stored;
+
+pub type CacheKey = [u8; 32];
+
+/// A key from its parts: the kind (`rest`, `graphql`), the credential's hash and what makes
+/// two requests the same (path and query, the headers that change the answer; the query).
+pub fn key(kind: &str, credential: Option<&[u8; 32]>, parts: &[&[u8]]) -> CacheKey {
+    let mut hash = Sha256::new();
+    hash.update(kind.as_bytes());
+    hash.update([0]);
+    hash.update(credential.map(|c| &c[..]).unwrap_or(&[]));
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hash.finalize().into()
+}
+
+#[derive(Clone)]
+pub struct Entry {
+    pub stored: Arc<Stored>,
+    pub at: Instant,
+    /// The request path (REST) without its query, for invalidation.
+    pub path: Option<String>,
+    /// The repository (`owner/name`, lowercase) the answer is about, when it can be told.
+    pub repo: Option<String>,
+    pub graphql: bool,
+    pub credential: Option<[u8; 32]>,
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        self.stored.body.len()
+            + self
+                .stored
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len())
+                .sum::<usize>()
+            + 256
+    }
+}
+
+pub struct Cache {
+    entries: HashMap<CacheKey, (Entry, u64)>,
+    order: BTreeMap<u64, CacheKey>,
+    tick: u64,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl Cache {
+    pub fn new(max_entries: usize, max_bytes: usize) -> Cache {
+        Cache {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            tick: 0,
+            bytes: 0,
+            max_entries,
+            max_bytes,
+        }
+    }
+
+    pub fn get(&mut self, key: &CacheKey) -> Option<Entry> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (entry, used) = self.entries.get_mut(key)?;
+        self.order.remove(used);
+        *used = tick;
+        self.order.insert(tick, *key);
+        Some(entry.clone())
+    }
+
+    /// Keeps `entry` (replacing one of the same key), then drops the least recently used
+    /// until within bounds. An entry larger than an eighth of the byte bound is not kept.
+    pub fn insert(&mut self, key: CacheKey, entry: Entry) {
+        self.remove(&key);
+        let size = entry.size();
+        if self.max_entries == 0 || size > self.max_bytes / 8 {
+            return;
+        }
+        self.tick += 1;
+        self.bytes += size;
+        self.order.insert(self.tick, key);
+        self.entries.insert(key, (entry, self.tick));
+        while self.entries.len() > self.max_entries || self.bytes > self.max_bytes {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((entry, _)) = self.entries.remove(&oldest) {
+                self.bytes -= entry.size();
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &CacheKey) {
+        if let Some((entry, used)) = self.entries.remove(key) {
+            self.order.remove(&used);
+            self.bytes -= entry.size();
+        }
+    }
+
+    /// Drops every entry `drop` selects; returns how many.
+    pub fn remove_where(&mut self, drop: impl Fn(&Entry) -> bool) -> usize {
+        let keys: Vec<CacheKey> = self
+            .entries
+            .iter()
+            .filter(|(_, (entry, _))| drop(entry))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &keys {
+            self.remove(key);
+        }
+        keys.len()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(body: &str) -> Entry {
+        Entry {
+            stored: Arc::new(Stored {
+                status: http::StatusCode::OK,
+                headers: http::HeaderMap::new(),
+                body: bytes::Bytes::from(body.to_string()),
+                upstream: true,
+            }),
+            at: Instant::now(),
+            path: None,
+            repo: None,
+            graphql: false,
+            credential: None,
+        }
+    }
+
+    #[test]
+    fn least_recently_used_goes_first() {
+        let mut cache = Cache::new(2, 1 << 20);
+        let (a, b, c) = (
+            key("rest", None, &[b"a"]),
+            key("rest", None, &[b"b"]),
+            key("rest", None, &[b"c"]),
+        );
+        cache.insert(a, entry("a"));
+        cache.insert(b, entry("b"));
+        assert!(cache.get(&a).is_some());
+        cache.insert(c, entry("c"));
+        assert!(cache.get(&b).is_none(), "b was the least recently used");
+        assert!(cache.get(&a).is_some() && cache.get(&c).is_some());
+        assert_eq!(cache.remove_where(|e| &e.stored.body[..] == b"a"), 1);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn bounded_by_bytes() {
+        let mut cache = Cache::new(100, 8 * 1024);
+        for i in 0..20u8 {
+            cache.insert(key("rest", None, &[&[i]]), entry(&"x".repeat(500)));
+        }
+        assert!(cache.bytes <= 8 * 1024);
+        assert!(cache.len() < 20);
+        cache.insert(key("rest", None, &[b"big"]), entry(&"x".repeat(2000)));
+        assert!(
+            cache.get(&key("rest", None, &[b"big"])).is_none(),
+            "an entry over an eighth is not kept"
+        );
+    }
+
+    #[test]
+    fn credentials_make_different_keys() {
+        assert_ne!(
+            key("rest", Some(&[1; 32]), &[b"/user"]),
+            key("rest", Some(&[2; 32]), &[b"/user"])
+        );
+        assert_ne!(key("rest", None, &[b"ab", b"c"]), key("rest", None, &[b"a", b"bc"]));
+    }
+}
