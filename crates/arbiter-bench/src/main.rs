@@ -90,12 +90,13 @@ struct Args {
     /// own GitHub user running 8 loops).
     #[arg(long, value_name = "N,N…", value_delimiter = ',', default_value = "1,100")]
     fleet_clients: Vec<u32>,
-    /// How long GitHub's hour lasts in the fleet replay (default 60s; 20s with --quick):
-    /// every GitHub duration — rate-limit windows, the rounds' interval, the proxy's GraphQL
-    /// freshness window — is compressed alike.
+    /// How long GitHub's hour lasts in the fleet replay (default: 60s, or 2.4s per client
+    /// when that is longer — 240s for 100 clients —, so one machine keeps up; with --quick
+    /// 20s, or 1.2s per client): every GitHub duration — rate-limit windows, the rounds'
+    /// interval, the proxy's buckets and GraphQL freshness window — is compressed alike.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     fleet_hour: Option<Duration>,
-    /// Rounds per loop in the fleet replay (default 12, an hour; 3 with --quick).
+    /// Rounds per loop in the fleet replay (default 12, an hour; 2 with --quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     fleet_rounds: Option<u32>,
     /// Latency the fake GitHub adds to each answer in the fleet replay (not compressed).
@@ -589,11 +590,8 @@ impl Runner<'_> {
             let plan = fleet::Plan {
                 clients,
                 loops: 8,
-                rounds: self.args.fleet_rounds.unwrap_or(if quick { 3 } else { 12 }),
-                hour: self
-                    .args
-                    .fleet_hour
-                    .unwrap_or(Duration::from_secs(if quick { 20 } else { 60 })),
+                rounds: self.args.fleet_rounds.unwrap_or(if quick { 2 } else { 12 }),
+                hour: self.args.fleet_hour.unwrap_or_else(|| fleet_hour(quick, clients)),
                 upstream_latency: self.args.fleet_latency,
             };
             let workload = format!(
@@ -966,6 +964,16 @@ impl Runner<'_> {
         ];
         self.measure_variants(Workload::Limit, &LIMIT_SYSTEMS, variants).await;
     }
+}
+
+/// The default length of GitHub's hour in the fleet replay: long enough for one machine to
+/// run the fake, the proxy and every client's calls on schedule.
+fn fleet_hour(quick: bool, clients: u32) -> Duration {
+    let (least, per_client) = match quick {
+        true => (Duration::from_secs(20), Duration::from_millis(1_200)),
+        false => (Duration::from_secs(60), Duration::from_millis(2_400)),
+    };
+    least.max(per_client * clients)
 }
 
 type CliRows = Vec<(String, Role, Result<Measurement>, Duration)>;

@@ -1,7 +1,10 @@
 //! The replayed fleet workload of issue 14: per simulated client (each its own GitHub user,
-//! with its own repository), `loops` agent loops run `rounds` rounds each, one every
-//! `hour / 12` (staggered), of [`CALLS_PER_ROUND`] API calls as `gh` and a caching client
-//! make them. The same replay runs against the fake GitHub directly and through arbiter's
+//! with its own repository that all its loops work on), `loops` agent loops run `rounds`
+//! rounds each of [`CALLS_PER_ROUND`] API calls as `gh` and a caching client make them,
+//! scheduled as `arbiter watch` schedules them with the README's settings (`every = "5m"`,
+//! `jitter = "30s"`): every loop of a client starts together, and each next round starts
+//! `every` plus a random part of `jitter` after the previous one ended. Clients start spread
+//! over the first interval (they are separate hosts). The same replay runs against the fake GitHub directly and through arbiter's
 //! proxy, each on a fresh fake (fresh budgets), and the fake counts what was spent.
 //!
 //! One round, in this order (see [`round`]): 16 GraphQL calls exactly as `gh` 2.23 sends
@@ -17,7 +20,7 @@
 pub mod gh;
 mod proxy;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +37,8 @@ use crate::stats::{Measurement, percentile};
 pub const CALLS_PER_ROUND: usize = 30;
 /// Rounds per hour of one loop (one every 5 minutes).
 pub const ROUNDS_PER_HOUR: u32 = 12;
+/// The loops' jitter (GitHub time, compressed like the rest).
+const JITTER: Duration = Duration::from_secs(30);
 /// Issues and pull requests in each client's repository.
 const ISSUES: u64 = 30;
 const PULLS: u64 = 10;
@@ -167,8 +172,6 @@ pub struct Outcome {
     /// Requests that reached the fake, and of those 304s.
     pub upstream_requests: u64,
     pub not_modified: u64,
-    /// Rounds that started more than a round's interval late (the replay fell behind).
-    pub late_rounds: u64,
     pub elapsed: Duration,
 }
 
@@ -178,7 +181,24 @@ impl Outcome {
     }
 }
 
-/// One loop's recorder, shared with its client's other loops.
+/// A loop's own deterministic random sequence (xorshift), for its jitter.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(client: u32, lp: u32) -> Jitter {
+        Jitter((u64::from(client) << 32 | u64::from(lp)).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// In [0, 1).
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One loop's record of its calls.
 #[derive(Default)]
 struct Recorder {
     latencies_us: Vec<u32>,
@@ -186,22 +206,28 @@ struct Recorder {
     limit_errors: u64,
     other_errors: u64,
     first_error: Option<String>,
-    late_rounds: u64,
 }
 
 /// Whether an answer was served by the proxy without the upstream: its `x-arbiter-cache`
-/// header says `hit`, or (a proxy that does not say) it is a GraphQL answer whose
-/// `x-github-request-id` this client has already been given — GraphQL has no revalidation,
-/// so a repeated id is a stored (or coalesced) answer.
-fn cache_hit(call: &Call, headers: &reqwest::header::HeaderMap, seen: &Mutex<HashSet<String>>) -> bool {
+/// header says `hit`, or (a proxy that does not say) it is a GraphQL answer (GraphQL cannot
+/// be revalidated) carrying an `x-github-request-id` this client had already *received*
+/// before it sent the request: a stored answer. One that arrived while the request was in
+/// flight was coalesced with it (it waited for the upstream) and is not a hit.
+fn cache_hit(
+    call: &Call,
+    headers: &reqwest::header::HeaderMap,
+    seen: &Mutex<HashMap<String, Instant>>,
+    sent: Instant,
+    received: Instant,
+) -> bool {
     if let Some(cache) = headers.get("x-arbiter-cache").and_then(|v| v.to_str().ok()) {
         return cache.starts_with("hit");
     }
     let Some(id) = headers.get("x-github-request-id").and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let fresh = seen.lock().expect("seen").insert(id.to_string());
-    call.graphql() && !fresh
+    let first = *seen.lock().expect("seen").entry(id.to_string()).or_insert(received);
+    call.graphql() && first < sent
 }
 
 /// Whether an answer is a rate limit, primary or secondary, GitHub's or arbiter's.
@@ -227,7 +253,7 @@ struct Loop {
     base: String,
     http: reqwest::Client,
     etags: HashMap<String, String>,
-    seen: Arc<Mutex<HashSet<String>>>,
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
     record: Recorder,
 }
 
@@ -282,7 +308,8 @@ impl Loop {
             reqwest::Result::Ok((status, headers, body))
         }
         .await;
-        let took = u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX);
+        let received = Instant::now();
+        let took = u32::try_from((received - began).as_micros()).unwrap_or(u32::MAX);
         self.record.latencies_us.push(took);
         let (status, headers, body) = match answer {
             Ok(answer) => answer,
@@ -302,7 +329,7 @@ impl Loop {
         {
             self.etags.insert(path, etag.to_string());
         }
-        if cache_hit(call, &headers, &self.seen) {
+        if cache_hit(call, &headers, &self.seen, began, received) {
             self.record.cache_hit_us.push(took);
         }
     }
@@ -315,12 +342,13 @@ impl Loop {
 
 /// Runs one replay against `base` (the fake's URL, or a proxy in front of it), while the
 /// fake `fake` counts. Every loop stops after its rounds; the whole replay is bounded by
-/// twice its planned length (late rounds are counted, not waited for past that).
+/// twice its planned length: a loop past that starts no more rounds.
 pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcome> {
     // reqwest is built without a TLS provider of its own (the workspace picks ring); the
     // replay is plain HTTP on loopback, but the client wants one installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let interval = plan.hour / ROUNDS_PER_HOUR;
+    let jitter = plan.scaled(JITTER);
     let gap = plan.scaled(Duration::from_secs(1));
     let start = Instant::now() + Duration::from_millis(50);
     let deadline = start + plan.hour.mul_f64(f64::from(plan.rounds) / f64::from(ROUNDS_PER_HOUR)) * 2 + interval;
@@ -331,9 +359,9 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
             .timeout(Duration::from_secs(120))
             .build()
             .context("HTTP client")?;
-        let seen = Arc::new(Mutex::new(HashSet::new()));
-        // Clients are spread over the interval too (a golden-ratio sequence).
-        let client_offset = (f64::from(client) * 0.618_034).fract();
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        // Clients (hosts) start spread over the first interval (a golden-ratio sequence).
+        let first = start + interval.mul_f64((f64::from(client) * 0.618_034).fract());
         for lp in 0..plan.loops {
             let mut one = Loop {
                 client,
@@ -344,17 +372,13 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
                 seen: seen.clone(),
                 record: Recorder::default(),
             };
-            let offset = interval.mul_f64((f64::from(lp) + client_offset) / f64::from(plan.loops));
             let rounds = plan.rounds;
+            let mut random = Jitter::new(client, lp);
             tasks.spawn(async move {
+                let mut due = first;
                 for r in 0..rounds {
-                    let due = start + offset + interval * r;
-                    let now = Instant::now();
-                    if now >= deadline {
+                    if Instant::now() >= deadline {
                         break;
-                    }
-                    if now > due + interval {
-                        one.record.late_rounds += 1;
                     }
                     tokio::time::sleep_until(due).await;
                     for call in round(&login(client), lp, r) {
@@ -362,6 +386,8 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
                         one.call(&call).await;
                         tokio::time::sleep_until(next).await;
                     }
+                    // As `arbiter watch`: the interval plus jitter after the round's end.
+                    due = Instant::now() + interval + jitter.mul_f64(random.unit());
                 }
                 one.record
             });
@@ -374,7 +400,6 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
         outcome.cache_hit_us.extend(record.cache_hit_us);
         outcome.limit_errors += record.limit_errors;
         outcome.other_errors += record.other_errors;
-        outcome.late_rounds += record.late_rounds;
         if outcome.first_error.is_none() {
             outcome.first_error = record.first_error;
         }
@@ -496,12 +521,6 @@ pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>) -> String {
             format_latency(percentile(&o.cache_hit_us, 99.0)),
         ));
     }
-    if o.late_rounds > 0 {
-        note.push_str(&format!(
-            "; {} rounds started over an interval late (the replay fell behind)",
-            thousands(o.late_rounds)
-        ));
-    }
     note
 }
 
@@ -578,14 +597,26 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_graphql_request_id_is_a_cache_hit() {
-        let seen = Mutex::new(HashSet::new());
+    fn a_graphql_answer_received_before_the_request_was_sent_is_a_cache_hit() {
+        let seen = Mutex::new(HashMap::new());
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert("x-github-request-id", "A".parse().unwrap());
-        assert!(!cache_hit(&Call::IssueList, &headers, &seen));
-        assert!(cache_hit(&Call::IssueList, &headers, &seen));
-        assert!(!cache_hit(&Call::Get("/x".into()), &headers, &seen), "REST revalidates");
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert!(
+            !cache_hit(&Call::IssueList, &headers, &seen, ms(0), ms(20)),
+            "the first"
+        );
+        assert!(
+            !cache_hit(&Call::IssueList, &headers, &seen, ms(5), ms(20)),
+            "sent before the first arrived: coalesced"
+        );
+        assert!(cache_hit(&Call::IssueList, &headers, &seen, ms(30), ms(31)));
+        assert!(
+            !cache_hit(&Call::Get("/x".into()), &headers, &seen, ms(30), ms(31)),
+            "REST revalidates"
+        );
         headers.insert("x-arbiter-cache", "miss".parse().unwrap());
-        assert!(!cache_hit(&Call::IssueList, &headers, &seen));
+        assert!(!cache_hit(&Call::IssueList, &headers, &seen, ms(40), ms(41)));
     }
 }

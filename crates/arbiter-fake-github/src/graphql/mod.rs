@@ -254,7 +254,7 @@ impl<'a> Exec<'a> {
         data: &mut Data,
         value: &Value,
         selection: &[Selection],
-        path: &[String],
+        path: &[&str],
         depth: usize,
     ) -> Value {
         let typename = value["__typename"].as_str().unwrap_or("").to_string();
@@ -276,15 +276,16 @@ impl<'a> Exec<'a> {
                 }
             };
             let mut path = path.to_vec();
-            path.push(key.to_string());
-            let raw = match field.name.as_str() {
-                "__typename" => json!(typename),
-                _ => match self.special(data, value, &typename, field, &path) {
-                    Some(raw) => raw,
-                    None => value.get(&field.name).cloned().unwrap_or(Value::Null),
-                },
+            path.push(key);
+            let special = match field.name.as_str() {
+                "__typename" => Some(json!(typename)),
+                _ => self.special(data, value, &typename, field, &path),
             };
-            let answer = self.shape(data, &raw, field, selection, &path, depth + 1);
+            let raw = match &special {
+                Some(raw) => raw,
+                None => value.get(&field.name).unwrap_or(&Value::Null),
+            };
+            let answer = self.shape(data, raw, field, selection, &path, depth + 1);
             out.insert(key.to_string(), answer);
         }
         Value::Object(out)
@@ -296,7 +297,7 @@ impl<'a> Exec<'a> {
         raw: &Value,
         field: &Field,
         selection: &[Selection],
-        path: &[String],
+        path: &[&str],
         depth: usize,
     ) -> Value {
         if depth > MAX_DEPTH || selection.is_empty() {
@@ -304,8 +305,7 @@ impl<'a> Exec<'a> {
         }
         match raw {
             Value::Array(items) if is_connection(selection) => {
-                let connection = self.connection(items, field);
-                self.object(data, &connection, selection, path, depth)
+                self.connection(data, items, field, selection, path, depth)
             }
             Value::Array(items) => items
                 .iter()
@@ -317,8 +317,17 @@ impl<'a> Exec<'a> {
     }
 
     /// A list as a connection: `first`/`last`/`after`/`before` applied, with `totalCount`,
-    /// `nodes`, `edges` and `pageInfo` (cursors are positions).
-    fn connection(&self, items: &[Value], field: &Field) -> Value {
+    /// `nodes`, `edges` and `pageInfo` (cursors are positions); only what the selection asks
+    /// for is built.
+    fn connection(
+        &mut self,
+        data: &mut Data,
+        items: &[Value],
+        field: &Field,
+        selection: &[Selection],
+        path: &[&str],
+        depth: usize,
+    ) -> Value {
         let cursor = |name: &str| {
             self.arg(field, name)
                 .as_str()
@@ -334,32 +343,67 @@ impl<'a> Exec<'a> {
         if let Some(last) = self.arg(field, "last").as_u64() {
             start = start.max(end.saturating_sub(last as usize));
         }
-        let nodes = &items[start..end];
-        let edges: Vec<Value> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| json!({"__typename": "Edge", "node": node, "cursor": format!("cursor:{}", start + i)}))
-            .collect();
+        let page = &items[start..end];
         let cursor_at = |i: usize| match start < end {
             true => json!(format!("cursor:{i}")),
             false => Value::Null,
         };
-        json!({
-            "__typename": "Connection",
-            "totalCount": total,
-            "nodes": nodes,
-            "edges": edges,
-            "pageInfo": {
-                "__typename": "PageInfo",
-                "hasNextPage": end < total,
-                "hasPreviousPage": start > 0,
-                "startCursor": cursor_at(start),
-                "endCursor": cursor_at(end.saturating_sub(1)),
-            },
-        })
+        let request: &'a Request = self.request;
+        let mut fields = Vec::new();
+        request.collect(selection, "Connection", &mut fields, 0);
+        let mut out = Map::new();
+        for (key, group) in fields {
+            let inner: Vec<Selection> = group.iter().flat_map(|f| f.selection.iter().cloned()).collect();
+            let mut path = path.to_vec();
+            path.push(key);
+            let answer = match group[0].name.as_str() {
+                "__typename" => json!("Connection"),
+                "totalCount" => json!(total),
+                "nodes" => page
+                    .iter()
+                    .map(|node| self.shape(data, node, group[0], &inner, &path, depth + 1))
+                    .collect(),
+                "edges" => {
+                    let mut edges = Vec::with_capacity(page.len());
+                    for (i, node) in page.iter().enumerate() {
+                        let mut edge = Map::new();
+                        let mut edge_fields = Vec::new();
+                        request.collect(&inner, "Edge", &mut edge_fields, 0);
+                        for (edge_key, edge_group) in edge_fields {
+                            let value = match edge_group[0].name.as_str() {
+                                "cursor" => json!(format!("cursor:{}", start + i)),
+                                "node" => {
+                                    let node_selection: Vec<Selection> =
+                                        edge_group.iter().flat_map(|f| f.selection.iter().cloned()).collect();
+                                    self.shape(data, node, edge_group[0], &node_selection, &path, depth + 2)
+                                }
+                                "__typename" => json!("Edge"),
+                                _ => Value::Null,
+                            };
+                            edge.insert(edge_key.to_string(), value);
+                        }
+                        edges.push(Value::Object(edge));
+                    }
+                    Value::Array(edges)
+                }
+                "pageInfo" => {
+                    let info = json!({
+                        "__typename": "PageInfo",
+                        "hasNextPage": end < total,
+                        "hasPreviousPage": start > 0,
+                        "startCursor": cursor_at(start),
+                        "endCursor": cursor_at(end.saturating_sub(1)),
+                    });
+                    self.object(data, &info, &inner, &path, depth + 1)
+                }
+                _ => Value::Null,
+            };
+            out.insert(key.to_string(), answer);
+        }
+        Value::Object(out)
     }
 
-    fn not_found(&mut self, path: &[String], message: String) -> Value {
+    fn not_found(&mut self, path: &[&str], message: String) -> Value {
         self.errors.push(json!({
             "type": "NOT_FOUND",
             "path": path,
@@ -376,7 +420,7 @@ impl<'a> Exec<'a> {
         value: &Value,
         typename: &str,
         field: &Field,
-        path: &[String],
+        path: &[&str],
     ) -> Option<Value> {
         let number = |this: &Self| this.arg(field, "number").as_u64().unwrap_or(0);
         match (typename, field.name.as_str()) {
@@ -393,6 +437,7 @@ impl<'a> Exec<'a> {
                 })
             }
             ("Query", "viewer") => Some(user_value(&self.viewer.login, self.viewer.id)),
+            ("IssueComment", "viewerDidAuthor") => Some(json!(value["author"]["login"] == self.viewer.login.as_str())),
             ("Query", "rateLimit") => Some(json!({
                 "__typename": "RateLimit",
                 "limit": self.rate.limit,
@@ -520,10 +565,17 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn item_value(&self, data: &Data, repo: usize, number: u64) -> Value {
+    /// An issue or pull request as GraphQL sees it, built once per change of it (the data
+    /// keeps it until the next write to its repository).
+    fn item_value(&self, data: &mut Data, repo: usize, number: u64) -> Value {
+        if let Some(value) = data.graphql_items.get(&(repo, number)) {
+            return value.clone();
+        }
         let repo_ref = &data.repos[repo];
         let item = repo_ref.item(number).expect("checked item");
-        item_value(repo_ref.full_name(), item, &self.viewer.login)
+        let value = item_value(repo_ref.full_name(), item);
+        data.graphql_items.insert((repo, number), value.clone());
+        value
     }
 }
 
@@ -585,7 +637,7 @@ fn repo_value(data: &Data, index: usize) -> Value {
     })
 }
 
-fn item_value(full_name: String, item: &Item, viewer: &str) -> Value {
+fn item_value(full_name: String, item: &Item) -> Value {
     let is_pull = item.pull.is_some();
     let url = match is_pull {
         true => format!("https://github.com/{full_name}/pull/{}", item.number),
@@ -609,7 +661,6 @@ fn item_value(full_name: String, item: &Item, viewer: &str) -> Value {
                 "minimizedReason": null,
                 "reactionGroups": [],
                 "url": format!("{url}#issuecomment-{}", c.id),
-                "viewerDidAuthor": c.author == viewer,
             })
         })
         .collect();
