@@ -1,7 +1,8 @@
 //! `arbiter-bench`: arbiter's primitives side by side with what a user would pick instead —
 //! Redis `SET NX PX`, PostgreSQL advisory/row locks and CAS, etcd leases and txns, a
-//! PostgreSQL `INSERT`, Redis `XADD` or a shared file for the log — in one run on one
-//! machine, printed as one table with arbiter/peer ratios.
+//! PostgreSQL `INSERT`, Redis `XADD` or a shared file for the log, `governor` or a Redis
+//! GCRA script for rate-limit decisions — and a GitHub fleet replayed direct and through
+//! arbiter's proxy, in one run on one machine, printed as one table with arbiter/peer ratios.
 //!
 //! Layout:
 //! - `main` (this file): options, setup and cleanup of every system, the list of runs, the
@@ -10,6 +11,8 @@
 //! - `worker`: the worker process (`arbiter-bench __worker SPEC`): clients, warm-up, loop.
 //! - `systems`: one client per system and its operations (try-lock + release, CAS, append).
 //! - `cli`: CLI call latency, one process at a time.
+//! - `fleet`: the GitHub fleet replay (issue 14), in this process: the fake GitHub, arbiter's
+//!   proxy in front of it, and every simulated client's loops.
 //! - `stats`, `report`: percentiles; the table as text and Markdown.
 //!
 //! Every loop is bounded by an operation count and a wall-clock cap, and every address is
@@ -99,6 +102,9 @@ struct Args {
     /// Rounds per loop in the fleet replay (default 12, an hour; 2 with --quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     fleet_rounds: Option<u32>,
+    /// The stores the fleet replay's proxy keeps its buckets in, one replay each.
+    #[arg(long, value_name = "STORE,…", value_delimiter = ',', default_value = "sqlite")]
+    fleet_store: Vec<FleetStore>,
     /// Latency the fake GitHub adds to each answer in the fleet replay (not compressed).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "20ms")]
     fleet_latency: Duration,
@@ -605,9 +611,21 @@ impl Runner<'_> {
                 continue;
             }
             let mut direct_quota = None;
-            for via in [fleet::Via::Direct, fleet::Via::Arbiter] {
+            let mut ways = vec![fleet::Via::Direct];
+            ways.extend(
+                self.args
+                    .fleet_store
+                    .iter()
+                    .map(|store| fleet::Via::Arbiter(store.system())),
+            );
+            for via in ways {
                 let started = Instant::now();
-                let result = fleet::run(&plan, via, &self.setup.targets).await;
+                let result = match via {
+                    fleet::Via::Arbiter(store) if self.setup.unavailable.contains_key(&store) => {
+                        Err(anyhow::anyhow!("{}", self.setup.unavailable[&store]))
+                    }
+                    _ => fleet::run(&plan, via, &self.setup.targets).await,
+                };
                 let (outcome, note) = match result {
                     Ok(o) => {
                         let note = fleet::note(&o, via, direct_quota);
@@ -620,10 +638,10 @@ impl Runner<'_> {
                     Err(e) => (Outcome::Empty(format!("failed: {e:#}")), String::new()),
                 };
                 let label = via.label();
-                self.progress(&workload, label, &outcome, started.elapsed());
+                self.progress(&workload, &label, &outcome, started.elapsed());
                 self.rows.push(Row {
                     workload: workload.clone(),
-                    system: label.to_string(),
+                    system: label,
                     role: Role::Other,
                     outcome,
                     note,
@@ -963,6 +981,27 @@ impl Runner<'_> {
             ),
         ];
         self.measure_variants(Workload::Limit, &LIMIT_SYSTEMS, variants).await;
+    }
+}
+
+/// A store for the fleet replay's proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FleetStore {
+    /// SQLite, sync=full (the default store).
+    Sqlite,
+    /// SQLite, sync=normal.
+    SqliteNormal,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl FleetStore {
+    fn system(self) -> System {
+        match self {
+            FleetStore::Sqlite => System::ArbiterSqliteFull,
+            FleetStore::SqliteNormal => System::ArbiterSqliteNormal,
+            FleetStore::Postgres => System::ArbiterPostgres,
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::report::{format_latency, thousands};
-use crate::spec::Targets;
+use crate::spec::{System, Targets};
 use crate::stats::{Measurement, percentile};
 
 /// API calls per round of one loop.
@@ -423,15 +423,18 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
 pub enum Via {
     /// Straight to the fake, as `gh` does without a proxy.
     Direct,
-    /// Through arbiter's proxy (its store: SQLite, sync=full).
-    Arbiter,
+    /// Through arbiter's proxy, its buckets in this arbiter store.
+    Arbiter(System),
 }
 
 impl Via {
-    pub fn label(self) -> &'static str {
+    pub fn label(self) -> String {
         match self {
-            Via::Direct => "direct to GitHub (the fake)",
-            Via::Arbiter => "through arbiter's proxy · SQLite",
+            Via::Direct => "direct to GitHub (the fake)".to_string(),
+            Via::Arbiter(store) => format!(
+                "through arbiter's proxy · {}",
+                store.label().trim_start_matches("arbiter · ")
+            ),
         }
     }
 }
@@ -443,8 +446,13 @@ pub async fn run(plan: &Plan, via: Via, targets: &Targets) -> Result<Outcome> {
         .context("starting the fake GitHub")?;
     let outcome = match via {
         Via::Direct => replay(plan, &fake.url(), &fake).await,
-        Via::Arbiter => {
-            let proxy = proxy::start(&fake.url(), plan, &targets.sqlite_full).await?;
+        Via::Arbiter(store) => {
+            let url = match store {
+                System::ArbiterSqliteNormal => &targets.sqlite_normal,
+                System::ArbiterPostgres => &targets.arbiter_postgres,
+                _ => &targets.sqlite_full,
+            };
+            let proxy = proxy::start(&fake.url(), plan, url).await?;
             let outcome = replay(plan, &proxy.url, &fake).await;
             proxy.stop().await;
             outcome
@@ -507,7 +515,7 @@ pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>) -> String {
             o.first_error.as_deref().unwrap_or("?")
         ));
     }
-    if via == Via::Arbiter {
+    if via != Via::Direct {
         if let Some(direct) = direct_quota.filter(|d| *d > 0) {
             note.push_str(&format!(
                 "; quota {:.1}% of direct",
@@ -528,7 +536,7 @@ pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>) -> String {
 pub fn goals(runs: &[(Plan, Via, Summary)]) -> Vec<String> {
     let mut lines = Vec::new();
     for (plan, via, arbiter) in runs {
-        if *via != Via::Arbiter {
+        if *via == Via::Direct {
             continue;
         }
         let Some((_, _, direct)) = runs
@@ -540,10 +548,11 @@ pub fn goals(runs: &[(Plan, Via, Summary)]) -> Vec<String> {
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
         let share = arbiter.quota as f64 * 100.0 / direct.quota.max(1) as f64;
         lines.push(format!(
-            "goals · fleet of {} client(s): upstream quota through arbiter {share:.1}% of direct (goal ≤ 10%: {}); \
+            "goals · fleet of {} client(s), {}: upstream quota through arbiter {share:.1}% of direct (goal ≤ 10%: {}); \
              limit errors through arbiter {} (goal 0: {}), direct {}; cache-hit latency p50 {}, p99 {} over {} hits \
              (goal p99 < 1 ms: {})",
             plan.clients,
+            via.label(),
             met(share <= 10.0),
             arbiter.limit_errors,
             met(arbiter.limit_errors == 0),
