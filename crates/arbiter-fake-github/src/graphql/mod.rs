@@ -23,6 +23,29 @@ use serde_json::{Map, Value, json};
 use crate::seed::{Data, Item, iso, label_color, label_id, node_id};
 use parse::{Document, Field, Kind, Selection, Val};
 
+/// The data a request runs on: shared for a query (many run at once), exclusive for a
+/// mutation.
+pub enum Access<'d> {
+    Read(&'d Data),
+    Write(&'d mut Data),
+}
+
+impl Access<'_> {
+    fn get(&self) -> &Data {
+        match self {
+            Access::Read(data) => data,
+            Access::Write(data) => data,
+        }
+    }
+
+    fn get_mut(&mut self) -> Option<&mut Data> {
+        match self {
+            Access::Read(_) => None,
+            Access::Write(data) => Some(data),
+        }
+    }
+}
+
 /// A parsed request, ready to charge and run.
 #[derive(Debug)]
 pub struct Request {
@@ -214,7 +237,7 @@ impl Request {
     }
 
     /// Runs the request on `data` (mutations change it) and returns the response body.
-    pub fn execute(&self, data: &mut Data, viewer: &Viewer, rate: RateInfo) -> Value {
+    pub fn execute(&self, mut data: Access<'_>, viewer: &Viewer, rate: RateInfo) -> Value {
         let mut exec = Exec {
             request: self,
             viewer,
@@ -225,7 +248,7 @@ impl Request {
             true => json!({"__typename": "Mutation"}),
             false => json!({"__typename": "Query"}),
         };
-        let data_out = exec.object(data, &root, &self.operation().selection, &[], 0);
+        let data_out = exec.object(&mut data, &root, &self.operation().selection, &[], 0);
         let mut body = json!({"data": data_out});
         if !exec.errors.is_empty() {
             body["errors"] = Value::Array(exec.errors);
@@ -251,7 +274,7 @@ impl<'a> Exec<'a> {
 
     fn object(
         &mut self,
-        data: &mut Data,
+        data: &mut Access<'_>,
         value: &Value,
         selection: &[Selection],
         path: &[&str],
@@ -293,7 +316,7 @@ impl<'a> Exec<'a> {
 
     fn shape(
         &mut self,
-        data: &mut Data,
+        data: &mut Access<'_>,
         raw: &Value,
         field: &Field,
         selection: &[Selection],
@@ -321,7 +344,7 @@ impl<'a> Exec<'a> {
     /// for is built.
     fn connection(
         &mut self,
-        data: &mut Data,
+        data: &mut Access<'_>,
         items: &[Value],
         field: &Field,
         selection: &[Selection],
@@ -416,7 +439,7 @@ impl<'a> Exec<'a> {
     /// Fields computed from arguments or from the data; `None` for a plain field.
     fn special(
         &mut self,
-        data: &mut Data,
+        data: &mut Access<'_>,
         value: &Value,
         typename: &str,
         field: &Field,
@@ -428,8 +451,8 @@ impl<'a> Exec<'a> {
                 let owner = self.arg(field, "owner");
                 let name = self.arg(field, "name");
                 let (owner, name) = (owner.as_str().unwrap_or(""), name.as_str().unwrap_or(""));
-                Some(match data.repo(owner, name) {
-                    Some(index) => repo_value(data, index),
+                Some(match data.get().repo(owner, name) {
+                    Some(index) => repo_value(data.get(), index),
                     None => self.not_found(
                         path,
                         format!("Could not resolve to a Repository with the name '{owner}/{name}'."),
@@ -449,9 +472,9 @@ impl<'a> Exec<'a> {
             })),
             ("Query", "node") => {
                 let id = self.arg(field, "id");
-                let found = data.find_node(id.as_str().unwrap_or(""));
+                let found = data.get().find_node(id.as_str().unwrap_or(""));
                 Some(match found {
-                    Some((repo, number)) => self.item_value(data, repo, number),
+                    Some((repo, number)) => self.item_value(data.get(), repo, number),
                     None => Value::Null,
                 })
             }
@@ -467,7 +490,7 @@ impl<'a> Exec<'a> {
                 let head = self.arg(field, "headRefName");
                 let base = self.arg(field, "baseRefName");
                 let descending = self.arg(field, "orderBy")["direction"] == "DESC";
-                let mut numbers: Vec<u64> = data.repos[index]
+                let mut numbers: Vec<u64> = data.get().repos[index]
                     .items
                     .iter()
                     .filter(|item| item.pull.is_some() == pulls)
@@ -482,19 +505,24 @@ impl<'a> Exec<'a> {
                 if descending {
                     numbers.reverse();
                 }
-                Some(numbers.into_iter().map(|n| self.item_value(data, index, n)).collect())
+                Some(
+                    numbers
+                        .into_iter()
+                        .map(|n| self.item_value(data.get(), index, n))
+                        .collect(),
+                )
             }
             ("Repository", "issue" | "pullRequest" | "issueOrPullRequest") => {
                 let index = value["__index"].as_u64()? as usize;
                 let n = number(self);
-                let item = data.repos[index].item(n);
+                let item = data.get().repos[index].item(n);
                 let fits = match field.name.as_str() {
                     "issue" => item.is_some_and(|i| i.pull.is_none()),
                     "pullRequest" => item.is_some_and(|i| i.pull.is_some()),
                     _ => item.is_some(),
                 };
                 Some(match fits {
-                    true => self.item_value(data, index, n),
+                    true => self.item_value(data.get(), index, n),
                     false => {
                         let what = match field.name.as_str() {
                             "issue" => "an Issue",
@@ -507,7 +535,11 @@ impl<'a> Exec<'a> {
             }
             ("Repository", "labels") => {
                 let index = value["__index"].as_u64()? as usize;
-                let mut names: Vec<&String> = data.repos[index].items.iter().flat_map(|i| i.labels.iter()).collect();
+                let mut names: Vec<&String> = data.get().repos[index]
+                    .items
+                    .iter()
+                    .flat_map(|i| i.labels.iter())
+                    .collect();
                 names.sort();
                 names.dedup();
                 Some(names.into_iter().map(|n| label_value(n)).collect())
@@ -516,6 +548,9 @@ impl<'a> Exec<'a> {
                 let input = self.arg(field, "input");
                 let subject = input["subjectId"].as_str().unwrap_or("");
                 let body = input["body"].as_str().unwrap_or("").to_string();
+                let Some(data) = data.get_mut() else {
+                    return Some(Value::Null);
+                };
                 let Some((repo, number)) = data.find_node(subject) else {
                     return Some(self.not_found(
                         path,
@@ -538,6 +573,9 @@ impl<'a> Exec<'a> {
             ("Mutation", "createIssue") => {
                 let input = self.arg(field, "input");
                 let repository = input["repositoryId"].as_str().unwrap_or("");
+                let Some(data) = data.get_mut() else {
+                    return Some(Value::Null);
+                };
                 let Some(repo) = data.repos.iter().position(|r| format!("R_{}", r.id) == repository) else {
                     return Some(self.not_found(
                         path,
@@ -567,14 +605,15 @@ impl<'a> Exec<'a> {
 
     /// An issue or pull request as GraphQL sees it, built once per change of it (the data
     /// keeps it until the next write to its repository).
-    fn item_value(&self, data: &mut Data, repo: usize, number: u64) -> Value {
-        if let Some(value) = data.graphql_items.get(&(repo, number)) {
+    fn item_value(&self, data: &Data, repo: usize, number: u64) -> Value {
+        let mut cache = data.graphql_items.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(value) = cache.get(&(repo, number)) {
             return value.clone();
         }
         let repo_ref = &data.repos[repo];
         let item = repo_ref.item(number).expect("checked item");
         let value = item_value(repo_ref.full_name(), item);
-        data.graphql_items.insert((repo, number), value.clone());
+        cache.insert((repo, number), value.clone());
         value
     }
 }
@@ -740,7 +779,7 @@ mod tests {
             cost: request.cost,
             reset: 0,
         };
-        (request.execute(&mut data, &viewer, rate), request.cost)
+        (request.execute(Access::Write(&mut data), &viewer, rate), request.cost)
     }
 
     #[test]
