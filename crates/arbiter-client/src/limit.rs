@@ -16,16 +16,19 @@
 //! falls back to what the caller needs, and the batch to 1. Permits are only ever handed
 //! out of what the store granted, so the fleet never spends more than the buckets allow;
 //! the ones left unused for a second are given back ([`LimitStore::refund`]), as are those
-//! left at [`Permits::close`].
+//! left at [`Permits::close`]. The store is asked by a task of its own, so a caller dropped
+//! meanwhile (cancelled) loses nothing: what the store granted stays held. Callers queued
+//! when the store failed to answer share that failure instead of each waiting out a
+//! deadline in turn.
 //!
 //! [`LimitStore::refund`]: arbiter_store::LimitStore::refund
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbiter_core::Result;
 use arbiter_core::limit::{Priority, TakeDecision, TakeRequest};
 use arbiter_core::name::{BucketName, Namespace};
+use arbiter_core::{ErrorKind, Result};
 use arbiter_store::Store;
 use tokio::time::Instant;
 
@@ -38,7 +41,7 @@ const MAX_BATCH_SHARE: u64 = 20;
 /// allow it. Fails at once with `Limited` (its detail: the wait needed) when that wait is
 /// longer than what is left of `max_wait`; `Duration::ZERO` tries once.
 pub async fn take(store: &Store, request: TakeRequest, max_wait: Duration) -> Result<TakeDecision> {
-    let deadline = Instant::now() + max_wait;
+    let deadline = deadline_after(max_wait);
     loop {
         let decision = store.limits().take(&request).await?;
         if decision.granted {
@@ -46,6 +49,14 @@ pub async fn take(store: &Store, request: TakeRequest, max_wait: Duration) -> Re
         }
         wait_or_fail(&decision, deadline).await?;
     }
+}
+
+/// When a wait of `max_wait` from now ends; `Duration::MAX` (or anything past what an
+/// `Instant` holds) is a century: as long as it takes.
+fn deadline_after(max_wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(max_wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// Sleeps the wait a refused take needs (with jitter, never past `deadline`), or fails with
@@ -92,6 +103,8 @@ struct Local {
     last_used: Instant,
     /// Whether a task will give back idle permits.
     reaper: bool,
+    /// When the store last failed to answer, and how.
+    unavailable: Option<(Instant, arbiter_core::Error)>,
     closed: bool,
     /// Totals: taken from the store, handed out, given back.
     stats: PermitStats,
@@ -125,6 +138,7 @@ impl Permits {
                     last_fetch: None,
                     last_used: Instant::now(),
                     reaper: false,
+                    unavailable: None,
                     closed: false,
                     stats: PermitStats::default(),
                 }),
@@ -134,35 +148,40 @@ impl Permits {
 
     /// Takes `cost` permits: from those held, or from the store (a batch), waiting as
     /// [`take`] does — `Limited` when the wait needed exceeds what is left of `max_wait`.
+    ///
+    /// Cancel-safe: the store is asked by a task of its own, which finishes even if this
+    /// call is dropped (a request whose client went away), so what the store granted is
+    /// kept for the next caller or given back, never lost.
     pub async fn take(&self, cost: u64, max_wait: Duration) -> Result<()> {
         if cost == 0 {
             return Err(arbiter_core::Error::bad_input(
                 "invalid cost 0: expected at least 1 permit",
             ));
         }
-        let deadline = Instant::now() + max_wait;
+        let deadline = deadline_after(max_wait);
         loop {
-            let refused = {
+            let asked = Instant::now();
+            {
+                // The fast path: no store call, nothing to cancel.
                 let mut local = self.shared.local.lock().await;
                 if local.closed {
-                    return Err(arbiter_core::Error::bad_input("these permits were closed"));
+                    return Err(closed());
                 }
-                self.shared.expire(&mut local).await;
-                if local.available >= cost {
+                if local.available >= cost && !local.idle() {
                     local.hand_out(cost);
                     return Ok(());
                 }
-                match self.shared.fetch(&mut local, cost).await? {
-                    None => {
-                        local.hand_out(cost);
-                        self.shared.start_reaper(&mut local);
-                        return Ok(());
-                    }
-                    Some(refused) => refused,
-                }
-            };
-            // Not under the lock: others may still hand out what is held.
-            wait_or_fail(&refused, deadline).await?;
+            }
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            tokio::spawn(self.shared.clone().serve(cost, asked, answer));
+            let refused = answered
+                .await
+                .map_err(|_| arbiter_core::Error::internal("the permit task ended without an answer"))??;
+            match refused {
+                None => return Ok(()),
+                // Not under the lock: others may still hand out what is held.
+                Some(refused) => wait_or_fail(&refused, deadline).await?,
+            }
         }
     }
 
@@ -184,19 +203,74 @@ impl Permits {
     }
 }
 
+fn closed() -> arbiter_core::Error {
+    arbiter_core::Error::bad_input("these permits were closed")
+}
+
 impl Local {
     fn hand_out(&mut self, cost: u64) {
         self.available -= cost;
         self.stats.handed_out += cost;
         self.last_used = Instant::now();
     }
+
+    /// Takes back permits handed out to a caller that was gone before it heard of them.
+    fn take_back(&mut self, cost: u64) {
+        self.available += cost;
+        self.stats.handed_out -= cost;
+    }
+
+    /// Whether the held permits sat unused long enough to be given back.
+    fn idle(&self) -> bool {
+        self.available > 0 && self.last_used.elapsed() >= PERMIT_IDLE
+    }
 }
 
+/// What a take's task answers: handed out (`None`), or the store's refusal.
+type Served = Result<Option<TakeDecision>>;
+
 impl Shared {
+    /// The part of a take that calls the store, in a task of its own (see [`Permits::take`]):
+    /// gives back idle permits, hands out from what is held or from a new batch, and answers
+    /// on `answer`. If the caller is gone by then, what it was handed goes back to the held
+    /// permits. A caller that `asked` before the store last failed to answer shares that
+    /// failure rather than ask again: behind a stalled store, queued callers would otherwise
+    /// each wait out a deadline in turn.
+    async fn serve(self: Arc<Self>, cost: u64, asked: Instant, answer: tokio::sync::oneshot::Sender<Served>) {
+        let mut local = self.local.lock().await;
+        let served = match &local.unavailable {
+            Some((at, failure)) if *at >= asked => Err(failure.clone()),
+            _ => self.serve_locked(&mut local, cost).await,
+        };
+        if let Err(e) = &served
+            && e.kind == ErrorKind::Unavailable
+        {
+            local.unavailable = Some((Instant::now(), e.clone()));
+        }
+        let handed = matches!(served, Ok(None));
+        if answer.send(served).is_err() && handed {
+            local.take_back(cost);
+        }
+        self.start_reaper(&mut local);
+    }
+
+    async fn serve_locked(&self, local: &mut Local, cost: u64) -> Served {
+        if local.closed {
+            return Err(closed());
+        }
+        self.expire(local).await;
+        if local.available < cost
+            && let Some(refused) = self.fetch(local, cost).await?
+        {
+            return Ok(Some(refused));
+        }
+        local.hand_out(cost);
+        Ok(None)
+    }
+
     /// Gives back permits unused for [`PERMIT_IDLE`].
     async fn expire(&self, local: &mut Local) {
-        if local.available > 0
-            && local.last_used.elapsed() >= PERMIT_IDLE
+        if local.idle()
             && let Err(e) = self.give_back(local).await
         {
             tracing::warn!("could not give back idle permits: {e}");
@@ -276,7 +350,7 @@ impl Shared {
                     local.reaper = false;
                     return;
                 }
-                if local.last_used.elapsed() >= PERMIT_IDLE {
+                if local.idle() {
                     shared.expire(&mut local).await;
                     local.reaper = false;
                     return;

@@ -45,24 +45,36 @@
 //! env = { RUST_LOG = "info" }
 //! profile = "work"                   # else chosen by [[profile_rules]] from the origin remote
 //! max_rounds_per_hour = 12
+//! priority = 0                       # higher runs first when GitHub's budget is short
 //! kind = "loop.failure"              # the kind of its failure notifications
 //! tags = { team = "web" }
 //! enabled = true
 //! before_round = [["git", "pull", "--ff-only"]]
 //! keep_logs = 50                     # round logs kept per loop
 //! on_stop = "stop"                   # on SIGINT/SIGTERM: "stop" the round, or let it "finish"
+//! github_proxy = true                # its gh and ARBITER_GITHUB_API calls go through the proxy
 //!
 //! [profiles.work]
 //! gh_config_dir = "~/.config/arbiter/gh/work"   # created 0700; the loop's own GH_CONFIG_DIR
 //! token_command = ["gh", "auth", "token", "--hostname", "github.com"]  # or token_file (0600), token_env
 //! token_timeout = "60s"              # for token_command (at most the loop's timeout)
 //! env = { GIT_AUTHOR_NAME = "Work Bot" }
+//! github_proxy = true                # for its loops that do not say (the loop's own wins)
 //!
 //! [[profile_rules]]
 //! remote = "github.com/acme/*"       # glob on host/owner/repo of the origin remote
 //! profile = "work"
+//!
+//! [github]                           # the proxy `watch` starts when a loop opts in
+//! upstream = "https://api.github.com"
+//! listen = "127.0.0.1:0"             # loopback only: ARBITER_GITHUB_API
+//! graphql_fresh = "30s"              # identical GraphQL queries served from cache ("0s": off)
+//! max_wait = "60s"                   # a request queues this long for budget, then 429
+//! concurrency = 100                  # requests in flight upstream at once
+//! reserve = "10%"                    # defer a round that would leave less of the budget
 //! ```
 
+mod github;
 mod loops;
 mod notify;
 mod raw;
@@ -70,6 +82,7 @@ mod raw;
 use std::path::{Path, PathBuf};
 
 use arbiter_core::{Error, Result};
+pub use github::{DEFAULT_UPSTREAM, GithubSettings};
 pub use loops::{LoopSpec, Profile, ProfileRule, TokenSource, remote_path};
 pub use notify::{Channel, ChannelType, NotifySettings, Rate, Route, Target, redact as redact_url};
 
@@ -84,6 +97,8 @@ pub struct Config {
     pub loops: Vec<LoopSpec>,
     pub profiles: Vec<Profile>,
     pub profile_rules: Vec<ProfileRule>,
+    /// `[github]`: the proxy `watch` starts for loops with `github_proxy = true`.
+    pub github: GithubSettings,
 }
 
 impl Config {
@@ -129,6 +144,7 @@ impl Config {
         })?;
         let mut config = notify::validate(&raw, &source)?;
         loops::validate(&raw, &source, &mut config)?;
+        config.github = github::validate(raw.github.as_ref(), &source)?;
         config.path = Some(path.to_path_buf());
         Ok(config)
     }

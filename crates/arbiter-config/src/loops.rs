@@ -39,6 +39,9 @@ pub struct LoopSpec {
     /// On SIGINT/SIGTERM of the supervisor: let a running round finish (bounded by its
     /// timeout) instead of stopping its process tree at once.
     pub finish_on_stop: bool,
+    /// `github_proxy`: its GitHub calls go through the supervisor's proxy (`None`: as its
+    /// profile says; see [`Config::github_proxy`]).
+    pub github_proxy: Option<bool>,
 }
 
 /// Where a profile's token comes from.
@@ -60,6 +63,8 @@ pub struct Profile {
     /// How long `token_command` may run (at most the loop's `timeout`); default 60s.
     pub token_timeout: Duration,
     pub env: BTreeMap<String, String>,
+    /// `github_proxy` for the loops using this profile that do not say it themselves.
+    pub github_proxy: Option<bool>,
 }
 
 /// Chooses a profile by the repository's `origin` remote (`host/owner/repo`, a glob).
@@ -192,6 +197,7 @@ fn validate_profile(name: &str, spanned: &Spanned<RawProfile>, source: &Source<'
             Duration::from_secs(60),
         )?,
         env: env(source, &key("env"), &raw.env)?,
+        github_proxy: raw.github_proxy,
     })
 }
 
@@ -351,6 +357,7 @@ fn validate_loop(
         before_round,
         keep_logs,
         finish_on_stop,
+        github_proxy: raw.github_proxy,
     })
 }
 
@@ -366,6 +373,25 @@ impl Config {
                 .map(|r| r.profile.clone())
         })?;
         self.profiles.iter().find(|p| p.name == name)
+    }
+
+    /// Whether a loop's GitHub calls go through the supervisor's proxy: the loop's own
+    /// `github_proxy`, else its profile's (`profile`: as [`Config::profile_for`] chose it),
+    /// else not.
+    pub fn github_proxy(spec: &LoopSpec, profile: Option<&Profile>) -> bool {
+        spec.github_proxy
+            .or_else(|| profile.and_then(|p| p.github_proxy))
+            .unwrap_or(false)
+    }
+
+    /// Whether any loop may go through the proxy (its own setting, or a profile's that it
+    /// could be given): what makes `watch` start one.
+    pub fn may_use_github_proxy<'a>(&self, loops: impl IntoIterator<Item = &'a LoopSpec>) -> bool {
+        let profiles_opt_in = self.profiles.iter().any(|p| p.github_proxy == Some(true));
+        loops.into_iter().any(|l| match l.github_proxy {
+            Some(on) => on,
+            None => profiles_opt_in,
+        })
     }
 }
 

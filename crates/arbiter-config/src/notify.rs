@@ -342,7 +342,7 @@ fn validate_channel(id: &str, spanned: &Spanned<RawChannel>, source: &Source<'_>
     })
 }
 
-fn check_url(url: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_url(url: &str) -> std::result::Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))

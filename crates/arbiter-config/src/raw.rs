@@ -20,6 +20,19 @@ pub struct RawConfig {
     pub profiles: BTreeMap<String, Spanned<RawProfile>>,
     #[serde(default)]
     pub profile_rules: Vec<Spanned<RawProfileRule>>,
+    pub github: Option<Spanned<RawGithub>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGithub {
+    pub upstream: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
+    pub graphql_fresh: Option<Spanned<String>>,
+    pub max_wait: Option<Spanned<String>>,
+    pub concurrency: Option<Spanned<i64>>,
+    /// `"10%"` or `10`.
+    pub reserve: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +62,7 @@ pub struct RawLoop {
     pub before_round: Option<Spanned<toml::Value>>,
     pub keep_logs: Option<Spanned<i64>>,
     pub on_stop: Option<Spanned<String>>,
+    pub github_proxy: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +76,7 @@ pub struct RawProfile {
     pub token_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, Spanned<String>>,
+    pub github_proxy: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -343,3 +343,110 @@ fn syntax_errors_name_the_line_and_what_is_there() {
         "arbiter.toml:3: `[channels.a]`: duplicate key",
     );
 }
+
+/// `[github]` and `github_proxy`: defaults, the loop's setting over its profile's, and an
+/// error naming file, line and key for each bad value.
+#[test]
+fn github_settings_and_their_errors() {
+    use std::time::Duration;
+
+    let defaults = parse("").unwrap().github;
+    assert_eq!(defaults.upstream, "https://api.github.com");
+    assert_eq!(defaults.listen.to_string(), "127.0.0.1:0");
+    assert_eq!(defaults.graphql_fresh, Duration::from_secs(30));
+    assert_eq!(defaults.max_wait, Duration::from_secs(60));
+    assert_eq!((defaults.concurrency, defaults.reserve_percent), (100, 10));
+
+    let set = parse(
+        "[github]\nupstream = \"http://127.0.0.1:8080/api/v3/\"\nlisten = \"[::1]:7000\"\n\
+         graphql_fresh = \"0s\"\nmax_wait = \"5s\"\nconcurrency = 4\nreserve = \"25%\"\n",
+    )
+    .unwrap()
+    .github;
+    assert_eq!(set.upstream, "http://127.0.0.1:8080/api/v3");
+    assert_eq!(set.listen.to_string(), "[::1]:7000");
+    assert_eq!(set.graphql_fresh, Duration::ZERO);
+    assert_eq!(set.max_wait, Duration::from_secs(5));
+    assert_eq!((set.concurrency, set.reserve_percent), (4, 25));
+    assert_eq!(parse("[github]\nreserve = 0\n").unwrap().github.reserve_percent, 0);
+
+    for (text, expected) in [
+        (
+            "[github]\nupstream = \"api.github.com\"\n",
+            "arbiter.toml:2: github.upstream: invalid URL",
+        ),
+        (
+            "[github]\nupstream = \"https://x/?a=1\"\n",
+            "arbiter.toml:2: github.upstream: expected the API's base URL",
+        ),
+        (
+            "[github]\n\nlisten = \"localhost\"\n",
+            "arbiter.toml:3: github.listen: invalid address \"localhost\": expected IP:PORT",
+        ),
+        (
+            "[github]\nlisten = \"0.0.0.0:80\"\n",
+            "arbiter.toml:2: github.listen: 0.0.0.0:80 is not a loopback address",
+        ),
+        (
+            "[github]\ngraphql_fresh = \"soon\"\n",
+            "arbiter.toml:2: github.graphql_fresh: invalid duration",
+        ),
+        (
+            "[github]\nmax_wait = \"1 minute\"\n",
+            "arbiter.toml:2: github.max_wait: invalid duration",
+        ),
+        (
+            "[github]\nconcurrency = 0\n",
+            "arbiter.toml:2: github.concurrency: expected 1 to 10000",
+        ),
+        (
+            "[github]\nreserve = \"95%\"\n",
+            "arbiter.toml:2: github.reserve: invalid share \"95%\": expected a percentage from 0% to 90%",
+        ),
+        (
+            "[github]\nreserve = -1\n",
+            "arbiter.toml:2: github.reserve: invalid share -1",
+        ),
+        (
+            "[github]\nreserve = true\n",
+            "arbiter.toml:2: github.reserve: invalid share true",
+        ),
+        (
+            "[github]\nlimit = 1\n",
+            "arbiter.toml:2: github.limit: unknown field `limit`, expected one of `upstream`",
+        ),
+        (
+            "[github]\nconcurrency = \"4\"\n",
+            "arbiter.toml:2: github.concurrency: invalid type: string",
+        ),
+    ] {
+        check_error(text, expected);
+    }
+
+    // github_proxy: the loop's own setting wins over its profile's; unset is off.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("arbiter.toml");
+    let text = "[profiles.bot]\ngh_config_dir = \"gh\"\ngithub_proxy = true\n\
+                [loops.own]\nrepo = \".\"\nevery = \"1m\"\ncommand = [\"a\"]\nprofile = \"bot\"\ngithub_proxy = false\n\
+                [loops.inherits]\nrepo = \".\"\nevery = \"1m\"\ncommand = [\"a\"]\nprofile = \"bot\"\n\
+                [loops.plain]\nrepo = \".\"\nevery = \"1m\"\ncommand = [\"a\"]\n";
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(Some(&path)).unwrap();
+    let proxied = |name: &str| {
+        let spec = config.loops.iter().find(|l| l.name == name).unwrap();
+        Config::github_proxy(spec, config.profile_for(spec, None))
+    };
+    assert_eq!(
+        (proxied("own"), proxied("inherits"), proxied("plain")),
+        (false, true, false)
+    );
+    assert!(config.may_use_github_proxy(&config.loops));
+    let plain: Vec<_> = config.loops.iter().filter(|l| l.name == "own").collect();
+    assert!(!config.may_use_github_proxy(plain));
+    std::fs::write(&path, format!("{text}github_proxy = \"yes\"\n")).unwrap();
+    let err = Config::load(Some(&path)).unwrap_err().message;
+    assert!(
+        err.contains(":19: loops.plain.github_proxy: invalid type: string"),
+        "{err}"
+    );
+}

@@ -12,6 +12,7 @@
 //! - [`loops`]: the supervisor's round and loop states as types.
 //! - [`decisions`]: decisions as Markdown: the render projection and the inbox merge.
 //! - [`notify`]: notifications, severities, kind globs, storm thresholds, messages.
+//! - [`github`]: GitHub budgets: bucket names, pauses, deferrals of rounds, forecasts.
 //! - [`redact`]: the one way a URL or a command's output is shown with its secrets hidden.
 //! - [`error`]: the failure classes every layer reports (mapped to exit codes by the binary,
 //!   to HTTP statuses by the server, each in one place).
@@ -23,6 +24,7 @@
 pub mod decisions;
 pub mod duration;
 pub mod error;
+pub mod github;
 pub mod kv;
 pub mod lease;
 pub mod limit;

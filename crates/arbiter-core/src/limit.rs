@@ -31,7 +31,9 @@
 //! bucket and freezes it: until `now + retry_after` when a non-zero one is given, else
 //! until `reset_at` when nothing is `remaining`, else for 60 s (GitHub: a blank or zero
 //! retry-after on a secondary limit means wait at least a minute). A frozen bucket grants
-//! nothing; it keeps refilling, so it is full again after a long freeze.
+//! nothing; it keeps refilling, so it is full again after a long freeze. Times are believed
+//! up to [`MAX_AHEAD`] (a day) past the store's clock: a freeze lasts at most that long, and
+//! a reset further ahead is ignored, so a bogus header cannot freeze a bucket for years.
 
 use std::fmt;
 use std::time::Duration;
@@ -48,6 +50,10 @@ pub const MAX_AMOUNT: u64 = 1_000_000_000_000;
 pub const DEFAULT_RESERVE_PERCENT: u8 = 20;
 /// How long a hit freezes a bucket when the upstream does not say.
 pub const DEFAULT_FREEZE: Duration = Duration::from_secs(60);
+/// How far ahead of the store's clock an upstream's times are believed: a freeze lasts at
+/// most this long, and a reset further ahead is ignored (a bogus header, or a host whose
+/// clock is far off, must not freeze a bucket for years).
+pub const MAX_AHEAD: Duration = Duration::from_secs(86_400);
 /// The longest a party's fair-share window lasts; parties idle longer are forgotten.
 pub const MAX_FAIR_WINDOW_MS: Millis = 3_600_000;
 const MIN_FAIR_WINDOW_MS: Millis = 1_000;
@@ -351,21 +357,7 @@ impl TakeRequest {
     /// Checks what the types do not: at least one bucket, each once; a cost of at least 1;
     /// a party of at most [`MAX_PARTY_LEN`] printable characters.
     pub fn check(&self) -> Result<()> {
-        if self.buckets.is_empty() {
-            return Err(Error::bad_input("a take names no bucket: expected at least one"));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        if let Some(twice) = self.buckets.iter().find(|name| !seen.insert(name.as_str())) {
-            return Err(Error::bad_input(format!(
-                "bucket {twice:?} is named twice in one take: expected each bucket once"
-            )));
-        }
-        if self.cost == 0 || self.cost > MAX_AMOUNT {
-            return Err(Error::bad_input(format!(
-                "invalid cost {}: expected a whole number from 1 to {MAX_AMOUNT}",
-                self.cost
-            )));
-        }
+        check_buckets_and_cost("take", &self.buckets, self.cost)?;
         if let Some(party) = &self.party
             && (party.is_empty() || party.len() > MAX_PARTY_LEN || party.chars().any(char::is_control))
         {
@@ -380,6 +372,28 @@ impl TakeRequest {
     pub fn party_key(&self) -> &str {
         self.party.as_deref().unwrap_or("")
     }
+}
+
+/// Checks the buckets and cost of a take or a refund (`what`): at least one bucket, each
+/// once, and a cost from 1 to [`MAX_AMOUNT`].
+pub fn check_buckets_and_cost(what: &str, buckets: &[BucketName], cost: u64) -> Result<()> {
+    if buckets.is_empty() {
+        return Err(Error::bad_input(format!(
+            "a {what} names no bucket: expected at least one"
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = buckets.iter().find(|name| !seen.insert(name.as_str())) {
+        return Err(Error::bad_input(format!(
+            "bucket {twice:?} is named twice in one {what}: expected each bucket once"
+        )));
+    }
+    if cost == 0 || cost > MAX_AMOUNT {
+        return Err(Error::bad_input(format!(
+            "invalid cost {cost}: expected a whole number from 1 to {MAX_AMOUNT}"
+        )));
+    }
+    Ok(())
 }
 
 /// A bucket as a caller sees it.
@@ -437,10 +451,18 @@ impl TakeDecision {
     }
 }
 
-/// Tokens as messages show them: one decimal.
+/// Tokens as messages show them: one decimal, rounded down (see [`shown_tokens`]).
 pub fn format_tokens(tokens: f64) -> String {
-    let text = format!("{tokens:.1}");
+    let text = format!("{:.1}", shown_tokens(tokens, 1));
     text.strip_suffix(".0").map(str::to_string).unwrap_or(text)
+}
+
+/// Tokens rounded *down* to `places` decimals, so a bucket never looks fuller than it is: a
+/// refused take of 1 used to say `has 1 of 20 tokens` when 0.97 were there. A value within
+/// a millionth of a step below it (refill arithmetic in `f64`) counts as the step.
+pub fn shown_tokens(tokens: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    ((tokens * scale) + 1e-6).floor() / scale
 }
 
 /// A wait as messages show it: `250ms`, `2.5s`, `1h30m`.
@@ -639,7 +661,9 @@ pub fn plan_observe(
     }
     let mut state = state.at(spec, now);
     state.tokens = state.tokens.min(new_spec.burst as f64);
-    let new_window = match (observation.reset_at, state.reset_at) {
+    let horizon = now.saturating_add(MAX_AHEAD.as_millis() as Millis);
+    let reset_at = observation.reset_at.filter(|reset| *reset <= horizon);
+    let new_window = match (reset_at, state.reset_at) {
         (Some(new), Some(old)) => new > old,
         (Some(_), None) => true,
         (None, _) => false,
@@ -652,17 +676,18 @@ pub fn plan_observe(
             state.tokens.min(remaining)
         };
     }
-    if observation.reset_at.is_some() {
-        state.reset_at = observation.reset_at;
+    if reset_at.is_some() {
+        state.reset_at = reset_at;
     }
     if observation.hit {
         let until = match observation.retry_after.filter(|d| !d.is_zero()) {
             Some(after) => now.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
-            None => match observation.reset_at {
+            None => match reset_at {
                 Some(reset) if reset > now && observation.remaining.unwrap_or(0) == 0 => reset,
                 _ => now + DEFAULT_FREEZE.as_millis() as Millis,
             },
-        };
+        }
+        .min(horizon);
         state.tokens = 0.0;
         state.frozen_until = Some(state.frozen_until.map_or(until, |old| old.max(until)));
     }
@@ -817,6 +842,16 @@ mod tests {
         let err = plan_take(0, &buckets, &request(&["a"], 11, Priority::Normal)).unwrap_err();
         assert_eq!(err.kind, ErrorKind::BadInput);
         assert!(err.message.contains("burst 10"), "{}", err.message);
+    }
+
+    #[test]
+    fn tokens_are_shown_rounded_down() {
+        assert_eq!(format_tokens(0.97), "0.9");
+        assert_eq!(format_tokens(1.999_999_999_9), "2");
+        assert_eq!(format_tokens(0.0), "0");
+        assert_eq!(format_tokens(4999.25), "4999.2");
+        assert_eq!(shown_tokens(0.9996, 3), 0.999);
+        assert_eq!(shown_tokens(5000.0, 3), 5000.0);
     }
 
     #[test]
@@ -998,6 +1033,92 @@ mod tests {
         assert_eq!(longer.frozen_until, Some(7_200_000));
     }
 
+    /// A bogus reset (year 2100, or i64::MAX as a proxy's `saturating_mul` makes of a huge
+    /// header) or retry-after froze the bucket for decades, with no way out, and a stored
+    /// time past year 9999 could not even be shown. Now: at most a day.
+    #[test]
+    fn absurd_upstream_times_freeze_for_at_most_a_day() {
+        let spec = BucketSpec::new(rate("5000/h"));
+        let state = BucketState::full(&spec, 0);
+        let day = MAX_AHEAD.as_millis() as Millis;
+        for reset in [4_102_444_800_000, i64::MAX] {
+            let (_, s) = plan_observe(
+                0,
+                &spec,
+                &state,
+                &Observation {
+                    remaining: Some(0),
+                    reset_at: Some(reset),
+                    hit: true,
+                    ..Observation::default()
+                },
+            );
+            assert_eq!(s.reset_at, None, "a reset more than a day ahead is ignored");
+            assert_eq!(s.frozen_until, Some(60_000), "a hit without a usable reset: 60 s");
+            // Nor is it a new window: the tokens are not raised to what it says remains.
+            let (_, s) = plan_observe(
+                0,
+                &spec,
+                &BucketState { tokens: 10.0, ..state },
+                &Observation {
+                    remaining: Some(4000),
+                    reset_at: Some(reset),
+                    ..Observation::default()
+                },
+            );
+            assert_eq!((s.tokens, s.reset_at), (10.0, None));
+        }
+        for after in [Duration::from_secs(315_360_000), Duration::MAX] {
+            let (_, s) = plan_observe(
+                0,
+                &spec,
+                &state,
+                &Observation {
+                    retry_after: Some(after),
+                    hit: true,
+                    ..Observation::default()
+                },
+            );
+            assert_eq!(s.frozen_until, Some(day), "{after:?}");
+        }
+        // A reset within the day still freezes until it.
+        let (_, s) = plan_observe(
+            0,
+            &spec,
+            &state,
+            &Observation {
+                remaining: Some(0),
+                reset_at: Some(day),
+                hit: true,
+                ..Observation::default()
+            },
+        );
+        assert_eq!((s.reset_at, s.frozen_until), (Some(day), Some(day)));
+    }
+
+    /// Tokens are an `f64`: a long-lived 5000/h bucket taken from one token per refill
+    /// period (720 ms) for 200,000 takes (40 hours) neither gains nor loses a token to
+    /// rounding. The refill is computed from whole milliseconds since the last write, so
+    /// rounding never accumulates in time.
+    #[test]
+    fn a_long_lived_bucket_does_not_drift() {
+        let spec = BucketSpec {
+            reserve_percent: 0,
+            ..BucketSpec::new(rate("5000/h"))
+        };
+        let mut buckets = vec![bucket("a", spec, 100.0, 0)];
+        let req = request(&["a"], 1, Priority::Normal);
+        let mut now = 0;
+        for _ in 0..200_000 {
+            now += 720;
+            let plan = plan_take(now, &buckets, &req).unwrap();
+            assert!(plan.decision.granted);
+            apply(&mut buckets, &plan);
+        }
+        let left = buckets[0].state.available(&spec, now);
+        assert!((left - 100.0).abs() < 1e-6, "{left}");
+    }
+
     #[test]
     fn a_define_keeps_the_tokens_up_to_the_new_burst() {
         let old = bucket("a", BucketSpec::new(rate("10/s")), 4.0, 0);
@@ -1036,6 +1157,16 @@ mod tests {
         req.buckets.clear();
         req.party = None;
         assert!(req.check().unwrap_err().message.contains("no bucket"));
+        let a = BucketName::parse("a").unwrap();
+        for (names, cost, why) in [
+            (vec![a.clone(), a.clone()], 1, "named twice in one refund"),
+            (vec![], 1, "a refund names no bucket"),
+            (vec![a.clone()], 0, "invalid cost 0"),
+            (vec![a], MAX_AMOUNT + 1, "invalid cost"),
+        ] {
+            let err = check_buckets_and_cost("refund", &names, cost).unwrap_err();
+            assert!(err.message.contains(why), "{}", err.message);
+        }
         assert!(check_counters("github/octo", "host-1", &[("upstream_calls".into(), 1)]).is_ok());
         assert!(check_counters("", "h", &[]).is_err());
         assert!(check_counters("s", "", &[]).is_err());

@@ -99,6 +99,12 @@ text_enum!(
         BackingOff => "backing off",
         /// `enabled = false` in the config.
         Disabled => "disabled",
+        /// Waiting until an upstream that said "wait" (a GitHub rate limit: its reset or
+        /// `retry-after`) lets its identity call again; not a failure.
+        Paused => "paused",
+        /// A round put off because the identity's budget left would not cover it (lower
+        /// priority loops first); not a failure.
+        Deferred => "deferred",
         /// The supervisor stopped and released the loop.
         Stopped => "stopped",
     }

@@ -35,9 +35,10 @@ pub struct Denied {
     pub reason: String,
 }
 
-/// The name of an identity's bucket.
+/// The name of an identity's bucket (the one naming rule, which the supervisor and
+/// `status` read by: `arbiter_core::github`).
 pub fn bucket(login: &str, suffix: &str) -> String {
-    format!("github/{login}/{suffix}")
+    arbiter_core::github::bucket_name(login, suffix)
 }
 
 /// GitHub's default for a bucket: its rate (the burst is one period's amount).

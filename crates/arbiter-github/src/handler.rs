@@ -106,8 +106,11 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
         ));
     };
     let credential = Credential::from_headers(&parts.headers);
-    let identity = shared.identities.resolve(&shared, credential.as_ref()).await;
+    let (identity, asked) = shared.identities.resolve(&shared, credential.as_ref()).await;
     let counts = shared.counters.scope(&identity.login, tag.as_ref());
+    if asked {
+        Counts::add(&counts.upstream_calls, 1); // GET /user, once per token
+    }
     let _in_flight = InFlight::new(counts.clone());
     let ctx = Ctx {
         shared: &shared,
@@ -251,7 +254,7 @@ async fn rest_get(ctx: &Ctx<'_>, parts: &Parts) -> Arc<Stored> {
 }
 
 /// The one upstream call of `key` at a time: the first caller leads, the others wait for
-/// its answer (and lead themselves if it went away without one).
+/// its answer (and lead themselves if it went away without one, or answered itself).
 async fn coalesced<F, Fut>(ctx: &Ctx<'_>, key: CacheKey, lead: F) -> Arc<Stored>
 where
     F: Fn() -> Fut,
@@ -265,7 +268,9 @@ where
                 return answer;
             }
             Role::Follower(rx) => {
-                if let Some(answer) = flight::follow(rx).await {
+                // An answer of arbiter's own (the leader's wait for budget ran out, the
+                // upstream was unreachable) is the leader's: a follower tries itself.
+                if let Some(answer) = flight::follow(rx).await.filter(|a| a.upstream) {
                     Counts::add(&ctx.counts.coalesced, 1);
                     return answer;
                 }

@@ -65,14 +65,14 @@ enum Lookup {
 }
 
 impl Identities {
-    /// The identity of `credential` (`None`: anonymous); asks the upstream at most once per
-    /// token at a time, and remembers what it learnt.
-    pub async fn resolve(&self, shared: &Shared, credential: Option<&Credential>) -> Identity {
+    /// The identity of `credential` (`None`: anonymous), and whether the upstream was asked
+    /// for it (once per token at a time; what it learnt is remembered).
+    pub async fn resolve(&self, shared: &Shared, credential: Option<&Credential>) -> (Identity, bool) {
         let Some(credential) = credential else {
-            return Identity {
-                login: format!("@anonymous:{}", segment(&shared.config.source)),
-            };
+            let login = format!("@anonymous:{}", segment(&shared.config.source));
+            return (Identity { login }, false);
         };
+        let asked = std::sync::atomic::AtomicBool::new(false);
         let cell = self
             .known
             .lock()
@@ -82,6 +82,7 @@ impl Identities {
             .clone();
         let found = cell
             .get_or_try_init(|| async {
+                asked.store(true, std::sync::atomic::Ordering::Relaxed);
                 match lookup(shared, credential).await {
                     Lookup::Found(identity) => Ok(identity),
                     Lookup::Never => Ok(token_identity(&credential.hash)),
@@ -89,10 +90,11 @@ impl Identities {
                 }
             })
             .await;
-        match found {
+        let identity = match found {
             Ok(identity) => identity.clone(),
             Err(()) => token_identity(&credential.hash),
-        }
+        };
+        (identity, asked.into_inner())
     }
 }
 

@@ -114,7 +114,18 @@ pub struct Proxy {
     stop: tokio::sync::watch::Sender<bool>,
     servers: Mutex<Vec<JoinHandle<()>>>,
     sockets: Mutex<Vec<PathBuf>>,
-    flusher: JoinHandle<()>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Proxy {
+    /// A proxy dropped without [`Proxy::shutdown`] stops listening (its counts since the
+    /// last flush are not added to the store).
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for path in self.sockets.lock().expect("sockets").drain(..) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 impl Proxy {
@@ -151,7 +162,7 @@ impl Proxy {
             stop,
             servers: Mutex::new(Vec::new()),
             sockets: Mutex::new(Vec::new()),
-            flusher,
+            flusher: Mutex::new(Some(flusher)),
         })
     }
 
@@ -231,7 +242,10 @@ impl Proxy {
         for path in self.sockets.lock().expect("sockets").drain(..) {
             let _ = std::fs::remove_file(&path);
         }
-        let _ = self.flusher.await;
+        let flusher = self.flusher.lock().expect("flusher").take();
+        if let Some(flusher) = flusher {
+            let _ = flusher.await;
+        }
         counters::flush(&self.shared).await;
         self.shared.budget.close().await;
     }

@@ -189,7 +189,8 @@ pub struct Limits {
 
 /// Reads the rate-limit headers, and whether the call was refused by a primary limit (a
 /// 403/429 with `x-ratelimit-remaining: 0`, or a GraphQL `RATE_LIMITED` error) or a
-/// secondary one (a 403/429 with `retry-after`, or saying "secondary rate limit"; a blank
+/// secondary one (a 403/429 with `retry-after`, or saying "secondary rate limit" or, in
+/// GitHub's older words, "abuse detection"; a blank
 /// `retry-after` means at least a minute).
 pub fn limits(stored: &Stored, graphql: bool) -> Limits {
     let headers = &stored.headers;
@@ -206,7 +207,9 @@ pub fn limits(stored: &Stored, graphql: bool) -> Limits {
     }
     let secondary_hit = refused
         && !primary_hit
-        && (retry_header.is_some() || contains_ignore_case(&stored.body, b"secondary rate limit"));
+        && (retry_header.is_some()
+            || contains_ignore_case(&stored.body, b"secondary rate limit")
+            || contains_ignore_case(&stored.body, b"abuse detection"));
     let primary = Observation {
         limit: number(headers, "x-ratelimit-limit"),
         remaining,

@@ -6,9 +6,13 @@ use arbiter_core::Millis;
 use arbiter_core::lease::{Holder, Lease};
 use serde::Serialize;
 
-/// A time of the store's clock, as RFC 3339 with milliseconds (UTC).
+/// The last instant RFC 3339 can show (9999-12-31T23:59:59.999Z).
+const LAST_SHOWN_MS: Millis = 253_402_300_799_999;
+
+/// A time of the store's clock, as RFC 3339 with milliseconds (UTC). Times before 1970 show
+/// as 1970, times after year 9999 as its last instant (the formatter fails beyond it).
 pub fn timestamp(ms: Millis) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let time = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, LAST_SHOWN_MS) as u64);
     humantime::format_rfc3339_millis(time).to_string()
 }
 
@@ -37,5 +41,19 @@ impl From<&Lease> for LeaseView {
             acquired_at: timestamp(lease.acquired_at),
             expires_at: timestamp(lease.expires_at),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored time past year 9999 (a bogus upstream reset) made every view of it panic.
+    #[test]
+    fn any_time_can_be_shown() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(Millis::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(timestamp(LAST_SHOWN_MS + 1), "9999-12-31T23:59:59.999Z");
     }
 }

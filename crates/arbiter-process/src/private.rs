@@ -108,6 +108,72 @@ fn open_private(path: &Path, options: &mut std::fs::OpenOptions) -> Result<File>
     }
 }
 
+/// Replaces `path` atomically with `bytes`, 0600: a fresh private file beside it (created
+/// exclusively, never through a link), flushed, then renamed over it. A symlink at `path`,
+/// or a file there that belongs to someone else, is refused and left as it is.
+pub fn replace_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_symlink() {
+            return Err(refused(path, "it is a symbolic link"));
+        }
+        if !meta.is_file() {
+            return Err(refused(path, "it is not a regular file"));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let me = nix::unistd::geteuid().as_raw();
+            if meta.uid() != me {
+                return Err(refused(
+                    path,
+                    &format!("it belongs to user id {}, not to this user ({me})", meta.uid()),
+                ));
+            }
+        }
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    // tempfile creates it exclusively, readable and writable by its owner only.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempfile_in(dir)
+        .map_err(|e| io(path, "write", e))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| io(path, "write", e))?;
+    tmp.persist(path).map_err(|e| io(path, "replace", e.error))?;
+    #[cfg(unix)]
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads a text file that must not be a symbolic link (`None`: there is none).
+pub fn read_no_link(path: &Path) -> Result<Option<String>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path, "inspect", e)),
+        Ok(meta) if meta.file_type().is_symlink() => return Err(refused(path, "it is a symbolic link")),
+        Ok(_) => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(nofollow());
+    }
+    let mut file = options.open(path).map_err(|e| io(path, "open", e))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| io(path, "read", e))?;
+    Ok(Some(text))
+}
+
 /// A file holding a secret (a token) must not be readable by its group or others: the
 /// error says the `chmod` to run.
 pub fn check_secret_file(path: &Path) -> std::result::Result<(), String> {

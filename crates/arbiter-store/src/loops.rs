@@ -46,6 +46,11 @@ pub struct RoundEnd {
     pub next_in_ms: i64,
     /// What the loop does until then.
     pub state: LoopStatus,
+    /// The GitHub API calls the round made upstream, as the supervisor's proxy counted
+    /// them for this loop (`None`: the loop does not go through the proxy).
+    pub api_calls: Option<i64>,
+    /// The GitHub logins the loop's calls were made as (empty: none seen).
+    pub github_logins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,6 +64,11 @@ pub struct RoundInfo {
     pub exit_code: Option<i64>,
     pub reason: Option<String>,
     pub log_path: String,
+    /// The GitHub API calls the round made upstream (`None`: not measured — the loop does
+    /// not go through the proxy, or the round has not ended).
+    pub api_calls: Option<i64>,
+    /// The GitHub logins its calls were made as.
+    pub github_logins: Vec<String>,
 }
 
 /// Names a round's log from its number, inside the transaction that takes the number (so
@@ -67,7 +77,8 @@ pub type RoundLogPath = Box<dyn FnOnce(i64) -> String + Send>;
 
 pub(crate) const STATE_COLUMNS: &str = "loop, round, state, consecutive_failures, next_run_at, last_status, last_reason, \
      last_exit, host, pid, heartbeat_at";
-pub(crate) const ROUND_COLUMNS: &str = "round, host, pid, started_at, ended_at, status, exit_code, reason, log_path";
+pub(crate) const ROUND_COLUMNS: &str =
+    "round, host, pid, started_at, ended_at, status, exit_code, reason, log_path, api_calls, github_logins";
 pub(crate) const ABANDONED: &str = "the supervisor running it stopped mid-round (crashed or was killed)";
 
 /// A `loop_state` row as stored, in [`STATE_COLUMNS`] order.
@@ -96,6 +107,8 @@ pub(crate) type RoundRow = (
     Option<i64>,
     Option<String>,
     String,
+    Option<i64>,
+    Option<String>,
 );
 
 fn corrupt(what: &str, e: arbiter_core::ParseError) -> Error {
@@ -135,7 +148,7 @@ pub(crate) fn decode_state(row: StateRow) -> Result<LoopState> {
 }
 
 pub(crate) fn decode_round(row: RoundRow) -> Result<RoundInfo> {
-    let (round, host, pid, started_at, ended_at, status, exit_code, reason, log_path) = row;
+    let (round, host, pid, started_at, ended_at, status, exit_code, reason, log_path, api_calls, logins) = row;
     Ok(RoundInfo {
         round,
         host,
@@ -146,7 +159,20 @@ pub(crate) fn decode_round(row: RoundRow) -> Result<RoundInfo> {
         exit_code,
         reason,
         log_path,
+        api_calls,
+        github_logins: split_logins(logins.as_deref()),
     })
+}
+
+/// How a round's GitHub logins are stored: space-separated (a login has no spaces), `NULL`
+/// for none.
+pub(crate) fn join_logins(logins: &[String]) -> Option<String> {
+    (!logins.is_empty()).then(|| logins.join(" "))
+}
+
+fn split_logins(text: Option<&str>) -> Vec<String> {
+    text.map(|t| t.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// The fence of a new round: the lease's holder row (its expiry, if the token still

@@ -15,6 +15,13 @@
 //! starts, stops or restarts with the channels, and one line on stderr says what changed
 //! (a broken edit is reported and the old config keeps running).
 //!
+//! Loops with `github_proxy = true` (or their profile's) call GitHub through one proxy
+//! the supervisor runs (`arbiter-github`): `gh` through its `http_unix_socket` setting,
+//! other clients through `ARBITER_GITHUB_API`. Each round records the upstream calls it
+//! made; a round waits without failing while its identity is frozen by a rate limit
+//! (`paused`, one folded notice) or while its budget would not cover it (`deferred`,
+//! lower priorities first).
+//!
 //! Modules, one concern each:
 //! - `watch`: the top level — the loop tasks, the dispatcher, applying a reload.
 //! - `loop_task`: one loop — its lease, schedule, backoff, the rounds it records.
@@ -22,12 +29,18 @@
 //! - `alert`: a loop's failure notification, raised and resolved.
 //! - `logs`: where round logs go, and their retention.
 //! - `git`: the repository's `origin`, for profile rules.
+//! - `github`: the GitHub proxy while a loop opts in, its per-loop sockets and counts, and
+//!   the gate before a round (paused while an identity is frozen, deferred while its
+//!   budget would not cover the round).
+//! - `gh_config`: the `http_unix_socket` key of a loop's own `gh` config.
 //! - `dispatcher`: the notification dispatcher inside the supervisor.
 //! - `reload`: noticing an edited `arbiter.toml` and saying what changed.
 
 mod alert;
 mod dispatcher;
+mod gh_config;
 mod git;
+mod github;
 mod logs;
 mod loop_task;
 mod reload;
@@ -50,6 +63,8 @@ pub(crate) struct Shared {
     options: Options,
     namespace: Namespace,
     config: RwLock<Arc<Config>>,
+    /// The GitHub proxy, while a loop opts in.
+    github: RwLock<Option<Arc<github::Guard>>>,
 }
 
 impl Shared {
@@ -60,6 +75,15 @@ impl Shared {
 
     fn set_config(&self, config: Arc<Config>) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// The GitHub proxy in force, if one runs.
+    fn github(&self) -> Option<Arc<github::Guard>> {
+        self.github.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_github(&self, guard: Option<Arc<github::Guard>>) -> Option<Arc<github::Guard>> {
+        std::mem::replace(&mut *self.github.write().unwrap_or_else(|p| p.into_inner()), guard)
     }
 }
 

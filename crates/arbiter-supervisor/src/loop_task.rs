@@ -11,7 +11,7 @@ use arbiter_core::name::{LeaseName, LoopName};
 use arbiter_core::{ErrorKind, Result};
 use arbiter_store::RoundEnd;
 
-use crate::{LoopStop, STORE_RETRY_MAX, STORE_RETRY_MIN, Shared, alert, git, logs, round, told_to_stop};
+use crate::{LoopStop, STORE_RETRY_MAX, STORE_RETRY_MIN, Shared, alert, git, github, logs, round, told_to_stop};
 
 /// The loop's lease: `loop/<name>` (what a fleet view joins a loop's row with). A loop
 /// name longer than 250 characters makes no valid lease name: bad input.
@@ -145,6 +145,8 @@ async fn hold_loop(
     // end): an idle wake writes one heartbeat that keeps it, and a second only when it is
     // wrong (a new supervisor took over a failing loop).
     let mut shown = LoopStatus::Idle;
+    // The identity this loop last paused for (its notice was sent; a run resolves it).
+    let mut paused: Option<String> = None;
     loop {
         if stop.borrow().is_some() {
             return Ok(Continue::Stop);
@@ -173,7 +175,10 @@ async fn hold_loop(
         if done(state.round) || (options.once && *rounds_here > 0) {
             return Ok(Continue::Stop);
         }
-        let wait_ms = if options.once {
+        // A paused or deferred loop is due: the gate below decides again (and waits), so a
+        // reload that opts it out of the proxy runs it at once.
+        let held_back = matches!(shown, LoopStatus::Paused | LoopStatus::Deferred);
+        let wait_ms = if options.once || held_back {
             0
         } else {
             (state.next_run_at - state.heartbeat_at).max(0)
@@ -192,6 +197,23 @@ async fn hold_loop(
                 _ = told_to_stop(stop) => return Ok(Continue::Stop),
             }
         }
+        let remote = git::origin_remote(&spec.repo).await;
+        let profile = config.profile_for(&spec, remote.as_deref());
+        // Through the GitHub proxy: first ask whether its identity may spend now.
+        let guard = Config::github_proxy(&spec, profile).then(|| shared.github()).flatten();
+        if let Some(guard) = &guard {
+            let held_back = github::held_back(shared, &config, &spec, name, guard, &mut paused, shown).await?;
+            if let Some((label, until, now)) = held_back {
+                store.loops().heartbeat(ns, name, label, Some(until), holder).await?;
+                shown = label;
+                let nap = Duration::from_millis((until - now).max(1) as u64).min(Duration::from_secs(10));
+                tokio::select! {
+                    () = tokio::time::sleep(nap) => continue,
+                    err = held.lost() => return Err(err),
+                    _ = told_to_stop(stop) => return Ok(Continue::Stop),
+                }
+            }
+        }
         let log_dir = logs::loop_dir(&options.log_dir, ns, name)?;
         // Never a round without a confirmed lease: the store checks the token, and the
         // holder's own deadline rule may have counted it lost already.
@@ -204,8 +226,14 @@ async fn hold_loop(
             .await?;
         let log_path = logs::round_log(&log_dir, round);
         *rounds_here += 1;
-        let remote = git::origin_remote(&spec.repo).await;
-        let profile = config.profile_for(&spec, remote.as_deref());
+        let github = match &guard {
+            Some(guard) => Some(round::RoundGithub {
+                api_url: guard.api_url().to_string(),
+                socket: guard.socket(name).await,
+            }),
+            None => None,
+        };
+        let spent_before = guard.as_ref().map(|g| g.spend(name).0);
         let ctx = round::RoundContext {
             spec: &spec,
             profile,
@@ -223,10 +251,20 @@ async fn hold_loop(
             ],
             default_gh_dir: options.gh_dir.join(ns.as_str()).join(name.as_str()),
             prompt_dir: log_dir.join("prompts"),
+            github,
         };
         let outcome = round::run(&ctx, held, stop)
             .await
             .unwrap_or_else(|e| round::Outcome::failed(e.message));
+        // What the round spent: the proxy's count of its loop's socket, after less before.
+        let (api_calls, github_logins) = match (&guard, spent_before) {
+            (Some(guard), Some(before)) => {
+                let (after, logins) = guard.spend(name);
+                (Some(after.saturating_sub(before) as i64), logins)
+            }
+            _ => (None, Vec::new()),
+        };
+        drop(guard);
         let failures = if outcome.succeeded() {
             0
         } else {
@@ -247,6 +285,8 @@ async fn hold_loop(
                     consecutive_failures: failures,
                     next_in_ms: next_in.as_millis() as i64,
                     state: label,
+                    api_calls,
+                    github_logins,
                 },
             )
             .await?;

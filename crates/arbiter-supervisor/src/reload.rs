@@ -68,6 +68,8 @@ pub(crate) struct Changes {
     pub changed: Vec<String>,
     /// `started`, `stopped` or `restarted`.
     pub dispatcher: Option<&'static str>,
+    /// The GitHub proxy: `started`, `stopped` or `restarted`.
+    pub github: Option<&'static str>,
 }
 
 impl Changes {
@@ -83,6 +85,9 @@ impl Changes {
         }
         if let Some(what) = self.dispatcher {
             parts.push(format!("dispatcher {what}"));
+        }
+        if let Some(what) = self.github {
+            parts.push(format!("GitHub proxy {what}"));
         }
         if parts.is_empty() {
             parts.push("no loop or channel changed".into());
@@ -102,10 +107,19 @@ mod tests {
             removed: vec!["two".into()],
             changed: vec!["one".into()],
             dispatcher: Some("started"),
+            github: None,
         };
         assert_eq!(
             changes.line(std::path::Path::new("arbiter.toml")),
             "arbiter: reloaded arbiter.toml: loops +three -two ~one; dispatcher started"
+        );
+        let github = Changes {
+            github: Some("stopped"),
+            ..Changes::default()
+        };
+        assert_eq!(
+            github.line(std::path::Path::new("a.toml")),
+            "arbiter: reloaded a.toml: GitHub proxy stopped"
         );
         assert_eq!(
             Changes::default().line(std::path::Path::new("a.toml")),

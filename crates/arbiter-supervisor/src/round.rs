@@ -51,6 +51,18 @@ pub struct RoundContext<'a> {
     /// The loop's private directory (0700) of prompt files on this host, next to its round
     /// logs: what a round left there is removed by the next one (see [`run`]).
     pub prompt_dir: PathBuf,
+    /// The GitHub proxy, when the loop opts in (`None`: it does not, and its `gh` config
+    /// loses the proxy's socket if an earlier round had set it).
+    pub github: Option<RoundGithub>,
+}
+
+/// The GitHub proxy as a round of a loop that opts in reaches it.
+pub struct RoundGithub {
+    /// `ARBITER_GITHUB_API`: the proxy's loopback URL.
+    pub api_url: String,
+    /// The loop's own socket, for `gh`'s `http_unix_socket` (`Ok(None)`: no unix sockets
+    /// here; an error fails the round, naming it).
+    pub socket: Result<Option<PathBuf>>,
 }
 
 /// The prompt files' name: `arbiter-prompt-<loop>-<random>.md`.
@@ -216,6 +228,19 @@ pub async fn run(ctx: &RoundContext<'_>, held: &mut HeldLease, shutdown: &mut cr
         .map(|p| p.gh_config_dir.clone())
         .unwrap_or_else(|| ctx.default_gh_dir.clone());
     private_dir(&gh_dir)?;
+    // gh through the proxy (or no longer): the one key of the loop's own gh config.
+    let socket = match &ctx.github {
+        Some(github) => github
+            .socket
+            .clone()
+            .and_then(|socket| crate::gh_config::set_socket(&gh_dir, socket.as_deref())),
+        None => crate::gh_config::set_socket(&gh_dir, None),
+    };
+    if let Err(e) = socket {
+        let reason = format!("the GitHub proxy: {}", e.message);
+        log_line(ctx.log_path, &reason);
+        return Ok(Outcome::failed(reason));
+    }
     let mut env = base_env();
     let mut add = |k: &str, v: &str| env.push((OsString::from(k), OsString::from(v)));
     if let Some(profile) = ctx.profile {
@@ -229,6 +254,13 @@ pub async fn run(ctx: &RoundContext<'_>, held: &mut HeldLease, shutdown: &mut cr
     add("GH_CONFIG_DIR", &gh_dir.to_string_lossy());
     for (k, v) in &ctx.arbiter_env {
         add(k, v);
+    }
+    if let Some(github) = &ctx.github {
+        add("ARBITER_GITHUB_API", &github.api_url);
+        // The loop's own socket: calls through it count as the loop's (curl --unix-socket).
+        if let Ok(Some(socket)) = &github.socket {
+            add("ARBITER_GITHUB_SOCKET", &socket.to_string_lossy());
+        }
     }
     if let Some(profile) = ctx.profile {
         match token(profile, &spec.repo, profile.token_timeout.min(spec.timeout)).await {

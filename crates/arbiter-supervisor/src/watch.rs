@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::reload::{Changes, ConfigFile};
-use crate::{Shared, StopReason, dispatcher, loop_task, stopped};
+use crate::{Shared, StopReason, dispatcher, github, loop_task, stopped};
 
 /// How the supervisor runs.
 #[derive(Debug, Clone)]
@@ -38,6 +38,9 @@ pub struct Options {
     pub store_url: String,
     /// The lease TTL of a loop (a dead supervisor's loops move elsewhere after it).
     pub lease_ttl: Duration,
+    /// This user's private runtime directory (0700): the GitHub proxy's sockets go in a
+    /// directory of this supervisor's below it.
+    pub runtime_dir: PathBuf,
 }
 
 /// How often the configuration file is looked at.
@@ -69,6 +72,7 @@ pub async fn watch(store: Store, config: Config, options: Options, mut shutdown:
         options,
         namespace,
         config: RwLock::new(Arc::new(config)),
+        github: RwLock::new(None),
     });
     let mut fleet = Fleet {
         shared: shared.clone(),
@@ -76,8 +80,10 @@ pub async fn watch(store: Store, config: Config, options: Options, mut shutdown:
         stops: HashMap::new(),
         dispatcher: None,
         stopping: Vec::new(),
+        guards_started: 0,
     };
     let config = shared.config();
+    fleet.sync_github(&config).await?;
     for spec in selected(&config, &shared.options) {
         fleet.start_loop(spec)?;
     }
@@ -103,7 +109,15 @@ pub async fn watch(store: Store, config: Config, options: Options, mut shutdown:
             },
             _ = tick.tick(), if !shutting_down => {
                 if let Some(config) = file.edited() {
-                    let changes = fleet.apply(Arc::new(config))?;
+                    let config = Arc::new(config);
+                    // A proxy that cannot start (its address is taken) is reported; the
+                    // loops still run, and those that opt in meet no proxy.
+                    let github = fleet.sync_github(&config).await.unwrap_or_else(|e| {
+                        eprintln!("arbiter: the GitHub proxy: {}", e.message);
+                        None
+                    });
+                    let mut changes = fleet.apply(config)?;
+                    changes.github = github;
                     eprintln!("{}", changes.line(file.path()));
                 }
             }
@@ -115,6 +129,7 @@ pub async fn watch(store: Store, config: Config, options: Options, mut shutdown:
     }
     // The dispatcher stops with the loops (then drains what they queued) or on shutdown.
     fleet.stop_dispatcher();
+    fleet.stop_github();
     for task in fleet.stopping {
         let _ = task.await;
     }
@@ -136,8 +151,10 @@ struct Fleet {
     /// Each running loop's own stop (its removal, or the supervisor's shutdown).
     stops: HashMap<String, watch::Sender<Option<StopReason>>>,
     dispatcher: Option<dispatcher::Running>,
-    /// Dispatchers told to stop, draining.
+    /// Dispatchers told to stop, draining; GitHub proxies stopping once unused.
     stopping: Vec<JoinHandle<()>>,
+    /// How many GitHub proxies this supervisor started (each has its own socket directory).
+    guards_started: u32,
 }
 
 impl Fleet {
@@ -184,6 +201,47 @@ impl Fleet {
             self.dispatcher = Some(dispatcher::Running::start(self.shared.clone(), new.clone()));
         }
         Some(what)
+    }
+
+    /// Starts, stops or restarts the GitHub proxy for `config`: it runs while any selected
+    /// loop may opt in, with `[github]`'s settings.
+    async fn sync_github(&mut self, config: &Config) -> Result<Option<&'static str>> {
+        let wanted = config.may_use_github_proxy(selected(config, &self.shared.options).filter(|l| l.enabled));
+        let running = self.shared.github();
+        let what = match (&running, wanted) {
+            (None, true) => "started",
+            (Some(_), false) => "stopped",
+            (Some(guard), true) if *guard.settings() != config.github => "restarted",
+            _ => return Ok(None),
+        };
+        if wanted {
+            self.guards_started += 1;
+            let dir =
+                self.shared
+                    .options
+                    .runtime_dir
+                    .join(format!("watch-{}-{}", std::process::id(), self.guards_started));
+            let guard = github::Guard::start(
+                self.shared.store.clone(),
+                self.shared.namespace.clone(),
+                &config.github,
+                dir,
+            )
+            .await?;
+            if let Some(old) = self.shared.set_github(Some(Arc::new(guard))) {
+                self.stopping.push(tokio::spawn(github::stop_when_unused(old)));
+            }
+        } else {
+            self.stop_github();
+        }
+        Ok(Some(what))
+    }
+
+    /// Stops the GitHub proxy once the rounds using it have ended.
+    fn stop_github(&mut self) {
+        if let Some(old) = self.shared.set_github(None) {
+            self.stopping.push(tokio::spawn(github::stop_when_unused(old)));
+        }
     }
 
     /// Puts `config` in force: loops it adds start, loops it removes stop, changed loops

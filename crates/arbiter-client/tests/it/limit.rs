@@ -172,3 +172,101 @@ each_backend!(permits_give_back_what_they_hold, |url: String| async move {
     let left = tokens(&store, "big").await;
     assert!((left - 9_499.0).abs() < 0.5, "{left}");
 });
+
+/// A caller dropped while its batch was being taken from the store (a cancelled request:
+/// the proxy's client went away) lost the batch: the store's transaction went through, and
+/// the `Permits` never heard of it. Reproduced on SQLite, where a second connection holds
+/// the write lock so the take waits inside the store while its caller is cancelled; once
+/// the lock goes, the take commits. Every token must come back: held for the next caller,
+/// then given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_take_loses_no_permit() {
+    let file = arbiter_testkit::TempSqlite::new();
+    let store = open(&file.url()).await;
+    bucket(&store, "c", "1/h", 100).await;
+    let permits = Arc::new(Permits::new(store.clone(), ns(), vec![n("c")], Priority::Interactive));
+    let lock = rusqlite::Connection::open(file.path()).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let caller = {
+        let permits = permits.clone();
+        tokio::spawn(async move { permits.take(1, BOUND).await })
+    };
+    // Nothing but the store can keep it this long: it waits there, and is cancelled.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!caller.is_finished(), "the take waits for the write lock");
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    lock.execute_batch("COMMIT").unwrap();
+    // The store's transaction went through: the token left the bucket ...
+    eventually_async(BOUND, "the cancelled take reached the store", || {
+        let store = store.clone();
+        async move { (tokens(&store, "c").await < 99.5).then_some(()) }
+    })
+    .await;
+    // ... and comes back: nobody was handed it.
+    eventually_async(BOUND, "the cancelled caller's permit given back", || {
+        let store = store.clone();
+        async move { (tokens(&store, "c").await > 99.5).then_some(()) }
+    })
+    .await;
+    let stats = permits.stats().await;
+    assert_eq!((stats.handed_out, stats.taken, stats.refunded), (0, 1, 1), "{stats:?}");
+    Arc::into_inner(permits).unwrap().close().await.unwrap();
+}
+
+/// Callers of one `Permits` queue behind the task that asks the store. When the store's link
+/// stalls, every one of them used to ask again in turn once the one ahead had failed, each
+/// waiting out a statement deadline or a connect timeout: the 20th caller waited 20 of them,
+/// whatever its `max_wait`. Callers that were queued when a store call failed now share its
+/// failure. A liveness bound with a wide margin (each store call here gives up within about
+/// a second; 20 in turn take 20 s or more), not a measurement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_queued_behind_a_stalled_store_fail_together() {
+    let Some(url) = arbiter_testkit::postgres_url("permits_stalled_store").await else {
+        return;
+    };
+    let setup = open(&url).await;
+    bucket(&setup, "s", "1/h", 1000).await;
+    let proxy = arbiter_testkit::net::StallProxy::start(arbiter_testkit::net::postgres_server_addr(&url));
+    let stalled = open(&format!(
+        "{}&statement_timeout=1s&connect_timeout=1",
+        proxy.postgres_url(&url)
+    ))
+    .await;
+    let permits = Arc::new(Permits::new(stalled, ns(), vec![n("s")], Priority::Interactive));
+    permits.take(1, Duration::ZERO).await.unwrap();
+    proxy.freeze();
+    let mut callers = Vec::new();
+    for _ in 0..20 {
+        let permits = permits.clone();
+        // More than one batch holds, so each needs the store.
+        callers.push(tokio::spawn(async move { permits.take(100, Duration::ZERO).await }));
+    }
+    let all = async {
+        let mut errors = Vec::new();
+        for caller in callers {
+            errors.push(caller.await.unwrap().unwrap_err());
+        }
+        errors
+    };
+    let errors = tokio::time::timeout(Duration::from_secs(15), all)
+        .await
+        .expect("every caller of a stalled store hears of it within a few deadlines");
+    for err in errors {
+        assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+    }
+    proxy.resume();
+}
+
+// `Duration::MAX` is how a caller says "wait as long as it takes": the deadline
+// `now + max_wait` overflowed and panicked before the store was even asked.
+each_backend!(an_unbounded_wait_is_allowed, |url: String| async move {
+    let store = open(&url).await;
+    bucket(&store, "u", "20/s", 1).await;
+    assert!(take(&store, request(&["u"], 1), Duration::MAX).await.unwrap().granted);
+    // Empty now: it waits for the refill, as long as that takes.
+    assert!(take(&store, request(&["u"], 1), Duration::MAX).await.unwrap().granted);
+    let permits = Permits::new(store.clone(), ns(), vec![n("u")], Priority::Interactive);
+    permits.take(1, Duration::MAX).await.unwrap();
+    permits.close().await.unwrap();
+});

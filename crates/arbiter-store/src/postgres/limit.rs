@@ -6,7 +6,7 @@
 
 use arbiter_core::limit::{
     Bucket, BucketInfo, BucketSpec, BucketState, Counter, MAX_FAIR_WINDOW_MS, Observation, PartyState, TakeDecision,
-    TakeRequest, check_counters, not_found, plan_define, plan_observe, plan_refund, plan_take,
+    TakeRequest, check_buckets_and_cost, check_counters, not_found, plan_define, plan_observe, plan_refund, plan_take,
 };
 use arbiter_core::name::{BucketName, Namespace};
 use arbiter_core::{Millis, Result};
@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
-use super::{NOW_MS, PgStore, now_ms_sql, pg_error, pipeline, query};
+use super::{NOW_MS, PgStore, execute, now_ms_sql, pg_error, pipeline, query};
 use crate::api::LimitStore;
 use crate::limit::{BUCKET_COLUMNS, BucketRow, attach_parties, in_order, merged, sorted_names, spec_columns};
 use crate::schema::Migration;
@@ -87,21 +87,50 @@ async fn lock(
     Ok((now, buckets))
 }
 
-/// Writes a bucket's spec and state (creating it): `$1`–`$11`.
-const UPSERT: &str =
-    "INSERT INTO limit_buckets (namespace, name, rate_amount, rate_per_ms, burst, reserve_percent, fair,
-                                   tokens, updated_at, frozen_until, reset_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-     ON CONFLICT (namespace, name) DO UPDATE SET
+/// An insert of a bucket's spec and state: `$1`–`$11`.
+macro_rules! insert_bucket {
+    () => {
+        "INSERT INTO limit_buckets (namespace, name, rate_amount, rate_per_ms, burst, reserve_percent, fair,
+                                    tokens, updated_at, frozen_until, reset_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    };
+}
+
+/// Writes a bucket's spec and state (creating it).
+const UPSERT: &str = concat!(
+    insert_bucket!(),
+    " ON CONFLICT (namespace, name) DO UPDATE SET
         rate_amount = excluded.rate_amount, rate_per_ms = excluded.rate_per_ms, burst = excluded.burst,
         reserve_percent = excluded.reserve_percent, fair = excluded.fair, tokens = excluded.tokens,
-        updated_at = excluded.updated_at, frozen_until = excluded.frozen_until, reset_at = excluded.reset_at";
+        updated_at = excluded.updated_at, frozen_until = excluded.frozen_until, reset_at = excluded.reset_at"
+);
+
+/// Creates a bucket unless one of that name exists or is being created (the insert then
+/// waits for that transaction's end).
+const INSERT: &str = concat!(insert_bucket!(), " ON CONFLICT (namespace, name) DO NOTHING");
 
 async fn upsert(tx: &Transaction<'_>, ns: &str, name: &str, spec: &BucketSpec, state: &BucketState) -> Result<()> {
+    write_bucket(tx, UPSERT, ns, name, spec, state).await.map(drop)
+}
+
+/// [`INSERT`]: whether the bucket was created.
+async fn insert(tx: &Transaction<'_>, ns: &str, name: &str, spec: &BucketSpec, state: &BucketState) -> Result<bool> {
+    Ok(write_bucket(tx, INSERT, ns, name, spec, state).await? == 1)
+}
+
+/// Runs `sql` (an insert of a bucket, `$1`–`$11`); the rows it changed.
+async fn write_bucket(
+    tx: &Transaction<'_>,
+    sql: &str,
+    ns: &str,
+    name: &str,
+    spec: &BucketSpec,
+    state: &BucketState,
+) -> Result<u64> {
     let (amount, per_ms, burst, reserve) = spec_columns(spec);
-    query(
+    execute(
         tx,
-        UPSERT,
+        sql,
         &[
             &ns,
             &name,
@@ -117,7 +146,6 @@ async fn upsert(tx: &Transaction<'_>, ns: &str, name: &str, spec: &BucketSpec, s
         ],
     )
     .await
-    .map(drop)
 }
 
 /// Writes the states of several buckets in one statement: `$1` namespace, then arrays of
@@ -168,24 +196,37 @@ impl LimitStore for PgStore {
     ) -> Result<BucketInfo> {
         spec.check()?;
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let (now, existing) = match lock(&tx, ns, std::slice::from_ref(name), false).await {
-            Ok((now, mut buckets)) => (now, buckets.pop()),
-            Err(e) if e.kind == arbiter_core::ErrorKind::NotFound => (now(&tx).await?, None),
-            Err(e) => return Err(e),
-        };
-        let Some(state) = plan_define(now, existing.as_ref(), spec, if_absent) else {
-            return Ok(existing.expect("if_absent leaves an existing bucket").info(now));
-        };
-        upsert(&tx, ns, name, spec, &state).await?;
-        tx.commit().await.map_err(pg_error)?;
-        Ok(Bucket {
-            name: name.clone(),
-            spec: *spec,
-            state,
-            parties: Vec::new(),
+        // Twice at most: a bucket another host creates between our look and our insert is
+        // there on the second look (its row is then locked like any existing one's).
+        for _ in 0..2 {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let (now, existing) = match lock(&tx, ns, std::slice::from_ref(name), false).await {
+                Ok((now, mut buckets)) => (now, buckets.pop()),
+                Err(e) if e.kind == arbiter_core::ErrorKind::NotFound => (now(&tx).await?, None),
+                Err(e) => return Err(e),
+            };
+            let Some(state) = plan_define(now, existing.as_ref(), spec, if_absent) else {
+                return Ok(existing.expect("if_absent leaves an existing bucket").info(now));
+            };
+            if existing.is_some() {
+                upsert(&tx, ns, name, spec, &state).await?;
+            } else if !insert(&tx, ns, name, spec, &state).await? {
+                // Created meanwhile: an upsert would overwrite it (and refill what was spent).
+                tx.rollback().await.map_err(pg_error)?;
+                continue;
+            }
+            tx.commit().await.map_err(pg_error)?;
+            return Ok(Bucket {
+                name: name.clone(),
+                spec: *spec,
+                state,
+                parties: Vec::new(),
+            }
+            .info(now));
         }
-        .info(now))
+        Err(arbiter_core::Error::internal(format!(
+            "bucket {name:?} was created meanwhile but is not there: the store changed under the define"
+        )))
     }
 
     async fn take(&self, request: &TakeRequest) -> Result<TakeDecision> {
@@ -241,6 +282,7 @@ impl LimitStore for PgStore {
     }
 
     async fn refund(&self, ns: &Namespace, names: &[BucketName], cost: u64) -> Result<()> {
+        check_buckets_and_cost("refund", names, cost)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let (now, buckets) = lock(&tx, ns, names, false).await?;

@@ -12,7 +12,7 @@ use super::{PgStore, execute, notify, now_ms, pg_error, query};
 use crate::api::{LoopStore, Topic};
 use crate::loops::{
     ABANDONED, LoopState, ROUND_COLUMNS, RoundEnd, RoundInfo, RoundLogPath, RoundRow, STATE_COLUMNS, StateRow,
-    check_fence, decode_round, decode_state, overrides_abandoned, updates_loop,
+    check_fence, decode_round, decode_state, join_logins, overrides_abandoned, updates_loop,
 };
 use crate::schema::Migration;
 
@@ -28,7 +28,7 @@ fn state_row(r: &Row) -> StateRow {
 }
 
 fn round_row(r: &Row) -> RoundRow {
-    columns!(r; 0 1 2 3 4 5 6 7 8)
+    columns!(r; 0 1 2 3 4 5 6 7 8 9 10)
 }
 
 async fn ensure(tx: &Transaction<'_>, ns: &str, name: &str, holder: &Holder, now: Millis) -> Result<()> {
@@ -99,7 +99,8 @@ impl LoopStore for PgStore {
         let now = now_ms(&tx).await?;
         execute(
             &tx,
-            "UPDATE loop_rounds SET status = $4, ended_at = $5, exit_code = $6, reason = $7
+            "UPDATE loop_rounds SET status = $4, ended_at = $5, exit_code = $6, reason = $7, api_calls = $9,
+                 github_logins = $10
              WHERE namespace = $1 AND loop = $2 AND round = $3
                AND (status = 'running' OR (status = 'abandoned' AND $8))",
             &[
@@ -111,6 +112,8 @@ impl LoopStore for PgStore {
                 &end.exit_code,
                 &end.reason,
                 &overrides_abandoned(&end),
+                &end.api_calls,
+                &join_logins(&end.github_logins),
             ],
         )
         .await?;
@@ -247,6 +250,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         log_path   TEXT NOT NULL,
         PRIMARY KEY (namespace, loop, round)
     );
+    "#,
+    },
+    // 6: what a round spent of GitHub's budget, and as whom (issue 14).
+    Migration {
+        version: 6,
+        sql: r#"
+    ALTER TABLE loop_rounds ADD COLUMN api_calls BIGINT;
+    ALTER TABLE loop_rounds ADD COLUMN github_logins TEXT;
     "#,
     },
 ];

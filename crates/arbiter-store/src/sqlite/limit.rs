@@ -4,7 +4,7 @@
 
 use arbiter_core::limit::{
     Bucket, BucketInfo, BucketSpec, BucketState, Counter, MAX_FAIR_WINDOW_MS, Observation, PartyState, TakeDecision,
-    TakeRequest, check_counters, not_found, plan_define, plan_observe, plan_refund, plan_take,
+    TakeRequest, check_buckets_and_cost, check_counters, not_found, plan_define, plan_observe, plan_refund, plan_take,
 };
 use arbiter_core::name::{BucketName, Namespace};
 use arbiter_core::{Millis, Result};
@@ -179,6 +179,7 @@ impl LimitStore for SqliteStore {
     }
 
     async fn refund(&self, ns: &Namespace, names: &[BucketName], cost: u64) -> Result<()> {
+        check_buckets_and_cost("refund", names, cost)?;
         let (ns, names) = (ns.clone(), names.to_vec());
         self.write(move |tx| {
             let now = now_ms(tx)?;

@@ -11,7 +11,7 @@ use super::{Outcome, SqliteStore, internal, now_ms};
 use crate::api::LoopStore;
 use crate::loops::{
     ABANDONED, LoopState, ROUND_COLUMNS, RoundEnd, RoundInfo, RoundLogPath, RoundRow, STATE_COLUMNS, StateRow,
-    check_fence, decode_round, decode_state, overrides_abandoned, updates_loop,
+    check_fence, decode_round, decode_state, join_logins, overrides_abandoned, updates_loop,
 };
 use crate::schema::Migration;
 
@@ -93,7 +93,8 @@ impl LoopStore for SqliteStore {
         self.write(move |tx| {
             let now = now_ms(tx)?;
             tx.execute(
-                "UPDATE loop_rounds SET status = ?4, ended_at = ?5, exit_code = ?6, reason = ?7
+                "UPDATE loop_rounds SET status = ?4, ended_at = ?5, exit_code = ?6, reason = ?7, api_calls = ?9,
+                     github_logins = ?10
                  WHERE namespace = ?1 AND loop = ?2 AND round = ?3
                    AND (status = 'running' OR (status = 'abandoned' AND ?8))",
                 params![
@@ -104,7 +105,9 @@ impl LoopStore for SqliteStore {
                     now,
                     end.exit_code,
                     end.reason,
-                    overrides_abandoned(&end)
+                    overrides_abandoned(&end),
+                    end.api_calls,
+                    join_logins(&end.github_logins)
                 ],
             )
             .map_err(internal)?;
@@ -251,6 +254,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         log_path   TEXT NOT NULL,
         PRIMARY KEY (namespace, loop, round)
     ) WITHOUT ROWID;
+    "#,
+    },
+    // 6: what a round spent of GitHub's budget, and as whom (issue 14).
+    Migration {
+        version: 6,
+        sql: r#"
+    ALTER TABLE loop_rounds ADD COLUMN api_calls INTEGER;
+    ALTER TABLE loop_rounds ADD COLUMN github_logins TEXT;
     "#,
     },
 ];

@@ -456,3 +456,93 @@ conformance!(bad_input_and_unknown_buckets_change_nothing, |h: Harness| async mo
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound);
 });
+
+// A refund naming a bucket twice gave it back twice on SQLite and failed `NotFound` on
+// PostgreSQL; a cost of 0 or above any bucket's reach was taken as it came. Both backends
+// now refuse them as a take does, changing nothing.
+conformance!(a_bad_refund_changes_nothing, |h: Harness| async move {
+    let limits = h.store.limits();
+    limits
+        .define(&ns(), &n("f"), &spec("1/h", 10, 0, false), false)
+        .await
+        .unwrap();
+    assert!(
+        limits
+            .take(&take(&["f"], 6, Priority::Normal, None))
+            .await
+            .unwrap()
+            .granted
+    );
+    for (names, cost, why) in [
+        (vec![n("f"), n("f")], 2, "named twice in one refund"),
+        (vec![], 2, "names no bucket"),
+        (vec![n("f")], 0, "invalid cost 0"),
+        (vec![n("f")], u64::MAX, "invalid cost"),
+    ] {
+        let err = limits.refund(&ns(), &names, cost).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadInput, "{names:?} {cost}");
+        assert!(err.message.contains(why), "{}", err.message);
+    }
+    let left = tokens(&h.store, "f").await;
+    assert!((4.0..4.01).contains(&left), "nothing given back: {left}");
+});
+
+/// Two hosts define the same new bucket `if_absent` at once (every proxy does, on first use
+/// of an identity). On PostgreSQL both saw no row; the second's upsert then overwrote the
+/// first's committed bucket, refilling whatever had been spent from it. Reproduced with a
+/// raw connection holding an uncommitted insert of a spent bucket while the store's define
+/// runs: once it commits, the define must leave that bucket as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_define_if_absent_racing_a_creation_leaves_the_bucket_on_postgres() {
+    let Some(url) = arbiter_testkit::postgres_url("define_if_absent_race").await else {
+        return;
+    };
+    let store = Harness::open(&url).await.store;
+    let schema = url.rsplit_once("?schema=").expect("a schema").1.to_string();
+    let (client, connection) = tokio_postgres::connect(&arbiter_testkit::postgres_server(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // Another host's define, not committed yet, of a bucket already spent to 0.
+    client
+        .batch_execute(&format!(
+            "SET search_path = {schema}; BEGIN;
+             INSERT INTO limit_buckets (namespace, name, rate_amount, rate_per_ms, burst, reserve_percent,
+                                        fair, tokens, updated_at, frozen_until, reset_at)
+             VALUES ('{}', 'race', 1, 3600000, 100, 0, false, 0, {}, NULL, NULL);",
+            ns(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        ))
+        .await
+        .unwrap();
+    let definer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .limits()
+                .define(&ns(), &n("race"), &spec("1/h", 100, 0, false), true)
+                .await
+        })
+    };
+    // The define waits on the uncommitted row (seen as a lock wait on the server).
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                   AND query LIKE 'INSERT INTO limit_buckets%'";
+    for _ in 0..500 {
+        let row = client.query_one(waiting, &[]).await.unwrap();
+        if row.get::<_, i64>(0) > 0 || definer.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.batch_execute("COMMIT").await.unwrap();
+    let defined = definer.await.unwrap().unwrap();
+    assert!(
+        defined.tokens < 0.5,
+        "the define answered a refilled bucket: {defined:?}"
+    );
+    let left = tokens(&store, "race").await;
+    assert!(left < 0.5, "the racing define refilled the spent bucket to {left}");
+}

@@ -49,6 +49,8 @@ fn end(round: i64, status: RoundStatus, state: LoopStatus, failures: i64) -> Rou
         consecutive_failures: failures,
         next_in_ms: 5_000,
         state,
+        api_calls: None,
+        github_logins: Vec::new(),
     }
 }
 
@@ -336,4 +338,44 @@ conformance!(rounds_wake_loop_subscribers, |h: Harness| async move {
         // Woken by the round's start or end, not by the 60 s timeout.
         assert!(waited < Duration::from_secs(60), "{waited:?}");
     }
+});
+
+conformance!(rounds_record_their_github_spend, |h: Harness| async move {
+    let loops = h.store.loops();
+    let a = name("a");
+    let held = lease(&h.store, "loop/a").await;
+    for round in 1..=3 {
+        assert_eq!(
+            loops.begin_round(&ns(), &a, &held, log_path("/a")).await.unwrap(),
+            round
+        );
+        let running = loops.round(&ns(), &a, round).await.unwrap().expect("the round");
+        assert_eq!((running.api_calls, running.github_logins.len()), (None, 0));
+        let mut ended = end(round, RoundStatus::Succeeded, LoopStatus::Idle, 0);
+        match round {
+            1 => {}
+            2 => {
+                ended.api_calls = Some(0);
+            }
+            _ => {
+                ended.api_calls = Some(31);
+                ended.github_logins = vec!["octocat".into(), "hubot".into()];
+            }
+        }
+        loops.end_round(&ns(), &a, ended).await.unwrap();
+    }
+    // Not measured, measured as nothing, and a spend with its logins, each as it was.
+    let rounds = loops.rounds(&ns(), &a, 10).await.unwrap();
+    let spend: Vec<(i64, Option<i64>, Vec<String>)> = rounds
+        .into_iter()
+        .map(|r| (r.round, r.api_calls, r.github_logins))
+        .collect();
+    assert_eq!(
+        spend,
+        [
+            (3, Some(31), vec!["octocat".to_string(), "hubot".to_string()]),
+            (2, Some(0), vec![]),
+            (1, None, vec![]),
+        ]
+    );
 });

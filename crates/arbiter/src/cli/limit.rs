@@ -23,7 +23,7 @@ takes leave twice it. With --fair, parties (--party) that take within the bucket
 share it evenly while it is short (under half full), and borrow idle shares while it is not.
 `observe` feeds in what an upstream said (x-ratelimit-* headers, retry-after): remaining
 counts correct the bucket down, a new window up; --hit freezes it for everyone until the
-reset, the retry-after, or 60 s.";
+reset, the retry-after, or 60 s (at most a day: a reset more than a day ahead is ignored).";
 
 #[derive(Debug, Subcommand)]
 pub enum LimitCommand {
@@ -49,8 +49,9 @@ pub enum LimitCommand {
         #[arg(long)]
         if_absent: bool,
     },
-    /// Take tokens from one or more buckets at once (all or none). Exit 0 when granted;
-    /// exit 3 when not granted within --wait, printing the wait needed.
+    /// Take tokens from one or more buckets at once (all or none). Exit 0 when granted,
+    /// printing nothing (--json: the buckets after the take); exit 3 when not granted within
+    /// --wait, printing the wait needed (--json: wait_ms).
     Take {
         /// The buckets, comma-separated: a,b,c.
         #[arg(value_name = "NAME[,NAME…]", value_parser = parse_names)]
@@ -82,16 +83,17 @@ pub enum LimitCommand {
         #[arg(value_parser = typed::<BucketName>)]
         name: BucketName,
         /// The upstream's limit per window (x-ratelimit-limit): becomes burst and rate amount.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), allow_hyphen_values = true)]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=arbiter_core::limit::MAX_AMOUNT), allow_hyphen_values = true)]
         limit: Option<u64>,
         /// What the upstream says is left (x-ratelimit-remaining).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64), allow_hyphen_values = true)]
         remaining: Option<u64>,
         /// When the upstream's window ends, in seconds since the Unix epoch (x-ratelimit-reset).
+        /// A reset more than a day after the store's clock is ignored.
         #[arg(long, value_name = "UNIX_SECONDS", value_parser = clap::value_parser!(i64).range(1..=4_102_444_800), allow_hyphen_values = true)]
         reset: Option<i64>,
-        /// The upstream's retry-after, in seconds (0: none given).
-        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=315_360_000), allow_hyphen_values = true)]
+        /// The upstream's retry-after, in seconds (0: none given; at most a day).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=arbiter_core::limit::MAX_AHEAD.as_secs()), allow_hyphen_values = true)]
         retry_after: Option<u64>,
         /// The upstream refused (a primary or secondary limit): freeze the bucket.
         #[arg(long)]

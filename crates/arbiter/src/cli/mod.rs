@@ -118,7 +118,8 @@ enum Command {
     Channels(notify::ChannelsCommand),
     /// Run the agent loops of arbiter.toml: one instance per loop across every host.
     Watch(watch::WatchArgs),
-    /// The fleet: every loop, where it runs, its last rounds, failures, next run.
+    /// The fleet: every loop, where it runs, its last rounds, failures, next run, GitHub
+    /// calls per round; and each GitHub identity's budget left, reset, freeze and forecast.
     Status(watch::StatusArgs),
     /// Print a loop's round log.
     Logs(watch::LogsArgs),

@@ -14,7 +14,12 @@ impl Output {
     /// Prints a failure: `arbiter: MESSAGE` on stderr, or a JSON object on stdout.
     pub fn error(&self, err: &Error) {
         if self.json {
-            self.print_sorted(&serde_json::json!({ "error": err.kind.code(), "message": err.message }));
+            let mut value = serde_json::json!({ "error": err.kind.code(), "message": err.message });
+            // A refused take's wait as data (milliseconds), not only in the message.
+            if let Some(arbiter_core::Detail::Limited { wait_ms }) = err.detail.as_deref() {
+                value["wait_ms"] = (*wait_ms).into();
+            }
+            self.print_sorted(&value);
         } else {
             eprintln!("arbiter: {}", err.message);
         }

@@ -63,6 +63,21 @@ fn data_dir(what: &str) -> Result<PathBuf> {
         .ok_or_else(|| Error::bad_input(format!("no data directory is known for this user; pass --{what}-dir")))
 }
 
+/// This user's private runtime directory (where the GitHub proxy's sockets go):
+/// `$XDG_RUNTIME_DIR/arbiter`, else `arbiter-<user>` in the temp directory (created 0700;
+/// one someone else planted there is refused when a socket is made).
+fn runtime_dir() -> PathBuf {
+    match dirs::runtime_dir() {
+        Some(dir) => dir.join("arbiter"),
+        None => {
+            let user = std::env::var("USER")
+                .or_else(|_| std::env::var("USERNAME"))
+                .unwrap_or_else(|_| "user".into());
+            std::env::temp_dir().join(format!("arbiter-{user}"))
+        }
+    }
+}
+
 pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32> {
     let path = match &global.config {
         Some(path) => path.clone(),
@@ -87,6 +102,7 @@ pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32>
             .map_err(|e| Error::internal(format!("cannot find the arbiter executable: {e}")))?,
         store_url: url.to_url(),
         lease_ttl: args.lease_ttl,
+        runtime_dir: runtime_dir(),
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -137,22 +153,7 @@ pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i3
             if args.watch {
                 print!("\x1b[2J\x1b[H");
             }
-            println!("LOOP\tSTATE\tHOST\tPID\tROUND\tLAST\tFAILURES\tNEXT\tREASON");
-            for l in &fleet {
-                let next = Duration::from_millis(l.next_run_in_ms as u64);
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\tin {}\t{}",
-                    l.name,
-                    l.state.as_str(),
-                    l.host,
-                    l.pid,
-                    l.round,
-                    l.last_status.as_deref().unwrap_or("-"),
-                    l.consecutive_failures,
-                    arbiter_core::duration::format_duration(Duration::from_secs(next.as_secs())),
-                    l.last_reason.as_deref().unwrap_or_default(),
-                );
-            }
+            print_fleet(&fleet);
         }
         if !args.watch {
             return Ok(exit::SUCCESS);
@@ -160,6 +161,53 @@ pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i3
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
             () = shutdown_signal() => return Ok(exit::SUCCESS),
+        }
+    }
+}
+
+/// The loops, then (when the proxy spends for any) each GitHub identity's budgets.
+fn print_fleet(fleet: &fleet::FleetView) {
+    let format = |ms: i64| arbiter_core::duration::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64));
+    println!("LOOP\tSTATE\tHOST\tPID\tROUND\tLAST\tFAILURES\tNEXT\tAPI/ROUND\tREASON");
+    for l in &fleet.loops {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\tin {}\t{}\t{}",
+            l.name,
+            l.state.as_str(),
+            l.host,
+            l.pid,
+            l.round,
+            l.last_status.as_deref().unwrap_or("-"),
+            l.consecutive_failures,
+            format(l.next_run_in_ms),
+            l.api_calls_per_round.map_or("-".to_string(), |c| format!("{c:.0}")),
+            l.last_reason.as_deref().unwrap_or_default(),
+        );
+    }
+    if fleet.github.is_empty() {
+        return;
+    }
+    println!();
+    println!("GITHUB\tRESOURCE\tLEFT\tLIMIT\tRESETS\tFROZEN UNTIL\tRUNS OUT");
+    for identity in &fleet.github {
+        for r in &identity.resources {
+            let runs_out = match (r.exhausted_in_ms, identity.spend_per_hour) {
+                (Some(ms), Some(rate)) => format!("in {} (at {rate:.0}/h)", format(ms)),
+                (None, Some(rate)) if arbiter_core::github::PRIMARY.contains(&r.resource.as_str()) => {
+                    format!("not at {rate:.0}/h")
+                }
+                _ => "-".to_string(),
+            };
+            println!(
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                identity.login,
+                r.resource,
+                r.left,
+                r.limit,
+                r.reset_at.as_deref().unwrap_or("-"),
+                r.frozen_until.as_deref().unwrap_or("-"),
+                runs_out,
+            );
         }
     }
 }

@@ -109,6 +109,9 @@ fn exit_codes_and_messages(store: &Store) {
     let refused = store.run(&["limit", "take", "x", "--wait", "1s", "--json"]);
     refused.expect_code(3, "a take whose wait is longer than --wait");
     assert_eq!(refused.json()["error"], "limited");
+    // The wait it needed, as data: most of an hour.
+    let wait_ms = refused.json()["wait_ms"].as_u64().expect("wait_ms");
+    assert!(wait_ms > 3_000_000 && wait_ms <= 3_600_000, "{refused:?}");
     let out = store.run(&["limit", "take", "x,missing"]);
     out.expect_code(5, "a take naming an unknown bucket");
     assert!(out.stderr.contains("no bucket \"missing\""), "{out:?}");
@@ -129,6 +132,13 @@ fn exit_codes_and_messages(store: &Store) {
         (&["limit", "take", "x,x"][..], "named twice"),
         (&["limit", "observe", "x", "--remaining", "-1"][..], "--remaining"),
         (&["limit", "observe", "x", "--reset", "soon"][..], "--reset"),
+        // Above what a bucket may hold: it was taken and silently ignored.
+        (&["limit", "observe", "x", "--limit", "1000000000001"][..], "--limit"),
+        // Longer than a freeze may last (a day).
+        (
+            &["limit", "observe", "x", "--hit", "--retry-after", "86401"][..],
+            "--retry-after",
+        ),
     ] {
         let out = store.run(args);
         out.expect_code(2, &format!("{args:?}"));
@@ -202,4 +212,23 @@ fn an_observed_hit_freezes_the_bucket_for_every_process(store: &Store) {
     assert!(out.stderr.contains("is frozen"), "{out:?}");
     let counters = store.ok(&["limit", "counters", "--json"]).json();
     assert_eq!(counters, json!([]));
+    // A reset in the year 2100 froze the bucket until then, with no way out: now it is not
+    // believed (more than a day ahead), and the hit freezes for the default minute.
+    let far = store
+        .ok(&[
+            "limit",
+            "observe",
+            "github/octo/core",
+            "--hit",
+            "--remaining",
+            "0",
+            "--reset",
+            "4102444800",
+            "--json",
+        ])
+        .json();
+    assert_eq!(far["reset_at"], json!(null), "{far}");
+    let time = |field: &str| humantime::parse_rfc3339(far[field].as_str().unwrap()).unwrap();
+    let frozen_for = time("frozen_until").duration_since(time("now")).unwrap();
+    assert_eq!(frozen_for, std::time::Duration::from_secs(60), "{far}");
 }

@@ -19,6 +19,10 @@
 //!   stops the dispatcher, and says so in one line.
 //! - fleet view: `arbiter status --json`, a dead supervisor's loop shown as lost, `arbiter logs`,
 //!   `arbiter logs --follow` to the round's end.
+//! - GitHub: an opted-in loop's real `gh` and `curl` reach the fake GitHub through the
+//!   supervisor's proxy, its round records its spend, its gh config keeps its other keys;
+//!   a frozen identity pauses the loop without a failure; a tiny budget defers the
+//!   lower-priority loop while the higher one runs; a reload starts and stops the proxy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -50,6 +54,10 @@ each_backend!(
     sigterm_stops_or_finishes_the_round_as_configured,
     a_reload_starts_and_stops_loops_and_the_dispatcher,
     logs_follow_prints_a_running_round_to_its_end,
+    an_opted_in_loop_reaches_github_through_the_proxy,
+    a_frozen_identity_pauses_the_loop_without_a_failure,
+    a_tiny_budget_defers_the_lower_priority_loop,
+    a_reload_starts_and_stops_the_github_proxy,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -141,11 +149,12 @@ impl<'a> Fleet<'a> {
         self.out.join(name)
     }
 
-    /// `arbiter status --json`, as a map by loop name.
+    /// `arbiter status --json`, its loops as a map by loop name.
     fn status(&self) -> BTreeMap<String, Value> {
-        let rows = self.store.ok(&["status", "--json"]).json();
-        rows.as_array()
-            .expect("status --json is an array")
+        let fleet = self.store.ok(&["status", "--json"]).json();
+        fleet["loops"]
+            .as_array()
+            .expect("status --json has an array of loops")
             .iter()
             .map(|row| (row["loop"].as_str().expect("a loop name").to_string(), row.clone()))
             .collect()
@@ -708,7 +717,7 @@ env = { OUT = "@OUT@", ARBITER_BIN = "@ARBITER@" }
         let (previous, next) = (&rounds[k], &rounds[k + 1]);
         let seen = std::fs::read_to_string(fleet.out_file(&format!("status-{}.json", next.round))).expect("a status");
         let seen: Value = serde_json::from_str(&seen).unwrap_or_else(|e| panic!("{e}: {seen}"));
-        let row = seen
+        let row = seen["loops"]
             .as_array()
             .and_then(|rows| rows.iter().find(|r| r["loop"] == "flaky"))
             .unwrap_or_else(|| panic!("the loop in {seen}"));
@@ -1453,8 +1462,8 @@ env = { OUT = "@OUT@" }
     watch.signal(Signal::SIGTERM);
     assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
     let status = |name: &str| {
-        let rounds = store.ok(&["status", "--json"]).json();
-        let entry = rounds
+        let fleet = store.ok(&["status", "--json"]).json();
+        let entry = fleet["loops"]
             .as_array()
             .unwrap()
             .iter()
@@ -1823,4 +1832,375 @@ fn round_logs_are_private_and_planted_links_are_refused() {
     assert!(prompted[0].reason.contains("it is a symbolic link"), "{prompted:?}");
     assert_eq!(mode(&victim_dir), 0o755, "the linked directory was not chmod-ed");
     assert!(planted_prompt.exists(), "nothing was deleted through the link");
+}
+
+// ---------------------------------------------------------------------------------------
+// GitHub through the supervisor's proxy, against the fake GitHub (`arbiter-fake-github`).
+
+/// A fake GitHub on loopback, served by a runtime of the test's own; user `bot` has token
+/// `ghp_bot`, and `octo/hello` has the seed's issues.
+struct FakeHub {
+    runtime: tokio::runtime::Runtime,
+    fake: Option<arbiter_fake_github::FakeGitHub>,
+}
+
+impl FakeHub {
+    fn start(limits: arbiter_fake_github::Limits) -> FakeHub {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the fake GitHub");
+        let config = arbiter_fake_github::Config {
+            users: vec![arbiter_fake_github::User::new("bot", 1, &["ghp_bot"])],
+            limits,
+            ..arbiter_fake_github::Config::default()
+        };
+        let fake = runtime
+            .block_on(arbiter_fake_github::FakeGitHub::start(config))
+            .expect("the fake GitHub starts");
+        FakeHub {
+            runtime,
+            fake: Some(fake),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.fake.as_ref().expect("running").url()
+    }
+
+    fn stats(&self) -> arbiter_fake_github::Stats {
+        self.fake.as_ref().expect("running").stats()
+    }
+
+    /// Store work of the test's own (what no CLI command does, like a freeze).
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+}
+
+impl Drop for FakeHub {
+    fn drop(&mut self) {
+        if let Some(fake) = self.fake.take() {
+            self.runtime.block_on(fake.shutdown());
+        }
+    }
+}
+
+/// `gh` where the tests can use it: Debian's, installed by `.ci/run`. Outside CI its
+/// absence skips the test, loudly.
+fn real_gh() -> Option<PathBuf> {
+    let gh = PathBuf::from("/usr/bin/gh");
+    if gh.exists() {
+        return Some(gh);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "/usr/bin/gh is missing under CI: .ci/run installs Debian's gh"
+    );
+    eprintln!("SKIPPED: /usr/bin/gh is not installed (apt-get install gh); the test needs the real gh");
+    None
+}
+
+/// A loop whose `gh` calls and `ARBITER_GITHUB_API` calls go through the proxy.
+const GITHUB_AGENT: &str = r#"
+gh issue list -R octo/hello -L "${ISSUES:-30}" > "$OUT/gh-$ARBITER_ROUND.txt" 2> "$OUT/gh-$ARBITER_ROUND.err"
+echo $? > "$OUT/gh-$ARBITER_ROUND.code"
+if [ -n "$ARBITER_GITHUB_API" ]; then
+  curl -sS -H "Authorization: token $GH_TOKEN" "$ARBITER_GITHUB_API/repos/octo/hello/issues/1" > "$OUT/curl-$ARBITER_ROUND.json"
+  echo "$ARBITER_GITHUB_API" > "$OUT/api-$ARBITER_ROUND"
+fi
+exit 0
+"#;
+
+fn github_config(upstream: &str, loop_extra: &str, github_extra: &str) -> String {
+    format!(
+        r#"
+[github]
+upstream = "{upstream}"
+{github_extra}
+
+[profiles.bot]
+gh_config_dir = "gh/bot"
+token_env = "TEST_BOT_TOKEN"
+github_proxy = true
+
+[loops.agent]
+repo = "repo"
+every = "1h"
+command = ["sh", "../agent.sh"]
+profile = "bot"
+timeout = "1m"
+env = {{ OUT = "@OUT@" }}
+{loop_extra}
+"#
+    )
+}
+
+/// An opted-in loop's round runs the real `gh issue list` through its socket and `curl`
+/// through `ARBITER_GITHUB_API`, both answered by the fake GitHub behind the proxy; the
+/// round records the calls it made upstream and as whom; `gh`'s config keeps its other
+/// keys, and loses the socket when the loop opts out.
+fn an_opted_in_loop_reaches_github_through_the_proxy(store: &Store) {
+    let Some(_gh) = real_gh() else { return };
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", GITHUB_AGENT);
+    fleet.write(
+        "gh/bot/config.yml",
+        "# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\n",
+    );
+    fleet.configure(&github_config(&hub.url(), "", ""));
+    let mut cmd = fleet.watch(&["--once"]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+
+    let read = |name: &str| std::fs::read_to_string(fleet.out_file(name)).unwrap_or_default();
+    assert_eq!(read("gh-1.code").trim(), "0", "gh failed: {}", read("gh-1.err"));
+    assert!(
+        !read("gh-1.txt").trim().is_empty(),
+        "gh listed no issue: {}",
+        read("gh-1.err")
+    );
+    let issue: Value = serde_json::from_str(&read("curl-1.json")).unwrap_or(Value::Null);
+    assert_eq!(issue["number"], 1, "{issue}");
+    assert!(read("api-1").starts_with("http://127.0.0.1:"), "{}", read("api-1"));
+    let config = std::fs::read_to_string(fleet.dir.join("gh/bot/config.yml")).expect("gh's config");
+    assert!(
+        config.starts_with("# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\nhttp_unix_socket: '/"),
+        "{config}"
+    );
+    assert_eq!(mode(&fleet.dir.join("gh/bot/config.yml")), 0o600);
+    // The fake saw the calls, as bot; the round recorded what went through its socket.
+    assert!(
+        hub.stats().user("bot").core_used + hub.stats().user("bot").graphql_used > 0,
+        "{:?}",
+        hub.stats()
+    );
+    let status = fleet.status();
+    let agent = &status["agent"];
+    assert!(
+        agent["api_calls_per_round"].as_f64().is_some_and(|c| c >= 1.0),
+        "{agent}"
+    );
+    assert_eq!(agent["github_logins"], serde_json::json!(["bot"]), "{agent}");
+    assert_eq!(agent["last_status"], "succeeded", "{agent}");
+
+    // Opted out: the key goes at the next round, the rest stays; no proxy, no variable.
+    fleet.configure(&github_config(&hub.url(), "github_proxy = false", ""));
+    let mut cmd = fleet.watch(&["--once"]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch-2");
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+    let config = std::fs::read_to_string(fleet.dir.join("gh/bot/config.yml")).expect("gh's config");
+    assert_eq!(config, "# mine\ngit_protocol: ssh\naliases:\n    co: pr checkout\n");
+    assert!(
+        !fleet.out_file("api-2").exists(),
+        "ARBITER_GITHUB_API was set without the proxy"
+    );
+}
+
+/// A frozen identity (GitHub said wait) pauses its loop: no round starts, no failure is
+/// counted or alerted, the loop shows `paused` until the freeze ends, and one notice says
+/// so.
+fn a_frozen_identity_pauses_the_loop_without_a_failure(store: &Store) {
+    let Some(_gh) = real_gh() else { return };
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", GITHUB_AGENT);
+    let channel =
+        "[channels.alerts]\ntype = \"file\"\npath = \"@OUT@/alerts.jsonl\"\n\n[[routes]]\nchannels = [\"alerts\"]\n";
+    fleet.configure(&format!(
+        "{channel}{}",
+        github_config(&hub.url(), "", "").replace("every = \"1h\"", "every = \"200ms\"")
+    ));
+    let mut cmd = fleet.watch(&[]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    // A first round learns the loop's identity.
+    eventually(SOON, "a first round through the proxy", || {
+        assert!(watch.running(), "watch exited: {}", watch.stderr());
+        fleet
+            .status()
+            .get("agent")
+            .filter(|a| a["github_logins"] == serde_json::json!(["bot"]))
+            .cloned()
+    });
+    // GitHub says wait for ten minutes: the identity's core budget is frozen fleet-wide.
+    let ns = arbiter_core::name::Namespace::default();
+    let bucket = arbiter_core::name::BucketName::parse("github/bot/core").expect("a bucket name");
+    hub.block_on(async {
+        let url = arbiter_store::StoreUrl::parse(&store.url).expect("the store URL");
+        let opened = arbiter_store::Store::open(&url).await.expect("the store");
+        // Defined by the proxy at its first call through it, or here (the same spec).
+        let spec = arbiter_core::limit::BucketSpec::new(arbiter_core::limit::Rate::parse("5000/h").expect("a rate"));
+        opened
+            .limits()
+            .define(&ns, &bucket, &spec, true)
+            .await
+            .expect("the bucket");
+        let observation = arbiter_core::limit::Observation {
+            limit: Some(5000),
+            remaining: Some(0),
+            reset_at: None,
+            retry_after: Some(std::time::Duration::from_secs(600)),
+            hit: true,
+        };
+        opened
+            .limits()
+            .observe(&ns, &bucket, &observation)
+            .await
+            .expect("the freeze");
+    });
+    let paused = eventually(SOON, "the loop to show as paused", || {
+        assert!(watch.running(), "watch exited: {}", watch.stderr());
+        fleet.status().remove("agent").filter(|a| a["state"] == "paused")
+    });
+    let round = paused["round"].as_i64().expect("a round");
+    assert_eq!(paused["consecutive_failures"], 0, "{paused}");
+    // The next run is the freeze's end, ten minutes away, not a backoff.
+    assert!(
+        paused["next_run_in_ms"].as_i64().is_some_and(|ms| ms > 500_000),
+        "{paused}"
+    );
+    let notice = eventually(SOON, "the pause notice", || {
+        lines(&fleet.out_file("alerts.jsonl"))
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).expect("an alert line"))
+            .find(|a| a.to_string().contains("github.paused"))
+    });
+    assert!(notice.to_string().contains("paused until"), "{notice}");
+    // Still paused a few wakes later: no round started, nothing failed.
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let agent = fleet.status().remove("agent").expect("the loop");
+        assert_eq!(
+            (agent["state"].as_str(), agent["round"].as_i64()),
+            (Some("paused"), Some(round)),
+            "{agent}"
+        );
+        assert_eq!(agent["consecutive_failures"], 0, "{agent}");
+    }
+    let alerts = std::fs::read_to_string(fleet.out_file("alerts.jsonl")).unwrap_or_default();
+    assert!(!alerts.contains("loop.failure"), "a failure alert: {alerts}");
+    let github = store.ok(&["status", "--json"]).json()["github"].clone();
+    assert!(github.to_string().contains("\"frozen_until\":\""), "{github}");
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+}
+
+/// Two loops on one identity with a tiny budget: once what is left, less the reserve,
+/// would not cover a round, the lower-priority loop is deferred (not failed) while the
+/// higher-priority one keeps running on the reserve the lower one leaves.
+fn a_tiny_budget_defers_the_lower_priority_loop(store: &Store) {
+    let Some(_gh) = real_gh() else { return };
+    // GitHub gives bot 40 REST calls and 40 GraphQL points an hour: the proxy learns it
+    // from the answers' headers.
+    let hub = FakeHub::start(arbiter_fake_github::Limits {
+        core: 40,
+        graphql: 40,
+        ..arbiter_fake_github::Limits::default()
+    });
+    let fleet = Fleet::new(store);
+    fleet.write("agent.sh", GITHUB_AGENT);
+    // Every round's `gh issue list` is a GraphQL call upstream (no freshness window).
+    let mut toml = github_config(&hub.url(), "priority = 0", "reserve = \"50%\"\ngraphql_fresh = \"0s\"")
+        .replace("every = \"1h\"", "every = \"200ms\"");
+    toml.push_str(
+        "\n[loops.urgent]\nrepo = \"repo\"\nevery = \"200ms\"\ncommand = [\"sh\", \"../agent.sh\"]\nprofile = \"bot\"\n\
+         timeout = \"1m\"\nenv = { OUT = \"@OUT@/urgent\", ISSUES = \"5\" }\npriority = 10\n",
+    );
+    std::fs::create_dir_all(fleet.out.join("urgent")).expect("the urgent loop's output dir");
+    fleet.configure(&toml);
+    let mut cmd = fleet.watch(&[]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    // Its own query (not coalesced with the other loop's): each round costs a call.
+    let (low, high) = eventually(SOON, "the low loop deferred while the urgent one runs", || {
+        assert!(watch.running(), "watch exited: {}", watch.stderr());
+        let status = fleet.status();
+        let low = status.get("agent")?.clone();
+        let high = status.get("urgent")?.clone();
+        (low["state"] == "deferred" && high["round"].as_i64() >= Some(2)).then_some((low, high))
+    });
+    assert_eq!(low["consecutive_failures"], 0, "{low}");
+    assert_eq!(low["last_status"], "succeeded", "{low}");
+    // Deferred until the bucket would hold its round (at 40 an hour: a minute or more).
+    assert!(low["next_run_in_ms"].as_i64().is_some_and(|ms| ms > 10_000), "{low}");
+    // The urgent loop runs three more rounds; the low one none, and fails nothing.
+    let high_round = high["round"].as_i64().expect("a round");
+    let (low_now, high_now) = eventually(SOON, "three more rounds of the urgent loop", || {
+        assert!(watch.running(), "watch exited: {}", watch.stderr());
+        let status = fleet.status();
+        let high = status.get("urgent")?.clone();
+        (high["round"].as_i64()? >= high_round + 3).then(|| (status.get("agent").cloned(), high))
+    });
+    let low_now = low_now.expect("the low loop");
+    assert_eq!(
+        (low_now["round"].clone(), low_now["state"].clone()),
+        (low["round"].clone(), low["state"].clone()),
+        "{low_now}"
+    );
+    assert_eq!(low_now["consecutive_failures"], 0, "{low_now}");
+    assert_eq!(high_now["consecutive_failures"], 0, "{high_now}");
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+}
+
+/// The proxy runs while a loop opts in: a reload that opts the loop in starts it (the next
+/// round goes through it), one that opts it out stops it, removes the loop's socket and,
+/// at the next round, its gh config key; each says so on stderr.
+fn a_reload_starts_and_stops_the_github_proxy(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fleet = Fleet::new(store);
+    // No gh needed: what is checked is the key gh would read and the variable.
+    fleet.write(
+        "agent.sh",
+        "printf '%s\\n' \"${ARBITER_GITHUB_API:-none}\" > \"$OUT/api-$ARBITER_ROUND\"\n\
+         cp \"$GH_CONFIG_DIR/config.yml\" \"$OUT/config-$ARBITER_ROUND.yml\" 2>/dev/null\nexit 0\n",
+    );
+    let off = github_config(&hub.url(), "github_proxy = false", "").replace("every = \"1h\"", "every = \"100ms\"");
+    fleet.configure(&off);
+    let mut cmd = fleet.watch(&[]);
+    cmd.env("TEST_BOT_TOKEN", "ghp_bot");
+    let mut watch = Background::start(cmd, &fleet.dir, "watch");
+    let plain = round_with(&fleet, &mut watch, "a round without the proxy", 0, &|api| api == "none");
+    let on = off.replace("github_proxy = false", "github_proxy = true");
+    fleet.configure(&on);
+    let proxied = round_with(&fleet, &mut watch, "a round through the proxy", plain, &|api| {
+        api.starts_with("http://127.0.0.1:")
+    });
+    let config = std::fs::read_to_string(fleet.out_file(&format!("config-{proxied}.yml"))).unwrap_or_default();
+    let socket = config
+        .strip_prefix("http_unix_socket: '")
+        .and_then(|rest| rest.strip_suffix("'\n"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("the socket key in {config:?}"));
+    assert!(socket.exists(), "{}", socket.display());
+    fleet.configure(&off);
+    round_with(&fleet, &mut watch, "a round after the proxy stopped", proxied, &|api| {
+        api == "none"
+    });
+    let config = std::fs::read_to_string(fleet.dir.join("gh/bot/config.yml")).unwrap_or_default();
+    assert!(!config.contains("http_unix_socket"), "{config}");
+    eventually(SOON, "the loop's socket to go", || (!socket.exists()).then_some(()));
+    let stderr = watch.stderr();
+    assert!(stderr.contains("GitHub proxy started"), "{stderr}");
+    assert!(stderr.contains("GitHub proxy stopped"), "{stderr}");
+    watch.signal(Signal::SIGTERM);
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+}
+
+/// An ended round of loop `agent` after round `after` whose `ARBITER_GITHUB_API` (as its
+/// agent wrote it) is `wanted`.
+fn round_with(fleet: &Fleet<'_>, watch: &mut Background, what: &str, after: i64, wanted: &dyn Fn(&str) -> bool) -> i64 {
+    eventually(SOON, what, || {
+        assert!(watch.running(), "arbiter watch exited: {}", watch.stderr());
+        let status = fleet.status();
+        let round = status.get("agent")?["round"].as_i64()?;
+        // A round that has ended: any before the current one.
+        (after + 1..round)
+            .find(|r| std::fs::read_to_string(fleet.out_file(&format!("api-{r}"))).is_ok_and(|api| wanted(api.trim())))
+    })
 }
