@@ -292,20 +292,21 @@ async fn answer(
         rest::not_found()
     };
 
-    let mut budgets = lock(&shared.budgets);
-    let budget = &mut budgets[user];
-    if content && reply.status != 201 {
-        budget.created_nothing();
-    }
-
     // Conditional requests: a strong ETag per credential and representation; a match
     // (or no change since `If-Modified-Since`) is a 304 that costs no primary budget.
     let cacheable = reading && reply.status == 200;
     let body = serde_json::to_vec(&reply.body).expect("JSON");
     let etag = cacheable.then(|| etag(token.unwrap_or(""), &body));
-    if let Some(etag) = &etag
-        && not_modified(headers, etag, reply.last_modified)
-    {
+    let unchanged = etag
+        .as_ref()
+        .is_some_and(|etag| not_modified(headers, etag, reply.last_modified));
+
+    let mut budgets = lock(&shared.budgets);
+    let budget = &mut budgets[user];
+    if content && reply.status != 201 {
+        budget.created_nothing();
+    }
+    if let Some(etag) = etag.as_ref().filter(|_| unchanged) {
         budget.stats.not_modified += 1;
         let rate = budget.headers(now, limits, clock, resource);
         let mut answer = Answer {
