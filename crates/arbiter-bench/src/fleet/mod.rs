@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use crate::report::{format_latency, thousands};
 use crate::spec::{System, Targets};
 use crate::stats::{Measurement, percentile};
+use crate::worker::XorShift;
 
 /// API calls per round of one loop.
 pub const CALLS_PER_ROUND: usize = 30;
@@ -178,23 +179,6 @@ pub struct Outcome {
 impl Outcome {
     pub fn quota(&self) -> u64 {
         self.core_used + self.graphql_used
-    }
-}
-
-/// A loop's own deterministic random sequence (xorshift), for its jitter.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new(client: u32, lp: u32) -> Jitter {
-        Jitter((u64::from(client) << 32 | u64::from(lp)).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    /// In [0, 1).
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -373,7 +357,8 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
                 record: Recorder::default(),
             };
             let rounds = plan.rounds;
-            let mut random = Jitter::new(client, lp);
+            // Each loop its own deterministic sequence, for its jitter.
+            let mut random = XorShift::new(client.wrapping_mul(64).wrapping_add(lp));
             tasks.spawn(async move {
                 let mut due = first;
                 for r in 0..rounds {
