@@ -684,7 +684,7 @@ impl Runner<'_> {
                     names,
                     clients,
                     processes: self.args.processes.unwrap_or(clients).min(clients),
-                    total_ops: ops,
+                    total_ops: ops * system.in_process_factor(),
                     max: self.budget.max,
                     warmup: self.budget.warmup,
                     ttl_ms: LEASE_TTL_MS,
