@@ -1,7 +1,8 @@
 //! `arbiter-bench`: arbiter's primitives side by side with what a user would pick instead —
 //! Redis `SET NX PX`, PostgreSQL advisory/row locks and CAS, etcd leases and txns, a
-//! PostgreSQL `INSERT`, Redis `XADD` or a shared file for the log — in one run on one
-//! machine, printed as one table with arbiter/peer ratios.
+//! PostgreSQL `INSERT`, Redis `XADD` or a shared file for the log, `governor` or a Redis
+//! GCRA script for rate-limit decisions — and a GitHub fleet replayed direct and through
+//! arbiter's proxy, in one run on one machine, printed as one table with arbiter/peer ratios.
 //!
 //! Layout:
 //! - `main` (this file): options, setup and cleanup of every system, the list of runs, the
@@ -10,6 +11,8 @@
 //! - `worker`: the worker process (`arbiter-bench __worker SPEC`): clients, warm-up, loop.
 //! - `systems`: one client per system and its operations (try-lock + release, CAS, append).
 //! - `cli`: CLI call latency, one process at a time.
+//! - `fleet`: the GitHub fleet replay (issue 14), in this process: the fake GitHub, arbiter's
+//!   proxy in front of it, and every simulated client's loops.
 //! - `stats`, `report`: percentiles; the table as text and Markdown.
 //!
 //! Every loop is bounded by an operation count and a wall-clock cap, and every address is
@@ -17,6 +20,7 @@
 
 mod cli;
 mod driver;
+mod fleet;
 mod report;
 mod spec;
 mod stats;
@@ -85,6 +89,25 @@ struct Args {
     /// Run only the workloads whose name contains TEXT (placeholder rows are kept).
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// Simulated clients of the GitHub fleet replay, one run per number (each client its
+    /// own GitHub user running 8 loops).
+    #[arg(long, value_name = "N,N…", value_delimiter = ',', default_value = "1,100")]
+    fleet_clients: Vec<u32>,
+    /// How long GitHub's hour lasts in the fleet replay (default: 60s, or 2.4s per client
+    /// when that is longer — 240s for 100 clients —, so one machine keeps up; with --quick
+    /// 20s, or 1.2s per client): every GitHub duration — rate-limit windows, the rounds'
+    /// interval, the proxy's buckets and GraphQL freshness window — is compressed alike.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    fleet_hour: Option<Duration>,
+    /// Rounds per loop in the fleet replay (default 12, an hour; 2 with --quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    fleet_rounds: Option<u32>,
+    /// The stores the fleet replay's proxy keeps its buckets in, one replay each.
+    #[arg(long, value_name = "STORE,…", value_delimiter = ',', default_value = "sqlite")]
+    fleet_store: Vec<FleetStore>,
+    /// Latency the fake GitHub adds to each answer in the fleet replay (not compressed).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "20ms")]
+    fleet_latency: Duration,
 }
 
 /// How much each run does.
@@ -484,6 +507,8 @@ struct Runner<'a> {
     budget: Budget,
     setup: &'a Setup,
     rows: Vec<Row>,
+    /// The fleet replays, for the goals printed under the table.
+    fleet: Vec<(fleet::Plan, fleet::Via, fleet::Summary)>,
     done: usize,
     total: usize,
 }
@@ -563,6 +588,68 @@ impl Runner<'_> {
         });
     }
 
+    /// The GitHub fleet replay for each number of clients: direct to the fake, then through
+    /// arbiter's proxy, each on a fresh fake.
+    async fn fleet_workloads(&mut self) {
+        let quick = self.args.quick;
+        for &clients in &self.args.fleet_clients.clone() {
+            let plan = fleet::Plan {
+                clients,
+                loops: 8,
+                rounds: self.args.fleet_rounds.unwrap_or(if quick { 2 } else { 12 }),
+                hour: self.args.fleet_hour.unwrap_or_else(|| fleet_hour(quick, clients)),
+                upstream_latency: self.args.fleet_latency,
+            };
+            let workload = format!(
+                "GitHub fleet · {clients} client{} × {} loops × {} rounds × {} calls",
+                if clients == 1 { "" } else { "s" },
+                plan.loops,
+                plan.rounds,
+                fleet::CALLS_PER_ROUND
+            );
+            if !self.selected(&workload) {
+                continue;
+            }
+            let mut direct_quota = None;
+            let mut ways = vec![fleet::Via::Direct];
+            ways.extend(
+                self.args
+                    .fleet_store
+                    .iter()
+                    .map(|store| fleet::Via::Arbiter(store.system())),
+            );
+            for via in ways {
+                let started = Instant::now();
+                let result = match via {
+                    fleet::Via::Arbiter(store) if self.setup.unavailable.contains_key(&store) => {
+                        Err(anyhow::anyhow!("{}", self.setup.unavailable[&store]))
+                    }
+                    _ => fleet::run(&plan, via, &self.setup.targets).await,
+                };
+                let (outcome, note) = match result {
+                    Ok(o) => {
+                        let note = fleet::note(&o, via, direct_quota);
+                        if via == fleet::Via::Direct {
+                            direct_quota = Some(o.quota());
+                        }
+                        self.fleet.push((plan, via, o.summary()));
+                        (Outcome::Measured(o.measurement()), note)
+                    }
+                    Err(e) => (Outcome::Empty(format!("failed: {e:#}")), String::new()),
+                };
+                let label = via.label();
+                self.progress(&workload, &label, &outcome, started.elapsed());
+                self.rows.push(Row {
+                    workload: workload.clone(),
+                    system: label,
+                    role: Role::Other,
+                    outcome,
+                    note,
+                });
+            }
+        }
+    }
+
     fn cli_row(&mut self, workload: &str, system: &str, role: Role, result: Result<Measurement>, took: Duration) {
         let outcome = match result {
             Ok(m) => Outcome::Measured(m),
@@ -597,7 +684,7 @@ impl Runner<'_> {
                     names,
                     clients,
                     processes: self.args.processes.unwrap_or(clients).min(clients),
-                    total_ops: ops,
+                    total_ops: ops * system.in_process_factor(),
                     max: self.budget.max,
                     warmup: self.budget.warmup,
                     ttl_ms: LEASE_TTL_MS,
@@ -897,6 +984,37 @@ impl Runner<'_> {
     }
 }
 
+/// A store for the fleet replay's proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FleetStore {
+    /// SQLite, sync=full (the default store).
+    Sqlite,
+    /// SQLite, sync=normal.
+    SqliteNormal,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl FleetStore {
+    fn system(self) -> System {
+        match self {
+            FleetStore::Sqlite => System::ArbiterSqliteFull,
+            FleetStore::SqliteNormal => System::ArbiterSqliteNormal,
+            FleetStore::Postgres => System::ArbiterPostgres,
+        }
+    }
+}
+
+/// The default length of GitHub's hour in the fleet replay: long enough for one machine to
+/// run the fake, the proxy and every client's calls on schedule.
+fn fleet_hour(quick: bool, clients: u32) -> Duration {
+    let (least, per_client) = match quick {
+        true => (Duration::from_secs(20), Duration::from_millis(1_200)),
+        false => (Duration::from_secs(60), Duration::from_millis(2_400)),
+    };
+    least.max(per_client * clients)
+}
+
 type CliRows = Vec<(String, Role, Result<Measurement>, Duration)>;
 
 /// One variant of a workload: its row label, its tag (part of every name it uses), clients,
@@ -946,6 +1064,7 @@ async fn run(args: Args) -> Result<()> {
         budget,
         setup: &setup,
         rows: Vec::new(),
+        fleet: Vec::new(),
         done: 0,
         total: LEASE_SYSTEMS.len() * 3
             + CAS_SYSTEMS.len()
@@ -961,12 +1080,14 @@ async fn run(args: Args) -> Result<()> {
         runner.cli_workloads().await;
         runner.cli_contended().await;
         runner.limit_workloads().await;
+        runner.fleet_workloads().await;
     };
     let interrupted = tokio::select! {
         () = body => false,
         _ = tokio::signal::ctrl_c() => true,
     };
     let rows = std::mem::take(&mut runner.rows);
+    let goals = fleet::goals(&runner.fleet);
     let problems = cleanup(&setup).await;
     for problem in &problems {
         eprintln!("cleanup: {problem}");
@@ -997,14 +1118,17 @@ async fn run(args: Args) -> Result<()> {
     print!("{}", report::text(&rows));
     println!();
     println!("{}", report::LEGEND);
+    for line in &goals {
+        println!("{line}");
+    }
     if let Some(path) = &args.markdown {
-        write_markdown(path, &header, &rows)?;
+        write_markdown(path, &header, &rows, &goals)?;
         println!("Markdown written to {}", path.display());
     }
     Ok(())
 }
 
-fn write_markdown(path: &Path, header: &[String], rows: &[Row]) -> Result<()> {
+fn write_markdown(path: &Path, header: &[String], rows: &[Row], goals: &[String]) -> Result<()> {
     let mut text = String::new();
     for line in header {
         text.push_str(&format!("- {line}\n"));
@@ -1014,6 +1138,9 @@ fn write_markdown(path: &Path, header: &[String], rows: &[Row]) -> Result<()> {
     text.push('\n');
     text.push_str(report::LEGEND);
     text.push('\n');
+    for line in goals {
+        text.push_str(&format!("\n{line}\n"));
+    }
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 

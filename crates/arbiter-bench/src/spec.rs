@@ -84,6 +84,15 @@ impl System {
         }
     }
 
+    /// How many more operations a run of this system does than the workload's count: the
+    /// systems that decide in process memory finish the count in milliseconds otherwise.
+    pub fn in_process_factor(self) -> u64 {
+        match self {
+            System::Governor | System::PermitsSqlite | System::PermitsPostgres => 50,
+            _ => 1,
+        }
+    }
+
     /// The label for the limiter workload.
     fn limit_label(self) -> &'static str {
         match self {

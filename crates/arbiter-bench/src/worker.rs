@@ -76,17 +76,27 @@ fn say(line: &str) {
 
 /// A small deterministic generator: each client picks names in its own fixed sequence, the
 /// same for every system.
-struct XorShift(u64);
+pub(crate) struct XorShift(u64);
 
 impl XorShift {
-    fn new(seed: u32) -> XorShift {
+    pub(crate) fn new(seed: u32) -> XorShift {
         XorShift(u64::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
-    fn below(&mut self, n: u32) -> usize {
+
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        (self.0 % u64::from(n.max(1))) as usize
+        self.0
+    }
+
+    fn below(&mut self, n: u32) -> usize {
+        (self.next() % u64::from(n.max(1))) as usize
+    }
+
+    /// In [0, 1).
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -133,11 +133,14 @@ fn invalid(field: &str, why: &str) -> Reply {
     )
 }
 
-fn bad_json(e: &serde_json::Error) -> Reply {
-    Reply::status(
-        400,
-        json!({"message": format!("Problems parsing JSON: {e}"), "documentation_url": DOCS, "status": "400"}),
-    )
+/// A request body as `T`, or GitHub's 400 for a body it cannot read.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
+    serde_json::from_slice(body).map_err(|e| {
+        Reply::status(
+            400,
+            json!({"message": format!("Problems parsing JSON: {e}"), "documentation_url": DOCS, "status": "400"}),
+        )
+    })
 }
 
 /// The query string's `key=value` pairs, percent-decoded.
@@ -473,9 +476,9 @@ pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &
     };
     match (method, route) {
         ("POST", Route::Issues(..)) => {
-            let new: NewIssue = match serde_json::from_slice(body) {
-                Ok(new) => new,
-                Err(e) => return bad_json(&e),
+            let new: NewIssue = match parse(body) {
+                Ok(value) => value,
+                Err(reply) => return reply,
             };
             let Some(title) = new.title.filter(|t| !t.trim().is_empty()) else {
                 return invalid("title", "title is missing");
@@ -485,9 +488,9 @@ pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &
             Reply::status(201, issue_json(repo, repo.item(number).unwrap(), base))
         }
         ("PATCH", Route::Issue(..)) => {
-            let change: IssueChange = match serde_json::from_slice(body) {
-                Ok(change) => change,
-                Err(e) => return bad_json(&e),
+            let change: IssueChange = match parse(body) {
+                Ok(value) => value,
+                Err(reply) => return reply,
             };
             if let Some(state) = change.state.as_deref()
                 && state != "open"
@@ -513,9 +516,9 @@ pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &
             Reply::ok(issue_json(repo, repo.item(number).unwrap(), base))
         }
         ("POST", Route::Comments(..)) => {
-            let new: NewComment = match serde_json::from_slice(body) {
-                Ok(new) => new,
-                Err(e) => return bad_json(&e),
+            let new: NewComment = match parse(body) {
+                Ok(value) => value,
+                Err(reply) => return reply,
             };
             let Some(text) = new.body.filter(|b| !b.trim().is_empty()) else {
                 return invalid("body", "body is missing");
@@ -527,9 +530,9 @@ pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &
             Reply::status(201, comment_json(repo, item, comment, base))
         }
         ("POST", Route::Labels(..)) => {
-            let labels = match serde_json::from_slice::<NewLabels>(body) {
+            let labels = match parse::<NewLabels>(body) {
                 Ok(NewLabels::Object { labels } | NewLabels::List(labels)) => labels,
-                Err(e) => return bad_json(&e),
+                Err(reply) => return reply,
             };
             data.edit(repo, number, |item| {
                 for label in labels {

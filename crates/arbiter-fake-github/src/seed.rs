@@ -155,6 +155,9 @@ impl Repo {
 pub struct Data {
     pub repos: Vec<Repo>,
     next_id: u64,
+    /// GraphQL's view of each item (repository index, number), built on first use and
+    /// dropped by any write to its repository.
+    pub graphql_items: std::sync::Mutex<std::collections::HashMap<(usize, u64), serde_json::Value>>,
 }
 
 const LABELS: [&str; 2] = ["bug", "enhancement"];
@@ -164,6 +167,7 @@ impl Data {
         let mut data = Data {
             repos: Vec::new(),
             next_id: 1000,
+            graphql_items: std::sync::Mutex::new(std::collections::HashMap::new()),
         };
         let base = now_ms().saturating_sub(24 * 3600 * 1000);
         for spec in &seed.repos {
@@ -230,6 +234,10 @@ impl Data {
     /// A change time for a write to `repo`: now, but always past the repository's last
     /// change by a whole second, so `Last-Modified` (seconds) moves with every write.
     fn touch(&mut self, repo: usize) -> Millis {
+        self.graphql_items
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(r, _), _| *r != repo);
         let repo = &mut self.repos[repo];
         let at = now_ms().max((repo.updated / 1000 + 1) * 1000);
         repo.updated = at;

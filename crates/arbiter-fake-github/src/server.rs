@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -13,7 +13,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::graphql::{self, RateInfo, Viewer};
+use crate::graphql::{self, Access, RateInfo, Viewer};
 use crate::limits::{Budget, Clock, Points, RateHeaders, Refusal, Resource, retry_after_secs};
 use crate::rest::{self, Reply, Route};
 use crate::seed::Data;
@@ -28,7 +28,8 @@ pub struct Shared {
     budgets: Mutex<Vec<Budget>>,
     /// Unauthenticated requests (GitHub: 60 an hour per address; here one budget).
     anonymous: Mutex<Budget>,
-    pub data: Mutex<Data>,
+    /// Read by many requests at once; written by one.
+    pub data: RwLock<Data>,
     requests: AtomicU64,
     next_request_id: AtomicU64,
 }
@@ -53,7 +54,7 @@ impl Shared {
             tokens,
             budgets: Mutex::new(budgets),
             anonymous: Mutex::new(Budget::default()),
-            data: Mutex::new(Data::new(&config.seed)),
+            data: RwLock::new(Data::new(&config.seed)),
             requests: AtomicU64::new(0),
             next_request_id: AtomicU64::new(1),
             config,
@@ -280,31 +281,32 @@ async fn answer(
             return refused(limits.status, Refusal::Primary, &rate, request_id);
         }
         drop(budgets);
-        let mut data = lock(&shared.data);
+        let mut data = shared.data.write().unwrap_or_else(|e| e.into_inner());
         rest::write(&mut data, method.as_str(), &route, body, login, &base)
     } else if reading && route == Route::User {
         Reply::ok(rest::user_json(login, config.users[user].id, &base))
     } else if reading {
-        let data = lock(&shared.data);
+        let data = shared.data.read().unwrap_or_else(|e| e.into_inner());
         rest::get(&data, &route, uri.query().unwrap_or(""), &base, uri.path())
     } else {
         rest::not_found()
     };
-
-    let mut budgets = lock(&shared.budgets);
-    let budget = &mut budgets[user];
-    if content && reply.status != 201 {
-        budget.created_nothing();
-    }
 
     // Conditional requests: a strong ETag per credential and representation; a match
     // (or no change since `If-Modified-Since`) is a 304 that costs no primary budget.
     let cacheable = reading && reply.status == 200;
     let body = serde_json::to_vec(&reply.body).expect("JSON");
     let etag = cacheable.then(|| etag(token.unwrap_or(""), &body));
-    if let Some(etag) = &etag
-        && not_modified(headers, etag, reply.last_modified)
-    {
+    let unchanged = etag
+        .as_ref()
+        .is_some_and(|etag| not_modified(headers, etag, reply.last_modified));
+
+    let mut budgets = lock(&shared.budgets);
+    let budget = &mut budgets[user];
+    if content && reply.status != 201 {
+        budget.created_nothing();
+    }
+    if let Some(etag) = etag.as_ref().filter(|_| unchanged) {
         budget.stats.not_modified += 1;
         let rate = budget.headers(now, limits, clock, resource);
         let mut answer = Answer {
@@ -406,8 +408,17 @@ fn graphql(shared: &Shared, user: usize, method: &Method, body: &[u8], request_i
                 cost,
                 reset: rate.reset,
             };
-            let mut data = lock(&shared.data);
-            Answer::json(200, &request.execute(&mut data, &viewer, info))
+            let body = match request.mutation {
+                true => {
+                    let mut data = shared.data.write().unwrap_or_else(|e| e.into_inner());
+                    request.execute(Access::Write(&mut data), &viewer, info)
+                }
+                false => {
+                    let data = shared.data.read().unwrap_or_else(|e| e.into_inner());
+                    request.execute(Access::Read(&data), &viewer, info)
+                }
+            };
+            Answer::json(200, &body)
         }
         Err(body) if body.get("errors").is_some() => Answer::json(200, &body),
         Err(body) => Answer::json(400, &body),

@@ -23,6 +23,29 @@ use serde_json::{Map, Value, json};
 use crate::seed::{Data, Item, iso, label_color, label_id, node_id};
 use parse::{Document, Field, Kind, Selection, Val};
 
+/// The data a request runs on: shared for a query (many run at once), exclusive for a
+/// mutation.
+pub enum Access<'d> {
+    Read(&'d Data),
+    Write(&'d mut Data),
+}
+
+impl Access<'_> {
+    fn get(&self) -> &Data {
+        match self {
+            Access::Read(data) => data,
+            Access::Write(data) => data,
+        }
+    }
+
+    fn get_mut(&mut self) -> Option<&mut Data> {
+        match self {
+            Access::Read(_) => None,
+            Access::Write(data) => Some(data),
+        }
+    }
+}
+
 /// A parsed request, ready to charge and run.
 #[derive(Debug)]
 pub struct Request {
@@ -214,7 +237,7 @@ impl Request {
     }
 
     /// Runs the request on `data` (mutations change it) and returns the response body.
-    pub fn execute(&self, data: &mut Data, viewer: &Viewer, rate: RateInfo) -> Value {
+    pub fn execute(&self, mut data: Access<'_>, viewer: &Viewer, rate: RateInfo) -> Value {
         let mut exec = Exec {
             request: self,
             viewer,
@@ -225,7 +248,7 @@ impl Request {
             true => json!({"__typename": "Mutation"}),
             false => json!({"__typename": "Query"}),
         };
-        let data_out = exec.object(data, &root, &self.operation().selection, &[], 0);
+        let data_out = exec.object(&mut data, &root, &self.operation().selection, &[], 0);
         let mut body = json!({"data": data_out});
         if !exec.errors.is_empty() {
             body["errors"] = Value::Array(exec.errors);
@@ -251,10 +274,10 @@ impl<'a> Exec<'a> {
 
     fn object(
         &mut self,
-        data: &mut Data,
+        data: &mut Access<'_>,
         value: &Value,
         selection: &[Selection],
-        path: &[String],
+        path: &[&str],
         depth: usize,
     ) -> Value {
         let typename = value["__typename"].as_str().unwrap_or("").to_string();
@@ -276,15 +299,16 @@ impl<'a> Exec<'a> {
                 }
             };
             let mut path = path.to_vec();
-            path.push(key.to_string());
-            let raw = match field.name.as_str() {
-                "__typename" => json!(typename),
-                _ => match self.special(data, value, &typename, field, &path) {
-                    Some(raw) => raw,
-                    None => value.get(&field.name).cloned().unwrap_or(Value::Null),
-                },
+            path.push(key);
+            let special = match field.name.as_str() {
+                "__typename" => Some(json!(typename)),
+                _ => self.special(data, value, &typename, field, &path),
             };
-            let answer = self.shape(data, &raw, field, selection, &path, depth + 1);
+            let raw = match &special {
+                Some(raw) => raw,
+                None => value.get(&field.name).unwrap_or(&Value::Null),
+            };
+            let answer = self.shape(data, raw, field, selection, &path, depth + 1);
             out.insert(key.to_string(), answer);
         }
         Value::Object(out)
@@ -292,11 +316,11 @@ impl<'a> Exec<'a> {
 
     fn shape(
         &mut self,
-        data: &mut Data,
+        data: &mut Access<'_>,
         raw: &Value,
         field: &Field,
         selection: &[Selection],
-        path: &[String],
+        path: &[&str],
         depth: usize,
     ) -> Value {
         if depth > MAX_DEPTH || selection.is_empty() {
@@ -304,8 +328,7 @@ impl<'a> Exec<'a> {
         }
         match raw {
             Value::Array(items) if is_connection(selection) => {
-                let connection = self.connection(items, field);
-                self.object(data, &connection, selection, path, depth)
+                self.connection(data, items, field, selection, path, depth)
             }
             Value::Array(items) => items
                 .iter()
@@ -317,8 +340,17 @@ impl<'a> Exec<'a> {
     }
 
     /// A list as a connection: `first`/`last`/`after`/`before` applied, with `totalCount`,
-    /// `nodes`, `edges` and `pageInfo` (cursors are positions).
-    fn connection(&self, items: &[Value], field: &Field) -> Value {
+    /// `nodes`, `edges` and `pageInfo` (cursors are positions); only what the selection asks
+    /// for is built.
+    fn connection(
+        &mut self,
+        data: &mut Access<'_>,
+        items: &[Value],
+        field: &Field,
+        selection: &[Selection],
+        path: &[&str],
+        depth: usize,
+    ) -> Value {
         let cursor = |name: &str| {
             self.arg(field, name)
                 .as_str()
@@ -334,32 +366,67 @@ impl<'a> Exec<'a> {
         if let Some(last) = self.arg(field, "last").as_u64() {
             start = start.max(end.saturating_sub(last as usize));
         }
-        let nodes = &items[start..end];
-        let edges: Vec<Value> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| json!({"__typename": "Edge", "node": node, "cursor": format!("cursor:{}", start + i)}))
-            .collect();
+        let page = &items[start..end];
         let cursor_at = |i: usize| match start < end {
             true => json!(format!("cursor:{i}")),
             false => Value::Null,
         };
-        json!({
-            "__typename": "Connection",
-            "totalCount": total,
-            "nodes": nodes,
-            "edges": edges,
-            "pageInfo": {
-                "__typename": "PageInfo",
-                "hasNextPage": end < total,
-                "hasPreviousPage": start > 0,
-                "startCursor": cursor_at(start),
-                "endCursor": cursor_at(end.saturating_sub(1)),
-            },
-        })
+        let request: &'a Request = self.request;
+        let mut fields = Vec::new();
+        request.collect(selection, "Connection", &mut fields, 0);
+        let mut out = Map::new();
+        for (key, group) in fields {
+            let inner: Vec<Selection> = group.iter().flat_map(|f| f.selection.iter().cloned()).collect();
+            let mut path = path.to_vec();
+            path.push(key);
+            let answer = match group[0].name.as_str() {
+                "__typename" => json!("Connection"),
+                "totalCount" => json!(total),
+                "nodes" => page
+                    .iter()
+                    .map(|node| self.shape(data, node, group[0], &inner, &path, depth + 1))
+                    .collect(),
+                "edges" => {
+                    let mut edges = Vec::with_capacity(page.len());
+                    for (i, node) in page.iter().enumerate() {
+                        let mut edge = Map::new();
+                        let mut edge_fields = Vec::new();
+                        request.collect(&inner, "Edge", &mut edge_fields, 0);
+                        for (edge_key, edge_group) in edge_fields {
+                            let value = match edge_group[0].name.as_str() {
+                                "cursor" => json!(format!("cursor:{}", start + i)),
+                                "node" => {
+                                    let node_selection: Vec<Selection> =
+                                        edge_group.iter().flat_map(|f| f.selection.iter().cloned()).collect();
+                                    self.shape(data, node, edge_group[0], &node_selection, &path, depth + 2)
+                                }
+                                "__typename" => json!("Edge"),
+                                _ => Value::Null,
+                            };
+                            edge.insert(edge_key.to_string(), value);
+                        }
+                        edges.push(Value::Object(edge));
+                    }
+                    Value::Array(edges)
+                }
+                "pageInfo" => {
+                    let info = json!({
+                        "__typename": "PageInfo",
+                        "hasNextPage": end < total,
+                        "hasPreviousPage": start > 0,
+                        "startCursor": cursor_at(start),
+                        "endCursor": cursor_at(end.saturating_sub(1)),
+                    });
+                    self.object(data, &info, &inner, &path, depth + 1)
+                }
+                _ => Value::Null,
+            };
+            out.insert(key.to_string(), answer);
+        }
+        Value::Object(out)
     }
 
-    fn not_found(&mut self, path: &[String], message: String) -> Value {
+    fn not_found(&mut self, path: &[&str], message: String) -> Value {
         self.errors.push(json!({
             "type": "NOT_FOUND",
             "path": path,
@@ -372,11 +439,11 @@ impl<'a> Exec<'a> {
     /// Fields computed from arguments or from the data; `None` for a plain field.
     fn special(
         &mut self,
-        data: &mut Data,
+        data: &mut Access<'_>,
         value: &Value,
         typename: &str,
         field: &Field,
-        path: &[String],
+        path: &[&str],
     ) -> Option<Value> {
         let number = |this: &Self| this.arg(field, "number").as_u64().unwrap_or(0);
         match (typename, field.name.as_str()) {
@@ -384,8 +451,8 @@ impl<'a> Exec<'a> {
                 let owner = self.arg(field, "owner");
                 let name = self.arg(field, "name");
                 let (owner, name) = (owner.as_str().unwrap_or(""), name.as_str().unwrap_or(""));
-                Some(match data.repo(owner, name) {
-                    Some(index) => repo_value(data, index),
+                Some(match data.get().repo(owner, name) {
+                    Some(index) => repo_value(data.get(), index),
                     None => self.not_found(
                         path,
                         format!("Could not resolve to a Repository with the name '{owner}/{name}'."),
@@ -393,6 +460,7 @@ impl<'a> Exec<'a> {
                 })
             }
             ("Query", "viewer") => Some(user_value(&self.viewer.login, self.viewer.id)),
+            ("IssueComment", "viewerDidAuthor") => Some(json!(value["author"]["login"] == self.viewer.login.as_str())),
             ("Query", "rateLimit") => Some(json!({
                 "__typename": "RateLimit",
                 "limit": self.rate.limit,
@@ -404,9 +472,9 @@ impl<'a> Exec<'a> {
             })),
             ("Query", "node") => {
                 let id = self.arg(field, "id");
-                let found = data.find_node(id.as_str().unwrap_or(""));
+                let found = data.get().find_node(id.as_str().unwrap_or(""));
                 Some(match found {
-                    Some((repo, number)) => self.item_value(data, repo, number),
+                    Some((repo, number)) => self.item_value(data.get(), repo, number),
                     None => Value::Null,
                 })
             }
@@ -422,7 +490,7 @@ impl<'a> Exec<'a> {
                 let head = self.arg(field, "headRefName");
                 let base = self.arg(field, "baseRefName");
                 let descending = self.arg(field, "orderBy")["direction"] == "DESC";
-                let mut numbers: Vec<u64> = data.repos[index]
+                let mut numbers: Vec<u64> = data.get().repos[index]
                     .items
                     .iter()
                     .filter(|item| item.pull.is_some() == pulls)
@@ -437,19 +505,24 @@ impl<'a> Exec<'a> {
                 if descending {
                     numbers.reverse();
                 }
-                Some(numbers.into_iter().map(|n| self.item_value(data, index, n)).collect())
+                Some(
+                    numbers
+                        .into_iter()
+                        .map(|n| self.item_value(data.get(), index, n))
+                        .collect(),
+                )
             }
             ("Repository", "issue" | "pullRequest" | "issueOrPullRequest") => {
                 let index = value["__index"].as_u64()? as usize;
                 let n = number(self);
-                let item = data.repos[index].item(n);
+                let item = data.get().repos[index].item(n);
                 let fits = match field.name.as_str() {
                     "issue" => item.is_some_and(|i| i.pull.is_none()),
                     "pullRequest" => item.is_some_and(|i| i.pull.is_some()),
                     _ => item.is_some(),
                 };
                 Some(match fits {
-                    true => self.item_value(data, index, n),
+                    true => self.item_value(data.get(), index, n),
                     false => {
                         let what = match field.name.as_str() {
                             "issue" => "an Issue",
@@ -462,7 +535,11 @@ impl<'a> Exec<'a> {
             }
             ("Repository", "labels") => {
                 let index = value["__index"].as_u64()? as usize;
-                let mut names: Vec<&String> = data.repos[index].items.iter().flat_map(|i| i.labels.iter()).collect();
+                let mut names: Vec<&String> = data.get().repos[index]
+                    .items
+                    .iter()
+                    .flat_map(|i| i.labels.iter())
+                    .collect();
                 names.sort();
                 names.dedup();
                 Some(names.into_iter().map(|n| label_value(n)).collect())
@@ -471,6 +548,9 @@ impl<'a> Exec<'a> {
                 let input = self.arg(field, "input");
                 let subject = input["subjectId"].as_str().unwrap_or("");
                 let body = input["body"].as_str().unwrap_or("").to_string();
+                let Some(data) = data.get_mut() else {
+                    return Some(Value::Null);
+                };
                 let Some((repo, number)) = data.find_node(subject) else {
                     return Some(self.not_found(
                         path,
@@ -493,6 +573,9 @@ impl<'a> Exec<'a> {
             ("Mutation", "createIssue") => {
                 let input = self.arg(field, "input");
                 let repository = input["repositoryId"].as_str().unwrap_or("");
+                let Some(data) = data.get_mut() else {
+                    return Some(Value::Null);
+                };
                 let Some(repo) = data.repos.iter().position(|r| format!("R_{}", r.id) == repository) else {
                     return Some(self.not_found(
                         path,
@@ -520,10 +603,18 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// An issue or pull request as GraphQL sees it, built once per change of it (the data
+    /// keeps it until the next write to its repository).
     fn item_value(&self, data: &Data, repo: usize, number: u64) -> Value {
+        let mut cache = data.graphql_items.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(value) = cache.get(&(repo, number)) {
+            return value.clone();
+        }
         let repo_ref = &data.repos[repo];
         let item = repo_ref.item(number).expect("checked item");
-        item_value(repo_ref.full_name(), item, &self.viewer.login)
+        let value = item_value(repo_ref.full_name(), item);
+        cache.insert((repo, number), value.clone());
+        value
     }
 }
 
@@ -585,7 +676,7 @@ fn repo_value(data: &Data, index: usize) -> Value {
     })
 }
 
-fn item_value(full_name: String, item: &Item, viewer: &str) -> Value {
+fn item_value(full_name: String, item: &Item) -> Value {
     let is_pull = item.pull.is_some();
     let url = match is_pull {
         true => format!("https://github.com/{full_name}/pull/{}", item.number),
@@ -609,7 +700,6 @@ fn item_value(full_name: String, item: &Item, viewer: &str) -> Value {
                 "minimizedReason": null,
                 "reactionGroups": [],
                 "url": format!("{url}#issuecomment-{}", c.id),
-                "viewerDidAuthor": c.author == viewer,
             })
         })
         .collect();
@@ -689,7 +779,7 @@ mod tests {
             cost: request.cost,
             reset: 0,
         };
-        (request.execute(&mut data, &viewer, rate), request.cost)
+        (request.execute(Access::Write(&mut data), &viewer, rate), request.cost)
     }
 
     #[test]

@@ -1,0 +1,616 @@
+//! The replayed fleet workload of issue 14: per simulated client (each its own GitHub user,
+//! with its own repository that all its loops work on), `loops` agent loops run `rounds`
+//! rounds each of [`CALLS_PER_ROUND`] API calls as `gh` and a caching client make them,
+//! scheduled as `arbiter watch` schedules them with the README's settings (`every = "5m"`,
+//! `jitter = "30s"`): every loop of a client starts together, and each next round starts
+//! `every` plus a random part of `jitter` after the previous one ended. Clients start spread
+//! over the first interval (they are separate hosts). The same replay runs against the fake GitHub directly and through arbiter's
+//! proxy, each on a fresh fake (fresh budgets), and the fake counts what was spent.
+//!
+//! One round, in this order (see [`round`]): 16 GraphQL calls exactly as `gh` 2.23 sends
+//! them (6 × `gh issue list`, 6 × `gh pr list`, 2 × `gh pr view N`, 2 × `gh issue view N`),
+//! 13 REST GETs of the same issues, pulls and comments with `If-None-Match` from the loop's
+//! own ETag cache (what a client with a cache does; `gh` itself has none), and 1 comment
+//! (`POST …/comments`). Calls follow each other one GitHub second apart (scaled).
+//!
+//! Time is compressed: the fake's hour lasts `hour` (its windows, resets and `retry-after`
+//! scaled alike), and so do the proxy's GraphQL freshness window and its wait for budget.
+//! Everything runs in this process on loopback.
+
+pub mod gh;
+mod proxy;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arbiter_fake_github::{Config, FakeGitHub, RepoSeed, Seed, User};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::report::{format_latency, thousands};
+use crate::spec::{System, Targets};
+use crate::stats::{Measurement, percentile};
+use crate::worker::XorShift;
+
+/// API calls per round of one loop.
+pub const CALLS_PER_ROUND: usize = 30;
+/// Rounds per hour of one loop (one every 5 minutes).
+pub const ROUNDS_PER_HOUR: u32 = 12;
+/// The loops' jitter (GitHub time, compressed like the rest).
+const JITTER: Duration = Duration::from_secs(30);
+/// Issues and pull requests in each client's repository.
+const ISSUES: u64 = 30;
+const PULLS: u64 = 10;
+
+/// One replay.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub clients: u32,
+    pub loops: u32,
+    pub rounds: u32,
+    /// The real duration of GitHub's hour.
+    pub hour: Duration,
+    /// Latency the fake adds to every answer (GitHub's own is 50 ms and more).
+    pub upstream_latency: Duration,
+}
+
+impl Plan {
+    /// How many times faster than real time.
+    pub fn scale(&self) -> f64 {
+        3600.0 / self.hour.as_secs_f64()
+    }
+
+    /// GitHub's `duration`, compressed.
+    pub fn scaled(&self, duration: Duration) -> Duration {
+        duration.div_f64(self.scale())
+    }
+}
+
+/// What one call is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    IssueList,
+    PrList,
+    PrView(u64),
+    IssueView(u64),
+    /// A REST GET of this path, conditional when the loop has its ETag.
+    Get(String),
+    /// A comment on this issue.
+    Comment(u64),
+}
+
+impl Call {
+    fn graphql(&self) -> bool {
+        matches!(
+            self,
+            Call::IssueList | Call::PrList | Call::PrView(_) | Call::IssueView(_)
+        )
+    }
+}
+
+/// The calls of round `round` of loop `lp` (on the repository `owner/app`): the same shape
+/// every round, the issues and pulls it looks at moving with the loop and the round.
+pub fn round(owner: &str, lp: u32, round: u32) -> Vec<Call> {
+    let base = u64::from(lp) * 3 + u64::from(round);
+    let issue = |i: u64| (base + i) % ISSUES + 1;
+    let pull = |i: u64| ISSUES + (base + i) % PULLS + 1;
+    let repo = format!("/repos/{owner}/app");
+    let mut calls = Vec::with_capacity(CALLS_PER_ROUND);
+    for i in 0..6 {
+        calls.push(Call::IssueList);
+        calls.push(Call::PrList);
+        calls.push(Call::Get(format!("{repo}/issues/{}", issue(i))));
+        if i < 2 {
+            calls.push(Call::PrView(pull(i)));
+            calls.push(Call::IssueView(issue(i)));
+        }
+    }
+    for i in 0..3 {
+        calls.push(Call::Get(format!("{repo}/pulls/{}", pull(i))));
+        calls.push(Call::Get(format!("{repo}/issues/{}/comments", issue(i))));
+    }
+    calls.push(Call::Get(repo));
+    // The loop's own issue gets its comment for this round.
+    calls.push(Call::Comment(u64::from(lp) % ISSUES + 1));
+    debug_assert_eq!(calls.len(), CALLS_PER_ROUND);
+    calls
+}
+
+fn login(client: u32) -> String {
+    format!("client-{client}")
+}
+
+fn token(client: u32) -> String {
+    format!("ghp_bench{client:06}")
+}
+
+/// The fake for a replay: one user and one repository (`client-N/app`) per client.
+pub fn fake_config(plan: &Plan) -> Config {
+    let mut seed = Seed::new();
+    let mut users = Vec::new();
+    for c in 0..plan.clients {
+        users.push(User {
+            login: login(c),
+            id: u64::from(c) + 1,
+            tokens: vec![token(c)],
+        });
+        seed = seed.repo(
+            RepoSeed::new(&login(c), "app")
+                .issues(ISSUES)
+                .closed(0)
+                .pulls(PULLS)
+                .comments(3),
+        );
+    }
+    Config {
+        users,
+        scale: plan.scale(),
+        latency: plan.upstream_latency,
+        seed,
+        ..Config::default()
+    }
+}
+
+/// What one replay saw, from the clients' side and the fake's.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub calls: u64,
+    /// Every call's latency, microseconds, sorted.
+    pub latencies_us: Vec<u32>,
+    /// Calls answered by the proxy itself (see [`Recorder::cache_hit`]), microseconds, sorted.
+    pub cache_hit_us: Vec<u32>,
+    /// Answers that were a rate limit: 403/429 saying so, or GraphQL's `RATE_LIMITED`.
+    pub limit_errors: u64,
+    /// Any other failure (transport, 5xx, an unexpected status).
+    pub other_errors: u64,
+    /// The first of those, to show.
+    pub first_error: Option<String>,
+    /// Primary budget spent at the fake: core, GraphQL points.
+    pub core_used: u64,
+    pub graphql_used: u64,
+    /// Requests that reached the fake, and of those 304s.
+    pub upstream_requests: u64,
+    pub not_modified: u64,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn quota(&self) -> u64 {
+        self.core_used + self.graphql_used
+    }
+}
+
+/// One loop's record of its calls.
+#[derive(Default)]
+struct Recorder {
+    latencies_us: Vec<u32>,
+    cache_hit_us: Vec<u32>,
+    limit_errors: u64,
+    other_errors: u64,
+    first_error: Option<String>,
+}
+
+/// Whether an answer was served by the proxy without the upstream: its `x-arbiter-cache`
+/// header says `hit`, or (a proxy that does not say) it is a GraphQL answer (GraphQL cannot
+/// be revalidated) carrying an `x-github-request-id` this client had already *received*
+/// before it sent the request: a stored answer. One that arrived while the request was in
+/// flight was coalesced with it (it waited for the upstream) and is not a hit.
+fn cache_hit(
+    call: &Call,
+    headers: &reqwest::header::HeaderMap,
+    seen: &Mutex<HashMap<String, Instant>>,
+    sent: Instant,
+    received: Instant,
+) -> bool {
+    if let Some(cache) = headers.get("x-arbiter-cache").and_then(|v| v.to_str().ok()) {
+        return cache.starts_with("hit");
+    }
+    let Some(id) = headers.get("x-github-request-id").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let first = *seen.lock().expect("seen").entry(id.to_string()).or_insert(received);
+    call.graphql() && first < sent
+}
+
+/// Whether an answer is a rate limit, primary or secondary, GitHub's or arbiter's.
+fn is_limit(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> bool {
+    if status == 403 || status == 429 {
+        let remaining_zero = headers
+            .get("x-ratelimit-remaining")
+            .is_some_and(|v| v.as_bytes() == b"0");
+        let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+        return remaining_zero || headers.contains_key("retry-after") || text.contains("rate limit");
+    }
+    status == 200
+        && serde_json::from_slice::<Value>(body).is_ok_and(|v| {
+            v["errors"]
+                .as_array()
+                .is_some_and(|errors| errors.iter().any(|e| e["type"] == "RATE_LIMITED"))
+        })
+}
+
+struct Loop {
+    client: u32,
+    lp: u32,
+    base: String,
+    http: reqwest::Client,
+    etags: HashMap<String, String>,
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+    record: Recorder,
+}
+
+impl Loop {
+    async fn call(&mut self, call: &Call) {
+        let owner = login(self.client);
+        let (method, path, body) = match call {
+            Call::IssueList => (
+                "POST",
+                "/graphql".to_string(),
+                json!({"query": gh::ISSUE_LIST, "variables": {"limit": 30, "owner": owner, "repo": "app", "states": ["OPEN"]}}),
+            ),
+            Call::PrList => (
+                "POST",
+                "/graphql".to_string(),
+                json!({"query": gh::PR_LIST, "variables": {"limit": 30, "owner": owner, "repo": "app", "state": ["OPEN"]}}),
+            ),
+            Call::PrView(n) => (
+                "POST",
+                "/graphql".to_string(),
+                json!({"query": gh::PR_VIEW, "variables": {"owner": owner, "pr_number": n, "repo": "app"}}),
+            ),
+            Call::IssueView(n) => (
+                "POST",
+                "/graphql".to_string(),
+                json!({"query": gh::ISSUE_VIEW, "variables": {"number": n, "owner": owner, "repo": "app"}}),
+            ),
+            Call::Get(path) => ("GET", path.clone(), Value::Null),
+            Call::Comment(n) => (
+                "POST",
+                format!("/repos/{owner}/app/issues/{n}/comments"),
+                json!({"body": format!("Loop {} was here.", self.lp)}),
+            ),
+        };
+        let mut request = match method {
+            "GET" => self.http.get(format!("{}{path}", self.base)),
+            _ => self.http.post(format!("{}{path}", self.base)).json(&body),
+        };
+        request = request.header("authorization", format!("token {}", token(self.client)));
+        for (name, value) in gh::HEADERS {
+            request = request.header(name, value);
+        }
+        if let Some(etag) = self.etags.get(&path).filter(|_| method == "GET") {
+            request = request.header("if-none-match", etag);
+        }
+        let began = Instant::now();
+        let answer = async {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.bytes().await?;
+            reqwest::Result::Ok((status, headers, body))
+        }
+        .await;
+        let received = Instant::now();
+        let took = u32::try_from((received - began).as_micros()).unwrap_or(u32::MAX);
+        self.record.latencies_us.push(took);
+        let (status, headers, body) = match answer {
+            Ok(answer) => answer,
+            Err(e) => return self.fail(format!("{method} {path}: {e}")),
+        };
+        if is_limit(status, &headers, &body) {
+            self.record.limit_errors += 1;
+            return;
+        }
+        match status {
+            200 | 201 | 304 => {}
+            other => return self.fail(format!("{method} {path}: HTTP {other}")),
+        }
+        if method == "GET"
+            && status == 200
+            && let Some(etag) = headers.get("etag").and_then(|v| v.to_str().ok())
+        {
+            self.etags.insert(path, etag.to_string());
+        }
+        if cache_hit(call, &headers, &self.seen, began, received) {
+            self.record.cache_hit_us.push(took);
+        }
+    }
+
+    fn fail(&mut self, what: String) {
+        self.record.other_errors += 1;
+        self.record.first_error.get_or_insert(what);
+    }
+}
+
+/// Runs one replay against `base` (the fake's URL, or a proxy in front of it), while the
+/// fake `fake` counts. Every loop stops after its rounds; the whole replay is bounded by
+/// twice its planned length: a loop past that starts no more rounds.
+pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcome> {
+    // reqwest is built without a TLS provider of its own (the workspace picks ring); the
+    // replay is plain HTTP on loopback, but the client wants one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let interval = plan.hour / ROUNDS_PER_HOUR;
+    let jitter = plan.scaled(JITTER);
+    let gap = plan.scaled(Duration::from_secs(1));
+    let start = Instant::now() + Duration::from_millis(50);
+    let deadline = start + plan.hour.mul_f64(f64::from(plan.rounds) / f64::from(ROUNDS_PER_HOUR)) * 2 + interval;
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..plan.clients {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(plan.loops as usize)
+            .timeout(Duration::from_secs(120))
+            .build()
+            .context("HTTP client")?;
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        // Clients (hosts) start spread over the first interval (a golden-ratio sequence).
+        let first = start + interval.mul_f64((f64::from(client) * 0.618_034).fract());
+        for lp in 0..plan.loops {
+            let mut one = Loop {
+                client,
+                lp,
+                base: base.to_string(),
+                http: http.clone(),
+                etags: HashMap::new(),
+                seen: seen.clone(),
+                record: Recorder::default(),
+            };
+            let rounds = plan.rounds;
+            // Each loop its own deterministic sequence, for its jitter.
+            let mut random = XorShift::new(client.wrapping_mul(64).wrapping_add(lp));
+            tasks.spawn(async move {
+                let mut due = first;
+                for r in 0..rounds {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(due).await;
+                    for call in round(&login(client), lp, r) {
+                        let next = Instant::now() + gap;
+                        one.call(&call).await;
+                        tokio::time::sleep_until(next).await;
+                    }
+                    // As `arbiter watch`: the interval plus jitter after the round's end.
+                    due = Instant::now() + interval + jitter.mul_f64(random.unit());
+                }
+                one.record
+            });
+        }
+    }
+    let mut outcome = Outcome::default();
+    while let Some(joined) = tasks.join_next().await {
+        let record = joined.context("a loop panicked")?;
+        outcome.latencies_us.extend(record.latencies_us);
+        outcome.cache_hit_us.extend(record.cache_hit_us);
+        outcome.limit_errors += record.limit_errors;
+        outcome.other_errors += record.other_errors;
+        if outcome.first_error.is_none() {
+            outcome.first_error = record.first_error;
+        }
+    }
+    outcome.elapsed = start.elapsed();
+    outcome.calls = outcome.latencies_us.len() as u64;
+    outcome.latencies_us.sort_unstable();
+    outcome.cache_hit_us.sort_unstable();
+    let stats = fake.stats();
+    outcome.upstream_requests = stats.requests;
+    for user in stats.users.values() {
+        outcome.core_used += user.core_used;
+        outcome.graphql_used += user.graphql_used;
+        outcome.not_modified += user.not_modified;
+    }
+    Ok(outcome)
+}
+
+/// How the clients reach GitHub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Straight to the fake, as `gh` does without a proxy.
+    Direct,
+    /// Through arbiter's proxy, its buckets in this arbiter store.
+    Arbiter(System),
+}
+
+impl Via {
+    pub fn label(self) -> String {
+        match self {
+            Via::Direct => "direct to GitHub (the fake)".to_string(),
+            Via::Arbiter(store) => format!(
+                "through arbiter's proxy · {}",
+                store.label().trim_start_matches("arbiter · ")
+            ),
+        }
+    }
+}
+
+/// One replay on a fresh fake, direct or through a proxy started for it.
+pub async fn run(plan: &Plan, via: Via, targets: &Targets) -> Result<Outcome> {
+    let fake = FakeGitHub::start(fake_config(plan))
+        .await
+        .context("starting the fake GitHub")?;
+    let outcome = match via {
+        Via::Direct => replay(plan, &fake.url(), &fake).await,
+        Via::Arbiter(store) => {
+            let url = match store {
+                System::ArbiterSqliteNormal => &targets.sqlite_normal,
+                System::ArbiterPostgres => &targets.arbiter_postgres,
+                _ => &targets.sqlite_full,
+            };
+            let proxy = proxy::start(&fake.url(), plan, url).await?;
+            let outcome = replay(plan, &proxy.url, &fake).await;
+            proxy.stop().await;
+            outcome
+        }
+    };
+    fake.shutdown().await;
+    outcome
+}
+
+/// What the goals are checked on.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    pub quota: u64,
+    pub limit_errors: u64,
+    pub cache_hits: u64,
+    pub cache_hit_p50: Duration,
+    pub cache_hit_p99: Duration,
+}
+
+impl Outcome {
+    pub fn measurement(&self) -> Measurement {
+        Measurement {
+            ops: self.calls,
+            ok: self.calls - self.limit_errors - self.other_errors,
+            attempts: self.calls,
+            warmup_ok: 0,
+            elapsed: self.elapsed,
+            sorted_us: self.latencies_us.clone(),
+            capped: false,
+            error: self.first_error.clone(),
+        }
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            quota: self.quota(),
+            limit_errors: self.limit_errors,
+            cache_hits: self.cache_hit_us.len() as u64,
+            cache_hit_p50: percentile(&self.cache_hit_us, 50.0),
+            cache_hit_p99: percentile(&self.cache_hit_us, 99.0),
+        }
+    }
+}
+
+/// The notes of a replay's row: what it cost upstream and what the clients saw.
+pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>) -> String {
+    let mut note = format!(
+        "upstream quota {} (core {} + graphql {}); {} upstream requests ({} answered 304); limit errors {}",
+        thousands(o.quota()),
+        thousands(o.core_used),
+        thousands(o.graphql_used),
+        thousands(o.upstream_requests),
+        thousands(o.not_modified),
+        thousands(o.limit_errors),
+    );
+    if o.other_errors > 0 {
+        note.push_str(&format!(
+            "; other errors {} (first: {})",
+            thousands(o.other_errors),
+            o.first_error.as_deref().unwrap_or("?")
+        ));
+    }
+    if via != Via::Direct {
+        if let Some(direct) = direct_quota.filter(|d| *d > 0) {
+            note.push_str(&format!(
+                "; quota {:.1}% of direct",
+                o.quota() as f64 * 100.0 / direct as f64
+            ));
+        }
+        note.push_str(&format!(
+            "; cache hits {}: p50 {}, p99 {}",
+            thousands(o.cache_hit_us.len() as u64),
+            format_latency(percentile(&o.cache_hit_us, 50.0)),
+            format_latency(percentile(&o.cache_hit_us, 99.0)),
+        ));
+    }
+    note
+}
+
+/// The issue's goals, one line per number of clients replayed both ways.
+pub fn goals(runs: &[(Plan, Via, Summary)]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (plan, via, arbiter) in runs {
+        if *via == Via::Direct {
+            continue;
+        }
+        let Some((_, _, direct)) = runs
+            .iter()
+            .find(|(p, v, _)| *v == Via::Direct && p.clients == plan.clients)
+        else {
+            continue;
+        };
+        let met = |ok: bool| if ok { "met" } else { "NOT met" };
+        let share = arbiter.quota as f64 * 100.0 / direct.quota.max(1) as f64;
+        lines.push(format!(
+            "goals · fleet of {} client(s), {}: upstream quota through arbiter {share:.1}% of direct (goal ≤ 10%: {}); \
+             limit errors through arbiter {} (goal 0: {}), direct {}; cache-hit latency p50 {}, p99 {} over {} hits \
+             (goal p99 < 1 ms: {})",
+            plan.clients,
+            via.label(),
+            met(share <= 10.0),
+            arbiter.limit_errors,
+            met(arbiter.limit_errors == 0),
+            direct.limit_errors,
+            format_latency(arbiter.cache_hit_p50),
+            format_latency(arbiter.cache_hit_p99),
+            thousands(arbiter.cache_hits),
+            met(arbiter.cache_hits > 0 && arbiter.cache_hit_p99 < Duration::from_millis(1)),
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_is_thirty_calls_mostly_graphql_with_one_comment() {
+        let calls = round("client-0", 3, 5);
+        assert_eq!(calls.len(), CALLS_PER_ROUND);
+        assert_eq!(calls.iter().filter(|c| c.graphql()).count(), 16);
+        assert_eq!(calls.iter().filter(|c| matches!(c, Call::Get(_))).count(), 13);
+        assert_eq!(calls.iter().filter(|c| matches!(c, Call::Comment(_))).count(), 1);
+        for call in &calls {
+            match call {
+                Call::PrView(n) => assert!((ISSUES + 1..=ISSUES + PULLS).contains(n)),
+                Call::IssueView(n) | Call::Comment(n) => assert!((1..=ISSUES).contains(n)),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_recognised_as_github_and_arbiter_say_them() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert!(!is_limit(403, &headers, b"{\"message\":\"Resource not accessible\"}"));
+        headers.insert("retry-after", "60".parse().unwrap());
+        assert!(is_limit(403, &headers, b"{}"));
+        assert!(is_limit(
+            429,
+            &reqwest::header::HeaderMap::new(),
+            b"rate limit: wait 3s"
+        ));
+        assert!(is_limit(
+            200,
+            &reqwest::header::HeaderMap::new(),
+            br#"{"errors":[{"type":"RATE_LIMITED"}]}"#
+        ));
+        assert!(!is_limit(200, &reqwest::header::HeaderMap::new(), br#"{"data":{}}"#));
+    }
+
+    #[test]
+    fn a_graphql_answer_received_before_the_request_was_sent_is_a_cache_hit() {
+        let seen = Mutex::new(HashMap::new());
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-github-request-id", "A".parse().unwrap());
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert!(
+            !cache_hit(&Call::IssueList, &headers, &seen, ms(0), ms(20)),
+            "the first"
+        );
+        assert!(
+            !cache_hit(&Call::IssueList, &headers, &seen, ms(5), ms(20)),
+            "sent before the first arrived: coalesced"
+        );
+        assert!(cache_hit(&Call::IssueList, &headers, &seen, ms(30), ms(31)));
+        assert!(
+            !cache_hit(&Call::Get("/x".into()), &headers, &seen, ms(30), ms(31)),
+            "REST revalidates"
+        );
+        headers.insert("x-arbiter-cache", "miss".parse().unwrap());
+        assert!(!cache_hit(&Call::IssueList, &headers, &seen, ms(40), ms(41)));
+    }
+}
