@@ -354,12 +354,28 @@ pub fn get(data: &Data, route: &Route, query: &str, base: &str, path: &str) -> R
             };
             let pulls = matches!(route, Route::Pulls(..));
             let state = param(&query, "state");
-            let values = repo
+            let mut items: Vec<&Item> = repo
                 .items
                 .iter()
-                .rev()
                 .filter(|item| !pulls || item.pull.is_some())
                 .filter(|item| state_matches(item, state))
+                .collect();
+            // GitHub's `sort` (created — the default —, updated, comments; pulls also
+            // popularity and long-running, read here as created) and `direction` (desc by
+            // default). Ties keep the newest first.
+            items.sort_by(|a, b| {
+                let by = match param(&query, "sort") {
+                    Some("updated") => a.updated.cmp(&b.updated),
+                    Some("comments") if !pulls => a.comments.len().cmp(&b.comments.len()),
+                    _ => std::cmp::Ordering::Equal,
+                };
+                by.then(a.number.cmp(&b.number))
+            });
+            if param(&query, "direction") != Some("asc") {
+                items.reverse();
+            }
+            let values = items
+                .into_iter()
                 .map(|item| match pulls {
                     true => pull_json(repo, item, base),
                     false => issue_json(repo, item, base),

@@ -224,3 +224,67 @@ async fn stats_are_served_as_json() {
     assert_eq!(served.requests, 2);
     assert_eq!(served.user("bob").core_used, 1);
 }
+
+/// The probe arbiter's proxy revalidates GraphQL answers with: the issues list (pull
+/// requests included) sorted by `updated_at`, one item; its ETag (per token) moves with any
+/// change to an issue, a pull request or a comment of the repository.
+#[tokio::test]
+async fn the_issues_list_sorts_by_update_and_its_etag_moves_with_any_change() {
+    let fake = start(config(Limits::default())).await;
+    let client = client();
+    let probe = "/repos/o/r/issues?state=all&sort=updated&direction=desc&per_page=1";
+    let numbers = |got: &crate::Got| -> Vec<u64> {
+        got.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["number"].as_u64().unwrap())
+            .collect()
+    };
+    let oldest = get(&client, &fake, "/repos/o/r/issues?state=all&sort=updated&direction=asc", "a1").await;
+    let newest = get(&client, &fake, "/repos/o/r/issues?state=all&sort=updated", "a1").await;
+    let mut reversed = numbers(&newest);
+    reversed.reverse();
+    assert_eq!(numbers(&oldest), reversed, "asc is desc reversed");
+    let first = get(&client, &fake, probe, "a1").await;
+    assert_eq!(numbers(&first).len(), 1);
+    let etag = first.header("etag").to_string();
+    let same = send(&client, &fake, "GET", probe, "a1", &[("if-none-match", &etag)], None).await;
+    assert_eq!(same.status, 304, "nothing changed");
+    let other_token = send(&client, &fake, "GET", probe, "a2", &[("if-none-match", &etag)], None).await;
+    assert_eq!(other_token.status, 200, "ETags belong to one token");
+
+    // A comment on an issue that was not the most recently updated one moves it to the top.
+    let target = if numbers(&first)[0] == 3 { 4 } else { 3 };
+    let comment = send(
+        &client,
+        &fake,
+        "POST",
+        &format!("/repos/o/r/issues/{target}/comments"),
+        "a1",
+        &[],
+        Some(json!({"body": "hi"})),
+    )
+    .await;
+    assert_eq!(comment.status, 201);
+    let after = send(&client, &fake, "GET", probe, "a1", &[("if-none-match", &etag)], None).await;
+    assert_eq!(after.status, 200);
+    assert_eq!(numbers(&after), vec![target]);
+    let etag = after.header("etag").to_string();
+    // So does an edit of a pull request (pull requests are in the issues list).
+    let pull = send(
+        &client,
+        &fake,
+        "PATCH",
+        "/repos/o/r/issues/12",
+        "a1",
+        &[],
+        Some(json!({"title": "renamed"})),
+    )
+    .await;
+    assert_eq!(pull.status, 200);
+    let edited = send(&client, &fake, "GET", probe, "a1", &[("if-none-match", &etag)], None).await;
+    assert_eq!(edited.status, 200);
+    assert_eq!(numbers(&edited), vec![12]);
+    assert!(edited.body[0]["pull_request"].is_object());
+}
