@@ -1,5 +1,7 @@
 //! The response cache: REST GET answers (kept for revalidation with their ETag or
-//! Last-Modified) and GraphQL query answers (served for `graphql_fresh`). In memory,
+//! Last-Modified, never served without it — so they outlive writes) and GraphQL query
+//! answers (served for `graphql_fresh`, then up to `graphql_max_age` after a free probe of
+//! their repository says nothing changed; dropped by a write through the proxy). In memory,
 //! bounded by entries and bytes, least recently used first out.
 //!
 //! Every key includes the credential's hash: one credential's answer is never served to
@@ -35,12 +37,15 @@ pub fn key(kind: &str, credential: Option<&[u8; 32]>, parts: &[&[u8]]) -> CacheK
 pub struct Entry {
     pub stored: Arc<Stored>,
     pub at: Instant,
-    /// The request path (REST) without its query, for invalidation.
-    pub path: Option<String>,
     /// The repository (`owner/name`, lowercase) the answer is about, when it can be told.
     pub repo: Option<String>,
     pub graphql: bool,
     pub credential: Option<[u8; 32]>,
+    /// A GraphQL answer: the ETag the repository's probe had before the answer was asked
+    /// for (it may be revalidated with it), and when it was last known current (asked for,
+    /// or a probe said nothing changed). `at` stays when it was asked for: its max age.
+    pub probe: Option<http::HeaderValue>,
+    pub checked: Instant,
 }
 
 impl Entry {
@@ -165,10 +170,11 @@ mod tests {
                 rest: None,
             }),
             at: Instant::now(),
-            path: None,
             repo: None,
             graphql: false,
             credential: None,
+            probe: None,
+            checked: Instant::now(),
         }
     }
 

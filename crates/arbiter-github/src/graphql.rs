@@ -12,6 +12,8 @@ pub struct Operation {
     /// What makes two queries the same: the whole body (the document, the variables, the
     /// operation name, any extension), keys sorted.
     pub identity: String,
+    /// Whether the repository's probe covers what the query asks ([`probe_covers`]).
+    pub covered: bool,
 }
 
 pub fn parse(body: &[u8]) -> Operation {
@@ -20,6 +22,7 @@ pub fn parse(body: &[u8]) -> Operation {
             query: false,
             repo: None,
             identity: String::new(),
+            covered: false,
         };
     };
     let document = value["query"].as_str().unwrap_or_default();
@@ -36,6 +39,7 @@ pub fn parse(body: &[u8]) -> Operation {
         query: !document.is_empty() && is_query(document),
         repo,
         identity: value.to_string(),
+        covered: probe_covers(document),
     }
 }
 
@@ -96,9 +100,143 @@ pub fn is_query(document: &str) -> bool {
     operations > 0
 }
 
+/// Fields (and root fields, arguments, aliases: any name in the document) whose changes do
+/// not move the `updated_at` of an issue or pull request, so the free REST probe of the
+/// repository's most recently updated one cannot see them: a query naming any of them is
+/// not revalidated by the probe, only served within `graphql_fresh`. Conservative on
+/// purpose (a name matches wherever it appears, `$variables` aside): checks and statuses,
+/// commits (and their refs and objects), reactions, projects, mergeability, the viewer and
+/// the rate limit, search and any root field other than `repository`, and repository data
+/// that is not its issues and pull requests. See docs/github-proxy.md.
+pub const PROBE_DENIES: &[&str] = &[
+    "statusCheckRollup",
+    "checkSuites",
+    "checkSuite",
+    "checkRuns",
+    "checkRun",
+    "commits",
+    "commit",
+    "status",
+    "contexts",
+    "reactions",
+    "reactionGroups",
+    "reactors",
+    "viewerHasReacted",
+    "projects",
+    "projectsV2",
+    "projectV2",
+    "projectCards",
+    "projectItems",
+    "mergeable",
+    "mergeStateStatus",
+    "viewer",
+    "rateLimit",
+    "search",
+    "node",
+    "user",
+    "organization",
+    "repositoryOwner",
+    "enterprise",
+    "refs",
+    "ref",
+    "defaultBranchRef",
+    "object",
+    "releases",
+    "latestRelease",
+    "discussions",
+    "discussion",
+    "deployments",
+    "environments",
+    "collaborators",
+    "stargazers",
+    "stargazerCount",
+    "watchers",
+    "forks",
+    "forkCount",
+    "milestones",
+    "vulnerabilityAlerts",
+    "packages",
+    "languages",
+];
+
+/// Whether the free REST probe covers everything `document` (a query) asks for: it names
+/// `repository` and none of [`PROBE_DENIES`].
+pub fn probe_covers(document: &str) -> bool {
+    let names = names(document);
+    names.iter().any(|n| *n == "repository") && !names.iter().any(|n| PROBE_DENIES.contains(n))
+}
+
+/// Every name in `document` outside comments and strings (`$variables` left out).
+fn names(document: &str) -> Vec<&str> {
+    let bytes = document.as_bytes();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' => {
+                if bytes[i..].starts_with(b"\"\"\"") {
+                    i += 3;
+                    while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                        i += if bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 2;
+                } else {
+                    i += 1;
+                    while i < bytes.len() && bytes[i] != b'"' {
+                        i += if bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                }
+            }
+            b'$' => {
+                i += 1;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                continue;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                names.push(&document[start..i]);
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_probe_covers() {
+        assert!(probe_covers(
+            "query IssueList($owner: String!, $repo: String!, $status: String) { repository(owner: $owner, name: $repo) { issues(first: 30) { nodes { number title updatedAt } } } }"
+        ));
+        assert!(!probe_covers("{ viewer { login } }"), "no repository");
+        assert!(!probe_covers(
+            "query { repository(owner: \"a\", name: \"b\") { pullRequest(number: 1) { statusCheckRollup: commits(last: 1) { totalCount } } } }"
+        ));
+        assert!(!probe_covers(
+            "query { repository(owner: \"a\", name: \"b\") { issue(number: 1) { reactionGroups { content } } } }"
+        ));
+        assert!(!probe_covers(
+            "query { repository(owner: \"a\", name: \"b\") { id } viewer { login } }"
+        ));
+        assert!(probe_covers(
+            "# viewer in a comment\nquery { repository(owner: \"a\", name: \"b\") { issue(number: 1) { title(x: \"rateLimit\") } } }"
+        ));
+    }
 
     #[test]
     fn queries_and_mutations() {

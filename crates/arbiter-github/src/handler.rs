@@ -36,6 +36,58 @@ pub const MAX_WAIT_HEADER: &str = "x-arbiter-max-wait";
 /// The header a client may set its priority with (`interactive`, `normal` — the default —,
 /// `background`): interactive calls may spend the reserve others leave; never forwarded.
 pub const PRIORITY_HEADER: &str = "x-arbiter-priority";
+/// The header every answer the proxy forwarded or served carries: how it was answered —
+/// `hit` (a GraphQL answer from the freshness window, the upstream not asked), `revalidated`
+/// (a cached answer the upstream confirmed with a free 304: a REST GET, or a GraphQL query
+/// whose repository's probe said nothing changed), `coalesced` (the answer of an identical
+/// request in flight) or `miss` (the upstream's answer to this request).
+pub const CACHE_HEADER: &str = "x-arbiter-cache";
+
+/// How an answer was had (the [`CACHE_HEADER`] values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Hit,
+    Coalesced,
+    Revalidated,
+    Miss,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Coalesced => "coalesced",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Miss => "miss",
+        }
+    }
+}
+
+/// The path of the probe of `repo` (`owner/name`): its most recently updated issue or pull
+/// request (GitHub lists pull requests among issues), one per page. `None` for a name the
+/// path could not carry as it is.
+fn probe_path(repo: &str) -> Option<String> {
+    let (owner, name) = repo.split_once('/')?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    (plain(owner) && plain(name))
+        .then(|| format!("/repos/{owner}/{name}/issues?state=all&sort=updated&direction=desc&per_page=1"))
+}
+
+/// What a probe said.
+enum Probe {
+    /// 304: nothing changed since the ETag asked with.
+    Same,
+    /// Something changed (or nothing was asked with): the probe's ETag now.
+    Changed(HeaderValue),
+    /// No answer to go by.
+    Unknown,
+}
 
 pub fn router(shared: Arc<Shared>, tag: Option<LoopName>) -> axum::Router {
     axum::Router::new().fallback(move |request: Request| {
@@ -52,6 +104,15 @@ struct Ctx<'a> {
     counts: Arc<Counts>,
     max_wait: Duration,
     priority: Priority,
+    outcome: std::sync::Mutex<Outcome>,
+    /// The client's request headers (its credential, for a probe).
+    request_headers: &'a HeaderMap,
+}
+
+impl Ctx<'_> {
+    fn answered(&self, outcome: Outcome) {
+        *self.outcome.lock().expect("outcome") = outcome;
+    }
 }
 
 /// A request's body: read (GraphQL), or still to come (streamed to the upstream).
@@ -148,9 +209,15 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
         counts,
         max_wait,
         priority,
+        outcome: std::sync::Mutex::new(Outcome::Miss),
+        request_headers: &parts.headers,
     };
     let body = match body {
-        Payload::Read(body) => return respond(&*graphql(&ctx, &parts, body).await),
+        Payload::Read(body) => {
+            let mut response = respond(&*graphql(&ctx, &parts, body).await);
+            tell_outcome(&ctx, &mut response);
+            return response;
+        }
         Payload::Stream(body) => body,
     };
     let mut response = if parts.method == Method::GET {
@@ -171,7 +238,15 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
         response
     };
     keep_links_here(&shared, &parts, response.headers_mut());
+    tell_outcome(&ctx, &mut response);
     response
+}
+
+fn tell_outcome(ctx: &Ctx<'_>, response: &mut Response) {
+    let outcome = *ctx.outcome.lock().expect("outcome");
+    response
+        .headers_mut()
+        .insert(CACHE_HEADER, HeaderValue::from_static(outcome.as_str()));
 }
 
 /// A client that reached the proxy by its loopback address (`ARBITER_GITHUB_API`) follows
@@ -386,17 +461,34 @@ async fn rest_get(ctx: &Ctx<'_>, parts: &Parts) -> Arc<Stored> {
 
 /// The one upstream call of `key` at a time: the first caller leads, the others wait for
 /// its answer (and lead themselves if it went away without one, or answered itself).
+/// A request never follows a flight that began before the latest write through the proxy
+/// (its answer may predate the write): flights are keyed by the cache's generation too.
 async fn coalesced<F, Fut>(ctx: &Ctx<'_>, key: CacheKey, lead: F) -> Arc<Stored>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<Stored>>,
 {
+    let (answer, followed) = follow_or_lead(ctx, key, lead).await;
+    if followed {
+        ctx.answered(Outcome::Coalesced);
+    }
+    answer
+}
+
+/// [`coalesced`], saying whether the answer was another request's.
+async fn follow_or_lead<F, Fut>(ctx: &Ctx<'_>, key: CacheKey, lead: F) -> (Arc<Stored>, bool)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<Stored>>,
+{
+    let generation = ctx.shared.cache.lock().expect("cache").generation();
+    let flight = cache::key("flight", None, &[&key, &generation.to_be_bytes()]);
     for _ in 0..3 {
-        match ctx.shared.flights.join(key) {
+        match ctx.shared.flights.join(flight) {
             Role::Leader(leader) => {
                 let answer = lead().await;
                 leader.answer(answer.clone());
-                return answer;
+                return (answer, false);
             }
             Role::Follower(rx) => {
                 // An answer of arbiter's own (the leader's wait for budget ran out, the
@@ -404,12 +496,12 @@ where
                 // So is an answer too large to hold (streamed to the leader's client only).
                 if let Some(answer) = flight::follow(rx).await.filter(|a| a.whole()) {
                     Counts::add(&ctx.counts.coalesced, 1);
-                    return answer;
+                    return (answer, true);
                 }
             }
         }
     }
-    lead().await
+    (lead().await, false)
 }
 
 /// A GET through the cache: with a cached answer, asks with its validator (a 304 is free
@@ -452,6 +544,7 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
     }
     if let (StatusCode::NOT_MODIFIED, Some(entry)) = (stored.status, &entry) {
         Counts::add(&ctx.counts.not_modified, 1);
+        ctx.answered(Outcome::Revalidated);
         let mut fresh = (*entry.stored).clone();
         for (name, value) in stored.headers.iter() {
             if name.as_str().starts_with("x-ratelimit-") || name == header::DATE {
@@ -485,10 +578,11 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
             Entry {
                 stored: stored.clone(),
                 at: Instant::now(),
-                path: Some(path.to_string()),
                 repo: repo_of(path),
                 graphql: false,
                 credential: ctx.credential.as_ref().map(|c| c.hash),
+                probe: None,
+                checked: Instant::now(),
             },
         );
     } else {
@@ -516,17 +610,71 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
         let what = [path_q.as_bytes(), b"\n", operation.identity.as_bytes()].concat();
         let key = request_key(ctx, "graphql", &what, &headers);
         let fresh = ctx.shared.config.graphql_fresh;
+        let max_age = ctx.shared.config.graphql_max_age;
+        // The repository's probe may revalidate this answer past its freshness.
+        let probed = (!fresh.is_zero() && !max_age.is_zero() && operation.covered)
+            .then(|| operation.repo.as_deref().and_then(probe_path))
+            .flatten();
+        let mut known = None;
         if !fresh.is_zero() {
             let entry = ctx.shared.cache.lock().expect("cache").get(&key);
-            if let Some(entry) = entry.filter(|e| e.at.elapsed() < fresh) {
-                Counts::add(&ctx.counts.cache_hits, 1);
-                return entry.stored;
+            if let Some(entry) = entry {
+                if entry.checked.elapsed() < fresh {
+                    Counts::add(&ctx.counts.cache_hits, 1);
+                    ctx.answered(Outcome::Hit);
+                    return entry.stored;
+                }
+                if let (Some(probe_path), Some(tag)) = (&probed, &entry.probe)
+                    && entry.at.elapsed() < max_age
+                {
+                    let generation = ctx.shared.cache.lock().expect("cache").generation();
+                    match probe(ctx, probe_path, Some(tag)).await {
+                        Probe::Same => {
+                            let mut cache = ctx.shared.cache.lock().expect("cache");
+                            // A write through the proxy meanwhile: not this answer.
+                            if cache.generation() == generation {
+                                let stored = entry.stored.clone();
+                                cache.insert(
+                                    key,
+                                    Entry {
+                                        checked: Instant::now(),
+                                        ..entry
+                                    },
+                                );
+                                ctx.answered(Outcome::Revalidated);
+                                return stored;
+                            }
+                        }
+                        Probe::Changed(tag) => known = Some(tag),
+                        Probe::Unknown => {}
+                    }
+                }
             }
         }
         return coalesced(ctx, key, || async {
             // An answer asked for before a write it may predate is not kept after it; its
             // freshness counts from when it was asked for.
             let (asked, generation) = (Instant::now(), ctx.shared.cache.lock().expect("cache").generation());
+            // The probe's ETag before the query is asked: a change after it shows at the
+            // next probe, even one the answer already has.
+            let tag = match (&probed, &known) {
+                (Some(_), Some(tag)) => Some(tag.clone()),
+                (Some(probe_path), None) => {
+                    let latest = ctx
+                        .shared
+                        .probes
+                        .lock()
+                        .expect("probes")
+                        .get(&probe_key(ctx, probe_path))
+                        .cloned();
+                    match probe(ctx, probe_path, latest.as_ref()).await {
+                        Probe::Same => latest,
+                        Probe::Changed(tag) => Some(tag),
+                        Probe::Unknown => None,
+                    }
+                }
+                (None, _) => None,
+            };
             let spend = [("graphql", 1), ("graphql-points", 1)];
             let stored = forward(
                 ctx,
@@ -542,10 +690,11 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
                 let entry = Entry {
                     stored: stored.clone(),
                     at: asked,
-                    path: None,
                     repo: operation.repo.clone(),
                     graphql: true,
                     credential: ctx.credential.as_ref().map(|c| c.hash),
+                    probe: tag,
+                    checked: asked,
                 };
                 let mut cache = ctx.shared.cache.lock().expect("cache");
                 if cache.generation() == generation {
@@ -564,12 +713,16 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
     ];
     let stored = forward(ctx, Method::POST, path_q, headers, body.into(), &spend, true).await;
     if stored.upstream && stored.status.is_success() {
-        // A mutation of a known repository drops what is cached about it (and the GraphQL
-        // answers whose repository is unknown); of an unknown one, every GraphQL answer.
+        // A mutation of a known repository drops the GraphQL answers about it (and those
+        // whose repository is unknown); of an unknown one, every GraphQL answer.
+        // REST answers stay: they are never served without revalidation.
         let repo = operation.repo;
-        ctx.shared.cache.lock().expect("cache").remove_where(|e| match &repo {
-            Some(repo) => e.repo.as_ref() == Some(repo) || (e.graphql && e.repo.is_none()),
-            None => e.graphql,
+        ctx.shared.cache.lock().expect("cache").remove_where(|e| {
+            e.graphql
+                && match &repo {
+                    Some(repo) => e.repo.as_ref() == Some(repo) || e.repo.is_none(),
+                    None => true,
+                }
         });
     }
     stored
@@ -623,23 +776,96 @@ impl http_body::Body for Upload {
     }
 }
 
-/// A write to `/repos/{owner}/{repo}/…` drops every cached answer about that repository —
-/// all its REST reads and GraphQL queries, of every credential — and the GraphQL answers
-/// whose repository is unknown. A write elsewhere drops the REST reads of that path and
-/// below, and the writer's GraphQL answers.
+/// A write to `/repos/{owner}/{repo}/…` drops the GraphQL answers about that repository,
+/// of every credential, and those whose repository is unknown; a write elsewhere, the
+/// writer's GraphQL answers. REST answers are kept with their validators: they are never
+/// served without the upstream's 304, so what the write changed comes back as a 200 and
+/// the rest as free 304s. Either way the cache's generation moves on, so no request
+/// follows a flight that began before the write.
 fn invalidate_after_write(ctx: &Ctx<'_>, path: &str) {
     let mut cache = ctx.shared.cache.lock().expect("cache");
     match repo_of(path) {
-        Some(repo) => cache.remove_where(|e| e.repo.as_ref() == Some(&repo) || (e.graphql && e.repo.is_none())),
+        Some(repo) => cache.remove_where(|e| e.graphql && (e.repo.as_ref() == Some(&repo) || e.repo.is_none())),
         None => {
-            let resource = path.trim_end_matches('/');
             let writer = ctx.credential.as_ref().map(|c| c.hash);
-            cache.remove_where(|e| {
-                e.path.as_deref().is_some_and(|p| p.starts_with(resource)) || (e.graphql && e.credential == writer)
-            })
+            cache.remove_where(|e| e.graphql && e.credential == writer)
         }
     };
 }
+
+/// The key of `ctx`'s credential's probe of `probe_path`, for its latest ETag.
+fn probe_key(ctx: &Ctx<'_>, probe_path: &str) -> CacheKey {
+    cache::key(
+        "probe",
+        ctx.credential.as_ref().map(|c| &c.hash),
+        &[probe_path.as_bytes()],
+    )
+}
+
+/// A conditional GET of `probe_path` (see [`probe_path`]) with `tag`, `ctx`'s credential's
+/// own: free when answered 304 (a primary point otherwise). Identical probes in flight
+/// share one upstream call. The answer's ETag is kept as the credential's latest.
+async fn probe(ctx: &Ctx<'_>, probe_path: &str, tag: Option<&HeaderValue>) -> Probe {
+    let mut headers = HeaderMap::new();
+    for name in [header::AUTHORIZATION, header::USER_AGENT] {
+        if let Some(value) = ctx.request_headers.get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
+    if let Some(tag) = tag {
+        headers.insert(header::IF_NONE_MATCH, tag.clone());
+    }
+    let tag_bytes = tag.map(|t| t.as_bytes()).unwrap_or_default();
+    let key = cache::key(
+        "probe",
+        ctx.credential.as_ref().map(|c| &c.hash),
+        &[probe_path.as_bytes(), tag_bytes],
+    );
+    let (stored, _) = follow_or_lead(ctx, key, || async {
+        // Conditional: charged its primary point only if not answered 304.
+        let spend = [("core", u64::from(tag.is_none())), ("points", 1)];
+        let stored = forward(
+            ctx,
+            Method::GET,
+            probe_path,
+            headers.clone(),
+            reqwest::Body::from(Bytes::new()),
+            &spend,
+            false,
+        )
+        .await;
+        if stored.upstream && stored.status == StatusCode::NOT_MODIFIED {
+            Counts::add(&ctx.counts.not_modified, 1);
+        } else if stored.upstream && tag.is_some() {
+            let _ = ctx
+                .shared
+                .budget
+                .spend(&ctx.identity.login, &[("core", 1)], ctx.priority, Duration::ZERO)
+                .await;
+        }
+        if stored.status == StatusCode::OK
+            && let Some(etag) = stored.headers.get(header::ETAG)
+        {
+            let mut probes = ctx.shared.probes.lock().expect("probes");
+            if probes.len() >= PROBES_HELD {
+                probes.clear();
+            }
+            probes.insert(probe_key(ctx, probe_path), etag.clone());
+        }
+        stored
+    })
+    .await;
+    match (stored.status, stored.headers.get(header::ETAG)) {
+        (StatusCode::NOT_MODIFIED, _) if tag.is_some() => Probe::Same,
+        (StatusCode::OK, Some(etag)) => Probe::Changed(etag.clone()),
+        _ => Probe::Unknown,
+    }
+}
+
+/// How many credentials' latest probe ETags are held (past it, they are forgotten: the next
+/// probe of each costs a point).
+const PROBES_HELD: usize = 10_000;
 
 /// Spends the budget, then forwards within the host's concurrency; learns from the answer.
 /// No budget within the wait: arbiter's own 429, nothing forwarded.

@@ -51,6 +51,11 @@ pub struct ProxyConfig {
     pub namespace: Namespace,
     /// How long an identical GraphQL query is answered from the cache (0: never).
     pub graphql_fresh: Duration,
+    /// How long, past `graphql_fresh`, a cached GraphQL query answer about one repository
+    /// may still be served after a free conditional probe of the repository's most recently
+    /// updated issue or pull request says nothing changed (0: never; see `graphql::probe_covers`).
+    /// Counted from when the answer was fetched.
+    pub graphql_max_age: Duration,
     /// How long a request may queue for budget before arbiter answers 429 itself.
     pub max_wait: Duration,
     /// Upstream requests in flight at once from this host (GitHub allows 100 per user; the
@@ -78,6 +83,7 @@ impl Default for ProxyConfig {
             upstream: DEFAULT_UPSTREAM.to_string(),
             namespace: Namespace::default(),
             graphql_fresh: Duration::from_secs(30),
+            graphql_max_age: Duration::from_secs(300),
             max_wait: Duration::from_secs(60),
             concurrency: 100,
             source: arbiter_process::host_name(),
@@ -132,6 +138,8 @@ pub(crate) struct Shared {
     pub identities: identity::Identities,
     pub cache: Mutex<cache::Cache>,
     pub flights: flight::Flights,
+    /// Each credential's latest ETag of each repository's probe (see `handler::probe`).
+    pub probes: Mutex<std::collections::HashMap<cache::CacheKey, http::HeaderValue>>,
     pub counters: counters::Counters,
     pub concurrency: tokio::sync::Semaphore,
 }
@@ -191,6 +199,7 @@ impl Proxy {
             identities: identity::Identities::default(),
             cache: Mutex::new(cache::Cache::new(config.cache_entries, config.cache_bytes)),
             flights: flight::Flights::default(),
+            probes: Mutex::default(),
             counters: counters::Counters::default(),
             concurrency: tokio::sync::Semaphore::new(config.concurrency),
             upstream,

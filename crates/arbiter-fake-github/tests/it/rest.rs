@@ -241,7 +241,13 @@ async fn the_issues_list_sorts_by_update_and_its_etag_moves_with_any_change() {
             .map(|i| i["number"].as_u64().unwrap())
             .collect()
     };
-    let oldest = get(&client, &fake, "/repos/o/r/issues?state=all&sort=updated&direction=asc", "a1").await;
+    let oldest = get(
+        &client,
+        &fake,
+        "/repos/o/r/issues?state=all&sort=updated&direction=asc",
+        "a1",
+    )
+    .await;
     let newest = get(&client, &fake, "/repos/o/r/issues?state=all&sort=updated", "a1").await;
     let mut reversed = numbers(&newest);
     reversed.reverse();

@@ -116,7 +116,8 @@ async fn fifty_identical_concurrent_gets_make_one_upstream_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_invalidates_what_was_read_of_its_repository() {
-    let h = Harness::start(fake_config(), |_| {}).await;
+    // No probe (max age 0): the counts below are the query's alone.
+    let h = Harness::start(fake_config(), |c| c.graphql_max_age = std::time::Duration::ZERO).await;
     let issues = |answer: &support::Answer| answer.json()["data"]["repository"]["issues"]["totalCount"].as_u64();
     let first = h.graphql("alice-token-1", support::ISSUES, hello()).await;
     let listed = h.get("alice-token-1", ISSUES_PATH).await;
@@ -263,4 +264,36 @@ async fn a_query_answered_across_a_write_is_not_kept() {
     assert_ne!(after_write.body, before_write.body, "not served from the window");
     assert_eq!(peer.requests("POST /graphql").len(), 2);
     proxy.shutdown().await;
+}
+
+/// A write keeps the validators of the repository's REST answers: a repeated GET of what
+/// it did not change is a free 304 upstream, of what it changed a 200 with the new body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_keeps_validators_and_every_get_after_it_is_revalidated() {
+    let h = Harness::start(fake_config(), |_| {}).await;
+    let (unrelated, changed) = ("/repos/octo/hello/issues/1", "/repos/octo/hello/issues/2");
+    let first = h.get("alice-token-1", unrelated).await;
+    let old = h.get("alice-token-1", changed).await;
+    assert_eq!((first.status, old.status), (200, 200));
+    let comment = crate::support::send(
+        h.client
+            .post(h.url("/repos/octo/hello/issues/2/comments"))
+            .header("authorization", "token alice-token-1")
+            .json(&serde_json::json!({ "body": "a change" })),
+    )
+    .await;
+    assert_eq!(comment.status, 201, "{}", comment.body);
+    let before = h.fake.stats().user("alice");
+    let again = h.get("alice-token-1", unrelated).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("x-arbiter-cache"), Some("revalidated"));
+    let after = h.fake.stats().user("alice");
+    assert_eq!(after.not_modified, before.not_modified + 1, "a 304 upstream");
+    assert_eq!(after.core_used, before.core_used, "free");
+    let new = h.get("alice-token-1", changed).await;
+    assert_eq!(new.status, 200);
+    assert_eq!(new.header("x-arbiter-cache"), Some("miss"));
+    assert_eq!(new.json()["comments"], old.json()["comments"].as_u64().unwrap() + 1);
+    assert_eq!(h.fake.stats().user("alice").core_used, after.core_used + 1);
 }
