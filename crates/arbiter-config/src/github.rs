@@ -21,6 +21,9 @@ pub struct GithubSettings {
     pub listen: SocketAddr,
     /// How long an identical GraphQL query is served from the proxy's cache (0: never).
     pub graphql_fresh: Duration,
+    /// How long past its freshness a cached GraphQL query may still be served when a free
+    /// probe of its repository says nothing changed (0: never), counted from its fetch.
+    pub graphql_max_age: Duration,
     /// How long a request may queue for budget before the proxy answers 429 itself.
     pub max_wait: Duration,
     /// Requests in flight upstream at once, per host.
@@ -38,6 +41,7 @@ impl Default for GithubSettings {
             upstream: DEFAULT_UPSTREAM.to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             graphql_fresh: Duration::from_secs(30),
+            graphql_max_age: Duration::from_secs(300),
             max_wait: Duration::from_secs(60),
             concurrency: 100,
             reserve_percent: 10,
@@ -115,18 +119,24 @@ pub(crate) fn validate(raw: Option<&Spanned<RawGithub>>, source: &Source<'_>) ->
         }
         settings.listen = addr;
     }
-    if let Some(fresh) = &raw.graphql_fresh {
-        // "0", "0s": the cache is off.
-        let zero = fresh
+    // "0", "0s": off.
+    let duration_or_zero = |field: &str, value: &Spanned<String>| {
+        let zero = value
             .get_ref()
             .trim()
             .trim_end_matches(|c: char| c.is_ascii_alphabetic())
             == "0";
-        settings.graphql_fresh = if zero {
-            Duration::ZERO
+        if zero {
+            Ok(Duration::ZERO)
         } else {
-            duration("graphql_fresh", fresh)?
-        };
+            duration(field, value)
+        }
+    };
+    if let Some(fresh) = &raw.graphql_fresh {
+        settings.graphql_fresh = duration_or_zero("graphql_fresh", fresh)?;
+    }
+    if let Some(max_age) = &raw.graphql_max_age {
+        settings.graphql_max_age = duration_or_zero("graphql_max_age", max_age)?;
     }
     if let Some(wait) = &raw.max_wait {
         settings.max_wait = duration("max_wait", wait)?;

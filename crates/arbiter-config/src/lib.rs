@@ -69,6 +69,7 @@
 //! upstream = "https://api.github.com"
 //! listen = "127.0.0.1:0"             # loopback only: ARBITER_GITHUB_API
 //! graphql_fresh = "30s"              # identical GraphQL queries served from cache ("0s": off)
+//! graphql_max_age = "5m"             # then served while a free probe of the repo says unchanged ("0s": off)
 //! max_wait = "60s"                   # a request queues this long for budget, then 429
 //! concurrency = 100                  # requests in flight upstream at once
 //! reserve = "10%"                    # defer a round that would leave less of the budget

@@ -354,18 +354,27 @@ fn github_settings_and_their_errors() {
     assert_eq!(defaults.upstream, "https://api.github.com");
     assert_eq!(defaults.listen.to_string(), "127.0.0.1:0");
     assert_eq!(defaults.graphql_fresh, Duration::from_secs(30));
+    assert_eq!(defaults.graphql_max_age, Duration::from_secs(300));
     assert_eq!(defaults.max_wait, Duration::from_secs(60));
     assert_eq!((defaults.concurrency, defaults.reserve_percent), (100, 10));
 
     let set = parse(
         "[github]\nupstream = \"http://127.0.0.1:8080/api/v3/\"\nlisten = \"[::1]:7000\"\n\
-         graphql_fresh = \"0s\"\nmax_wait = \"5s\"\nconcurrency = 4\nreserve = \"25%\"\n",
+         graphql_fresh = \"0s\"\ngraphql_max_age = \"0\"\nmax_wait = \"5s\"\nconcurrency = 4\nreserve = \"25%\"\n",
     )
     .unwrap()
     .github;
     assert_eq!(set.upstream, "http://127.0.0.1:8080/api/v3");
     assert_eq!(set.listen.to_string(), "[::1]:7000");
     assert_eq!(set.graphql_fresh, Duration::ZERO);
+    assert_eq!(set.graphql_max_age, Duration::ZERO);
+    assert_eq!(
+        parse("[github]\ngraphql_max_age = \"10m\"\n")
+            .unwrap()
+            .github
+            .graphql_max_age,
+        Duration::from_secs(600)
+    );
     assert_eq!(set.max_wait, Duration::from_secs(5));
     assert_eq!((set.concurrency, set.reserve_percent), (4, 25));
     assert_eq!(parse("[github]\nreserve = 0\n").unwrap().github.reserve_percent, 0);
@@ -398,6 +407,10 @@ fn github_settings_and_their_errors() {
         (
             "[github]\ngraphql_fresh = \"soon\"\n",
             "arbiter.toml:2: github.graphql_fresh: invalid duration",
+        ),
+        (
+            "[github]\n\ngraphql_max_age = \"a while\"\n",
+            "arbiter.toml:3: github.graphql_max_age: invalid duration",
         ),
         (
             "[github]\nmax_wait = \"1 minute\"\n",

@@ -163,7 +163,7 @@ pub const PROBE_DENIES: &[&str] = &[
 /// `repository` and none of [`PROBE_DENIES`].
 pub fn probe_covers(document: &str) -> bool {
     let names = names(document);
-    names.iter().any(|n| *n == "repository") && !names.iter().any(|n| PROBE_DENIES.contains(n))
+    names.contains(&"repository") && !names.iter().any(|n| PROBE_DENIES.contains(n))
 }
 
 /// Every name in `document` outside comments and strings (`$variables` left out).

@@ -91,6 +91,7 @@ impl Guard {
                 upstream: settings.upstream.clone(),
                 namespace,
                 graphql_fresh: settings.graphql_fresh,
+                graphql_max_age: settings.graphql_max_age,
                 max_wait: settings.max_wait,
                 concurrency: settings.concurrency,
                 source: arbiter_process::host_name(),

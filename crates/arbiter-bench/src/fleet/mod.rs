@@ -9,9 +9,10 @@
 //!
 //! One round, in this order (see [`round`]): 16 GraphQL calls exactly as `gh` 2.23 sends
 //! them (6 × `gh issue list`, 6 × `gh pr list`, 2 × `gh pr view N`, 2 × `gh issue view N`),
-//! 13 REST GETs of the same issues, pulls and comments with `If-None-Match` from the loop's
-//! own ETag cache (what a client with a cache does; `gh` itself has none), and 1 comment
-//! (`POST …/comments`). Calls follow each other one GitHub second apart (scaled).
+//! 13 REST GETs of the same issues, pulls and comments, unconditional as `gh` sends them
+//! (it has no cache: no `If-None-Match`), and — in every [`COMMENT_EVERY`]th round of a
+//! loop — 1 comment (`POST …/comments`). Calls follow each other one GitHub second apart
+//! (scaled).
 //!
 //! Time is compressed: the fake's hour lasts `hour` (its windows, resets and `retry-after`
 //! scaled alike), and so do the proxy's GraphQL freshness window and its wait for budget.
@@ -20,8 +21,6 @@
 pub mod gh;
 mod proxy;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -34,8 +33,10 @@ use crate::spec::{System, Targets};
 use crate::stats::{Measurement, percentile};
 use crate::worker::XorShift;
 
-/// API calls per round of one loop.
+/// API calls per round of one loop (one fewer in a round without a comment).
 pub const CALLS_PER_ROUND: usize = 30;
+/// A loop comments in one round of this many (its 4th, 8th, 12th …).
+pub const COMMENT_EVERY: u32 = 4;
 /// Rounds per hour of one loop (one every 5 minutes).
 pub const ROUNDS_PER_HOUR: u32 = 12;
 /// The loops' jitter (GitHub time, compressed like the rest).
@@ -82,6 +83,7 @@ pub enum Call {
 }
 
 impl Call {
+    #[cfg(test)]
     fn graphql(&self) -> bool {
         matches!(
             self,
@@ -112,9 +114,11 @@ pub fn round(owner: &str, lp: u32, round: u32) -> Vec<Call> {
         calls.push(Call::Get(format!("{repo}/issues/{}/comments", issue(i))));
     }
     calls.push(Call::Get(repo));
-    // The loop's own issue gets its comment for this round.
-    calls.push(Call::Comment(u64::from(lp) % ISSUES + 1));
-    debug_assert_eq!(calls.len(), CALLS_PER_ROUND);
+    // The loop's own issue gets its comment, in one round of [`COMMENT_EVERY`].
+    if round % COMMENT_EVERY == COMMENT_EVERY - 1 {
+        calls.push(Call::Comment(u64::from(lp) % ISSUES + 1));
+    }
+    debug_assert!(calls.len() <= CALLS_PER_ROUND);
     calls
 }
 
@@ -159,8 +163,15 @@ pub struct Outcome {
     pub calls: u64,
     /// Every call's latency, microseconds, sorted.
     pub latencies_us: Vec<u32>,
-    /// Calls answered by the proxy itself (see [`Recorder::cache_hit`]), microseconds, sorted.
+    /// Calls answered by the proxy itself (`x-arbiter-cache: hit`), microseconds, sorted.
     pub cache_hit_us: Vec<u32>,
+    /// Answers the proxy said were revalidated (a free 304 upstream) or coalesced.
+    pub revalidated: u64,
+    pub coalesced: u64,
+    /// The calls made: GraphQL, REST GETs, comments (writes).
+    pub graphql_calls: u64,
+    pub get_calls: u64,
+    pub comments: u64,
     /// Answers that were a rate limit: 403/429 saying so, or GraphQL's `RATE_LIMITED`.
     pub limit_errors: u64,
     /// Any other failure (transport, 5xx, an unexpected status).
@@ -187,31 +198,20 @@ impl Outcome {
 struct Recorder {
     latencies_us: Vec<u32>,
     cache_hit_us: Vec<u32>,
+    revalidated: u64,
+    coalesced: u64,
+    graphql_calls: u64,
+    get_calls: u64,
+    comments: u64,
     limit_errors: u64,
     other_errors: u64,
     first_error: Option<String>,
 }
 
-/// Whether an answer was served by the proxy without the upstream: its `x-arbiter-cache`
-/// header says `hit`, or (a proxy that does not say) it is a GraphQL answer (GraphQL cannot
-/// be revalidated) carrying an `x-github-request-id` this client had already *received*
-/// before it sent the request: a stored answer. One that arrived while the request was in
-/// flight was coalesced with it (it waited for the upstream) and is not a hit.
-fn cache_hit(
-    call: &Call,
-    headers: &reqwest::header::HeaderMap,
-    seen: &Mutex<HashMap<String, Instant>>,
-    sent: Instant,
-    received: Instant,
-) -> bool {
-    if let Some(cache) = headers.get("x-arbiter-cache").and_then(|v| v.to_str().ok()) {
-        return cache.starts_with("hit");
-    }
-    let Some(id) = headers.get("x-github-request-id").and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let first = *seen.lock().expect("seen").entry(id.to_string()).or_insert(received);
-    call.graphql() && first < sent
+/// How the proxy says it answered (`x-arbiter-cache`: `hit` — without the upstream —,
+/// `revalidated`, `coalesced`, `miss`); nothing when the answer is GitHub's own.
+fn cache_outcome(headers: &reqwest::header::HeaderMap) -> Option<&str> {
+    headers.get("x-arbiter-cache").and_then(|v| v.to_str().ok())
 }
 
 /// Whether an answer is a rate limit, primary or secondary, GitHub's or arbiter's.
@@ -236,8 +236,6 @@ struct Loop {
     lp: u32,
     base: String,
     http: reqwest::Client,
-    etags: HashMap<String, String>,
-    seen: Arc<Mutex<HashMap<String, Instant>>>,
     record: Recorder,
 }
 
@@ -280,8 +278,10 @@ impl Loop {
         for (name, value) in gh::HEADERS {
             request = request.header(name, value);
         }
-        if let Some(etag) = self.etags.get(&path).filter(|_| method == "GET") {
-            request = request.header("if-none-match", etag);
+        match call {
+            Call::Get(_) => self.record.get_calls += 1,
+            Call::Comment(_) => self.record.comments += 1,
+            _ => self.record.graphql_calls += 1,
         }
         let began = Instant::now();
         let answer = async {
@@ -307,14 +307,11 @@ impl Loop {
             200 | 201 | 304 => {}
             other => return self.fail(format!("{method} {path}: HTTP {other}")),
         }
-        if method == "GET"
-            && status == 200
-            && let Some(etag) = headers.get("etag").and_then(|v| v.to_str().ok())
-        {
-            self.etags.insert(path, etag.to_string());
-        }
-        if cache_hit(call, &headers, &self.seen, began, received) {
-            self.record.cache_hit_us.push(took);
+        match cache_outcome(&headers) {
+            Some("hit") => self.record.cache_hit_us.push(took),
+            Some("revalidated") => self.record.revalidated += 1,
+            Some("coalesced") => self.record.coalesced += 1,
+            _ => {}
         }
     }
 
@@ -343,7 +340,6 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
             .timeout(Duration::from_secs(120))
             .build()
             .context("HTTP client")?;
-        let seen = Arc::new(Mutex::new(HashMap::new()));
         // Clients (hosts) start spread over the first interval (a golden-ratio sequence).
         let first = start + interval.mul_f64((f64::from(client) * 0.618_034).fract());
         for lp in 0..plan.loops {
@@ -352,8 +348,6 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
                 lp,
                 base: base.to_string(),
                 http: http.clone(),
-                etags: HashMap::new(),
-                seen: seen.clone(),
                 record: Recorder::default(),
             };
             let rounds = plan.rounds;
@@ -383,6 +377,11 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
         let record = joined.context("a loop panicked")?;
         outcome.latencies_us.extend(record.latencies_us);
         outcome.cache_hit_us.extend(record.cache_hit_us);
+        outcome.revalidated += record.revalidated;
+        outcome.coalesced += record.coalesced;
+        outcome.graphql_calls += record.graphql_calls;
+        outcome.get_calls += record.get_calls;
+        outcome.comments += record.comments;
         outcome.limit_errors += record.limit_errors;
         outcome.other_errors += record.other_errors;
         if outcome.first_error.is_none() {
@@ -485,7 +484,13 @@ impl Outcome {
 /// The notes of a replay's row: what it cost upstream and what the clients saw.
 pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>) -> String {
     let mut note = format!(
-        "upstream quota {} (core {} + graphql {}); {} upstream requests ({} answered 304); limit errors {}",
+        "calls {} (GraphQL {}, REST GET {}, comments {}: writes {:.1}%); \
+         upstream quota {} (core {} + graphql {}); {} upstream requests ({} answered 304); limit errors {}",
+        thousands(o.calls),
+        thousands(o.graphql_calls),
+        thousands(o.get_calls),
+        thousands(o.comments),
+        o.comments as f64 * 100.0 / o.calls.max(1) as f64,
         thousands(o.quota()),
         thousands(o.core_used),
         thousands(o.graphql_used),
@@ -508,10 +513,12 @@ pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>) -> String {
             ));
         }
         note.push_str(&format!(
-            "; cache hits {}: p50 {}, p99 {}",
+            "; cache hits {}: p50 {}, p99 {}; revalidated {}, coalesced {}",
             thousands(o.cache_hit_us.len() as u64),
             format_latency(percentile(&o.cache_hit_us, 50.0)),
             format_latency(percentile(&o.cache_hit_us, 99.0)),
+            thousands(o.revalidated),
+            thousands(o.coalesced),
         ));
     }
     note
@@ -556,12 +563,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_round_is_thirty_calls_mostly_graphql_with_one_comment() {
-        let calls = round("client-0", 3, 5);
+    fn a_round_is_thirty_calls_mostly_graphql_with_a_comment_every_fourth_round() {
+        let comments = |calls: &[Call]| calls.iter().filter(|c| matches!(c, Call::Comment(_))).count();
+        let quiet = round("client-0", 3, 5);
+        assert_eq!(quiet.len(), CALLS_PER_ROUND - 1);
+        assert_eq!(comments(&quiet), 0);
+        let calls = round("client-0", 3, 7);
         assert_eq!(calls.len(), CALLS_PER_ROUND);
         assert_eq!(calls.iter().filter(|c| c.graphql()).count(), 16);
         assert_eq!(calls.iter().filter(|c| matches!(c, Call::Get(_))).count(), 13);
-        assert_eq!(calls.iter().filter(|c| matches!(c, Call::Comment(_))).count(), 1);
+        assert_eq!(comments(&calls), 1);
+        let hour: usize = (0..ROUNDS_PER_HOUR).map(|r| comments(&round("client-0", 0, r))).sum();
+        assert_eq!(hour, 3, "rounds 4, 8 and 12 of the hour");
         for call in &calls {
             match call {
                 Call::PrView(n) => assert!((ISSUES + 1..=ISSUES + PULLS).contains(n)),
@@ -591,26 +604,10 @@ mod tests {
     }
 
     #[test]
-    fn a_graphql_answer_received_before_the_request_was_sent_is_a_cache_hit() {
-        let seen = Mutex::new(HashMap::new());
+    fn the_proxy_says_how_it_answered() {
         let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert("x-github-request-id", "A".parse().unwrap());
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        assert!(
-            !cache_hit(&Call::IssueList, &headers, &seen, ms(0), ms(20)),
-            "the first"
-        );
-        assert!(
-            !cache_hit(&Call::IssueList, &headers, &seen, ms(5), ms(20)),
-            "sent before the first arrived: coalesced"
-        );
-        assert!(cache_hit(&Call::IssueList, &headers, &seen, ms(30), ms(31)));
-        assert!(
-            !cache_hit(&Call::Get("/x".into()), &headers, &seen, ms(30), ms(31)),
-            "REST revalidates"
-        );
-        headers.insert("x-arbiter-cache", "miss".parse().unwrap());
-        assert!(!cache_hit(&Call::IssueList, &headers, &seen, ms(40), ms(41)));
+        assert_eq!(cache_outcome(&headers), None, "GitHub's own answer");
+        headers.insert("x-arbiter-cache", "hit".parse().unwrap());
+        assert_eq!(cache_outcome(&headers), Some("hit"));
     }
 }

@@ -51,6 +51,11 @@ pub struct GithubArgs {
     /// How long an identical GraphQL query is answered from the cache (0: never).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_or_zero)]
     graphql_fresh: Duration,
+    /// How long past --graphql-fresh a cached GraphQL query about one repository may still
+    /// be served, when a free conditional probe of the repository's most recently updated
+    /// issue or pull request says nothing changed (0: never; from when it was fetched).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration_or_zero)]
+    graphql_max_age: Duration,
     /// How long a request may wait for budget before arbiter answers 429 (0: not at all).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration_or_zero)]
     max_wait: Duration,
@@ -81,6 +86,7 @@ pub async fn run(command: ProxyCommand, global: &Global, _out: Output) -> Result
         upstream: args.upstream,
         namespace: global.namespace.clone(),
         graphql_fresh: args.graphql_fresh,
+        graphql_max_age: args.graphql_max_age,
         max_wait: args.max_wait,
         concurrency: args.concurrency as usize,
         ..ProxyConfig::default()
