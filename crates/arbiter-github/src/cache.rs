@@ -65,8 +65,11 @@ pub struct Cache {
     entries: HashMap<CacheKey, (Entry, u64)>,
     order: BTreeMap<u64, CacheKey>,
     tick: u64,
-    /// How many invalidations there were ([`Cache::remove_where`]).
+    /// How many invalidations there were ([`Cache::remove_where`]): in all, of no one
+    /// repository, and of each repository (see [`Cache::generation`]).
     generation: u64,
+    wide: u64,
+    repos: HashMap<String, u64>,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
@@ -79,6 +82,8 @@ impl Cache {
             order: BTreeMap::new(),
             tick: 0,
             generation: 0,
+            wide: 0,
+            repos: HashMap::new(),
             bytes: 0,
             max_entries,
             max_bytes,
@@ -129,15 +134,25 @@ impl Cache {
         }
     }
 
-    /// Changes at every invalidation: an answer asked for before one (it may predate the
-    /// write) is not kept after it.
-    pub fn generation(&self) -> u64 {
-        self.generation
+    /// Changes at every invalidation that may touch answers about `repo` (one of that
+    /// repository, or of none in particular; with `None`, at every invalidation): an
+    /// answer asked for before one (it may predate the write) is not kept after it.
+    /// Writes to other repositories (another client's, in a fleet) do not count.
+    pub fn generation(&self, repo: Option<&str>) -> u64 {
+        match repo {
+            Some(repo) => self.wide + self.repos.get(repo).copied().unwrap_or(0),
+            None => self.generation,
+        }
     }
 
-    /// Drops every entry `drop` selects (an invalidation); returns how many.
-    pub fn remove_where(&mut self, drop: impl Fn(&Entry) -> bool) -> usize {
+    /// Drops every entry `drop` selects (an invalidation, after a write to `repo` — `None`:
+    /// to no one repository); returns how many.
+    pub fn remove_where(&mut self, repo: Option<&str>, drop: impl Fn(&Entry) -> bool) -> usize {
         self.generation += 1;
+        match repo {
+            Some(repo) => *self.repos.entry(repo.to_string()).or_default() += 1,
+            None => self.wide += 1,
+        }
         let keys: Vec<CacheKey> = self
             .entries
             .iter()
@@ -192,8 +207,30 @@ mod tests {
         cache.insert(c, entry("c"));
         assert!(cache.get(&b).is_none(), "b was the least recently used");
         assert!(cache.get(&a).is_some() && cache.get(&c).is_some());
-        assert_eq!(cache.remove_where(|e| &e.stored.body[..] == b"a"), 1);
+        assert_eq!(cache.remove_where(None, |e| &e.stored.body[..] == b"a"), 1);
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_write_to_another_repository_leaves_this_ones_generation() {
+        let mut cache = Cache::new(10, 1 << 20);
+        let (mine, all) = (cache.generation(Some("o/mine")), cache.generation(None));
+        cache.remove_where(Some("o/other"), |_| false);
+        assert_eq!(cache.generation(Some("o/mine")), mine, "another client's repository");
+        assert_ne!(
+            cache.generation(None),
+            all,
+            "unknown repository: every invalidation counts"
+        );
+        cache.remove_where(Some("o/mine"), |_| false);
+        let after = cache.generation(Some("o/mine"));
+        assert_ne!(after, mine);
+        cache.remove_where(None, |_| false);
+        assert_ne!(
+            cache.generation(Some("o/mine")),
+            after,
+            "a write of no one repository counts"
+        );
     }
 
     #[test]

@@ -453,7 +453,8 @@ async fn rest_get(ctx: &Ctx<'_>, parts: &Parts) -> Arc<Stored> {
         headers.extend(own);
         return revalidate(ctx, key, parts.uri.path(), path_q, headers).await;
     }
-    coalesced(ctx, key, || {
+    let repo = repo_of(parts.uri.path());
+    coalesced(ctx, key, repo.as_deref(), || {
         revalidate(ctx, key, parts.uri.path(), path_q, headers.clone())
     })
     .await
@@ -462,13 +463,14 @@ async fn rest_get(ctx: &Ctx<'_>, parts: &Parts) -> Arc<Stored> {
 /// The one upstream call of `key` at a time: the first caller leads, the others wait for
 /// its answer (and lead themselves if it went away without one, or answered itself).
 /// A request never follows a flight that began before the latest write through the proxy
-/// (its answer may predate the write): flights are keyed by the cache's generation too.
-async fn coalesced<F, Fut>(ctx: &Ctx<'_>, key: CacheKey, lead: F) -> Arc<Stored>
+/// (its answer may predate the write): flights are keyed by the cache's generation of
+/// `repo` (what the request is about, when known) too.
+async fn coalesced<F, Fut>(ctx: &Ctx<'_>, key: CacheKey, repo: Option<&str>, lead: F) -> Arc<Stored>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<Stored>>,
 {
-    let (answer, followed) = follow_or_lead(ctx, key, lead).await;
+    let (answer, followed) = follow_or_lead(ctx, key, repo, lead).await;
     if followed {
         ctx.answered(Outcome::Coalesced);
     }
@@ -476,12 +478,12 @@ where
 }
 
 /// [`coalesced`], saying whether the answer was another request's.
-async fn follow_or_lead<F, Fut>(ctx: &Ctx<'_>, key: CacheKey, lead: F) -> (Arc<Stored>, bool)
+async fn follow_or_lead<F, Fut>(ctx: &Ctx<'_>, key: CacheKey, repo: Option<&str>, lead: F) -> (Arc<Stored>, bool)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<Stored>>,
 {
-    let generation = ctx.shared.cache.lock().expect("cache").generation();
+    let generation = ctx.shared.cache.lock().expect("cache").generation(repo);
     let flight = cache::key("flight", None, &[&key, &generation.to_be_bytes()]);
     for _ in 0..3 {
         match ctx.shared.flights.join(flight) {
@@ -611,6 +613,7 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
         let key = request_key(ctx, "graphql", &what, &headers);
         let fresh = ctx.shared.config.graphql_fresh;
         let max_age = ctx.shared.config.graphql_max_age;
+        let repo = operation.repo.as_deref();
         // The repository's probe may revalidate this answer past its freshness.
         let probed = (!fresh.is_zero() && !max_age.is_zero() && operation.covered)
             .then(|| operation.repo.as_deref().and_then(probe_path))
@@ -627,12 +630,12 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
                 if let (Some(probe_path), Some(tag)) = (&probed, &entry.probe)
                     && entry.at.elapsed() < max_age
                 {
-                    let generation = ctx.shared.cache.lock().expect("cache").generation();
+                    let generation = ctx.shared.cache.lock().expect("cache").generation(repo);
                     match probe(ctx, probe_path, Some(tag)).await {
                         Probe::Same => {
                             let mut cache = ctx.shared.cache.lock().expect("cache");
                             // A write through the proxy meanwhile: not this answer.
-                            if cache.generation() == generation {
+                            if cache.generation(repo) == generation {
                                 let stored = entry.stored.clone();
                                 cache.insert(
                                     key,
@@ -651,10 +654,10 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
                 }
             }
         }
-        return coalesced(ctx, key, || async {
+        return coalesced(ctx, key, repo, || async {
             // An answer asked for before a write it may predate is not kept after it; its
             // freshness counts from when it was asked for.
-            let (asked, generation) = (Instant::now(), ctx.shared.cache.lock().expect("cache").generation());
+            let (asked, generation) = (Instant::now(), ctx.shared.cache.lock().expect("cache").generation(repo));
             // The probe's ETag before the query is asked: a change after it shows at the
             // next probe, even one the answer already has.
             let tag = match (&probed, &known) {
@@ -697,7 +700,7 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
                     checked: asked,
                 };
                 let mut cache = ctx.shared.cache.lock().expect("cache");
-                if cache.generation() == generation {
+                if cache.generation(repo) == generation {
                     cache.insert(key, entry);
                 }
             }
@@ -717,13 +720,17 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
         // whose repository is unknown); of an unknown one, every GraphQL answer.
         // REST answers stay: they are never served without revalidation.
         let repo = operation.repo;
-        ctx.shared.cache.lock().expect("cache").remove_where(|e| {
-            e.graphql
-                && match &repo {
-                    Some(repo) => e.repo.as_ref() == Some(repo) || e.repo.is_none(),
-                    None => true,
-                }
-        });
+        ctx.shared
+            .cache
+            .lock()
+            .expect("cache")
+            .remove_where(repo.as_deref(), |e| {
+                e.graphql
+                    && match &repo {
+                        Some(repo) => e.repo.as_ref() == Some(repo) || e.repo.is_none(),
+                        None => true,
+                    }
+            });
     }
     stored
 }
@@ -785,10 +792,12 @@ impl http_body::Body for Upload {
 fn invalidate_after_write(ctx: &Ctx<'_>, path: &str) {
     let mut cache = ctx.shared.cache.lock().expect("cache");
     match repo_of(path) {
-        Some(repo) => cache.remove_where(|e| e.graphql && (e.repo.as_ref() == Some(&repo) || e.repo.is_none())),
+        Some(repo) => cache.remove_where(Some(&repo), |e| {
+            e.graphql && (e.repo.as_ref() == Some(&repo) || e.repo.is_none())
+        }),
         None => {
             let writer = ctx.credential.as_ref().map(|c| c.hash);
-            cache.remove_where(|e| e.graphql && e.credential == writer)
+            cache.remove_where(None, |e| e.graphql && e.credential == writer)
         }
     };
 }
@@ -822,7 +831,8 @@ async fn probe(ctx: &Ctx<'_>, probe_path: &str, tag: Option<&HeaderValue>) -> Pr
         ctx.credential.as_ref().map(|c| &c.hash),
         &[probe_path.as_bytes(), tag_bytes],
     );
-    let (stored, _) = follow_or_lead(ctx, key, || async {
+    let repo = repo_of(probe_path);
+    let (stored, _) = follow_or_lead(ctx, key, repo.as_deref(), || async {
         // Conditional: charged its primary point only if not answered 304.
         let spend = [("core", u64::from(tag.is_none())), ("points", 1)];
         let stored = forward(
