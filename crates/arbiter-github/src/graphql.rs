@@ -47,14 +47,48 @@ pub fn parse(body: &[u8]) -> Operation {
 /// `subscription` keyword at the top level (outside braces, strings and comments).
 /// Fragments alone, or nothing at all, are not a query.
 pub fn is_query(document: &str) -> bool {
-    let bytes = document.as_bytes();
     let mut depth = 0usize;
-    let mut i = 0;
     let mut operations = 0;
     let mut fragment = false;
+    for token in tokens(document) {
+        match token {
+            Token::Open => {
+                if depth == 0 && !std::mem::take(&mut fragment) {
+                    operations += 1; // a shorthand query, or the body of one named before
+                }
+                depth += 1;
+            }
+            Token::Close => depth = depth.saturating_sub(1),
+            Token::Name("mutation" | "subscription") if depth == 0 => return false,
+            Token::Name("fragment") if depth == 0 => fragment = true,
+            Token::Name(_) => {}
+        }
+    }
+    operations > 0
+}
+
+/// What the document's text is made of, as far as the proxy needs to tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token<'a> {
+    Open,
+    Close,
+    Name(&'a str),
+}
+
+/// The document's braces and names, outside comments and strings (`$variables` left out):
+/// the one lexer behind [`is_query`] and [`probe_covers`].
+fn tokens(document: &str) -> Vec<Token<'_>> {
+    let bytes = document.as_bytes();
+    let name_end = |mut i: usize| {
+        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+            i += 1;
+        }
+        i
+    };
+    let mut tokens = Vec::new();
+    let mut i = 0;
     while i < bytes.len() {
-        let c = bytes[i];
-        match c {
+        match bytes[i] {
             b'#' => {
                 while i < bytes.len() && bytes[i] != b'\n' {
                     i += 1;
@@ -74,30 +108,23 @@ pub fn is_query(document: &str) -> bool {
                     }
                 }
             }
-            b'{' => {
-                if depth == 0 && !std::mem::take(&mut fragment) {
-                    operations += 1; // a shorthand query, or the body of one named before
-                }
-                depth += 1;
+            b'$' => {
+                i = name_end(i + 1);
+                continue;
             }
-            b'}' => depth = depth.saturating_sub(1),
-            c if depth == 0 && (c.is_ascii_alphabetic() || c == b'_') => {
+            b'{' => tokens.push(Token::Open),
+            b'}' => tokens.push(Token::Close),
+            c if c.is_ascii_alphabetic() || c == b'_' => {
                 let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                match &document[start..i] {
-                    "mutation" | "subscription" => return false,
-                    "fragment" => fragment = true,
-                    _ => {}
-                }
+                i = name_end(i);
+                tokens.push(Token::Name(&document[start..i]));
                 continue;
             }
             _ => {}
         }
         i += 1;
     }
-    operations > 0
+    tokens
 }
 
 /// Fields (and root fields, arguments, aliases: any name in the document) whose changes do
@@ -168,50 +195,13 @@ pub fn probe_covers(document: &str) -> bool {
 
 /// Every name in `document` outside comments and strings (`$variables` left out).
 fn names(document: &str) -> Vec<&str> {
-    let bytes = document.as_bytes();
-    let mut names = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'"' => {
-                if bytes[i..].starts_with(b"\"\"\"") {
-                    i += 3;
-                    while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
-                        i += if bytes[i] == b'\\' { 2 } else { 1 };
-                    }
-                    i += 2;
-                } else {
-                    i += 1;
-                    while i < bytes.len() && bytes[i] != b'"' {
-                        i += if bytes[i] == b'\\' { 2 } else { 1 };
-                    }
-                }
-            }
-            b'$' => {
-                i += 1;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                continue;
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                names.push(&document[start..i]);
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    names
+    tokens(document)
+        .into_iter()
+        .filter_map(|token| match token {
+            Token::Name(name) => Some(name),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
