@@ -31,6 +31,11 @@ pub enum ErrorKind {
     /// A rate limit did not allow the request within the wait the caller gave: retry later
     /// (the detail says how long the wait needed was).
     Limited,
+    /// The caller did not prove who it is: no bearer token, or one that is unknown,
+    /// expired or revoked (a server's answer; the CLI against a store never says it).
+    Unauthorized,
+    /// The caller is known but its token does not reach this namespace or scope.
+    Forbidden,
     /// Anything else: a bug, a corrupted store, an OS failure.
     Internal,
 }
@@ -47,6 +52,8 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Failed => "failed",
             ErrorKind::Limited => "limited",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Internal => "internal",
         }
     }

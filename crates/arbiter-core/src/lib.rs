@@ -13,6 +13,7 @@
 //! - [`decisions`]: decisions as Markdown: the render projection and the inbox merge.
 //! - [`notify`]: notifications, severities, kind globs, storm thresholds, messages.
 //! - [`github`]: GitHub budgets: bucket names, pauses, deferrals of rounds, forecasts.
+//! - [`token`]: what an API token of the server reaches: scopes, namespaces, `Principal`.
 //! - [`redact`]: the one way a URL or a command's output is shown with its secrets hidden.
 //! - [`error`]: the failure classes every layer reports (mapped to exit codes by the binary,
 //!   to HTTP statuses by the server, each in one place).
@@ -33,6 +34,7 @@ pub mod loops;
 pub mod name;
 pub mod notify;
 pub mod redact;
+pub mod token;
 
 pub use error::{Detail, Error, ErrorKind, Result};
 

@@ -10,6 +10,7 @@
 //! | 5 | not found |
 //! | 6 | store unavailable: it could not be opened or reached |
 //! | 7 | failed: what was run or checked did not succeed — `channels test` (the channel did not take the message), `watch --once`/`--rounds N` (a loop's last round failed), `doctor` (a check failed) |
+//! | 8 | refused by the server (`--server`): the token is missing, unknown, expired or revoked, or does not reach this namespace or scope |
 //!
 //! `arbiter lock` exits with its command's code when the command ends by itself (128 +
 //! signal number when a signal ended it), so those codes can overlap with the ones above;
@@ -22,6 +23,7 @@ use arbiter_core::ErrorKind;
 pub const SUCCESS: i32 = 0;
 pub const BAD_INPUT: i32 = 2;
 pub const FAILED: i32 = 7;
+pub const REFUSED: i32 = 8;
 
 /// The exit code of `arbiter lock` stopped by a signal, given its command's code: the
 /// command's, unless that says success — an interrupted run did not succeed.
@@ -37,6 +39,7 @@ pub fn code(kind: ErrorKind) -> i32 {
         ErrorKind::NotFound => 5,
         ErrorKind::Unavailable => 6,
         ErrorKind::Failed => FAILED,
+        ErrorKind::Unauthorized | ErrorKind::Forbidden => REFUSED,
         _ => 1,
     }
 }

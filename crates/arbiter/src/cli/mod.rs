@@ -27,7 +27,8 @@ use output::Output;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 internal error, 2 bad input, 3 held, conflict or limited, 4 lost,
-5 not found, 6 store unavailable. `arbiter lock` exits with its command's code.
+5 not found, 6 store unavailable, 7 failed, 8 refused by the server (token, namespace or
+scope). `arbiter lock` exits with its command's code.
 
 Names (leases, keys): 1-255 characters of ASCII letters, digits and . _ - / : @
 Durations: 250ms, 30s, 5m, 1h30m, 2d.";
