@@ -16,6 +16,7 @@
 //! user's tokens; ETags are per token. `GET /_fake/stats` (no authentication) answers
 //! [`Stats`] as JSON.
 
+pub mod gh;
 pub mod graphql;
 pub mod limits;
 pub mod rest;
@@ -219,6 +220,15 @@ impl FakeGitHub {
     /// The unix socket, when started with one.
     pub fn socket(&self) -> Option<&Path> {
         self.socket.as_deref()
+    }
+
+    /// A push of one commit to pull request `number` of `owner/name` (git, which the API
+    /// does not do): its head moves. Returns the new head SHA; `None` when there is no
+    /// such pull request.
+    pub fn push(&self, owner: &str, name: &str, number: u64) -> Option<String> {
+        let mut data = self.shared.data.write().unwrap_or_else(|e| e.into_inner());
+        let repo = data.repo(owner, name)?;
+        data.push(repo, number)
     }
 
     pub fn stats(&self) -> Stats {

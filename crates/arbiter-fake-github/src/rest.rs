@@ -4,7 +4,9 @@
 use serde_json::{Value, json};
 
 use crate::limits::{Points, Resource};
-use crate::seed::{Comment, Data, Item, Millis, Repo, iso, label_color, label_id, node_id};
+use crate::seed::{
+    CheckRun, Comment, Data, Item, Millis, REACTIONS, Reaction, Repo, Status, iso, label_color, label_id, node_id,
+};
 
 /// A REST path, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,18 @@ pub enum Route {
     Labels(String, String, u64),
     Pulls(String, String),
     Pull(String, String, u64),
+    /// `/repos/{o}/{r}/issues/{n}/reactions` (POST).
+    IssueReactions(String, String, u64),
+    /// `/repos/{o}/{r}/issues/comments/{id}/reactions` (POST).
+    CommentReactions(String, String, u64),
+    /// `/repos/{o}/{r}/statuses/{sha}` (POST).
+    Statuses(String, String, String),
+    /// `/repos/{o}/{r}/check-runs` (POST).
+    CheckRuns(String, String),
+    /// `/repos/{o}/{r}/commits/{ref}/status`: the combined status (GET).
+    CommitStatus(String, String, String),
+    /// `/repos/{o}/{r}/commits/{ref}/check-runs` (GET).
+    CommitCheckRuns(String, String, String),
     Unknown,
 }
 
@@ -45,12 +59,25 @@ impl Route {
                 let (o, r) = repo(o, r);
                 Route::Pulls(o, r)
             }
+            ["repos", o, r, "statuses", sha] => Route::Statuses(o.to_string(), r.to_string(), sha.to_string()),
             ["repos", o, r, kind, n] => match (number(n), *kind) {
                 (Some(n), "issues") => Route::Issue(o.to_string(), r.to_string(), n),
                 (Some(n), "pulls") => Route::Pull(o.to_string(), r.to_string(), n),
                 _ => Route::Unknown,
             },
+            ["repos", o, r, "check-runs"] => Route::CheckRuns(o.to_string(), r.to_string()),
+            ["repos", o, r, "issues", "comments", id, "reactions"] => match number(id) {
+                Some(id) => Route::CommentReactions(o.to_string(), r.to_string(), id),
+                None => Route::Unknown,
+            },
+            ["repos", o, r, "commits", sha, "status"] => {
+                Route::CommitStatus(o.to_string(), r.to_string(), sha.to_string())
+            }
+            ["repos", o, r, "commits", sha, "check-runs"] => {
+                Route::CommitCheckRuns(o.to_string(), r.to_string(), sha.to_string())
+            }
             ["repos", o, r, "issues", n, sub] => match (number(n), *sub) {
+                (Some(n), "reactions") => Route::IssueReactions(o.to_string(), r.to_string(), n),
                 (Some(n), "comments") => Route::Comments(o.to_string(), r.to_string(), n),
                 (Some(n), "labels") => Route::Labels(o.to_string(), r.to_string(), n),
                 _ => Route::Unknown,
@@ -247,6 +274,7 @@ pub fn issue_json(repo: &Repo, item: &Item, base: &str) -> Value {
         "labels": item.labels.iter().map(|l| label_json(l)).collect::<Vec<_>>(),
         "assignees": [],
         "comments": item.comments.len(),
+        "reactions": reactions_json(&item.reactions, &format!("{base}/repos/{full}/issues/{}/reactions", item.number)),
         "created_at": iso(item.created),
         "updated_at": iso(item.updated),
         "closed_at": item.closed_at.map(iso),
@@ -277,7 +305,18 @@ pub fn pull_json(repo: &Repo, item: &Item, base: &str) -> Value {
         "merged": false,
         "user": owner_json(&item.author, base),
         "labels": item.labels.iter().map(|l| label_json(l)).collect::<Vec<_>>(),
-        "head": {"ref": pull.head, "label": format!("{}:{}", repo.owner, pull.head)},
+        "head": {"ref": pull.head, "label": format!("{}:{}", repo.owner, pull.head), "sha": pull.head_sha()},
+        "commits": pull.commits.len(),
+        "additions": 1,
+        "deletions": 0,
+        "changed_files": 1,
+        "mergeable": true,
+        "mergeable_state": "clean",
+        "maintainer_can_modify": false,
+        "assignees": [],
+        "requested_reviewers": [],
+        "requested_teams": [],
+        "milestone": null,
         "base": {"ref": pull.base, "label": format!("{}:{}", repo.owner, pull.base)},
         "created_at": iso(item.created),
         "updated_at": iso(item.updated),
@@ -294,11 +333,73 @@ pub fn comment_json(repo: &Repo, item: &Item, comment: &Comment, base: &str) -> 
         "node_id": format!("IC_{}", comment.id),
         "body": comment.body,
         "user": owner_json(&comment.author, base),
+        "reactions": reactions_json(&comment.reactions, &format!("{base}/repos/{full}/issues/comments/{}/reactions", comment.id)),
         "created_at": iso(comment.created),
         "updated_at": iso(comment.updated),
         "url": format!("{base}/repos/{full}/issues/comments/{}", comment.id),
         "issue_url": format!("{base}/repos/{full}/issues/{}", item.number),
         "html_url": format!("https://github.com/{full}/issues/{}#issuecomment-{}", item.number, comment.id),
+    })
+}
+
+/// The reactions summary GitHub puts in an issue or comment: the count of each.
+fn reactions_json(reactions: &[Reaction], url: &str) -> Value {
+    let mut summary = json!({"url": url, "total_count": reactions.len()});
+    for (content, _) in REACTIONS {
+        summary[content] = json!(reactions.iter().filter(|r| r.content == content).count());
+    }
+    summary
+}
+
+fn status_json(status: &Status, base: &str) -> Value {
+    json!({
+        "id": status.id,
+        "node_id": format!("SC_{}", status.id),
+        "state": status.state,
+        "context": status.context,
+        "description": null,
+        "target_url": null,
+        "created_at": iso(status.created),
+        "updated_at": iso(status.created),
+        "url": format!("{base}/statuses/{}", status.sha),
+    })
+}
+
+fn check_run_json(run: &CheckRun, repo: &Repo, base: &str) -> Value {
+    json!({
+        "id": run.id,
+        "node_id": format!("CR_{}", run.id),
+        "head_sha": run.sha,
+        "name": run.name,
+        "status": run.status,
+        "conclusion": run.conclusion,
+        "started_at": iso(run.started),
+        "completed_at": (run.status == "completed").then(|| iso(run.started)),
+        "details_url": null,
+        "url": format!("{base}/repos/{}/check-runs/{}", repo.full_name(), run.id),
+    })
+}
+
+/// The combined state of the latest status of each context: failure over pending over
+/// success, as GitHub combines them (`pending` when there is none).
+fn combined_state(latest: &[&Status]) -> &'static str {
+    if latest.iter().any(|s| s.state == "error" || s.state == "failure") {
+        "failure"
+    } else if latest.is_empty() || latest.iter().any(|s| s.state == "pending") {
+        "pending"
+    } else {
+        "success"
+    }
+}
+
+/// A commit ref as the commit endpoints take it: a SHA of the repository's, or a pull
+/// request's head branch name.
+fn resolve_ref(repo: &Repo, reference: &str) -> Option<String> {
+    repo.items.iter().filter_map(|i| i.pull.as_ref()).find_map(|pull| {
+        if pull.head == reference {
+            return Some(pull.head_sha().to_string());
+        }
+        pull.commits.iter().find(|c| c.as_str() == reference).cloned()
     })
 }
 
@@ -408,6 +509,43 @@ pub fn get(data: &Data, route: &Route, query: &str, base: &str, path: &str) -> R
             Some(item) => Reply::ok(item.labels.iter().map(|l| label_json(l)).collect()).modified(item.updated),
             None => not_found(),
         },
+        Route::CommitStatus(o, r, reference) | Route::CommitCheckRuns(o, r, reference) => {
+            let Some(repo) = find(o, r) else {
+                return not_found();
+            };
+            let Some(sha) = resolve_ref(repo, reference) else {
+                return Reply::status(
+                    422,
+                    json!({"message": format!("No commit found for SHA: {reference}"), "documentation_url": DOCS}),
+                );
+            };
+            if matches!(route, Route::CommitCheckRuns(..)) {
+                let runs: Vec<Value> = repo
+                    .check_runs
+                    .iter()
+                    .rev()
+                    .filter(|run| run.sha == sha)
+                    .map(|run| check_run_json(run, repo, base))
+                    .collect();
+                let mut reply = page(runs.clone(), &query, base, path);
+                reply.body = json!({"total_count": runs.len(), "check_runs": reply.body});
+                return reply;
+            }
+            // The latest status of each context, newest first.
+            let mut latest: Vec<&Status> = Vec::new();
+            for status in repo.statuses.iter().rev().filter(|s| s.sha == sha) {
+                if !latest.iter().any(|l| l.context == status.context) {
+                    latest.push(status);
+                }
+            }
+            Reply::ok(json!({
+                "state": combined_state(&latest),
+                "sha": sha,
+                "total_count": latest.len(),
+                "statuses": latest.iter().map(|s| status_json(s, base)).collect::<Vec<_>>(),
+                "url": format!("{base}/repos/{}/commits/{sha}/status", repo.full_name()),
+            }))
+        }
         Route::SearchIssues => search(data, &query, base, path),
         _ => not_found(),
     }
@@ -466,6 +604,25 @@ struct NewComment {
 }
 
 #[derive(serde::Deserialize)]
+struct NewReaction {
+    content: String,
+}
+
+#[derive(serde::Deserialize)]
+struct NewStatus {
+    state: String,
+    context: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct NewCheckRun {
+    name: String,
+    head_sha: String,
+    status: Option<String>,
+    conclusion: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum NewLabels {
     Object { labels: Vec<String> },
@@ -475,12 +632,77 @@ enum NewLabels {
 /// Answers a write (POST, PATCH) by `login`.
 pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &str, base: &str) -> Reply {
     let (o, r) = match route {
-        Route::Issues(o, r) | Route::Issue(o, r, _) | Route::Comments(o, r, _) | Route::Labels(o, r, _) => (o, r),
+        Route::Issues(o, r)
+        | Route::Issue(o, r, _)
+        | Route::Comments(o, r, _)
+        | Route::Labels(o, r, _)
+        | Route::IssueReactions(o, r, _)
+        | Route::CommentReactions(o, r, _)
+        | Route::Statuses(o, r, _)
+        | Route::CheckRuns(o, r) => (o, r),
         _ => return not_found(),
     };
     let Some(repo) = data.repo(o, r) else {
         return not_found();
     };
+    match (method, route) {
+        ("POST", Route::IssueReactions(_, _, n) | Route::CommentReactions(_, _, n)) => {
+            let new: NewReaction = match parse(body) {
+                Ok(value) => value,
+                Err(reply) => return reply,
+            };
+            if !REACTIONS.iter().any(|(content, _)| *content == new.content) {
+                return invalid(
+                    "content",
+                    "content is one of +1, -1, laugh, confused, heart, hooray, rocket, eyes",
+                );
+            }
+            let (number, comment) = match route {
+                Route::IssueReactions(..) => (Some(*n).filter(|n| data.repos[repo].item(*n).is_some()), None),
+                _ => (data.find_comment(repo, *n), Some(*n)),
+            };
+            let Some(number) = number else {
+                return not_found();
+            };
+            data.react(repo, number, comment, &new.content, login);
+            return Reply::status(
+                201,
+                json!({"content": new.content, "user": owner_json(login, base), "created_at": iso(crate::seed::now_ms())}),
+            );
+        }
+        ("POST", Route::Statuses(_, _, sha)) => {
+            let new: NewStatus = match parse(body) {
+                Ok(value) => value,
+                Err(reply) => return reply,
+            };
+            if !["error", "failure", "pending", "success"].contains(&new.state.as_str()) {
+                return invalid("state", "state is error, failure, pending or success");
+            }
+            let Some(sha) = resolve_ref(&data.repos[repo], sha) else {
+                return Reply::status(
+                    422,
+                    json!({"message": format!("No commit found for SHA: {sha}"), "documentation_url": DOCS}),
+                );
+            };
+            let context = new.context.unwrap_or_else(|| "default".to_string());
+            let status = data.add_status(repo, &sha, &context, &new.state);
+            return Reply::status(201, status_json(&status, base));
+        }
+        ("POST", Route::CheckRuns(..)) => {
+            let new: NewCheckRun = match parse(body) {
+                Ok(value) => value,
+                Err(reply) => return reply,
+            };
+            let Some(sha) = resolve_ref(&data.repos[repo], &new.head_sha) else {
+                return invalid("head_sha", "head_sha names no commit of this repository");
+            };
+            let status = new.status.unwrap_or_else(|| "queued".to_string());
+            let run = data.add_check_run(repo, &sha, &new.name, &status, new.conclusion.as_deref());
+            let repo = &data.repos[repo];
+            return Reply::status(201, check_run_json(&run, repo, base));
+        }
+        _ => {}
+    }
     let number = match route {
         Route::Issue(_, _, n) | Route::Comments(_, _, n) | Route::Labels(_, _, n) => {
             if data.repos[repo].item(*n).is_none() {
@@ -577,6 +799,22 @@ mod tests {
         assert_eq!(
             Route::parse("/repos/o/r/pulls/2"),
             Route::Pull("o".into(), "r".into(), 2)
+        );
+        assert_eq!(
+            Route::parse("/repos/o/r/statuses/abc"),
+            Route::Statuses("o".into(), "r".into(), "abc".into())
+        );
+        assert_eq!(
+            Route::parse("/repos/o/r/issues/comments/9/reactions"),
+            Route::CommentReactions("o".into(), "r".into(), 9)
+        );
+        assert_eq!(
+            Route::parse("/repos/o/r/issues/3/reactions"),
+            Route::IssueReactions("o".into(), "r".into(), 3)
+        );
+        assert_eq!(
+            Route::parse("/repos/o/r/commits/abc/check-runs"),
+            Route::CommitCheckRuns("o".into(), "r".into(), "abc".into())
         );
         assert_eq!(Route::parse("/repos/o/r/issues/0"), Route::Unknown);
         assert_eq!(Route::parse("/repos/o/r/issues/x"), Route::Unknown);

@@ -97,13 +97,66 @@ pub struct Comment {
     pub body: String,
     pub created: Millis,
     pub updated: Millis,
+    pub reactions: Vec<Reaction>,
 }
+
+/// A reaction (`+1`, `-1`, `laugh`, `confused`, `heart`, `hooray`, `rocket`, `eyes`) by a
+/// user. As on GitHub, reacting does not move the issue's or comment's `updated_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaction {
+    pub content: String,
+    pub user: String,
+}
+
+/// The reactions GitHub knows, as REST names them, with GraphQL's names.
+pub const REACTIONS: [(&str, &str); 8] = [
+    ("+1", "THUMBS_UP"),
+    ("-1", "THUMBS_DOWN"),
+    ("laugh", "LAUGH"),
+    ("hooray", "HOORAY"),
+    ("confused", "CONFUSED"),
+    ("heart", "HEART"),
+    ("rocket", "ROCKET"),
+    ("eyes", "EYES"),
+];
 
 #[derive(Debug, Clone)]
 pub struct Pull {
     pub head: String,
     pub base: String,
     pub draft: bool,
+    /// The head branch's commits, oldest first (40 hex digits each): a push adds one.
+    pub commits: Vec<String>,
+}
+
+impl Pull {
+    /// The head commit's SHA.
+    pub fn head_sha(&self) -> &str {
+        self.commits.last().map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// A commit status (`POST /repos/{o}/{r}/statuses/{sha}`): `state` is error, failure,
+/// pending or success.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub id: u64,
+    pub sha: String,
+    pub context: String,
+    pub state: String,
+    pub created: Millis,
+}
+
+/// A check run (`POST /repos/{o}/{r}/check-runs`): `status` queued, in_progress or
+/// completed; `conclusion` once completed.
+#[derive(Debug, Clone)]
+pub struct CheckRun {
+    pub id: u64,
+    pub sha: String,
+    pub name: String,
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub started: Millis,
 }
 
 /// An issue or a pull request.
@@ -117,6 +170,7 @@ pub struct Item {
     pub author: String,
     pub labels: Vec<String>,
     pub comments: Vec<Comment>,
+    pub reactions: Vec<Reaction>,
     pub created: Millis,
     pub updated: Millis,
     pub closed_at: Option<Millis>,
@@ -132,6 +186,9 @@ pub struct Repo {
     pub updated: Millis,
     /// Item `n` is at index `n - 1`.
     pub items: Vec<Item>,
+    /// Commit statuses and check runs, of any commit (told by their `sha`), oldest first.
+    pub statuses: Vec<Status>,
+    pub check_runs: Vec<CheckRun>,
 }
 
 impl Repo {
@@ -178,6 +235,8 @@ impl Data {
                 name: spec.name.clone(),
                 updated: base,
                 items: Vec::new(),
+                statuses: Vec::new(),
+                check_runs: Vec::new(),
             };
             for n in 1..=spec.issues + spec.pulls {
                 let created = base + n * 60_000;
@@ -189,8 +248,10 @@ impl Data {
                         body: format!("Comment {c} on #{n}."),
                         created: created + c * 1000,
                         updated: created + c * 1000,
+                        reactions: Vec::new(),
                     })
                     .collect();
+                let head = format!("{:040x}", data.id());
                 repo.items.push(Item {
                     id: data.id(),
                     number: n,
@@ -204,6 +265,7 @@ impl Data {
                     author: spec.owner.clone(),
                     labels: vec![LABELS[(n % 2) as usize].to_string()],
                     comments,
+                    reactions: Vec::new(),
                     created,
                     updated: created + spec.comments * 1000,
                     closed_at: (!is_pull && n <= spec.closed).then_some(created + 3_600_000),
@@ -211,6 +273,7 @@ impl Data {
                         head: format!("feature-{n}"),
                         base: "main".to_string(),
                         draft: false,
+                        commits: vec![head.clone()],
                     }),
                 });
             }
@@ -234,10 +297,7 @@ impl Data {
     /// A change time for a write to `repo`: now, but always past the repository's last
     /// change by a whole second, so `Last-Modified` (seconds) moves with every write.
     fn touch(&mut self, repo: usize) -> Millis {
-        self.graphql_items
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(r, _), _| *r != repo);
+        self.changed(repo);
         let repo = &mut self.repos[repo];
         let at = now_ms().max((repo.updated / 1000 + 1) * 1000);
         repo.updated = at;
@@ -258,6 +318,7 @@ impl Data {
             author: author.to_string(),
             labels,
             comments: Vec::new(),
+            reactions: Vec::new(),
             created: at,
             updated: at,
             closed_at: None,
@@ -277,9 +338,98 @@ impl Data {
             body,
             created: at,
             updated: at,
+            reactions: Vec::new(),
         });
         item.updated = at;
         id
+    }
+
+    /// GraphQL's views of `repo`'s items are built again: something in them changed that
+    /// does not move any `updated_at` (a reaction, a status, a check run).
+    fn changed(&mut self, repo: usize) {
+        self.graphql_items
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(r, _), _| *r != repo);
+    }
+
+    /// `user` reacts to item `number` (which must exist), or to its comment `comment`;
+    /// `None` when there is no such comment. A user's same reaction twice is one, as on
+    /// GitHub.
+    pub fn react(&mut self, repo: usize, number: u64, comment: Option<u64>, content: &str, user: &str) -> Option<()> {
+        self.changed(repo);
+        let item = self.repos[repo].item_mut(number).expect("checked item");
+        let reactions = match comment {
+            None => &mut item.reactions,
+            Some(id) => &mut item.comments.iter_mut().find(|c| c.id == id)?.reactions,
+        };
+        let reaction = Reaction {
+            content: content.to_string(),
+            user: user.to_string(),
+        };
+        if !reactions.contains(&reaction) {
+            reactions.push(reaction);
+        }
+        Some(())
+    }
+
+    /// The repository and item number of issue comment `id`.
+    pub fn find_comment(&self, repo: usize, id: u64) -> Option<u64> {
+        self.repos[repo]
+            .items
+            .iter()
+            .find(|item| item.comments.iter().any(|c| c.id == id))
+            .map(|item| item.number)
+    }
+
+    /// A push of one commit to pull request `number`'s head branch (a git push, not an API
+    /// call): its head moves, and so does its `updated_at`. `None` when it is no pull
+    /// request. Returns the new head SHA.
+    pub fn push(&mut self, repo: usize, number: u64) -> Option<String> {
+        let sha = format!("{:040x}", self.id());
+        self.repos[repo].item(number)?.pull.as_ref()?;
+        self.edit(repo, number, |item| {
+            if let Some(pull) = &mut item.pull {
+                pull.commits.push(sha.clone());
+            }
+        });
+        Some(sha)
+    }
+
+    /// A commit status for `sha`; it moves no issue's `updated_at`.
+    pub fn add_status(&mut self, repo: usize, sha: &str, context: &str, state: &str) -> Status {
+        let status = Status {
+            id: self.id(),
+            sha: sha.to_string(),
+            context: context.to_string(),
+            state: state.to_string(),
+            created: now_ms(),
+        };
+        self.changed(repo);
+        self.repos[repo].statuses.push(status.clone());
+        status
+    }
+
+    /// A check run for `sha`; it moves no issue's `updated_at`.
+    pub fn add_check_run(
+        &mut self,
+        repo: usize,
+        sha: &str,
+        name: &str,
+        status: &str,
+        conclusion: Option<&str>,
+    ) -> CheckRun {
+        let run = CheckRun {
+            id: self.id(),
+            sha: sha.to_string(),
+            name: name.to_string(),
+            status: status.to_string(),
+            conclusion: conclusion.map(str::to_string),
+            started: now_ms(),
+        };
+        self.changed(repo);
+        self.repos[repo].check_runs.push(run.clone());
+        run
     }
 
     /// Changes item `number` (which must exist) with `change`, and records the change.

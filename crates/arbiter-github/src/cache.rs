@@ -41,11 +41,15 @@ pub struct Entry {
     pub repo: Option<String>,
     pub graphql: bool,
     pub credential: Option<[u8; 32]>,
-    /// A GraphQL answer: the ETag the repository's probe had before the answer was asked
-    /// for (it may be revalidated with it), and when it was last known current (asked for,
-    /// or a probe said nothing changed). `at` stays when it was asked for: its max age.
-    pub probe: Option<http::HeaderValue>,
+    /// A GraphQL answer: the path and ETag of each probe before the answer was asked for
+    /// (it may be revalidated with them: every one answered 304), and when it was last
+    /// known current (asked for, or the probes said nothing changed). `at` stays when it
+    /// was asked for: its max age. No probes: served only while fresh.
+    pub probes: Vec<(String, http::HeaderValue)>,
     pub checked: Instant,
+    /// A write through the proxy may have changed what it shows: not served before its
+    /// probes say otherwise (see [`Cache::invalidate`]).
+    pub stale: bool,
 }
 
 impl Entry {
@@ -145,6 +149,20 @@ impl Cache {
         }
     }
 
+    /// An invalidation after a write to `repo` (`None`: to no one repository): of the
+    /// entries `select` selects, those with probes of their own issue or pull request
+    /// (more than the repository's one: their probes see what the write changed, and
+    /// only that) are marked stale — probed before they are served again —, the others
+    /// dropped. Returns how many were dropped.
+    pub fn invalidate(&mut self, repo: Option<&str>, select: impl Fn(&Entry) -> bool) -> usize {
+        for (entry, _) in self.entries.values_mut() {
+            if entry.probes.len() > 1 && select(entry) {
+                entry.stale = true;
+            }
+        }
+        self.remove_where(repo, |e| select(e) && e.probes.len() <= 1)
+    }
+
     /// Drops every entry `drop` selects (an invalidation, after a write to `repo` — `None`:
     /// to no one repository); returns how many.
     pub fn remove_where(&mut self, repo: Option<&str>, drop: impl Fn(&Entry) -> bool) -> usize {
@@ -188,8 +206,9 @@ mod tests {
             repo: None,
             graphql: false,
             credential: None,
-            probe: None,
+            probes: Vec::new(),
             checked: Instant::now(),
+            stale: false,
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use arbiter_core::name::LoopName;
 
@@ -89,31 +89,53 @@ pub struct CounterSnapshot {
     pub identities: Vec<String>,
 }
 
-type Scope = (String, Option<LoopName>);
+/// Per login, the counts of each listener (`None`: TCP; a loop's socket) it came through.
+type Live = HashMap<String, Vec<(Option<LoopName>, Arc<Counts>)>>;
 
 #[derive(Default)]
 pub struct Counters {
-    live: Mutex<HashMap<Scope, Arc<Counts>>>,
+    /// Read on every request (found under a shared lock, without allocating), written
+    /// only the first time a login comes through a listener; the counts themselves are
+    /// atomics.
+    live: RwLock<Live>,
     /// What the store already has, per store scope.
     flushed: tokio::sync::Mutex<HashMap<String, [u64; 6]>>,
 }
 
 impl Counters {
     pub fn scope(&self, login: &str, tag: Option<&LoopName>) -> Arc<Counts> {
-        self.live
-            .lock()
-            .expect("counters")
-            .entry((login.to_string(), tag.cloned()))
+        let find = |live: &Live| {
+            live.get(login)?
+                .iter()
+                .find(|(t, _)| t.as_ref() == tag)
+                .map(|(_, counts)| counts.clone())
+        };
+        if let Some(counts) = find(&self.live.read().expect("counters")) {
+            return counts;
+        }
+        let mut live = self.live.write().expect("counters");
+        if let Some(counts) = find(&live) {
+            return counts;
+        }
+        let counts = Arc::new(Counts::default());
+        live.entry(login.to_string())
             .or_default()
-            .clone()
+            .push((tag.cloned(), counts.clone()));
+        counts
+    }
+
+    /// Every (login, listener, counts).
+    fn each(live: &Live) -> impl Iterator<Item = (&String, &Option<LoopName>, &Arc<Counts>)> {
+        live.iter()
+            .flat_map(|(login, scopes)| scopes.iter().map(move |(tag, counts)| (login, tag, counts)))
     }
 
     pub fn snapshot(&self, tag: Option<&LoopName>) -> CounterSnapshot {
-        let live = self.live.lock().expect("counters");
+        let live = self.live.read().expect("counters");
         let mut sums = [0u64; 6];
         let mut in_flight = 0;
         let mut identities = BTreeSet::new();
-        for ((login, scope_tag), counts) in live.iter() {
+        for (login, scope_tag, counts) in Self::each(&live) {
             if tag.is_some() && scope_tag.as_ref() != tag {
                 continue;
             }
@@ -138,9 +160,9 @@ impl Counters {
 
     /// Totals per store scope: `github/<login>` and `github/<login>/loop/<loop>`.
     fn totals(&self) -> BTreeMap<String, [u64; 6]> {
-        let live = self.live.lock().expect("counters");
+        let live = self.live.read().expect("counters");
         let mut totals: BTreeMap<String, [u64; 6]> = BTreeMap::new();
-        for ((login, tag), counts) in live.iter() {
+        for (login, tag, counts) in Self::each(&live) {
             let values = counts.values();
             let mut scopes = vec![format!("github/{login}")];
             if let Some(tag) = tag {

@@ -79,14 +79,115 @@ fn probe_path(repo: &str) -> Option<String> {
         .then(|| format!("/repos/{owner}/{name}/issues?state=all&sort=updated&direction=desc&per_page=1"))
 }
 
-/// What a probe said.
+/// What a probe said, with what its answer told of the resource when it was last seen
+/// whole ([`fact`]).
 enum Probe {
     /// 304: nothing changed since the ETag asked with.
-    Same,
+    Same(Option<String>),
     /// Something changed (or nothing was asked with): the probe's ETag now.
-    Changed(HeaderValue),
+    Changed(HeaderValue, Option<String>),
     /// No answer to go by.
     Unknown,
+}
+
+/// What the proxy needs to know of a probe's answer to choose the next probes: of an
+/// issue, whether it is a pull request (`pull`); of a pull request, its head commit's SHA.
+fn fact(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if let Some(sha) = value["head"]["sha"].as_str() {
+        return Some(sha.to_string());
+    }
+    Some(
+        if value.get("pull_request").is_some() {
+            "pull"
+        } else {
+            "issue"
+        }
+        .to_string(),
+    )
+}
+
+/// The probes of one issue or pull request ([`graphql::Probes::Item`]) of `repo` that
+/// come first: the issue (its reactions, labels, milestone, whether it is a pull
+/// request) and its comments (edits, reactions).
+fn item_paths(repo: &str, number: u64) -> Option<[String; 2]> {
+    let base = probe_path(repo)?;
+    let base = base.split_once("/issues?").map(|(base, _)| base)?;
+    Some([
+        format!("{base}/issues/{number}"),
+        format!("{base}/issues/{number}/comments?per_page=100"),
+    ])
+}
+
+/// The probes of a pull request's head and checks: the pull (head commit, mergeability,
+/// reviews asked for) and its head commit's combined status and check runs.
+fn pull_paths(repo: &str, number: u64) -> Option<String> {
+    let [issue, _] = item_paths(repo, number)?;
+    Some(issue.replace("/issues/", "/pulls/"))
+}
+
+fn check_paths(pull: &str, sha: &str) -> Option<[String; 2]> {
+    if sha.len() != 40 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let base = pull.split_once("/pulls/").map(|(base, _)| base)?;
+    Some([
+        format!("{base}/commits/{sha}/status"),
+        format!("{base}/commits/{sha}/check-runs?per_page=100"),
+    ])
+}
+
+/// The current ETag of each probe of `set` for `repo`, each asked with the credential's
+/// latest (free when nothing changed): what an answer asked for now is revalidated with.
+/// `None` when a probe gave nothing to go by (the answer is then not revalidated).
+/// `known`: probes just answered (path, ETag, fact), not asked again.
+async fn current_tags(
+    ctx: &Ctx<'_>,
+    repo: &str,
+    set: graphql::Probes,
+    known: &[(String, HeaderValue, Option<String>)],
+) -> Option<Vec<(String, HeaderValue)>> {
+    let current = |path: String| async move {
+        if let Some(known) = known.iter().find(|(p, _, _)| *p == path) {
+            return Some(known.clone());
+        }
+        let latest = ctx
+            .shared
+            .probes
+            .lock()
+            .expect("probes")
+            .get(&probe_key(ctx, &path))
+            .cloned();
+        let said = probe(ctx, &path, latest.as_ref().map(|(tag, _)| tag)).await;
+        match (said, latest) {
+            (Probe::Same(fact), Some((tag, _))) => Some((path, tag, fact)),
+            (Probe::Changed(tag, fact), _) => Some((path, tag, fact)),
+            _ => None,
+        }
+    };
+    match set {
+        graphql::Probes::None => None,
+        graphql::Probes::Repository => {
+            let (path, tag, _) = current(probe_path(repo)?).await?;
+            Some(vec![(path, tag)])
+        }
+        graphql::Probes::Item(number) => {
+            let [issue, comments] = item_paths(repo, number)?;
+            let (issue, comments) = futures_util::future::join(current(issue), current(comments)).await;
+            let (issue, comments) = (issue?, comments?);
+            let mut tags = vec![(issue.0, issue.1), (comments.0, comments.1)];
+            if issue.2.as_deref() == Some("pull") {
+                let (pull, tag, sha) = current(pull_paths(repo, number)?).await?;
+                let [status, runs] = check_paths(&pull, sha.as_deref()?)?;
+                tags.push((pull, tag));
+                let (status, runs) = futures_util::future::join(current(status), current(runs)).await;
+                for (path, tag, _) in [status?, runs?] {
+                    tags.push((path, tag));
+                }
+            }
+            Some(tags)
+        }
+    }
 }
 
 pub fn router(shared: Arc<Shared>, tag: Option<LoopName>) -> axum::Router {
@@ -583,8 +684,9 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
                 repo: repo_of(path),
                 graphql: false,
                 credential: ctx.credential.as_ref().map(|c| c.hash),
-                probe: None,
+                probes: Vec::new(),
                 checked: Instant::now(),
+                stale: false,
             },
         );
     } else {
@@ -614,42 +716,46 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
         let fresh = ctx.shared.config.graphql_fresh;
         let max_age = ctx.shared.config.graphql_max_age;
         let repo = operation.repo.as_deref();
-        // The repository's probe may revalidate this answer past its freshness.
-        let probed = (!fresh.is_zero() && !max_age.is_zero() && operation.covered)
-            .then(|| operation.repo.as_deref().and_then(probe_path))
-            .flatten();
-        let mut known = None;
+        // Free probes may revalidate this answer past its freshness (within its max age).
+        let probed = !fresh.is_zero() && !max_age.is_zero() && operation.probes != graphql::Probes::None;
+        // What the probes that said "changed" now say: not asked again below.
+        let mut known = Vec::new();
         if !fresh.is_zero() {
             let entry = ctx.shared.cache.lock().expect("cache").get(&key);
             if let Some(entry) = entry {
-                if entry.checked.elapsed() < fresh {
+                if !entry.stale && entry.checked.elapsed() < fresh {
                     Counts::add(&ctx.counts.cache_hits, 1);
                     ctx.answered(Outcome::Hit);
                     return entry.stored;
                 }
-                if let (Some(probe_path), Some(tag)) = (&probed, &entry.probe)
-                    && entry.at.elapsed() < max_age
-                {
+                if probed && !entry.probes.is_empty() && entry.at.elapsed() < max_age {
                     let generation = ctx.shared.cache.lock().expect("cache").generation(repo);
-                    match probe(ctx, probe_path, Some(tag)).await {
-                        Probe::Same => {
-                            let mut cache = ctx.shared.cache.lock().expect("cache");
-                            // A write through the proxy meanwhile: not this answer.
-                            if cache.generation(repo) == generation {
-                                let stored = entry.stored.clone();
-                                cache.insert(
-                                    key,
-                                    Entry {
-                                        checked: Instant::now(),
-                                        ..entry
-                                    },
-                                );
-                                ctx.answered(Outcome::Revalidated);
-                                return stored;
-                            }
+                    let said = futures_util::future::join_all(
+                        entry.probes.iter().map(|(path, tag)| probe(ctx, path, Some(tag))),
+                    )
+                    .await;
+                    let same = said.iter().all(|p| matches!(p, Probe::Same(_)));
+                    for ((path, _), said) in entry.probes.iter().zip(said) {
+                        if let Probe::Changed(tag, fact) = said {
+                            known.push((path.clone(), tag, fact));
                         }
-                        Probe::Changed(tag) => known = Some(tag),
-                        Probe::Unknown => {}
+                    }
+                    if same {
+                        let mut cache = ctx.shared.cache.lock().expect("cache");
+                        // A write through the proxy meanwhile: not this answer.
+                        if cache.generation(repo) == generation {
+                            let stored = entry.stored.clone();
+                            cache.insert(
+                                key,
+                                Entry {
+                                    checked: Instant::now(),
+                                    stale: false,
+                                    ..entry
+                                },
+                            );
+                            ctx.answered(Outcome::Revalidated);
+                            return stored;
+                        }
                     }
                 }
             }
@@ -658,25 +764,11 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
             // An answer asked for before a write it may predate is not kept after it; its
             // freshness counts from when it was asked for.
             let (asked, generation) = (Instant::now(), ctx.shared.cache.lock().expect("cache").generation(repo));
-            // The probe's ETag before the query is asked: a change after it shows at the
-            // next probe, even one the answer already has.
-            let tag = match (&probed, &known) {
-                (Some(_), Some(tag)) => Some(tag.clone()),
-                (Some(probe_path), None) => {
-                    let latest = ctx
-                        .shared
-                        .probes
-                        .lock()
-                        .expect("probes")
-                        .get(&probe_key(ctx, probe_path))
-                        .cloned();
-                    match probe(ctx, probe_path, latest.as_ref()).await {
-                        Probe::Same => latest,
-                        Probe::Changed(tag) => Some(tag),
-                        Probe::Unknown => None,
-                    }
-                }
-                (None, _) => None,
+            // The probes' ETags before the query is asked: a change after them shows at
+            // the next probe, even one the answer already has.
+            let tags = match (probed, repo) {
+                (true, Some(repo)) => current_tags(ctx, repo, operation.probes, &known).await,
+                _ => None,
             };
             let spend = [("graphql", 1), ("graphql-points", 1)];
             let stored = forward(
@@ -696,8 +788,9 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
                     repo: operation.repo.clone(),
                     graphql: true,
                     credential: ctx.credential.as_ref().map(|c| c.hash),
-                    probe: tag,
+                    probes: tags.unwrap_or_default(),
                     checked: asked,
+                    stale: false,
                 };
                 let mut cache = ctx.shared.cache.lock().expect("cache");
                 if cache.generation(repo) == generation {
@@ -724,7 +817,7 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
             .cache
             .lock()
             .expect("cache")
-            .remove_where(repo.as_deref(), |e| {
+            .invalidate(repo.as_deref(), |e| {
                 e.graphql
                     && match &repo {
                         Some(repo) => e.repo.as_ref() == Some(repo) || e.repo.is_none(),
@@ -792,12 +885,12 @@ impl http_body::Body for Upload {
 fn invalidate_after_write(ctx: &Ctx<'_>, path: &str) {
     let mut cache = ctx.shared.cache.lock().expect("cache");
     match repo_of(path) {
-        Some(repo) => cache.remove_where(Some(&repo), |e| {
+        Some(repo) => cache.invalidate(Some(&repo), |e| {
             e.graphql && (e.repo.as_ref() == Some(&repo) || e.repo.is_none())
         }),
         None => {
             let writer = ctx.credential.as_ref().map(|c| c.hash);
-            cache.remove_where(None, |e| e.graphql && e.credential == writer)
+            cache.invalidate(None, |e| e.graphql && e.credential == writer)
         }
     };
 }
@@ -857,18 +950,30 @@ async fn probe(ctx: &Ctx<'_>, probe_path: &str, tag: Option<&HeaderValue>) -> Pr
         if stored.status == StatusCode::OK
             && let Some(etag) = stored.headers.get(header::ETAG)
         {
+            let fact = fact(&stored.body);
             let mut probes = ctx.shared.probes.lock().expect("probes");
             if probes.len() >= PROBES_HELD {
                 probes.clear();
             }
-            probes.insert(probe_key(ctx, probe_path), etag.clone());
+            probes.insert(probe_key(ctx, probe_path), (etag.clone(), fact));
         }
         stored
     })
     .await;
     match (stored.status, stored.headers.get(header::ETAG)) {
-        (StatusCode::NOT_MODIFIED, _) if tag.is_some() => Probe::Same,
-        (StatusCode::OK, Some(etag)) => Probe::Changed(etag.clone()),
+        (StatusCode::NOT_MODIFIED, _) if tag.is_some() => {
+            // What the credential's latest answer of this probe told, if it was this one.
+            let fact = ctx
+                .shared
+                .probes
+                .lock()
+                .expect("probes")
+                .get(&probe_key(ctx, probe_path))
+                .filter(|(latest, _)| Some(latest) == tag)
+                .and_then(|(_, fact)| fact.clone());
+            Probe::Same(fact)
+        }
+        (StatusCode::OK, Some(etag)) => Probe::Changed(etag.clone(), fact(&stored.body)),
         _ => Probe::Unknown,
     }
 }

@@ -138,8 +138,9 @@ pub(crate) struct Shared {
     pub identities: identity::Identities,
     pub cache: Mutex<cache::Cache>,
     pub flights: flight::Flights,
-    /// Each credential's latest ETag of each repository's probe (see `handler::probe`).
-    pub probes: Mutex<std::collections::HashMap<cache::CacheKey, http::HeaderValue>>,
+    /// Each credential's latest ETag of each probe (see `handler::probe`), with what its
+    /// answer told (`handler::fact`).
+    pub probes: Mutex<std::collections::HashMap<cache::CacheKey, (http::HeaderValue, Option<String>)>>,
     pub counters: counters::Counters,
     pub concurrency: tokio::sync::Semaphore,
 }

@@ -18,7 +18,7 @@
 //! scaled alike), and so do the proxy's GraphQL freshness window and its wait for budget.
 //! Everything runs in this process on loopback.
 
-pub mod gh;
+pub use arbiter_fake_github::gh;
 mod proxy;
 
 use std::time::Duration;
@@ -424,9 +424,18 @@ impl Via {
 }
 
 /// One replay on a fresh fake, direct or through a proxy started for it.
+///
+/// The fake and the proxy each run on a [`Host`] of their own (their own runtime and
+/// threads), as GitHub and `arbiter watch` are processes of their own: in the replay's
+/// runtime, an answer the proxy has at hand would wait its turn behind the hundreds of
+/// simulated loops' tasks, which is the harness's cost, not the proxy's. The cores are
+/// still shared, as on a host that runs its loops beside its proxy.
 pub async fn run(plan: &Plan, via: Via, targets: &Targets) -> Result<Outcome> {
-    let fake = FakeGitHub::start(fake_config(plan))
-        .await
+    let github = Host::new("fake-github")?;
+    let config = fake_config(plan);
+    let fake = github
+        .run(FakeGitHub::start(config))
+        .await?
         .context("starting the fake GitHub")?;
     let outcome = match via {
         Via::Direct => replay(plan, &fake.url(), &fake).await,
@@ -435,15 +444,64 @@ pub async fn run(plan: &Plan, via: Via, targets: &Targets) -> Result<Outcome> {
                 System::ArbiterSqliteNormal => &targets.sqlite_normal,
                 System::ArbiterPostgres => &targets.arbiter_postgres,
                 _ => &targets.sqlite_full,
-            };
-            let proxy = proxy::start(&fake.url(), plan, url).await?;
+            }
+            .clone();
+            let host = Host::new("arbiter-proxy")?;
+            let (upstream, plan_here) = (fake.url(), *plan);
+            let proxy = host
+                .run(async move { proxy::start(&upstream, &plan_here, &url).await })
+                .await??;
             let outcome = replay(plan, &proxy.url, &fake).await;
-            proxy.stop().await;
+            host.run(proxy.stop()).await?;
             outcome
         }
     };
-    fake.shutdown().await;
+    github.run(fake.shutdown()).await?;
     outcome
+}
+
+/// A server's own runtime, on threads of its own (2, as `arbiter watch` on this machine's
+/// 2 cores): what a process of its own would have.
+struct Host {
+    name: &'static str,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Host {
+    fn new(name: &'static str) -> Result<Host> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .with_context(|| format!("the {name} runtime"))?;
+        Ok(Host {
+            name,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `work` on this host, and waits for it from the caller's runtime.
+    async fn run<F>(&self, work: F) -> Result<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let runtime = self.runtime.as_ref().expect("a running host");
+        runtime
+            .spawn(work)
+            .await
+            .with_context(|| format!("the {} host's task failed", self.name))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // Dropped from the replay's runtime: a runtime may not block there.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// What the goals are checked on.

@@ -20,7 +20,7 @@ pub mod parse;
 
 use serde_json::{Map, Value, json};
 
-use crate::seed::{Data, Item, iso, label_color, label_id, node_id};
+use crate::seed::{Data, Item, REACTIONS, Reaction, Repo, iso, label_color, label_id, node_id};
 use parse::{Document, Field, Kind, Selection, Val};
 
 /// The data a request runs on: shared for a query (many run at once), exclusive for a
@@ -612,7 +612,7 @@ impl<'a> Exec<'a> {
         }
         let repo_ref = &data.repos[repo];
         let item = repo_ref.item(number).expect("checked item");
-        let value = item_value(repo_ref.full_name(), item);
+        let value = item_value(repo_ref, item);
         cache.insert((repo, number), value.clone());
         value
     }
@@ -676,7 +676,66 @@ fn repo_value(data: &Data, index: usize) -> Value {
     })
 }
 
-fn item_value(full_name: String, item: &Item) -> Value {
+/// GraphQL's `reactionGroups`: one group per reaction GitHub knows, with who reacted.
+fn reaction_groups(reactions: &[Reaction]) -> Value {
+    REACTIONS
+        .iter()
+        .map(|(rest, graphql)| {
+            let users: Vec<Value> = reactions
+                .iter()
+                .filter(|r| r.content == *rest)
+                .map(|r| author_value(&r.user))
+                .collect();
+            json!({
+                "__typename": "ReactionGroup",
+                "content": graphql,
+                "users": users,
+                "reactors": users,
+                "viewerHasReacted": false,
+            })
+        })
+        .collect()
+}
+
+/// A commit of a pull request, with its `statusCheckRollup` (null when it has no status
+/// and no check run): the latest status of each context, then its check runs.
+fn commit_value(repo: &Repo, sha: &str) -> Value {
+    let mut contexts: Vec<Value> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for status in repo.statuses.iter().rev().filter(|s| s.sha == sha) {
+        if seen.contains(&status.context.as_str()) {
+            continue;
+        }
+        seen.push(&status.context);
+        contexts.push(json!({
+            "__typename": "StatusContext",
+            "context": status.context,
+            "state": status.state.to_ascii_uppercase(),
+            "targetUrl": null,
+            "createdAt": iso(status.created),
+        }));
+    }
+    for run in repo.check_runs.iter().rev().filter(|r| r.sha == sha) {
+        contexts.push(json!({
+            "__typename": "CheckRun",
+            "name": run.name,
+            "status": run.status.to_ascii_uppercase(),
+            "conclusion": run.conclusion.as_ref().map(|c| c.to_ascii_uppercase()),
+            "startedAt": iso(run.started),
+            "completedAt": (run.status == "completed").then(|| iso(run.started)),
+            "detailsUrl": null,
+            "checkSuite": {"__typename": "CheckSuite", "workflowRun": null},
+        }));
+    }
+    let rollup = (!contexts.is_empty()).then(|| json!({"__typename": "StatusCheckRollup", "contexts": contexts}));
+    json!({
+        "__typename": "PullRequestCommit",
+        "commit": {"__typename": "Commit", "oid": sha, "statusCheckRollup": rollup},
+    })
+}
+
+fn item_value(repo: &Repo, item: &Item) -> Value {
+    let full_name = repo.full_name();
     let is_pull = item.pull.is_some();
     let url = match is_pull {
         true => format!("https://github.com/{full_name}/pull/{}", item.number),
@@ -698,7 +757,7 @@ fn item_value(full_name: String, item: &Item) -> Value {
                 "includesCreatedEdit": false,
                 "isMinimized": false,
                 "minimizedReason": null,
-                "reactionGroups": [],
+                "reactionGroups": reaction_groups(&c.reactions),
                 "url": format!("{url}#issuecomment-{}", c.id),
             })
         })
@@ -724,7 +783,7 @@ fn item_value(full_name: String, item: &Item) -> Value {
         "projectCards": [],
         "projectItems": [],
         "milestone": null,
-        "reactionGroups": [],
+        "reactionGroups": reaction_groups(&item.reactions),
         "locked": false,
     });
     if let Some(pull) = &item.pull {
@@ -743,10 +802,7 @@ fn item_value(full_name: String, item: &Item) -> Value {
             "deletions": 0,
             "changedFiles": 1,
             "reviewDecision": null,
-            "commits": [{
-                "__typename": "PullRequestCommit",
-                "commit": {"__typename": "Commit", "oid": format!("{:040x}", item.id), "statusCheckRollup": null},
-            }],
+            "commits": pull.commits.iter().map(|sha| commit_value(repo, sha)).collect::<Vec<_>>(),
             "reviewRequests": [],
             "reviews": [],
             "latestReviews": [],

@@ -159,3 +159,241 @@ async fn queries_the_probe_does_not_cover_are_asked_again() {
     assert_eq!(old.header("x-arbiter-cache"), Some("miss"));
     assert_eq!(h.fake.stats().user("alice").graphql_used, before + 1);
 }
+
+/// A change made straight to GitHub (around the proxy), as another client would.
+async fn around(h: &Harness, method: reqwest::Method, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let answer = crate::support::send(
+        h.client
+            .request(method, format!("{}{path}", h.fake.url()))
+            .header("authorization", "token alice-token-2")
+            .json(&body),
+    )
+    .await;
+    assert!(answer.status < 300, "{path}: {} {}", answer.status, answer.body);
+    serde_json::from_str(&answer.body).unwrap_or_default()
+}
+
+/// How many reacted with `content` to an issue, a pull request or a comment, as GraphQL's
+/// `reactionGroups` say.
+fn reactions(item: &serde_json::Value, content: &str) -> u64 {
+    item["reactionGroups"]
+        .as_array()
+        .and_then(|groups| groups.iter().find(|g| g["content"] == content))
+        .and_then(|g| g["users"]["totalCount"].as_u64())
+        .unwrap_or(0)
+}
+
+/// `gh pr view 6` and `gh issue view 2` as `gh` asks them, for alice's first token.
+async fn pr_view(h: &Harness) -> crate::support::Answer {
+    let vars = serde_json::json!({"owner": "octo", "repo": "hello", "pr_number": 6});
+    h.graphql("alice-token-1", arbiter_fake_github::gh::PR_VIEW, vars).await
+}
+
+async fn issue_view(h: &Harness) -> crate::support::Answer {
+    let vars = serde_json::json!({"owner": "octo", "repo": "hello", "number": 2});
+    h.graphql("alice-token-1", arbiter_fake_github::gh::ISSUE_VIEW, vars)
+        .await
+}
+
+/// Past the window, `gh pr view` and `gh issue view` — which ask for checks, commits,
+/// reactions and mergeability, none of which move `updated_at` — are revalidated by
+/// free probes of their own item: the issue, its comments and, for a pull request, the
+/// pull and its head commit's status and check runs. Each change made around the proxy
+/// to what they show (a check run, a status, a commit pushed, a reaction to the pull
+/// request or to a comment, a label) makes the next answer fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_are_revalidated_by_their_items_probes_and_every_change_shows() {
+    let h = Harness::start(fake_config(), |c| {
+        c.graphql_fresh = Duration::from_millis(50);
+        c.graphql_max_age = Duration::from_secs(3600);
+    })
+    .await;
+    let past_the_window = || tokio::time::sleep(Duration::from_millis(100));
+    let first = pr_view(&h).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.header("x-arbiter-cache"), Some("miss"));
+    past_the_window().await;
+    let before = h.fake.stats().user("alice");
+    let again = pr_view(&h).await;
+    assert_eq!(again.header("x-arbiter-cache"), Some("revalidated"));
+    assert_eq!(again.body, first.body);
+    let after = h.fake.stats().user("alice");
+    assert_eq!(after.graphql_used, before.graphql_used, "no GraphQL point spent");
+    assert_eq!(after.core_used, before.core_used, "the probes were free");
+    assert_eq!(
+        after.not_modified,
+        before.not_modified + 5,
+        "five 304s: issue, comments, pull, status, check runs"
+    );
+
+    let pull = around(
+        &h,
+        reqwest::Method::GET,
+        "/repos/octo/hello/pulls/6",
+        serde_json::Value::Null,
+    )
+    .await;
+    let sha = pull["head"]["sha"].as_str().expect("the head's SHA").to_string();
+    let comments = around(
+        &h,
+        reqwest::Method::GET,
+        "/repos/octo/hello/issues/6/comments",
+        serde_json::Value::Null,
+    )
+    .await;
+    let comment = comments[0]["id"].as_u64().expect("a comment");
+    let mut last = again.body;
+    // Each change, then the view: asked again (a GraphQL point), showing it.
+    type Shows = fn(&serde_json::Value) -> bool;
+    let pr = |v: &serde_json::Value| v["data"]["repository"]["pullRequest"].clone();
+    let changes: Vec<(&str, reqwest::Method, String, serde_json::Value, Shows)> = vec![
+        (
+            "a check run",
+            reqwest::Method::POST,
+            "/repos/octo/hello/check-runs".into(),
+            serde_json::json!({"name": "unit-tests", "head_sha": sha, "status": "completed", "conclusion": "failure"}),
+            |v| v.to_string().contains("unit-tests"),
+        ),
+        (
+            "a commit status",
+            reqwest::Method::POST,
+            format!("/repos/octo/hello/statuses/{sha}"),
+            serde_json::json!({"state": "pending", "context": "lint"}),
+            |v| v.to_string().contains("\"context\":\"lint\""),
+        ),
+        (
+            "a reaction to the pull request",
+            reqwest::Method::POST,
+            "/repos/octo/hello/issues/6/reactions".into(),
+            serde_json::json!({"content": "rocket"}),
+            |v| reactions(&v["data"]["repository"]["pullRequest"], "ROCKET") == 1,
+        ),
+        (
+            "a reaction to a comment",
+            reqwest::Method::POST,
+            format!("/repos/octo/hello/issues/comments/{comment}/reactions"),
+            serde_json::json!({"content": "eyes"}),
+            |v| reactions(&v["data"]["repository"]["pullRequest"]["comments"]["nodes"][0], "EYES") == 1,
+        ),
+        (
+            "a label",
+            reqwest::Method::POST,
+            "/repos/octo/hello/issues/6/labels".into(),
+            serde_json::json!({"labels": ["needs-review"]}),
+            |v| v.to_string().contains("needs-review"),
+        ),
+    ];
+    for (what, method, path, body, shows) in changes {
+        around(&h, method, &path, body).await;
+        past_the_window().await;
+        let before = h.fake.stats().user("alice").graphql_used;
+        let view = pr_view(&h).await;
+        assert_eq!(view.header("x-arbiter-cache"), Some("miss"), "after {what}");
+        assert_eq!(h.fake.stats().user("alice").graphql_used, before + 1, "after {what}");
+        assert_ne!(view.body, last, "after {what}");
+        let json: serde_json::Value = serde_json::from_str(&view.body).expect("JSON");
+        assert!(shows(&json), "after {what}: {}", view.body);
+        last = view.body;
+        past_the_window().await;
+        let same = pr_view(&h).await;
+        assert_eq!(
+            same.header("x-arbiter-cache"),
+            Some("revalidated"),
+            "after {what}, unchanged"
+        );
+        assert_eq!(same.body, last);
+    }
+    // A push moves the head: the checks asked for are the new commit's (none yet).
+    let new_head = h.fake.push("octo", "hello", 6).expect("a pull request");
+    past_the_window().await;
+    let pushed = pr_view(&h).await;
+    assert_eq!(pushed.header("x-arbiter-cache"), Some("miss"), "after a push");
+    assert!(
+        !pushed.body.contains("unit-tests"),
+        "the new head has no check run: {}",
+        pushed.body
+    );
+    let json: serde_json::Value = serde_json::from_str(&pushed.body).expect("JSON");
+    assert_eq!(pr(&json)["commits"]["totalCount"], 2, "two commits: {}", pushed.body);
+    around(
+        &h,
+        reqwest::Method::POST,
+        "/repos/octo/hello/check-runs",
+        serde_json::json!({"name": "on-the-new-head", "head_sha": new_head}),
+    )
+    .await;
+    past_the_window().await;
+    let checked = pr_view(&h).await;
+    assert_eq!(
+        checked.header("x-arbiter-cache"),
+        Some("miss"),
+        "a check run on the new head"
+    );
+    assert!(checked.body.contains("on-the-new-head"), "{}", checked.body);
+
+    // `gh issue view`: a reaction to the issue shows.
+    let first = issue_view(&h).await;
+    assert_eq!(first.header("x-arbiter-cache"), Some("miss"));
+    past_the_window().await;
+    assert_eq!(issue_view(&h).await.header("x-arbiter-cache"), Some("revalidated"));
+    around(
+        &h,
+        reqwest::Method::POST,
+        "/repos/octo/hello/issues/2/reactions",
+        serde_json::json!({"content": "heart"}),
+    )
+    .await;
+    past_the_window().await;
+    let reacted = issue_view(&h).await;
+    assert_eq!(reacted.header("x-arbiter-cache"), Some("miss"));
+    let json: serde_json::Value = serde_json::from_str(&reacted.body).expect("JSON");
+    assert_eq!(
+        reactions(&json["data"]["repository"]["issue"], "HEART"),
+        1,
+        "{}",
+        reacted.body
+    );
+}
+
+/// A write through the proxy to one issue does not cost the views of others (their own
+/// probes still say 304), and the view of the issue written to is asked again at once,
+/// even within the freshness window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_the_proxy_keeps_other_items_views_and_refreshes_its_own() {
+    let h = Harness::start(fake_config(), |c| {
+        c.graphql_fresh = Duration::from_secs(60);
+        c.graphql_max_age = Duration::from_secs(3600);
+    })
+    .await;
+    assert_eq!(pr_view(&h).await.header("x-arbiter-cache"), Some("miss"));
+    assert_eq!(issue_view(&h).await.header("x-arbiter-cache"), Some("miss"));
+    assert_eq!(issue_view(&h).await.header("x-arbiter-cache"), Some("hit"));
+    let commented = crate::support::send(
+        h.client
+            .post(h.url("/repos/octo/hello/issues/2/comments"))
+            .header("authorization", "token alice-token-1")
+            .json(&serde_json::json!({"body": "Written through the proxy"})),
+    )
+    .await;
+    assert_eq!(commented.status, 201, "{}", commented.body);
+    let before = h.fake.stats().user("alice");
+    let other = pr_view(&h).await;
+    assert_eq!(
+        other.header("x-arbiter-cache"),
+        Some("revalidated"),
+        "another item's view"
+    );
+    let own = issue_view(&h).await;
+    assert_eq!(
+        own.header("x-arbiter-cache"),
+        Some("miss"),
+        "within the window, but written to"
+    );
+    assert!(own.body.contains("Written through the proxy"), "{}", own.body);
+    let after = h.fake.stats().user("alice");
+    assert_eq!(
+        after.graphql_used,
+        before.graphql_used + 1,
+        "only the written-to view asked again"
+    );
+}

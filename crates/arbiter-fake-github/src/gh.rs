@@ -1,6 +1,7 @@
 //! The GraphQL documents `gh` 2.23 sends, byte for byte (captured by pointing it at the fake
-//! over `http_unix_socket`), and the headers it sends with them: a proxy's cache keys on
-//! both, so the replay must match what `gh` does.
+//! over `http_unix_socket`), and the headers it sends with them: the fleet benchmark replays
+//! them, and the proxy's tests check what its probes cover with them (a proxy's cache keys
+//! on both, so a replay must match what `gh` does).
 
 /// `gh issue list -R OWNER/NAME` (variables: limit 30, owner, repo, states [OPEN]).
 pub const ISSUE_LIST: &str = r#"fragment issue on Issue {number,title,url,state,updatedAt,labels(first:100){nodes{id,name,description,color},totalCount},stateReason}
