@@ -108,6 +108,10 @@ struct Args {
     /// Latency the fake GitHub adds to each answer in the fleet replay (not compressed).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "20ms")]
     fleet_latency: Duration,
+    /// The proxy's `graphql_max_age` in the fleet replay, in GitHub time (compressed like
+    /// the rest): how long a probed GraphQL answer may be served (the proxy's default).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "5m")]
+    fleet_graphql_max_age: Duration,
 }
 
 /// How much each run does.
@@ -599,6 +603,7 @@ impl Runner<'_> {
                 rounds: self.args.fleet_rounds.unwrap_or(if quick { 2 } else { 12 }),
                 hour: self.args.fleet_hour.unwrap_or_else(|| fleet_hour(quick, clients)),
                 upstream_latency: self.args.fleet_latency,
+                graphql_max_age: self.args.fleet_graphql_max_age,
             };
             let workload = format!(
                 "GitHub fleet · {clients} client{} × {} loops × {} rounds × {} calls",
@@ -628,7 +633,7 @@ impl Runner<'_> {
                 };
                 let (outcome, note) = match result {
                     Ok(o) => {
-                        let note = fleet::note(&o, via, direct_quota);
+                        let note = fleet::note(&o, via, direct_quota, plan.graphql_max_age);
                         if via == fleet::Via::Direct {
                             direct_quota = Some(o.quota());
                         }

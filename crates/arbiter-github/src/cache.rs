@@ -77,12 +77,16 @@ pub struct Cache {
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
+    /// When each GraphQL query revalidated by its item's probes was last asked upstream
+    /// (see [`Cache::asked_again`]); at most `max_entries`, forgotten all at once past it.
+    asked: HashMap<CacheKey, Instant>,
 }
 
 impl Cache {
     pub fn new(max_entries: usize, max_bytes: usize) -> Cache {
         Cache {
             entries: HashMap::new(),
+            asked: HashMap::new(),
             order: BTreeMap::new(),
             tick: 0,
             generation: 0,
@@ -124,6 +128,18 @@ impl Cache {
                 self.bytes -= entry.size();
             }
         }
+    }
+
+    /// Records that `key` is asked upstream now, and says whether it was asked within
+    /// `within` before: an answer asked again so soon is worth its item's probes (their
+    /// first answers cost a point each; a revalidation later is free), one asked once or
+    /// rarely is not.
+    pub fn asked_again(&mut self, key: &CacheKey, within: std::time::Duration) -> bool {
+        if self.asked.len() >= self.max_entries.max(1) && !self.asked.contains_key(key) {
+            self.asked.clear();
+        }
+        let before = self.asked.insert(*key, Instant::now());
+        before.is_some_and(|at| at.elapsed() < within)
     }
 
     /// Whether `key` is held (not counted as a use).

@@ -766,7 +766,14 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
             let (asked, generation) = (Instant::now(), ctx.shared.cache.lock().expect("cache").generation(repo));
             // The probes' ETags before the query is asked: a change after them shows at
             // the next probe, even one the answer already has.
-            let tags = match (probed, repo) {
+            // An item's probes only for a query asked again within the max age: their first
+            // answers cost a point each, worth it only if a revalidation is likely to come.
+            // (The repository's one probe is shared by every list of the repository.)
+            let worth_it = match operation.probes {
+                graphql::Probes::Item(_) => ctx.shared.cache.lock().expect("cache").asked_again(&key, max_age),
+                _ => true,
+            };
+            let tags = match (probed && worth_it, repo) {
                 (true, Some(repo)) => current_tags(ctx, repo, operation.probes, &known).await,
                 _ => None,
             };

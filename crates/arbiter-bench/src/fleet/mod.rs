@@ -55,6 +55,8 @@ pub struct Plan {
     pub hour: Duration,
     /// Latency the fake adds to every answer (GitHub's own is 50 ms and more).
     pub upstream_latency: Duration,
+    /// The proxy's `graphql_max_age`, GitHub time (compressed when applied).
+    pub graphql_max_age: Duration,
 }
 
 impl Plan {
@@ -540,7 +542,7 @@ impl Outcome {
 }
 
 /// The notes of a replay's row: what it cost upstream and what the clients saw.
-pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>) -> String {
+pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>, max_age: Duration) -> String {
     let mut note = format!(
         "calls {} (GraphQL {}, REST GET {}, comments {}: writes {:.1}%); \
          upstream quota {} (core {} + graphql {}); {} upstream requests ({} answered 304); limit errors {}",
@@ -569,6 +571,9 @@ pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>) -> String {
                 "; quota {:.1}% of direct",
                 o.quota() as f64 * 100.0 / direct as f64
             ));
+        }
+        if max_age != Duration::from_secs(300) {
+            note.push_str(&format!("; GraphQL max age {}", humantime::format_duration(max_age)));
         }
         note.push_str(&format!(
             "; cache hits {}: p50 {}, p99 {}; revalidated {}, coalesced {}",

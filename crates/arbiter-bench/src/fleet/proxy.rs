@@ -72,7 +72,7 @@ pub async fn start(upstream: &str, plan: &Plan, store_url: &str) -> Result<Runni
         upstream: upstream.to_string(),
         namespace,
         graphql_fresh: plan.scaled(Duration::from_secs(30)),
-        graphql_max_age: plan.scaled(Duration::from_secs(300)),
+        graphql_max_age: plan.scaled(plan.graphql_max_age),
         max_wait: plan.scaled(Duration::from_secs(60)),
         source: "arbiter-bench".to_string(),
         ..ProxyConfig::default()
