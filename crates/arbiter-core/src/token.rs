@@ -128,6 +128,17 @@ impl Scopes {
         Scopes(vec![Scope::All])
     }
 
+    /// Every `<primitive>:write` (so every read too), but not `admin`: what a token gets
+    /// when its creator names no scope.
+    pub fn every_write() -> Scopes {
+        Scopes(
+            Primitive::ALL
+                .into_iter()
+                .map(|p| Scope::Primitive(p, Access::Write))
+                .collect(),
+        )
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Scope> {
         self.0.iter()
     }
@@ -353,6 +364,9 @@ mod tests {
             "admin is not every primitive"
         );
         assert!(Scopes::all().admin() && Scopes::all().allows(Primitive::Status, Access::Write));
+        let every = Scopes::every_write();
+        assert!(!every.admin() && Primitive::ALL.iter().all(|p| every.allows(*p, Access::Write)));
+        assert_eq!(every.to_string().parse::<Scopes>().unwrap(), every, "sorted as parsed");
     }
 
     #[test]
