@@ -73,7 +73,7 @@ pub struct RefusalRecord {
 pub(crate) fn exists(name: &str) -> arbiter_core::Error {
     arbiter_core::Error::new(
         arbiter_core::ErrorKind::Conflict,
-        format!("a token named {name:?} exists: revoke it first, or replace it (--replace)"),
+        format!("a token named {name:?} exists: choose another name, or replace it (`arbiter token create --replace`)"),
     )
 }
 
