@@ -11,6 +11,7 @@ mod log;
 mod notify;
 mod output;
 mod proxy;
+mod serve;
 mod store;
 mod token;
 mod watch;
@@ -132,6 +133,10 @@ enum Command {
     /// Proxies: `proxy github`, GitHub's API with a per-credential cache and fleet-wide budgets.
     #[command(subcommand)]
     Proxy(proxy::ProxyCommand),
+    /// Serve the store's primitives over HTTP: a JSON API with bearer tokens, event streams,
+    /// OpenAPI, metrics.
+    #[command(long_about = serve::LONG_ABOUT)]
+    Serve(serve::ServeArgs),
     /// The store itself: which one, and its schema.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -236,6 +241,7 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Status(args) => watch::status(args, &global, out).await,
         Command::Logs(args) => watch::logs(args, &global, out).await,
         Command::Proxy(command) => proxy::run(command, &global, out).await,
+        Command::Serve(args) => serve::run(args, &global, out).await,
         Command::Store(command) => store::run(command, &global, out).await,
         Command::Token(command) => token::run(command, &global, out).await,
         Command::Doctor(args) => doctor::run(args, &global, out).await,

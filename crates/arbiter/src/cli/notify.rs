@@ -101,7 +101,7 @@ pub struct DispatchArgs {
     once: bool,
 }
 
-fn load_config(global: &Global) -> Result<Arc<Config>> {
+pub(super) fn load_config(global: &Global) -> Result<Arc<Config>> {
     Ok(Arc::new(Config::load(global.config.as_deref())?))
 }
 
