@@ -96,6 +96,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A long poll or stream cut short because the server is shutting down.
+pub fn shutting_down() -> ApiError {
+    Error::unavailable("the server is shutting down").into()
+}
+
 /// What a handler returns.
 pub type ApiResult<T> = Result<T, ApiError>;
 

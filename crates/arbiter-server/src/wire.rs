@@ -137,3 +137,209 @@ pub struct WatchQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<i64>,
 }
+
+// ---------------------------------------------------------------------------------------
+// Limits
+
+/// `PUT /v1/ns/{ns}/limits/{name}`: create a bucket (full) or change its spec (as
+/// `arbiter limit define`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefineBody {
+    /// How fast it refills: AMOUNT/PERIOD, e.g. `5000/h`, `900/m`, `10/s`, `500/1h`.
+    pub rate: String,
+    /// The most tokens it holds (default: the rate's amount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// The share of the burst kept for interactive takes, in percent (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_percent: Option<u8>,
+    /// Share the bucket fairly between parties.
+    #[serde(default)]
+    pub fair: bool,
+    /// Leave an existing bucket as it is.
+    #[serde(default)]
+    pub if_absent: bool,
+}
+
+/// `POST /v1/ns/{ns}/limits/take`: take `cost` tokens from every bucket, all or none (as
+/// `arbiter limit take`). Not granted within `wait_ms`: 429 `limited` with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TakeBody {
+    /// The buckets, each once.
+    pub buckets: Vec<String>,
+    /// Tokens to take from each bucket (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<u64>,
+    /// `interactive` (may spend the reserve), `normal` (default) or `background`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// Who the take is for, in fair buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub party: Option<String>,
+    /// Wait up to this long for the tokens (milliseconds; at most 10 minutes; absent: one
+    /// try).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// `POST /v1/ns/{ns}/limits/{name}/observe`: what an upstream said (as `arbiter limit
+/// observe`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveBody {
+    /// The upstream's limit per window (`x-ratelimit-limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// What the upstream says is left (`x-ratelimit-remaining`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// When the upstream's window ends, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<i64>,
+    /// The upstream's retry-after, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// The upstream refused: freeze the bucket.
+    #[serde(default)]
+    pub hit: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Logs
+
+/// `POST /v1/ns/{ns}/logs/{stream}/records`: append a record (as `arbiter log append`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppendBody {
+    /// The record's body: a string is stored as text (as JSON with `json_body`), any other
+    /// JSON value as JSON.
+    pub body: serde_json::Value,
+    /// Idempotency key: an append with a key already used on this stream writes nothing
+    /// and answers the first offset with `duplicate: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The record's kind (default `note`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Who appends it (default: the token's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// A string body is JSON (checked, stored as given).
+    #[serde(default)]
+    pub json_body: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// `GET /v1/ns/{ns}/logs/{stream}/records?from=&limit=&consumer=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadQuery {
+    /// The first offset (default 0); not with `consumer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+    /// At most this many records (default and most: 1000); page with `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Start at this consumer's committed offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+}
+
+/// `GET /v1/ns/{ns}/logs/{stream}/follow?from=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FollowQuery {
+    /// The first offset (default 0). A `Last-Event-ID` header wins: the stream resumes
+    /// after that offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+}
+
+/// `PUT /v1/ns/{ns}/logs/{stream}/consumers/{consumer}`: the consumer has processed
+/// everything before `offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    pub offset: i64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Decisions
+
+/// `POST /v1/ns/{ns}/decisions`: record a decision (as `arbiter decide`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideBody {
+    /// The decision, in Markdown. Without `title` its first line is the title.
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Who decided (letters, digits, '.', '_', '-'; default: the token's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Idempotency key: deciding again with the same key writes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Notifications
+
+/// `POST /v1/ns/{ns}/notifications`: accept a notification into the outbox, routed by the
+/// server's configuration (as `arbiter notify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyBody {
+    /// What happened, dotted (`loop.failure`, `news`).
+    pub kind: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// One line.
+    pub title: String,
+    /// The details (Markdown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Repeats with one dedupe key fold into one alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Who sends it (default: the token's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Send to this channel id only, instead of routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// `POST /v1/ns/{ns}/notifications/resolve`: the condition behind a dedupe key cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    pub dedupe_key: String,
+    /// Details for the recovery message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// `GET /v1/ns/{ns}/notifications?state=&limit=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct NotificationsQuery {
+    /// Only `pending`, `delivered` or `dead` ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// At most this many, newest first (default 50, at most 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}

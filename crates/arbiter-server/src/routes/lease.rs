@@ -6,7 +6,6 @@ use arbiter_core::duration::from_millis;
 use arbiter_core::lease::{Holder, check_agent, check_slots, check_token};
 use arbiter_core::name::{LeaseName, Prefix};
 use arbiter_core::token::{Access, Primitive};
-use arbiter_core::{Error, ErrorKind};
 use arbiter_ops::lease::{self, AcquireRequest, LeaseShow, Released};
 use arbiter_ops::view::LeaseView;
 use axum::Json;
@@ -52,7 +51,7 @@ pub async fn acquire(
     // down ends it too.
     tokio::select! {
         lease = lease::acquire(&state.store, request) => Ok(Json(lease?)),
-        () = state.shutting_down() => Err(Error::new(ErrorKind::Unavailable, "the server is shutting down").into()),
+        () = state.shutting_down() => Err(crate::status::shutting_down()),
     }
 }
 
