@@ -44,6 +44,10 @@ pub use state::AppState;
 /// The default address: loopback only, so nothing is exposed until asked for.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 
+/// The largest request body: a key's value or a record's body at their limit (1 MiB),
+/// JSON-escaped at worst (`\u0000` is six bytes for one).
+pub const MAX_BODY: usize = 7 << 20;
+
 /// How long a shutdown waits for requests in flight before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -84,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(v1)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
