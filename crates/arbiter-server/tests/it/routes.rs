@@ -1,6 +1,7 @@
 //! The routes of limits, logs, decisions, notifications, status and the admin routes:
 //! success and the errors each can answer.
 
+use arbiter_core::loops::LoopStatus;
 use serde_json::json;
 
 use crate::{Api, api_test};
@@ -296,6 +297,35 @@ api_test!(status_routes, |api: Api| async move {
     let mut events = api.events("/v1/ns/default/status/stream", &[]).await;
     let event = events.next().await.unwrap();
     assert_eq!((event.name.as_str(), &event.data), ("status", &fleet));
+
+    // A loop appears, then stops: the stream sends each change.
+    let ns = arbiter_core::name::Namespace::default();
+    let name: arbiter_core::name::LoopName = "triage".parse().unwrap();
+    let holder = arbiter_core::lease::Holder {
+        host: "elsewhere".to_string(),
+        agent: "watch".to_string(),
+        ..Default::default()
+    };
+    api.store
+        .loops()
+        .heartbeat(&ns, &name, LoopStatus::Disabled, None, &holder)
+        .await
+        .unwrap();
+    let event = events.next().await.unwrap();
+    assert_eq!((event.data["loops"][0]["loop"].as_str(), event.data["loops"][0]["state"].as_str()), (Some("triage"), Some("disabled")));
+    let fleet = api.get("/v1/ns/default/status").await.expect(200);
+    assert_eq!(fleet["loops"][0]["host"], "elsewhere");
+    api.store
+        .loops()
+        .heartbeat(&ns, &name, LoopStatus::Stopped, None, &holder)
+        .await
+        .unwrap();
+    let event = events.next().await.unwrap();
+    assert_eq!(event.data["loops"][0]["state"], "stopped");
+    let metrics = api.get("/metrics").await.expect(200);
+    let line = r#"arbiter_loops{namespace="default",state="stopped"} 1"#;
+    assert!(metrics.as_str().unwrap().lines().any(|l| l == line), "{metrics}");
+
     api.get("/v1/ns/BAD/status").await.error(400, "bad_input", Some("ns"));
 });
 
