@@ -9,6 +9,7 @@ use crate::{Detail, Error, ErrorKind, Result};
 /// The largest value a key may hold, in bytes.
 pub const MAX_VALUE_LEN: usize = 1 << 20;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub key: Key,
@@ -19,6 +20,7 @@ pub struct KeyValue {
     pub create_revision: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
@@ -44,6 +46,7 @@ impl EventType {
 }
 
 /// One change of a key, as a watch delivers it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEvent {
     #[serde(rename = "type")]
@@ -53,6 +56,18 @@ pub struct KvEvent {
     pub value: Option<String>,
     /// The revision of this change.
     pub version: i64,
+}
+
+/// A version or revision a caller names (`if_version`, a watch's `from`): at least `min`
+/// (0 for a put's "must not exist", 1 for anything that names an existing revision).
+pub fn check_revision(revision: i64, min: i64) -> Result<i64, crate::ParseError> {
+    if revision >= min {
+        Ok(revision)
+    } else {
+        Err(crate::ParseError::new(format!(
+            "invalid version {revision}: expected an integer of at least {min}"
+        )))
+    }
 }
 
 /// A compare-and-swap precondition: `Some(0)` means "the key must not exist".

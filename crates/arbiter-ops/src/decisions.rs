@@ -13,6 +13,30 @@ use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_store::Store;
 use serde::Serialize;
 
+/// Which input of a decision was wrong: each front end names its own flag or field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionInput {
+    Text,
+    Title,
+    By,
+}
+
+/// A decision from what a caller gave, checked: a non-empty text, a title of one
+/// non-empty line, an agent name for `by` (`inbox::validate_agent`).
+pub fn decision(text: &str, title: Option<&str>, by: &str) -> std::result::Result<Decision, (DecisionInput, Error)> {
+    inbox::validate_agent(by).map_err(|e| (DecisionInput::By, e))?;
+    if text.trim().is_empty() {
+        return Err((DecisionInput::Text, Error::bad_input("the decision text is empty")));
+    }
+    if title.is_some_and(|t| t.trim().is_empty() || t.contains('\n')) {
+        return Err((
+            DecisionInput::Title,
+            Error::bad_input("the title must be one non-empty line"),
+        ));
+    }
+    Ok(Decision::new(text, title))
+}
+
 /// The record of a decision in the `decisions` stream, checked: build it before opening
 /// the store, so a decision that cannot be recorded writes nothing.
 pub fn record(
@@ -38,6 +62,7 @@ pub fn record(
 }
 
 /// A recorded decision; `id` is what the Markdown names it by.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decided {
     pub stream: &'static str,
@@ -58,7 +83,8 @@ pub async fn decide(store: &Store, record: NewRecord) -> Result<Decided> {
 }
 
 /// The decisions log as Markdown: the same log always gives the same bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rendered {
     pub text: String,
     /// How many decisions it holds.

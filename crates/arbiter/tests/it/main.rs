@@ -12,11 +12,15 @@
 //! - `kv`: versioned keys, compare-and-swap under contention, watches.
 //! - `bad_input`: precise errors, documented exit codes, nothing written.
 //! - `store`: `store info`, and a new store opened by many processes at once.
+//! - `token`: API tokens: the secret printed once and only its hash stored, revoke, expiry,
+//!   the audit of refusals, bad flags.
 //! - `log`: idempotent appends from writers killed mid-run, `--follow`, consumers.
 //! - `doctor`: one line per check of a machine's setup; nothing sent without `--send`.
 //! - `decisions`: the render projection and the git-native drop-box, with real git.
 //! - `notify`: notifications end to end through a loopback HTTP receiver.
 //! - `secrets`: passwords in store URLs never shown.
+//! - `serve`: `arbiter serve` as a process: the admin token, graceful shutdown on SIGTERM
+//!   and SIGINT (streams end, a waiting acquire is answered), bad flags.
 //! - `pgconn`: the PostgreSQL connection: a silent server and a hung link exit 6 naming
 //!   host:port; TLS `sslmode`s and client certificates against a private ssl-only server.
 //! - `proxy`: `arbiter proxy github` as a process: where it listens, what it forwards, bad
@@ -46,8 +50,10 @@ mod notify;
 mod pgconn;
 mod proxy;
 mod secrets;
+mod serve;
 mod stall;
 mod store;
+mod token;
 mod trees;
 mod watch;
 mod wrappers;
