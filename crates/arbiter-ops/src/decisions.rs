@@ -13,6 +13,31 @@ use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_store::Store;
 use serde::Serialize;
 
+/// The input of a decision that is wrong (see [`decision`]), for a front end to name as
+/// its own flag or field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionInput {
+    Text,
+    Title,
+    By,
+}
+
+/// Checks a decision as every front end takes it: a non-empty text, an optional title of
+/// one non-empty line, and who decided (an agent name, as the drop-box files name it).
+pub fn decision(text: &str, title: Option<&str>, by: &str) -> Result<Decision, (DecisionInput, Error)> {
+    inbox::validate_agent(by).map_err(|e| (DecisionInput::By, e))?;
+    if text.trim().is_empty() {
+        return Err((DecisionInput::Text, Error::bad_input("the decision text is empty")));
+    }
+    if title.is_some_and(|t| t.trim().is_empty() || t.contains('\n')) {
+        return Err((
+            DecisionInput::Title,
+            Error::bad_input("the title must be one non-empty line"),
+        ));
+    }
+    Ok(Decision::new(text, title))
+}
+
 /// The record of a decision in the `decisions` stream, checked: build it before opening
 /// the store, so a decision that cannot be recorded writes nothing.
 pub fn record(

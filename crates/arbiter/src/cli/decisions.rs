@@ -7,7 +7,7 @@ use arbiter_client::inbox::{self, DEFAULT_INBOX, SQUAD_APPEND_ONLY};
 use arbiter_core::decisions::Decision;
 use arbiter_core::log::parse_tag;
 use arbiter_core::{Error, Result};
-use arbiter_ops::decisions::{self, Sweep};
+use arbiter_ops::decisions::{self, DecisionInput, Sweep};
 use clap::{Args, Subcommand};
 
 use super::Global;
@@ -43,19 +43,11 @@ impl DecisionText {
             (None, Some(path)) => read_body(path)?,
             (None, None) => unreachable!("clap requires one"),
         };
-        if text.trim().is_empty() {
-            return Err(Error::bad_input(
-                "the decision text is empty: give TEXT or a non-empty --body-file",
-            ));
-        }
-        if self
-            .title
-            .as_deref()
-            .is_some_and(|t| t.trim().is_empty() || t.contains('\n'))
-        {
-            return Err(Error::bad_input("--title must be one non-empty line"));
-        }
-        Ok(Decision::new(&text, self.title.as_deref()))
+        decisions::decision(&text, self.title.as_deref(), &self.by).map_err(|(input, e)| match input {
+            DecisionInput::Text => Error::bad_input(format!("{}: give TEXT or a non-empty --body-file", e.message)),
+            DecisionInput::Title => e.context("--title"),
+            DecisionInput::By => e.context("--by"),
+        })
     }
 }
 

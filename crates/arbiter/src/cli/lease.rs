@@ -85,20 +85,15 @@ pub struct AcquireArgs {
 }
 
 pub(super) fn parse_token(text: &str) -> std::result::Result<i64, String> {
-    match text.parse::<i64>() {
-        Ok(token) if token > 0 => Ok(token),
-        _ => Err(format!(
-            "invalid token {text:?}: expected the positive integer `lease acquire` printed"
-        )),
-    }
+    let token = text.parse::<i64>().map_err(|_| {
+        format!("invalid token {text:?}: expected the positive integer `lease acquire` printed")
+    })?;
+    lease::check_token(token).map_err(|e| e.message)?;
+    Ok(token)
 }
 
 pub(super) fn parse_agent(text: &str) -> std::result::Result<String, String> {
-    if text.len() > 200 || text.chars().any(char::is_control) {
-        return Err(format!(
-            "invalid holder {text:?}: expected at most 200 characters, no control characters"
-        ));
-    }
+    lease::check_agent(text).map_err(|e| e.message)?;
     Ok(text.to_string())
 }
 
