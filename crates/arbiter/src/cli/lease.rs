@@ -85,9 +85,9 @@ pub struct AcquireArgs {
 }
 
 pub(super) fn parse_token(text: &str) -> std::result::Result<i64, String> {
-    let token = text.parse::<i64>().map_err(|_| {
-        format!("invalid token {text:?}: expected the positive integer `lease acquire` printed")
-    })?;
+    let token = text
+        .parse::<i64>()
+        .map_err(|_| format!("invalid token {text:?}: expected the positive integer `lease acquire` printed"))?;
     lease::check_token(token).map_err(|e| e.message)?;
     Ok(token)
 }

@@ -8,6 +8,7 @@ mod lease;
 mod limit;
 mod lock;
 mod log;
+mod mcp;
 mod notify;
 mod output;
 mod proxy;
@@ -130,6 +131,9 @@ enum Command {
     /// The store itself: which one, and its schema.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Serve the primitives as MCP tools over stdio, for an agent's MCP client.
+    #[command(long_about = mcp::LONG_ABOUT)]
+    Mcp(mcp::McpArgs),
     /// Check this machine's setup: the store, file modes, the config, each channel, each
     /// profile's gh setup. One line per check; exit 7 if one failed.
     Doctor(doctor::DoctorArgs),
@@ -215,6 +219,7 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Proxy(command) => proxy::run(command, &global, out).await,
         Command::Store(command) => store::run(command, &global, out).await,
         Command::Doctor(args) => doctor::run(args, &global, out).await,
+        Command::Mcp(args) => mcp::run(args, &global).await,
     }
 }
 

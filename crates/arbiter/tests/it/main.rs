@@ -42,6 +42,7 @@ mod lease;
 mod limit;
 mod lock;
 mod log;
+mod mcp;
 mod notify;
 mod pgconn;
 mod proxy;
