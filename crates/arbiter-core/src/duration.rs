@@ -67,6 +67,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, ParseError> {
     Ok(Duration::from_millis(total))
 }
 
+/// A duration given as whole milliseconds (an HTTP API's `ttl_ms`), by the rule of
+/// [`parse_duration`]: greater than zero, at most 10 years.
+pub fn from_millis(ms: u64) -> Result<Duration, ParseError> {
+    if ms == 0 {
+        return Err(ParseError::new("invalid duration 0 ms: it must be greater than zero"));
+    }
+    if ms > MAX_MS {
+        return Err(ParseError::new(format!(
+            "invalid duration {ms} ms: it is longer than 10 years ({MAX_MS} ms)"
+        )));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 /// Like [`parse_duration`], for settings where zero means "none" or "off": also reads `0`
 /// and a zero with a unit (`0s`, `0ms`).
 pub fn parse_duration_or_zero(text: &str) -> Result<Duration, ParseError> {

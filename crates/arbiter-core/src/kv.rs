@@ -55,6 +55,18 @@ pub struct KvEvent {
     pub version: i64,
 }
 
+/// A version or revision a caller names (`if_version`, a watch's `from`): at least `min`
+/// (0 for a put's "must not exist", 1 for anything that names an existing revision).
+pub fn check_revision(revision: i64, min: i64) -> Result<i64, crate::ParseError> {
+    if revision >= min {
+        Ok(revision)
+    } else {
+        Err(crate::ParseError::new(format!(
+            "invalid version {revision}: expected an integer of at least {min}"
+        )))
+    }
+}
+
 /// A compare-and-swap precondition: `Some(0)` means "the key must not exist".
 pub type IfVersion = Option<i64>;
 

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Millis;
 use crate::name::{LeaseName, Namespace};
+use crate::{Millis, ParseError};
 
 /// Who holds (or waits for) a lease: enough to tell, on the same host, whether it is alive.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +70,42 @@ pub const WAITER_TTL: Duration = Duration::from_secs(10);
 
 /// The largest number of slots a semaphore may have.
 pub const MAX_SLOTS: u32 = 10_000;
+
+/// The longest agent name a holder may carry.
+pub const MAX_AGENT_LEN: usize = 200;
+
+/// A fencing token as a caller gives it back: a positive integer.
+pub fn check_token(token: i64) -> Result<i64, ParseError> {
+    if token > 0 {
+        Ok(token)
+    } else {
+        Err(ParseError::new(format!(
+            "invalid token {token}: expected the positive integer `lease acquire` printed"
+        )))
+    }
+}
+
+/// A holder's agent name: at most [`MAX_AGENT_LEN`] characters, no control characters
+/// (it is shown in `lease show` and the dashboard).
+pub fn check_agent(agent: &str) -> Result<(), ParseError> {
+    if agent.len() > MAX_AGENT_LEN || agent.chars().any(char::is_control) {
+        return Err(ParseError::new(format!(
+            "invalid holder {agent:?}: expected at most {MAX_AGENT_LEN} characters, no control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A lease's number of places: 1 (a lock) to [`MAX_SLOTS`].
+pub fn check_slots(slots: u32) -> Result<u32, ParseError> {
+    if (1..=MAX_SLOTS).contains(&slots) {
+        Ok(slots)
+    } else {
+        Err(ParseError::new(format!(
+            "invalid slots {slots}: expected 1 to {MAX_SLOTS}"
+        )))
+    }
+}
 
 /// A request for one place of a lease: what the caller asks for, once. Front ends build
 /// it; the client's acquire loop ([`Attempt`]) sends it to the store as often as it must.

@@ -182,6 +182,17 @@ fn check_field(what: &str, value: &str, required: bool) -> Result<()> {
     Ok(())
 }
 
+/// An offset a caller names (a read's start, a consumer's commit): 0 or more.
+pub fn check_offset(offset: i64) -> std::result::Result<i64, crate::ParseError> {
+    if offset >= 0 {
+        Ok(offset)
+    } else {
+        Err(crate::ParseError::new(format!(
+            "invalid offset {offset}: expected 0 or more"
+        )))
+    }
+}
+
 /// Parses `K=V` (a `--tag`).
 pub fn parse_tag(text: &str) -> std::result::Result<(String, String), String> {
     match text.split_once('=') {

@@ -128,6 +128,17 @@ impl Scopes {
         Scopes(vec![Scope::All])
     }
 
+    /// Every `<primitive>:write` (so every read too), but not `admin`: what a token gets
+    /// when its creator names no scope.
+    pub fn every_write() -> Scopes {
+        Scopes(
+            Primitive::ALL
+                .into_iter()
+                .map(|p| Scope::Primitive(p, Access::Write))
+                .collect(),
+        )
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Scope> {
         self.0.iter()
     }
@@ -290,6 +301,34 @@ impl Principal {
     }
 }
 
+/// What every secret starts with, so a leaked one is recognisable (secret scanners, logs).
+pub const SECRET_PREFIX: &str = "arb_";
+
+const TOKEN_NAME_RULE: &str = "1-63 characters of a-z, 0-9, - and _";
+
+/// Checks a token's name (`--name` of `arbiter token create`): it shows in audits, logs and
+/// as a lease holder's default agent, so it is kept as plain as a namespace.
+pub fn validate_token_name(name: &str) -> Result<(), ParseError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ParseError::new(format!(
+            "invalid token name {name:?}: allowed: {TOKEN_NAME_RULE}"
+        )))
+    }
+}
+
+/// What the store keeps of a secret: its SHA-256 in lowercase hex. A secret is 32 random
+/// bytes, so a plain hash (no salt, no slow KDF) is enough: nobody can guess the input.
+pub fn secret_hash(secret: &str) -> String {
+    crate::decisions::digest(secret)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +364,9 @@ mod tests {
             "admin is not every primitive"
         );
         assert!(Scopes::all().admin() && Scopes::all().allows(Primitive::Status, Access::Write));
+        let every = Scopes::every_write();
+        assert!(!every.admin() && Primitive::ALL.iter().all(|p| every.allows(*p, Access::Write)));
+        assert_eq!(every.to_string().parse::<Scopes>().unwrap(), every, "sorted as parsed");
     }
 
     #[test]
@@ -348,5 +390,18 @@ mod tests {
         );
         assert_eq!("*".parse::<Namespaces>().unwrap(), Namespaces::Any);
         assert!("a,,Bad".parse::<Namespaces>().is_err());
+    }
+
+    #[test]
+    fn token_names_are_plain() {
+        assert!(validate_token_name("agent-1_x").is_ok());
+        for bad in ["", "Agent", "a b", "a/b", &"x".repeat(64)] {
+            let err = validate_token_name(bad).unwrap_err();
+            assert!(err.message.contains("token name"), "{bad:?}: {}", err.message);
+        }
+        assert_eq!(
+            secret_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use arbiter_config::Config;
-use arbiter_core::lease::{Holder, MAX_SLOTS};
+use arbiter_core::lease::Holder;
 use arbiter_core::log::{ContentType, NewRecord, RecordFields};
 use arbiter_core::name::{BucketName, ConsumerName, Key, LeaseName, Namespace, Prefix, StreamName};
 use arbiter_core::notify::{Notification, Severity};
@@ -230,12 +230,10 @@ impl Arbiter {
         let name: LeaseName = parse("name", &a.name)?;
         let ttl = args::duration("ttl", a.ttl.as_deref().unwrap_or("30s"))?;
         let wait = args::wait(a.wait.as_deref())?;
-        let slots = a.slots.unwrap_or(1);
-        if !(1..=MAX_SLOTS).contains(&slots) {
-            return Err(invalid(Some("slots"), &format!("{slots}: expected 1 to {MAX_SLOTS}")));
-        }
+        let slots =
+            arbiter_core::lease::check_slots(a.slots.unwrap_or(1)).map_err(|e| invalid(Some("slots"), &e.message))?;
         if let Some(agent) = &a.agent {
-            checked("agent", lease::check_agent(agent))?;
+            arbiter_core::lease::check_agent(agent).map_err(|e| invalid(Some("agent"), &e.message))?;
         }
         Ok(self
             .call(&context, &ns, Primitive::Lease, Access::Write, |caller| {
@@ -265,7 +263,7 @@ impl Arbiter {
     ) -> Result<CallToolResult, ErrorData> {
         let ns = namespace(a.namespace.as_deref())?;
         let name: LeaseName = parse("name", &a.name)?;
-        checked("token", lease::check_token(a.token))?;
+        arbiter_core::lease::check_token(a.token).map_err(|e| invalid(Some("token"), &e.message))?;
         let ttl = a.ttl.as_deref().map(|t| args::duration("ttl", t)).transpose()?;
         Ok(self
             .call(&context, &ns, Primitive::Lease, Access::Write, |_| {
@@ -285,7 +283,7 @@ impl Arbiter {
     ) -> Result<CallToolResult, ErrorData> {
         let ns = namespace(a.namespace.as_deref())?;
         let name: LeaseName = parse("name", &a.name)?;
-        checked("token", lease::check_token(a.token))?;
+        arbiter_core::lease::check_token(a.token).map_err(|e| invalid(Some("token"), &e.message))?;
         Ok(self
             .call(&context, &ns, Primitive::Lease, Access::Write, |_| {
                 lease::release(&self.store, &ns, &name, a.token)
@@ -606,17 +604,40 @@ pub async fn serve_stdio(store: Store, config: Arc<Config>) -> arbiter_core::Res
     Ok(())
 }
 
+/// Which `Host` headers `/mcp` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hosts {
+    /// `localhost`, `127.0.0.1` and `::1` only (rmcp's guard against DNS rebinding): for a
+    /// server that trusts every request (`--insecure-no-auth`), which a web page could
+    /// otherwise reach through a name of its own resolving to 127.0.0.1.
+    Loopback,
+    /// Any: every request carries a bearer token, which no rebinding page has.
+    Any,
+}
+
 /// The streamable HTTP service the server mounts at `/mcp` (`nest_service`), behind its
 /// auth layer (which puts the request's [`Principal`] into its extensions). Sessions live
-/// in memory; `cancel` ends them (the server's shutdown).
+/// in memory; they end when `shutdown` resolves (the server's shutdown), so open event
+/// streams do not hold it up. Spawns the task that waits for it: call it in a runtime.
 pub fn http_service(
     store: Store,
     config: Arc<Config>,
-    cancel: CancellationToken,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    hosts: Hosts,
 ) -> StreamableHttpService<Arbiter, LocalSessionManager> {
+    let cancel = CancellationToken::new();
+    let ended = cancel.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        ended.cancel();
+    });
+    let mut http = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
+    if hosts == Hosts::Any {
+        http = http.disable_allowed_hosts();
+    }
     StreamableHttpService::new(
         move || Ok(Arbiter::http(store.clone(), config.clone())),
         Arc::default(),
-        StreamableHttpServerConfig::default().with_cancellation_token(cancel),
+        http,
     )
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use arbiter_core::token::Principal;
+use arbiter_mcp::Hosts;
 use arbiter_store::{Store, StoreUrl};
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -51,7 +52,7 @@ async fn auth(mut request: Request, next: Next) -> Response {
 
 /// A loopback server with the MCP service at `/mcp`; its address.
 async fn serve(store: Store, cancel: CancellationToken) -> std::net::SocketAddr {
-    let service = arbiter_mcp::http_service(store, Arc::default(), cancel.clone());
+    let service = arbiter_mcp::http_service(store, Arc::default(), cancel.clone().cancelled_owned(), Hosts::Loopback);
     let router = axum::Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn(auth));

@@ -13,8 +13,7 @@ use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_store::Store;
 use serde::Serialize;
 
-/// The input of a decision that is wrong (see [`decision`]), for a front end to name as
-/// its own flag or field.
+/// Which input of a decision was wrong: each front end names its own flag or field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionInput {
     Text,
@@ -22,9 +21,9 @@ pub enum DecisionInput {
     By,
 }
 
-/// Checks a decision as every front end takes it: a non-empty text, an optional title of
-/// one non-empty line, and who decided (an agent name, as the drop-box files name it).
-pub fn decision(text: &str, title: Option<&str>, by: &str) -> Result<Decision, (DecisionInput, Error)> {
+/// A decision from what a caller gave, checked: a non-empty text, a title of one
+/// non-empty line, an agent name for `by` (`inbox::validate_agent`).
+pub fn decision(text: &str, title: Option<&str>, by: &str) -> std::result::Result<Decision, (DecisionInput, Error)> {
     inbox::validate_agent(by).map_err(|e| (DecisionInput::By, e))?;
     if text.trim().is_empty() {
         return Err((DecisionInput::Text, Error::bad_input("the decision text is empty")));
@@ -83,7 +82,7 @@ pub async fn decide(store: &Store, record: NewRecord) -> Result<Decided> {
 }
 
 /// The decisions log as Markdown: the same log always gives the same bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rendered {
     pub text: String,
     /// How many decisions it holds.

@@ -6,36 +6,13 @@
 use std::time::Duration;
 
 pub use arbiter_client::lease::AcquireRequest;
-use arbiter_core::{Error, Result};
+use arbiter_core::Result;
 use arbiter_core::lease::{Holder, RenewRequest};
 use arbiter_core::name::{LeaseName, Namespace, Prefix};
 use arbiter_store::Store;
 use serde::Serialize;
 
 use crate::view::{LeaseView, timestamp};
-
-/// Checks a holder's agent label (what `lease show` prints): at most 200 characters, no
-/// control characters. Every front end checks it before acquiring.
-pub fn check_agent(agent: &str) -> Result<()> {
-    if agent.len() > 200 || agent.chars().any(char::is_control) {
-        return Err(Error::bad_input(format!(
-            "invalid holder {agent:?}: expected at most 200 characters, no control characters"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks a fencing token given back to renew or release: a positive integer (what
-/// acquire returned). Every front end checks it before calling the store.
-pub fn check_token(token: i64) -> Result<()> {
-    if token > 0 {
-        Ok(())
-    } else {
-        Err(Error::bad_input(format!(
-            "invalid token {token}: expected the positive integer `lease acquire` printed"
-        )))
-    }
-}
 
 /// Takes a place of a lease (waiting up to `request.wait` for one). The holder is the
 /// front end's caller: the process to watch on this host.

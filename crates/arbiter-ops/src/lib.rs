@@ -22,7 +22,7 @@
 //!
 //! Layout: [`lease`], [`limit`] (rate-limit buckets and shared counters), [`kv`], [`log`], [`decisions`] (the decisions log and the git
 //! drop-box), [`notify`] (notifications, the outbox, channels), [`fleet`] (the loops as
-//! `arbiter status` shows them), [`store`], and [`view`] (the shared views and the one
+//! `arbiter status` shows them), [`store`], [`token`] (API tokens and the audit of refusals), and [`view`] (the shared views and the one
 //! way a store time is shown).
 //!
 //! Long-running runtimes are not operations: `watch` (the supervisor), `dispatch` (the
@@ -36,6 +36,7 @@ pub mod limit;
 pub mod log;
 pub mod notify;
 pub mod store;
+pub mod token;
 pub mod view;
 
 #[cfg(test)]

@@ -37,6 +37,9 @@ pub async fn resolve(store: &Store, namespace: &Namespace, dedupe_key: &str, bod
     store.notify().resolve(namespace, dedupe_key, body).await
 }
 
+/// The most entries one outbox listing returns.
+pub const MAX_LIST: u64 = 10_000;
+
 /// The outbox, newest first (only `state` ones when given).
 pub async fn list(
     store: &Store,

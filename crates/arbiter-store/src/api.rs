@@ -17,6 +17,7 @@ use async_trait::async_trait;
 
 use crate::loops::{LoopState, RoundEnd, RoundInfo, RoundLogPath};
 use crate::notify::{AcceptRequest, Accepted, DeliveryState, Due, Failure, OutboxEntry, Resolved};
+use crate::token::{NewToken, Refusal, RefusalRecord, TokenRecord};
 
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
@@ -176,6 +177,29 @@ pub trait LimitStore: Send + Sync {
     /// The counters of every scope starting with `scope_prefix`, summed over sources, by
     /// scope then name.
     async fn counters(&self, ns: &Namespace, scope_prefix: &str) -> Result<Vec<Counter>>;
+}
+
+/// API tokens of `arbiter serve` and the audit of refused requests. Tokens belong to the
+/// store, not to a namespace. The store keeps only a secret's hash and looks tokens up by
+/// it; whether one is live is decided by the store's clock.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores a token. A name that exists is `Conflict`, unless `replace`: then the row is
+    /// replaced as a whole (new hash, scopes, times; no longer revoked).
+    async fn create(&self, token: &NewToken) -> Result<TokenRecord>;
+    /// The live (unrevoked, unexpired) token whose secret has this hash, if any.
+    async fn live(&self, secret_sha256: &str) -> Result<Option<TokenRecord>>;
+    /// Every token, by name, with the store's clock (to tell live from expired).
+    async fn list(&self) -> Result<(Millis, Vec<TokenRecord>)>;
+    /// Revokes a token (at once: the next lookup fails). Revoking a revoked one keeps its
+    /// first revocation time. `NotFound` if the name is unknown.
+    async fn revoke(&self, name: &str) -> Result<TokenRecord>;
+    /// Whether any token is live.
+    async fn any_live(&self) -> Result<bool>;
+    /// Records a refusal, keeping only the newest `keep` (`crate::token::AUDIT_KEEP`).
+    async fn audit(&self, refusal: &Refusal, keep: u32) -> Result<()>;
+    /// The newest refusals, newest first, at most `limit`.
+    async fn audit_list(&self, limit: usize) -> Result<Vec<RefusalRecord>>;
 }
 
 /// Declares [`Topic`]: one variant per primitive, with the name its change channel is

@@ -2,8 +2,9 @@
 //!
 //! Layout:
 //! - [`url`]: how a store is named (`sqlite:///path.db`, a bare path, `postgres://…`).
-//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`], [`NotifyStore`], [`LoopStore`], [`LimitStore`]) plus
+//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`], [`NotifyStore`], [`LoopStore`], [`LimitStore`], [`TokenStore`]) plus
 //!   [`Changes`], the way a caller waits for the store to change without polling it hard.
+//! - [`token`]: the rows of API tokens and refusals (public: the operations build them).
 //! - `lease`, `notify`, `loops`, `limit`: what both backends share for a primitive beyond SQL text.
 //! - `sqlite`: the embedded default backend (one file, WAL, many processes at once).
 //! - `postgres`: the backend for fleets that span machines.
@@ -22,11 +23,14 @@ mod postgres;
 mod schema;
 mod sql;
 mod sqlite;
+pub mod token;
 pub mod url;
 
 use std::sync::Arc;
 
-pub use api::{Changes, KvStore, LeaseStore, LimitStore, LogStore, LoopStore, NotifyStore, Subscription, Topic};
+pub use api::{
+    Changes, KvStore, LeaseStore, LimitStore, LogStore, LoopStore, NotifyStore, Subscription, TokenStore, Topic,
+};
 use arbiter_core::Result;
 pub use loops::{LoopState, RoundEnd, RoundInfo, RoundLogPath};
 pub use notify::{AcceptRequest, Accepted, DeliveryState, Due, Failure, OutboxEntry, Resolved};
@@ -34,7 +38,7 @@ pub use url::StoreUrl;
 
 /// The schema version this build writes. Opening a store migrates it up to this version; a
 /// store with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// What `arbiter store info` prints.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -50,7 +54,7 @@ pub struct StoreInfo {
 /// once (in its own module) and [`Store`] hands out each trait by upcasting; nothing
 /// forwards. A new primitive adds its trait here and an accessor on [`Store`].
 pub trait Backend:
-    LeaseStore + KvStore + LogStore + NotifyStore + LoopStore + LimitStore + Changes + Send + Sync + 'static
+    LeaseStore + KvStore + LogStore + NotifyStore + LoopStore + LimitStore + TokenStore + Changes + Send + Sync + 'static
 {
     fn info(&self) -> StoreInfo;
 }
@@ -96,6 +100,9 @@ impl Store {
         &*self.backend
     }
     pub fn limits(&self) -> &dyn LimitStore {
+        &*self.backend
+    }
+    pub fn tokens(&self) -> &dyn TokenStore {
         &*self.backend
     }
     pub fn changes(&self) -> &dyn Changes {

@@ -17,6 +17,7 @@ macro_rules! primitives {
             notify::MIGRATIONS,
             loops::MIGRATIONS,
             limit::MIGRATIONS,
+            token::MIGRATIONS,
         ]
     };
 }

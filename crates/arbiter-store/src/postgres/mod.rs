@@ -18,6 +18,7 @@ mod log;
 mod loops;
 mod notify;
 mod tls;
+mod token;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -11,6 +11,7 @@ mod loops;
 mod notify;
 mod pgconn;
 mod schema;
+mod token;
 
 use std::time::Duration;
 

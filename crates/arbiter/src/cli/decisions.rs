@@ -37,16 +37,15 @@ pub struct DecisionText {
 
 impl DecisionText {
     fn decision(&self) -> Result<Decision> {
-        inbox::validate_agent(&self.by).map_err(|e| e.context("--by"))?;
         let text = match (&self.text, &self.body_file) {
             (Some(text), _) => text.clone(),
             (None, Some(path)) => read_body(path)?,
             (None, None) => unreachable!("clap requires one"),
         };
         decisions::decision(&text, self.title.as_deref(), &self.by).map_err(|(input, e)| match input {
-            DecisionInput::Text => Error::bad_input(format!("{}: give TEXT or a non-empty --body-file", e.message)),
-            DecisionInput::Title => e.context("--title"),
             DecisionInput::By => e.context("--by"),
+            DecisionInput::Title => e.context("--title"),
+            DecisionInput::Text => Error::bad_input(format!("{}: give TEXT or a non-empty --body-file", e.message)),
         })
     }
 }

@@ -88,12 +88,11 @@ pub(super) fn parse_token(text: &str) -> std::result::Result<i64, String> {
     let token = text
         .parse::<i64>()
         .map_err(|_| format!("invalid token {text:?}: expected the positive integer `lease acquire` printed"))?;
-    lease::check_token(token).map_err(|e| e.message)?;
-    Ok(token)
+    arbiter_core::lease::check_token(token).map_err(|e| e.message)
 }
 
 pub(super) fn parse_agent(text: &str) -> std::result::Result<String, String> {
-    lease::check_agent(text).map_err(|e| e.message)?;
+    arbiter_core::lease::check_agent(text).map_err(|e| e.message)?;
     Ok(text.to_string())
 }
 

@@ -12,7 +12,9 @@ mod mcp;
 mod notify;
 mod output;
 mod proxy;
+mod serve;
 mod store;
+mod token;
 mod watch;
 
 use std::ffi::OsString;
@@ -77,6 +79,10 @@ pub struct Global {
     /// config directory, if it exists.
     #[arg(long, global = true, env = "ARBITER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Whether the namespace was given (flag or environment) rather than defaulted: where
+    /// another flag also names namespaces (`token create --namespaces`), both is an error.
+    #[arg(skip)]
+    namespace_given: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,12 +134,20 @@ enum Command {
     /// Proxies: `proxy github`, GitHub's API with a per-credential cache and fleet-wide budgets.
     #[command(subcommand)]
     Proxy(proxy::ProxyCommand),
+    /// Serve the store's primitives over HTTP: a JSON API with bearer tokens, event streams,
+    /// OpenAPI, metrics.
+    #[command(long_about = serve::LONG_ABOUT)]
+    Serve(serve::ServeArgs),
     /// The store itself: which one, and its schema.
     #[command(subcommand)]
     Store(store::StoreCommand),
     /// Serve the primitives as MCP tools over stdio, for an agent's MCP client.
     #[command(long_about = mcp::LONG_ABOUT)]
     Mcp(mcp::McpArgs),
+    /// API tokens for `arbiter serve`: create (the secret printed once), list, revoke, and
+    /// the audit of refused requests.
+    #[command(subcommand, long_about = token::LONG_ABOUT)]
+    Token(token::TokenCommand),
     /// Check this machine's setup: the store, file modes, the config, each channel, each
     /// profile's gh setup. One line per check; exit 7 if one failed.
     Doctor(doctor::DoctorArgs),
@@ -142,7 +156,7 @@ enum Command {
 /// Parses the command line, runs the command, and returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
     let json = args.iter().any(|a| a == "--json");
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match parse(&args) {
         Ok(cli) => cli,
         Err(err) => {
             use clap::error::ErrorKind as K;
@@ -197,6 +211,20 @@ pub fn main(args: Vec<OsString>) -> i32 {
     code
 }
 
+/// Parses the command line, noting whether `-n/--namespace` was given or defaulted (which
+/// the derived struct alone cannot tell).
+fn parse(args: &[OsString]) -> std::result::Result<Cli, clap::Error> {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    cli.global.namespace_given = matches!(
+        matches.value_source("namespace"),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    );
+    Ok(cli)
+}
+
 async fn run(cli: Cli, out: Output) -> Result<i32> {
     let global = cli.global;
     match cli.command {
@@ -217,7 +245,9 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Status(args) => watch::status(args, &global, out).await,
         Command::Logs(args) => watch::logs(args, &global, out).await,
         Command::Proxy(command) => proxy::run(command, &global, out).await,
+        Command::Serve(args) => serve::run(args, &global, out).await,
         Command::Store(command) => store::run(command, &global, out).await,
+        Command::Token(command) => token::run(command, &global, out).await,
         Command::Doctor(args) => doctor::run(args, &global, out).await,
         Command::Mcp(args) => mcp::run(args, &global).await,
     }

@@ -73,7 +73,7 @@ pub enum NotificationsCommand {
         /// Only pending, delivered or dead ones.
         #[arg(long, value_parser = DeliveryState::parse)]
         state: Option<DeliveryState>,
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=notify::MAX_LIST))]
         limit: u64,
     },
     /// Put a dead notification back in the queue.
@@ -101,7 +101,7 @@ pub struct DispatchArgs {
     once: bool,
 }
 
-fn load_config(global: &Global) -> Result<Arc<Config>> {
+pub(super) fn load_config(global: &Global) -> Result<Arc<Config>> {
     Ok(Arc::new(Config::load(global.config.as_deref())?))
 }
 

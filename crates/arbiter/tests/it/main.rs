@@ -12,6 +12,8 @@
 //! - `kv`: versioned keys, compare-and-swap under contention, watches.
 //! - `bad_input`: precise errors, documented exit codes, nothing written.
 //! - `store`: `store info`, and a new store opened by many processes at once.
+//! - `token`: API tokens: the secret printed once and only its hash stored, revoke, expiry,
+//!   the audit of refusals, bad flags.
 //! - `log`: idempotent appends from writers killed mid-run, `--follow`, consumers.
 //! - `doctor`: one line per check of a machine's setup; nothing sent without `--send`.
 //! - `decisions`: the render projection and the git-native drop-box, with real git.
@@ -49,6 +51,7 @@ mod proxy;
 mod secrets;
 mod stall;
 mod store;
+mod token;
 mod trees;
 mod watch;
 mod wrappers;

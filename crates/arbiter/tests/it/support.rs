@@ -434,7 +434,7 @@ fn sqlite(path: &Path) -> rusqlite::Connection {
     conn
 }
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,0 +1,159 @@
+//! arbiter's HTTP server: `arbiter serve`.
+//!
+//! The operations of `arbiter_ops` as a JSON API under `/v1/ns/{ns}/…`, each route a thin
+//! adapter over one operation (the CLI's twin); bearer tokens scoped per namespace and
+//! primitive; Server-Sent Events for watches, follows and the fleet's status; OpenAPI,
+//! metrics, health. See `docs/server.md` for the API and its decisions.
+//!
+//! Layout: [`state`] (what handlers share), [`status`] (the one place an error kind
+//! becomes an HTTP status, and the error body), [`wire`] (request bodies and queries, for
+//! remote clients too), [`extract`] (extractors whose failures name the bad field),
+//! [`auth`] (bearer token → `Principal`), [`routes`] (one module per primitive), [`sse`].
+//!
+//! The library serves; the binary decides when to stop: [`Server::start`] binds and
+//! serves in the background, [`Server::shutdown`] stops accepting, ends every event
+//! stream and long poll, and waits (at most [`SHUTDOWN_GRACE`]) for requests in flight.
+
+pub mod auth;
+pub mod extract;
+pub mod routes;
+pub mod sse;
+pub mod state;
+pub mod status;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arbiter_config::Config;
+use arbiter_core::{Error, ErrorKind, Result};
+use arbiter_store::Store;
+use axum::Router;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use auth::Auth;
+pub use state::AppState;
+
+/// The default address: loopback only, so nothing is exposed until asked for.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+
+/// How long a shutdown waits for requests in flight before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How a server is run.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub auth: Auth,
+    /// The configuration notifications are routed by, and whose channels are listed.
+    pub config: Arc<Config>,
+}
+
+impl ServeConfig {
+    /// A server on `listen` with the empty configuration.
+    pub fn new(listen: SocketAddr, auth: Auth) -> ServeConfig {
+        ServeConfig {
+            listen,
+            auth,
+            config: Arc::new(Config::default()),
+        }
+    }
+}
+
+/// The whole application: the API under `/v1` behind authentication, and the public
+/// routes. The composition point: other parts (the dashboard, `/mcp`) are merged here.
+pub fn router(state: AppState) -> Router {
+    // `route_layer`: only matched routes authenticate; an unknown path is a plain 404.
+    let v1 = routes::v1().route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    // MCP over streamable HTTP (arbiter-mcp), behind the same authentication: its tools
+    // read the `Principal` the layer puts into the request.
+    let hosts = match state.auth {
+        Auth::Insecure => arbiter_mcp::Hosts::Loopback,
+        Auth::Tokens => arbiter_mcp::Hosts::Any,
+    };
+    let mcp = Router::new()
+        .nest_service(
+            "/mcp",
+            arbiter_mcp::http_service(state.store.clone(), state.config.clone(), state.shutting_down(), hosts),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    Router::new()
+        .merge(routes::public())
+        .merge(v1)
+        .merge(mcp)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Any unknown path: 404 with the API's error body.
+async fn not_found(uri: axum::http::Uri) -> status::ApiError {
+    Error::new(ErrorKind::NotFound, format!("no route {}", uri.path())).into()
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds `config.listen` and serves in the background.
+    pub async fn start(store: Store, config: ServeConfig) -> Result<Server> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Error::bad_input(format!("--listen {}: cannot listen there: {e}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal(format!("cannot read the listening address: {e}")))?;
+        let (shutdown, receiver) = watch::channel(false);
+        let state = AppState {
+            store,
+            config: config.config,
+            auth: config.auth,
+            shutdown: receiver,
+        };
+        let stopping = state.shutting_down();
+        let app = router(state);
+        let task = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stopping).await });
+        tracing::info!(%addr, "serving");
+        Ok(Server { addr, shutdown, task })
+    }
+
+    /// The address it listens on (the port the OS chose for `:0`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `signal` resolves (then shuts down) or the server fails.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<()> {
+        tokio::select! {
+            () = signal => self.shutdown().await,
+            result = &mut self.task => served(result),
+        }
+    }
+
+    /// Stops accepting connections, ends event streams and long polls, and waits for the
+    /// requests in flight (at most [`SHUTDOWN_GRACE`]; then they are dropped).
+    pub async fn shutdown(mut self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task).await {
+            Ok(result) => served(result),
+            Err(_) => {
+                self.task.abort();
+                tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}: dropped");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn served(result: std::result::Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<()> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::internal(format!("the server failed: {e}"))),
+        Err(e) => Err(Error::internal(format!("the server task failed: {e}"))),
+    }
+}

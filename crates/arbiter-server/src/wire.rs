@@ -1,0 +1,345 @@
+//! What goes over the wire besides the operations' views: request bodies, query strings and
+//! the error body. `pub`, Serialize and Deserialize, so a remote client (`--server`)
+//! builds its requests from these very types and cannot drift from the server.
+//!
+//! Bodies refuse unknown fields: a misspelt `ttl_msec` is a 400 naming it, not a default
+//! silently used. Durations are whole milliseconds (`ttl_ms`, `wait_ms`), checked by the
+//! same rule as the CLI's durations (more than zero, at most 10 years).
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// The body of every non-2xx answer under `/v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The stable code of the failure: `bad_input`, `unauthorized`, `forbidden`,
+    /// `not_found`, `held`, `conflict`, `lost`, `limited`, `failed`, `unavailable`,
+    /// `internal` (the CLI's `--json` codes).
+    pub error: String,
+    /// What happened, for a person.
+    pub message: String,
+    /// The state behind the failure, as data: `{"held": {"holders": […], "waiters_ahead": N}}`,
+    /// `{"conflict": {"current_version": N}}`, `{"limited": {"wait_ms": N}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    /// For `limited`: the wait (milliseconds) the request would have needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// For `bad_input`: the body field, query or path parameter that was wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Leases
+
+/// Who holds a lease, as the client says: on the server's own host, a holder whose process
+/// is gone is taken over at once (as the CLI does locally). Absent fields are empty or 0;
+/// `agent` defaults to the token's name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HolderBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
+    /// The holder's process group (it counts as dead only when this group is empty too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<u32>,
+}
+
+/// `POST /v1/ns/{ns}/leases/{name}/acquire`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireBody {
+    /// How long the lease lasts unless renewed (milliseconds).
+    pub ttl_ms: u64,
+    /// Places of the lease: 1 is a lock (default), N a semaphore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+    /// Wait up to this long for a place, in arrival order (milliseconds; at most 10
+    /// minutes, a longer wait is cut to that). Absent: fail at once with 409 `held`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<HolderBody>,
+}
+
+/// `POST /v1/ns/{ns}/leases/{name}/renew`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    /// The fencing token `acquire` returned.
+    pub token: i64,
+    /// New time to live from now (milliseconds; default: the lease's own TTL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// `POST /v1/ns/{ns}/leases/{name}/release`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    /// The fencing token `acquire` returned.
+    pub token: i64,
+}
+
+/// `?prefix=`: only names starting with this (default: all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PrefixQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys
+
+/// `PUT /v1/ns/{ns}/kv/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutBody {
+    /// UTF-8 text, at most 1 MiB.
+    pub value: String,
+    /// Compare-and-swap: the version the key must have (0: must not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<i64>,
+}
+
+/// `DELETE /v1/ns/{ns}/kv/{key}?if_version=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Compare-and-swap: the version the key must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<i64>,
+}
+
+/// `GET /v1/ns/{ns}/watch/kv?prefix=&from=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WatchQuery {
+    /// Only keys starting with this (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Start at this revision (inclusive), replaying earlier changes; default: the next
+    /// change. A `Last-Event-ID` header (an EventSource reconnecting) wins: the stream
+    /// resumes after that revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits
+
+/// `PUT /v1/ns/{ns}/limits/{name}`: create a bucket (full) or change its spec (as
+/// `arbiter limit define`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefineBody {
+    /// How fast it refills: AMOUNT/PERIOD, e.g. `5000/h`, `900/m`, `10/s`, `500/1h`.
+    pub rate: String,
+    /// The most tokens it holds (default: the rate's amount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// The share of the burst kept for interactive takes, in percent (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_percent: Option<u8>,
+    /// Share the bucket fairly between parties.
+    #[serde(default)]
+    pub fair: bool,
+    /// Leave an existing bucket as it is.
+    #[serde(default)]
+    pub if_absent: bool,
+}
+
+/// `POST /v1/ns/{ns}/limits/take`: take `cost` tokens from every bucket, all or none (as
+/// `arbiter limit take`). Not granted within `wait_ms`: 429 `limited` with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TakeBody {
+    /// The buckets, each once.
+    pub buckets: Vec<String>,
+    /// Tokens to take from each bucket (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<u64>,
+    /// `interactive` (may spend the reserve), `normal` (default) or `background`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// Who the take is for, in fair buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub party: Option<String>,
+    /// Wait up to this long for the tokens (milliseconds; at most 10 minutes; absent: one
+    /// try).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// `POST /v1/ns/{ns}/limits/{name}/observe`: what an upstream said (as `arbiter limit
+/// observe`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveBody {
+    /// The upstream's limit per window (`x-ratelimit-limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// What the upstream says is left (`x-ratelimit-remaining`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// When the upstream's window ends, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<i64>,
+    /// The upstream's retry-after, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// The upstream refused: freeze the bucket.
+    #[serde(default)]
+    pub hit: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Logs
+
+/// `POST /v1/ns/{ns}/logs/{stream}/records`: append a record (as `arbiter log append`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppendBody {
+    /// The record's body: a string is stored as text (as JSON with `json_body`), any other
+    /// JSON value as JSON.
+    pub body: serde_json::Value,
+    /// Idempotency key: an append with a key already used on this stream writes nothing
+    /// and answers the first offset with `duplicate: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The record's kind (default `note`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Who appends it (default: the token's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// A string body is JSON (checked, stored as given).
+    #[serde(default)]
+    pub json_body: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// `GET /v1/ns/{ns}/logs/{stream}/records?from=&limit=&consumer=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadQuery {
+    /// The first offset (default 0); not with `consumer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+    /// At most this many records (default and most: 1000); page with `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Start at this consumer's committed offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+}
+
+/// `GET /v1/ns/{ns}/logs/{stream}/follow?from=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FollowQuery {
+    /// The first offset (default 0). A `Last-Event-ID` header wins: the stream resumes
+    /// after that offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+}
+
+/// `PUT /v1/ns/{ns}/logs/{stream}/consumers/{consumer}`: the consumer has processed
+/// everything before `offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    pub offset: i64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Decisions
+
+/// `POST /v1/ns/{ns}/decisions`: record a decision (as `arbiter decide`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideBody {
+    /// The decision, in Markdown. Without `title` its first line is the title.
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Who decided (letters, digits, '.', '_', '-'; default: the token's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Idempotency key: deciding again with the same key writes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Notifications
+
+/// `POST /v1/ns/{ns}/notifications`: accept a notification into the outbox, routed by the
+/// server's configuration (as `arbiter notify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyBody {
+    /// What happened, dotted (`loop.failure`, `news`).
+    pub kind: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// One line.
+    pub title: String,
+    /// The details (Markdown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Repeats with one dedupe key fold into one alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Who sends it (default: the token's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Send to this channel id only, instead of routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// `POST /v1/ns/{ns}/notifications/resolve`: the condition behind a dedupe key cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    pub dedupe_key: String,
+    /// Details for the recovery message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// `GET /v1/ns/{ns}/notifications?state=&limit=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct NotificationsQuery {
+    /// Only `pending`, `delivered` or `dead` ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// At most this many, newest first (default 50, at most 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}

@@ -1,0 +1,204 @@
+//! The server over real HTTP on loopback, on both backends: every route, its success and
+//! each error it can answer.
+
+mod kv;
+mod lease;
+
+use std::net::SocketAddr;
+
+use arbiter_server::{Auth, ServeConfig, Server};
+use arbiter_store::{Store, StoreUrl};
+use serde_json::Value;
+
+/// A running server on a fresh store, and a client for it.
+pub struct Api {
+    pub server: Server,
+    pub store: Store,
+    pub base: String,
+    pub http: reqwest::Client,
+    /// The bearer token sent with every request, if any.
+    pub token: Option<String>,
+}
+
+/// An answer: its status and JSON body (`Value::Null` when it has none, a string when it
+/// is not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// Asserts the status, and for an error its code; returns the body.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "unexpected answer: {:?}", self.body);
+        self.body
+    }
+
+    /// Asserts an error answer: its status, code, and (if given) the field it names.
+    #[track_caller]
+    pub fn error(self, status: u16, code: &str, field: Option<&str>) -> Value {
+        assert_eq!(self.status, status, "unexpected answer: {:?}", self.body);
+        assert_eq!(self.body["error"], code, "{:?}", self.body);
+        assert!(
+            self.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{:?}",
+            self.body
+        );
+        if let Some(field) = field {
+            assert_eq!(self.body["field"], field, "{:?}", self.body);
+        }
+        self.body
+    }
+}
+
+impl Api {
+    /// A server with `--insecure-no-auth` on the store at `url`.
+    pub async fn start(url: &str) -> Api {
+        Api::start_with(url, Auth::Insecure).await
+    }
+
+    pub async fn start_with(url: &str, auth: Auth) -> Api {
+        // reqwest is built without a TLS provider of its own (the workspace picks ring).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = Store::open(&StoreUrl::parse(url).unwrap()).await.unwrap();
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let server = Server::start(store.clone(), ServeConfig::new(listen, auth))
+            .await
+            .unwrap();
+        Api {
+            base: format!("http://{}", server.addr()),
+            server,
+            store,
+            http: reqwest::Client::new(),
+            token: None,
+        }
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Answer { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(self.request(reqwest::Method::POST, path).json(&body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Answer {
+        self.send(self.request(reqwest::Method::PUT, path).json(&body)).await
+    }
+
+    /// Sends a raw body (not JSON-encoded by the client).
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> Answer {
+        self.send(
+            self.request(reqwest::Method::POST, path)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    /// Opens an event stream.
+    pub async fn events(&self, path: &str, headers: &[(&str, &str)]) -> Events {
+        let mut request = self.request(reqwest::Method::GET, path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    }
+}
+
+/// An open Server-Sent Events stream.
+pub struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+/// One event: its name, id and JSON data.
+#[derive(Debug)]
+pub struct Event {
+    pub name: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+impl Events {
+    /// The next event (comments skipped), or `None` when the stream ends; at most 10 s.
+    pub async fn next(&mut self) -> Option<Event> {
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.next_inner())
+            .await
+            .expect("an event within 10 s")
+    }
+
+    async fn next_inner(&mut self) -> Option<Event> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = Event {
+                    name: "message".to_string(),
+                    id: None,
+                    data: Value::Null,
+                };
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(name) = line.strip_prefix("event: ") {
+                        event.name = name.to_string();
+                    } else if let Some(id) = line.strip_prefix("id: ") {
+                        event.id = Some(id.to_string());
+                    } else if let Some(line) = line.strip_prefix("data: ") {
+                        data.push_str(line);
+                    }
+                }
+                if !data.is_empty() {
+                    event.data = serde_json::from_str(&data).unwrap();
+                    return Some(event);
+                }
+            }
+            let chunk = self.response.chunk().await.ok()??;
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+/// A test per backend with a running server: `api_test!(name, |api: Api| async move { … })`.
+macro_rules! api_test {
+    ($name:ident, $body:expr) => {
+        arbiter_testkit::each_backend!($name, |url: String| async move {
+            let api = crate::Api::start(&url).await;
+            ($body)(api).await
+        });
+    };
+}
+pub(crate) use api_test;

@@ -1,0 +1,48 @@
+//! `arbiter serve`: the HTTP server (`arbiter_server`) over the store, until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+
+use arbiter_core::Result;
+use arbiter_server::{Auth, DEFAULT_LISTEN, ServeConfig, Server};
+use clap::Args;
+
+use super::output::Output;
+use super::{Global, shutdown_signal};
+use crate::exit;
+
+pub const LONG_ABOUT: &str = "\
+Serve the store's primitives over HTTP: a JSON API under /v1/ns/{ns}/… (leases, keys,
+limits, logs, decisions, notifications, status), with Server-Sent Events for watches,
+follows and the fleet's status; /openapi.json, /metrics, /healthz, /readyz.
+
+Every /v1 request needs `Authorization: Bearer <token>` (see `arbiter token create`), unless
+--insecure-no-auth. It listens on loopback by default. SIGINT or SIGTERM stops it gracefully:
+no new connections, event streams end, requests in flight finish (at most 10 s).";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on (a port of 0 lets the OS choose; the address is printed
+    /// on stderr).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Serve without tokens: every request may do anything. For a loopback address on a
+    /// machine of your own.
+    #[arg(long)]
+    insecure_no_auth: bool,
+}
+
+pub async fn run(args: ServeArgs, global: &Global, _out: Output) -> Result<i32> {
+    let config = super::notify::load_config(global)?;
+    let (store, _) = global.open().await?;
+    let auth = if args.insecure_no_auth {
+        Auth::Insecure
+    } else {
+        Auth::Tokens
+    };
+    let mut serve = ServeConfig::new(args.listen, auth);
+    serve.config = config;
+    let server = Server::start(store, serve).await?;
+    eprintln!("arbiter: serving on http://{}", server.addr());
+    server.run_until(shutdown_signal()).await?;
+    Ok(exit::SUCCESS)
+}
