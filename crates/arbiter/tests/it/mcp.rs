@@ -2,7 +2,8 @@
 //! the handshake, the tool list with its schemas, every tool's success and its errors (a
 //! held lease, a stale token, a failed compare-and-swap, a refused take, bad arguments as
 //! JSON-RPC invalid params naming the field), and a lease freed as soon as the MCP process
-//! that held it is gone.
+//! that held it is gone — and `/mcp` of a real `arbiter serve` with bearer tokens: a
+//! token reaches only its namespaces and scopes, a revoked one fails at once.
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ErrorCode};
 use rmcp::service::{RunningService, ServiceError};
@@ -281,4 +282,98 @@ fn the_other_tools(store: &Store) {
     });
 }
 
-arbiter_testkit::each_backend!(Store; lists_tools, leases, the_other_tools);
+/// `arbiter serve` on a port the OS chose; its address, once it listens.
+async fn serve(store: &Store) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = tokio::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ARBITER_STORE", &store.url)
+        .env_remove("ARBITER_LOG")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("arbiter serve starts");
+    let mut lines = tokio::io::BufReader::new(server.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(SOON, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("arbiter: serving on ") {
+                return addr.to_string();
+            }
+        }
+        panic!("arbiter serve ended before listening");
+    })
+    .await
+    .expect("arbiter serve listens in time");
+    // Keep reading its log, so that writing it never fails nor blocks the server.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (server, addr)
+}
+
+async fn connect_http(base: &str, secret: Option<&str>) -> Result<Client, String> {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    // rmcp's client is reqwest, built without a default TLS provider here.
+    arbiter_notify::init_tls();
+    let mut config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"));
+    if let Some(secret) = secret {
+        config = config.auth_header(secret);
+    }
+    let transport = StreamableHttpClientTransport::from_config(config);
+    tokio::time::timeout(SOON, ClientConfig::default().serve(transport))
+        .await
+        .expect("the handshake ends in time")
+        .map_err(|e| e.to_string())
+}
+
+/// `/mcp` of `arbiter serve`: the bearer tokens of `arbiter token create`, their
+/// namespaces and scopes, and a revoked token refused at once.
+fn through_the_server(store: &Store) {
+    let secret = |args: &[&str]| store.ok(args).stdout.trim().to_string();
+    let a = secret(&["-n", "a", "token", "create", "--name", "agent-a", "--scope", "lease:write,kv:read"]);
+    let b = secret(&["-n", "b", "token", "create", "--name", "agent-b"]);
+    runtime().block_on(async {
+        let (mut server, base) = serve(store).await;
+        let agent_a = connect_http(&base, Some(&a)).await.expect("token a connects");
+        let names: Vec<String> = agent_a
+            .list_all_tools()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        assert_eq!(names, TOOLS);
+
+        // The token's own namespace and scope; the holder is the token.
+        let lease = ok(call(&agent_a, "lease_acquire", json!({"namespace": "a", "name": "README.md", "agent": "bot"})).await);
+        assert_eq!(lease["holder"]["agent"], "agent-a/bot", "{lease}");
+        assert_eq!(lease["holder"]["host"], "", "{lease}");
+        // Namespace b, a write with a read scope, a primitive without a scope: refused.
+        let refused = failed(call(&agent_a, "lease_acquire", json!({"namespace": "b", "name": "README.md"})).await, "forbidden");
+        assert!(refused["message"].as_str().unwrap().contains("namespace \"b\""), "{refused}");
+        failed(call(&agent_a, "kv_put", json!({"namespace": "a", "key": "k", "value": "v"})).await, "forbidden");
+        failed(call(&agent_a, "log_append", json!({"namespace": "a", "stream": "s", "body": "x"})).await, "forbidden");
+        failed(call(&agent_a, "kv_get", json!({"namespace": "a", "key": "k"})).await, "not_found");
+
+        // Token b: its own namespace only.
+        let agent_b = connect_http(&base, Some(&b)).await.expect("token b connects");
+        ok(call(&agent_b, "kv_put", json!({"namespace": "b", "key": "k", "value": "v"})).await);
+        failed(call(&agent_b, "lease_show", json!({"namespace": "a", "name": "README.md"})).await, "forbidden");
+
+        // No token, or a wrong one: the server refuses before MCP starts.
+        let anonymous = connect_http(&base, None).await.err().expect("no token is refused");
+        assert!(anonymous.contains("Auth required"), "{anonymous}");
+        connect_http(&base, Some("arb_not-a-token")).await.err().expect("a wrong token is refused");
+
+        // Revoked: the next call fails at once.
+        store.ok(&["token", "revoke", "agent-a"]);
+        let after = call(&agent_a, "kv_get", json!({"namespace": "a", "key": "k"})).await;
+        assert!(after.is_err(), "a revoked token is refused: {after:?}");
+
+        agent_b.cancel().await.unwrap();
+        server.start_kill().unwrap();
+        server.wait().await.unwrap();
+    });
+}
+
+arbiter_testkit::each_backend!(Store; lists_tools, leases, the_other_tools, through_the_server);
