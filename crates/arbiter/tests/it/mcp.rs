@@ -330,7 +330,16 @@ async fn connect_http(base: &str, secret: Option<&str>) -> Result<Client, String
 /// namespaces and scopes, and a revoked token refused at once.
 fn through_the_server(store: &Store) {
     let secret = |args: &[&str]| store.ok(args).stdout.trim().to_string();
-    let a = secret(&["-n", "a", "token", "create", "--name", "agent-a", "--scope", "lease:write,kv:read"]);
+    let a = secret(&[
+        "-n",
+        "a",
+        "token",
+        "create",
+        "--name",
+        "agent-a",
+        "--scope",
+        "lease:write,kv:read",
+    ]);
     let b = secret(&["-n", "b", "token", "create", "--name", "agent-b"]);
     runtime().block_on(async {
         let (mut server, base) = serve(store).await;
@@ -345,25 +354,60 @@ fn through_the_server(store: &Store) {
         assert_eq!(names, TOOLS);
 
         // The token's own namespace and scope; the holder is the token.
-        let lease = ok(call(&agent_a, "lease_acquire", json!({"namespace": "a", "name": "README.md", "agent": "bot"})).await);
+        let lease = ok(call(
+            &agent_a,
+            "lease_acquire",
+            json!({"namespace": "a", "name": "README.md", "agent": "bot"}),
+        )
+        .await);
         assert_eq!(lease["holder"]["agent"], "agent-a/bot", "{lease}");
         assert_eq!(lease["holder"]["host"], "", "{lease}");
         // Namespace b, a write with a read scope, a primitive without a scope: refused.
-        let refused = failed(call(&agent_a, "lease_acquire", json!({"namespace": "b", "name": "README.md"})).await, "forbidden");
-        assert!(refused["message"].as_str().unwrap().contains("namespace \"b\""), "{refused}");
-        failed(call(&agent_a, "kv_put", json!({"namespace": "a", "key": "k", "value": "v"})).await, "forbidden");
-        failed(call(&agent_a, "log_append", json!({"namespace": "a", "stream": "s", "body": "x"})).await, "forbidden");
-        failed(call(&agent_a, "kv_get", json!({"namespace": "a", "key": "k"})).await, "not_found");
+        let refused = failed(
+            call(
+                &agent_a,
+                "lease_acquire",
+                json!({"namespace": "b", "name": "README.md"}),
+            )
+            .await,
+            "forbidden",
+        );
+        assert!(
+            refused["message"].as_str().unwrap().contains("namespace \"b\""),
+            "{refused}"
+        );
+        failed(
+            call(&agent_a, "kv_put", json!({"namespace": "a", "key": "k", "value": "v"})).await,
+            "forbidden",
+        );
+        failed(
+            call(
+                &agent_a,
+                "log_append",
+                json!({"namespace": "a", "stream": "s", "body": "x"}),
+            )
+            .await,
+            "forbidden",
+        );
+        failed(
+            call(&agent_a, "kv_get", json!({"namespace": "a", "key": "k"})).await,
+            "not_found",
+        );
 
         // Token b: its own namespace only.
         let agent_b = connect_http(&base, Some(&b)).await.expect("token b connects");
         ok(call(&agent_b, "kv_put", json!({"namespace": "b", "key": "k", "value": "v"})).await);
-        failed(call(&agent_b, "lease_show", json!({"namespace": "a", "name": "README.md"})).await, "forbidden");
+        failed(
+            call(&agent_b, "lease_show", json!({"namespace": "a", "name": "README.md"})).await,
+            "forbidden",
+        );
 
         // No token, or a wrong one: the server refuses before MCP starts.
-        let anonymous = connect_http(&base, None).await.err().expect("no token is refused");
+        let anonymous = connect_http(&base, None).await.expect_err("no token is refused");
         assert!(anonymous.contains("Auth required"), "{anonymous}");
-        connect_http(&base, Some("arb_not-a-token")).await.err().expect("a wrong token is refused");
+        connect_http(&base, Some("arb_not-a-token"))
+            .await
+            .expect_err("a wrong token is refused");
 
         // Revoked: the next call fails at once.
         store.ok(&["token", "revoke", "agent-a"]);
