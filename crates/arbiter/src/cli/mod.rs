@@ -279,8 +279,12 @@ pub(crate) async fn shutdown_signal() {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARBITER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // No report of a failed write: it would be an `eprintln!` to the same closed stderr,
+    // which panics — and a request of `serve` or `mcp` that logs would never be answered
+    // once whoever read their stderr (`serve 2>&1 | head -1`, an MCP client) is gone.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .try_init();
 }

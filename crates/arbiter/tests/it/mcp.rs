@@ -305,8 +305,9 @@ async fn serve(store: &Store) -> (tokio::process::Child, String) {
     })
     .await
     .expect("arbiter serve listens in time");
-    // Keep reading its log, so that writing it never fails nor blocks the server.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Its stderr is closed from here on, as `arbiter serve 2>&1 | head -1` leaves it: the
+    // refusals it logs must not keep their answers from the client.
+    drop(lines);
     (server, addr)
 }
 
