@@ -61,6 +61,12 @@ api_test!(kv_bad_input_names_the_field, |api: Api| async move {
     )
     .await
     .error(400, "bad_input", Some("Last-Event-ID"));
+    api.send(
+        api.request(reqwest::Method::GET, "/v1/ns/default/watch/kv")
+            .header("last-event-id", i64::MAX.to_string()),
+    )
+    .await
+    .error(400, "bad_input", Some("Last-Event-ID"));
     assert_eq!(api.get("/v1/ns/default/kv").await.expect(200), json!([]));
 });
 
@@ -103,4 +109,14 @@ api_test!(kv_watch_streams_changes_and_resumes, |api: Api| async move {
     api.server.shutdown().await.unwrap();
     assert!(events.next().await.is_none());
     assert!(resumed.next().await.is_none());
+});
+
+api_test!(kv_takes_a_value_at_its_limit_escaped, |api: Api| async move {
+    // 1 MiB of control characters: six bytes each once JSON-escaped.
+    let value = "\u{1}".repeat(1 << 20);
+    let put = api
+        .put("/v1/ns/default/kv/big", json!({"value": value}))
+        .await
+        .expect(200);
+    assert_eq!(put["version"].as_i64().map(|v| v > 0), Some(true));
 });
