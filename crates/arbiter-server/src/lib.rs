@@ -89,11 +89,9 @@ pub fn router(state: AppState) -> Router {
         Auth::Insecure => arbiter_mcp::Hosts::Loopback,
         Auth::Tokens => arbiter_mcp::Hosts::Any,
     };
+    let service = arbiter_mcp::http_service(state.store.clone(), state.config.clone(), state.shutting_down(), hosts);
     let mcp = Router::new()
-        .nest_service(
-            "/mcp",
-            arbiter_mcp::http_service(state.store.clone(), state.config.clone(), state.shutting_down(), hosts),
-        )
+        .nest_service("/mcp", service) // undocumented: MCP's JSON-RPC (docs/mcp.md), not the JSON API
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .merge(public)
