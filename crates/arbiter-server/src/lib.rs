@@ -83,9 +83,20 @@ pub fn router(state: AppState) -> Router {
     let (v1, _) = routes::v1().split_for_parts();
     let v1 = v1.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     let (public, _) = routes::public().split_for_parts();
+    // MCP over streamable HTTP (arbiter-mcp), behind the same authentication: its tools
+    // read the `Principal` the layer puts into the request.
+    let hosts = match state.auth {
+        Auth::Insecure => arbiter_mcp::Hosts::Loopback,
+        Auth::Tokens => arbiter_mcp::Hosts::Any,
+    };
+    let service = arbiter_mcp::http_service(state.store.clone(), state.config.clone(), state.shutting_down(), hosts);
+    let mcp = Router::new()
+        .nest_service("/mcp", service) // undocumented: MCP's JSON-RPC (docs/mcp.md), not the JSON API
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .merge(public)
         .merge(v1)
+        .merge(mcp)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -8,6 +8,7 @@ mod lease;
 mod limit;
 mod lock;
 mod log;
+mod mcp;
 mod notify;
 mod output;
 mod proxy;
@@ -140,6 +141,9 @@ enum Command {
     /// The store itself: which one, and its schema.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Serve the primitives as MCP tools over stdio, for an agent's MCP client.
+    #[command(long_about = mcp::LONG_ABOUT)]
+    Mcp(mcp::McpArgs),
     /// API tokens for `arbiter serve`: create (the secret printed once), list, revoke, and
     /// the audit of refused requests.
     #[command(subcommand, long_about = token::LONG_ABOUT)]
@@ -245,6 +249,7 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Store(command) => store::run(command, &global, out).await,
         Command::Token(command) => token::run(command, &global, out).await,
         Command::Doctor(args) => doctor::run(args, &global, out).await,
+        Command::Mcp(args) => mcp::run(args, &global).await,
     }
 }
 
@@ -274,8 +279,12 @@ pub(crate) async fn shutdown_signal() {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARBITER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // No report of a failed write: it would be an `eprintln!` to the same closed stderr,
+    // which panics — and a request of `serve` or `mcp` that logs would never be answered
+    // once whoever read their stderr (`serve 2>&1 | head -1`, an MCP client) is gone.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -46,6 +46,7 @@ mod lease;
 mod limit;
 mod lock;
 mod log;
+mod mcp;
 mod notify;
 mod pgconn;
 mod proxy;
