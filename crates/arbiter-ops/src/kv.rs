@@ -7,7 +7,7 @@ use arbiter_core::kv::{IfVersion, KeyValue, MAX_VALUE_LEN};
 use arbiter_core::name::{Key, Namespace, Prefix};
 use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A key's value: UTF-8 text of at most [`MAX_VALUE_LEN`] bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub async fn get(store: &Store, namespace: &Namespace, key: &Key) -> Result<KeyV
 }
 
 /// What a put wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Put {
     pub key: Key,
     pub value: String,
@@ -58,7 +58,7 @@ pub async fn put(store: &Store, namespace: &Namespace, key: &Key, value: Value, 
 }
 
 /// What a delete did: `version` is the revision of the deletion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deleted {
     pub key: Key,
     pub deleted: bool,

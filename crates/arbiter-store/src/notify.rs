@@ -6,7 +6,7 @@ use std::time::Duration;
 use arbiter_core::name::Namespace;
 use arbiter_core::notify::{Fold, Message, MessageType, Notification, crosses_threshold};
 use arbiter_core::{Error, ErrorKind, Millis, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A notification to accept, with the channels routing chose for it.
 #[derive(Debug, Clone)]
@@ -19,7 +19,7 @@ pub struct AcceptRequest {
     pub thresholds: Vec<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
     /// Occurrences of the dedupe key so far (1 without a key).
     pub count: u64,
@@ -29,7 +29,7 @@ pub struct Accepted {
     pub deliveries: Vec<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolved {
     pub count: u64,
     pub first_at: Millis,
@@ -37,7 +37,7 @@ pub struct Resolved {
     pub deliveries: Vec<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     Pending,
@@ -75,7 +75,7 @@ pub struct Failure {
 }
 
 /// One queued message for one channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     pub id: i64,
     pub channel: String,
