@@ -69,7 +69,19 @@ impl<'de> Deserialize<'de> for FleetState {
     }
 }
 
+/// A string in JSON schemas: what `as_str` says.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for FleetState {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <String as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for FleetState {}
+
 /// One loop of the fleet. Times are RFC 3339 from the store's clock.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoopView {
     #[serde(rename = "loop")]
@@ -97,6 +109,7 @@ pub struct LoopView {
 }
 
 /// The whole fleet: its loops, and the GitHub identities they spend.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetView {
     pub loops: Vec<LoopView>,
@@ -104,6 +117,7 @@ pub struct FleetView {
 }
 
 /// One GitHub identity (a login, whatever tokens it has): its budgets.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdentityView {
     pub login: String,
@@ -115,6 +129,7 @@ pub struct IdentityView {
 }
 
 /// One budget of an identity (`core`, `graphql`, `search`, `points`, …).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceView {
     pub resource: String,
