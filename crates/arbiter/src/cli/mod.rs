@@ -339,7 +339,9 @@ impl Global {
     /// [`Global::target`].
     async fn open(&self) -> Result<(Store, StoreUrl)> {
         if self.server.is_some() {
-            return Err(target::refuse_server("this command"));
+            return Err(Error::bad_input(
+                "--server: this command works on the store itself, not through a server: run it without --server (and without ARBITER_SERVER)",
+            ));
         }
         self.open_store().await
     }
