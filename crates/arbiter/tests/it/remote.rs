@@ -276,6 +276,31 @@ fn remote_output_and_exit_codes_match_the_store(direct: &Store) {
     // limited 3, lost 4, not found 5.
     assert_eq!(codes.into_iter().collect::<Vec<_>>(), [0, 2, 3, 4, 5]);
 
+    // Streams are live: a watch and `status --watch` through the server print what
+    // happens after they start.
+    let watch = Background::start(
+        server.cmd(&["kv", "watch", "live/", "--limit", "1"], None),
+        direct.scratch.path(),
+        "watch",
+    );
+    let mut status = Background::start(
+        server.cmd(&["--json", "status", "--watch"], None),
+        direct.scratch.path(),
+        "status",
+    );
+    eventually(SOON, "the fleet from status --watch", || {
+        assert!(status.running(), "status --watch exited: {}", status.stderr());
+        status.stdout().contains("{\"github\":[],\"loops\":[]}").then_some(())
+    });
+    let mut watch = watch;
+    eventually(SOON, "the watch to print the put", || {
+        // Put until the watch (subscribed at some point after it started) has seen one.
+        served.ok(&["kv", "put", "live/x", "1"]);
+        (!watch.running()).then_some(())
+    });
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+    assert!(watch.stdout().starts_with("PUT\tlive/x\t"), "{}", watch.stdout());
+
     // `store info` through a server describes the server's store.
     let info = server.run(&["--json", "store", "info"]);
     let info = info.expect_code(0, "store info").json();
