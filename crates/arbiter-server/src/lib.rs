@@ -15,6 +15,7 @@
 //! stream and long poll, and waits (at most [`SHUTDOWN_GRACE`]) for requests in flight.
 
 pub mod auth;
+pub mod dashboard;
 pub mod extract;
 pub mod routes;
 pub mod sse;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = routes::v1().route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .merge(routes::public())
+        .merge(dashboard::pages())
         .merge(v1)
         .fallback(not_found)
         .with_state(state)

@@ -45,6 +45,7 @@ pub fn v1() -> Router<AppState> {
         .route("/v1/ns/{ns}/notifications/{id}/retry", post(notify::retry))
         .route("/v1/ns/{ns}/status", get(status::status))
         .route("/v1/ns/{ns}/status/stream", get(status::stream))
+        .route("/v1/ns/{ns}/dashboard/stream", get(crate::dashboard::stream))
         .route("/v1/store", get(admin::store))
         .route("/v1/channels", get(admin::channels))
 }
