@@ -334,6 +334,14 @@
       stop();
       setConn("idle", "token forgotten: not connected");
     });
+    // A token or namespace pasted into the address bar of the open page.
+    window.addEventListener("hashchange", () => {
+      if (!location.hash) return;
+      readFragment();
+      $("ns").value = namespace();
+      retryDelay = RETRY_FIRST_MS;
+      connect();
+    });
     connect();
   }
 
