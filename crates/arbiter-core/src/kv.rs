@@ -9,6 +9,7 @@ use crate::{Detail, Error, ErrorKind, Result};
 /// The largest value a key may hold, in bytes.
 pub const MAX_VALUE_LEN: usize = 1 << 20;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub key: Key,
@@ -19,6 +20,7 @@ pub struct KeyValue {
     pub create_revision: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
@@ -44,6 +46,7 @@ impl EventType {
 }
 
 /// One change of a key, as a watch delivers it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEvent {
     #[serde(rename = "type")]

@@ -21,6 +21,7 @@ use crate::name::{LeaseName, Namespace};
 use crate::{Millis, ParseError};
 
 /// Who holds (or waits for) a lease: enough to tell, on the same host, whether it is alive.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     /// Host name of the holder's machine.
@@ -43,6 +44,7 @@ pub struct Holder {
 }
 
 /// One granted place of a lease.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub namespace: Namespace,

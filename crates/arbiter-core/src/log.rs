@@ -18,6 +18,7 @@ pub const MAX_BODY_LEN: usize = 1 << 20;
 pub const MAX_FIELD_LEN: usize = 200;
 
 /// How a record's body is to be read.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentType {
@@ -90,6 +91,7 @@ pub struct Appended {
 }
 
 /// A stream and how far it has grown.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamInfo {
     pub stream: StreamName,
@@ -98,6 +100,7 @@ pub struct StreamInfo {
 }
 
 /// A consumer's position in a stream.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConsumerInfo {
     pub stream: StreamName,

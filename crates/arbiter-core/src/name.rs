@@ -153,6 +153,17 @@ macro_rules! name_type {
                 self.0 == *other
             }
         }
+
+        /// A string in JSON schemas (the HTTP API's OpenAPI document).
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                <String as utoipa::PartialSchema>::schema()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 

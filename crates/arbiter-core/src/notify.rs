@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Millis, Result};
 
 /// How bad it is. Ordered: `Info < Warning < Critical`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -37,6 +38,7 @@ impl Severity {
 }
 
 /// A notification as a caller submits it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     /// What happened, dotted: `loop.failure`, `news`, `security.finding`.
@@ -153,6 +155,7 @@ pub fn crosses_threshold(count: u64, thresholds: &[u64]) -> bool {
 }
 
 /// What a folded condition looks like when a message about it is sent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fold {
     pub dedupe_key: String,
@@ -163,6 +166,7 @@ pub struct Fold {
 }
 
 /// The kind of message a delivery carries.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageType {
@@ -177,6 +181,7 @@ pub enum MessageType {
 }
 
 /// What a channel is sent: everything a formatter needs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// Stable across retries: receivers dedupe at-least-once delivery with it.

@@ -62,6 +62,7 @@ pub fn record(
 }
 
 /// A recorded decision; `id` is what the Markdown names it by.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decided {
     pub stream: &'static str,
@@ -82,6 +83,7 @@ pub async fn decide(store: &Store, record: NewRecord) -> Result<Decided> {
 }
 
 /// The decisions log as Markdown: the same log always gives the same bytes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rendered {
     pub text: String,

@@ -56,7 +56,19 @@ impl Serialize for FleetState {
     }
 }
 
+/// A string in JSON schemas: what `as_str` says.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for FleetState {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <String as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for FleetState {}
+
 /// One loop of the fleet. Times are RFC 3339 from the store's clock.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoopView {
     #[serde(rename = "loop")]
@@ -84,6 +96,7 @@ pub struct LoopView {
 }
 
 /// The whole fleet: its loops, and the GitHub identities they spend.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FleetView {
     pub loops: Vec<LoopView>,
@@ -91,6 +104,7 @@ pub struct FleetView {
 }
 
 /// One GitHub identity (a login, whatever tokens it has): its budgets.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IdentityView {
     pub login: String,
@@ -102,6 +116,7 @@ pub struct IdentityView {
 }
 
 /// One budget of an identity (`core`, `graphql`, `search`, `points`, …).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResourceView {
     pub resource: String,

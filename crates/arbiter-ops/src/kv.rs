@@ -40,6 +40,7 @@ pub async fn get(store: &Store, namespace: &Namespace, key: &Key) -> Result<KeyV
 }
 
 /// What a put wrote.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Put {
     pub key: Key,
@@ -58,6 +59,7 @@ pub async fn put(store: &Store, namespace: &Namespace, key: &Key, value: Value, 
 }
 
 /// What a delete did: `version` is the revision of the deletion.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Deleted {
     pub key: Key,

@@ -41,6 +41,7 @@ pub async fn renew(
 }
 
 /// What a release did.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Released {
     pub name: LeaseName,
@@ -65,6 +66,7 @@ pub async fn list(store: &Store, namespace: &Namespace, prefix: &Prefix) -> Resu
 }
 
 /// One lease: its slots, last fencing token, holders and waiters.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeaseShow {
     pub namespace: String,
@@ -76,6 +78,7 @@ pub struct LeaseShow {
 }
 
 /// A request waiting for a place, in arrival order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WaiterView {
     pub ticket: i64,

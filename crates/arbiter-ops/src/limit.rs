@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::view::timestamp;
 
 /// A bucket. Field names are stable.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BucketView {
     pub namespace: String,
@@ -54,6 +55,7 @@ impl BucketView {
 }
 
 /// A granted take: the buckets after it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TakeView {
     pub granted: bool,
@@ -62,6 +64,7 @@ pub struct TakeView {
 }
 
 /// A counter summed over the hosts that count it. Field names are stable.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CounterView {
     pub scope: String,

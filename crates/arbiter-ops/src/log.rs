@@ -23,6 +23,7 @@ pub enum Start {
 }
 
 /// What an append came to.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AppendedView {
     pub stream: String,
@@ -32,6 +33,7 @@ pub struct AppendedView {
 }
 
 /// A record as every front end shows it: its time as RFC 3339.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordView {
     pub stream: String,

@@ -56,6 +56,7 @@ pub async fn retry(store: &Store, namespace: &Namespace, id: i64) -> Result<Outb
 }
 
 /// A configured channel, secrets hidden: a URL target shows its host only.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChannelView {
     pub id: String,

@@ -17,6 +17,7 @@ pub fn timestamp(ms: Millis) -> String {
 }
 
 /// A lease. Field names are stable.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeaseView {
     pub namespace: String,

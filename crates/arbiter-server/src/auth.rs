@@ -3,19 +3,23 @@
 //! into a [`Principal`] that handlers ask before calling an operation.
 //!
 //! The middleware [`authenticate`] puts the `Principal` into the request's extensions;
-//! the extractor [`Caller`] takes it out. With `--insecure-no-auth` every request is
-//! [`Principal::local`].
+//! the extractor [`Caller`] takes it out, and its `check` refuses with 403. Every refusal,
+//! 401 here or 403 in a handler, is audited here (`arbiter token audit`) and logged with
+//! `tracing::warn!` — the method, path, namespace, token name and what was missing, never
+//! the secret. With `--insecure-no-auth` every request is [`Principal::local`].
 
 use arbiter_core::name::Namespace;
 use arbiter_core::token::{Access, Primitive, Principal};
 use arbiter_core::{Error, ErrorKind};
+use arbiter_ops::token::AuditEntry;
 use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::state::AppState;
-use crate::status::ApiError;
+use crate::status::{ApiError, Refused};
 
 /// How requests are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,20 +31,92 @@ pub enum Auth {
 }
 
 /// Middleware: authenticates the request and records its [`Principal`]; a request without
-/// a valid token is answered 401 here, before any handler runs.
+/// a valid token is answered 401 here, before any handler runs. Audits every refusal.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
     let principal = match state.auth {
         Auth::Insecure => Principal::local(),
-        Auth::Tokens => {
-            return ApiError::from(Error::new(
-                ErrorKind::Unauthorized,
-                "this server has no token store yet: start it with --insecure-no-auth",
-            ))
-            .into_response();
-        }
+        Auth::Tokens => match bearer(&request) {
+            Ok(secret) => match arbiter_ops::token::authenticate(&state.store, secret).await {
+                Ok(principal) => principal,
+                Err(error) => return refuse(&state, None, &method, &path, ApiError::from(error)).await,
+            },
+            Err(error) => return refuse(&state, None, &method, &path, error).await,
+        },
     };
+    let name = principal.name.clone();
     request.extensions_mut().insert(principal);
-    next.run(request).await
+    let response = next.run(request).await;
+    if let Some(Refused(message)) = response.extensions().get::<Refused>() {
+        audit(
+            &state,
+            Some(name),
+            &method,
+            &path,
+            message.clone(),
+            response.status().as_u16(),
+        )
+        .await;
+    }
+    response
+}
+
+/// The secret of `Authorization: Bearer <secret>`.
+fn bearer(request: &Request) -> Result<&str, ApiError> {
+    let unauthorized = |message: &str| ApiError::from(Error::new(ErrorKind::Unauthorized, message));
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .ok_or_else(|| unauthorized("no token: send `Authorization: Bearer <token>` (see `arbiter token create`)"))?;
+    let text = header
+        .to_str()
+        .map_err(|_| unauthorized("the Authorization header is not text: expected `Bearer <token>`"))?;
+    let (scheme, secret) = text
+        .split_once(' ')
+        .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(unauthorized("the Authorization header is not `Bearer <token>`"));
+    }
+    Ok(secret.trim())
+}
+
+async fn refuse(state: &AppState, token: Option<String>, method: &str, path: &str, error: ApiError) -> Response {
+    let status = crate::status::status(error.error.kind).as_u16();
+    // A store that cannot be read is not a refusal: 503, not audited.
+    if matches!(error.error.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden) {
+        audit(state, token, method, path, error.error.message.clone(), status).await;
+    }
+    error.into_response()
+}
+
+/// Records a refusal in the store's audit and the log. A failure to record is logged; the
+/// refusal stands either way.
+async fn audit(state: &AppState, token: Option<String>, method: &str, path: &str, missing: String, status: u16) {
+    let namespace = path
+        .strip_prefix("/v1/ns/")
+        .and_then(|rest| rest.split('/').next())
+        .map(|ns| ns.to_string());
+    tracing::warn!(
+        token = token.as_deref().unwrap_or(""),
+        method,
+        path,
+        namespace = namespace.as_deref().unwrap_or(""),
+        status,
+        reason = %missing,
+        "request refused"
+    );
+    let entry = AuditEntry {
+        token,
+        method: method.to_string(),
+        path: path.to_string(),
+        namespace,
+        missing,
+        status,
+    };
+    if let Err(e) = arbiter_ops::token::audit(&state.store, entry).await {
+        tracing::warn!(error = %e, "cannot record a refusal in the audit");
+    }
 }
 
 /// The authenticated caller of a request.

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod dashboard;
 pub mod extract;
+pub mod openapi;
 pub mod routes;
 pub mod sse;
 pub mod state;
@@ -67,10 +68,11 @@ impl ServeConfig {
 /// routes. The composition point: other parts (the dashboard, `/mcp`) are merged here.
 pub fn router(state: AppState) -> Router {
     // `route_layer`: only matched routes authenticate; an unknown path is a plain 404.
-    let v1 = routes::v1().route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    let (v1, _) = routes::v1().split_for_parts();
+    let v1 = v1.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    let (public, _) = routes::public().split_for_parts();
     Router::new()
-        .merge(routes::public())
-        .merge(dashboard::pages())
+        .merge(public)
         .merge(v1)
         .fallback(not_found)
         .with_state(state)
@@ -90,7 +92,19 @@ pub struct Server {
 
 impl Server {
     /// Binds `config.listen` and serves in the background.
+    /// Refuses a non-loopback address while tokens are required and none is live: such a
+    /// server would refuse everyone, or be started by mistake in the open.
     pub async fn start(store: Store, config: ServeConfig) -> Result<Server> {
+        if config.auth == Auth::Tokens
+            && !config.listen.ip().is_loopback()
+            && !arbiter_ops::token::any_live(&store).await?
+        {
+            return Err(Error::bad_input(format!(
+                "--listen {}: not a loopback address, and the store has no live token: create one \
+                 first (`arbiter token create --name NAME`), or start with --admin-token",
+                config.listen
+            )));
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| Error::bad_input(format!("--listen {}: cannot listen there: {e}", config.listen)))?;

@@ -72,6 +72,10 @@ impl From<Error> for ApiError {
     }
 }
 
+/// Marks a 403 answer for the authentication layer, which audits it: why it was refused.
+#[derive(Debug, Clone)]
+pub struct Refused(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = self.error.kind;
@@ -80,6 +84,9 @@ impl IntoResponse for ApiError {
             tracing::error!(message = %self.error.message, "internal error");
         }
         let mut response = (status(kind), axum::Json(&body)).into_response();
+        if kind == ErrorKind::Forbidden {
+            response.extensions_mut().insert(Refused(self.error.message.clone()));
+        }
         let headers = response.headers_mut();
         match kind {
             ErrorKind::Unauthorized => {

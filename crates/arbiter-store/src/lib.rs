@@ -41,6 +41,7 @@ pub use url::StoreUrl;
 pub const SCHEMA_VERSION: i64 = 7;
 
 /// What `arbiter store info` prints.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StoreInfo {
     /// `sqlite` or `postgres`.

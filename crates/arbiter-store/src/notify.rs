@@ -19,6 +19,7 @@ pub struct AcceptRequest {
     pub thresholds: Vec<u64>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Accepted {
     /// Occurrences of the dedupe key so far (1 without a key).
@@ -29,6 +30,7 @@ pub struct Accepted {
     pub deliveries: Vec<i64>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resolved {
     pub count: u64,
@@ -37,6 +39,7 @@ pub struct Resolved {
     pub deliveries: Vec<i64>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
@@ -75,6 +78,7 @@ pub struct Failure {
 }
 
 /// One queued message for one channel.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OutboxEntry {
     pub id: i64,

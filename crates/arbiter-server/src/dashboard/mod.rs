@@ -23,16 +23,17 @@ use arbiter_ops::fleet::{self, FleetView};
 use arbiter_ops::limit::BucketView;
 use arbiter_ops::view::LeaseView;
 use arbiter_store::{DeliveryState, OutboxEntry, Store, Subscription, Topic};
-use axum::Router;
 use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderName, REFERRER_POLICY};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::extract::Params;
+use crate::openapi::{Refusals, path};
 use crate::sse;
 use crate::state::AppState;
 use crate::status::ApiResult;
@@ -53,21 +54,24 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
                    img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The page's routes (public: the page holds no data).
-pub fn pages() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/dashboard.js", get(script))
-        .route("/dashboard.css", get(style))
+pub fn pages() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(script))
+        .routes(routes!(style))
 }
 
+#[utoipa::path(operation_id = "dashboard_page", get, path = "/", tag = "dashboard", security(()), responses((status = 200, description = "The dashboard: a static page that reads `/v1/ns/{ns}/dashboard/stream` with the token given in its URL fragment (`/#token=arb_…&ns=NS`) or its form.", content_type = "text/html", body = String)))]
 async fn index() -> Response {
     asset("text/html; charset=utf-8", include_str!("static/index.html"))
 }
 
+#[utoipa::path(operation_id = "dashboard_script", get, path = "/dashboard.js", tag = "dashboard", security(()), responses((status = 200, description = "The dashboard's script.", content_type = "text/javascript", body = String)))]
 async fn script() -> Response {
     asset("text/javascript; charset=utf-8", include_str!("static/dashboard.js"))
 }
 
+#[utoipa::path(operation_id = "dashboard_style", get, path = "/dashboard.css", tag = "dashboard", security(()), responses((status = 200, description = "The dashboard's style sheet.", content_type = "text/css", body = String)))]
 async fn style() -> Response {
     asset("text/css; charset=utf-8", include_str!("static/dashboard.css"))
 }
@@ -95,7 +99,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// What the dashboard shows of one namespace. A section the caller's token may not read
 /// (`lease:read`, `notify:read`, `limit:read`) is `null`: the stream needs `status:read`
 /// only, and must not show more than the token could read route by route.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Snapshot {
     pub namespace: String,
     /// As `GET /v1/ns/{ns}/status` (and `arbiter status --json`).
@@ -106,7 +110,7 @@ pub struct Snapshot {
 }
 
 /// The notification outbox in brief.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct OutboxView {
     /// Entries waiting to be delivered (at most [`OUTBOX_COUNT_LIMIT`]: see `counted_up_to`).
     pub pending: u64,
@@ -197,6 +201,7 @@ async fn outbox(store: &Store, ns: &Namespace) -> Result<OutboxView> {
 
 /// `GET /v1/ns/{ns}/dashboard/stream` (`status:read`): `event: snapshot` with a
 /// [`Snapshot`] at start and whenever it changes.
+#[utoipa::path(operation_id = "dashboard_stream", get, path = "/v1/ns/{ns}/dashboard/stream", tag = "status", params(path::Ns), responses((status = 200, description = "Server-Sent Events: `event: snapshot` with what the dashboard shows (loops, leases, outbox, limits) at start and whenever it changes. Needs `status:read`; a section the token cannot read (`lease:read`, `notify:read`, `limit:read`) is null.", content_type = "text/event-stream", body = Snapshot), Refusals))]
 pub async fn stream(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult<Response> {
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Status, Access::Read)?;

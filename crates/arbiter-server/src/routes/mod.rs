@@ -1,6 +1,9 @@
 //! The routes: one module per primitive, each handler a thin adapter over one
 //! `arbiter_ops` function (parse the path, query and body with the core's parsers, check
 //! the caller's scope, call, answer the view as JSON).
+//!
+//! Every route is registered with `routes!`, which reads its path and methods from the
+//! handler's `#[utoipa::path]`: what is served is what `/openapi.json` documents.
 
 pub mod admin;
 pub mod decisions;
@@ -12,47 +15,58 @@ pub mod notify;
 pub mod ops;
 pub mod status;
 
-use axum::Router;
-use axum::routing::{get, post, put};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 /// Every route under `/v1`: they all need a token (the caller's scope is checked in each
 /// handler, against the namespace of its path).
-pub fn v1() -> Router<AppState> {
-    Router::new()
-        .route("/v1/ns/{ns}/leases", get(lease::list))
-        .route("/v1/ns/{ns}/leases/{name}", get(lease::show))
-        .route("/v1/ns/{ns}/leases/{name}/acquire", post(lease::acquire))
-        .route("/v1/ns/{ns}/leases/{name}/renew", post(lease::renew))
-        .route("/v1/ns/{ns}/leases/{name}/release", post(lease::release))
-        .route("/v1/ns/{ns}/kv", get(kv::list))
-        .route("/v1/ns/{ns}/kv/{key}", get(kv::get).put(kv::put).delete(kv::delete))
-        .route("/v1/ns/{ns}/watch/kv", get(kv::watch))
-        .route("/v1/ns/{ns}/limits", get(limit::list))
-        .route("/v1/ns/{ns}/limits/take", post(limit::take))
-        .route("/v1/ns/{ns}/limits/{name}", get(limit::show).put(limit::define))
-        .route("/v1/ns/{ns}/limits/{name}/observe", post(limit::observe))
-        .route("/v1/ns/{ns}/counters", get(limit::counters))
-        .route("/v1/ns/{ns}/logs", get(log::streams))
-        .route("/v1/ns/{ns}/logs/{stream}/records", get(log::read).post(log::append))
-        .route("/v1/ns/{ns}/logs/{stream}/follow", get(log::follow))
-        .route("/v1/ns/{ns}/logs/{stream}/consumers", get(log::consumers))
-        .route("/v1/ns/{ns}/logs/{stream}/consumers/{consumer}", put(log::commit))
-        .route("/v1/ns/{ns}/decisions", get(decisions::render).post(decisions::decide))
-        .route("/v1/ns/{ns}/notifications", get(notify::list).post(notify::notify))
-        .route("/v1/ns/{ns}/notifications/resolve", post(notify::resolve))
-        .route("/v1/ns/{ns}/notifications/{id}/retry", post(notify::retry))
-        .route("/v1/ns/{ns}/status", get(status::status))
-        .route("/v1/ns/{ns}/status/stream", get(status::stream))
-        .route("/v1/ns/{ns}/dashboard/stream", get(crate::dashboard::stream))
-        .route("/v1/store", get(admin::store))
-        .route("/v1/channels", get(admin::channels))
+pub fn v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(lease::list))
+        .routes(routes!(lease::show))
+        .routes(routes!(lease::acquire))
+        .routes(routes!(lease::renew))
+        .routes(routes!(lease::release))
+        .routes(routes!(kv::list))
+        .routes(routes!(kv::get, kv::put, kv::delete))
+        .routes(routes!(kv::watch))
+        .routes(routes!(limit::list))
+        .routes(routes!(limit::take))
+        .routes(routes!(limit::show, limit::define))
+        .routes(routes!(limit::observe))
+        .routes(routes!(limit::counters))
+        .routes(routes!(log::streams))
+        .routes(routes!(log::read, log::append))
+        .routes(routes!(log::follow))
+        .routes(routes!(log::consumers))
+        .routes(routes!(log::commit))
+        .routes(routes!(decisions::render, decisions::decide))
+        .routes(routes!(notify::list, notify::notify))
+        .routes(routes!(notify::resolve))
+        .routes(routes!(notify::retry))
+        .routes(routes!(status::status))
+        .routes(routes!(status::stream))
+        .routes(routes!(crate::dashboard::stream))
+        .routes(routes!(admin::store))
+        .routes(routes!(admin::channels))
 }
 
 /// The public routes: no token needed.
-pub fn public() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+pub fn public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::openapi))
+        .merge(crate::dashboard::pages())
+}
+
+/// Every route, with the document's fixed parts: what `/openapi.json` is made from.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(v1())
+        .merge(public())
 }

@@ -2,7 +2,11 @@
 
 use std::net::SocketAddr;
 
-use arbiter_core::Result;
+use std::io::Write;
+
+use arbiter_core::token::{Namespaces, Scopes};
+use arbiter_core::{Error, Result};
+use arbiter_ops::token::CreateToken;
 use arbiter_server::{Auth, DEFAULT_LISTEN, ServeConfig, Server};
 use clap::Args;
 
@@ -19,6 +23,9 @@ Every /v1 request needs `Authorization: Bearer <token>` (see `arbiter token crea
 --insecure-no-auth. It listens on loopback by default. SIGINT or SIGTERM stops it gracefully:
 no new connections, event streams end, requests in flight finish (at most 10 s).";
 
+/// The name of the token `--admin-token` creates.
+const ADMIN: &str = "admin";
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The address to listen on (a port of 0 lets the OS choose; the address is printed
@@ -27,13 +34,35 @@ pub struct ServeArgs {
     listen: SocketAddr,
     /// Serve without tokens: every request may do anything. For a loopback address on a
     /// machine of your own.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "admin_token")]
     insecure_no_auth: bool,
+    /// Create (or replace) the token `admin`, reaching every namespace with every scope,
+    /// and print its secret alone on stdout's first line before serving.
+    #[arg(long)]
+    admin_token: bool,
 }
 
 pub async fn run(args: ServeArgs, global: &Global, _out: Output) -> Result<i32> {
     let config = super::notify::load_config(global)?;
     let (store, _) = global.open().await?;
+    if args.admin_token {
+        let created = arbiter_ops::token::create(
+            &store,
+            CreateToken {
+                name: ADMIN.to_string(),
+                namespaces: Namespaces::Any,
+                scopes: Scopes::all(),
+                expires: None,
+                replace: true,
+            },
+        )
+        .await?;
+        // The secret alone, first, so `arbiter serve --admin-token | head -1` captures it.
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", created.secret)
+            .and_then(|()| stdout.flush())
+            .map_err(|e| Error::internal(format!("cannot print the admin token: {e}")))?;
+    }
     let auth = if args.insecure_no_auth {
         Auth::Insecure
     } else {
