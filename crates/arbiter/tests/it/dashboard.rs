@@ -2,8 +2,10 @@
 //! WebDriver (`chromedriver`, Debian's `chromium` and `chromium-driver`, installed by
 //! `.ci/run`): a real `arbiter serve` and a real `arbiter watch` running a loop on the test's
 //! store. The page loads, shows the loop, and follows it live (its round goes up without a
-//! reload); a lease taken meanwhile appears, its hostile holder shown as text; a bad
-//! namespace is an error shown in the page.
+//! reload); a lease taken meanwhile appears, its hostile holder shown as text; an unknown
+//! token (401), a namespace out of reach (403) and a bad one (400) are errors shown in the
+//! page; a token given in the form with `status:read` only shows the loops and no more; no
+//! secret is in the server's log.
 //!
 //! Without chromium or chromedriver the test is skipped, loudly, except under `CI`, where
 //! it fails. Every wait is bounded.
@@ -13,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::support::{Background, SOON, Store, block_on};
@@ -70,9 +72,10 @@ fn free_port() -> u16 {
     listener.local_addr().expect("its address").port()
 }
 
-/// `arbiter serve` on a port the OS chose; returns it and the address it printed.
+/// `arbiter serve` (tokens required) on a port the OS chose; returns it and the address
+/// it printed.
 fn serve(store: &Store) -> (Background, SocketAddr) {
-    let cmd = store.cmd(&["serve", "--listen", "127.0.0.1:0", "--insecure-no-auth"]);
+    let cmd = store.cmd(&["serve", "--listen", "127.0.0.1:0"]);
     let mut server = Background::start(cmd, store.scratch.path(), "serve");
     let addr = eventually(SOON, "arbiter serve to print its address", || {
         assert!(server.running(), "arbiter serve exited: {}", server.stderr());
@@ -81,6 +84,12 @@ fn serve(store: &Store) -> (Background, SocketAddr) {
         rest.lines().next()?.trim().parse::<SocketAddr>().ok()
     });
     (server, addr)
+}
+
+/// A token of namespace `default` with `scopes`; its secret.
+fn token(store: &Store, name: &str, scopes: &str) -> String {
+    let out = store.ok(&["token", "create", "--name", name, "--scope", scopes]);
+    out.stdout.lines().next().expect("the secret").to_string()
 }
 
 /// `arbiter watch` of a config with one loop, `tick`, running a short command.
@@ -126,11 +135,31 @@ async fn tick_round(browser: &Client) -> Option<i64> {
     row[3].parse().ok()
 }
 
+/// The error the page shows, once it starts with `prefix`.
+async fn error_shown(browser: &Client, prefix: &str) -> String {
+    eventually_async(
+        SOON,
+        &format!("the page to show an error starting {prefix:?}"),
+        || async {
+            let error = eval(browser, "document.getElementById('error').textContent").await;
+            error
+                .as_str()
+                .filter(|text| text.starts_with(prefix))
+                .map(str::to_string)
+        },
+    )
+    .await
+}
+
 fn the_page_follows_a_running_loop_and_shows_hostile_names_as_text(store: &Store) {
     let Some((chromium, chromedriver)) = browser() else {
         return;
     };
-    let (_server, addr) = serve(store);
+    let secrets = Secrets {
+        all: token(store, "dashboard", "status:read,lease:read,notify:read,limit:read"),
+        status: token(store, "status-only", "status:read"),
+    };
+    let (server, addr) = serve(store);
     let _watch = watch(store);
     let port = free_port();
     let mut driver = Command::new(chromedriver);
@@ -141,13 +170,25 @@ fn the_page_follows_a_running_loop_and_shows_hostile_names_as_text(store: &Store
     block_on(async {
         tokio::time::timeout(BROWSER_LIMIT, async {
             let browser = connect(port, &chromium, &profile).await;
-            let result = scenario(store, &browser, addr).await;
+            let result = scenario(store, &browser, addr, &secrets).await;
             let _ = browser.close().await;
             result
         })
         .await
         .expect("the browser part finished in time");
     });
+    let log = server.stderr();
+    assert!(
+        !log.contains(&secrets.all) && !log.contains(&secrets.status),
+        "a secret in the server's log: {log}"
+    );
+}
+
+/// The secrets of two tokens of namespace `default`: one reads all the dashboard shows,
+/// the other only `status:read`.
+struct Secrets {
+    all: String,
+    status: String,
 }
 
 /// A headless Chromium session of chromedriver on `port` (retried while it starts).
@@ -184,15 +225,28 @@ async fn connect(port: u16, chromium: &std::path::Path, profile: &std::path::Pat
     .await
 }
 
-async fn scenario(store: &Store, browser: &Client, addr: SocketAddr) {
+async fn scenario(store: &Store, browser: &Client, addr: SocketAddr, secrets: &Secrets) {
+    // A token the server does not know: 401, shown with what to do.
     browser
-        .goto(&format!("http://{addr}/#ns=default"))
+        .goto(&format!("http://{addr}/#token=arb_not_a_token&ns=default"))
         .await
         .expect("the page loads");
     assert_eq!(browser.title().await.expect("a title"), "arbiter · fleet");
+    let error = error_shown(browser, "401").await;
+    assert!(error.contains("unauthorized") && error.contains("#token="), "{error}");
+    assert_eq!(
+        eval(browser, "document.getElementById('conn').dataset.state").await,
+        json!("failed")
+    );
     // The fragment (where a token goes) is taken out of the address bar at once.
     let url = browser.current_url().await.expect("a URL");
     assert_eq!(url.fragment(), None, "{url}");
+
+    // The right token, pasted into the open page's address bar.
+    browser
+        .goto(&format!("http://{addr}/#token={}&ns=default", secrets.all))
+        .await
+        .expect("the page takes the token");
 
     // The loop appears, and its rounds go up without a reload (the marker would be gone).
     let first = eventually_async(SOON, "the page to show loop tick with a round", || async {
@@ -260,20 +314,45 @@ async fn scenario(store: &Store, browser: &Client, addr: SocketAddr) {
     let outbox = eval(browser, "document.getElementById('outbox-summary').textContent").await;
     assert_eq!(outbox, json!("0 pending · 0 dead"));
 
-    // A bad namespace: the server's error, shown in the page.
+    // A namespace the token does not reach: 403; one that cannot be: 400.
+    browser
+        .goto(&format!("http://{addr}/#ns=elsewhere"))
+        .await
+        .expect("the page goes to the namespace");
+    let error = error_shown(browser, "403").await;
+    assert!(error.contains("forbidden") && error.contains("elsewhere"), "{error}");
     browser
         .goto(&format!("http://{addr}/#ns=Not_A_Namespace"))
         .await
         .expect("the page goes to the namespace");
-    let error = eventually_async(SOON, "the page to show the error", || async {
-        let error = eval(browser, "document.getElementById('error').textContent").await;
-        error.as_str().filter(|text| !text.is_empty()).map(str::to_string)
-    })
-    .await;
+    let error = error_shown(browser, "400").await;
     assert!(
-        error.starts_with("400 bad_input") && error.contains("Not_A_Namespace"),
+        error.contains("bad_input") && error.contains("Not_A_Namespace"),
         "{error}"
     );
     let conn = eval(browser, "document.getElementById('conn').dataset.state").await;
     assert_eq!(conn, json!("failed"));
+
+    // Through the form, a token with status:read only: the loops, and no more.
+    let ns = browser.find(Locator::Id("ns")).await.expect("the namespace field");
+    ns.clear().await.expect("the field clears");
+    ns.send_keys("default").await.expect("typed");
+    let field = browser.find(Locator::Id("token")).await.expect("the token field");
+    field.send_keys(&secrets.status).await.expect("typed");
+    field.send_keys("\u{E007}").await.expect("enter pressed");
+    eventually_async(SOON, "the page to show loop tick again", || async {
+        tick_round(browser).await
+    })
+    .await;
+    let text = |id: &str| format!("document.getElementById('{id}').textContent");
+    assert_eq!(
+        eval(browser, &text("leases-empty")).await,
+        json!("this token cannot read leases (lease:read)")
+    );
+    assert_eq!(
+        eval(browser, &text("outbox-summary")).await,
+        json!("this token cannot read the outbox (notify:read)")
+    );
+    assert_eq!(rows(browser, "leases").await, Vec::<Vec<String>>::new());
+    assert_eq!(eval(browser, "document.getElementById('token').value").await, json!(""));
 }

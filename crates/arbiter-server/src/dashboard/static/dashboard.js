@@ -15,6 +15,8 @@
   let controller = null;
   let retryTimer = null;
   let retryDelay = RETRY_FIRST_MS;
+  /** The namespace whose data the page shows (`null`: none). */
+  let shown = null;
 
   // --- the token and the namespace ---------------------------------------------------
 
@@ -89,6 +91,8 @@
     stop();
     const ns = namespace();
     const token = sessionStorage.getItem(TOKEN_KEY);
+    // Another namespace's data would read as this one's while it fails or loads.
+    if (shown !== ns) clear();
     const ctl = new AbortController();
     controller = ctl;
     setConn("connecting", `connecting to ${ns}…`);
@@ -225,7 +229,18 @@
     return `${new Date(t).toLocaleTimeString()} (${rel})`;
   }
 
+  function clear() {
+    for (const table of ["loops", "budgets", "leases", "outbox", "limits"]) {
+      $(table).tBodies[0].replaceChildren();
+    }
+    for (const id of ["loops-empty", "budgets-empty", "leases-empty", "limits-empty"]) $(id).hidden = true;
+    $("outbox-summary").textContent = "";
+    $("updated").textContent = "";
+    shown = null;
+  }
+
   function render(snap) {
+    shown = snap.namespace;
     const fleet = snap.loops || { loops: [], github: [] };
     fill(
       "loops",
