@@ -95,10 +95,17 @@ pub async fn take(
         party: body.party,
     };
     request.check()?;
-    tokio::select! {
-        view = limit::take(&state.store, request, wait) => Ok(Json(view?)),
-        () = state.shutting_down() => Err(crate::status::shutting_down()),
+    let namespace = request.namespace.clone();
+    let taken = tokio::select! {
+        taken = limit::take(&state.store, request, wait) => taken,
+        () = state.shutting_down() => return Err(crate::status::shutting_down()),
+    };
+    match &taken {
+        Ok(_) => state.metrics.take(&namespace, true),
+        Err(e) if e.kind == arbiter_core::ErrorKind::Limited => state.metrics.take(&namespace, false),
+        Err(_) => {}
     }
+    Ok(Json(taken?))
 }
 
 /// `POST /v1/ns/{ns}/limits/{name}/observe`

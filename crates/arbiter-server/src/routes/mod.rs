@@ -61,6 +61,7 @@ pub fn public() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::openapi))
+        .routes(routes!(ops::metrics))
         .merge(crate::dashboard::pages())
 }
 

@@ -27,7 +27,9 @@ fn committed_document_is_current() {
 }
 
 /// Routes are registered only through `utoipa_axum::routes!` (documented by
-/// construction): a plain `.route(` would serve something the document does not list.
+/// construction): a plain `.route(` would serve something the document does not list. A
+/// route that is not part of the JSON API (the dashboard's page, `/mcp`) says so on its
+/// line: `// undocumented: <why>`.
 #[test]
 fn every_route_is_registered_documented() {
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
@@ -44,6 +46,7 @@ fn every_route_is_registered_documented() {
                     if [".route(", ".route_service(", ".nest(", ".nest_service("]
                         .iter()
                         .any(|call| line.contains(call))
+                        && !line.contains("// undocumented: ")
                     {
                         undocumented.push(format!("{}:{}: {}", path.display(), number + 1, line.trim()));
                     }

@@ -1,6 +1,7 @@
 //! The routes of limits, logs, decisions, notifications, status and the admin routes:
 //! success and the errors each can answer.
 
+use arbiter_core::loops::LoopStatus;
 use serde_json::json;
 
 use crate::{Api, api_test};
@@ -296,6 +297,35 @@ api_test!(status_routes, |api: Api| async move {
     let mut events = api.events("/v1/ns/default/status/stream", &[]).await;
     let event = events.next().await.unwrap();
     assert_eq!((event.name.as_str(), &event.data), ("status", &fleet));
+
+    // A loop appears, then stops: the stream sends each change.
+    let ns = arbiter_core::name::Namespace::default();
+    let name: arbiter_core::name::LoopName = "triage".parse().unwrap();
+    let holder = arbiter_core::lease::Holder {
+        host: "elsewhere".to_string(),
+        agent: "watch".to_string(),
+        ..Default::default()
+    };
+    api.store
+        .loops()
+        .heartbeat(&ns, &name, LoopStatus::Disabled, None, &holder)
+        .await
+        .unwrap();
+    let event = events.next().await.unwrap();
+    assert_eq!((event.data["loops"][0]["loop"].as_str(), event.data["loops"][0]["state"].as_str()), (Some("triage"), Some("disabled")));
+    let fleet = api.get("/v1/ns/default/status").await.expect(200);
+    assert_eq!(fleet["loops"][0]["host"], "elsewhere");
+    api.store
+        .loops()
+        .heartbeat(&ns, &name, LoopStatus::Stopped, None, &holder)
+        .await
+        .unwrap();
+    let event = events.next().await.unwrap();
+    assert_eq!(event.data["loops"][0]["state"], "stopped");
+    let metrics = api.get("/metrics").await.expect(200);
+    let line = r#"arbiter_loops{namespace="default",state="stopped"} 1"#;
+    assert!(metrics.as_str().unwrap().lines().any(|l| l == line), "{metrics}");
+
     api.get("/v1/ns/BAD/status").await.error(400, "bad_input", Some("ns"));
 });
 
@@ -312,4 +342,80 @@ api_test!(admin_routes, |api: Api| async move {
 api_test!(health_routes, |api: Api| async move {
     assert_eq!(api.get("/healthz").await.expect(200), "ok");
     assert_eq!(api.get("/readyz").await.expect(200), "ok");
+});
+
+api_test!(metrics_count_requests_and_read_the_store, |api: Api| async move {
+    api.post("/v1/ns/default/leases/m/acquire", json!({"ttl_ms": 30_000}))
+        .await
+        .expect(200);
+    api.put("/v1/ns/default/limits/b", json!({"rate": "1/h"}))
+        .await
+        .expect(200);
+    let take = json!({"buckets": ["b"]});
+    api.post("/v1/ns/default/limits/take", take.clone()).await.expect(200);
+    api.post("/v1/ns/default/limits/take", take)
+        .await
+        .error(429, "limited", None);
+    api.post(
+        "/v1/ns/default/notifications",
+        json!({"kind": "test.x", "severity": "info", "title": "t"}),
+    )
+    .await
+    .expect(200);
+    api.get("/nowhere").await.error(404, "not_found", None);
+
+    let response = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = response.text().await.unwrap();
+    for line in [
+        r#"arbiter_http_requests_total{method="POST",route="/v1/ns/{ns}/leases/{name}/acquire",status="200"} 1"#,
+        r#"arbiter_http_requests_total{method="POST",route="/v1/ns/{ns}/limits/take",status="429"} 1"#,
+        r#"arbiter_http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
+        r#"arbiter_http_request_duration_seconds_count{method="PUT",route="/v1/ns/{ns}/limits/{name}",status="200"} 1"#,
+        r#"arbiter_limit_takes_total{namespace="default",outcome="granted"} 1"#,
+        r#"arbiter_limit_takes_total{namespace="default",outcome="limited"} 1"#,
+        r#"arbiter_leases_held{namespace="default"} 1"#,
+        r#"arbiter_outbox_pending{namespace="default"} 1"#,
+        r#"arbiter_limit_bucket_tokens{namespace="default",bucket="b"} 0.0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("arbiter_outbox_oldest_pending_age_seconds{namespace=\"default\"}"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
+
+    // Released: the gauge is read afresh at the next scrape.
+    let show = api.get("/v1/ns/default/leases/m").await.expect(200);
+    let token = show["holders"][0]["token"].clone();
+    api.post("/v1/ns/default/leases/m/release", json!({"token": token}))
+        .await
+        .expect(200);
+    let text = api.get("/metrics").await.expect(200);
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains(r#"arbiter_leases_held{namespace="default"} 0"#),
+        "{text}"
+    );
+});
+
+api_test!(request_ids_are_made_or_kept, |api: Api| async move {
+    let made = api.get("/healthz").await;
+    let id = made.headers["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let kept = api
+        .send(
+            api.request(reqwest::Method::GET, "/healthz")
+                .header("x-request-id", "abc-123"),
+        )
+        .await;
+    assert_eq!(kept.headers["x-request-id"], "abc-123");
 });
