@@ -312,7 +312,13 @@ api_test!(status_routes, |api: Api| async move {
         .await
         .unwrap();
     let event = events.next().await.unwrap();
-    assert_eq!((event.data["loops"][0]["loop"].as_str(), event.data["loops"][0]["state"].as_str()), (Some("triage"), Some("disabled")));
+    assert_eq!(
+        (
+            event.data["loops"][0]["loop"].as_str(),
+            event.data["loops"][0]["state"].as_str()
+        ),
+        (Some("triage"), Some("disabled"))
+    );
     let fleet = api.get("/v1/ns/default/status").await.expect(200);
     assert_eq!(fleet["loops"][0]["host"], "elsewhere");
     api.store
