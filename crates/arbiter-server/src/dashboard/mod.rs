@@ -48,10 +48,10 @@ pub const RECENT_OUTBOX: usize = 10;
 /// second, so a dead letter pile is not read whole each time; past it the page shows "N+".
 pub const OUTBOX_COUNT_LIMIT: usize = 1000;
 
-/// Scripts, styles and connections from this origin only; no inline code, plugins,
-/// frames or form posts elsewhere. Data inserted by mistake as HTML could not run.
+/// Scripts, styles and connections from this origin only; no inline code, images,
+/// plugins, frames or form posts. Data inserted by mistake as HTML could not run.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-                   img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+                   base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The page's routes (public: the page holds no data).
 pub fn pages() -> OpenApiRouter<AppState> {
