@@ -88,9 +88,15 @@ api_test!(limit_bad_input_names_the_field, |api: Api| async move {
     api.post(take, json!({"buckets": ["b"], "wait_ms": 0}))
         .await
         .error(400, "bad_input", Some("wait_ms"));
-    api.post("/v1/ns/default/limits/b/observe", json!({"limit": 0}))
-        .await
-        .error(400, "bad_input", None);
+    for body in [
+        json!({"limit": 0}),
+        json!({"reset": 4_102_444_801_i64}),
+        json!({"retry_after": 86_401}),
+    ] {
+        api.post("/v1/ns/default/limits/b/observe", body)
+            .await
+            .error(400, "bad_input", None);
+    }
     assert_eq!(api.get("/v1/ns/default/limits").await.expect(200), json!([]));
 });
 
