@@ -159,17 +159,20 @@ impl Sections {
 /// Reads one snapshot.
 async fn snapshot(store: &Store, ns: &Namespace, sections: Sections) -> Result<Snapshot> {
     let loops = fleet::fleet_status(store, ns).await?;
-    let leases = match sections.leases {
-        true => Some(arbiter_ops::lease::list(store, ns, &Prefix::default()).await?),
-        false => None,
+    let leases = if sections.leases {
+        Some(arbiter_ops::lease::list(store, ns, &Prefix::default()).await?)
+    } else {
+        None
     };
-    let outbox = match sections.outbox {
-        true => Some(outbox(store, ns).await?),
-        false => None,
+    let outbox = if sections.outbox {
+        Some(outbox(store, ns).await?)
+    } else {
+        None
     };
-    let limits = match sections.limits {
-        true => Some(arbiter_ops::limit::list(store, ns).await?),
-        false => None,
+    let limits = if sections.limits {
+        Some(arbiter_ops::limit::list(store, ns).await?)
+    } else {
+        None
     };
     Ok(Snapshot {
         namespace: ns.to_string(),
@@ -192,8 +195,11 @@ async fn outbox(store: &Store, ns: &Namespace) -> Result<OutboxView> {
     Ok(OutboxView {
         pending: pending.len() as u64,
         dead: dead.len() as u64,
-        // Newest first: the oldest is last.
-        oldest_pending_age_ms: pending.last().map(|entry| (now - entry.created_at).max(0)),
+        oldest_pending_age_ms: pending
+            .iter()
+            .map(|entry| entry.created_at)
+            .min()
+            .map(|created| (now - created).max(0)),
         counted_up_to: OUTBOX_COUNT_LIMIT as u64,
         recent,
     })
