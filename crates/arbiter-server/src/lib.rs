@@ -15,6 +15,7 @@
 //! stream and long poll, and waits (at most [`SHUTDOWN_GRACE`]) for requests in flight.
 
 pub mod auth;
+pub mod dashboard;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;

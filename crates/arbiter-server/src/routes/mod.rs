@@ -50,6 +50,7 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(notify::retry))
         .routes(routes!(status::status))
         .routes(routes!(status::stream))
+        .routes(routes!(crate::dashboard::stream))
         .routes(routes!(admin::store))
         .routes(routes!(admin::channels))
 }
@@ -61,6 +62,7 @@ pub fn public() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::openapi))
         .routes(routes!(ops::metrics))
+        .merge(crate::dashboard::pages())
 }
 
 /// Every route, with the document's fixed parts: what `/openapi.json` is made from.

@@ -12,7 +12,15 @@ use serde_json::json;
 use crate::{Api, documented_routes, sample_path};
 
 /// The routes that need no token.
-const PUBLIC: &[&str] = &["/healthz", "/readyz", "/openapi.json", "/metrics"];
+const PUBLIC: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/metrics",
+    "/",
+    "/dashboard.js",
+    "/dashboard.css",
+];
 
 /// Whether a route changes something (and so needs a write scope).
 fn writes(method: &Method) -> bool {

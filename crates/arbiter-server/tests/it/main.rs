@@ -1,7 +1,8 @@
 //! The server over real HTTP on loopback, on both backends: every route, its success and
-//! each error it can answer.
+//! each error it can answer. `dashboard`: the dashboard's page and stream.
 
 mod auth;
+mod dashboard;
 mod kv;
 mod lease;
 mod openapi;

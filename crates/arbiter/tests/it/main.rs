@@ -7,6 +7,8 @@
 //! - `lock`: mutual exclusion and semaphores across processes; what `arbiter lock` does
 //!   with its command (exit code, environment, release, loss, signals).
 //! - `crash`: `kill -9` of holders, same-host takeover, holders on other hosts.
+//! - `dashboard`: the page of `arbiter serve` in a headless Chromium, following a running
+//!   loop live; hostile names shown as text.
 //! - `lease`: waiting in arrival order, pid reuse, `--json` fields.
 //! - `limit`: rate-limit buckets taken by 8 processes at once never over-spend; exit codes.
 //! - `kv`: versioned keys, compare-and-swap under contention, watches.
@@ -41,6 +43,7 @@ mod support;
 
 mod bad_input;
 mod crash;
+mod dashboard;
 mod decisions;
 mod doctor;
 mod faults;
