@@ -167,6 +167,7 @@ pub struct WatchQuery {
 #[serde(deny_unknown_fields)]
 pub struct DefineBody {
     /// How fast it refills: AMOUNT/PERIOD, e.g. `5000/h`, `900/m`, `10/s`, `500/1h`.
+    #[schema(pattern = "^[0-9]+/.+$")]
     pub rate: String,
     /// The most tokens it holds (default: the rate's amount).
     #[schema(minimum = 1, maximum = 1000000000000.0)]
@@ -248,12 +249,15 @@ pub struct AppendBody {
     pub body: serde_json::Value,
     /// Idempotency key: an append with a key already used on this stream writes nothing
     /// and answers the first offset with `duplicate: true`.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// The record's kind (default `note`).
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Who appends it (default: the token's name).
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -261,6 +265,7 @@ pub struct AppendBody {
     /// A string body is JSON (checked, stored as given).
     #[serde(default)]
     pub json_body: bool,
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
 }
@@ -316,7 +321,9 @@ pub struct CommitBody {
 #[serde(deny_unknown_fields)]
 pub struct DecideBody {
     /// The decision, in Markdown. Without `title` its first line is the title.
+    #[schema(pattern = "\\S")]
     pub text: String,
+    #[schema(pattern = "^[^\\n]*\\S[^\\n]*$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// Who decided (letters, digits, '.', '_', '-'; default: the token's name).
@@ -339,11 +346,13 @@ pub struct DecideBody {
 #[serde(deny_unknown_fields)]
 pub struct NotifyBody {
     /// What happened, dotted (`loop.failure`, `news`).
+    #[schema(max_length = 100, pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$")]
     pub kind: String,
     /// `info`, `warning` or `critical`.
     #[schema(pattern = "^(info|warning|critical)$")]
     pub severity: String,
     /// One line.
+    #[schema(max_length = 300, pattern = "^[^\\n]*\\S[^\\n]*$")]
     pub title: String,
     /// The details (Markdown).
     #[serde(default, skip_serializing_if = "Option::is_none")]

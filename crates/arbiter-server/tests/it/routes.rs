@@ -97,6 +97,9 @@ api_test!(limit_bad_input_names_the_field, |api: Api| async move {
             .await
             .error(400, "bad_input", None);
     }
+    api.get("/v1/ns/default/counters?prefix=%C2%84")
+        .await
+        .error(400, "bad_input", Some("prefix"));
     assert_eq!(api.get("/v1/ns/default/limits").await.expect(200), json!([]));
 });
 
