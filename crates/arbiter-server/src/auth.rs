@@ -6,7 +6,9 @@
 //! the extractor [`Caller`] takes it out, and its `check` refuses with 403. Every refusal,
 //! 401 here or 403 in a handler, is audited here (`arbiter token audit`) and logged with
 //! `tracing::warn!` — the method, path, namespace, token name and what was missing, never
-//! the secret. With `--insecure-no-auth` every request is [`Principal::local`].
+//! the secret. Refusals without a recognised token are recorded up to 20 a second; the
+//! ones over that are counted and the next one recorded says how many were not (a flood
+//! from anyone who can reach the port must not become store writes). With `--insecure-no-auth` every request is [`Principal::local`].
 
 use arbiter_core::name::Namespace;
 use arbiter_core::token::{Access, Primitive, Principal};
@@ -90,9 +92,62 @@ async fn refuse(state: &AppState, token: Option<String>, method: &str, path: &st
     error.into_response()
 }
 
-/// Records a refusal in the store's audit and the log. A failure to record is logged; the
-/// refusal stands either way.
+/// Refusals without a recognised token written to the audit per second, at most. Anyone
+/// who can reach the port can be refused without a token, and each refusal recorded is a store write: above this rate
+/// a flood of bad requests would queue behind it the writes of the callers who hold
+/// tokens. The refusals over it are counted, and the next one recorded says how many.
+const AUDITED_PER_SECOND: u32 = 20;
+
+/// The gate in front of the audit: [`AUDITED_PER_SECOND`], and the refusals it let by.
+pub struct AuditGate {
+    limiter: governor::DefaultDirectRateLimiter,
+    unrecorded: std::sync::atomic::AtomicU64,
+}
+
+impl AuditGate {
+    pub fn new() -> AuditGate {
+        let rate = std::num::NonZeroU32::new(AUDITED_PER_SECOND).expect("the audit rate is positive");
+        AuditGate {
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(rate)),
+            unrecorded: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether this refusal is recorded; if it is, how many before it were not.
+    fn admit(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        if self.limiter.check().is_ok() {
+            Some(self.unrecorded.swap(0, Ordering::Relaxed))
+        } else {
+            self.unrecorded.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for AuditGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Records a refusal in the store's audit and the log, within [`AUDITED_PER_SECOND`]. A
+/// failure to record is logged; the refusal stands either way.
 async fn audit(state: &AppState, token: Option<String>, method: &str, path: &str, missing: String, status: u16) {
+    // Only refusals without a recognised token go through the gate: a token's holder can
+    // write to the store anyway, so its refusals cost nothing an attacker lacks.
+    let unrecorded = match token {
+        Some(_) => 0,
+        None => match state.audit_gate.admit() {
+            Some(unrecorded) => unrecorded,
+            None => return,
+        },
+    };
+    let missing = if unrecorded > 0 {
+        format!("{missing} (and {unrecorded} earlier refusals over {AUDITED_PER_SECOND}/s not recorded)")
+    } else {
+        missing
+    };
     let namespace = path
         .strip_prefix("/v1/ns/")
         .and_then(|rest| rest.split('/').next())

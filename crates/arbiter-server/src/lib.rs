@@ -170,6 +170,7 @@ impl Server {
             config: config.config,
             auth: config.auth,
             metrics: Arc::new(metrics::Metrics::new(config.metrics_namespaces)),
+            audit_gate: Arc::new(auth::AuditGate::new()),
             shutdown: receiver,
         };
         let stopping = state.shutting_down();

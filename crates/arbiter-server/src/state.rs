@@ -7,7 +7,7 @@ use arbiter_config::Config;
 use arbiter_store::Store;
 use tokio::sync::watch;
 
-use crate::auth::Auth;
+use crate::auth::{AuditGate, Auth};
 use crate::metrics::Metrics;
 
 /// The state of a running server. Cheap to clone (everything is behind `Arc`s).
@@ -17,6 +17,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
+    /// How many refusals a second are written to the store's audit (the rest are counted).
+    pub audit_gate: Arc<AuditGate>,
     /// Becomes `true` when the server shuts down: long polls and event streams end.
     pub shutdown: watch::Receiver<bool>,
 }

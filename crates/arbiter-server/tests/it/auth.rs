@@ -57,6 +57,45 @@ arbiter_testkit::each_backend!(no_token_or_a_bad_one_is_401_and_audited, |url: S
     assert!(audit.iter().all(|a| !a.missing.contains("AAAA")));
 });
 
+// A flood of requests without a token is refused in full, but only a bounded number of the
+// refusals a second become store writes; the next one recorded says how many were not.
+arbiter_testkit::each_backend!(
+    a_flood_of_refusals_is_audited_at_a_bounded_rate,
+    |url: String| async move {
+        let api = Api::start_tokens(&url).await;
+        const SENT: usize = 300;
+        let answers = futures_util::future::join_all((0..SENT).map(|_| api.get("/v1/ns/default/kv"))).await;
+        for answer in answers {
+            answer.error(401, "unauthorized", None);
+        }
+        let recorded = arbiter_ops::token::audit_list(&api.store, 10_000).await.unwrap().len();
+        assert!(
+            recorded >= 1 && recorded < SENT,
+            "{recorded} of {SENT} refusals recorded"
+        );
+        // The gate refills within a second; the refusals not recorded are counted by the ones
+        // recorded after them, so every refusal is accounted for, once.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        api.get("/v1/ns/default/kv").await.error(401, "unauthorized", None);
+        let audit = arbiter_ops::token::audit_list(&api.store, 10_000).await.unwrap();
+        let counted: usize = audit
+            .iter()
+            .filter_map(|entry| {
+                let note = entry.missing.split("(and ").nth(1)?;
+                let n = note.strip_suffix(" earlier refusals over 20/s not recorded)")?;
+                Some(n.parse::<usize>().expect("the count is a number"))
+            })
+            .sum();
+        assert_eq!(audit.len(), recorded + 1);
+        assert_eq!(
+            audit.len() + counted,
+            SENT + 1,
+            "recorded {} and counted {counted}",
+            audit.len()
+        );
+    }
+);
+
 arbiter_testkit::each_backend!(
     a_token_reaches_only_its_namespaces_on_every_route,
     |url: String| async move {
