@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod sse;
@@ -28,17 +29,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbiter_config::Config;
+use arbiter_core::name::Namespace;
 use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_store::Store;
 use axum::Router;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 pub use auth::Auth;
 pub use state::AppState;
 
 /// The default address: loopback only, so nothing is exposed until asked for.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+
+/// The largest request body: a key's value or a record's body at their limit (1 MiB),
+/// JSON-escaped at worst (`\u0000` is six bytes for one).
+pub const MAX_BODY: usize = 7 << 20;
 
 /// How long a shutdown waits for requests in flight before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -50,6 +58,8 @@ pub struct ServeConfig {
     pub auth: Auth,
     /// The configuration notifications are routed by, and whose channels are listed.
     pub config: Arc<Config>,
+    /// The namespaces whose state `/metrics` reads from the store (`--metrics-namespace`).
+    pub metrics_namespaces: Vec<Namespace>,
 }
 
 impl ServeConfig {
@@ -59,26 +69,58 @@ impl ServeConfig {
             listen,
             auth,
             config: Arc::new(Config::default()),
+            metrics_namespaces: vec![Namespace::default()],
         }
     }
 }
 
 /// The whole application: the API under `/v1` behind authentication, and the public
-/// routes. The composition point: other parts (the dashboard, `/mcp`) are merged here.
+/// routes; every request gets an `x-request-id` (the client's, or a new UUID, answered
+/// back), a tracing span (method, route, request id; never a header's value) and its
+/// count in the metrics. The composition point: other parts (the dashboard, `/mcp`) are
+/// merged here.
 pub fn router(state: AppState) -> Router {
-    // `route_layer`: only matched routes authenticate; an unknown path is a plain 404.
     let (v1, _) = routes::v1().split_for_parts();
     let v1 = v1.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     let (public, _) = routes::public().split_for_parts();
     Router::new()
         .merge(public)
         .merge(v1)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
         .with_state(state)
 }
 
+/// The span of one request: its method, path and request id. Not its headers (the
+/// bearer token) nor its query.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        request_id = id,
+    )
+}
+
 /// Any unknown path: 404 with the API's error body.
-async fn not_found(uri: axum::http::Uri) -> status::ApiError {
+async fn not_found(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> status::ApiError {
+    state.metrics.request(method.as_str(), "unmatched", 404, Duration::ZERO);
     Error::new(ErrorKind::NotFound, format!("no route {}", uri.path())).into()
 }
 
@@ -115,6 +157,7 @@ impl Server {
             store,
             config: config.config,
             auth: config.auth,
+            metrics: Arc::new(metrics::Metrics::new(config.metrics_namespaces)),
             shutdown: receiver,
         };
         let stopping = state.shutting_down();

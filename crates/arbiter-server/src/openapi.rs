@@ -52,19 +52,19 @@ impl Modify for Bearer {
 pub enum Refusals {
     /// Bad input: `field` names the body field, query or path parameter.
     #[response(status = 400)]
-    BadInput(#[to_schema] ErrorBody),
+    BadInput(ErrorBody),
     /// No token, or one that is unknown, expired or revoked.
     #[response(status = 401)]
-    Unauthorized(#[to_schema] ErrorBody),
+    Unauthorized(ErrorBody),
     /// The token does not reach this namespace or scope.
     #[response(status = 403)]
-    Forbidden(#[to_schema] ErrorBody),
+    Forbidden(ErrorBody),
     /// A bug, a corrupted store.
     #[response(status = 500)]
-    Internal(#[to_schema] ErrorBody),
+    Internal(ErrorBody),
     /// The store cannot be reached, or the server is shutting down.
     #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
+    Unavailable(ErrorBody),
 }
 
 /// Path parameters, for the document (handlers read them with [`crate::extract::Params`]).

@@ -8,6 +8,7 @@ use arbiter_store::Store;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
+use crate::metrics::Metrics;
 
 /// The state of a running server. Cheap to clone (everything is behind `Arc`s).
 #[derive(Clone)]
@@ -15,6 +16,7 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub auth: Auth,
+    pub metrics: Arc<Metrics>,
     /// Becomes `true` when the server shuts down: long polls and event streams end.
     pub shutdown: watch::Receiver<bool>,
 }

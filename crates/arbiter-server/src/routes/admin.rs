@@ -12,14 +12,14 @@ use crate::state::AppState;
 use crate::status::ApiResult;
 
 /// `GET /v1/store`: which store, and its schema.
-#[utoipa::path(get, path = "/v1/store", tag = "admin", responses((status = 200, description = "Which store, and its schema (scope `admin`).", body = StoreInfo), Refusals))]
+#[utoipa::path(operation_id = "admin_store", get, path = "/v1/store", tag = "admin", responses((status = 200, description = "Which store, and its schema (scope `admin`).", body = StoreInfo), Refusals))]
 pub async fn store(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<StoreInfo>> {
     caller.check_admin()?;
     Ok(Json(arbiter_ops::store::info(&state.store)))
 }
 
 /// `GET /v1/channels`: the configured notification channels, secrets hidden.
-#[utoipa::path(get, path = "/v1/channels", tag = "admin", responses((status = 200, description = "The configured channels, secrets hidden (scope `admin`).", body = Vec<ChannelView>), Refusals))]
+#[utoipa::path(operation_id = "admin_channels", get, path = "/v1/channels", tag = "admin", responses((status = 200, description = "The configured channels, secrets hidden (scope `admin`).", body = Vec<ChannelView>), Refusals))]
 pub async fn channels(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<ChannelView>>> {
     caller.check_admin()?;
     Ok(Json(arbiter_ops::notify::channels(&state.config)))

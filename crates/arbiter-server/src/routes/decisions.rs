@@ -13,7 +13,7 @@ use crate::status::{ApiError, ApiResult};
 use crate::wire::DecideBody;
 
 /// `POST /v1/ns/{ns}/decisions`
-#[utoipa::path(post, path = "/v1/ns/{ns}/decisions", tag = "decisions", params(path::Ns), request_body = DecideBody, responses((status = 200, description = "Recorded.", body = Decided), Refusals))]
+#[utoipa::path(operation_id = "decisions_decide", post, path = "/v1/ns/{ns}/decisions", tag = "decisions", params(path::Ns), request_body = DecideBody, responses((status = 200, description = "Recorded.", body = Decided), Refusals))]
 pub async fn decide(
     State(state): State<AppState>,
     caller: Caller,
@@ -40,7 +40,7 @@ pub async fn decide(
 }
 
 /// `GET /v1/ns/{ns}/decisions`: the log as Markdown (`text`) and how many it holds.
-#[utoipa::path(get, path = "/v1/ns/{ns}/decisions", tag = "decisions", params(path::Ns), responses((status = 200, description = "The decisions log as Markdown: the same log always gives the same text.", body = Rendered), Refusals))]
+#[utoipa::path(operation_id = "decisions_render", get, path = "/v1/ns/{ns}/decisions", tag = "decisions", params(path::Ns), responses((status = 200, description = "The decisions log as Markdown: the same log always gives the same text.", body = Rendered), Refusals))]
 pub async fn render(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult<Json<Rendered>> {
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Decisions, Access::Read)?;

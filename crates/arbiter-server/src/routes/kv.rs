@@ -20,7 +20,7 @@ use crate::wire::ErrorBody;
 use crate::wire::{DeleteQuery, PrefixQuery, PutBody, WatchQuery};
 
 /// `GET /v1/ns/{ns}/kv/{key}`
-#[utoipa::path(get, path = "/v1/ns/{ns}/kv/{key}", tag = "keys", params(path::Keyed), responses((status = 200, description = "The value and its version.", body = KeyValue), (status = 404, description = "No such key.", body = ErrorBody), Refusals))]
+#[utoipa::path(operation_id = "kv_get", get, path = "/v1/ns/{ns}/kv/{key}", tag = "keys", params(path::Keyed), responses((status = 200, description = "The value and its version.", body = KeyValue), (status = 404, description = "No such key.", body = ErrorBody), Refusals))]
 pub async fn get(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult<Json<KeyValue>> {
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Kv, Access::Read)?;
@@ -29,7 +29,7 @@ pub async fn get(State(state): State<AppState>, caller: Caller, params: Params) 
 }
 
 /// `PUT /v1/ns/{ns}/kv/{key}`
-#[utoipa::path(put, path = "/v1/ns/{ns}/kv/{key}", tag = "keys", params(path::Keyed), request_body = PutBody, responses((status = 200, description = "Written: the new version.", body = Put), (status = 409, description = "`conflict`: `if_version` did not hold; `detail.conflict.current_version`.", body = ErrorBody), Refusals))]
+#[utoipa::path(operation_id = "kv_put", put, path = "/v1/ns/{ns}/kv/{key}", tag = "keys", params(path::Keyed), request_body = PutBody, responses((status = 200, description = "Written: the new version.", body = Put), (status = 409, description = "`conflict`: `if_version` did not hold; `detail.conflict.current_version`.", body = ErrorBody), Refusals))]
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
@@ -52,7 +52,7 @@ pub async fn put(
 }
 
 /// `DELETE /v1/ns/{ns}/kv/{key}?if_version=`
-#[utoipa::path(delete, path = "/v1/ns/{ns}/kv/{key}", tag = "keys", params(path::Keyed, DeleteQuery), responses((status = 200, description = "Deleted: the revision of the deletion.", body = Deleted), (status = 404, description = "No such key.", body = ErrorBody), (status = 409, description = "`conflict`: `if_version` did not hold.", body = ErrorBody), Refusals))]
+#[utoipa::path(operation_id = "kv_delete", delete, path = "/v1/ns/{ns}/kv/{key}", tag = "keys", params(path::Keyed, DeleteQuery), responses((status = 200, description = "Deleted: the revision of the deletion.", body = Deleted), (status = 404, description = "No such key.", body = ErrorBody), (status = 409, description = "`conflict`: `if_version` did not hold.", body = ErrorBody), Refusals))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -70,7 +70,7 @@ pub async fn delete(
 }
 
 /// `GET /v1/ns/{ns}/kv?prefix=`
-#[utoipa::path(get, path = "/v1/ns/{ns}/kv", tag = "keys", params(path::Ns, PrefixQuery), responses((status = 200, description = "The keys starting with `prefix`, in name order.", body = Vec<KeyValue>), Refusals))]
+#[utoipa::path(operation_id = "kv_list", get, path = "/v1/ns/{ns}/kv", tag = "keys", params(path::Ns, PrefixQuery), responses((status = 200, description = "The keys starting with `prefix`, in name order.", body = Vec<KeyValue>), Refusals))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -85,7 +85,7 @@ pub async fn list(
 
 /// `GET /v1/ns/{ns}/watch/kv?prefix=&from=`: `event: kv`, `id: <revision>`, data a
 /// `KvEvent`. A `Last-Event-ID` (an EventSource reconnecting) resumes after that revision.
-#[utoipa::path(get, path = "/v1/ns/{ns}/watch/kv", tag = "keys", params(path::Ns, WatchQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this revision (an EventSource reconnecting).")), responses((status = 200, description = "Server-Sent Events: `event: kv`, `id: <revision>`, data a `KvEvent`; a failure ends the stream with `event: error` (data an `ErrorBody`).", content_type = "text/event-stream", body = KvEvent), Refusals))]
+#[utoipa::path(operation_id = "kv_watch", get, path = "/v1/ns/{ns}/watch/kv", tag = "keys", params(path::Ns, WatchQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this revision (an EventSource reconnecting).")), responses((status = 200, description = "Server-Sent Events: `event: kv`, `id: <revision>`, data a `KvEvent`; a failure ends the stream with `event: error` (data an `ErrorBody`).", content_type = "text/event-stream", body = KvEvent), Refusals))]
 pub async fn watch(
     State(state): State<AppState>,
     caller: Caller,

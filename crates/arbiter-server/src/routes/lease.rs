@@ -24,7 +24,7 @@ use crate::wire::{AcquireBody, HolderBody, PrefixQuery, ReleaseBody, RenewBody};
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// `POST /v1/ns/{ns}/leases/{name}/acquire`
-#[utoipa::path(post, path = "/v1/ns/{ns}/leases/{name}/acquire", tag = "leases", params(path::Named), request_body = AcquireBody, responses((status = 200, description = "Granted: the lease and its fencing token.", body = LeaseView), (status = 409, description = "`held` (after any wait), with `detail.held`.", body = ErrorBody), Refusals))]
+#[utoipa::path(operation_id = "lease_acquire", post, path = "/v1/ns/{ns}/leases/{name}/acquire", tag = "leases", params(path::Named), request_body = AcquireBody, responses((status = 200, description = "Granted: the lease and its fencing token.", body = LeaseView), (status = 409, description = "`held` (after any wait), with `detail.held`.", body = ErrorBody), Refusals))]
 pub async fn acquire(
     State(state): State<AppState>,
     caller: Caller,
@@ -78,7 +78,7 @@ fn holder(body: HolderBody, token_name: &str) -> ApiResult<Holder> {
 }
 
 /// `POST /v1/ns/{ns}/leases/{name}/renew`
-#[utoipa::path(post, path = "/v1/ns/{ns}/leases/{name}/renew", tag = "leases", params(path::Named), request_body = RenewBody, responses((status = 200, description = "Renewed.", body = LeaseView), (status = 409, description = "`lost`: the token no longer holds the lease.", body = ErrorBody), Refusals))]
+#[utoipa::path(operation_id = "lease_renew", post, path = "/v1/ns/{ns}/leases/{name}/renew", tag = "leases", params(path::Named), request_body = RenewBody, responses((status = 200, description = "Renewed.", body = LeaseView), (status = 409, description = "`lost`: the token no longer holds the lease.", body = ErrorBody), Refusals))]
 pub async fn renew(
     State(state): State<AppState>,
     caller: Caller,
@@ -98,7 +98,7 @@ pub async fn renew(
 }
 
 /// `POST /v1/ns/{ns}/leases/{name}/release`
-#[utoipa::path(post, path = "/v1/ns/{ns}/leases/{name}/release", tag = "leases", params(path::Named), request_body = ReleaseBody, responses((status = 200, description = "Released.", body = Released), (status = 409, description = "`lost`: the token no longer holds the lease.", body = ErrorBody), Refusals))]
+#[utoipa::path(operation_id = "lease_release", post, path = "/v1/ns/{ns}/leases/{name}/release", tag = "leases", params(path::Named), request_body = ReleaseBody, responses((status = 200, description = "Released.", body = Released), (status = 409, description = "`lost`: the token no longer holds the lease.", body = ErrorBody), Refusals))]
 pub async fn release(
     State(state): State<AppState>,
     caller: Caller,
@@ -114,7 +114,7 @@ pub async fn release(
 }
 
 /// `GET /v1/ns/{ns}/leases?prefix=`
-#[utoipa::path(get, path = "/v1/ns/{ns}/leases", tag = "leases", params(path::Ns, PrefixQuery), responses((status = 200, description = "The live holders of leases whose names start with `prefix`.", body = Vec<LeaseView>), Refusals))]
+#[utoipa::path(operation_id = "lease_list", get, path = "/v1/ns/{ns}/leases", tag = "leases", params(path::Ns, PrefixQuery), responses((status = 200, description = "The live holders of leases whose names start with `prefix`.", body = Vec<LeaseView>), Refusals))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,7 +128,7 @@ pub async fn list(
 }
 
 /// `GET /v1/ns/{ns}/leases/{name}`
-#[utoipa::path(get, path = "/v1/ns/{ns}/leases/{name}", tag = "leases", params(path::Named), responses((status = 200, description = "The lease: slots, last token, holders, waiters (a name never used shows as free).", body = LeaseShow), Refusals))]
+#[utoipa::path(operation_id = "lease_show", get, path = "/v1/ns/{ns}/leases/{name}", tag = "leases", params(path::Named), responses((status = 200, description = "The lease: slots, last token, holders, waiters (a name never used shows as free).", body = LeaseShow), Refusals))]
 pub async fn show(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult<Json<LeaseShow>> {
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Lease, Access::Read)?;

@@ -21,7 +21,7 @@ use crate::wire::ErrorBody;
 use crate::wire::{DefineBody, ObserveBody, PrefixQuery, TakeBody};
 
 /// `PUT /v1/ns/{ns}/limits/{name}`
-#[utoipa::path(put, path = "/v1/ns/{ns}/limits/{name}", tag = "limits", params(path::Named), request_body = DefineBody, responses((status = 200, description = "The bucket.", body = BucketView), Refusals))]
+#[utoipa::path(operation_id = "limit_define", put, path = "/v1/ns/{ns}/limits/{name}", tag = "limits", params(path::Named), request_body = DefineBody, responses((status = 200, description = "The bucket.", body = BucketView), Refusals))]
 pub async fn define(
     State(state): State<AppState>,
     caller: Caller,
@@ -46,7 +46,7 @@ pub async fn define(
 }
 
 /// `GET /v1/ns/{ns}/limits`
-#[utoipa::path(get, path = "/v1/ns/{ns}/limits", tag = "limits", params(path::Ns), responses((status = 200, description = "Every bucket, by name.", body = Vec<BucketView>), Refusals))]
+#[utoipa::path(operation_id = "limit_list", get, path = "/v1/ns/{ns}/limits", tag = "limits", params(path::Ns), responses((status = 200, description = "Every bucket, by name.", body = Vec<BucketView>), Refusals))]
 pub async fn list(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult<Json<Vec<BucketView>>> {
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Limit, Access::Read)?;
@@ -54,7 +54,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, params: Params)
 }
 
 /// `GET /v1/ns/{ns}/limits/{name}`
-#[utoipa::path(get, path = "/v1/ns/{ns}/limits/{name}", tag = "limits", params(path::Named), responses((status = 200, description = "The bucket.", body = BucketView), (status = 404, description = "No such bucket.", body = ErrorBody), Refusals))]
+#[utoipa::path(operation_id = "limit_show", get, path = "/v1/ns/{ns}/limits/{name}", tag = "limits", params(path::Named), responses((status = 200, description = "The bucket.", body = BucketView), (status = 404, description = "No such bucket.", body = ErrorBody), Refusals))]
 pub async fn show(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult<Json<BucketView>> {
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Limit, Access::Read)?;
@@ -63,7 +63,7 @@ pub async fn show(State(state): State<AppState>, caller: Caller, params: Params)
 }
 
 /// `POST /v1/ns/{ns}/limits/take`
-#[utoipa::path(post, path = "/v1/ns/{ns}/limits/take", tag = "limits", params(path::Ns), request_body = TakeBody, responses((status = 200, description = "Granted: the buckets after the take.", body = TakeView), (status = 404, description = "A bucket was never defined.", body = ErrorBody), (status = 429, description = "`limited`: not granted within `wait_ms`; `wait_ms` and `Retry-After` say how long it needed.", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds, rounded up."))), Refusals))]
+#[utoipa::path(operation_id = "limit_take", post, path = "/v1/ns/{ns}/limits/take", tag = "limits", params(path::Ns), request_body = TakeBody, responses((status = 200, description = "Granted: the buckets after the take.", body = TakeView), (status = 404, description = "A bucket was never defined.", body = ErrorBody), (status = 429, description = "`limited`: not granted within `wait_ms`; `wait_ms` and `Retry-After` say how long it needed.", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds, rounded up."))), Refusals))]
 pub async fn take(
     State(state): State<AppState>,
     caller: Caller,
@@ -95,14 +95,21 @@ pub async fn take(
         party: body.party,
     };
     request.check()?;
-    tokio::select! {
-        view = limit::take(&state.store, request, wait) => Ok(Json(view?)),
-        () = state.shutting_down() => Err(crate::status::shutting_down()),
+    let namespace = request.namespace.clone();
+    let taken = tokio::select! {
+        taken = limit::take(&state.store, request, wait) => taken,
+        () = state.shutting_down() => return Err(crate::status::shutting_down()),
+    };
+    match &taken {
+        Ok(_) => state.metrics.take(&namespace, true),
+        Err(e) if e.kind == arbiter_core::ErrorKind::Limited => state.metrics.take(&namespace, false),
+        Err(_) => {}
     }
+    Ok(Json(taken?))
 }
 
 /// `POST /v1/ns/{ns}/limits/{name}/observe`
-#[utoipa::path(post, path = "/v1/ns/{ns}/limits/{name}/observe", tag = "limits", params(path::Named), request_body = ObserveBody, responses((status = 200, description = "The bucket after the observation.", body = BucketView), (status = 404, description = "No such bucket.", body = ErrorBody), Refusals))]
+#[utoipa::path(operation_id = "limit_observe", post, path = "/v1/ns/{ns}/limits/{name}/observe", tag = "limits", params(path::Named), request_body = ObserveBody, responses((status = 200, description = "The bucket after the observation.", body = BucketView), (status = 404, description = "No such bucket.", body = ErrorBody), Refusals))]
 pub async fn observe(
     State(state): State<AppState>,
     caller: Caller,
@@ -118,7 +125,7 @@ pub async fn observe(
 }
 
 /// `GET /v1/ns/{ns}/counters?prefix=`: the counters of scopes starting with `prefix`.
-#[utoipa::path(get, path = "/v1/ns/{ns}/counters", tag = "limits", params(path::Ns, PrefixQuery), responses((status = 200, description = "Counters of scopes starting with `prefix`, summed over hosts.", body = Vec<CounterView>), Refusals))]
+#[utoipa::path(operation_id = "limit_counters", get, path = "/v1/ns/{ns}/counters", tag = "limits", params(path::Ns, PrefixQuery), responses((status = 200, description = "Counters of scopes starting with `prefix`, summed over hosts.", body = Vec<CounterView>), Refusals))]
 pub async fn counters(
     State(state): State<AppState>,
     caller: Caller,

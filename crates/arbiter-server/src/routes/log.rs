@@ -22,7 +22,7 @@ use crate::wire::{AppendBody, CommitBody, FollowQuery, ReadQuery};
 pub const MAX_READ: u64 = 1000;
 
 /// `POST /v1/ns/{ns}/logs/{stream}/records`
-#[utoipa::path(post, path = "/v1/ns/{ns}/logs/{stream}/records", tag = "logs", params(path::Stream), request_body = AppendBody, responses((status = 200, description = "Appended (or, for a key already used, the first offset with `duplicate: true`).", body = AppendedView), Refusals))]
+#[utoipa::path(operation_id = "log_append", post, path = "/v1/ns/{ns}/logs/{stream}/records", tag = "logs", params(path::Stream), request_body = AppendBody, responses((status = 200, description = "Appended (or, for a key already used, the first offset with `duplicate: true`).", body = AppendedView), Refusals))]
 pub async fn append(
     State(state): State<AppState>,
     caller: Caller,
@@ -55,7 +55,7 @@ pub async fn append(
 }
 
 /// `GET /v1/ns/{ns}/logs/{stream}/records?from=&limit=&consumer=`
-#[utoipa::path(get, path = "/v1/ns/{ns}/logs/{stream}/records", tag = "logs", params(path::Stream, ReadQuery), responses((status = 200, description = "Up to `limit` records from the start, in offset order.", body = Vec<RecordView>), Refusals))]
+#[utoipa::path(operation_id = "log_read", get, path = "/v1/ns/{ns}/logs/{stream}/records", tag = "logs", params(path::Stream, ReadQuery), responses((status = 200, description = "Up to `limit` records from the start, in offset order.", body = Vec<RecordView>), Refusals))]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -90,7 +90,7 @@ pub async fn read(
 
 /// `GET /v1/ns/{ns}/logs/{stream}/follow?from=`: `event: record`, `id: <offset>`, data a
 /// record. A `Last-Event-ID` resumes after that offset.
-#[utoipa::path(get, path = "/v1/ns/{ns}/logs/{stream}/follow", tag = "logs", params(path::Stream, FollowQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this offset (an EventSource reconnecting).")), responses((status = 200, description = "Server-Sent Events: `event: record`, `id: <offset>`, data a record; a failure ends the stream with `event: error`.", content_type = "text/event-stream", body = RecordView), Refusals))]
+#[utoipa::path(operation_id = "log_follow", get, path = "/v1/ns/{ns}/logs/{stream}/follow", tag = "logs", params(path::Stream, FollowQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this offset (an EventSource reconnecting).")), responses((status = 200, description = "Server-Sent Events: `event: record`, `id: <offset>`, data a record; a failure ends the stream with `event: error`.", content_type = "text/event-stream", body = RecordView), Refusals))]
 pub async fn follow(
     State(state): State<AppState>,
     caller: Caller,
@@ -117,7 +117,7 @@ pub async fn follow(
 }
 
 /// `PUT /v1/ns/{ns}/logs/{stream}/consumers/{consumer}`
-#[utoipa::path(put, path = "/v1/ns/{ns}/logs/{stream}/consumers/{consumer}", tag = "logs", params(path::Consumer), request_body = CommitBody, responses((status = 200, description = "Committed.", body = ConsumerInfo), Refusals))]
+#[utoipa::path(operation_id = "log_commit", put, path = "/v1/ns/{ns}/logs/{stream}/consumers/{consumer}", tag = "logs", params(path::Consumer), request_body = CommitBody, responses((status = 200, description = "Committed.", body = ConsumerInfo), Refusals))]
 pub async fn commit(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,7 +134,7 @@ pub async fn commit(
 }
 
 /// `GET /v1/ns/{ns}/logs/{stream}/consumers`
-#[utoipa::path(get, path = "/v1/ns/{ns}/logs/{stream}/consumers", tag = "logs", params(path::Stream), responses((status = 200, description = "The stream's consumers, by name.", body = Vec<ConsumerInfo>), Refusals))]
+#[utoipa::path(operation_id = "log_consumers", get, path = "/v1/ns/{ns}/logs/{stream}/consumers", tag = "logs", params(path::Stream), responses((status = 200, description = "The stream's consumers, by name.", body = Vec<ConsumerInfo>), Refusals))]
 pub async fn consumers(
     State(state): State<AppState>,
     caller: Caller,
@@ -147,7 +147,7 @@ pub async fn consumers(
 }
 
 /// `GET /v1/ns/{ns}/logs`
-#[utoipa::path(get, path = "/v1/ns/{ns}/logs", tag = "logs", params(path::Ns), responses((status = 200, description = "The streams and their lengths, by name.", body = Vec<StreamInfo>), Refusals))]
+#[utoipa::path(operation_id = "log_streams", get, path = "/v1/ns/{ns}/logs", tag = "logs", params(path::Ns), responses((status = 200, description = "The streams and their lengths, by name.", body = Vec<StreamInfo>), Refusals))]
 pub async fn streams(
     State(state): State<AppState>,
     caller: Caller,

@@ -60,6 +60,7 @@ pub fn public() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::openapi))
+        .routes(routes!(ops::metrics))
 }
 
 /// Every route, with the document's fixed parts: what `/openapi.json` is made from.

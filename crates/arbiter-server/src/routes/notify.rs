@@ -17,7 +17,7 @@ use crate::wire::ErrorBody;
 use crate::wire::{NotificationsQuery, NotifyBody, ResolveBody};
 
 /// `POST /v1/ns/{ns}/notifications`
-#[utoipa::path(post, path = "/v1/ns/{ns}/notifications", tag = "notifications", params(path::Ns), request_body = NotifyBody, responses((status = 200, description = "Accepted into the outbox (or folded into an earlier alert).", body = Accepted), Refusals))]
+#[utoipa::path(operation_id = "notify_notify", post, path = "/v1/ns/{ns}/notifications", tag = "notifications", params(path::Ns), request_body = NotifyBody, responses((status = 200, description = "Accepted into the outbox (or folded into an earlier alert).", body = Accepted), Refusals))]
 pub async fn notify(
     State(state): State<AppState>,
     caller: Caller,
@@ -42,7 +42,7 @@ pub async fn notify(
 }
 
 /// `POST /v1/ns/{ns}/notifications/resolve`
-#[utoipa::path(post, path = "/v1/ns/{ns}/notifications/resolve", tag = "notifications", params(path::Ns), request_body = ResolveBody, responses((status = 200, description = "Resolved: a recovery message queued for every channel it alerted.", body = Resolved), (status = 404, description = "No open alert with this dedupe key.", body = ErrorBody), Refusals))]
+#[utoipa::path(operation_id = "notify_resolve", post, path = "/v1/ns/{ns}/notifications/resolve", tag = "notifications", params(path::Ns), request_body = ResolveBody, responses((status = 200, description = "Resolved: a recovery message queued for every channel it alerted.", body = Resolved), (status = 404, description = "No open alert with this dedupe key.", body = ErrorBody), Refusals))]
 pub async fn resolve(
     State(state): State<AppState>,
     caller: Caller,
@@ -62,7 +62,7 @@ pub async fn resolve(
 }
 
 /// `GET /v1/ns/{ns}/notifications?state=&limit=`
-#[utoipa::path(get, path = "/v1/ns/{ns}/notifications", tag = "notifications", params(path::Ns, NotificationsQuery), responses((status = 200, description = "The outbox, newest first.", body = Vec<OutboxEntry>), Refusals))]
+#[utoipa::path(operation_id = "notify_list", get, path = "/v1/ns/{ns}/notifications", tag = "notifications", params(path::Ns, NotificationsQuery), responses((status = 200, description = "The outbox, newest first.", body = Vec<OutboxEntry>), Refusals))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,7 +87,7 @@ pub async fn list(
 }
 
 /// `POST /v1/ns/{ns}/notifications/{id}/retry`
-#[utoipa::path(post, path = "/v1/ns/{ns}/notifications/{id}/retry", tag = "notifications", params(path::Outbox), responses((status = 200, description = "Pending again.", body = OutboxEntry), (status = 404, description = "No such entry.", body = ErrorBody), (status = 409, description = "`conflict`: the entry is not dead.", body = ErrorBody), Refusals))]
+#[utoipa::path(operation_id = "notify_retry", post, path = "/v1/ns/{ns}/notifications/{id}/retry", tag = "notifications", params(path::Outbox), responses((status = 200, description = "Pending again.", body = OutboxEntry), (status = 404, description = "No such entry.", body = ErrorBody), (status = 409, description = "`conflict`: the entry is not dead.", body = ErrorBody), Refusals))]
 pub async fn retry(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult<Json<OutboxEntry>> {
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Notify, Access::Write)?;

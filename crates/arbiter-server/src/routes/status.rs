@@ -21,7 +21,7 @@ use crate::status::ApiResult;
 const RECHECK: Duration = Duration::from_secs(2);
 
 /// `GET /v1/ns/{ns}/status`: the same JSON as `arbiter status --json`.
-#[utoipa::path(get, path = "/v1/ns/{ns}/status", tag = "status", params(path::Ns), responses((status = 200, description = "The fleet, as `arbiter status --json` prints it.", body = FleetView), Refusals))]
+#[utoipa::path(operation_id = "status_status", get, path = "/v1/ns/{ns}/status", tag = "status", params(path::Ns), responses((status = 200, description = "The fleet, as `arbiter status --json` prints it.", body = FleetView), Refusals))]
 pub async fn status(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult<Json<FleetView>> {
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Status, Access::Read)?;
@@ -30,7 +30,7 @@ pub async fn status(State(state): State<AppState>, caller: Caller, params: Param
 
 /// `GET /v1/ns/{ns}/status/stream`: `event: status` with the fleet at start and whenever
 /// it changes (looked at on every change of loops, and at least every 2 s).
-#[utoipa::path(get, path = "/v1/ns/{ns}/status/stream", tag = "status", params(path::Ns), responses((status = 200, description = "Server-Sent Events: `event: status` with the fleet at start and whenever it changes.", content_type = "text/event-stream", body = FleetView), Refusals))]
+#[utoipa::path(operation_id = "status_stream", get, path = "/v1/ns/{ns}/status/stream", tag = "status", params(path::Ns), responses((status = 200, description = "Server-Sent Events: `event: status` with the fleet at start and whenever it changes.", content_type = "text/event-stream", body = FleetView), Refusals))]
 pub async fn stream(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult<Response> {
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Status, Access::Read)?;

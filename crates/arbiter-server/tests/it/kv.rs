@@ -104,3 +104,13 @@ api_test!(kv_watch_streams_changes_and_resumes, |api: Api| async move {
     assert!(events.next().await.is_none());
     assert!(resumed.next().await.is_none());
 });
+
+api_test!(kv_takes_a_value_at_its_limit_escaped, |api: Api| async move {
+    // 1 MiB of control characters: six bytes each once JSON-escaped.
+    let value = "\u{1}".repeat(1 << 20);
+    let put = api
+        .put("/v1/ns/default/kv/big", json!({"value": value}))
+        .await
+        .expect(200);
+    assert_eq!(put["version"].as_i64().map(|v| v > 0), Some(true));
+});

@@ -1,8 +1,11 @@
 //! The server over real HTTP on loopback, on both backends: every route, its success and
 //! each error it can answer.
 
+mod auth;
 mod kv;
 mod lease;
+mod openapi;
+mod routes;
 
 use std::net::SocketAddr;
 
@@ -18,6 +21,14 @@ pub struct Api {
     pub http: reqwest::Client,
     /// The bearer token sent with every request, if any.
     pub token: Option<String>,
+}
+
+/// The server's configuration in tests: one webhook channel (never called: no dispatcher
+/// runs) that takes every `test.*` notification.
+pub fn test_config() -> arbiter_config::Config {
+    let text = "[channels.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n\n\
+                [[routes]]\nkinds = [\"test.*\"]\nchannels = [\"hook\"]\n";
+    arbiter_config::Config::parse(text, std::path::Path::new("arbiter.toml")).unwrap()
 }
 
 /// An answer: its status and JSON body (`Value::Null` when it has none, a string when it
@@ -65,15 +76,45 @@ impl Api {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Store::open(&StoreUrl::parse(url).unwrap()).await.unwrap();
         let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let server = Server::start(store.clone(), ServeConfig::new(listen, auth))
-            .await
-            .unwrap();
+        let mut config = ServeConfig::new(listen, auth);
+        config.config = std::sync::Arc::new(test_config());
+        let server = Server::start(store.clone(), config).await.unwrap();
         Api {
             base: format!("http://{}", server.addr()),
             server,
             store,
             http: reqwest::Client::new(),
             token: None,
+        }
+    }
+
+    /// A server that requires tokens.
+    pub async fn start_tokens(url: &str) -> Api {
+        Api::start_with(url, Auth::Tokens).await
+    }
+
+    /// Creates a token and returns its secret.
+    pub async fn token(&self, name: &str, namespaces: &str, scopes: &str) -> String {
+        let created = arbiter_ops::token::create(
+            &self.store,
+            arbiter_ops::token::CreateToken {
+                name: name.to_string(),
+                namespaces: namespaces.parse().unwrap(),
+                scopes: scopes.parse().unwrap(),
+                expires: None,
+                replace: false,
+            },
+        )
+        .await
+        .unwrap();
+        created.secret
+    }
+
+    /// The same server and client, sending `token`.
+    pub fn with_token(&self, token: &str) -> Caller<'_> {
+        Caller {
+            api: self,
+            token: token.to_string(),
         }
     }
 
@@ -138,6 +179,69 @@ impl Api {
             buffer: String::new(),
         }
     }
+}
+
+/// Requests with a given token.
+pub struct Caller<'a> {
+    pub api: &'a Api,
+    pub token: String,
+}
+
+impl Caller<'_> {
+    /// Sends `method path` with an empty JSON object as its body (for the methods that take
+    /// one) and returns the status alone: an event stream's body is not read.
+    pub async fn status(&self, method: &reqwest::Method, path: &str) -> (u16, reqwest::Response) {
+        let mut request = self
+            .api
+            .http
+            .request(method.clone(), format!("{}{path}", self.api.base))
+            .bearer_auth(&self.token);
+        if matches!(*method, reqwest::Method::POST | reqwest::Method::PUT) {
+            request = request.json(&serde_json::json!({}));
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response)
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
+        let mut request = self
+            .api
+            .http
+            .request(method, format!("{}{path}", self.api.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.api.send(request).await
+    }
+}
+
+/// Every route of the OpenAPI document: method and path template.
+pub fn documented_routes() -> Vec<(reqwest::Method, String)> {
+    let document: Value = serde_json::from_str(&arbiter_server::openapi::document_json()).unwrap();
+    let mut routes = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if let Ok(method) = method.to_uppercase().parse::<reqwest::Method>()
+                && ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(&method.as_str())
+            {
+                routes.push((method, path.clone()));
+            }
+        }
+    }
+    assert!(routes.len() > 30, "the document lists the routes: {routes:?}");
+    routes
+}
+
+/// A route template with sample values for its parameters, in namespace `ns`.
+pub fn sample_path(template: &str, ns: &str) -> String {
+    template
+        .replace("{ns}", ns)
+        .replace("{name}", "some%2Fname")
+        .replace("{key}", "some%2Fkey")
+        .replace("{stream}", "events")
+        .replace("{consumer}", "reader")
+        .replace("{id}", "1")
 }
 
 /// An open Server-Sent Events stream.

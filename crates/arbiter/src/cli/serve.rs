@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use std::io::Write;
 
+use arbiter_core::name::Namespace;
 use arbiter_core::token::{Namespaces, Scopes};
 use arbiter_core::{Error, Result};
 use arbiter_ops::token::CreateToken;
@@ -11,7 +12,7 @@ use arbiter_server::{Auth, DEFAULT_LISTEN, ServeConfig, Server};
 use clap::Args;
 
 use super::output::Output;
-use super::{Global, shutdown_signal};
+use super::{Global, shutdown_signal, typed};
 use crate::exit;
 
 pub const LONG_ABOUT: &str = "\
@@ -40,6 +41,10 @@ pub struct ServeArgs {
     /// and print its secret alone on stdout's first line before serving.
     #[arg(long)]
     admin_token: bool,
+    /// A namespace whose state (leases held, outbox, loops, buckets, counters) /metrics
+    /// reads from the store at each scrape (repeatable).
+    #[arg(long = "metrics-namespace", value_name = "NS", default_value = arbiter_core::name::DEFAULT_NAMESPACE, value_parser = typed::<Namespace>)]
+    metrics_namespaces: Vec<Namespace>,
 }
 
 pub async fn run(args: ServeArgs, global: &Global, _out: Output) -> Result<i32> {
@@ -70,6 +75,7 @@ pub async fn run(args: ServeArgs, global: &Global, _out: Output) -> Result<i32> 
     };
     let mut serve = ServeConfig::new(args.listen, auth);
     serve.config = config;
+    serve.metrics_namespaces = args.metrics_namespaces;
     let server = Server::start(store, serve).await?;
     eprintln!("arbiter: serving on http://{}", server.addr());
     server.run_until(shutdown_signal()).await?;

@@ -19,6 +19,8 @@
 //! - `decisions`: the render projection and the git-native drop-box, with real git.
 //! - `notify`: notifications end to end through a loopback HTTP receiver.
 //! - `secrets`: passwords in store URLs never shown.
+//! - `serve`: `arbiter serve` as a process: the admin token, graceful shutdown on SIGTERM
+//!   and SIGINT (streams end, a waiting acquire is answered), bad flags.
 //! - `pgconn`: the PostgreSQL connection: a silent server and a hung link exit 6 naming
 //!   host:port; TLS `sslmode`s and client certificates against a private ssl-only server.
 //! - `proxy`: `arbiter proxy github` as a process: where it listens, what it forwards, bad
@@ -48,6 +50,7 @@ mod notify;
 mod pgconn;
 mod proxy;
 mod secrets;
+mod serve;
 mod stall;
 mod store;
 mod token;
