@@ -1353,6 +1353,33 @@ mod tests {
     }
 
     #[test]
+    fn over_http_the_server_rows_are_the_reference() {
+        let server = Reference::Server;
+        assert_eq!(server.role(System::HttpSqlite), Role::ArbiterSqlite);
+        assert_eq!(server.role(System::HttpPostgres), Role::ArbiterPostgres);
+        assert_eq!(server.role(System::ArbiterSqliteFull), Role::Other);
+        assert_eq!(server.role(System::Etcd), Role::Other);
+        assert_eq!(Reference::Library.role(System::ArbiterSqliteFull), Role::ArbiterSqlite);
+        assert_eq!(Reference::Library.role(System::HttpSqlite), Role::Other);
+        assert_eq!(
+            server.label(System::ArbiterPostgres, Workload::Limit),
+            "arbiter take · PostgreSQL (library, no server)"
+        );
+        assert_eq!(
+            server.label(System::Redis, Workload::Lease),
+            "Redis SET NX PX + Lua del"
+        );
+        assert_eq!(
+            server_cli_label(System::HttpSqlite),
+            "arbiter CLI --server · SQLite sync=full"
+        );
+        assert_eq!(
+            server_cli_label(System::HttpPostgres),
+            "arbiter CLI --server · PostgreSQL"
+        );
+    }
+
+    #[test]
     fn only_loopback() {
         assert!(is_loopback("127.0.0.1"));
         assert!(is_loopback("127.1.2.3"));

@@ -13,7 +13,7 @@ use reqwest::{Client, StatusCode, Url};
 use serde::Deserialize;
 
 use super::NAMESPACE;
-use crate::spec::{System, TOKEN_ENV, Targets};
+use crate::spec::{System, Targets};
 
 pub struct HttpClient {
     http: Client,
@@ -43,7 +43,14 @@ struct ErrorCode {
 }
 
 impl HttpClient {
-    pub async fn connect(system: System, targets: &Targets, id: u32, ttl_ms: u64) -> Result<HttpClient> {
+    /// Client `id` of the server `system` stands for, sending `token`.
+    pub async fn connect(
+        system: System,
+        targets: &Targets,
+        id: u32,
+        ttl_ms: u64,
+        token: Option<String>,
+    ) -> Result<HttpClient> {
         let Some((server, _)) = targets.server(system) else {
             bail!("no arbiter server was started for {}", system.label());
         };
@@ -64,8 +71,7 @@ impl HttpClient {
         let client = HttpClient {
             http,
             base,
-            // The parent's `Targets` keep the token out of the spec (see `TOKEN_ENV`).
-            token: std::env::var(TOKEN_ENV).ok(),
+            token,
             holder: HolderBody {
                 agent: Some(holder.agent),
                 host: Some(holder.host).filter(|h| !h.is_empty()),
@@ -174,4 +180,113 @@ impl HttpClient {
             code => bail!("take: {status} {code}: {}", String::from_utf8_lossy(&bytes)),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use arbiter_core::name::{LeaseName, Namespace};
+    use arbiter_core::token::{Namespaces, Scopes};
+    use arbiter_ops::token::CreateToken;
+    use arbiter_server::{Auth, ServeConfig, Server};
+    use arbiter_store::{Store, StoreUrl};
+
+    use super::*;
+
+    /// The run's targets with only a server for `HttpSqlite` at `addr`.
+    fn targets(addr: std::net::SocketAddr) -> Targets {
+        Targets {
+            sqlite_full: String::new(),
+            sqlite_normal: String::new(),
+            arbiter_postgres: String::new(),
+            redis: String::new(),
+            postgres: String::new(),
+            pg_schema: String::new(),
+            etcd: String::new(),
+            file_dir: String::new(),
+            prefix: String::new(),
+            http_sqlite: Some(format!("http://{addr}/")),
+            http_postgres: None,
+            http_token_sqlite: None,
+            http_token_postgres: None,
+        }
+    }
+
+    // What the benchmark counts through a real server with a real token: a granted try,
+    // a refused one (the name held by someone else), a decision; and a wrong token is an
+    // error, never a refusal counted as an operation.
+    arbiter_testkit::each_backend!(counts_through_a_real_server, |url: String| async move {
+        let store = Store::open(&StoreUrl::parse(&url).unwrap()).await.unwrap();
+        let ns = Namespace::parse(NAMESPACE).unwrap();
+        let created = arbiter_ops::token::create(
+            &store,
+            CreateToken {
+                name: "bench-test".into(),
+                namespaces: Namespaces::Only(vec![ns.clone()]),
+                scopes: Scopes::every_write(),
+                expires: None,
+                replace: false,
+            },
+        )
+        .await
+        .unwrap();
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let server = Server::start(store.clone(), ServeConfig::new(listen, Auth::Tokens))
+            .await
+            .unwrap();
+        let targets = targets(server.addr());
+        let mut client = HttpClient::connect(System::HttpSqlite, &targets, 1, 30_000, Some(created.secret))
+            .await
+            .unwrap();
+
+        // A name with `/`, as the run's names have: one segment.
+        let name = "arbiter-bench/1-2/h64-0";
+        assert!(client.lease_once(name).await.unwrap(), "a free name is granted");
+        assert!(client.lease_once(name).await.unwrap(), "and was released");
+        let lease = LeaseName::parse(name).unwrap();
+        let info = store.leases().show(&ns, &lease).await.unwrap();
+        assert!(info.holders.is_empty(), "every granted try released its lease");
+        assert_eq!(info.last_token, 2, "two grants");
+
+        // Held by another client that keeps it: a refused try.
+        let body = AcquireBody {
+            ttl_ms: 30_000,
+            slots: None,
+            wait_ms: None,
+            holder: Some(HolderBody {
+                agent: Some("other".into()),
+                ..HolderBody::default()
+            }),
+        };
+        let held = client
+            .http
+            .post(client.url(&["leases", name, "acquire"]).unwrap())
+            .json(&body);
+        let (status, _) = client.send(held).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(!client.lease_once(name).await.unwrap(), "a held name is refused");
+        let info = store.leases().show(&ns, &lease).await.unwrap();
+        assert_eq!(info.holders.len(), 1, "the refused try took nothing");
+        assert_eq!(info.holders[0].holder.agent, "other");
+
+        let bucket = "arbiter-bench/1-2/hl16-bucket";
+        client.prepare_bucket(bucket).await.unwrap();
+        client.prepare_bucket(bucket).await.unwrap();
+        for _ in 0..3 {
+            assert!(client.limit_take(bucket).await.unwrap());
+        }
+
+        let mut stranger = HttpClient::connect(System::HttpSqlite, &targets, 2, 30_000, Some("arb_wrong".into()))
+            .await
+            .unwrap();
+        let refused = stranger.lease_once("free").await.unwrap_err();
+        assert!(format!("{refused:#}").contains("401"), "{refused:#}");
+        let missing = HttpClient::connect(System::HttpPostgres, &targets, 3, 30_000, None).await;
+        assert!(missing.is_err(), "no server for PostgreSQL in these targets");
+        tokio::time::timeout(Duration::from_secs(15), server.shutdown())
+            .await
+            .unwrap()
+            .unwrap();
+    });
 }

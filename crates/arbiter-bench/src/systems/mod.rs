@@ -12,7 +12,7 @@ mod redis;
 
 use anyhow::{Result, bail};
 
-use crate::spec::{System, Targets};
+use crate::spec::{System, TOKEN_ENV, Targets};
 
 /// The namespace arbiter objects of the benchmark live in.
 pub const NAMESPACE: &str = "bench";
@@ -52,7 +52,9 @@ impl Client {
             System::File => Client::File(file::FileClient::open(targets, id)?),
             System::Governor => Client::Governor(governor::GovernorClient::new()),
             System::HttpSqlite | System::HttpPostgres => {
-                Client::Http(http::HttpClient::connect(system, targets, id, ttl_ms).await?)
+                // The parent's `Targets` keep the token out of the spec (see `TOKEN_ENV`).
+                let token = std::env::var(TOKEN_ENV).ok();
+                Client::Http(http::HttpClient::connect(system, targets, id, ttl_ms, token).await?)
             }
         })
     }
