@@ -82,7 +82,8 @@ pub fn check_token(token: i64) -> Result<i64, ParseError> {
         Ok(token)
     } else {
         Err(ParseError::new(format!(
-            "invalid token {token}: expected the positive integer `lease acquire` printed"
+            "invalid token {:?}: expected the positive integer `lease acquire` printed",
+            token.to_string()
         )))
     }
 }
