@@ -57,6 +57,25 @@ impl ErrorKind {
             ErrorKind::Internal => "internal",
         }
     }
+
+    /// The kind whose [`code`](ErrorKind::code) is `code`: how a client of the server
+    /// (`--server`) turns an error body back into the kind the server had.
+    pub fn from_code(code: &str) -> Option<ErrorKind> {
+        Some(match code {
+            "bad_input" => ErrorKind::BadInput,
+            "held" => ErrorKind::Held,
+            "conflict" => ErrorKind::Conflict,
+            "lost" => ErrorKind::Lost,
+            "not_found" => ErrorKind::NotFound,
+            "unavailable" => ErrorKind::Unavailable,
+            "failed" => ErrorKind::Failed,
+            "limited" => ErrorKind::Limited,
+            "unauthorized" => ErrorKind::Unauthorized,
+            "forbidden" => ErrorKind::Forbidden,
+            "internal" => ErrorKind::Internal,
+            _ => return None,
+        })
+    }
 }
 
 /// A failure: its kind and a message that says what happened and, for bad input, what was
@@ -70,7 +89,7 @@ pub struct Error {
 }
 
 /// The state behind an error, where there is one worth returning as data.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Detail {
@@ -123,3 +142,30 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind's code reads back as that kind: a server's error body keeps its kind.
+    #[test]
+    fn every_code_reads_back() {
+        let kinds = [
+            ErrorKind::BadInput,
+            ErrorKind::Held,
+            ErrorKind::Conflict,
+            ErrorKind::Lost,
+            ErrorKind::NotFound,
+            ErrorKind::Unavailable,
+            ErrorKind::Failed,
+            ErrorKind::Limited,
+            ErrorKind::Unauthorized,
+            ErrorKind::Forbidden,
+            ErrorKind::Internal,
+        ];
+        for kind in kinds {
+            assert_eq!(ErrorKind::from_code(kind.code()), Some(kind));
+        }
+        assert_eq!(ErrorKind::from_code("teapot"), None);
+    }
+}

@@ -83,7 +83,7 @@ pub struct Record {
 }
 
 /// What an append came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appended {
     pub offset: i64,
     /// True when the idempotency key was already used: nothing was written.
@@ -92,7 +92,7 @@ pub struct Appended {
 
 /// A stream and how far it has grown.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamInfo {
     pub stream: StreamName,
     /// The offset the next record will get (= the number of records).
@@ -101,7 +101,7 @@ pub struct StreamInfo {
 
 /// A consumer's position in a stream.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerInfo {
     pub stream: StreamName,
     pub consumer: ConsumerName,

@@ -11,7 +11,7 @@ use arbiter_core::log::{ContentType, NewRecord, RecordFields};
 use arbiter_core::name::Namespace;
 use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which input of a decision was wrong: each front end names its own flag or field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +63,9 @@ pub fn record(
 
 /// A recorded decision; `id` is what the Markdown names it by.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decided {
-    pub stream: &'static str,
+    pub stream: std::borrow::Cow<'static, str>,
     pub offset: i64,
     pub duplicate: bool,
     pub id: String,
@@ -75,7 +75,7 @@ pub struct Decided {
 pub async fn decide(store: &Store, record: NewRecord) -> Result<Decided> {
     let appended = store.log().append(record).await?;
     Ok(Decided {
-        stream: STREAM,
+        stream: STREAM.into(),
         offset: appended.offset,
         duplicate: appended.duplicate,
         id: format!("decision-{}", appended.offset),
@@ -84,7 +84,7 @@ pub async fn decide(store: &Store, record: NewRecord) -> Result<Decided> {
 
 /// The decisions log as Markdown: the same log always gives the same bytes.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rendered {
     pub text: String,
     /// How many decisions it holds.

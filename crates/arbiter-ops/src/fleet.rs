@@ -17,7 +17,7 @@ use arbiter_core::loops::{self, LoopStatus};
 use arbiter_core::name::{Namespace, Prefix};
 use arbiter_core::{Millis, Result};
 use arbiter_store::{RoundInfo, Store};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::view::timestamp;
 
@@ -56,6 +56,19 @@ impl Serialize for FleetState {
     }
 }
 
+/// The word back (a remote client reads the views a server sends).
+impl<'de> Deserialize<'de> for FleetState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "lost" => Ok(FleetState::Lost),
+            other => LoopStatus::parse(other)
+                .map(FleetState::Reported)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// A string in JSON schemas: what `as_str` says.
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for FleetState {
@@ -69,7 +82,7 @@ impl utoipa::ToSchema for FleetState {}
 
 /// One loop of the fleet. Times are RFC 3339 from the store's clock.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoopView {
     #[serde(rename = "loop")]
     pub name: String,
@@ -97,7 +110,7 @@ pub struct LoopView {
 
 /// The whole fleet: its loops, and the GitHub identities they spend.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetView {
     pub loops: Vec<LoopView>,
     pub github: Vec<IdentityView>,
@@ -105,7 +118,7 @@ pub struct FleetView {
 
 /// One GitHub identity (a login, whatever tokens it has): its budgets.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdentityView {
     pub login: String,
     /// Frozen until then (the upstream said wait): its loops are paused.
@@ -117,7 +130,7 @@ pub struct IdentityView {
 
 /// One budget of an identity (`core`, `graphql`, `search`, `points`, …).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceView {
     pub resource: String,
     /// What may be spent now (whole calls): 0 while frozen, the whole limit once its

@@ -7,7 +7,7 @@ use arbiter_core::kv::{IfVersion, KeyValue, MAX_VALUE_LEN};
 use arbiter_core::name::{Key, Namespace, Prefix};
 use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A key's value: UTF-8 text of at most [`MAX_VALUE_LEN`] bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub async fn get(store: &Store, namespace: &Namespace, key: &Key) -> Result<KeyV
 
 /// What a put wrote.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Put {
     pub key: Key,
     pub value: String,
@@ -60,7 +60,7 @@ pub async fn put(store: &Store, namespace: &Namespace, key: &Key, value: Value, 
 
 /// What a delete did: `version` is the revision of the deletion.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deleted {
     pub key: Key,
     pub deleted: bool,

@@ -10,7 +10,7 @@ use arbiter_core::Result;
 use arbiter_core::lease::{Holder, RenewRequest};
 use arbiter_core::name::{LeaseName, Namespace, Prefix};
 use arbiter_store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::view::{LeaseView, timestamp};
 
@@ -42,7 +42,7 @@ pub async fn renew(
 
 /// What a release did.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Released {
     pub name: LeaseName,
     pub token: i64,
@@ -67,7 +67,7 @@ pub async fn list(store: &Store, namespace: &Namespace, prefix: &Prefix) -> Resu
 
 /// One lease: its slots, last fencing token, holders and waiters.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseShow {
     pub namespace: String,
     pub name: String,
@@ -79,7 +79,7 @@ pub struct LeaseShow {
 
 /// A request waiting for a place, in arrival order.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaiterView {
     pub ticket: i64,
     pub holder: Holder,

@@ -11,13 +11,13 @@ pub use arbiter_core::limit::{BucketInfo, BucketSpec, Counter, Observation, Prio
 use arbiter_core::name::{BucketName, Namespace};
 use arbiter_core::{Error, Millis, Result};
 use arbiter_store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::view::timestamp;
 
 /// A bucket. Field names are stable.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BucketView {
     pub namespace: String,
     pub name: String,
@@ -56,7 +56,7 @@ impl BucketView {
 
 /// A granted take: the buckets after it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TakeView {
     pub granted: bool,
     pub cost: u64,
@@ -65,7 +65,7 @@ pub struct TakeView {
 
 /// A counter summed over the hosts that count it. Field names are stable.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterView {
     pub scope: String,
     pub name: String,

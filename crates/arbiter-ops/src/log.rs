@@ -8,7 +8,7 @@ use arbiter_core::Result;
 use arbiter_core::log::{ConsumerInfo, ContentType, NewRecord, Record, StreamInfo};
 use arbiter_core::name::{ConsumerName, Namespace, StreamName};
 use arbiter_store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::view::timestamp;
 
@@ -24,7 +24,7 @@ pub enum Start {
 
 /// What an append came to.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendedView {
     pub stream: String,
     pub offset: i64,
@@ -34,7 +34,7 @@ pub struct AppendedView {
 
 /// A record as every front end shows it: its time as RFC 3339.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordView {
     pub stream: String,
     pub offset: i64,

@@ -7,7 +7,7 @@ use arbiter_core::notify::Notification;
 use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_notify::send::Attempt;
 use arbiter_store::{AcceptRequest, Accepted, DeliveryState, OutboxEntry, Resolved, Store};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A notification checked and routed: what [`notify`] accepts into the outbox.
 #[derive(Debug, Clone)]
@@ -57,11 +57,11 @@ pub async fn retry(store: &Store, namespace: &Namespace, id: i64) -> Result<Outb
 
 /// A configured channel, secrets hidden: a URL target shows its host only.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelView {
     pub id: String,
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: std::borrow::Cow<'static, str>,
     pub name: Option<String>,
     pub target: String,
     pub signed: bool,
@@ -76,7 +76,7 @@ pub fn channels(config: &Config) -> Vec<ChannelView> {
         .iter()
         .map(|c| ChannelView {
             id: c.id.clone(),
-            kind: c.kind.as_str(),
+            kind: c.kind.as_str().into(),
             name: c.name.clone(),
             target: match &c.target {
                 Target::Url(url) => arbiter_config::redact_url(url),
@@ -90,7 +90,7 @@ pub fn channels(config: &Config) -> Vec<ChannelView> {
 }
 
 /// A test message the channel took.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestDelivered {
     pub channel: String,
     pub delivered: bool,

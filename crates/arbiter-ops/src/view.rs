@@ -4,7 +4,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use arbiter_core::Millis;
 use arbiter_core::lease::{Holder, Lease};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The last instant RFC 3339 can show (9999-12-31T23:59:59.999Z).
 const LAST_SHOWN_MS: Millis = 253_402_300_799_999;
@@ -18,7 +18,7 @@ pub fn timestamp(ms: Millis) -> String {
 
 /// A lease. Field names are stable.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseView {
     pub namespace: String,
     pub name: String,

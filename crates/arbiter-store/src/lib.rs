@@ -42,10 +42,10 @@ pub const SCHEMA_VERSION: i64 = 7;
 
 /// What `arbiter store info` prints.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoreInfo {
     /// `sqlite` or `postgres`.
-    pub backend: &'static str,
+    pub backend: std::borrow::Cow<'static, str>,
     /// The file path, or the Postgres URL without its password.
     pub location: String,
     pub schema_version: i64,

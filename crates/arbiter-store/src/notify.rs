@@ -6,7 +6,7 @@ use std::time::Duration;
 use arbiter_core::name::Namespace;
 use arbiter_core::notify::{Fold, Message, MessageType, Notification, crosses_threshold};
 use arbiter_core::{Error, ErrorKind, Millis, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A notification to accept, with the channels routing chose for it.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ pub struct AcceptRequest {
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
     /// Occurrences of the dedupe key so far (1 without a key).
     pub count: u64,
@@ -31,7 +31,7 @@ pub struct Accepted {
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolved {
     pub count: u64,
     pub first_at: Millis,
@@ -40,7 +40,7 @@ pub struct Resolved {
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     Pending,
@@ -79,7 +79,7 @@ pub struct Failure {
 
 /// One queued message for one channel.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     pub id: i64,
     pub channel: String,

@@ -387,7 +387,7 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> Error {
 impl Backend for PgStore {
     fn info(&self) -> StoreInfo {
         StoreInfo {
-            backend: "postgres",
+            backend: "postgres".into(),
             location: self.location.clone(),
             schema_version: SCHEMA_VERSION,
         }

@@ -334,7 +334,7 @@ fn sqlite_error(path: &std::path::Path, e: rusqlite::Error) -> Error {
 impl Backend for SqliteStore {
     fn info(&self) -> StoreInfo {
         StoreInfo {
-            backend: "sqlite",
+            backend: "sqlite".into(),
             location: self.path.display().to_string(),
             schema_version: SCHEMA_VERSION,
         }

@@ -37,16 +37,23 @@ pub struct DecisionText {
 
 impl DecisionText {
     fn decision(&self) -> Result<Decision> {
+        Ok(self.read()?.1)
+    }
+
+    /// The text as given (TEXT or the file's) and the decision made of it.
+    fn read(&self) -> Result<(String, Decision)> {
         let text = match (&self.text, &self.body_file) {
             (Some(text), _) => text.clone(),
             (None, Some(path)) => read_body(path)?,
             (None, None) => unreachable!("clap requires one"),
         };
-        decisions::decision(&text, self.title.as_deref(), &self.by).map_err(|(input, e)| match input {
-            DecisionInput::By => e.context("--by"),
-            DecisionInput::Title => e.context("--title"),
-            DecisionInput::Text => Error::bad_input(format!("{}: give TEXT or a non-empty --body-file", e.message)),
-        })
+        let decision =
+            decisions::decision(&text, self.title.as_deref(), &self.by).map_err(|(input, e)| match input {
+                DecisionInput::By => e.context("--by"),
+                DecisionInput::Title => e.context("--title"),
+                DecisionInput::Text => Error::bad_input(format!("{}: give TEXT or a non-empty --body-file", e.message)),
+            })?;
+        Ok((text, decision))
     }
 }
 
@@ -158,11 +165,28 @@ pub struct InitArgs {
 }
 
 pub async fn decide(args: DecideArgs, global: &Global, out: Output) -> Result<i32> {
-    let decision = args.text.decision()?;
-    let tags = args.text.tags.iter().cloned().collect();
-    let record = decisions::record(&global.namespace, &decision, &args.text.by, tags, args.key)?;
-    let (store, _) = global.open().await?;
-    let decided = decisions::decide(&store, record).await?;
+    let (text, decision) = args.text.read()?;
+    let tags: std::collections::BTreeMap<String, String> = args.text.tags.iter().cloned().collect();
+    // The record is checked before anything is opened or sent (the target makes it again).
+    decisions::record(
+        &global.namespace,
+        &decision,
+        &args.text.by,
+        tags.clone(),
+        args.key.clone(),
+    )?;
+    let target = global.target().await?;
+    let decided = target
+        .decide(
+            &global.namespace,
+            &decision,
+            &text,
+            args.text.title.as_deref(),
+            &args.text.by,
+            tags,
+            args.key,
+        )
+        .await?;
     if out.json {
         out.print_sorted(&decided);
     } else {
@@ -180,8 +204,7 @@ pub async fn decisions(command: DecisionsCommand, global: &Global, out: Output) 
             dir.join("decisions.md").display()
         )));
     }
-    let (store, _) = global.open().await?;
-    let rendered = decisions::render(&store, &global.namespace).await?;
+    let rendered = global.target().await?.decisions_render(&global.namespace).await?;
     match path {
         Some(path) => {
             inbox::write_atomic(&path, rendered.text.as_bytes())?;

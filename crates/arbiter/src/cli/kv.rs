@@ -4,7 +4,7 @@ use arbiter_core::Result;
 use arbiter_core::kv::EventType;
 use arbiter_core::name::{Key, Prefix};
 use arbiter_core::redact::printable;
-use arbiter_ops::kv::{self, Value};
+use arbiter_ops::kv::Value;
 use clap::Subcommand;
 
 use super::output::Output;
@@ -60,8 +60,8 @@ pub async fn run(command: KvCommand, global: &Global, out: Output) -> Result<i32
     let ns = &global.namespace;
     match command {
         KvCommand::Get { key } => {
-            let (store, _) = global.open().await?;
-            let kv = kv::get(&store, ns, &key).await?;
+            let target = global.target().await?;
+            let kv = target.kv_get(ns, &key).await?;
             if out.json {
                 out.print_json(&kv);
             } else {
@@ -70,8 +70,8 @@ pub async fn run(command: KvCommand, global: &Global, out: Output) -> Result<i32
         }
         KvCommand::Put { key, value, if_version } => {
             let value = Value::parse(value)?;
-            let (store, _) = global.open().await?;
-            let put = kv::put(&store, ns, &key, value, if_version).await?;
+            let target = global.target().await?;
+            let put = target.kv_put(ns, &key, value, if_version).await?;
             if out.json {
                 out.print_sorted(&put);
             } else {
@@ -79,8 +79,8 @@ pub async fn run(command: KvCommand, global: &Global, out: Output) -> Result<i32
             }
         }
         KvCommand::Delete { key, if_version } => {
-            let (store, _) = global.open().await?;
-            let deleted = kv::delete(&store, ns, &key, if_version).await?;
+            let target = global.target().await?;
+            let deleted = target.kv_delete(ns, &key, if_version).await?;
             if out.json {
                 out.print_sorted(&deleted);
             } else {
@@ -88,8 +88,8 @@ pub async fn run(command: KvCommand, global: &Global, out: Output) -> Result<i32
             }
         }
         KvCommand::List { prefix } => {
-            let (store, _) = global.open().await?;
-            let items = kv::list(&store, ns, &prefix).await?;
+            let target = global.target().await?;
+            let items = target.kv_list(ns, &prefix).await?;
             if out.json {
                 out.print_json(&items);
             } else {
@@ -100,8 +100,8 @@ pub async fn run(command: KvCommand, global: &Global, out: Output) -> Result<i32
             }
         }
         KvCommand::Watch { prefix, from, limit } => {
-            let (store, _) = global.open().await?;
-            let mut watch = kv::watch(&store, ns, &prefix, from).await?;
+            let target = global.target().await?;
+            let mut watch = target.kv_watch(ns, &prefix, from).await?;
             let mut seen = 0u64;
             // Bounded by --limit, or runs until interrupted: that is what a watch is for.
             loop {

@@ -6,7 +6,7 @@ use arbiter_client::lease::describe;
 use arbiter_core::lease::{Holder, MAX_SLOTS};
 use arbiter_core::name::{LeaseName, Namespace, Prefix};
 use arbiter_core::{Error, Result};
-use arbiter_ops::lease::{self, AcquireRequest};
+use arbiter_ops::lease::AcquireRequest;
 use clap::{Args, Subcommand};
 
 use super::output::Output;
@@ -124,8 +124,8 @@ pub async fn run(command: LeaseCommand, global: &Global, out: Output) -> Result<
                 })?,
                 None => arbiter_process::caller_holder(&args.holder)?,
             };
-            let (store, _) = global.open().await?;
-            let lease = lease::acquire(&store, args.request(ns, holder)).await?;
+            let target = global.target().await?;
+            let lease = target.lease_acquire(args.request(ns, holder)).await?;
             if out.json {
                 out.print_json(&lease);
             } else {
@@ -133,8 +133,8 @@ pub async fn run(command: LeaseCommand, global: &Global, out: Output) -> Result<
             }
         }
         LeaseCommand::Renew { name, token, ttl } => {
-            let (store, _) = global.open().await?;
-            let lease = lease::renew(&store, ns, &name, token, ttl).await?;
+            let target = global.target().await?;
+            let lease = target.lease_renew(ns, &name, token, ttl).await?;
             if out.json {
                 out.print_json(&lease);
             } else {
@@ -142,15 +142,15 @@ pub async fn run(command: LeaseCommand, global: &Global, out: Output) -> Result<
             }
         }
         LeaseCommand::Release { name, token } => {
-            let (store, _) = global.open().await?;
-            let released = lease::release(&store, ns, &name, token).await?;
+            let target = global.target().await?;
+            let released = target.lease_release(ns, &name, token).await?;
             if out.json {
                 out.print_sorted(&released);
             }
         }
         LeaseCommand::List { prefix } => {
-            let (store, _) = global.open().await?;
-            let leases = lease::list(&store, ns, &prefix).await?;
+            let target = global.target().await?;
+            let leases = target.lease_list(ns, &prefix).await?;
             if out.json {
                 out.print_json(&leases);
             } else {
@@ -166,8 +166,8 @@ pub async fn run(command: LeaseCommand, global: &Global, out: Output) -> Result<
             }
         }
         LeaseCommand::Show { name } => {
-            let (store, _) = global.open().await?;
-            let info = lease::show(&store, ns, &name).await?;
+            let target = global.target().await?;
+            let info = target.lease_show(ns, &name).await?;
             if out.json {
                 out.print_sorted(&info);
             } else {

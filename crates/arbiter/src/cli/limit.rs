@@ -171,8 +171,8 @@ pub async fn run(command: LimitCommand, global: &Global, out: Output) -> Result<
                 fair,
             };
             spec.check()?;
-            let (store, _) = global.open().await?;
-            let view = limit::define(&store, ns, &name, &spec, if_absent).await?;
+            let target = global.target().await?;
+            let view = target.limit_define(ns, &name, &spec, if_absent).await?;
             if out.json {
                 out.print_json(&view);
             } else {
@@ -194,15 +194,15 @@ pub async fn run(command: LimitCommand, global: &Global, out: Output) -> Result<
                 party,
             };
             request.check()?;
-            let (store, _) = global.open().await?;
-            let view = limit::take(&store, request, wait.unwrap_or(Duration::ZERO)).await?;
+            let target = global.target().await?;
+            let view = target.limit_take(request, wait.unwrap_or(Duration::ZERO)).await?;
             if out.json {
                 out.print_json(&view);
             }
         }
         LimitCommand::Show { name: Some(name) } => {
-            let (store, _) = global.open().await?;
-            let view = limit::show(&store, ns, &name).await?;
+            let target = global.target().await?;
+            let view = target.limit_show(ns, &name).await?;
             if out.json {
                 out.print_json(&view);
             } else {
@@ -210,8 +210,8 @@ pub async fn run(command: LimitCommand, global: &Global, out: Output) -> Result<
             }
         }
         LimitCommand::Show { name: None } | LimitCommand::List => {
-            let (store, _) = global.open().await?;
-            let views = limit::list(&store, ns).await?;
+            let target = global.target().await?;
+            let views = target.limit_list(ns).await?;
             if out.json {
                 out.print_json(&views);
             } else {
@@ -227,8 +227,8 @@ pub async fn run(command: LimitCommand, global: &Global, out: Output) -> Result<
             hit,
         } => {
             let observation = limit::observation(upstream_limit, remaining, reset, retry_after, hit)?;
-            let (store, _) = global.open().await?;
-            let view = limit::observe(&store, ns, &name, &observation).await?;
+            let target = global.target().await?;
+            let view = target.limit_observe(ns, &name, &observation).await?;
             if out.json {
                 out.print_json(&view);
             } else {
@@ -236,8 +236,8 @@ pub async fn run(command: LimitCommand, global: &Global, out: Output) -> Result<
             }
         }
         LimitCommand::Counters { prefix } => {
-            let (store, _) = global.open().await?;
-            let counters = limit::counters(&store, ns, &prefix).await?;
+            let target = global.target().await?;
+            let counters = target.limit_counters(ns, &prefix).await?;
             if out.json {
                 out.print_json(&counters);
             } else {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use arbiter_core::log::{ContentType, NewRecord, RecordFields, parse_tag};
 use arbiter_core::name::{ConsumerName, StreamName};
 use arbiter_core::{Error, Result};
-use arbiter_ops::log::{self, AppendedView, RecordView, Start};
+use arbiter_ops::log::{AppendedView, RecordView, Start};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 
@@ -169,8 +169,8 @@ pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i3
                     idempotency_key: args.key.clone(),
                 },
             )?;
-            let (store, _) = global.open().await?;
-            out.appended(&log::append(&store, record).await?);
+            let target = global.target().await?;
+            out.appended(&target.log_append(record).await?);
         }
         LogCommand::Read {
             stream,
@@ -179,23 +179,23 @@ pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i3
             follow,
             consumer,
         } => {
-            let (store, _) = global.open().await?;
+            let target = global.target().await?;
             let start = match consumer {
                 Some(consumer) => Start::Consumer(consumer),
                 None => Start::Offset(from.unwrap_or(0)),
             };
-            let mut next = log::start_offset(&store, ns, &stream, &start).await?;
+            let mut next = target.log_start_offset(ns, &stream, &start).await?;
             let mut follower = match follow {
-                true => Some(log::follow(&store, ns, &stream, next).await?),
+                true => Some(target.log_follow(ns, &stream, next).await?),
                 false => None,
             };
             let mut left = limit.unwrap_or(u64::MAX);
             // Bounded by --limit, the end of the stream, or (with --follow) interruption.
             while left > 0 {
                 let batch: Vec<RecordView> = match follower.as_mut() {
-                    Some(follower) => follower.next().await?.into_iter().map(RecordView::from).collect(),
+                    Some(follower) => follower.next().await?,
                     None => {
-                        let batch = log::read(&store, ns, &stream, next, left.min(1000) as usize).await?;
+                        let batch = target.log_read(ns, &stream, next, left.min(1000) as usize).await?;
                         if batch.is_empty() {
                             break;
                         }
@@ -214,15 +214,15 @@ pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i3
             consumer,
             offset,
         }) => {
-            let (store, _) = global.open().await?;
-            let info = log::commit(&store, ns, &stream, &consumer, offset).await?;
+            let target = global.target().await?;
+            let info = target.log_commit(ns, &stream, &consumer, offset).await?;
             if out.json {
                 out.print_json(&info);
             }
         }
         LogCommand::Consumer(ConsumerCommand::List { stream }) => {
-            let (store, _) = global.open().await?;
-            let consumers = log::consumers(&store, ns, &stream).await?;
+            let target = global.target().await?;
+            let consumers = target.log_consumers(ns, &stream).await?;
             if out.json {
                 out.print_json(&consumers);
             } else {
@@ -232,8 +232,8 @@ pub async fn run(command: LogCommand, global: &Global, out: Output) -> Result<i3
             }
         }
         LogCommand::Streams => {
-            let (store, _) = global.open().await?;
-            let streams = log::streams(&store, ns).await?;
+            let target = global.target().await?;
+            let streams = target.log_streams(ns).await?;
             if out.json {
                 out.print_json(&streams);
             } else {
@@ -281,7 +281,7 @@ fn print_record(out: Output, record: &RecordView) {
 /// offset is printed (and flushed) only once the append is durable. A malformed line
 /// stops the run with its line number; lines before it stay appended.
 async fn append_lines(args: AppendArgs, global: &Global, out: Output) -> Result<()> {
-    let (store, _) = global.open().await?;
+    let target = global.target().await?;
     let mut stdin = std::io::stdin().lock();
     let mut buffer = Vec::new();
     for number in 1.. {
@@ -329,7 +329,7 @@ async fn append_lines(args: AppendArgs, global: &Global, out: Output) -> Result<
             },
         )
         .map_err(|e| e.context(format!("standard input line {number}")))?;
-        out.appended(&log::append(&store, record).await?);
+        out.appended(&target.log_append(record).await?);
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod output;
 mod proxy;
 mod serve;
 mod store;
+mod target;
 mod token;
 mod watch;
 
@@ -29,8 +30,8 @@ use output::Output;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 internal error, 2 bad input, 3 held, conflict or limited, 4 lost,
-5 not found, 6 store unavailable, 7 failed, 8 refused by the server (token, namespace or
-scope). `arbiter lock` exits with its command's code.
+5 not found, 6 store (or --server) unavailable, 7 failed, 8 refused by the server (token,
+namespace or scope). `arbiter lock` exits with its command's code.
 
 Names (leases, keys): 1-255 characters of ASCII letters, digits and . _ - / : @
 Durations: 250ms, 30s, 5m, 1h30m, 2d.";
@@ -78,6 +79,25 @@ pub struct Global {
     /// config directory, if it exists.
     #[arg(long, global = true, env = "ARBITER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Go through the arbiter server at URL (`arbiter serve`) instead of opening the store:
+    /// same output and exit codes; a refusal of the token is exit 8. The bearer token comes
+    /// from ARBITER_TOKEN or --token-file.
+    #[arg(
+        long,
+        global = true,
+        env = "ARBITER_SERVER",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    server: Option<String>,
+    /// With --server: read the bearer token from this file (its one line) instead of
+    /// ARBITER_TOKEN. There is no flag taking the token itself: it would show in `ps`.
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// Whether --store was given on the command line (not from ARBITER_STORE): with
+    /// --server too, that is two answers to "where", refused.
+    #[arg(skip)]
+    store_given: bool,
     /// Whether the namespace was given (flag or environment) rather than defaulted: where
     /// another flag also names namespaces (`token create --namespaces`), both is an error.
     #[arg(skip)]
@@ -218,11 +238,13 @@ fn parse(args: &[OsString]) -> std::result::Result<Cli, clap::Error> {
         matches.value_source("namespace"),
         Some(ValueSource::CommandLine | ValueSource::EnvVariable)
     );
+    cli.global.store_given = matches!(matches.value_source("store"), Some(ValueSource::CommandLine));
     Ok(cli)
 }
 
 async fn run(cli: Cli, out: Output) -> Result<i32> {
     let global = cli.global;
+    global.check_server(&cli.command)?;
     match cli.command {
         Command::Lease(command) => lease::run(command, &global, out).await,
         Command::Lock(args) => lock::run(args, &global, out).await,
@@ -289,8 +311,41 @@ impl Global {
         }
     }
 
-    /// Opens (and migrates) the store.
+    /// `--server` where it can be used: not beside an explicit `--store`, not for a command
+    /// that works on the store itself; `--token-file` only with it.
+    fn check_server(&self, command: &Command) -> Result<()> {
+        if self.server.is_none() {
+            if let Some(path) = &self.token_file {
+                return Err(Error::bad_input(format!(
+                    "--token-file {}: the token is for a server; give --server URL (or ARBITER_SERVER) too",
+                    path.display()
+                )));
+            }
+            return Ok(());
+        }
+        if self.store_given {
+            return Err(Error::bad_input(
+                "--store and --server: give one (the server reaches its own store)",
+            ));
+        }
+        match target::local_only(command) {
+            Some(name) => Err(target::refuse_server(name)),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens (and migrates) the store, for a command that works on the store itself
+    /// (refused with `--server`, which such a command cannot go through); the others ask
+    /// [`Global::target`].
     async fn open(&self) -> Result<(Store, StoreUrl)> {
+        if self.server.is_some() {
+            return Err(target::refuse_server("this command"));
+        }
+        self.open_store().await
+    }
+
+    /// Opens (and migrates) the store.
+    async fn open_store(&self) -> Result<(Store, StoreUrl)> {
         let url = self.store_url()?;
         // A new data directory is created 0700; an existing one (perhaps a link the user
         // made to another disk) is the user's and left as it is.

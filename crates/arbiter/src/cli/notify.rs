@@ -106,11 +106,14 @@ pub(super) fn load_config(global: &Global) -> Result<Arc<Config>> {
 }
 
 pub async fn notify(args: NotifyArgs, global: &Global, out: Output) -> Result<i32> {
-    let config = load_config(global)?;
+    // Through a server, the server's configuration routes.
+    let config = global.local_config()?;
     if let Some(NotifyCommand::Resolve { dedupe, body }) = args.command {
         arbiter_core::name::validate_name("dedupe key", &dedupe)?;
-        let (store, _) = global.open().await?;
-        let resolved = notify::resolve(&store, &global.namespace, &dedupe, body.as_deref()).await?;
+        let target = global.target().await?;
+        let resolved = target
+            .notify_resolve(&global.namespace, &dedupe, body.as_deref())
+            .await?;
         if out.json {
             out.print_json(&resolved);
         } else {
@@ -132,9 +135,19 @@ pub async fn notify(args: NotifyArgs, global: &Global, out: Output) -> Result<i3
         tags: args.tags.into_iter().collect(),
         dedupe_key: args.dedupe,
     };
-    let routed = notify::route(&config, &global.namespace, notification, args.channel.as_deref())?;
-    let (store, _) = global.open().await?;
-    let accepted = notify::notify(&store, routed).await?;
+    // Routed before the store is opened, so a bad route changes nothing.
+    if let Some(config) = &config {
+        notify::route(config, &global.namespace, notification.clone(), args.channel.as_deref())?;
+    }
+    let target = global.target().await?;
+    let accepted = target
+        .notify(
+            config.as_deref(),
+            &global.namespace,
+            notification,
+            args.channel.as_deref(),
+        )
+        .await?;
     if out.json {
         out.print_json(&accepted);
     } else if accepted.sent {
@@ -196,10 +209,12 @@ pub async fn dispatch(args: DispatchArgs, global: &Global, out: Output) -> Resul
 }
 
 pub async fn notifications(command: NotificationsCommand, global: &Global, out: Output) -> Result<i32> {
-    let (store, _) = global.open().await?;
+    let target = global.target().await?;
     match command {
         NotificationsCommand::List { state, limit } => {
-            let entries = notify::list(&store, &global.namespace, state, limit as usize).await?;
+            let entries = target
+                .notifications_list(&global.namespace, state, limit as usize)
+                .await?;
             if out.json {
                 out.print_json(&entries);
             } else {
@@ -223,7 +238,7 @@ pub async fn notifications(command: NotificationsCommand, global: &Global, out: 
             }
         }
         NotificationsCommand::Retry { id } => {
-            let entry = notify::retry(&store, &global.namespace, id).await?;
+            let entry = target.notifications_retry(&global.namespace, id).await?;
             if out.json {
                 out.print_json(&entry);
             } else {
@@ -235,10 +250,9 @@ pub async fn notifications(command: NotificationsCommand, global: &Global, out: 
 }
 
 pub async fn channels(command: ChannelsCommand, global: &Global, out: Output) -> Result<i32> {
-    let config = load_config(global)?;
     match command {
         ChannelsCommand::List => {
-            let channels = notify::channels(&config);
+            let channels = super::target::channels(global).await?;
             if out.json {
                 out.print_sorted(&channels);
             } else {
@@ -250,6 +264,7 @@ pub async fn channels(command: ChannelsCommand, global: &Global, out: Output) ->
         ChannelsCommand::Test { id } => {
             // A channel that does not take the message exits 7, not 6: the channel
             // failed, not the store.
+            let config = load_config(global)?;
             let delivered = notify::test_channel(&config, &id).await?;
             if out.json {
                 out.print_sorted(&delivered);

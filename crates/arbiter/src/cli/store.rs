@@ -17,8 +17,8 @@ pub enum StoreCommand {
 }
 
 pub async fn run(command: StoreCommand, global: &Global, out: Output) -> Result<i32> {
-    let (store, _) = global.open().await?;
-    let info = arbiter_ops::store::info(&store);
+    // `migrate` is refused with --server (see `target::local_only`): it is the store's.
+    let info = global.target().await?.store_info().await?;
     match command {
         StoreCommand::Info | StoreCommand::Migrate => {
             if out.json {

@@ -143,24 +143,29 @@ pub async fn watch(args: WatchArgs, global: &Global, out: Output) -> Result<i32>
 }
 
 pub async fn status(args: StatusArgs, global: &Global, out: Output) -> Result<i32> {
-    let (store, _) = global.open().await?;
-    // Bounded by interruption with --watch; otherwise one pass.
-    loop {
-        let fleet = fleet::fleet_status(&store, &global.namespace).await?;
+    let target = global.target().await?;
+    let print = |fleet: &fleet::FleetView| {
         if out.json {
-            out.print_sorted(&fleet);
+            out.print_sorted(fleet);
         } else {
             if args.watch {
                 print!("\x1b[2J\x1b[H");
             }
-            print_fleet(&fleet);
+            print_fleet(fleet);
         }
-        if !args.watch {
-            return Ok(exit::SUCCESS);
-        }
+    };
+    if !args.watch {
+        print(&target.fleet_status(&global.namespace).await?);
+        return Ok(exit::SUCCESS);
+    }
+    let mut watch = target.fleet_watch(&global.namespace).await?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    // Bounded by interruption.
+    loop {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            () = shutdown_signal() => return Ok(exit::SUCCESS),
+            fleet = watch.next() => print(&fleet?),
+            () = &mut shutdown => return Ok(exit::SUCCESS),
         }
     }
 }

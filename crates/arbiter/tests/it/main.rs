@@ -18,6 +18,9 @@
 //! - `doctor`: one line per check of a machine's setup; nothing sent without `--send`.
 //! - `decisions`: the render projection and the git-native drop-box, with real git.
 //! - `notify`: notifications end to end through a loopback HTTP receiver.
+//! - `remote`: `--server`: the same commands directly and through an `arbiter serve` child
+//!   print the same bytes and exit with the same codes; token refusals exit 8; a server
+//!   that is down exits 6; commands on the store itself refuse `--server`.
 //! - `secrets`: passwords in store URLs never shown.
 //! - `serve`: `arbiter serve` as a process: the admin token, graceful shutdown on SIGTERM
 //!   and SIGINT (streams end, a waiting acquire is answered), bad flags.
@@ -49,6 +52,7 @@ mod log;
 mod notify;
 mod pgconn;
 mod proxy;
+mod remote;
 mod secrets;
 mod serve;
 mod stall;

@@ -68,6 +68,8 @@ pub fn arbiter() -> Command {
 /// Removes arbiter's variables, but the store, from a command's environment.
 fn clean_env(cmd: &mut Command) -> &mut Command {
     cmd.env_remove("ARBITER_NAMESPACE")
+        .env_remove("ARBITER_SERVER")
+        .env_remove("ARBITER_TOKEN")
         .env_remove("ARBITER_LOG")
         .env_remove("ARBITER_FAULT")
 }
