@@ -87,9 +87,10 @@ struct Args {
     /// in a fleet of agent processes).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     processes: Option<u32>,
-    /// Run only the workloads whose name contains TEXT (placeholder rows are kept).
+    /// Run only the workloads whose name contains TEXT; repeat it for several
+    /// (`--only "over HTTP" --only CLI`).
     #[arg(long, value_name = "TEXT")]
-    only: Option<String>,
+    only: Vec<String>,
     /// Simulated clients of the GitHub fleet replay, one run per number (each client its
     /// own GitHub user running 8 loops).
     #[arg(long, value_name = "N,N…", value_delimiter = ',', default_value = "1,100")]
@@ -109,6 +110,13 @@ struct Args {
     /// Latency the fake GitHub adds to each answer in the fleet replay (not compressed).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "20ms")]
     fleet_latency: Duration,
+}
+
+impl Args {
+    /// Whether `--only` lets `workload` run.
+    fn selects(&self, workload: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|only| workload.contains(only.as_str()))
+    }
 }
 
 /// How much each run does.
@@ -650,7 +658,7 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     fn selected(&self, workload: &str) -> bool {
-        self.args.only.as_deref().is_none_or(|only| workload.contains(only))
+        self.args.selects(workload)
     }
 
     fn progress(&mut self, workload: &str, system: &str, outcome: &Outcome, took: Duration) {
@@ -1234,7 +1242,7 @@ async fn run(args: Args) -> Result<()> {
         Err(format!("skipped: {} is not built", bin.display()))
     };
     let n = args.clients;
-    let selected = |workload: &str| args.only.as_deref().is_none_or(|only| workload.contains(only));
+    let selected = |workload: &str| args.selects(workload);
     let over_http = [
         http_lease_workload(n, 1),
         http_lease_workload(n, 64),
@@ -1377,6 +1385,16 @@ mod tests {
             server_cli_label(System::HttpPostgres),
             "arbiter CLI --server · PostgreSQL"
         );
+    }
+
+    #[test]
+    fn only_selects_any_of_its_texts() {
+        let all = Args::parse_from(["arbiter-bench"]);
+        assert!(all.selects("CAS increment · 16 clients, 1 key"));
+        let some = Args::parse_from(["arbiter-bench", "--only", "over HTTP", "--only", "CLI"]);
+        assert!(some.selects("lease · over HTTP · 16 clients, 1 name"));
+        assert!(some.selects("CLI · acquire + release"));
+        assert!(!some.selects("lease · 16 clients, 1 name"));
     }
 
     #[test]
