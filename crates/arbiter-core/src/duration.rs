@@ -112,6 +112,15 @@ pub fn format_duration(duration: Duration) -> String {
 mod tests {
     use super::*;
 
+    /// Milliseconds (an HTTP API's `ttl_ms`) follow the rule of written durations.
+    #[test]
+    fn milliseconds_follow_the_duration_rule() {
+        assert_eq!(from_millis(1).unwrap(), Duration::from_millis(1));
+        assert_eq!(from_millis(MAX_MS).unwrap(), Duration::from_millis(MAX_MS));
+        assert!(from_millis(0).unwrap_err().message.contains("greater than zero"));
+        assert!(from_millis(MAX_MS + 1).unwrap_err().message.contains("10 years"));
+    }
+
     #[test]
     fn zero_where_zero_means_off() {
         for zero in ["0", "0s", "00ms", "0m"] {

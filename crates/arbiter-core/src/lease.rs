@@ -405,6 +405,22 @@ pub fn not_found(namespace: &Namespace, name: &LeaseName) -> crate::Error {
 mod tests {
     use super::*;
 
+    /// What a caller gives back or names is checked by these, for every front end.
+    #[test]
+    fn tokens_agents_and_slots_are_checked() {
+        assert_eq!(check_token(7).unwrap(), 7);
+        assert_eq!(
+            check_token(0).unwrap_err().message,
+            "invalid token \"0\": expected the positive integer `lease acquire` printed"
+        );
+        assert!(check_token(-1).is_err());
+        assert!(check_agent("").is_ok() && check_agent("builder-7").is_ok());
+        assert!(check_agent("a\u{7}b").is_err());
+        assert!(check_agent(&"a".repeat(MAX_AGENT_LEN + 1)).is_err());
+        assert_eq!(check_slots(MAX_SLOTS).unwrap(), MAX_SLOTS);
+        assert!(check_slots(0).is_err() && check_slots(MAX_SLOTS + 1).is_err());
+    }
+
     const NOW: Millis = 1_000_000;
 
     fn holder(agent: &str) -> Holder {

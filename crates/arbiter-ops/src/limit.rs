@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use arbiter_core::limit::MAX_AHEAD;
 pub use arbiter_core::limit::{BucketInfo, BucketSpec, Counter, Observation, Priority, Rate, TakeRequest};
 use arbiter_core::name::{BucketName, Namespace};
 use arbiter_core::{Error, Millis, Result};
@@ -126,6 +127,9 @@ pub async fn observe(
     Ok(BucketView::new(namespace, &info))
 }
 
+/// The latest `--reset` believed: 2100-01-01, in seconds since the Unix epoch.
+pub const MAX_RESET_SECONDS: i64 = 4_102_444_800;
+
 /// An observation from header values as an upstream sends them: `x-ratelimit-limit`,
 /// `-remaining`, `-reset` (Unix seconds) and `retry-after` (seconds; 0 or blank on a hit:
 /// wait 60 s). Errors name the CLI flag of the bad value.
@@ -138,15 +142,21 @@ pub fn observation(
 ) -> Result<Observation> {
     let reset_at: Option<Millis> = reset_unix_seconds
         .map(|s| {
-            s.checked_mul(1000).filter(|ms| *ms > 0).ok_or_else(|| {
+            s.checked_mul(1000).filter(|ms| *ms > 0 && s <= MAX_RESET_SECONDS).ok_or_else(|| {
                 Error::bad_input(format!(
-                    "invalid --reset {s}: expected a time in seconds since the Unix epoch"
+                    "invalid --reset {s}: expected a time in seconds since the Unix epoch, at most {MAX_RESET_SECONDS} (2100)"
                 ))
             })
         })
         .transpose()?;
     if limit == Some(0) {
         return Err(Error::bad_input("invalid --limit 0: expected at least 1"));
+    }
+    if let Some(seconds) = retry_after_seconds.filter(|s| *s > MAX_AHEAD.as_secs()) {
+        return Err(Error::bad_input(format!(
+            "invalid --retry-after {seconds}: expected at most {} seconds (a day)",
+            MAX_AHEAD.as_secs()
+        )));
     }
     Ok(Observation {
         limit,

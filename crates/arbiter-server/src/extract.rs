@@ -37,6 +37,11 @@ impl<S: Send + Sync, T> FromRequest<S> for Body<T> {
 impl<T: DeserializeOwned> Body<T> {
     /// The body as a `T`; a failure names the field.
     pub fn parse(self) -> Result<T, ApiError> {
+        // serde's derived structs also take an array of their fields in order (`[null,
+        // null]`); every body of this API is an object, and only an object is accepted.
+        if self.0.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_field("body", "invalid JSON body: expected a JSON object"));
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(&self.0);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let (field, message) = describe(e.path(), &e.inner().to_string());

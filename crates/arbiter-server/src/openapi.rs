@@ -67,6 +67,9 @@ pub enum Refusals {
     Unavailable(ErrorBody),
 }
 
+// The patterns below are the core's name rules (`arbiter_core::name`) as regular
+// expressions; `tests/it/openapi.rs` checks them against the core's parsers.
+
 /// Path parameters, for the document (handlers read them with [`crate::extract::Params`]).
 pub mod path {
     use super::*;
@@ -77,6 +80,7 @@ pub mod path {
     #[allow(dead_code)]
     pub struct Ns {
         /// The namespace (1-63 of a-z, 0-9, -, _).
+        #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
         pub ns: String,
     }
 
@@ -86,8 +90,13 @@ pub mod path {
     #[allow(dead_code)]
     pub struct Named {
         /// The namespace.
+        #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
         pub ns: String,
         /// The lease or bucket name; a `/` in it is sent as `%2F`.
+        #[param(
+            pattern = "^(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+)(?:/(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+))*$",
+            max_length = 255
+        )]
         pub name: String,
     }
 
@@ -97,8 +106,13 @@ pub mod path {
     #[allow(dead_code)]
     pub struct Keyed {
         /// The namespace.
+        #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
         pub ns: String,
         /// The key; a `/` in it is sent as `%2F`.
+        #[param(
+            pattern = "^(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+)(?:/(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+))*$",
+            max_length = 255
+        )]
         pub key: String,
     }
 
@@ -108,8 +122,13 @@ pub mod path {
     #[allow(dead_code)]
     pub struct Stream {
         /// The namespace.
+        #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
         pub ns: String,
         /// The stream; a `/` in it is sent as `%2F`.
+        #[param(
+            pattern = "^(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+)(?:/(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+))*$",
+            max_length = 255
+        )]
         pub stream: String,
     }
 
@@ -119,10 +138,19 @@ pub mod path {
     #[allow(dead_code)]
     pub struct Consumer {
         /// The namespace.
+        #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
         pub ns: String,
         /// The stream; a `/` in it is sent as `%2F`.
+        #[param(
+            pattern = "^(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+)(?:/(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+))*$",
+            max_length = 255
+        )]
         pub stream: String,
         /// The consumer.
+        #[param(
+            pattern = "^(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+)(?:/(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+))*$",
+            max_length = 255
+        )]
         pub consumer: String,
     }
 
@@ -132,8 +160,10 @@ pub mod path {
     #[allow(dead_code)]
     pub struct Outbox {
         /// The namespace.
+        #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
         pub ns: String,
         /// The entry's id (as `notifications list` shows it).
+        #[param(minimum = 1)]
         pub id: i64,
     }
 }

@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use arbiter_core::Result;
+use arbiter_core::{Error, Result};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,8 +22,9 @@ use crate::status::{ApiError, ApiResult};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// The `Last-Event-ID` header as a revision or offset, if sent.
-pub fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+/// Where a stream resumes after the `Last-Event-ID` header (a revision or offset), if sent:
+/// the next id.
+pub fn resume_after(headers: &HeaderMap) -> ApiResult<Option<i64>> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };
@@ -32,6 +33,7 @@ pub fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<i64>> {
         .ok()
         .and_then(|text| text.trim().parse::<i64>().ok())
         .filter(|id| *id >= 0)
+        .and_then(|id| id.checked_add(1))
         .map(Some)
         .ok_or_else(|| {
             ApiError::bad_field(
@@ -77,6 +79,13 @@ fn event<T: Serialize>(name: &str, item: &T) -> Event {
     Event::default().event(name).data(data)
 }
 
+/// `event: error` with the error body as data.
+fn error_event(error: Error) -> Event {
+    let body = ApiError::from(error).body();
+    let data = serde_json::to_string(&body).unwrap_or_default();
+    Event::default().event("error").data(data)
+}
+
 /// Ends the stream after its first error (sent as `event: error`) or at shutdown.
 fn respond<S>(state: &AppState, events: S) -> Response
 where
@@ -91,9 +100,7 @@ where
                 Ok(event) => event,
                 Err(error) => {
                     *failed = true;
-                    let body = ApiError::from(error).body();
-                    let data = serde_json::to_string(&body).unwrap_or_default();
-                    Event::default().event("error").data(data)
+                    error_event(error)
                 }
             };
             std::future::ready(Some(Ok::<Event, Infallible>(event)))

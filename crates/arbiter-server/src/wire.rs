@@ -40,10 +40,13 @@ pub struct ErrorBody {
 #[serde(deny_unknown_fields)]
 pub struct HolderBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub boot_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -59,12 +62,15 @@ pub struct HolderBody {
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
     /// How long the lease lasts unless renewed (milliseconds).
+    #[schema(minimum = 1, maximum = 315360000000.0)]
     pub ttl_ms: u64,
     /// Places of the lease: 1 is a lock (default), N a semaphore.
+    #[schema(minimum = 1, maximum = 10000)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<u32>,
     /// Wait up to this long for a place, in arrival order (milliseconds; at most 10
     /// minutes, a longer wait is cut to that). Absent: fail at once with 409 `held`.
+    #[schema(minimum = 1, maximum = 315360000000.0)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,8 +82,10 @@ pub struct AcquireBody {
 #[serde(deny_unknown_fields)]
 pub struct RenewBody {
     /// The fencing token `acquire` returned.
+    #[schema(minimum = 1)]
     pub token: i64,
     /// New time to live from now (milliseconds; default: the lease's own TTL).
+    #[schema(minimum = 1, maximum = 315360000000.0)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
 }
@@ -87,6 +95,7 @@ pub struct RenewBody {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
     /// The fencing token `acquire` returned.
+    #[schema(minimum = 1)]
     pub token: i64,
 }
 
@@ -95,6 +104,10 @@ pub struct ReleaseBody {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PrefixQuery {
+    #[param(
+        pattern = "^(?:(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+)(?:/(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+))*/?)?$",
+        max_length = 256
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
 }
@@ -109,6 +122,7 @@ pub struct PutBody {
     /// UTF-8 text, at most 1 MiB.
     pub value: String,
     /// Compare-and-swap: the version the key must have (0: must not exist).
+    #[schema(minimum = 0)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_version: Option<i64>,
 }
@@ -119,6 +133,7 @@ pub struct PutBody {
 #[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// Compare-and-swap: the version the key must have.
+    #[param(minimum = 1)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_version: Option<i64>,
 }
@@ -129,11 +144,16 @@ pub struct DeleteQuery {
 #[into_params(parameter_in = Query)]
 pub struct WatchQuery {
     /// Only keys starting with this (default: all).
+    #[param(
+        pattern = "^(?:(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+)(?:/(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+))*/?)?$",
+        max_length = 256
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// Start at this revision (inclusive), replaying earlier changes; default: the next
     /// change. A `Last-Event-ID` header (an EventSource reconnecting) wins: the stream
     /// resumes after that revision.
+    #[param(minimum = 1)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<i64>,
 }
@@ -147,11 +167,14 @@ pub struct WatchQuery {
 #[serde(deny_unknown_fields)]
 pub struct DefineBody {
     /// How fast it refills: AMOUNT/PERIOD, e.g. `5000/h`, `900/m`, `10/s`, `500/1h`.
+    #[schema(pattern = "^[0-9]+/.+$")]
     pub rate: String,
     /// The most tokens it holds (default: the rate's amount).
+    #[schema(minimum = 1, maximum = 1000000000000.0)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
     /// The share of the burst kept for interactive takes, in percent (default 20).
+    #[schema(maximum = 100)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve_percent: Option<u8>,
     /// Share the bucket fairly between parties.
@@ -168,18 +191,23 @@ pub struct DefineBody {
 #[serde(deny_unknown_fields)]
 pub struct TakeBody {
     /// The buckets, each once.
+    #[schema(min_items = 1)]
     pub buckets: Vec<String>,
     /// Tokens to take from each bucket (default 1).
+    #[schema(minimum = 1, maximum = 1000000000000.0)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<u64>,
     /// `interactive` (may spend the reserve), `normal` (default) or `background`.
+    #[schema(pattern = "^(interactive|normal|background)$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
     /// Who the take is for, in fair buckets.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub party: Option<String>,
     /// Wait up to this long for the tokens (milliseconds; at most 10 minutes; absent: one
     /// try).
+    #[schema(minimum = 1, maximum = 315360000000.0)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
 }
@@ -190,15 +218,18 @@ pub struct TakeBody {
 #[serde(deny_unknown_fields)]
 pub struct ObserveBody {
     /// The upstream's limit per window (`x-ratelimit-limit`).
+    #[schema(minimum = 1)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
     /// What the upstream says is left (`x-ratelimit-remaining`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining: Option<u64>,
-    /// When the upstream's window ends, in seconds since the Unix epoch.
+    /// When the upstream's window ends, in seconds since the Unix epoch (at most 2100).
+    #[schema(minimum = 1, maximum = 4102444800.0)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset: Option<i64>,
-    /// The upstream's retry-after, in seconds.
+    /// The upstream's retry-after, in seconds (at most a day).
+    #[schema(maximum = 86400)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
     /// The upstream refused: freeze the bucket.
@@ -218,12 +249,15 @@ pub struct AppendBody {
     pub body: serde_json::Value,
     /// Idempotency key: an append with a key already used on this stream writes nothing
     /// and answers the first offset with `duplicate: true`.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// The record's kind (default `note`).
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Who appends it (default: the token's name).
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -231,6 +265,7 @@ pub struct AppendBody {
     /// A string body is JSON (checked, stored as given).
     #[serde(default)]
     pub json_body: bool,
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
 }
@@ -241,12 +276,18 @@ pub struct AppendBody {
 #[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// The first offset (default 0); not with `consumer`.
+    #[param(minimum = 0)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<i64>,
     /// At most this many records (default and most: 1000); page with `from`.
+    #[param(minimum = 1, maximum = 1000)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
     /// Start at this consumer's committed offset.
+    #[param(
+        pattern = "^(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+)(?:/(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+))*$",
+        max_length = 255
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
 }
@@ -258,6 +299,7 @@ pub struct ReadQuery {
 pub struct FollowQuery {
     /// The first offset (default 0). A `Last-Event-ID` header wins: the stream resumes
     /// after that offset.
+    #[param(minimum = 0)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<i64>,
 }
@@ -267,6 +309,7 @@ pub struct FollowQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitBody {
+    #[schema(minimum = 0)]
     pub offset: i64,
 }
 
@@ -278,10 +321,13 @@ pub struct CommitBody {
 #[serde(deny_unknown_fields)]
 pub struct DecideBody {
     /// The decision, in Markdown. Without `title` its first line is the title.
+    #[schema(pattern = "\\S")]
     pub text: String,
+    #[schema(pattern = "^[^\\n]*\\S[^\\n]*$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// Who decided (letters, digits, '.', '_', '-'; default: the token's name).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -300,10 +346,13 @@ pub struct DecideBody {
 #[serde(deny_unknown_fields)]
 pub struct NotifyBody {
     /// What happened, dotted (`loop.failure`, `news`).
+    #[schema(max_length = 100, pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$")]
     pub kind: String,
     /// `info`, `warning` or `critical`.
+    #[schema(pattern = "^(info|warning|critical)$")]
     pub severity: String,
     /// One line.
+    #[schema(max_length = 300, pattern = "^[^\\n]*\\S[^\\n]*$")]
     pub title: String,
     /// The details (Markdown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -325,6 +374,10 @@ pub struct NotifyBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveBody {
+    #[schema(
+        pattern = "^(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+)(?:/(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+))*$",
+        max_length = 255
+    )]
     pub dedupe_key: String,
     /// Details for the recovery message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -337,9 +390,11 @@ pub struct ResolveBody {
 #[into_params(parameter_in = Query)]
 pub struct NotificationsQuery {
     /// Only `pending`, `delivered` or `dead` ones.
+    #[param(pattern = "^(pending|delivered|dead)$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// At most this many, newest first (default 50, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
 }

@@ -96,8 +96,8 @@ pub async fn watch(
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Kv, Access::Read)?;
     let prefix: Prefix = parse_field("prefix", query.prefix.as_deref().unwrap_or(""))?;
-    let from = match sse::last_event_id(&headers)? {
-        Some(last) => Some(last + 1),
+    let from = match sse::resume_after(&headers)? {
+        Some(next) => Some(next),
         None => query
             .from
             .map(|from| check_field("from", arbiter_core::kv::check_revision(from, 1)))

@@ -128,7 +128,7 @@ pub async fn list(
 }
 
 /// `GET /v1/ns/{ns}/leases/{name}`
-#[utoipa::path(operation_id = "lease_show", get, path = "/v1/ns/{ns}/leases/{name}", tag = "leases", params(path::Named), responses((status = 200, description = "The lease: slots, last token, holders, waiters (a name never used shows as free).", body = LeaseShow), Refusals))]
+#[utoipa::path(operation_id = "lease_show", get, path = "/v1/ns/{ns}/leases/{name}", tag = "leases", params(path::Named), responses((status = 200, description = "The lease: slots, last token, holders, waiters.", body = LeaseShow), (status = 404, description = "`not_found`: the name was never acquired.", body = ErrorBody), Refusals))]
 pub async fn show(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult<Json<LeaseShow>> {
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Lease, Access::Read)?;

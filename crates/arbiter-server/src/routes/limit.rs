@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use arbiter_core::duration::from_millis;
 use arbiter_core::limit::DEFAULT_RESERVE_PERCENT;
-use arbiter_core::name::BucketName;
+use arbiter_core::name::{BucketName, Prefix};
 use arbiter_core::token::{Access, Primitive};
 use arbiter_ops::limit::{self, BucketSpec, BucketView, CounterView, Priority, Rate, TakeRequest, TakeView};
 use axum::Json;
@@ -134,7 +134,7 @@ pub async fn counters(
 ) -> ApiResult<Json<Vec<CounterView>>> {
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Limit, Access::Read)?;
-    Ok(Json(
-        limit::counters(&state.store, &ns, query.prefix.as_deref().unwrap_or("")).await?,
-    ))
+    // Counter scopes are names: a prefix of one is checked as any prefix is.
+    let prefix: Prefix = parse_field("prefix", query.prefix.as_deref().unwrap_or(""))?;
+    Ok(Json(limit::counters(&state.store, &ns, prefix.as_str()).await?))
 }

@@ -101,8 +101,8 @@ pub async fn follow(
     let ns = params.ns()?;
     caller.check(&ns, Primitive::Log, Access::Read)?;
     let stream: StreamName = params.get("stream")?;
-    let from = match sse::last_event_id(&headers)? {
-        Some(last) => last + 1,
+    let from = match sse::resume_after(&headers)? {
+        Some(next) => next,
         None => check_field("from", check_offset(query.from.unwrap_or(0)))?,
     };
     let follow = log::follow(&state.store, &ns, &stream, from).await?;

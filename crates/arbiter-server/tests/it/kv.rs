@@ -61,6 +61,12 @@ api_test!(kv_bad_input_names_the_field, |api: Api| async move {
     )
     .await
     .error(400, "bad_input", Some("Last-Event-ID"));
+    api.send(
+        api.request(reqwest::Method::GET, "/v1/ns/default/watch/kv")
+            .header("last-event-id", i64::MAX.to_string()),
+    )
+    .await
+    .error(400, "bad_input", Some("Last-Event-ID"));
     assert_eq!(api.get("/v1/ns/default/kv").await.expect(200), json!([]));
 });
 

@@ -116,6 +116,10 @@ api_test!(lease_bad_input_names_the_field, |api: Api| async move {
     api.post_raw(acquire, "{not json")
         .await
         .error(400, "bad_input", Some("body"));
+    // An array of the fields in order is what serde would take for a struct: refused.
+    api.post_raw(acquire, "[1000, null, null, null]")
+        .await
+        .error(400, "bad_input", Some("body"));
     api.post("/v1/ns/default/leases/bad%20name/acquire", json!({"ttl_ms": 1000}))
         .await
         .error(400, "bad_input", Some("name"));
@@ -138,4 +142,8 @@ api_test!(lease_bad_input_names_the_field, |api: Api| async move {
     assert_eq!(api.get("/v1/ns/default/leases").await.expect(200), json!([]));
     // An unknown route is a 404 with the error body.
     api.get("/v1/ns/default/nothing").await.error(404, "not_found", None);
+    // A lease name never acquired is not found (documented as such in /openapi.json).
+    api.get("/v1/ns/default/leases/never-used")
+        .await
+        .error(404, "not_found", None);
 });

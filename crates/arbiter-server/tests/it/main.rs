@@ -6,6 +6,7 @@ mod kv;
 mod lease;
 mod openapi;
 mod routes;
+mod unavailable;
 
 use std::net::SocketAddr;
 

@@ -86,3 +86,64 @@ arbiter_testkit::each_backend!(
         }
     }
 );
+
+/// The document's patterns for namespaces, names and prefixes say what the core's parsers
+/// accept: a client (or a fuzzer) that follows the document is not refused, and one that
+/// does not is.
+#[test]
+fn the_documents_name_patterns_are_the_core_rules() {
+    use arbiter_core::name::{Key, Namespace, Prefix};
+    let document: serde_json::Value = serde_json::from_str(&arbiter_server::openapi::document_json()).unwrap();
+    let parameters = &document["paths"]["/v1/ns/{ns}/kv/{key}"]["get"]["parameters"];
+    let pattern = |name: &str, parameters: &serde_json::Value| {
+        let found = parameters
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("parameter {name}"));
+        regex::Regex::new(found["schema"]["pattern"].as_str().unwrap()).unwrap()
+    };
+    let ns = pattern("ns", parameters);
+    let key = pattern("key", parameters);
+    let prefix = pattern("prefix", &document["paths"]["/v1/ns/{ns}/kv"]["get"]["parameters"]);
+    let samples = [
+        "",
+        "a",
+        "A",
+        "default",
+        "team-a",
+        "team_a",
+        "-a",
+        "_a",
+        "a/b",
+        "a//b",
+        "/a",
+        "a/",
+        "a/./b",
+        "a/../b",
+        ".",
+        "..",
+        "...",
+        ".a",
+        "..a",
+        "a.b",
+        "a:b@c",
+        "a b",
+        "é",
+        "a\nb",
+        "repo/main",
+        "x/",
+        "loop/",
+        "a-",
+    ];
+    for text in samples {
+        assert_eq!(
+            ns.is_match(text),
+            text.parse::<Namespace>().is_ok(),
+            "namespace {text:?}"
+        );
+        assert_eq!(key.is_match(text), text.parse::<Key>().is_ok(), "key {text:?}");
+        assert_eq!(prefix.is_match(text), text.parse::<Prefix>().is_ok(), "prefix {text:?}");
+    }
+}

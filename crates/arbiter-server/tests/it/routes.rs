@@ -88,9 +88,18 @@ api_test!(limit_bad_input_names_the_field, |api: Api| async move {
     api.post(take, json!({"buckets": ["b"], "wait_ms": 0}))
         .await
         .error(400, "bad_input", Some("wait_ms"));
-    api.post("/v1/ns/default/limits/b/observe", json!({"limit": 0}))
+    for body in [
+        json!({"limit": 0}),
+        json!({"reset": 4_102_444_801_i64}),
+        json!({"retry_after": 86_401}),
+    ] {
+        api.post("/v1/ns/default/limits/b/observe", body)
+            .await
+            .error(400, "bad_input", None);
+    }
+    api.get("/v1/ns/default/counters?prefix=%C2%84")
         .await
-        .error(400, "bad_input", None);
+        .error(400, "bad_input", Some("prefix"));
     assert_eq!(api.get("/v1/ns/default/limits").await.expect(200), json!([]));
 });
 
@@ -312,7 +321,13 @@ api_test!(status_routes, |api: Api| async move {
         .await
         .unwrap();
     let event = events.next().await.unwrap();
-    assert_eq!((event.data["loops"][0]["loop"].as_str(), event.data["loops"][0]["state"].as_str()), (Some("triage"), Some("disabled")));
+    assert_eq!(
+        (
+            event.data["loops"][0]["loop"].as_str(),
+            event.data["loops"][0]["state"].as_str()
+        ),
+        (Some("triage"), Some("disabled"))
+    );
     let fleet = api.get("/v1/ns/default/status").await.expect(200);
     assert_eq!(fleet["loops"][0]["host"], "elsewhere");
     api.store

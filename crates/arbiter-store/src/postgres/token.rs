@@ -144,7 +144,7 @@ impl TokenStore for PgStore {
             ],
         )
         .await?;
-        // Ids only grow (a sequence), so everything at or below the newest id minus `keep`
+        // Ids only grow (an identity column), so everything at or below the newest id minus `keep`
         // is older than the newest `keep`: one indexed delete.
         let newest: i64 = rows[0].get(0);
         super::execute(
@@ -185,7 +185,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         revoked_at    BIGINT
     );
     CREATE TABLE api_token_refusals (
-        id        BIGSERIAL PRIMARY KEY,
+        id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         at        BIGINT NOT NULL,
         token     TEXT NOT NULL,
         method    TEXT NOT NULL,

@@ -90,7 +90,7 @@ pub enum LimitCommand {
         remaining: Option<u64>,
         /// When the upstream's window ends, in seconds since the Unix epoch (x-ratelimit-reset).
         /// A reset more than a day after the store's clock is ignored.
-        #[arg(long, value_name = "UNIX_SECONDS", value_parser = clap::value_parser!(i64).range(1..=4_102_444_800), allow_hyphen_values = true)]
+        #[arg(long, value_name = "UNIX_SECONDS", value_parser = clap::value_parser!(i64).range(1..=limit::MAX_RESET_SECONDS), allow_hyphen_values = true)]
         reset: Option<i64>,
         /// The upstream's retry-after, in seconds (0: none given; at most a day).
         #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=arbiter_core::limit::MAX_AHEAD.as_secs()), allow_hyphen_values = true)]

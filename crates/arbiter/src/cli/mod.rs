@@ -239,6 +239,10 @@ fn parse(args: &[OsString]) -> std::result::Result<Cli, clap::Error> {
         Some(ValueSource::CommandLine | ValueSource::EnvVariable)
     );
     cli.global.store_given = matches!(matches.value_source("store"), Some(ValueSource::CommandLine));
+    // An empty ARBITER_SERVER (a variable cleared with `ARBITER_SERVER=`) means no server.
+    if cli.global.server.as_deref().is_some_and(|url| url.trim().is_empty()) {
+        cli.global.server = None;
+    }
     Ok(cli)
 }
 
@@ -339,7 +343,9 @@ impl Global {
     /// [`Global::target`].
     async fn open(&self) -> Result<(Store, StoreUrl)> {
         if self.server.is_some() {
-            return Err(target::refuse_server("this command"));
+            return Err(Error::bad_input(
+                "--server: this command works on the store itself, not through a server: run it without --server (and without ARBITER_SERVER)",
+            ));
         }
         self.open_store().await
     }

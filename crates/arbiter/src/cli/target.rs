@@ -119,10 +119,11 @@ impl Global {
     }
 }
 
-/// A token file: the secret on one line (a trailing newline is fine). Its content is never
-/// shown in an error.
+/// A token file: the secret on one line (a trailing newline is fine), readable by its
+/// owner only (as a loop's `token_file`). Its content is never shown in an error.
 fn read_token_file(path: &Path) -> Result<String> {
     let shown = format!("--token-file {}", path.display());
+    arbiter_process::private::check_secret_file(path).map_err(|why| Error::bad_input(format!("--token-file {why}")))?;
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|file| file.take(MAX_TOKEN_FILE + 1).read_to_end(&mut bytes))

@@ -26,7 +26,7 @@ each_backend!(Store;
 /// An `arbiter serve` child on a store, on a port the OS chose.
 struct Serve {
     /// Killed (with its group) when dropped.
-    process: Background,
+    _process: Background,
     url: String,
 }
 
@@ -43,7 +43,7 @@ impl Serve {
             let line = stderr[at + "serving on ".len()..].lines().next()?.trim().to_string();
             Some(line)
         });
-        Serve { process, url }
+        Serve { _process: process, url }
     }
 
     /// `arbiter ARGS` through this server, with `token` (if any) in ARBITER_TOKEN.
@@ -276,6 +276,31 @@ fn remote_output_and_exit_codes_match_the_store(direct: &Store) {
     // limited 3, lost 4, not found 5.
     assert_eq!(codes.into_iter().collect::<Vec<_>>(), [0, 2, 3, 4, 5]);
 
+    // Streams are live: a watch and `status --watch` through the server print what
+    // happens after they start.
+    let watch = Background::start(
+        server.cmd(&["kv", "watch", "live/", "--limit", "1"], None),
+        direct.scratch.path(),
+        "watch",
+    );
+    let mut status = Background::start(
+        server.cmd(&["--json", "status", "--watch"], None),
+        direct.scratch.path(),
+        "status",
+    );
+    eventually(SOON, "the fleet from status --watch", || {
+        assert!(status.running(), "status --watch exited: {}", status.stderr());
+        status.stdout().contains("{\"github\":[],\"loops\":[]}").then_some(())
+    });
+    let mut watch = watch;
+    eventually(SOON, "the watch to print the put", || {
+        // Put until the watch (subscribed at some point after it started) has seen one.
+        served.ok(&["kv", "put", "live/x", "1"]);
+        (!watch.running()).then_some(())
+    });
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+    assert!(watch.stdout().starts_with("PUT\tlive/x\t"), "{}", watch.stdout());
+
     // `store info` through a server describes the server's store.
     let info = server.run(&["--json", "store", "info"]);
     let info = info.expect_code(0, "store info").json();
@@ -334,6 +359,17 @@ fn remote_token_refusals_exit_8_without_showing_the_secret(store: &Store) {
     // --token-file: the secret on one line, read instead of ARBITER_TOKEN.
     let file = store.scratch.path().join("token");
     std::fs::write(&file, format!("{reader}\n")).unwrap();
+    let chmod = |mode| std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    chmod(0o644);
+    let mut cmd = server.cmd(&["-n", "team-a", "kv", "get", "k"], None);
+    cmd.arg("--token-file").arg(&file);
+    let out = run(&mut cmd);
+    out.expect_code(2, "a token file others can read");
+    assert!(
+        out.stderr.contains("chmod 600") && !out.stderr.contains(&reader),
+        "{out:?}"
+    );
+    chmod(0o600);
     let mut cmd = server.cmd(&["-n", "team-a", "kv", "get", "k"], Some("arb_not-a-token"));
     cmd.arg("--token-file").arg(&file);
     run(&mut cmd).expect_code(0, "the token file wins over ARBITER_TOKEN");
