@@ -46,6 +46,10 @@ async fn call(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<(D
 /// when it failed, its stderr).
 async fn call_status(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<(Duration, Option<i32>, String)> {
     let mut command = Command::new(program);
+    // Where arbiter goes is what the caller says, never what this shell happens to export.
+    for inherited in ["ARBITER_STORE", "ARBITER_SERVER", "ARBITER_TOKEN"] {
+        command.env_remove(inherited);
+    }
     command
         .args(args)
         .envs(envs.iter().copied())
@@ -133,19 +137,40 @@ pub struct Tried {
 /// How a caller takes and frees a lease through a CLI.
 #[derive(Debug, Clone)]
 pub enum Tryer {
-    /// `arbiter lease acquire NAME --ttl 1m` (exit 3 = held), then `lease release`.
-    Arbiter { bin: PathBuf, store_url: String },
+    /// `arbiter lease acquire NAME --ttl 1m` (exit 3 = held), then `lease release`, with
+    /// `envs` saying where: `ARBITER_STORE` (the store, opened by each call) or
+    /// `ARBITER_SERVER` + `ARBITER_TOKEN` (a server, one HTTP request per call).
+    Arbiter { bin: PathBuf, envs: Vec<(String, String)> },
     /// `redis-cli SET NAME TOKEN NX PX 60000` (nil = held), then the compare-and-delete.
     RedisCli { bin: PathBuf, host: String, port: u16 },
 }
 
 impl Tryer {
+    /// arbiter's CLI on the store at `store_url`.
+    pub fn arbiter_store(bin: PathBuf, store_url: &str) -> Tryer {
+        Tryer::arbiter(bin, &[("ARBITER_STORE", store_url)])
+    }
+
+    /// arbiter's CLI through the server at `url` (`ARBITER_SERVER`, `ARBITER_TOKEN`).
+    pub fn arbiter_server(bin: PathBuf, url: &str, token: &str) -> Tryer {
+        Tryer::arbiter(bin, &[("ARBITER_SERVER", url), ("ARBITER_TOKEN", token)])
+    }
+
+    /// arbiter's CLI with `envs` and the benchmark's namespace.
+    fn arbiter(bin: PathBuf, envs: &[(&str, &str)]) -> Tryer {
+        let envs = envs.iter().chain(&[("ARBITER_NAMESPACE", NAMESPACE)]);
+        Tryer::Arbiter {
+            bin,
+            envs: envs.map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
     /// One try on `name` (`token`: the value a Redis lock holds): acquire, and release when
     /// granted.
     async fn try_once(&self, name: &str, token: &str) -> Result<Tried> {
         match self {
-            Tryer::Arbiter { bin, store_url } => {
-                let envs = [("ARBITER_STORE", store_url.as_str()), ("ARBITER_NAMESPACE", NAMESPACE)];
+            Tryer::Arbiter { bin, envs } => {
+                let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 let (acquire, code, said) = call_status(bin, &["lease", "acquire", name, "--ttl", "1m"], &envs).await?;
                 match code {
                     Some(0) if said.parse::<i64>().is_ok() => {
@@ -251,6 +276,15 @@ pub async fn start_only(bin: &Path, args: &[&str], budget: Budget) -> Result<Mea
     })
     .await?;
     Ok(result.pair)
+}
+
+/// Whether the arbiter at `bin` has `--server` (the CLI through a server); if not, why.
+pub async fn supports_server(bin: &Path) -> std::result::Result<(), String> {
+    match call(bin, &["--help"], &[]).await {
+        Ok((_, help)) if help.contains("--server") => Ok(()),
+        Ok(_) => Err(crate::NO_REMOTE_CLI.to_string()),
+        Err(e) => Err(format!("skipped: {e:#}")),
+    }
 }
 
 /// The program `name` on PATH, if there.

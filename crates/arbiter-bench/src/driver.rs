@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::timeout;
 
-use crate::spec::{System, Targets, WorkerReport, WorkerSpec, Workload};
+use crate::spec::{System, TOKEN_ENV, Targets, WorkerReport, WorkerSpec, Workload};
 use crate::stats::Measurement;
 
 /// How long a worker may take to connect and warm up.
@@ -44,9 +44,13 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(spec: &WorkerSpec) -> Result<Worker> {
+    fn spawn(spec: &WorkerSpec, token: Option<&str>) -> Result<Worker> {
         let exe = std::env::current_exe().context("cannot find this executable to start workers")?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(token) = token {
+            command.env(TOKEN_ENV, token);
+        }
+        let mut child = command
             .arg(crate::WORKER_ARG)
             .arg(serde_json::to_string(spec)?)
             .stdin(Stdio::piped())
@@ -116,7 +120,8 @@ pub async fn run(plan: &Plan, targets: &Targets) -> Result<Measurement> {
             ttl_ms: plan.ttl_ms,
         };
         first_client += clients;
-        workers.push(Worker::spawn(&spec)?);
+        let token = targets.server(plan.system).and_then(|(_, token)| token);
+        workers.push(Worker::spawn(&spec, token)?);
     }
     // Wait until every worker is connected and warm, then start them together.
     for worker in &mut workers {

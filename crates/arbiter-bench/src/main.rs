@@ -22,6 +22,7 @@ mod cli;
 mod driver;
 mod fleet;
 mod report;
+mod server;
 mod spec;
 mod stats;
 mod systems;
@@ -46,8 +47,8 @@ use crate::systems::Client;
 /// The hidden first argument that makes this binary a worker process.
 pub const WORKER_ARG: &str = "__worker";
 
-/// What the table says for primitives that do not exist yet.
-const NOT_BUILT: &str = "n/a — not built yet";
+/// What the `--server` CLI rows say when the arbiter binary has no `--server` yet.
+pub const NO_REMOTE_CLI: &str = "n/a — --server not built yet";
 
 /// Benchmark arbiter against Redis, PostgreSQL and etcd; print one table with ratios.
 ///
@@ -86,9 +87,10 @@ struct Args {
     /// in a fleet of agent processes).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     processes: Option<u32>,
-    /// Run only the workloads whose name contains TEXT (placeholder rows are kept).
+    /// Run only the workloads whose name contains TEXT; repeat it for several
+    /// (`--only "over HTTP" --only CLI`).
     #[arg(long, value_name = "TEXT")]
-    only: Option<String>,
+    only: Vec<String>,
     /// Simulated clients of the GitHub fleet replay, one run per number (each client its
     /// own GitHub user running 8 loops).
     #[arg(long, value_name = "N,N…", value_delimiter = ',', default_value = "1,100")]
@@ -112,6 +114,13 @@ struct Args {
     /// the rest): how long a probed GraphQL answer may be served (the proxy's default).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "5m")]
     fleet_graphql_max_age: Duration,
+}
+
+impl Args {
+    /// Whether `--only` lets `workload` run.
+    fn selects(&self, workload: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|only| workload.contains(only.as_str()))
+    }
 }
 
 /// How much each run does.
@@ -209,6 +218,44 @@ const LIMIT_SYSTEMS: [System; 7] = [
     System::Redis,
 ];
 
+/// The lease workload through arbiter's server: its two stores, beside etcd's gRPC and
+/// Redis (network peers too) and the library on the same stores.
+const HTTP_LEASE_SYSTEMS: [System; 7] = [
+    System::HttpSqlite,
+    System::HttpPostgres,
+    System::ArbiterSqliteFull,
+    System::ArbiterPostgres,
+    System::Etcd,
+    System::EtcdSession,
+    System::Redis,
+];
+
+/// The limiter workload through arbiter's server, beside the library's take, `governor`
+/// and the Redis GCRA script.
+const HTTP_LIMIT_SYSTEMS: [System; 6] = [
+    System::HttpSqlite,
+    System::HttpPostgres,
+    System::ArbiterSqliteFull,
+    System::ArbiterPostgres,
+    System::Governor,
+    System::Redis,
+];
+
+fn http_lease_workload(clients: u32, names: u32) -> String {
+    let s = if names == 1 { "" } else { "s" };
+    format!("lease · over HTTP · {clients} clients, {names} name{s}")
+}
+
+/// The row label of the CLI through the server of `system`.
+fn server_cli_label(system: System) -> String {
+    let store = system.label().rsplit(" · ").next().unwrap_or_default();
+    format!("arbiter CLI --server · {store}")
+}
+
+fn http_limit_workload(clients: u32) -> String {
+    format!("limiter decision · over HTTP · {clients} clients, 1 bucket")
+}
+
 fn main() -> ExitCode {
     let mut raw = std::env::args_os();
     if raw.nth(1).is_some_and(|a| a == WORKER_ARG) {
@@ -230,6 +277,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The arbiter binary the CLI rows run and the servers are (default: `arbiter` next to
+/// this binary).
+fn arbiter_bin(args: &Args) -> PathBuf {
+    args.arbiter_bin.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("arbiter")))
+            .unwrap_or_else(|| PathBuf::from("target/release/arbiter"))
+    })
 }
 
 /// The host of `scheme://[user@]host[:port]/…`.
@@ -331,6 +389,8 @@ struct Setup {
     unavailable: HashMap<System, String>,
     _dir: tempfile::TempDir,
     versions: Vec<String>,
+    /// The `arbiter serve` processes, stopped by `cleanup`.
+    servers: Vec<server::ServerProcess>,
 }
 
 async fn open_store(url: &str) -> Result<Store> {
@@ -354,6 +414,10 @@ async fn setup(args: &Args, prefix: &str, schema: &str) -> Result<Setup> {
         etcd: args.etcd.clone(),
         file_dir: dir.path().display().to_string(),
         prefix: prefix.to_string(),
+        http_sqlite: None,
+        http_postgres: None,
+        http_token_sqlite: None,
+        http_token_postgres: None,
     };
     let mut unavailable = HashMap::new();
     let mut versions = vec![format!(
@@ -427,11 +491,54 @@ async fn setup(args: &Args, prefix: &str, schema: &str) -> Result<Setup> {
         unavailable,
         _dir: dir,
         versions,
+        servers: Vec::new(),
     })
 }
 
-async fn cleanup(setup: &Setup) -> Vec<String> {
+/// Starts an `arbiter serve` on each store for the HTTP and `--server` rows: SQLite
+/// (sync=full) in a file of its own, so the direct rows' file is not shared with a
+/// server's connections, and PostgreSQL in the run's schema.
+async fn start_servers(setup: &mut Setup, bin: &Path) {
+    let sqlite = format!("sqlite://{}", setup._dir.path().join("server.db").display());
+    let postgres = setup.targets.arbiter_postgres.clone();
+    for (system, store, url) in [
+        (System::HttpSqlite, System::ArbiterSqliteFull, sqlite),
+        (System::HttpPostgres, System::ArbiterPostgres, postgres),
+    ] {
+        if let Some(why) = setup.unavailable.get(&store).cloned() {
+            setup.unavailable.insert(system, why);
+            continue;
+        }
+        match server::ServerProcess::start(bin, &url).await {
+            Ok(running) => {
+                let (address, token) = (Some(running.url.clone()), Some(running.token.clone()));
+                if system == System::HttpSqlite {
+                    (setup.targets.http_sqlite, setup.targets.http_token_sqlite) = (address, token);
+                } else {
+                    (setup.targets.http_postgres, setup.targets.http_token_postgres) = (address, token);
+                }
+                setup.servers.push(running);
+            }
+            Err(e) => {
+                setup.unavailable.insert(system, format!("unavailable: {e:#}"));
+            }
+        }
+    }
+    if !setup.servers.is_empty() {
+        setup.versions.push(format!(
+            "arbiter serve: {} as child processes on 127.0.0.1, each with its own store (SQLite file server.db, sync=full; the PostgreSQL schema above), clients sending a bearer token (namespace {}, write scopes)",
+            bin.display(),
+            systems::NAMESPACE
+        ));
+    }
+}
+
+async fn cleanup(setup: &mut Setup) -> Vec<String> {
     let mut problems = Vec::new();
+    // The servers first: they hold connections to the schema dropped next.
+    for running in std::mem::take(&mut setup.servers) {
+        problems.extend(running.stop().await);
+    }
     let targets = &setup.targets;
     let pg = async {
         let client = systems::pg_connect(&targets.postgres, None).await?;
@@ -461,6 +568,40 @@ fn role(system: System) -> Role {
         System::ArbiterSqliteFull => Role::ArbiterSqlite,
         System::ArbiterPostgres => Role::ArbiterPostgres,
         _ => Role::Other,
+    }
+}
+
+/// Which rows a workload's ratio columns divide by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reference {
+    /// arbiter through its library, on each store: every workload but the ones below.
+    Library,
+    /// arbiter's server on each store: the `over HTTP` workloads, whose question is what a
+    /// client that is not Rust gets — beside etcd's gRPC and Redis, and beside the library
+    /// (the ratio there is what HTTP costs).
+    Server,
+}
+
+impl Reference {
+    fn role(self, system: System) -> Role {
+        match (self, system) {
+            (Reference::Library, system) => role(system),
+            (Reference::Server, System::HttpSqlite) => Role::ArbiterSqlite,
+            (Reference::Server, System::HttpPostgres) => Role::ArbiterPostgres,
+            (Reference::Server, _) => Role::Other,
+        }
+    }
+
+    /// The row label of `system` in `workload`: beside the server, the library's rows say
+    /// they are the library.
+    fn label(self, system: System, workload: Workload) -> String {
+        let label = system.label_for(workload);
+        match (self, system) {
+            (Reference::Server, System::ArbiterSqliteFull | System::ArbiterPostgres) => {
+                format!("{label} (library, no server)")
+            }
+            _ => label.to_string(),
+        }
     }
 }
 
@@ -513,13 +654,15 @@ struct Runner<'a> {
     rows: Vec<Row>,
     /// The fleet replays, for the goals printed under the table.
     fleet: Vec<(fleet::Plan, fleet::Via, fleet::Summary)>,
+    /// Whether the arbiter binary has `--server`, or why not.
+    server_cli: std::result::Result<(), String>,
     done: usize,
     total: usize,
 }
 
 impl Runner<'_> {
     fn selected(&self, workload: &str) -> bool {
-        self.args.only.as_deref().is_none_or(|only| workload.contains(only))
+        self.args.selects(workload)
     }
 
     fn progress(&mut self, workload: &str, system: &str, outcome: &Outcome, took: Duration) {
@@ -541,9 +684,9 @@ impl Runner<'_> {
         );
     }
 
-    async fn measure(&mut self, workload: &str, plan: Plan) {
+    async fn measure(&mut self, workload: &str, plan: Plan, reference: Reference) {
         let system = plan.system;
-        let label = system.label_for(plan.workload);
+        let label = reference.label(system, plan.workload);
         let started = Instant::now();
         let (outcome, note) = if let Some(why) = self.setup.unavailable.get(&system) {
             (Outcome::Empty(why.clone()), String::new())
@@ -582,11 +725,11 @@ impl Runner<'_> {
                 Err(e) => (Outcome::Empty(format!("failed: {e:#}")), String::new()),
             }
         };
-        self.progress(workload, label, &outcome, started.elapsed());
+        self.progress(workload, &label, &outcome, started.elapsed());
         self.rows.push(Row {
             workload: workload.to_string(),
-            system: label.to_string(),
-            role: role(system),
+            system: label,
+            role: reference.role(system),
             outcome,
             note,
         });
@@ -676,7 +819,13 @@ impl Runner<'_> {
 
     /// Measures each variant (a row label, a tag, clients, names or streams, operations) of
     /// `workload` on every one of `systems`.
-    async fn measure_variants(&mut self, workload: Workload, systems: &[System], variants: Vec<Variant>) {
+    async fn measure_variants(
+        &mut self,
+        workload: Workload,
+        systems: &[System],
+        variants: Vec<Variant>,
+        reference: Reference,
+    ) {
         for (label, tag, clients, names, ops) in variants {
             if !self.selected(&label) {
                 continue;
@@ -694,7 +843,7 @@ impl Runner<'_> {
                     warmup: self.budget.warmup,
                     ttl_ms: LEASE_TTL_MS,
                 };
-                self.measure(&label, plan).await;
+                self.measure(&label, plan, reference).await;
             }
         }
     }
@@ -718,12 +867,24 @@ impl Runner<'_> {
                 budget.lease_ops_contended,
             ),
         ];
-        self.measure_variants(Workload::Lease, &LEASE_SYSTEMS, variants).await;
-        let http = "lease · over HTTP";
-        if self.selected("lease") {
-            self.rows
-                .push(Row::empty(http, "arbiter server (any store)", NOT_BUILT));
-        }
+        self.measure_variants(Workload::Lease, &LEASE_SYSTEMS, variants, Reference::Library)
+            .await;
+        let over_http = [1, 64].map(|names| {
+            (
+                http_lease_workload(n, names),
+                if names == 1 { "h1" } else { "h64" },
+                n,
+                names,
+                budget.lease_ops_contended,
+            )
+        });
+        self.measure_variants(
+            Workload::Lease,
+            &HTTP_LEASE_SYSTEMS,
+            over_http.to_vec(),
+            Reference::Server,
+        )
+        .await;
     }
 
     async fn cas_workload(&mut self) {
@@ -735,7 +896,8 @@ impl Runner<'_> {
             1,
             budget.cas_ops,
         )];
-        self.measure_variants(Workload::Cas, &CAS_SYSTEMS, variants).await;
+        self.measure_variants(Workload::Cas, &CAS_SYSTEMS, variants, Reference::Library)
+            .await;
     }
 
     async fn append_workloads(&mut self) {
@@ -763,17 +925,24 @@ impl Runner<'_> {
                 budget.append_ops_contended,
             ),
         ];
-        self.measure_variants(Workload::Append, &APPEND_SYSTEMS, variants).await;
+        self.measure_variants(Workload::Append, &APPEND_SYSTEMS, variants, Reference::Library)
+            .await;
     }
 
-    /// The arbiter binary the CLI rows run (default: `arbiter` next to this binary).
     fn arbiter_bin(&self) -> PathBuf {
-        self.args.arbiter_bin.clone().unwrap_or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|exe| exe.parent().map(|dir| dir.join("arbiter")))
-                .unwrap_or_else(|| PathBuf::from("target/release/arbiter"))
-        })
+        arbiter_bin(self.args)
+    }
+
+    /// The CLI through the server of `system` (`ARBITER_SERVER`), or why its rows are empty.
+    fn server_tryer(&self, system: System) -> std::result::Result<cli::Tryer, String> {
+        self.server_cli.clone()?;
+        if let Some(why) = self.setup.unavailable.get(&system) {
+            return Err(why.clone());
+        }
+        match self.setup.targets.server(system) {
+            Some((url, Some(token))) => Ok(cli::Tryer::arbiter_server(self.arbiter_bin(), url, token)),
+            _ => Err(format!("unavailable: no server was started for {}", system.label())),
+        }
     }
 
     /// redis-cli, or why its rows are empty.
@@ -824,12 +993,12 @@ impl Runner<'_> {
                 let tryer = match self.setup.unavailable.get(&system) {
                     Some(why) => Err(why.clone()),
                     None if !bin.is_file() => Err(format!("skipped: {} is not built", bin.display())),
-                    None => Ok(cli::Tryer::Arbiter {
-                        bin: bin.clone(),
-                        store_url: url.clone(),
-                    }),
+                    None => Ok(cli::Tryer::arbiter_store(bin.clone(), url)),
                 };
                 tryers.push((label, role(system), tryer));
+            }
+            for system in [System::HttpSqlite, System::HttpPostgres] {
+                tryers.push((server_cli_label(system), Role::Other, self.server_tryer(system)));
             }
             let redis = redis_cli.clone().map(|bin| self.redis_tryer(bin));
             tryers.push(("redis-cli SET NX PX (+ EVAL del)".to_string(), Role::Other, redis));
@@ -929,17 +1098,20 @@ impl Runner<'_> {
                 Err(anyhow::anyhow!("{why}"))
             } else {
                 match built() {
-                    Ok(()) => {
-                        let tryer = cli::Tryer::Arbiter {
-                            bin: bin.clone(),
-                            store_url: url.clone(),
-                        };
-                        cli::sequential(&tryer, &name, budget).await
-                    }
+                    Ok(()) => cli::sequential(&cli::Tryer::arbiter_store(bin.clone(), url), &name, budget).await,
                     Err(e) => Err(e),
                 }
             };
             push_cli(&mut acquire_rows, &mut pair_rows, label, role(system), result, started);
+        }
+        for system in [System::HttpSqlite, System::HttpPostgres] {
+            let started = Instant::now();
+            let result = match self.server_tryer(system) {
+                Ok(tryer) => cli::sequential(&tryer, &name, budget).await,
+                Err(why) => Err(anyhow::anyhow!("{why}")),
+            };
+            let label = server_cli_label(system);
+            push_cli(&mut acquire_rows, &mut pair_rows, label, Role::Other, result, started);
         }
         let started = Instant::now();
         let result = match &redis_cli {
@@ -985,7 +1157,11 @@ impl Runner<'_> {
                 budget.limit_ops_contended,
             ),
         ];
-        self.measure_variants(Workload::Limit, &LIMIT_SYSTEMS, variants).await;
+        self.measure_variants(Workload::Limit, &LIMIT_SYSTEMS, variants, Reference::Library)
+            .await;
+        let over_http = vec![(http_limit_workload(n), "hl16", n, 1, budget.limit_ops_contended)];
+        self.measure_variants(Workload::Limit, &HTTP_LIMIT_SYSTEMS, over_http, Reference::Server)
+            .await;
     }
 }
 
@@ -1063,20 +1239,45 @@ async fn run(args: Args) -> Result<()> {
     let prefix = format!("arbiter-bench/{pid}-{secs}/");
     let schema = format!("bench_{pid}_{secs}");
 
-    let setup = setup(&args, &prefix, &schema).await?;
+    let mut setup = setup(&args, &prefix, &schema).await?;
+    let bin = arbiter_bin(&args);
+    let server_cli = if bin.is_file() {
+        cli::supports_server(&bin).await
+    } else {
+        Err(format!("skipped: {} is not built", bin.display()))
+    };
+    let n = args.clients;
+    let selected = |workload: &str| args.selects(workload);
+    let over_http = [
+        http_lease_workload(n, 1),
+        http_lease_workload(n, 64),
+        http_limit_workload(n),
+    ];
+    let cli_rows = [
+        "CLI · lease acquire (1 process)".to_string(),
+        "CLI · acquire + release".to_string(),
+        format!("CLI · {n} concurrent callers, 1 name"),
+        format!("CLI · {n} concurrent callers, 64 names"),
+    ];
+    if over_http.iter().any(|w| selected(w)) || (server_cli.is_ok() && cli_rows.iter().any(|w| selected(w))) {
+        start_servers(&mut setup, &bin).await;
+    }
     let mut runner = Runner {
         args: &args,
         budget,
         setup: &setup,
         rows: Vec::new(),
         fleet: Vec::new(),
+        server_cli,
         done: 0,
         total: LEASE_SYSTEMS.len() * 3
+            + HTTP_LEASE_SYSTEMS.len() * 2
             + CAS_SYSTEMS.len()
             + APPEND_SYSTEMS.len() * 3
             + LIMIT_SYSTEMS.len() * 2
-            + 12
-            + 8,
+            + HTTP_LIMIT_SYSTEMS.len()
+            + 16
+            + 12,
     };
     let body = async {
         runner.lease_workloads().await;
@@ -1093,7 +1294,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let rows = std::mem::take(&mut runner.rows);
     let goals = fleet::goals(&runner.fleet);
-    let problems = cleanup(&setup).await;
+    let problems = cleanup(&mut setup).await;
     for problem in &problems {
         eprintln!("cleanup: {problem}");
     }
@@ -1162,6 +1363,43 @@ mod tests {
         assert_eq!(url_port("redis://127.0.0.1:6380/", 6379), 6380);
         assert_eq!(url_port("redis://127.0.0.1/", 6379), 6379);
         assert_eq!(url_port("http://[::1]:2379", 1), 2379);
+    }
+
+    #[test]
+    fn over_http_the_server_rows_are_the_reference() {
+        let server = Reference::Server;
+        assert_eq!(server.role(System::HttpSqlite), Role::ArbiterSqlite);
+        assert_eq!(server.role(System::HttpPostgres), Role::ArbiterPostgres);
+        assert_eq!(server.role(System::ArbiterSqliteFull), Role::Other);
+        assert_eq!(server.role(System::Etcd), Role::Other);
+        assert_eq!(Reference::Library.role(System::ArbiterSqliteFull), Role::ArbiterSqlite);
+        assert_eq!(Reference::Library.role(System::HttpSqlite), Role::Other);
+        assert_eq!(
+            server.label(System::ArbiterPostgres, Workload::Limit),
+            "arbiter take · PostgreSQL (library, no server)"
+        );
+        assert_eq!(
+            server.label(System::Redis, Workload::Lease),
+            "Redis SET NX PX + Lua del"
+        );
+        assert_eq!(
+            server_cli_label(System::HttpSqlite),
+            "arbiter CLI --server · SQLite sync=full"
+        );
+        assert_eq!(
+            server_cli_label(System::HttpPostgres),
+            "arbiter CLI --server · PostgreSQL"
+        );
+    }
+
+    #[test]
+    fn only_selects_any_of_its_texts() {
+        let all = Args::parse_from(["arbiter-bench"]);
+        assert!(all.selects("CAS increment · 16 clients, 1 key"));
+        let some = Args::parse_from(["arbiter-bench", "--only", "over HTTP", "--only", "CLI"]);
+        assert!(some.selects("lease · over HTTP · 16 clients, 1 name"));
+        assert!(some.selects("CLI · acquire + release"));
+        assert!(!some.selects("lease · 16 clients, 1 name"));
     }
 
     #[test]

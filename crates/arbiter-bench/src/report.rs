@@ -34,16 +34,6 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn empty(workload: &str, system: &str, why: impl Into<String>) -> Row {
-        Row {
-            workload: workload.to_string(),
-            system: system.to_string(),
-            role: Role::Other,
-            outcome: Outcome::Empty(why.into()),
-            note: String::new(),
-        }
-    }
-
     fn ops_per_sec(&self) -> Option<f64> {
         match &self.outcome {
             Outcome::Measured(m) if m.ops > 0 => Some(m.ops_per_sec()),
@@ -56,7 +46,8 @@ pub const HEADERS: [&str; 8] = ["workload", "system", "ops/s", "p50", "p99", "sq
 
 /// What the ratio columns mean, printed under the table.
 pub const LEGEND: &str = "sqlite÷ / pg÷: ops/s of arbiter on SQLite (sync=full, the default) / on PostgreSQL \
-in the same workload, divided by this row's ops/s — above 1× arbiter is faster, below 1× the peer is. \
+in the same workload, divided by this row's ops/s — above 1× arbiter is faster, below 1× the peer is; \
+in the `over HTTP` workloads, of arbiter's server (HTTP) on each store. \
 p50/p99: latency of one operation (a lease try + release when granted; a CAS increment including its retries; \
 an append until acknowledged; \
 one rate-limiter decision; one CLI process from start to exit).";
@@ -267,7 +258,13 @@ mod tests {
                 outcome: measured(400, 1),
                 note: "n".into(),
             },
-            Row::empty("x", "later", "n/a — not built yet"),
+            Row {
+                workload: "x".into(),
+                system: "later".into(),
+                role: Role::Other,
+                outcome: Outcome::Empty("n/a — not built yet".into()),
+                note: String::new(),
+            },
         ];
         let cells = cells(&rows);
         assert_eq!(cells[0][5], "1.0×");

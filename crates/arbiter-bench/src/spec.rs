@@ -63,6 +63,11 @@ pub enum System {
     /// The `governor` crate's GCRA limiter in process memory: one per process, shared by
     /// its clients, seen by no other process. Only for the limiter workload.
     Governor,
+    /// arbiter's HTTP API: an `arbiter serve` child process over a SQLite store
+    /// (sync=full), one keep-alive connection per client, a bearer token.
+    HttpSqlite,
+    /// The same over the PostgreSQL store.
+    HttpPostgres,
 }
 
 impl System {
@@ -81,6 +86,8 @@ impl System {
             System::PermitsSqlite => "arbiter Permits · SQLite sync=full",
             System::PermitsPostgres => "arbiter Permits · PostgreSQL",
             System::Governor => "governor (in-process, per process)",
+            System::HttpSqlite => "arbiter server, HTTP · SQLite sync=full",
+            System::HttpPostgres => "arbiter server, HTTP · PostgreSQL",
         }
     }
 
@@ -100,6 +107,8 @@ impl System {
             System::ArbiterSqliteNormal => "arbiter take · SQLite sync=normal",
             System::ArbiterPostgres => "arbiter take · PostgreSQL",
             System::Redis => "Redis GCRA Lua (EVALSHA)",
+            System::HttpSqlite => "arbiter server, HTTP take · SQLite sync=full",
+            System::HttpPostgres => "arbiter server, HTTP take · PostgreSQL",
             other => other.label(),
         }
     }
@@ -151,6 +160,36 @@ pub struct Targets {
     pub file_dir: String,
     /// Prefix of every key and name this run creates (unique per run).
     pub prefix: String,
+    /// The `arbiter serve` processes of this run (`http://ADDR/`), when started.
+    pub http_sqlite: Option<String>,
+    pub http_postgres: Option<String>,
+    /// The bearer tokens of those servers (each store has its own; `None`: it runs with
+    /// `--insecure-no-auth`). Never serialised: a worker gets its token in the environment
+    /// ([`TOKEN_ENV`]), not on its command line, where any user's `ps` would show it.
+    #[serde(skip)]
+    pub http_token_sqlite: Option<String>,
+    #[serde(skip)]
+    pub http_token_postgres: Option<String>,
+}
+
+/// The variable a worker of an HTTP system finds its bearer token in.
+pub const TOKEN_ENV: &str = "ARBITER_BENCH_TOKEN";
+
+impl Targets {
+    /// The server `system` talks to, and its token.
+    pub fn server(&self, system: System) -> Option<(&str, Option<&str>)> {
+        match system {
+            System::HttpSqlite => self
+                .http_sqlite
+                .as_deref()
+                .map(|url| (url, self.http_token_sqlite.as_deref())),
+            System::HttpPostgres => self
+                .http_postgres
+                .as_deref()
+                .map(|url| (url, self.http_token_postgres.as_deref())),
+            _ => None,
+        }
+    }
 }
 
 /// What one worker process runs.

@@ -6,12 +6,13 @@ mod arbiter;
 mod etcd;
 mod file;
 mod governor;
+mod http;
 mod postgres;
 mod redis;
 
 use anyhow::{Result, bail};
 
-use crate::spec::{System, Targets};
+use crate::spec::{System, TOKEN_ENV, Targets};
 
 /// The namespace arbiter objects of the benchmark live in.
 pub const NAMESPACE: &str = "bench";
@@ -29,6 +30,7 @@ pub enum Client {
     Etcd(Box<etcd::EtcdClient>),
     File(file::FileClient),
     Governor(governor::GovernorClient),
+    Http(http::HttpClient),
 }
 
 impl Client {
@@ -49,6 +51,11 @@ impl Client {
             System::Etcd | System::EtcdSession => connect_etcd(system, targets, id, ttl_ms).await?,
             System::File => Client::File(file::FileClient::open(targets, id)?),
             System::Governor => Client::Governor(governor::GovernorClient::new()),
+            System::HttpSqlite | System::HttpPostgres => {
+                // The parent's `Targets` keep the token out of the spec (see `TOKEN_ENV`).
+                let token = std::env::var(TOKEN_ENV).ok();
+                Client::Http(http::HttpClient::connect(system, targets, id, ttl_ms, token).await?)
+            }
         })
     }
 
@@ -56,6 +63,7 @@ impl Client {
     pub async fn prepare_bucket(&mut self, bucket: &str) -> Result<()> {
         match self {
             Client::Arbiter(client) => client.prepare_bucket(bucket).await,
+            Client::Http(client) => client.prepare_bucket(bucket).await,
             _ => Ok(()),
         }
     }
@@ -66,6 +74,7 @@ impl Client {
             Client::Arbiter(client) => client.limit_take(bucket).await,
             Client::Redis(client) => client.limit_take(bucket).await,
             Client::Governor(client) => Ok(client.take()),
+            Client::Http(client) => client.limit_take(bucket).await,
             _ => bail!("this system has no limiter workload"),
         }
     }
@@ -86,6 +95,7 @@ impl Client {
             Client::Postgres(client) => client.lease_once(name).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.lease_once(name).await,
+            Client::Http(client) => client.lease_once(name).await,
             Client::File(_) | Client::Governor(_) => bail!("this system has no lease workload"),
         }
     }
@@ -98,7 +108,7 @@ impl Client {
             Client::Postgres(client) => client.init_counter(key).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.init_counter(key).await,
-            Client::File(_) | Client::Governor(_) => bail!("this system has no CAS workload"),
+            Client::File(_) | Client::Governor(_) | Client::Http(_) => bail!("this system has no CAS workload"),
         }
     }
 
@@ -111,7 +121,7 @@ impl Client {
             Client::Postgres(client) => client.cas_increment(key).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.cas_increment(key).await,
-            Client::File(_) | Client::Governor(_) => bail!("this system has no CAS workload"),
+            Client::File(_) | Client::Governor(_) | Client::Http(_) => bail!("this system has no CAS workload"),
         }
     }
 
@@ -123,7 +133,7 @@ impl Client {
             Client::Postgres(client) => client.read_counter(key).await,
             #[cfg(feature = "etcd")]
             Client::Etcd(client) => client.read_counter(key).await,
-            Client::File(_) | Client::Governor(_) => bail!("this system has no CAS workload"),
+            Client::File(_) | Client::Governor(_) | Client::Http(_) => bail!("this system has no CAS workload"),
         }
     }
 
@@ -134,7 +144,7 @@ impl Client {
             Client::Redis(client) => client.append(stream, body).await,
             Client::Postgres(client) => client.append(stream, body).await,
             Client::File(client) => client.append(stream, body).await,
-            Client::Governor(_) => bail!("governor has no append workload"),
+            Client::Governor(_) | Client::Http(_) => bail!("this system has no append workload"),
             #[cfg(feature = "etcd")]
             Client::Etcd(_) => bail!("etcd has no append workload"),
         }
@@ -147,7 +157,7 @@ impl Client {
             Client::Redis(client) => client.count_records(stream).await,
             Client::Postgres(client) => client.count_records(stream).await,
             Client::File(client) => client.count_records(stream),
-            Client::Governor(_) => bail!("governor has no append workload"),
+            Client::Governor(_) | Client::Http(_) => bail!("this system has no append workload"),
             #[cfg(feature = "etcd")]
             Client::Etcd(_) => bail!("etcd has no append workload"),
         }
