@@ -233,11 +233,18 @@ impl Client {
     }
 
     /// `arbiter_ops::lease::acquire`, as the keep-alive of a held lease starts from it
-    /// (`arbiter lock` through a server): the lease granted, and when the request that got
-    /// it was sent (the server's store counted its TTL from later than that).
+    /// (`arbiter lock` through a server): the lease granted, and when a request that the
+    /// store counted its TTL from later than was sent. Without a wait that is the acquire;
+    /// after one (a long poll: the grant came at some unknown point of it) it is a renew
+    /// sent right after the grant, so the holder's deadline rule starts from a known time.
     pub async fn lease_grant(&self, request: &AcquireRequest) -> Result<Granted> {
-        let sent = tokio::time::Instant::now();
+        let mut sent = tokio::time::Instant::now();
         let view = self.lease_acquire(request).await?;
+        if request.wait.is_some() {
+            sent = tokio::time::Instant::now();
+            self.lease_renew(&request.namespace, &request.name, view.token, None, None)
+                .await?;
+        }
         Ok(Granted {
             lease: lease_from_view(&view, &self.shown)?,
             sent,

@@ -495,6 +495,11 @@ fn remote_lock_runs_the_command_as_against_the_store(direct: &Store) {
     assert_eq!(lease_line(&local.stderr), lease_line(&through.stderr));
     assert_eq!(lease_line(&through.stderr)["token"], 3);
 
+    // A wait longer than the stop point of its own TTL: the keep-alive starts from the
+    // grant, not from when the wait began (here: `other` holds for 2 s, by its TTL).
+    same(&["lease", "acquire", "job", "--ttl", "2s", "--holder", "other"], 0);
+    same(&["lock", "job", "--ttl", "1s", "--wait", "20s", "--", "true"], 0);
+
     // CMD learns where the lease is kept: the server, not a store.
     let script = "echo \"${ARBITER_SERVER:-none} ${ARBITER_STORE:-none}\"";
     let out = run(&mut server.cmd(&["lock", "job", "--", "sh", "-c", script], Some(&secret)));
