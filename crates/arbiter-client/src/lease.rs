@@ -15,12 +15,16 @@
 //! renewed, and the holder counts the lease lost early enough — by its own monotonic
 //! clock, from when the last confirmed request was *sent* — to stop its command before the
 //! store could grant the lease to anyone else. A `Lost` answer ends it at once. Loss is
-//! always reported, never silent.
+//! always reported, never silent. Where the renews and the release go is a
+//! [`LeaseKeeper`]: the store, or a server in front of it (`arbiter_remote::Client`, for
+//! `arbiter --server … lock`) — one deadline rule for both.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arbiter_core::lease::{AcquireOutcome, Attempt, Busy, Holder, Lease, RenewRequest, WAITER_TTL};
+use arbiter_core::name::{LeaseName, Namespace};
 use arbiter_core::{Detail, Error, ErrorKind, Result};
 use arbiter_process::Liveness;
 use arbiter_store::{Store, Topic};
@@ -260,13 +264,36 @@ pub fn check_grace(ttl: Duration, grace: Duration, grace_flag: &str, ttl_flag: &
     Ok(())
 }
 
+/// Where a [`HeldLease`]'s renews and release go: the store itself, or a server in front
+/// of it (implemented for `arbiter_remote::Client` in that crate, which this one cannot
+/// name). The keep-alive's deadline rule is the holder's and stays the same whichever it
+/// is: a keeper only carries one request and reports its answer.
+pub trait LeaseKeeper: Clone + Send + Sync + 'static {
+    /// Renews `request.token` (recording `request.pgid`); `Lost` when the token no longer
+    /// holds the lease.
+    fn renew(&self, request: RenewRequest) -> impl Future<Output = Result<()>> + Send;
+
+    /// Gives the place of `token` back; `Lost` when it was no longer held.
+    fn release(&self, namespace: &Namespace, name: &LeaseName, token: i64) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl LeaseKeeper for Store {
+    async fn renew(&self, request: RenewRequest) -> Result<()> {
+        self.leases().renew(request).await.map(|_| ())
+    }
+
+    async fn release(&self, namespace: &Namespace, name: &LeaseName, token: i64) -> Result<()> {
+        self.leases().release(namespace, name, token).await
+    }
+}
+
 /// A held lease: granted, renewed in the background under [`Deadlines`], and released by
 /// the code that took it ([`HeldLease::release`]). Every user of a lease (`arbiter lock`,
 /// the supervisor's loops, the dispatcher, the inbox sweep) holds it through this type.
 ///
 /// Dropping it stops renewing and does not release (the lease then expires after its TTL).
-pub struct HeldLease {
-    store: Store,
+pub struct HeldLease<K: LeaseKeeper = Store> {
+    keeper: K,
     lease: Lease,
     deadlines: Deadlines,
     state: Arc<Mutex<KeepState>>,
@@ -290,9 +317,11 @@ impl HeldLease {
         let granted = acquire(store, request).await?;
         Ok(HeldLease::hold(store.clone(), granted, grace))
     }
+}
 
-    /// Starts keeping a granted lease.
-    pub fn hold(store: Store, granted: Granted, grace: Duration) -> HeldLease {
+impl<K: LeaseKeeper> HeldLease<K> {
+    /// Starts keeping a granted lease, renewing and releasing it through `keeper`.
+    pub fn hold(keeper: K, granted: Granted, grace: Duration) -> HeldLease<K> {
         let ttl = Duration::from_millis(granted.lease.ttl_ms.max(1) as u64);
         let deadlines = Deadlines::new(ttl, grace);
         let state = Arc::new(Mutex::new(KeepState {
@@ -301,14 +330,14 @@ impl HeldLease {
         }));
         let (sender, lost) = watch::channel(None);
         let task = tokio::spawn(renew_loop(
-            store.clone(),
+            keeper.clone(),
             granted.lease.clone(),
             deadlines,
             state.clone(),
             sender,
         ));
         HeldLease {
-            store,
+            keeper,
             lease: granted.lease,
             deadlines,
             state,
@@ -358,7 +387,7 @@ impl HeldLease {
             pgid: Some(pgid),
         };
         let sent = Instant::now();
-        match tokio::time::timeout_at(self.stop_at(), self.store.leases().renew(request)).await {
+        match tokio::time::timeout_at(self.stop_at(), self.keeper.renew(request)).await {
             Ok(result) => result.map(|_| confirm(&self.state, sent)),
             Err(_) => Err(unconfirmed(&self.lease.name, &not_answered(sent, self.stop_at()))),
         }
@@ -392,8 +421,7 @@ impl HeldLease {
             return Err(err);
         }
         let release = self
-            .store
-            .leases()
+            .keeper
             .release(&self.lease.namespace, &self.lease.name, self.lease.token);
         match tokio::time::timeout_at(self.stop_at(), release).await {
             Ok(result) => result,
@@ -408,7 +436,7 @@ impl HeldLease {
     }
 }
 
-impl Drop for HeldLease {
+impl<K: LeaseKeeper> Drop for HeldLease<K> {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -448,8 +476,8 @@ fn unconfirmed(name: &str, why: &str) -> Error {
     )
 }
 
-async fn renew_loop(
-    store: Store,
+async fn renew_loop<K: LeaseKeeper>(
+    keeper: K,
     lease: Lease,
     deadlines: Deadlines,
     state: Arc<Mutex<KeepState>>,
@@ -477,7 +505,7 @@ async fn renew_loop(
         let sent = Instant::now();
         // The store call may stay stuck underneath (a stalled link, a held file lock); past
         // the stop point its answer no longer matters.
-        match tokio::time::timeout_at(stop_at, store.leases().renew(request)).await {
+        match tokio::time::timeout_at(stop_at, keeper.renew(request)).await {
             Ok(Ok(_)) => {
                 confirm(&state, sent);
                 why = TOO_SHORT.to_string();

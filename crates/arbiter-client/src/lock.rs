@@ -17,7 +17,7 @@ use std::process::ExitStatus;
 
 use arbiter_core::{Error, ErrorKind, Result};
 
-use crate::lease::HeldLease;
+use crate::lease::{HeldLease, LeaseKeeper};
 
 /// How a command run under a lease ended.
 #[derive(Debug)]
@@ -39,8 +39,8 @@ pub struct LockCommand {
 
 /// Runs `command` while holding `held` (whose grace, `held.deadlines().grace`, is the time
 /// the command gets between TERM and KILL); see the module documentation.
-pub async fn run_locked(
-    mut held: HeldLease,
+pub async fn run_locked<K: LeaseKeeper>(
+    mut held: HeldLease<K>,
     command: LockCommand,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<LockOutcome> {

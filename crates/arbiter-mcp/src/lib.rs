@@ -267,7 +267,7 @@ impl Arbiter {
         let ttl = a.ttl.as_deref().map(|t| args::duration("ttl", t)).transpose()?;
         Ok(self
             .call(&context, &ns, Primitive::Lease, Access::Write, |_| {
-                lease::renew(&self.store, &ns, &name, a.token, ttl)
+                lease::renew(&self.store, &ns, &name, a.token, ttl, None)
             })
             .await)
     }

@@ -21,20 +21,23 @@ pub async fn acquire(store: &Store, request: AcquireRequest) -> Result<LeaseView
     Ok(LeaseView::from(&granted.lease))
 }
 
-/// Extends a held lease by `ttl` (default: its own TTL) from now.
+/// Extends a held lease by `ttl` (default: its own TTL) from now, recording `pgid` as the
+/// holder's process group if given (`arbiter lock` through a server does, for the
+/// command it runs: see `HeldLease::record_pgid`).
 pub async fn renew(
     store: &Store,
     namespace: &Namespace,
     name: &LeaseName,
     token: i64,
     ttl: Option<Duration>,
+    pgid: Option<u32>,
 ) -> Result<LeaseView> {
     let request = RenewRequest {
         namespace: namespace.clone(),
         name: name.clone(),
         token,
         ttl,
-        pgid: None,
+        pgid,
     };
     let lease = store.leases().renew(request).await?;
     Ok(LeaseView::from(&lease))

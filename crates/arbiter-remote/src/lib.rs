@@ -19,8 +19,9 @@ pub mod sse;
 
 use std::time::Duration;
 
+use arbiter_client::lease::{Granted, LeaseKeeper};
 use arbiter_core::kv::{IfVersion, KeyValue, KvEvent};
-use arbiter_core::lease::{AcquireRequest, Holder};
+use arbiter_core::lease::{AcquireRequest, Holder, Lease, RenewRequest};
 use arbiter_core::limit::{BucketSpec, Observation, TakeRequest};
 use arbiter_core::log::{ConsumerInfo, ContentType, NewRecord, StreamInfo};
 use arbiter_core::name::{BucketName, ConsumerName, Key, LeaseName, Namespace, Prefix, StreamName};
@@ -231,6 +232,25 @@ impl Client {
         }
     }
 
+    /// `arbiter_ops::lease::acquire`, as the keep-alive of a held lease starts from it
+    /// (`arbiter lock` through a server): the lease granted, and when a request that the
+    /// store counted its TTL from later than was sent. Without a wait that is the acquire;
+    /// after one (a long poll: the grant came at some unknown point of it) it is a renew
+    /// sent right after the grant, so the holder's deadline rule starts from a known time.
+    pub async fn lease_grant(&self, request: &AcquireRequest) -> Result<Granted> {
+        let mut sent = tokio::time::Instant::now();
+        let view = self.lease_acquire(request).await?;
+        if request.wait.is_some() {
+            sent = tokio::time::Instant::now();
+            self.lease_renew(&request.namespace, &request.name, view.token, None, None)
+                .await?;
+        }
+        Ok(Granted {
+            lease: lease_from_view(&view, &self.shown)?,
+            sent,
+        })
+    }
+
     /// `arbiter_ops::lease::renew`.
     pub async fn lease_renew(
         &self,
@@ -238,11 +258,13 @@ impl Client {
         name: &LeaseName,
         token: i64,
         ttl: Option<Duration>,
+        pgid: Option<u32>,
     ) -> Result<LeaseView> {
         let url = self.ns(namespace, &["leases", name.as_str(), "renew"]);
         let body = wire::RenewBody {
             token,
             ttl_ms: ttl.map(millis),
+            pgid,
         };
         self.with_body(Method::POST, url, &body, Duration::ZERO).await
     }
@@ -580,6 +602,53 @@ fn millis(duration: Duration) -> u64 {
 
 /// The holder as the CLI found it: the server records exactly this one, so its same-host
 /// takeover works for a server on the caller's host.
+/// A held lease's renews and release through the server, under the holder's own deadline
+/// rule (`arbiter_client::lease::HeldLease`): the server runs the store's renew, so its
+/// `lost` answer (409) is the store's error, message and all.
+impl LeaseKeeper for Client {
+    async fn renew(&self, request: RenewRequest) -> Result<()> {
+        self.lease_renew(
+            &request.namespace,
+            &request.name,
+            request.token,
+            request.ttl,
+            request.pgid,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn release(&self, namespace: &Namespace, name: &LeaseName, token: i64) -> Result<()> {
+        self.lease_release(namespace, name, token).await.map(|_| ())
+    }
+}
+
+/// The lease a server's view describes (its times are milliseconds, as the store's).
+fn lease_from_view(view: &LeaseView, shown: &str) -> Result<Lease> {
+    let millis_of = |field: &str, text: &str| {
+        humantime::parse_rfc3339(text)
+            .ok()
+            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|since| i64::try_from(since.as_millis()).ok())
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "the server at {shown} answered a lease whose {field} {text:?} is not an RFC 3339 time"
+                ))
+            })
+    };
+    let invalid = |why: String| Error::internal(format!("the server at {shown} answered an invalid lease: {why}"));
+    Ok(Lease {
+        namespace: view.namespace.parse().map_err(|e| invalid(format!("{e}")))?,
+        name: view.name.parse().map_err(|e| invalid(format!("{e}")))?,
+        token: view.token,
+        holder: view.holder.clone(),
+        slots: view.slots,
+        ttl_ms: view.ttl_ms,
+        acquired_at: millis_of("acquired_at", &view.acquired_at)?,
+        expires_at: millis_of("expires_at", &view.expires_at)?,
+    })
+}
+
 fn holder_body(holder: &Holder) -> wire::HolderBody {
     wire::HolderBody {
         agent: Some(holder.agent.clone()),

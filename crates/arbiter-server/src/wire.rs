@@ -88,6 +88,10 @@ pub struct RenewBody {
     #[schema(minimum = 1, maximum = 315360000000.0)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// The holder's process group, recorded with the renew (the holder then counts as dead
+    /// on its host only when this group is empty too): `arbiter lock` sends its command's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<u32>,
 }
 
 /// `POST /v1/ns/{ns}/leases/{name}/release`.

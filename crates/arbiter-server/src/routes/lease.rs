@@ -94,7 +94,9 @@ pub async fn renew(
         .ttl_ms
         .map(|ms| check_field("ttl_ms", from_millis(ms)))
         .transpose()?;
-    Ok(Json(lease::renew(&state.store, &ns, &name, token, ttl).await?))
+    Ok(Json(
+        lease::renew(&state.store, &ns, &name, token, ttl, body.pgid).await?,
+    ))
 }
 
 /// `POST /v1/ns/{ns}/leases/{name}/release`

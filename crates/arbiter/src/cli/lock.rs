@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use arbiter_client::lease::{HeldLease, check_grace, default_grace};
+use arbiter_client::lease::{HeldLease, LeaseKeeper, check_grace, default_grace};
 use arbiter_client::lock::{LockCommand, LockOutcome, run_locked};
 use arbiter_core::{Error, Result};
 use clap::Args;
@@ -19,8 +19,9 @@ pub const LONG_ABOUT: &str = "\
 Run a command while holding a lease; stop it if the lease is lost.
 
 Acquires NAME (waiting with --wait), runs CMD with ARBITER_LEASE_NAME,
-ARBITER_LEASE_TOKEN, ARBITER_NAMESPACE and ARBITER_STORE set, renews the lease while CMD
-runs, and releases it when CMD exits, exiting with CMD's code.
+ARBITER_LEASE_TOKEN, ARBITER_NAMESPACE and ARBITER_STORE (through --server:
+ARBITER_SERVER) set, renews the lease while CMD runs, and releases it when CMD exits,
+exiting with CMD's code.
 
 CMD runs in its own process group, which dies with this process. If the lease is lost
 (the store says so, or no renew was confirmed in time: the lease counts as lost at
@@ -59,8 +60,38 @@ pub async fn run(args: LockArgs, global: &Global, out: Output) -> Result<i32> {
     let request = args.acquire.request(&global.namespace, holder);
     let guard_exe =
         std::env::current_exe().map_err(|e| Error::internal(format!("cannot find the arbiter executable: {e}")))?;
-    let (store, url) = global.open().await?;
-    let held = HeldLease::acquire(&store, request, grace).await?;
+    // The lease is kept by the same rule either way; only where the renews go differs.
+    match global.server_client()? {
+        Some(client) => {
+            let place = (OsString::from("ARBITER_SERVER"), OsString::from(client_url(global)));
+            let granted = client.lease_grant(&request).await?;
+            let held = HeldLease::hold(client, granted, grace);
+            locked(held, place, args.command, guard_exe, out).await
+        }
+        None => {
+            let (store, url) = global.open().await?;
+            let held = HeldLease::acquire(&store, request, grace).await?;
+            let place = (OsString::from("ARBITER_STORE"), OsString::from(url.to_url()));
+            locked(held, place, args.command, guard_exe, out).await
+        }
+    }
+}
+
+/// The URL of `--server`, for CMD's environment (it carries no secret: a client refuses
+/// a URL with a user or password).
+fn client_url(global: &Global) -> String {
+    global.server.clone().unwrap_or_default()
+}
+
+/// Runs CMD under `held`, with the lease and `place` (where it is kept: `ARBITER_STORE`
+/// or `ARBITER_SERVER`) in its environment.
+async fn locked<K: LeaseKeeper>(
+    held: HeldLease<K>,
+    place: (OsString, OsString),
+    argv: Vec<OsString>,
+    guard_exe: std::path::PathBuf,
+    out: Output,
+) -> Result<i32> {
     if out.json {
         // stdout belongs to CMD; the lease goes to stderr so scripts can still read it.
         eprintln!(
@@ -82,13 +113,9 @@ pub async fn run(args: LockArgs, global: &Global, out: Output) -> Result<i32> {
             OsString::from("ARBITER_NAMESPACE"),
             OsString::from(lease.namespace.as_str()),
         ),
-        (OsString::from("ARBITER_STORE"), OsString::from(url.to_url())),
+        place,
     ];
-    let command = LockCommand {
-        argv: args.command,
-        env,
-        guard_exe,
-    };
+    let command = LockCommand { argv, env, guard_exe };
     match run_locked(held, command, shutdown_signal()).await? {
         LockOutcome::Exited(status) => Ok(arbiter_process::exit_code(&status)),
         LockOutcome::Interrupted(status) => Ok(exit::interrupted(arbiter_process::exit_code(&status))),

@@ -5,9 +5,11 @@
 //! return the same view, so rendering is the same code either way and the output (and an
 //! error's message and exit code) is the same byte for byte.
 //!
-//! Commands that work on this machine or the store itself (`watch`, `dispatch`, `lock`,
-//! `inbox`, `init`, `logs`, `proxy`, `doctor`, `channels test`, `token`, `serve`,
-//! `store migrate`) refuse `--server` with bad input naming it ([`local_only`]).
+//! Commands that work on this machine or the store itself (`watch`, `dispatch`, `inbox`,
+//! `init`, `logs`, `proxy`, `doctor`, `channels test`, `token`, `serve`, `store migrate`)
+//! refuse `--server` with bad input naming it ([`local_only`]). `lock` keeps its lease
+//! through [`Global::server_client`] or the store itself (its keep-alive is
+//! `arbiter_client::lease::HeldLease` over either).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -55,7 +57,6 @@ pub fn local_only(command: &Command) -> Option<&'static str> {
     use super::notify::ChannelsCommand;
     use super::store::StoreCommand;
     Some(match command {
-        Command::Lock(_) => "lock",
         Command::Inbox(_) => "inbox",
         Command::Init(_) => "init",
         Command::Dispatch(_) => "dispatch",
@@ -90,7 +91,7 @@ impl Global {
     }
 
     /// The client of `--server`, if given.
-    fn server_client(&self) -> Result<Option<Client>> {
+    pub(super) fn server_client(&self) -> Result<Option<Client>> {
         let Some(url) = &self.server else { return Ok(None) };
         let token = self.token()?;
         let client = Client::new(url, token.as_deref()).map_err(|e| e.context("--server"))?;
@@ -191,8 +192,8 @@ impl Target {
         ttl: Option<Duration>,
     ) -> Result<LeaseView> {
         match self {
-            Target::Store(store) => lease::renew(store, ns, name, token, ttl).await,
-            Target::Server(client) => client.lease_renew(ns, name, token, ttl).await,
+            Target::Store(store) => lease::renew(store, ns, name, token, ttl, None).await,
+            Target::Server(client) => client.lease_renew(ns, name, token, ttl, None).await,
         }
     }
 

@@ -9,18 +9,24 @@
 //! writing: 403) exit 8 with the server's message and never show the secret; a server
 //! that is down exits 6 naming its URL; `--server` on a command that works on the store
 //! itself exits 2 naming `--server`.
+//!
+//! `lock` through a server (with a token): CMD's exit code, the lease released after it,
+//! a held lease, `--json`, and a lease lost while CMD runs (CMD stopped, exit 4) — each as
+//! against the store.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use arbiter_testkit::{each_backend, eventually};
 
-use crate::support::{Background, Out, SOON, Store, arbiter, run};
+use crate::support::{Background, Out, SOON, Store, arbiter, run, token_of};
 
 each_backend!(Store;
     remote_output_and_exit_codes_match_the_store,
     remote_token_refusals_exit_8_without_showing_the_secret,
-    remote_server_down_and_local_commands_are_refused
+    remote_server_down_and_local_commands_are_refused,
+    remote_lock_runs_the_command_as_against_the_store,
+    remote_lock_stops_the_command_when_the_lease_is_lost
 );
 
 /// An `arbiter serve` child on a store, on a port the OS chose.
@@ -399,7 +405,6 @@ fn remote_server_down_and_local_commands_are_refused(store: &Store) {
     let local_only: &[&[&str]] = &[
         &["watch", "--once"],
         &["dispatch", "--once"],
-        &["lock", "x", "--", "true"],
         &["inbox", "check"],
         &["init"],
         &["logs", "some-loop"],
@@ -426,6 +431,120 @@ fn remote_server_down_and_local_commands_are_refused(store: &Store) {
     out.expect_code(2, "--token-file without --server");
     assert!(out.stderr.contains("--token-file"), "{out:?}");
     drop(server);
+}
+
+/// A served twin of `direct` behind a server that needs a token, and that token.
+fn served_with_token(direct: &Store, test: &str) -> (Store, Serve, String) {
+    let served = twin(direct, test);
+    let secret = served
+        .ok(&["token", "create", "--name", "locker"])
+        .stdout
+        .trim()
+        .to_string();
+    let server = Serve::start(&served, &[]);
+    (served, server, secret)
+}
+
+/// A `--json` lease as `lock` prints it on stderr, with what depends on the process that
+/// held it (its pid and start time) and on when it ran left out.
+fn lease_line(stderr: &str) -> serde_json::Value {
+    let line = stderr.lines().next().unwrap_or_default();
+    let mut lease: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("a lease on stderr's first line: {e}: {stderr}"));
+    for field in ["pid", "start_time"] {
+        assert!(lease["holder"][field].as_u64().is_some_and(|n| n > 0), "{lease}");
+        lease["holder"][field] = 0.into();
+    }
+    serde_json::from_str(&masked(&lease.to_string())).unwrap()
+}
+
+fn remote_lock_runs_the_command_as_against_the_store(direct: &Store) {
+    let (_served, server, secret) = served_with_token(direct, "remote_lock");
+    let both = |args: &[&str]| (direct.run(args), run(&mut server.cmd(args, Some(&secret))));
+    let same = |args: &[&str], code: i32| {
+        let (local, through) = both(args);
+        assert_eq!(local.code, code, "arbiter {args:?} directly: {local:?}");
+        assert_eq!(
+            (local.code, masked(&local.stdout), masked(&local.stderr)),
+            (through.code, masked(&through.stdout), masked(&through.stderr)),
+            "arbiter {args:?}: directly (left) and through the server (right) differ"
+        );
+        (local, through)
+    };
+
+    // CMD runs with the lease in its environment; arbiter exits with CMD's code.
+    let script = "echo \"$ARBITER_NAMESPACE $ARBITER_LEASE_NAME $ARBITER_LEASE_TOKEN\"; exit 7";
+    let (local, _) = same(&["lock", "job", "--ttl", "30s", "--", "sh", "-c", script], 7);
+    assert_eq!(local.stdout, "default job 1\n");
+    // Released when CMD exited: a second acquirer gets it at once (and holds it on).
+    same(&["lease", "acquire", "job", "--ttl", "1m", "--holder", "other"], 0);
+
+    // A held lease and no --wait: exit 3, the same message (and JSON error).
+    let (local, _) = same(&["lock", "job", "--ttl", "30s", "--", "true"], 3);
+    assert!(local.stderr.contains("is held by other"), "{local:?}");
+    let (local, _) = same(&["--json", "lock", "job", "--ttl", "30s", "--", "true"], 3);
+    assert_eq!(local.json()["error"], "held", "{local:?}");
+    same(&["lease", "release", "job", "--token", "2"], 0);
+
+    // --json: the lease on stderr as against the store (the holder is each run's own
+    // `arbiter lock` process), CMD's output on stdout.
+    let args = ["--json", "lock", "job", "--ttl", "30s", "--", "echo", "hi"];
+    let (local, through) = both(&args);
+    assert_eq!((local.code, local.stdout.as_str()), (0, "hi\n"), "{local:?}");
+    assert_eq!((through.code, through.stdout.as_str()), (0, "hi\n"), "{through:?}");
+    assert_eq!(lease_line(&local.stderr), lease_line(&through.stderr));
+    assert_eq!(lease_line(&through.stderr)["token"], 3);
+
+    // A wait longer than the stop point of its own TTL: the keep-alive starts from the
+    // grant, not from when the wait began (here: `other` holds for 2 s, by its TTL).
+    same(&["lease", "acquire", "job", "--ttl", "2s", "--holder", "other"], 0);
+    same(&["lock", "job", "--ttl", "1s", "--wait", "20s", "--", "true"], 0);
+
+    // CMD learns where the lease is kept: the server, not a store.
+    let script = "echo \"${ARBITER_SERVER:-none} ${ARBITER_STORE:-none}\"";
+    let out = run(&mut server.cmd(&["lock", "job", "--", "sh", "-c", script], Some(&secret)));
+    assert_eq!((out.code, out.stdout), (0, format!("{} none\n", server.url)));
+}
+
+fn remote_lock_stops_the_command_when_the_lease_is_lost(direct: &Store) {
+    let (served, server, secret) = served_with_token(direct, "remote_lock_lost");
+    let args = ["lock", "lost", "--ttl", "3s", "--", "sleep", "30"];
+    let mut ends = Vec::new();
+    for through in [false, true] {
+        let (store, cmd) = match through {
+            false => (direct, direct.cmd(&args)),
+            true => (&served, server.cmd(&args, Some(&secret))),
+        };
+        let mut lock = Background::start(cmd, direct.scratch.path(), "lock");
+        // The command's process group is recorded (through a server: with a renew).
+        let lease = store.wait_for_lock_holder("lost", &mut lock);
+        let pgid = lease["holder"]["pgid"].as_u64().expect("a pgid") as u32;
+        lock.also_kill_group(pgid);
+        // Revoked behind its back: released with the token `lease show` tells.
+        let shown = match through {
+            false => direct.show("lost"),
+            true => run(&mut server.cmd(&["lease", "show", "lost", "--json"], Some(&secret)))
+                .expect_code(0, "lease show")
+                .json(),
+        };
+        let token = token_of(&shown["holders"][0]);
+        let release = ["lease", "release", "lost", "--token", &token.to_string()];
+        let released = match through {
+            false => direct.run(&release),
+            true => run(&mut server.cmd(&release, Some(&secret))),
+        };
+        released.expect_code(0, "the release behind lock's back");
+        // The next renew says lost: the command is stopped, arbiter exits 4.
+        assert_eq!(lock.wait(SOON), 4, "through a server: {through}; {}", lock.stderr());
+        assert!(
+            arbiter_process::procfs::group_members(pgid).is_empty(),
+            "the command's group is gone"
+        );
+        let stderr = lock.stderr();
+        ends.push(masked(stderr.lines().last().unwrap_or_default()));
+    }
+    assert!(ends[0].contains("no longer held"), "{ends:?}");
+    assert_eq!(ends[0], ends[1], "directly, then through the server");
 }
 
 #[test]
