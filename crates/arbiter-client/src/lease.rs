@@ -177,8 +177,14 @@ fn format_left(left: Duration) -> String {
     }
 }
 
-/// A holder, for a person: `agent on host (pid 123)`.
+/// A holder, for a person: `agent (pid 123 on host)`, or `agent (remote, no process)` for
+/// one taken over HTTP or MCP without naming a process.
 pub fn describe(holder: &Holder) -> String {
+    if holder.host.is_empty() {
+        // A holder that came over HTTP or MCP without naming a process: only its TTL ends it.
+        let who = if holder.agent.is_empty() { "a remote caller" } else { holder.agent.as_str() };
+        return format!("{who} (remote, no process)");
+    }
     let who = if holder.agent.is_empty() {
         String::from("pid")
     } else {
@@ -532,6 +538,23 @@ async fn renew_loop<K: LeaseKeeper>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holders_are_described_with_their_process_or_as_remote() {
+        let local = Holder {
+            host: "build-1".into(),
+            pid: 42,
+            agent: "builder".into(),
+            ..Holder::default()
+        };
+        assert_eq!(describe(&local), "builder (pid 42 on build-1)");
+        let remote = Holder {
+            agent: "team-a".into(),
+            ..Holder::default()
+        };
+        assert_eq!(describe(&remote), "team-a (remote, no process)");
+        assert_eq!(describe(&Holder::default()), "a remote caller (remote, no process)");
+    }
 
     #[test]
     fn the_deadline_rule() {
