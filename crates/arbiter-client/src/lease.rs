@@ -182,7 +182,11 @@ fn format_left(left: Duration) -> String {
 pub fn describe(holder: &Holder) -> String {
     if holder.host.is_empty() {
         // A holder that came over HTTP or MCP without naming a process: only its TTL ends it.
-        let who = if holder.agent.is_empty() { "a remote caller" } else { holder.agent.as_str() };
+        let who = if holder.agent.is_empty() {
+            "a remote caller"
+        } else {
+            holder.agent.as_str()
+        };
         return format!("{who} (remote, no process)");
     }
     let who = if holder.agent.is_empty() {

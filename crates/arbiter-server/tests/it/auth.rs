@@ -69,10 +69,7 @@ arbiter_testkit::each_backend!(
             answer.error(401, "unauthorized", None);
         }
         let recorded = arbiter_ops::token::audit_list(&api.store, 10_000).await.unwrap().len();
-        assert!(
-            recorded >= 1 && recorded < SENT,
-            "{recorded} of {SENT} refusals recorded"
-        );
+        assert!((1..SENT).contains(&recorded), "{recorded} of {SENT} refusals recorded");
         // The gate refills within a second; the refusals not recorded are counted by the ones
         // recorded after them, so every refusal is accounted for, once.
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
