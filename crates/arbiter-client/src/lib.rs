@@ -10,6 +10,7 @@
 //! - [`kv`]: watching keys.
 //! - [`log`]: following a stream.
 //! - [`inbox`]: the git-native decisions drop-box (drop, sweep, `.gitattributes`).
+//! - [`queue`]: work items: waiting for a claim, keeping it as a lease ([`queue::ItemKeeper`]).
 //! - [`fault`]: fault points for crash tests.
 
 pub mod fault;
@@ -19,3 +20,4 @@ pub mod lease;
 pub mod limit;
 pub mod lock;
 pub mod log;
+pub mod queue;

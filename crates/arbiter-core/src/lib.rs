@@ -12,6 +12,7 @@
 //! - [`loops`]: the supervisor's round and loop states as types.
 //! - [`decisions`]: decisions as Markdown: the render projection and the inbox merge.
 //! - [`notify`]: notifications, severities, kind globs, storm thresholds, messages.
+//! - [`queue`]: work items: pushes, claims with fencing tokens, attempts, dead letters.
 //! - [`github`]: GitHub budgets: bucket names, pauses, deferrals of rounds, forecasts.
 //! - [`token`]: what an API token of the server reaches: scopes, namespaces, `Principal`.
 //! - [`redact`]: the one way a URL or a command's output is shown with its secrets hidden.
@@ -33,6 +34,7 @@ pub mod log;
 pub mod loops;
 pub mod name;
 pub mod notify;
+pub mod queue;
 pub mod redact;
 pub mod token;
 

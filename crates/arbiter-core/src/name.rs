@@ -204,6 +204,17 @@ name_type!(
     |text| validate_name("bucket name", text)
 );
 name_type!(
+    /// A work queue's name (`loop/triage`).
+    QueueName,
+    |text| validate_name("queue name", text)
+);
+name_type!(
+    /// What a host can do and a work item may require (`gpu`, `windows`, `repo:web`):
+    /// see [`validate_capability`].
+    Capability,
+    validate_capability
+);
+name_type!(
     /// A prefix for list and watch: empty (everything) or the start of a valid name (it may
     /// end in `/`).
     Prefix,
@@ -220,6 +231,31 @@ impl Default for Namespace {
 impl Default for Prefix {
     fn default() -> Self {
         Prefix(String::new())
+    }
+}
+
+const CAPABILITY_RULE: &str = "1-64 characters of a-z, 0-9 and . _ - : /, starting with a letter or digit";
+
+/// Checks a capability: 1–64 characters of lowercase ASCII letters, digits and
+/// `. _ - : /`, starting with a letter or digit. Lowercase only, so `needs:GPU` on an
+/// issue (GitHub's labels ignore case) and `gpu` on a host are the same capability once
+/// the label is lowercased, and two spellings never silently differ.
+pub fn validate_capability(text: &str) -> Result<(), ParseError> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ParseError::new(format!(
+            "invalid capability {text:?}: allowed: {CAPABILITY_RULE}"
+        )))
     }
 }
 

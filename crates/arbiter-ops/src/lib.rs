@@ -21,7 +21,7 @@
 //! in its own `status.rs`, beside its routes, not here: this crate knows no transport.
 //!
 //! Layout: [`lease`], [`limit`] (rate-limit buckets and shared counters), [`kv`], [`log`], [`decisions`] (the decisions log and the git
-//! drop-box), [`notify`] (notifications, the outbox, channels), [`fleet`] (the loops as
+//! drop-box), [`notify`] (notifications, the outbox, channels), [`queue`] (work items, hosts' capabilities), [`fleet`] (the loops as
 //! `arbiter status` shows them), [`store`], [`token`] (API tokens and the audit of refusals), and [`view`] (the shared views and the one
 //! way a store time is shown).
 //!
@@ -35,6 +35,7 @@ pub mod lease;
 pub mod limit;
 pub mod log;
 pub mod notify;
+pub mod queue;
 pub mod store;
 pub mod token;
 pub mod view;

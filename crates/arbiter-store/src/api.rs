@@ -12,7 +12,12 @@ use arbiter_core::lease::{AcquireOutcome, Attempt, Lease, LeaseInfo, RenewReques
 use arbiter_core::limit::{BucketInfo, BucketSpec, Counter, Observation, TakeDecision, TakeRequest};
 use arbiter_core::log::{Appended, ConsumerInfo, NewRecord, Record, StreamInfo};
 use arbiter_core::loops::LoopStatus;
-use arbiter_core::name::{BucketName, ConsumerName, Key, LeaseName, LoopName, Namespace, Prefix, StreamName};
+use arbiter_core::name::{
+    BucketName, Capability, ConsumerName, Key, LeaseName, LoopName, Namespace, Prefix, QueueName, StreamName,
+};
+use arbiter_core::queue::{
+    ClaimRequest, Claimed, FailRequest, HostRecord, Item, ItemInfo, ItemState, NewItem, Pushed, QueueStats,
+};
 use async_trait::async_trait;
 
 use crate::loops::{LoopState, RoundEnd, RoundInfo, RoundLogPath};
@@ -202,6 +207,65 @@ pub trait TokenStore: Send + Sync {
     async fn audit_list(&self, limit: usize) -> Result<Vec<RefusalRecord>>;
 }
 
+/// Work items (`arbiter_core::queue`): every change of an item is one transaction that
+/// locks the item (or, for a claim, skips items others have locked) and checks the claim
+/// token there; a stale token is `Lost` and changes nothing.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Adds an item, or — when its key is already in the queue, in any state — returns the
+    /// first push's item (`created: false`), in the same transaction.
+    async fn push(&self, item: &NewItem) -> Result<Pushed>;
+    /// One try: first ends the queue's claims that have run out (back to ready with the
+    /// attempt counted, or dead on the last attempt), then claims the best ready item the
+    /// caller may take (highest priority, then oldest id; `requires` within the caller's
+    /// capabilities; `not_before` passed), with the item's next claim token. On
+    /// PostgreSQL concurrent claims skip each other's locked rows (`FOR UPDATE SKIP
+    /// LOCKED`) instead of waiting.
+    async fn claim(&self, request: &ClaimRequest) -> Result<Claimed>;
+    /// Extends a live claim to `lease` from now (recording `pgid` as the holder's process
+    /// group when given). A token that does not hold a live claim of the item is `Lost`.
+    async fn heartbeat(
+        &self,
+        namespace: &Namespace,
+        id: i64,
+        token: i64,
+        lease: Duration,
+        pgid: Option<u32>,
+    ) -> Result<Item>;
+    /// Ends a live claim with success. A stale token is `Lost`.
+    async fn done(&self, namespace: &Namespace, id: i64, token: i64, result: Option<&str>) -> Result<Item>;
+    /// Ends a live claim with a failure: ready again after `retry_in` (default
+    /// `arbiter_core::queue::backoff`), or dead when that was the last attempt. A stale
+    /// token is `Lost`.
+    async fn fail(&self, request: &FailRequest) -> Result<Item>;
+    /// Brings a dead or cancelled item back to ready with its attempt count reset (its
+    /// tokens keep increasing); any other state is `Conflict`, an unknown id `NotFound`.
+    async fn retry(&self, namespace: &Namespace, id: i64) -> Result<Item>;
+    /// Withdraws the item of `key` in `queue` if it is ready (it becomes cancelled; a
+    /// claimed item is left to its worker). `None` when the key is unknown.
+    async fn cancel(&self, namespace: &Namespace, queue: &QueueName, key: &str) -> Result<Option<Item>>;
+    /// Items, newest first, at most `limit`; `queue` and `state` filter.
+    async fn list(
+        &self,
+        namespace: &Namespace,
+        queue: Option<&QueueName>,
+        state: Option<ItemState>,
+        limit: usize,
+    ) -> Result<Vec<Item>>;
+    /// One item with its attempts; `NotFound` for an unknown id.
+    async fn show(&self, namespace: &Namespace, id: i64) -> Result<ItemInfo>;
+    /// Every queue of the namespace with items, by name, and the store's clock.
+    async fn stats(&self, namespace: &Namespace) -> Result<(Millis, Vec<QueueStats>)>;
+    /// Dead items whose `queue.dead` alert was not raised yet, oldest first, at most `limit`.
+    async fn unalerted_dead(&self, namespace: &Namespace, limit: usize) -> Result<Vec<Item>>;
+    /// Records that the alerts of these dead items were raised.
+    async fn mark_alerted(&self, namespace: &Namespace, ids: &[i64]) -> Result<()>;
+    /// Records (or refreshes) a host's capabilities, seen now by the store's clock.
+    async fn register_host(&self, namespace: &Namespace, host: &str, capabilities: &[Capability]) -> Result<()>;
+    /// The hosts that declared capabilities, by name, and the store's clock.
+    async fn hosts(&self, namespace: &Namespace) -> Result<(Millis, Vec<HostRecord>)>;
+}
+
 /// Declares [`Topic`]: one variant per primitive, with the name its change channel is
 /// derived from. A new primitive adds one line to the invocation below.
 macro_rules! topics {
@@ -241,6 +305,8 @@ topics! {
     Notify => "notify",
     /// Rounds starting and ending.
     Loops => "loops",
+    /// Work items pushed, claimed, ended.
+    Queue => "queue",
 }
 
 /// A way to wait until the store may have changed, without hammering it.

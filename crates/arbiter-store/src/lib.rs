@@ -29,7 +29,8 @@ pub mod url;
 use std::sync::Arc;
 
 pub use api::{
-    Changes, KvStore, LeaseStore, LimitStore, LogStore, LoopStore, NotifyStore, Subscription, TokenStore, Topic,
+    Changes, KvStore, LeaseStore, LimitStore, LogStore, LoopStore, NotifyStore, QueueStore, Subscription, TokenStore,
+    Topic,
 };
 use arbiter_core::Result;
 pub use loops::{LoopState, RoundEnd, RoundInfo, RoundLogPath};
@@ -55,7 +56,18 @@ pub struct StoreInfo {
 /// once (in its own module) and [`Store`] hands out each trait by upcasting; nothing
 /// forwards. A new primitive adds its trait here and an accessor on [`Store`].
 pub trait Backend:
-    LeaseStore + KvStore + LogStore + NotifyStore + LoopStore + LimitStore + TokenStore + Changes + Send + Sync + 'static
+    LeaseStore
+    + KvStore
+    + LogStore
+    + NotifyStore
+    + LoopStore
+    + LimitStore
+    + TokenStore
+    + QueueStore
+    + Changes
+    + Send
+    + Sync
+    + 'static
 {
     fn info(&self) -> StoreInfo;
 }
@@ -104,6 +116,9 @@ impl Store {
         &*self.backend
     }
     pub fn tokens(&self) -> &dyn TokenStore {
+        &*self.backend
+    }
+    pub fn queue(&self) -> &dyn QueueStore {
         &*self.backend
     }
     pub fn changes(&self) -> &dyn Changes {

@@ -18,6 +18,7 @@ macro_rules! primitives {
             loops::MIGRATIONS,
             limit::MIGRATIONS,
             token::MIGRATIONS,
+            queue::MIGRATIONS,
         ]
     };
 }

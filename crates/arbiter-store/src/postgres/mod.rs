@@ -17,6 +17,7 @@ mod limit;
 mod log;
 mod loops;
 mod notify;
+mod queue;
 mod tls;
 mod token;
 

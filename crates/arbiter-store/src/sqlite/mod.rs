@@ -18,6 +18,7 @@ mod limit;
 mod log;
 mod loops;
 mod notify;
+mod queue;
 mod token;
 
 use std::path::{Path, PathBuf};
