@@ -73,9 +73,13 @@
 //! max_wait = "60s"                   # a request queues this long for budget, then 429
 //! concurrency = 100                  # requests in flight upstream at once
 //! reserve = "10%"                    # defer a round that would leave less of the budget
+//!
+//! [host]                             # this machine, as the fleet sees it
+//! capabilities = ["gpu", "repo:web"] # what work items may require (`queue push --requires`)
 //! ```
 
 mod github;
+mod host;
 mod loops;
 mod notify;
 mod raw;
@@ -84,6 +88,7 @@ use std::path::{Path, PathBuf};
 
 use arbiter_core::{Error, Result};
 pub use github::{DEFAULT_UPSTREAM, GithubSettings};
+pub use host::HostSettings;
 pub use loops::{LoopSpec, Profile, ProfileRule, TokenSource, remote_path};
 pub use notify::{Channel, ChannelType, NotifySettings, Rate, Route, Target, redact as redact_url};
 
@@ -100,6 +105,8 @@ pub struct Config {
     pub profile_rules: Vec<ProfileRule>,
     /// `[github]`: the proxy `watch` starts for loops with `github_proxy = true`.
     pub github: GithubSettings,
+    /// `[host]`: this machine's capabilities (work items' `requires`).
+    pub host: HostSettings,
 }
 
 impl Config {
@@ -146,6 +153,7 @@ impl Config {
         let mut config = notify::validate(&raw, &source)?;
         loops::validate(&raw, &source, &mut config)?;
         config.github = github::validate(raw.github.as_ref(), &source)?;
+        config.host = host::validate(raw.host.as_ref(), &source)?;
         config.path = Some(path.to_path_buf());
         Ok(config)
     }

@@ -21,6 +21,14 @@ pub struct RawConfig {
     #[serde(default)]
     pub profile_rules: Vec<Spanned<RawProfileRule>>,
     pub github: Option<Spanned<RawGithub>>,
+    pub host: Option<Spanned<RawHost>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    #[serde(default)]
+    pub capabilities: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
