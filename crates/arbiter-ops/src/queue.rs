@@ -184,7 +184,7 @@ pub struct QueueStatsView {
     pub claims_last_minute: u64,
 }
 
-fn stats_view(now: Millis, stats: &QueueStats) -> QueueStatsView {
+pub(crate) fn stats_view(now: Millis, stats: &QueueStats) -> QueueStatsView {
     QueueStatsView {
         queue: stats.queue.to_string(),
         ready: stats.ready,
