@@ -20,6 +20,7 @@ mod limit;
 mod loops;
 mod notify;
 mod postgres;
+mod queue;
 mod schema;
 mod sql;
 mod sqlite;
@@ -39,7 +40,7 @@ pub use url::StoreUrl;
 
 /// The schema version this build writes. Opening a store migrates it up to this version; a
 /// store with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// What `arbiter store info` prints.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -10,6 +10,7 @@ mod log;
 mod loops;
 mod notify;
 mod pgconn;
+mod queue;
 mod schema;
 mod token;
 
