@@ -107,6 +107,24 @@ const NEXT_DELAYED: &str = "SELECT not_before FROM queue_items
 const NEXT_EXPIRY: &str = "SELECT expires_at FROM queue_items
      WHERE namespace = $1 AND queue = $2 AND state = 'claimed' ORDER BY expires_at LIMIT 1";
 
+/// Adds an item (`$1` namespace, `$2` queue, `$3` priority, `$4` requires, `$5` key, `$6`
+/// body, `$7` max attempts, ready at `$8`, or `$9` ms from now) unless its key is in the
+/// queue, and wakes waiters (`$10`, `$11`: [`NOTIFY`]'s) if it did.
+const PUSH: &str = concat!(
+    "WITH clock AS (SELECT ",
+    now_ms_sql!(),
+    " AS now),
+     inserted AS (
+       INSERT INTO queue_items (namespace, queue, state, priority, requires, key, body, attempt, max_attempts,
+                                last_token, not_before, created_at, updated_at, alerted)
+       SELECT $1, $2, 'ready', $3, $4, $5, $6, 0, $7, 0, coalesce($8::bigint, clock.now + $9::bigint),
+              clock.now, clock.now, false
+       FROM clock
+       ON CONFLICT (namespace, queue, key) DO NOTHING
+       RETURNING id)
+     SELECT id, pg_notify($10, $11) FROM inserted"
+);
+
 fn expired_from_row(row: &Row) -> Result<Expired> {
     Ok(Expired {
         id: col(row, 0)?,
@@ -332,6 +350,18 @@ impl QueueStore for PgStore {
             channel,
             schema,
         ];
+        // Without a key nothing conflicts: one statement, committed on its own.
+        if item.key.is_none() {
+            let rows = self.single(PUSH, &insert).await?;
+            let row = rows
+                .first()
+                .ok_or_else(|| Error::internal("a push without a key inserted nothing"))?;
+            return Ok(Pushed {
+                id: col(row, 0)?,
+                created: true,
+                state: ItemState::Ready,
+            });
+        }
         // Inserted, or (only a key conflicts) not: then the first push's item, read after
         // the insert waited for any concurrent push of the key to end.
         let mut client = self.client().await?;
@@ -339,24 +369,7 @@ impl QueueStore for PgStore {
         let rows = pipeline(
             &tx,
             &[
-                (
-                    concat!(
-                        "WITH clock AS (SELECT ",
-                        now_ms_sql!(),
-                        " AS now),
-                         inserted AS (
-                           INSERT INTO queue_items (namespace, queue, state, priority, requires, key, body, attempt,
-                                                    max_attempts, last_token, not_before, created_at, updated_at,
-                                                    alerted)
-                           SELECT $1, $2, 'ready', $3, $4, $5, $6, 0, $7, 0, coalesce($8::bigint, clock.now + $9::bigint),
-                                  clock.now, clock.now, false
-                           FROM clock
-                           ON CONFLICT (namespace, queue, key) DO NOTHING
-                           RETURNING id)
-                         SELECT id, pg_notify($10, $11) FROM inserted"
-                    ),
-                    &insert,
-                ),
+                (PUSH, &insert),
                 (
                     "SELECT id, state FROM queue_items WHERE namespace = $1 AND queue = $2 AND key = $3",
                     &[&ns, &queue, &item.key],

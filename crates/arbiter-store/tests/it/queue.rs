@@ -9,7 +9,7 @@ use arbiter_core::name::Capability;
 use arbiter_core::queue::{
     AttemptOutcome, Claim, ClaimOutcome, ClaimRequest, Claimed, FailRequest, Item, ItemState, NewItem, NotBefore,
 };
-use arbiter_store::Store;
+use arbiter_store::{Store, Topic};
 
 use crate::{Harness, conformance, holder, n, ns};
 
@@ -614,5 +614,120 @@ conformance!(
         assert!(by_item.values().all(|&count| count == 1), "{by_item:?}");
         let (_, stats) = h.store.queue().stats(&ns()).await.unwrap();
         assert_eq!((stats[0].done, stats[0].ready, stats[0].claimed), (ITEMS as u64, 0, 0));
+    }
+);
+
+conformance!(changes_wake_waiting_claimers, |h: Harness| async move {
+    // Each change a waiting claimer could use wakes a subscriber of the queue's topic.
+    let other = h.reopen().await;
+    let q = h.store.queue();
+    let wakes = async |change: &str| {
+        let mut subscription = other.changes().subscribe(Topic::Queue).await.unwrap();
+        let waiter = tokio::spawn(async move { subscription.wait(Duration::from_secs(60)).await });
+        (waiter, change.to_string())
+    };
+    let woken = async |(waiter, change): (tokio::task::JoinHandle<arbiter_core::Result<()>>, String)| {
+        tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .unwrap_or_else(|_| panic!("woken by {change}"))
+            .unwrap()
+            .unwrap();
+    };
+    let w = wakes("a push").await;
+    let id = q.push(&item("wake", "x")).await.unwrap().id;
+    woken(w).await;
+    let c = claim(&h.store, &short("wake", "w", 100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let w = wakes("a claim that ended a run-out claim").await;
+    let c2 = claim(&h.store, &request("wake", "w", &[])).await;
+    assert!(c2.token > c.token);
+    woken(w).await;
+    let w = wakes("a failure").await;
+    q.fail(&failure(id, c2.token, "x", Some(Duration::ZERO))).await.unwrap();
+    woken(w).await;
+    let c3 = claim(&h.store, &request("wake", "w", &[])).await;
+    let w = wakes("done").await;
+    q.done(&ns(), id, c3.token, None).await.unwrap();
+    woken(w).await;
+});
+
+conformance!(
+    stored_values_that_do_not_decode_are_a_corrupted_store,
+    |h: Harness| async move {
+        let q = h.store.queue();
+        let expect_corrupted = |result: arbiter_core::Result<Vec<Item>>| {
+            let err = result.expect_err("a corrupted row is an error");
+            assert_eq!(err.kind, ErrorKind::Internal, "{err:?}");
+            assert!(err.message.contains("corrupted store"), "{}", err.message);
+        };
+        let id = q.push(&item("bad", "x")).await.unwrap().id;
+        let corruptions = [
+            (
+                "UPDATE queue_items SET state = 'pending'",
+                "UPDATE queue_items SET state = 'pending'",
+            ),
+            (
+                "UPDATE queue_items SET requires = '[\"GPU\"]'",
+                "UPDATE queue_items SET requires = ARRAY['GPU']",
+            ),
+            (
+                "UPDATE queue_items SET requires = 'not json'",
+                "UPDATE queue_items SET requires = ARRAY[NULL]::text[]",
+            ),
+            (
+                "UPDATE queue_items SET holder = 'not a holder'",
+                "UPDATE queue_items SET holder = 'not a holder'",
+            ),
+            (
+                "UPDATE queue_items SET attempt = -1",
+                "UPDATE queue_items SET attempt = -1",
+            ),
+            (
+                "UPDATE queue_items SET priority = 1 << 40",
+                "UPDATE queue_items SET priority = 1::bigint << 40",
+            ),
+            (
+                "UPDATE queue_items SET queue = 'a//b'",
+                "UPDATE queue_items SET queue = 'a//b'",
+            ),
+        ];
+        let restore = "UPDATE queue_items SET state = 'ready', requires = '[]', holder = NULL, attempt = 0,
+                   priority = 0, queue = 'bad'";
+        let restore_pg = "UPDATE queue_items SET state = 'ready', requires = '{}', holder = NULL, attempt = 0,
+                      priority = 0, queue = 'bad'";
+        for (sqlite, postgres) in corruptions {
+            h.raw(sqlite, postgres).await;
+            expect_corrupted(q.list(&ns(), None, None, 10).await);
+            let err = q.show(&ns(), id).await.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Internal, "{sqlite}: {err:?}");
+            h.raw(restore, restore_pg).await;
+            assert_eq!(q.list(&ns(), None, None, 10).await.unwrap().len(), 1);
+        }
+        // A run-out claim whose counts are out of range fails the claim, never panics.
+        let c = claim(&h.store, &short("bad", "w", 100)).await;
+        h.raw(
+            "UPDATE queue_items SET max_attempts = -5",
+            "UPDATE queue_items SET max_attempts = -5",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let err = q.claim(&request("bad", "w", &[])).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Internal, "{err:?}");
+        // An attempt's outcome and a host's capabilities are checked too.
+        h.raw(
+            "UPDATE queue_items SET max_attempts = 5; UPDATE queue_attempts SET outcome = 'vanished'",
+            "UPDATE queue_items SET max_attempts = 5; UPDATE queue_attempts SET outcome = 'vanished'",
+        )
+        .await;
+        let err = q.show(&ns(), c.id).await.unwrap_err();
+        assert!(err.message.contains("corrupted store"), "{}", err.message);
+        q.register_host(&ns(), "h", &caps(&["gpu"])).await.unwrap();
+        h.raw(
+            "UPDATE queue_hosts SET capabilities = '{\"gpu\": true}'",
+            "UPDATE queue_hosts SET capabilities = ARRAY['has space']",
+        )
+        .await;
+        let err = q.hosts(&ns()).await.unwrap_err();
+        assert!(err.message.contains("corrupted store"), "{}", err.message);
     }
 );
