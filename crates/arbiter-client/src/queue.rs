@@ -196,7 +196,8 @@ pub fn failure_reason(status: &ExitStatus) -> String {
 /// group recorded, stopped when the claim is lost or at `shutdown`; see [`crate::lock`]),
 /// with the item's body on its standard input: exit 0 marks the
 /// item done, any other exit fails it with [`failure_reason`] (its backoff applies), a
-/// lost claim reports nothing, and `shutdown` gives the item back.
+/// lost claim reports nothing, and `shutdown` gives the item back. A failed item is ready
+/// again after `retry_in` (`None`: the backoff of its attempt).
 ///
 /// The body is fed from a file only the owner can read (0600, in the temp directory,
 /// removed when the command ends), not a pipe: a command that never reads its input
@@ -206,6 +207,7 @@ pub async fn run_item(
     mut grant: ClaimGrant,
     grace: Duration,
     command: LockCommand,
+    retry_in: Option<Duration>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<ItemOutcome> {
     let (namespace, id, token) = (grant.claim.namespace.clone(), grant.claim.id, grant.claim.token);
@@ -259,7 +261,7 @@ pub async fn run_item(
             id,
             token,
             reason: failure_reason(&status),
-            retry_in: None,
+            retry_in,
         };
         store
             .queue()

@@ -42,7 +42,7 @@ const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// The long help of `arbiter queue work`.
 pub const WORK_ABOUT: &str = "\
 Claim items of QUEUE and run CMD for each: exit 0 marks the item done, any other exit
-fails it (retried after its backoff, dead after its last attempt).
+fails it (ready again after --retry-in or its backoff, dead after its last attempt).
 
 --parallel N slots each claim one item at a time (waiting on the store's change feed, never
 polling) and run CMD with the item's body on standard input and ARBITER_ITEM_ID,
@@ -205,6 +205,9 @@ pub struct WorkArgs {
     /// (default: 10s, or a third of --lease if that is less).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", allow_hyphen_values = true)]
     grace: Option<Duration>,
+    /// When a failed item is ready again (default: a backoff doubling from 10 s).
+    #[arg(long, value_parser = parse_retry_in, value_name = "DURATION", allow_hyphen_values = true)]
+    retry_in: Option<Duration>,
     /// Exit 0 once nothing is left to claim.
     #[arg(long)]
     drain: bool,
@@ -253,8 +256,10 @@ fn parse_lease(text: &str) -> std::result::Result<Duration, String> {
     arbiter_core::queue::check_lease(parse_duration(text)?).map_err(|e| e.message)
 }
 
+/// `--retry-in`: a delay, `0s` for at once.
 fn parse_retry_in(text: &str) -> std::result::Result<Duration, String> {
-    arbiter_core::queue::check_delay("retry delay", parse_duration(text)?).map_err(|e| e.message)
+    let delay = arbiter_core::duration::parse_duration_or_zero(text).map_err(|e| e.message)?;
+    arbiter_core::queue::check_delay("retry delay", delay).map_err(|e| e.message)
 }
 
 fn parse_max_attempts(text: &str) -> std::result::Result<u32, String> {
@@ -266,7 +271,7 @@ fn parse_max_attempts(text: &str) -> std::result::Result<u32, String> {
 
 /// `--not-before`: a duration from now by the store's clock (`10m`), or an RFC 3339 time.
 fn parse_not_before(text: &str) -> std::result::Result<NotBefore, String> {
-    if let Ok(delay) = arbiter_core::duration::parse_duration(text) {
+    if let Ok(delay) = arbiter_core::duration::parse_duration_or_zero(text) {
         let delay = arbiter_core::queue::check_delay("not-before delay", delay).map_err(|e| e.message)?;
         return Ok(NotBefore::After(delay));
     }
@@ -540,6 +545,7 @@ struct Worker {
     argv: Vec<OsString>,
     store_url: String,
     guard_exe: PathBuf,
+    retry_in: Option<Duration>,
     drain: bool,
     drain_wait: Option<Duration>,
     /// How many slots are running an item now.
@@ -599,6 +605,7 @@ async fn work(args: WorkArgs, global: &Global) -> Result<i32> {
         argv: args.command,
         store_url: url.to_url(),
         guard_exe,
+        retry_in: args.retry_in,
         drain: args.drain,
         drain_wait: args.wait,
         busy: watch::channel(0).0,
@@ -717,6 +724,7 @@ async fn run_one(worker: &Worker, grant: arbiter_client::queue::ClaimGrant) {
         grant,
         worker.grace,
         command,
+        worker.retry_in,
         stopped(worker.stopping.clone()),
     )
     .await;
