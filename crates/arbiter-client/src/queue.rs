@@ -49,6 +49,22 @@ pub struct ClaimResult {
 /// wait sleeps on the queue's change feed, waking at a push or an ended claim, or when a
 /// delayed item becomes ready or a claim runs out (the store says when), never polling.
 pub async fn claim(store: &Store, request: &ClaimRequest, wait: Option<Duration>) -> Result<ClaimResult> {
+    claim_loop(store, request, wait, false).await
+}
+
+/// [`claim`], but the wait also ends (with no grant and `next_at: None`) as soon as a try
+/// finds nothing pending for the caller at all — no delayed item it could take, no claim
+/// that could run out: what `queue work --drain` waits for.
+pub async fn claim_or_idle(store: &Store, request: &ClaimRequest, wait: Option<Duration>) -> Result<ClaimResult> {
+    claim_loop(store, request, wait, true).await
+}
+
+async fn claim_loop(
+    store: &Store,
+    request: &ClaimRequest,
+    wait: Option<Duration>,
+    until_idle: bool,
+) -> Result<ClaimResult> {
     let deadline = wait.map(|wait| Instant::now() + wait);
     // Subscribe before the first try, so no change between a try and the wait is missed.
     let mut subscription = match wait {
@@ -78,7 +94,7 @@ pub async fn claim(store: &Store, request: &ClaimRequest, wait: Option<Duration>
             });
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || (until_idle && next_at.is_none()) {
             return Ok(ClaimResult {
                 grant: None,
                 newly_dead,

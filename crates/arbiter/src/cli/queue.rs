@@ -662,7 +662,7 @@ async fn slot(worker: Arc<Worker>) {
             _ => WAIT_CHUNK,
         };
         let waited = tokio::select! {
-            waited = arbiter_client::queue::claim(&worker.store, &worker.request, Some(wait)) => waited,
+            waited = wait_for_work(&worker, wait, idle) => waited,
             // Another slot finished: with --drain, look again whether anything is left.
             _ = busy.changed(), if worker.drain => continue,
             () = stopped(worker.stopping.clone()) => return,
@@ -679,6 +679,16 @@ async fn slot(worker: Arc<Worker>) {
             }
             Err(e) => pause_after(&worker, &e).await,
         }
+    }
+}
+
+/// Waits up to `wait` for an item. With --drain and work still pending somewhere (`idle`
+/// false), the wait also ends once nothing is pending any more, so the slot can exit.
+async fn wait_for_work(worker: &Worker, wait: Duration, idle: bool) -> Result<arbiter_client::queue::ClaimResult> {
+    if worker.drain && !idle {
+        arbiter_client::queue::claim_or_idle(&worker.store, &worker.request, Some(wait)).await
+    } else {
+        arbiter_client::queue::claim(&worker.store, &worker.request, Some(wait)).await
     }
 }
 
