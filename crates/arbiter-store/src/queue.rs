@@ -209,6 +209,30 @@ pub(crate) fn claim_of(item: Item, request: &ClaimRequest, now: Millis) -> Claim
     }
 }
 
+/// The claim of an item a backend claimed in SQL (state, attempt, token and expiry already
+/// written by the rule of [`claim_of`]), for `request`.
+pub(crate) fn claimed_by(item: Item, request: &ClaimRequest) -> Result<Claim> {
+    let expires_at = item
+        .expires_at
+        .ok_or_else(|| corrupted(format!("claimed item {} has no expiry", item.id)))?;
+    Ok(Claim {
+        namespace: item.namespace,
+        queue: item.queue,
+        id: item.id,
+        token: item.last_token,
+        attempt: item.attempt,
+        max_attempts: item.max_attempts,
+        body: item.body,
+        key: item.key,
+        priority: item.priority,
+        requires: item.requires,
+        holder: request.holder.clone(),
+        claimed_at: item.updated_at,
+        expires_at,
+        lease_ms: ms(request.lease),
+    })
+}
+
 /// Where a failed item goes: its state, and when it is ready again (`not_before`, for a
 /// ready item; `now` for a dead one).
 pub(crate) fn after_failure(item: &Item, retry_in: Option<Duration>, now: Millis) -> (ItemState, Millis) {

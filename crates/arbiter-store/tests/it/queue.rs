@@ -731,3 +731,60 @@ conformance!(
         assert!(err.message.contains("corrupted store"), "{}", err.message);
     }
 );
+
+conformance!(
+    concurrent_claimers_take_back_abandoned_claims_once,
+    |h: Harness| async move {
+        // Workers abandon the first claim of every third item (a worker that died): those run
+        // out and are ended by whichever claim comes next, and every item is still done once.
+        const ITEMS: usize = 30;
+        const WORKERS: usize = 5;
+        for i in 0..ITEMS {
+            h.store.queue().push(&item("abandon", &format!("{i}"))).await.unwrap();
+        }
+        let mut tasks = vec![];
+        for w in 0..WORKERS {
+            let store = h.reopen().await;
+            tasks.push(tokio::spawn(async move {
+                let worker = short("abandon", &format!("w{w}"), 150);
+                let (mut done, mut abandoned, mut died) = (vec![], 0, 0);
+                // Bounded: far more tries than items; a worker stops when nothing is left.
+                for _ in 0..ITEMS * 20 {
+                    let claimed = store.queue().claim(&worker).await.unwrap();
+                    died += claimed.newly_dead;
+                    match claimed.outcome {
+                        ClaimOutcome::Claimed(c) if c.attempt == 1 && c.id % 3 == 0 => abandoned += 1,
+                        ClaimOutcome::Claimed(c) => {
+                            store.queue().done(&ns(), c.id, c.token, None).await.unwrap();
+                            done.push(c.id);
+                        }
+                        ClaimOutcome::Empty { next_at: None, .. } => break,
+                        ClaimOutcome::Empty { now, next_at: Some(at) } => {
+                            tokio::time::sleep(Duration::from_millis((at - now).clamp(0, 1000) as u64 + 5)).await
+                        }
+                    }
+                }
+                (done, abandoned, died)
+            }));
+        }
+        let (mut by_item, mut abandoned, mut died) = (BTreeMap::<i64, usize>::new(), 0, 0);
+        for task in tasks {
+            let (done, a, d) = task.await.unwrap();
+            for id in done {
+                *by_item.entry(id).or_default() += 1;
+            }
+            abandoned += a;
+            died += d;
+        }
+        assert_eq!(by_item.len(), ITEMS, "every item done");
+        assert!(by_item.values().all(|&count| count == 1), "{by_item:?}");
+        assert_eq!(abandoned, ITEMS / 3);
+        assert_eq!(died, 0);
+        // Each abandoned item shows one expired attempt, then its done one.
+        for (&id, _) in by_item.iter().filter(|(id, _)| *id % 3 == 0) {
+            let info = h.store.queue().show(&ns(), id).await.unwrap();
+            let outcomes: Vec<_> = info.attempts.iter().map(|a| a.outcome).collect();
+            assert_eq!(outcomes, [Some(AttemptOutcome::Expired), Some(AttemptOutcome::Done)]);
+        }
+    }
+);
