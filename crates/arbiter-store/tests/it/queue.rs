@@ -788,3 +788,64 @@ conformance!(
         }
     }
 );
+
+/// PostgreSQL only (SQLite has no row locks): a claim never waits for a row another
+/// transaction holds — neither the best ready item nor a run-out claim being ended —; it
+/// skips it and takes the next item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_skip_rows_others_hold() {
+    let Some(url) = arbiter_testkit::postgres_url("postgres_claims_skip_rows_others_hold").await else {
+        return;
+    };
+    let h = Harness::open(&url).await;
+    let q = h.store.queue();
+    let best = q
+        .push(&NewItem {
+            priority: 9,
+            ..item("skip", "best")
+        })
+        .await
+        .unwrap()
+        .id;
+    let next = q.push(&item("skip", "next")).await.unwrap().id;
+    let last = q.push(&item("skip", "last")).await.unwrap().id;
+    // A claim that runs out, so the next claim has one to end.
+    let c = claim(&h.store, &short("skip", "w", 100)).await;
+    assert_eq!(c.id, best);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another session holds the run-out claim's row and the next ready item's row.
+    let arbiter_store::StoreUrl::Postgres {
+        url: server, schema, ..
+    } = &h.url
+    else {
+        unreachable!("a PostgreSQL store")
+    };
+    let (mut client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "SET LOCAL search_path = {}; SELECT id FROM queue_items WHERE id IN ({best}, {next}) FOR UPDATE",
+        schema.as_deref().unwrap()
+    ))
+    .await
+    .unwrap();
+    // The claim skips both: it neither ends the held run-out claim nor takes the held item.
+    let taken = tokio::time::timeout(Duration::from_secs(30), q.claim(&request("skip", "w2", &[])))
+        .await
+        .expect("a claim does not wait for rows others hold")
+        .unwrap();
+    let ClaimOutcome::Claimed(taken) = taken.outcome else {
+        panic!("the unheld item is claimable")
+    };
+    assert_eq!(taken.id, last);
+    assert_eq!(
+        get(&h.store, best).await.state,
+        ItemState::Claimed,
+        "left to its holder"
+    );
+    tx.rollback().await.unwrap();
+    // Released: the next claim ends the run-out claim and takes the best item again.
+    let again = claim(&h.store, &request("skip", "w3", &[])).await;
+    assert_eq!((again.id, again.attempt), (best, 2));
+    assert_eq!(claim(&h.store, &request("skip", "w3", &[])).await.id, next);
+}
