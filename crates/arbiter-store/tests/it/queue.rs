@@ -849,3 +849,50 @@ async fn postgres_claims_skip_rows_others_hold() {
     assert_eq!((again.id, again.attempt), (best, 2));
     assert_eq!(claim(&h.store, &request("skip", "w3", &[])).await.id, next);
 }
+
+conformance!(each_death_is_alerted_once, |h: Harness| async move {
+    let q = h.store.queue();
+    let new = NewItem {
+        max_attempts: 1,
+        ..item("alerts", "fragile")
+    };
+    let id = q.push(&new).await.unwrap().id;
+    // Marking an item that is not dead (yet) records nothing: its death is still owed.
+    q.mark_alerted(&ns(), &[id]).await.unwrap();
+    let c = claim(&h.store, &request("alerts", "w", &[])).await;
+    assert_eq!(
+        q.fail(&failure(id, c.token, "one", None)).await.unwrap().state,
+        ItemState::Dead
+    );
+    let owed: Vec<i64> = q
+        .unalerted_dead(&ns(), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(owed, [id]);
+    q.mark_alerted(&ns(), &[id]).await.unwrap();
+    assert!(q.unalerted_dead(&ns(), 10).await.unwrap().is_empty());
+    // Retried and dead again: a new death, owed again.
+    q.retry(&ns(), id).await.unwrap();
+    let c = claim(&h.store, &request("alerts", "w", &[])).await;
+    q.fail(&failure(id, c.token, "two", None)).await.unwrap();
+    let owed = q.unalerted_dead(&ns(), 10).await.unwrap();
+    assert_eq!(owed.len(), 1);
+    assert_eq!(owed[0].last_error.as_deref(), Some("two"));
+    // Oldest first, at most the limit.
+    let other = q.push(&new).await.unwrap().id;
+    let c = claim(&h.store, &request("alerts", "w", &[])).await;
+    assert_eq!(c.id, other);
+    q.fail(&failure(other, c.token, "three", None)).await.unwrap();
+    let ids: Vec<i64> = q
+        .unalerted_dead(&ns(), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, [id, other]);
+    assert_eq!(q.unalerted_dead(&ns(), 1).await.unwrap()[0].id, id);
+});
