@@ -297,7 +297,10 @@ fn remote_output_and_exit_codes_match_the_store(direct: &Store) {
     );
     eventually(SOON, "the fleet from status --watch", || {
         assert!(status.running(), "status --watch exited: {}", status.stderr());
-        status.stdout().contains("{\"github\":[],\"loops\":[]}").then_some(())
+        status
+            .stdout()
+            .contains("{\"github\":[],\"hosts\":[],\"loops\":[],\"queues\":[]}")
+            .then_some(())
     });
     let mut watch = watch;
     eventually(SOON, "the watch to print the put", || {
