@@ -90,7 +90,7 @@ api_test!(the_stream_sends_a_snapshot_and_each_change, |api: Api| async move {
         first.data,
         json!({
             "namespace": "default",
-            "loops": {"loops": [], "github": []},
+            "loops": {"loops": [], "github": [], "queues": [], "hosts": []},
             "leases": [],
             "outbox": {"pending": 0, "dead": 0, "oldest_pending_age_ms": null, "counted_up_to": 1000, "recent": []},
             "limits": [],
@@ -181,7 +181,7 @@ arbiter_testkit::each_backend!(
         let snapshot = events.next().await.unwrap().data;
         assert_eq!(
             snapshot,
-            json!({"namespace": "default", "loops": {"loops": [], "github": []}, "leases": null, "outbox": null, "limits": null})
+            json!({"namespace": "default", "loops": {"loops": [], "github": [], "queues": [], "hosts": []}, "leases": null, "outbox": null, "limits": null})
         );
         // Every read scope: every section.
         api.token = Some(

@@ -302,7 +302,7 @@ api_test!(notification_routes, |api: Api| async move {
 
 api_test!(status_routes, |api: Api| async move {
     let fleet = api.get("/v1/ns/default/status").await.expect(200);
-    assert_eq!(fleet, json!({"loops": [], "github": []}));
+    assert_eq!(fleet, json!({"loops": [], "github": [], "queues": [], "hosts": []}));
     let mut events = api.events("/v1/ns/default/status/stream", &[]).await;
     let event = events.next().await.unwrap();
     assert_eq!((event.name.as_str(), &event.data), ("status", &fleet));
