@@ -20,6 +20,8 @@ pub enum Route {
     Issue(String, String, u64),
     Comments(String, String, u64),
     Labels(String, String, u64),
+    /// `/repos/{o}/{r}/issues/{n}/labels/{name}` (DELETE: remove one label).
+    Label(String, String, u64, String),
     Pulls(String, String),
     Pull(String, String, u64),
     /// `/repos/{o}/{r}/issues/{n}/reactions` (POST).
@@ -81,6 +83,10 @@ impl Route {
                 (Some(n), "comments") => Route::Comments(o.to_string(), r.to_string(), n),
                 (Some(n), "labels") => Route::Labels(o.to_string(), r.to_string(), n),
                 _ => Route::Unknown,
+            },
+            ["repos", o, r, "issues", n, "labels", label] => match number(n) {
+                Some(n) => Route::Label(o.to_string(), r.to_string(), n, decode(label)),
+                None => Route::Unknown,
             },
             _ => Route::Unknown,
         }
@@ -455,11 +461,22 @@ pub fn get(data: &Data, route: &Route, query: &str, base: &str, path: &str) -> R
             };
             let pulls = matches!(route, Route::Pulls(..));
             let state = param(&query, "state");
+            // `labels`: a comma-separated list, every one of them on the item (GitHub
+            // compares label names without case).
+            let labels: Vec<&str> = param(&query, "labels")
+                .map(|l| l.split(',').map(str::trim).filter(|l| !l.is_empty()).collect())
+                .unwrap_or_default();
+            let labelled = |item: &&Item| {
+                labels
+                    .iter()
+                    .all(|want| item.labels.iter().any(|have| have.eq_ignore_ascii_case(want)))
+            };
             let mut items: Vec<&Item> = repo
                 .items
                 .iter()
                 .filter(|item| !pulls || item.pull.is_some())
                 .filter(|item| state_matches(item, state))
+                .filter(labelled)
                 .collect();
             // GitHub's `sort` (created — the default —, updated, comments; pulls also
             // popularity and long-running, read here as created) and `direction` (desc by
@@ -636,6 +653,7 @@ pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &
         | Route::Issue(o, r, _)
         | Route::Comments(o, r, _)
         | Route::Labels(o, r, _)
+        | Route::Label(o, r, _, _)
         | Route::IssueReactions(o, r, _)
         | Route::CommentReactions(o, r, _)
         | Route::Statuses(o, r, _)
@@ -704,7 +722,7 @@ pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &
         _ => {}
     }
     let number = match route {
-        Route::Issue(_, _, n) | Route::Comments(_, _, n) | Route::Labels(_, _, n) => {
+        Route::Issue(_, _, n) | Route::Comments(_, _, n) | Route::Labels(_, _, n) | Route::Label(_, _, n, _) => {
             if data.repos[repo].item(*n).is_none() {
                 return not_found();
             }
@@ -779,6 +797,15 @@ pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &
                     }
                 }
             });
+            let item = data.repos[repo].item(number).unwrap();
+            Reply::ok(item.labels.iter().map(|l| label_json(l)).collect())
+        }
+        ("DELETE", Route::Label(_, _, _, label)) => {
+            let on = data.repos[repo].item(number).unwrap().labels.contains(label);
+            if !on {
+                return Reply::status(404, json!({"message": "Label does not exist", "documentation_url": DOCS}));
+            }
+            data.edit(repo, number, |item| item.labels.retain(|l| l != label));
             let item = data.repos[repo].item(number).unwrap();
             Reply::ok(item.labels.iter().map(|l| label_json(l)).collect())
         }
