@@ -267,6 +267,13 @@ impl Fleet {
                     self.start_loop(spec)?;
                     changes.added.push(spec.name.clone());
                 }
+                // An issues loop's tasks (its claimers, how it is run at all) are set when
+                // it starts: a change of its `[loops.X.issues]` starts it over.
+                Some(was) if was.issues != spec.issues => {
+                    self.stop_loop(&spec.name);
+                    self.start_loop(spec)?;
+                    changes.changed.push(spec.name.clone());
+                }
                 Some(was) if *was != *spec => changes.changed.push(spec.name.clone()),
                 Some(_) => {}
             }
