@@ -1,0 +1,281 @@
+//! GitHub issues as a work source for `arbiter watch` (`[loops.X.issues]`), through real
+//! processes: two `arbiter watch` supervisors on one store — two "hosts" with different
+//! `[host] capabilities`, told apart by a marker in their loops' environment — each running
+//! the same loops against the fake GitHub (`arbiter-fake-github`) through their own GitHub
+//! proxy. The agents are `sh` scripts that append `<loop> <issue> <host>` to a shared file.
+//!
+//! What is asserted is read from records (that file, the queue's rows, the outbox, the fake's
+//! issues), never from how long anything took; every wait is bounded.
+//!
+//! - each of 10 labelled issues over 3 loops is worked exactly once, the `needs:gpu` one
+//!   only by the host that has `gpu`; every item ends `done`; the prompt carries the issue;
+//! - `mark = true` puts the `arbiter:working` label on the issue while its round runs,
+//!   comments the claim (host, loop, claim token), and takes the label off after;
+//! - an issue nobody can work (it needs a capability no host has) waits ready, and is
+//!   cancelled once it is closed;
+//! - a failing agent's issue is retried, then dead after `max_attempts`, with one folded
+//!   `queue.dead` notification.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::{Background, SOON, Store, run};
+use crate::watch::FakeHub;
+use arbiter_testkit::{each_backend, eventually};
+
+each_backend!(Store; issues_are_worked_once_across_two_supervisors);
+
+/// Appends what it worked on, keeps the rendered prompt, and the issue's labels as GitHub
+/// has them while the round runs (through the loop's own proxy); fails for loop `flaky`.
+const AGENT: &str = r#"
+cp "$1" "$OUT/prompt-$ARBITER_LOOP-$ARBITER_ISSUE_NUMBER"
+curl -sS -H "Authorization: Bearer $GH_TOKEN" \
+  "$ARBITER_GITHUB_API/repos/octo/hello/issues/$ARBITER_ISSUE_NUMBER/labels" \
+  > "$OUT/labels-$ARBITER_ISSUE_NUMBER-$ARBITER_ITEM_TOKEN.json"
+echo "$ARBITER_LOOP $ARBITER_ISSUE_NUMBER $MARKER" >> "$OUT/records"
+if [ "$ARBITER_LOOP" = flaky ]; then exit 1; fi
+exit 0
+"#;
+
+const PROMPT: &str = "Work on #{{issue.number}} ({{issue.url}}): {{issue.title}}\n\n{{issue.body}}\n";
+
+/// One supervisor's configuration: the same loops, its own capabilities and marker.
+fn config(upstream: &str, dir: &Path, marker: &str, capabilities: &str) -> String {
+    let out = dir.join("out");
+    let mut text = format!(
+        r#"
+[github]
+upstream = "{upstream}"
+
+[host]
+capabilities = [{capabilities}]
+
+[channels.alerts]
+type = "file"
+path = "{alerts}"
+
+[[routes]]
+kinds = ["queue.dead"]
+channels = ["alerts"]
+"#,
+        alerts = dir.join(format!("alerts-{marker}.jsonl")).display(),
+    );
+    for (name, label, extra) in [
+        ("squad", "squad", ""),
+        ("docs", "docs", "mark = true\n"),
+        ("bugs", "bugs", ""),
+        ("flaky", "flaky", "max_attempts = 2\n"),
+    ] {
+        text.push_str(&format!(
+            r#"
+[loops.{name}]
+repo = "repo"
+every = "1s"
+command = ["sh", "../agent.sh", "{{prompt_file}}"]
+prompt = "prompt.md"
+timeout = "1m"
+env = {{ OUT = "{out}", MARKER = "{marker}", GH_TOKEN = "ghp_bot" }}
+
+[loops.{name}.issues]
+repo = "octo/hello"
+labels = ["{label}"]
+parallel = 2
+{extra}"#,
+            out = out.display(),
+        ));
+    }
+    text
+}
+
+/// `<loop> <issue> <host>` lines the agents wrote.
+fn records(out: &Path) -> Vec<(String, u64, String)> {
+    std::fs::read_to_string(out.join("records"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            assert_eq!(f.len(), 3, "a record: {line:?}");
+            (f[0].to_string(), f[1].parse().expect("an issue number"), f[2].to_string())
+        })
+        .collect()
+}
+
+/// The queue's items as `key → state`, read from the store's rows.
+fn items(store: &Store, queue: &str) -> BTreeMap<String, String> {
+    store
+        .sql_texts(&format!(
+            "SELECT key || ' ' || state FROM queue_items WHERE queue = 'loop/{queue}' ORDER BY id"
+        ))
+        .iter()
+        .map(|row| {
+            let (key, state) = row.rsplit_once(' ').expect("key and state");
+            (key.to_string(), state.to_string())
+        })
+        .collect()
+}
+
+fn url(number: u64) -> String {
+    format!("https://github.com/octo/hello/issues/{number}")
+}
+
+/// Ten labelled issues over three loops (one `needs:gpu`), worked on two supervisors, only
+/// A having `gpu`: each exactly once, the gpu one by A, all items done; plus `mark`, a
+/// closed issue's item cancelled, and a failing agent's issue dead with one alert.
+fn issues_are_worked_once_across_two_supervisors(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fake = hub.fake();
+    let dir = std::fs::canonicalize(store.scratch.path()).expect("the scratch dir");
+    let out = dir.join("out");
+    for d in [&out, &dir.join("repo"), &dir.join("home")] {
+        std::fs::create_dir_all(d).expect("a directory");
+    }
+    std::fs::write(dir.join("agent.sh"), AGENT).expect("the agent");
+    std::fs::write(dir.join("prompt.md"), PROMPT).expect("the prompt");
+    let open = |title: &str, labels: &[&str]| {
+        fake.create_issue("octo", "hello", "bot", title, &format!("The body of {title}."), labels)
+            .expect("octo/hello exists")
+    };
+    let mut work: BTreeMap<u64, &str> = BTreeMap::new();
+    for i in 0..4 {
+        work.insert(open(&format!("squad {i}"), &["squad"]), "squad");
+    }
+    let gpu = open("squad on a gpu", &["squad", "needs:GPU"]);
+    work.insert(gpu, "squad");
+    for i in 0..3 {
+        work.insert(open(&format!("docs {i}"), &["docs"]), "docs");
+    }
+    for i in 0..2 {
+        work.insert(open(&format!("bugs {i}"), &["bugs", "p1"]), "bugs");
+    }
+    assert_eq!(work.len(), 10);
+    // Nobody has a tpu: it waits ready until it is closed.
+    let tpu = open("squad on a tpu", &["squad", "needs:tpu"]);
+    let flaky = open("flaky", &["flaky"]);
+    // Labelled for no loop: never pushed.
+    let other = open("someone else's", &["docs-later"]);
+
+    let start = |marker: &str, capabilities: &str| {
+        let path = dir.join(format!("arbiter-{marker}.toml"));
+        std::fs::write(&path, config(&hub.url(), &dir, marker, capabilities)).expect("the config");
+        let mut cmd = store.cmd(&["watch"]);
+        cmd.arg("--config")
+            .arg(&path)
+            .arg("--log-dir")
+            .arg(dir.join(format!("logs-{marker}")))
+            .env("HOME", dir.join("home"))
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("ARBITER_CONFIG");
+        Background::start(cmd, &dir, &format!("watch-{marker}"))
+    };
+    let mut a = start("A", r#""gpu", "linux""#);
+    let mut b = start("B", r#""linux""#);
+
+    let expected_runs = work.len();
+    eventually(Duration::from_secs(90), "every issue to be worked", || {
+        assert!(a.running(), "supervisor A exited: {}", a.stderr());
+        assert!(b.running(), "supervisor B exited: {}", b.stderr());
+        let done = records(&out).iter().filter(|(l, _, _)| l != "flaky").count();
+        (done >= expected_runs).then_some(())
+    });
+    // Every issue's item is done (the round ended and reported it).
+    eventually(SOON, "every item done", || {
+        let done: usize = ["squad", "docs", "bugs"]
+            .iter()
+            .map(|q| items(store, q).values().filter(|s| *s == "done").count())
+            .sum();
+        (done == work.len()).then_some(())
+    });
+
+    // The failing agent: attempt 1 fails, the retry (after the backoff) fails, dead.
+    eventually(Duration::from_secs(90), "the flaky issue to be dead", || {
+        (items(store, "flaky").get(&url(flaky)).map(String::as_str) == Some("dead")).then_some(())
+    });
+    // Its alert: one folded queue.dead notification, whichever supervisor raised it.
+    let config_a = dir.join("arbiter-A.toml");
+    let dead: Vec<serde_json::Value> = eventually(SOON, "the queue.dead notification", || {
+        let mut cmd = store.cmd(&["notifications", "list", "--json", "--limit", "1000"]);
+        let out = run(cmd.arg("--config").arg(&config_a));
+        out.expect_code(0, "notifications list");
+        let rows: Vec<serde_json::Value> = out
+            .json()
+            .as_array()
+            .expect("a JSON array")
+            .iter()
+            .filter(|row| row.to_string().contains("queue.dead"))
+            .cloned()
+            .collect();
+        (!rows.is_empty()).then_some(rows)
+    });
+    assert_eq!(dead.len(), 1, "one folded queue.dead notification: {dead:?}");
+    assert!(dead[0].to_string().contains("loop/flaky"), "{:?}", dead[0]);
+
+    // The tpu issue waited ready; closed on GitHub, its item is cancelled by a listing.
+    assert_eq!(items(store, "squad").get(&url(tpu)).map(String::as_str), Some("ready"));
+    assert!(fake.set_open("octo", "hello", tpu, false));
+    eventually(SOON, "the closed issue's item to be cancelled", || {
+        (items(store, "squad").get(&url(tpu)).map(String::as_str) == Some("cancelled")).then_some(())
+    });
+
+    let records = records(&out);
+    // Each issue worked exactly once, by its loop.
+    let mut seen: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
+    for (loop_name, number, host) in &records {
+        if loop_name != "flaky" {
+            seen.entry(*number).or_default().push((loop_name.clone(), host.clone()));
+        }
+    }
+    assert_eq!(seen.len(), work.len(), "every issue worked: {records:?}");
+    for (number, runs) in &seen {
+        assert_eq!(runs.len(), 1, "issue {number} worked once: {runs:?}");
+        assert_eq!(runs[0].0, work[number], "issue {number} by its loop");
+    }
+    // The gpu issue only where there is a gpu.
+    assert_eq!(seen[&gpu][0].1, "A", "the needs:gpu issue ran on A");
+    // The failing one ran twice (max_attempts = 2), never the tpu one nor the unlabelled one.
+    assert_eq!(records.iter().filter(|(l, _, _)| l == "flaky").count(), 2, "{records:?}");
+    assert!(!records.iter().any(|(_, n, _)| *n == tpu || *n == other), "{records:?}");
+    assert!(!items(store, "docs").contains_key(&url(other)));
+
+    // The prompt carries the issue.
+    let first_docs = *work.iter().find(|(_, l)| **l == "docs").expect("a docs issue").0;
+    let prompt = std::fs::read_to_string(out.join(format!("prompt-docs-{first_docs}"))).expect("the prompt");
+    assert_eq!(
+        prompt,
+        format!(
+            "Work on #{first_docs} ({}): docs 0\n\nThe body of docs 0.\n",
+            url(first_docs)
+        )
+    );
+
+    // mark = true (docs): the label while the round ran, a comment naming the claim, the
+    // label gone after. Not for the other loops.
+    for (number, loop_name) in &work {
+        let issue = fake.item("octo", "hello", *number).expect("the issue");
+        let comments: Vec<&str> = issue.comments.iter().map(|c| c.body.as_str()).collect();
+        assert!(
+            !issue.labels.iter().any(|l| l == "arbiter:working"),
+            "#{number}: the label is removed after the round: {:?}",
+            issue.labels
+        );
+        if *loop_name == "docs" {
+            assert_eq!(comments.len(), 1, "#{number}: {comments:?}");
+            let host = arbiter_process::host_name();
+            assert_eq!(comments[0], format!("claimed by {host} loop docs (claim token 1)"));
+            let labels = std::fs::read_to_string(out.join(format!("labels-{number}-1.json"))).expect("the labels seen");
+            assert!(labels.contains("\"arbiter:working\""), "#{number}: {labels}");
+        } else {
+            assert!(comments.is_empty(), "#{number}: {comments:?}");
+            let labels = std::fs::read_to_string(out.join(format!("labels-{number}-1.json"))).expect("the labels seen");
+            assert!(!labels.contains("arbiter:working"), "#{number}: {labels}");
+        }
+    }
+
+    // Both stop on SIGTERM.
+    for watch in [&mut a, &mut b] {
+        watch.signal(nix::sys::signal::Signal::SIGTERM);
+        let code = watch.wait(SOON);
+        assert_eq!(code, 0, "watch exits 0 on SIGTERM: {}", watch.stderr());
+    }
+}
