@@ -233,7 +233,15 @@ impl FakeGitHub {
 
     /// Opens an issue in `owner/name` by `author` (as a person would on github.com);
     /// returns its number, `None` when there is no such repository.
-    pub fn create_issue(&self, owner: &str, name: &str, author: &str, title: &str, body: &str, labels: &[&str]) -> Option<u64> {
+    pub fn create_issue(
+        &self,
+        owner: &str,
+        name: &str,
+        author: &str,
+        title: &str,
+        body: &str,
+        labels: &[&str],
+    ) -> Option<u64> {
         let mut data = self.shared.data.write().unwrap_or_else(|e| e.into_inner());
         let repo = data.repo(owner, name)?;
         let labels = labels.iter().map(|l| l.to_string()).collect();
@@ -244,7 +252,9 @@ impl FakeGitHub {
     /// is no such issue.
     pub fn set_open(&self, owner: &str, name: &str, number: u64, open: bool) -> bool {
         let mut data = self.shared.data.write().unwrap_or_else(|e| e.into_inner());
-        let Some(repo) = data.repo(owner, name) else { return false };
+        let Some(repo) = data.repo(owner, name) else {
+            return false;
+        };
         if data.repos[repo].item(number).is_none() {
             return false;
         }

@@ -803,7 +803,10 @@ pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &
         ("DELETE", Route::Label(_, _, _, label)) => {
             let on = data.repos[repo].item(number).unwrap().labels.contains(label);
             if !on {
-                return Reply::status(404, json!({"message": "Label does not exist", "documentation_url": DOCS}));
+                return Reply::status(
+                    404,
+                    json!({"message": "Label does not exist", "documentation_url": DOCS}),
+                );
             }
             data.edit(repo, number, |item| item.labels.retain(|l| l != label));
             let item = data.repos[repo].item(number).unwrap();

@@ -96,7 +96,11 @@ fn records(out: &Path) -> Vec<(String, u64, String)> {
         .map(|line| {
             let f: Vec<&str> = line.split(' ').collect();
             assert_eq!(f.len(), 3, "a record: {line:?}");
-            (f[0].to_string(), f[1].parse().expect("an issue number"), f[2].to_string())
+            (
+                f[0].to_string(),
+                f[1].parse().expect("an issue number"),
+                f[2].to_string(),
+            )
         })
         .collect()
 }
@@ -234,7 +238,11 @@ fn issues_are_worked_once_across_two_supervisors(store: &Store) {
     // The gpu issue only where there is a gpu.
     assert_eq!(seen[&gpu][0].1, "A", "the needs:gpu issue ran on A");
     // The failing one ran twice (max_attempts = 2), never the tpu one nor the unlabelled one.
-    assert_eq!(records.iter().filter(|(l, _, _)| l == "flaky").count(), 2, "{records:?}");
+    assert_eq!(
+        records.iter().filter(|(l, _, _)| l == "flaky").count(),
+        2,
+        "{records:?}"
+    );
     assert!(!records.iter().any(|(_, n, _)| *n == tpu || *n == other), "{records:?}");
     assert!(!items(store, "docs").contains_key(&url(other)));
 
