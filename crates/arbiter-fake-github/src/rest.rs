@@ -862,4 +862,40 @@ mod tests {
         );
         assert_eq!(query_pairs("a=%zz%"), vec![("a".to_string(), "%zz%".to_string())]);
     }
+
+    #[test]
+    fn issues_filter_by_every_label_and_one_label_comes_off() {
+        let mut data = Data::new(&crate::Seed::default());
+        let repo = data.repo("octo", "hello").unwrap();
+        let a = data.create_issue(
+            repo,
+            "bot",
+            "a".into(),
+            String::new(),
+            vec!["squad".into(), "needs:GPU".into()],
+        );
+        let b = data.create_issue(repo, "bot", "b".into(), String::new(), vec!["squad".into()]);
+        let route = Route::parse("/repos/octo/hello/issues");
+        let numbers = |data: &Data, query: &str| -> Vec<u64> {
+            let reply = get(data, &route, query, "http://h", "/repos/octo/hello/issues");
+            reply
+                .body
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["number"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(numbers(&data, "labels=squad"), [b, a]);
+        assert_eq!(numbers(&data, "labels=SQUAD,needs%3Agpu"), [a]);
+        assert!(numbers(&data, "labels=squad,nothing").is_empty());
+        let label = Route::parse(&format!("/repos/octo/hello/issues/{a}/labels/needs%3AGPU"));
+        assert_eq!(
+            label,
+            Route::Label("octo".into(), "hello".into(), a, "needs:GPU".into())
+        );
+        assert_eq!(write(&mut data, "DELETE", &label, b"", "bot", "http://h").status, 200);
+        assert_eq!(data.repos[repo].item(a).unwrap().labels, ["squad"]);
+        assert_eq!(write(&mut data, "DELETE", &label, b"", "bot", "http://h").status, 404);
+    }
 }

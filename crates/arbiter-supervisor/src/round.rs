@@ -466,5 +466,15 @@ mod tests {
             "$HOME `ls` \"q\" ünï {web}"
         );
         assert_eq!(render_prompt("", &vars), "");
+        // An issue's fields: dotted names, values never rendered again.
+        let vars = [
+            ("issue.number", "7"),
+            ("issue.body", "see {{issue.number}}"),
+            ("loop", "web"),
+        ];
+        assert_eq!(
+            render_prompt("#{{issue.number}} {{issue.body}} {{issue}} {{loop}}", &vars),
+            "#7 see {{issue.number}} {{issue}} web"
+        );
     }
 }
