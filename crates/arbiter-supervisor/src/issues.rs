@@ -175,8 +175,16 @@ async fn lister(shared: Arc<Shared>, name: LoopName, queue: QueueName, mut stop:
             return Ok(());
         };
         if spec.enabled {
-            register(&shared).await;
-            match list(&shared, &name, &queue, &mut warned).await {
+            // A stop (a reload that removed the loop) ends a listing in progress: what it
+            // pushed is pushed (each push is whole), nothing more is.
+            let listed = tokio::select! {
+                listed = async {
+                    register(&shared).await;
+                    list(&shared, &name, &queue, &mut warned).await
+                } => listed,
+                _ = told_to_stop(&mut stop) => return Ok(()),
+            };
+            match listed {
                 Ok(()) => {}
                 Err(e) if e.kind == ErrorKind::Unavailable => return Err(e),
                 Err(e) => tracing::warn!(loop_name = %name, error = %e, "listing the loop's issues failed"),

@@ -41,7 +41,8 @@ exit 0
 const PROMPT: &str = "Work on #{{issue.number}} ({{issue.url}}): {{issue.title}}\n\n{{issue.body}}\n";
 
 /// One supervisor's configuration: the same loops, its own capabilities and marker.
-fn config(upstream: &str, dir: &Path, marker: &str, capabilities: &str) -> String {
+/// `edited`: without loop `bugs`, and `docs` with one claimer (a reload's test).
+fn config(upstream: &str, dir: &Path, marker: &str, capabilities: &str, edited: bool) -> String {
     let out = dir.join("out");
     let mut text = format!(
         r#"
@@ -61,12 +62,21 @@ channels = ["alerts"]
 "#,
         alerts = dir.join(format!("alerts-{marker}.jsonl")).display(),
     );
-    for (name, label, extra) in [
-        ("squad", "squad", ""),
-        ("docs", "docs", "mark = true\n"),
-        ("bugs", "bugs", ""),
+    let loops = [
+        ("squad", "squad", "parallel = 2\n"),
+        (
+            "docs",
+            "docs",
+            if edited {
+                "mark = true\n"
+            } else {
+                "mark = true\nparallel = 2\n"
+            },
+        ),
+        ("bugs", "bugs", "parallel = 2\n"),
         ("flaky", "flaky", "max_attempts = 2\n"),
-    ] {
+    ];
+    for (name, label, extra) in loops.into_iter().filter(|(name, _, _)| !(edited && *name == "bugs")) {
         text.push_str(&format!(
             r#"
 [loops.{name}]
@@ -80,7 +90,6 @@ env = {{ OUT = "{out}", MARKER = "{marker}", GH_TOKEN = "ghp_bot" }}
 [loops.{name}.issues]
 repo = "octo/hello"
 labels = ["{label}"]
-parallel = 2
 {extra}"#,
             out = out.display(),
         ));
@@ -159,9 +168,15 @@ fn issues_are_worked_once_across_two_supervisors(store: &Store) {
     // Labelled for no loop: never pushed.
     let other = open("someone else's", &["docs-later"]);
 
-    let start = |marker: &str, capabilities: &str| {
+    let configure = |marker: &str, capabilities: &str, edited: bool| {
         let path = dir.join(format!("arbiter-{marker}.toml"));
-        std::fs::write(&path, config(&hub.url(), &dir, marker, capabilities)).expect("the config");
+        let new = dir.join(format!(".arbiter-{marker}.toml.new"));
+        std::fs::write(&new, config(&hub.url(), &dir, marker, capabilities, edited)).expect("the config");
+        std::fs::rename(&new, &path).expect("the config is replaced");
+        path
+    };
+    let start = |marker: &str, capabilities: &str| {
+        let path = configure(marker, capabilities, false);
         let mut cmd = store.cmd(&["watch"]);
         cmd.arg("--config")
             .arg(&path)
@@ -279,6 +294,39 @@ fn issues_are_worked_once_across_two_supervisors(store: &Store) {
             assert!(!labels.contains("arbiter:working"), "#{number}: {labels}");
         }
     }
+
+    // The fleet view shows the issues loops run (their presence lease), not lost.
+    let status = store.ok(&["status", "--json"]).json();
+    let rows = status["loops"].as_array().expect("status --json has loops");
+    for name in ["squad", "docs", "bugs", "flaky"] {
+        let row = rows
+            .iter()
+            .find(|r| r["loop"] == name)
+            .unwrap_or_else(|| panic!("{name} in {rows:?}"));
+        assert_ne!(row["state"], "lost", "{row}");
+    }
+
+    // A reload: `bugs` removed, `docs` changed (its claimers start over); both say so, a
+    // new docs issue is worked once and a new bugs issue is not even pushed.
+    configure("A", r#""gpu", "linux""#, true);
+    configure("B", r#""linux""#, true);
+    for watch in [&a, &b] {
+        eventually(SOON, "the reload's line", || {
+            watch.stderr().contains("loops -bugs ~docs").then_some(())
+        });
+    }
+    let late_docs = open("docs late", &["docs"]);
+    let late_bugs = open("bugs late", &["bugs"]);
+    eventually(SOON, "the late docs issue to be done", || {
+        (items(store, "docs").get(&url(late_docs)).map(String::as_str) == Some("done")).then_some(())
+    });
+    let late: Vec<_> = self::records(&out)
+        .into_iter()
+        .filter(|(_, n, _)| *n == late_docs || *n == late_bugs)
+        .collect();
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].0, "docs");
+    assert!(!items(store, "bugs").contains_key(&url(late_bugs)));
 
     // Both stop on SIGTERM.
     for watch in [&mut a, &mut b] {
