@@ -420,6 +420,24 @@ async fn work(
         }
     };
     let host = arbiter_process::host_name();
+    let log_dir = logs::loop_dir(&options.log_dir, ns, name)?;
+    if let Some(err) = held.is_lost() {
+        tracing::warn!(loop_name = %name, issue = %issue.url, error = %err, "the claim was lost before its round");
+        return Ok(());
+    }
+    let round = match store
+        .loops()
+        .begin_item_round(ns, name, claim.id, held.lease(), logs::round_log_namer(&log_dir))
+        .await
+    {
+        Ok(round) => round,
+        Err(e) if e.kind == ErrorKind::Lost => {
+            tracing::warn!(loop_name = %name, issue = %issue.url, error = %e, "the claim was lost before its round");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    // The claim is recorded as a round: now it is worth showing on the issue.
     let github = if issues.mark {
         match GithubClient::for_loop(shared, config, spec).await {
             Ok(github) => {
@@ -439,23 +457,6 @@ async fn work(
         }
     } else {
         None
-    };
-    let log_dir = logs::loop_dir(&options.log_dir, ns, name)?;
-    if let Some(err) = held.is_lost() {
-        tracing::warn!(loop_name = %name, issue = %issue.url, error = %err, "the claim was lost before its round");
-        return Ok(());
-    }
-    let round = match store
-        .loops()
-        .begin_item_round(ns, name, claim.id, held.lease(), logs::round_log_namer(&log_dir))
-        .await
-    {
-        Ok(round) => round,
-        Err(e) if e.kind == ErrorKind::Lost => {
-            tracing::warn!(loop_name = %name, issue = %issue.url, error = %e, "the claim was lost before its round");
-            return Ok(());
-        }
-        Err(e) => return Err(e),
     };
     let log_path = logs::round_log(&log_dir, round);
     let remote = git::origin_remote(&spec.repo).await;
@@ -535,7 +536,15 @@ async fn work(
         )
         .await?;
     logs::prune(&log_dir, spec.keep_logs);
-    let ended = match outcome.status {
+    // The label comes off while the claim is still ours (and kept alive): once it is given
+    // back, another host may claim the issue and put its own label on. A lost claim's
+    // label may already be the new holder's: it stays.
+    if let Some(github) = &github
+        && outcome.status != RoundStatus::Lost
+    {
+        github.unmark(&issues, &issue).await;
+    }
+    match outcome.status {
         RoundStatus::Succeeded => {
             drop(held);
             let result = format!("round {round} on {host}");
@@ -556,11 +565,7 @@ async fn work(
             };
             end_claim(arbiter_ops::queue::fail(store, config, &request).await.map(|_| ()))
         }
-    };
-    if let Some(github) = github {
-        github.unmark(&issues, &issue).await;
     }
-    ended
 }
 
 /// An ended claim: a stale token (the claim ran out meanwhile) is logged, not an error.
