@@ -154,7 +154,7 @@ pub(crate) async fn run(shared: Arc<Shared>, name: &LoopName, stop: LoopStop) ->
 }
 
 /// Records this host's capabilities (a failure is logged: claims do not depend on it).
-async fn register(shared: &Shared) {
+pub(crate) async fn register(shared: &Shared) {
     let config = shared.config();
     let host = arbiter_process::host_name();
     if let Err(e) =

@@ -295,6 +295,16 @@ fn issues_are_worked_once_across_two_supervisors(store: &Store) {
         }
     }
 
+    // This host recorded its capabilities (both supervisors run on one machine: one row,
+    // as the last one to list wrote it).
+    let hosts = store.sql_texts("SELECT host || ' ' || CAST(capabilities AS TEXT) FROM queue_hosts");
+    let host = arbiter_process::host_name();
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert!(
+        hosts[0].starts_with(&format!("{host} ")) && hosts[0].contains("linux"),
+        "{hosts:?}"
+    );
+
     // The fleet view shows the issues loops run (their presence lease), not lost.
     let status = store.ok(&["status", "--json"]).json();
     let rows = status["loops"].as_array().expect("status --json has loops");
