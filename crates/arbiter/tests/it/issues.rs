@@ -14,7 +14,9 @@
 //! - an issue nobody can work (it needs a capability no host has) waits ready, and is
 //!   cancelled once it is closed;
 //! - a failing agent's issue is retried, then dead after `max_attempts`, with one folded
-//!   `queue.dead` notification.
+//!   `queue.dead` notification;
+//! - `kill -9` of the supervisor working an issue: its claim runs out and the other takes
+//!   the issue, with the next claim token (in its mark's comment), and finishes it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,7 +26,11 @@ use crate::support::{Background, SOON, Store, run};
 use crate::watch::FakeHub;
 use arbiter_testkit::{each_backend, eventually};
 
-each_backend!(Store; issues_are_worked_once_across_two_supervisors);
+each_backend!(
+    Store;
+    issues_are_worked_once_across_two_supervisors,
+    a_dead_host_s_issue_goes_to_another_with_a_larger_token,
+);
 
 /// Appends what it worked on, keeps the rendered prompt, and the issue's labels as GitHub
 /// has them while the round runs (through the loop's own proxy); fails for loop `flaky`.
@@ -344,4 +350,102 @@ fn issues_are_worked_once_across_two_supervisors(store: &Store) {
         let code = watch.wait(SOON);
         assert_eq!(code, 0, "watch exits 0 on SIGTERM: {}", watch.stderr());
     }
+}
+
+/// Starts its round, then works forever on A (until killed), at once on B.
+const SLOW_ON_A: &str = r#"
+echo "start $ARBITER_ISSUE_NUMBER $MARKER $ARBITER_ITEM_TOKEN" >> "$OUT/starts"
+if [ "$MARKER" = A ]; then sleep 600; fi
+echo "done $ARBITER_ISSUE_NUMBER $MARKER $ARBITER_ITEM_TOKEN" >> "$OUT/records"
+"#;
+
+/// A works the one issue and is killed (`kill -9`) mid-round; B, started then, takes the
+/// issue once A's claim ran out (the lease TTL), with claim token 2, and finishes it.
+fn a_dead_host_s_issue_goes_to_another_with_a_larger_token(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fake = hub.fake();
+    let dir = std::fs::canonicalize(store.scratch.path()).expect("the scratch dir");
+    let out = dir.join("out");
+    for d in [&out, &dir.join("repo"), &dir.join("home")] {
+        std::fs::create_dir_all(d).expect("a directory");
+    }
+    std::fs::write(dir.join("agent.sh"), SLOW_ON_A).expect("the agent");
+    let issue = fake
+        .create_issue("octo", "hello", "bot", "the one", "", &["squad"])
+        .expect("octo/hello exists");
+    let start = |marker: &str| {
+        let path = dir.join(format!("arbiter-{marker}.toml"));
+        let text = format!(
+            r#"
+[github]
+upstream = "{upstream}"
+
+[loops.squad]
+repo = "repo"
+every = "1s"
+command = ["sh", "../agent.sh"]
+timeout = "15m"
+grace = "1s"
+env = {{ OUT = "{out}", MARKER = "{marker}", GH_TOKEN = "ghp_bot" }}
+
+[loops.squad.issues]
+repo = "octo/hello"
+labels = ["squad"]
+mark = true
+"#,
+            upstream = hub.url(),
+            out = out.display(),
+        );
+        std::fs::write(&path, text).expect("the config");
+        let mut cmd = store.cmd(&["watch", "--lease-ttl", "3s"]);
+        cmd.arg("--config")
+            .arg(&path)
+            .arg("--log-dir")
+            .arg(dir.join(format!("logs-{marker}")))
+            .env("HOME", dir.join("home"))
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("ARBITER_CONFIG");
+        Background::start(cmd, &dir, &format!("watch-{marker}"))
+    };
+    let starts = || std::fs::read_to_string(out.join("starts")).unwrap_or_default();
+    let mut a = start("A");
+    eventually(SOON, "A to start the issue's round", || {
+        assert!(a.running(), "supervisor A exited: {}", a.stderr());
+        starts().contains(&format!("start {issue} A 1")).then_some(())
+    });
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    a.wait(SOON);
+    let mut b = start("B");
+    eventually(SOON, "B to finish the issue", || {
+        assert!(b.running(), "supervisor B exited: {}", b.stderr());
+        (items(store, "squad").get(&url(issue)).map(String::as_str) == Some("done")).then_some(())
+    });
+    assert_eq!(
+        starts().lines().collect::<Vec<_>>(),
+        [format!("start {issue} A 1"), format!("start {issue} B 2")]
+    );
+    let records = std::fs::read_to_string(out.join("records")).unwrap_or_default();
+    assert_eq!(
+        records,
+        format!("done {issue} B 2\n"),
+        "A never finished: it was killed"
+    );
+    // The store counted A's attempt as expired, B's as done.
+    let attempts = store.sql_texts("SELECT CAST(token AS TEXT) || ' ' || outcome FROM queue_attempts ORDER BY token");
+    assert_eq!(attempts, ["1 expired", "2 done"]);
+    // Both claims are on the issue, the second with the larger token; no label left.
+    let item = fake.item("octo", "hello", issue).expect("the issue");
+    let comments: Vec<&str> = item.comments.iter().map(|c| c.body.as_str()).collect();
+    let host = arbiter_process::host_name();
+    assert_eq!(
+        comments,
+        [
+            format!("claimed by {host} loop squad (claim token 1)"),
+            format!("claimed by {host} loop squad (claim token 2)")
+        ]
+    );
+    assert!(!item.labels.iter().any(|l| l == "arbiter:working"), "{:?}", item.labels);
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(b.wait(SOON), 0, "{}", b.stderr());
 }
