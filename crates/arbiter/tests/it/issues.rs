@@ -17,6 +17,7 @@
 //!   `queue.dead` notification;
 //! - `kill -9` of the supervisor working an issue: its claim runs out and the other takes
 //!   the issue, with the next claim token (in its mark's comment), and finishes it.
+//! - `watch --once`: one listing, what this host may claim worked, then exit 0.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,6 +31,7 @@ each_backend!(
     Store;
     issues_are_worked_once_across_two_supervisors,
     a_dead_host_s_issue_goes_to_another_with_a_larger_token,
+    once_lists_once_and_works_what_it_may_claim,
 );
 
 /// Appends what it worked on, keeps the rendered prompt, and the issue's labels as GitHub
@@ -448,4 +450,50 @@ mark = true
     assert!(!item.labels.iter().any(|l| l == "arbiter:working"), "{:?}", item.labels);
     b.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(b.wait(SOON), 0, "{}", b.stderr());
+}
+
+/// `watch --once`: one listing, every issue this host may claim worked, then exit 0; the
+/// `needs:gpu` one (no gpu here) is left ready.
+fn once_lists_once_and_works_what_it_may_claim(store: &Store) {
+    let hub = FakeHub::start(arbiter_fake_github::Limits::default());
+    let fake = hub.fake();
+    let dir = std::fs::canonicalize(store.scratch.path()).expect("the scratch dir");
+    let out = dir.join("out");
+    for d in [&out, &dir.join("repo"), &dir.join("home")] {
+        std::fs::create_dir_all(d).expect("a directory");
+    }
+    std::fs::write(dir.join("agent.sh"), AGENT).expect("the agent");
+    std::fs::write(dir.join("prompt.md"), PROMPT).expect("the prompt");
+    let open = |title: &str, labels: &[&str]| {
+        fake.create_issue("octo", "hello", "bot", title, "", labels)
+            .expect("octo/hello exists")
+    };
+    let plain = [
+        open("one", &["squad"]),
+        open("two", &["squad"]),
+        open("three", &["squad"]),
+    ];
+    let gpu = open("gpu", &["squad", "needs:gpu"]);
+    let path = dir.join("arbiter.toml");
+    let text = config(&hub.url(), &dir, "A", r#""linux""#, false);
+    std::fs::write(&path, text).expect("the config");
+    let mut cmd = store.cmd(&["watch", "--once", "--loop", "squad"]);
+    cmd.arg("--config")
+        .arg(&path)
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .env("HOME", dir.join("home"))
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("ARBITER_CONFIG");
+    let mut watch = Background::start(cmd, &dir, "watch");
+    assert_eq!(watch.wait(SOON), 0, "{}", watch.stderr());
+    let mut worked: Vec<u64> = records(&out).into_iter().map(|(_, n, _)| n).collect();
+    worked.sort_unstable();
+    assert_eq!(worked, plain);
+    let items = items(store, "squad");
+    for n in plain {
+        assert_eq!(items[&url(n)], "done");
+    }
+    assert_eq!(items[&url(gpu)], "ready");
 }
