@@ -16,7 +16,7 @@
 //! - a failing agent's issue is retried, then dead after `max_attempts`, with one folded
 //!   `queue.dead` notification;
 //! - `kill -9` of the supervisor working an issue: its claim runs out and the other takes
-//!   the issue, with the next claim token (in its mark's comment), and finishes it.
+//!   the issue, with the next claim token (in its mark's comment), and finishes it;
 //! - `watch --once`: one listing, what this host may claim worked, then exit 0.
 
 use std::collections::BTreeMap;
