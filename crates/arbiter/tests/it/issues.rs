@@ -206,14 +206,29 @@ fn issues_are_worked_once_across_two_supervisors(store: &Store) {
         let done = records(&out).iter().filter(|(l, _, _)| l != "flaky").count();
         (done >= expected_runs).then_some(())
     });
-    // Every issue's item is done (the round ended and reported it).
-    eventually(SOON, "every item done", || {
-        let done: usize = ["squad", "docs", "bugs"]
+    // Every issue's item is done (the round ended and reported it): `queue list --state done`.
+    let done_keys = || -> Vec<String> {
+        ["squad", "docs", "bugs"]
             .iter()
-            .map(|q| items(store, q).values().filter(|s| *s == "done").count())
-            .sum();
-        (done == work.len()).then_some(())
+            .flat_map(|q| {
+                let queue = format!("loop/{q}");
+                let out = store.ok(&["queue", "list", &queue, "--state", "done", "--json"]).json();
+                out.as_array()
+                    .expect("a JSON array")
+                    .iter()
+                    .map(|item| item["key"].as_str().expect("a keyed item").to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    eventually(SOON, "every item done", || {
+        (done_keys().len() == work.len()).then_some(())
     });
+    let mut done = done_keys();
+    done.sort();
+    let mut expected: Vec<String> = work.keys().map(|n| url(*n)).collect();
+    expected.sort();
+    assert_eq!(done, expected);
 
     // The failing agent: attempt 1 fails, the retry (after the backoff) fails, dead.
     eventually(Duration::from_secs(90), "the flaky issue to be dead", || {
