@@ -184,7 +184,7 @@ pub struct QueueStatsView {
     pub claims_last_minute: u64,
 }
 
-fn stats_view(now: Millis, stats: &QueueStats) -> QueueStatsView {
+pub(crate) fn stats_view(now: Millis, stats: &QueueStats) -> QueueStatsView {
     QueueStatsView {
         queue: stats.queue.to_string(),
         ready: stats.ready,
@@ -347,8 +347,8 @@ pub async fn raise_dead_alerts(store: &Store, config: &Config, namespace: &Names
             tags: [("queue".to_string(), queue.to_string())].into_iter().collect(),
             dedupe_key: Some(format!("queue/{queue}/dead")),
         };
-        // No route for this kind: nobody asked to hear of it (`accept` would refuse it as
-        // bad input, which this caller did not give).
+        // No route for this kind: nobody asked to hear of it (accepting would refuse it as
+        // bad input, and the items would never be marked).
         if config.route(&notification).is_empty() {
             continue;
         }
