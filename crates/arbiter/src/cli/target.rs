@@ -486,20 +486,14 @@ impl Target {
     }
 }
 
-/// The refusal of `--server` by the `queue` commands until the server serves work items:
-/// the one place to change when it does (each method's `Server` arm then calls the
-/// client's method of the same name).
-fn queue_not_served<T>(command: &str) -> Result<T> {
-    Err(refuse_server(command))
-}
-
 /// Work items: the store's `arbiter_ops::queue` function (which also raises the
-/// `queue.dead` alerts, routed by `config`).
+/// `queue.dead` alerts, routed by the local `config`), or the server's route (routed by
+/// the server's own configuration).
 impl Target {
     pub async fn queue_push(&self, item: &NewItem) -> Result<Pushed> {
         match self {
             Target::Store(store) => queue::push(store, item).await,
-            Target::Server(_) => queue_not_served("queue push"),
+            Target::Server(client) => client.queue_push(item).await,
         }
     }
 
@@ -511,35 +505,35 @@ impl Target {
     ) -> Result<Option<ClaimView>> {
         match self {
             Target::Store(store) => queue::claim(store, config, request, wait).await,
-            Target::Server(_) => queue_not_served("queue claim"),
+            Target::Server(client) => client.queue_claim(request, wait).await,
         }
     }
 
     pub async fn queue_heartbeat(&self, ns: &Namespace, id: i64, token: i64, lease: Duration) -> Result<ItemView> {
         match self {
             Target::Store(store) => queue::heartbeat(store, ns, id, token, lease, None).await,
-            Target::Server(_) => queue_not_served("queue heartbeat"),
+            Target::Server(client) => client.queue_heartbeat(ns, id, token, lease, None).await,
         }
     }
 
     pub async fn queue_done(&self, ns: &Namespace, id: i64, token: i64, result: Option<&str>) -> Result<ItemView> {
         match self {
             Target::Store(store) => queue::done(store, ns, id, token, result).await,
-            Target::Server(_) => queue_not_served("queue done"),
+            Target::Server(client) => client.queue_done(ns, id, token, result).await,
         }
     }
 
     pub async fn queue_fail(&self, config: &Config, request: &FailRequest) -> Result<ItemView> {
         match self {
             Target::Store(store) => queue::fail(store, config, request).await,
-            Target::Server(_) => queue_not_served("queue fail"),
+            Target::Server(client) => client.queue_fail(request).await,
         }
     }
 
     pub async fn queue_retry(&self, ns: &Namespace, id: i64) -> Result<ItemView> {
         match self {
             Target::Store(store) => queue::retry(store, ns, id).await,
-            Target::Server(_) => queue_not_served("queue retry"),
+            Target::Server(client) => client.queue_retry(ns, id).await,
         }
     }
 
@@ -552,21 +546,21 @@ impl Target {
     ) -> Result<Vec<ItemView>> {
         match self {
             Target::Store(store) => queue::list(store, ns, queue, state, limit).await,
-            Target::Server(_) => queue_not_served("queue list"),
+            Target::Server(client) => client.queue_list(ns, queue, state, limit).await,
         }
     }
 
     pub async fn queue_show(&self, ns: &Namespace, id: i64) -> Result<ItemInfoView> {
         match self {
             Target::Store(store) => queue::show(store, ns, id).await,
-            Target::Server(_) => queue_not_served("queue show"),
+            Target::Server(client) => client.queue_show(ns, id).await,
         }
     }
 
     pub async fn queue_stats(&self, config: &Config, ns: &Namespace) -> Result<Vec<QueueStatsView>> {
         match self {
             Target::Store(store) => queue::stats(store, config, ns).await,
-            Target::Server(_) => queue_not_served("queue stats"),
+            Target::Server(client) => client.queue_stats(ns).await,
         }
     }
 }
