@@ -133,6 +133,8 @@ struct Budget {
     append_ops_contended: u64,
     limit_ops_single: u64,
     limit_ops_contended: u64,
+    /// Items the push run pushes, and the claim + done run takes, at most.
+    queue_ops: u64,
     max: Duration,
     warmup: u32,
     cli: cli::Budget,
@@ -149,6 +151,7 @@ impl Budget {
                 append_ops_contended: 1_600,
                 limit_ops_single: 400,
                 limit_ops_contended: 1_600,
+                queue_ops: 1_600,
                 max: Duration::from_millis(600),
                 warmup: 2,
                 cli: cli::Budget {
@@ -165,6 +168,7 @@ impl Budget {
                 append_ops_contended: 32_000,
                 limit_ops_single: 20_000,
                 limit_ops_contended: 64_000,
+                queue_ops: 32_000,
                 max: Duration::from_secs(5),
                 warmup: 5,
                 cli: cli::Budget {
@@ -240,6 +244,24 @@ const HTTP_LIMIT_SYSTEMS: [System; 6] = [
     System::Governor,
     System::Redis,
 ];
+
+/// Work items, beside PostgreSQL `SKIP LOCKED` on a plain jobs table (graphile-worker,
+/// River) and the Redis reliable-queue pattern.
+const QUEUE_SYSTEMS: [System; 5] = [
+    System::ArbiterSqliteFull,
+    System::ArbiterSqliteNormal,
+    System::ArbiterPostgres,
+    System::PgTable,
+    System::Redis,
+];
+
+/// The work-item workloads' names: the push run, and the claim + done run.
+fn queue_workload_names(clients: u32) -> (String, String) {
+    (
+        format!("queue push · {clients} clients, 1 queue"),
+        format!("queue claim + done · {clients} clients, 1 queue"),
+    )
+}
 
 fn http_lease_workload(clients: u32, names: u32) -> String {
     let s = if names == 1 { "" } else { "s" };
@@ -619,7 +641,7 @@ async fn check_acknowledged(system: System, targets: &Targets, plan: &Plan, m: &
     let expected = i64::try_from(m.ok + m.warmup_ok).unwrap_or(i64::MAX);
     let what = match plan.workload {
         Workload::Append => "records",
-        Workload::Cas | Workload::Lease | Workload::Limit => "counter",
+        _ => "counter",
     };
     let read = async {
         let mut client = Client::connect(system, targets, u32::MAX, LEASE_TTL_MS).await?;
@@ -631,7 +653,7 @@ async fn check_acknowledged(system: System, targets: &Targets, plan: &Plan, m: &
                 }
                 i64::try_from(records)?
             }
-            Workload::Cas | Workload::Lease | Workload::Limit => {
+            _ => {
                 client
                     .read_counter(&worker::counter_key(&targets.prefix, &plan.tag))
                     .await?
@@ -647,6 +669,46 @@ async fn check_acknowledged(system: System, targets: &Targets, plan: &Plan, m: &
     }
 }
 
+/// Reads back what a work-item run left in its queue: `ready` items waiting and none
+/// claimed, and (where the system keeps finished items) `done` finished.
+async fn check_queue(system: System, targets: &Targets, plan: &Plan, ready: u64, done: u64) -> String {
+    let read = async {
+        let mut client = Client::connect(system, targets, u32::MAX, LEASE_TTL_MS).await?;
+        let counts = client
+            .queue_counts(&worker::queue_name(&targets.prefix, &plan.tag))
+            .await?;
+        client.close().await?;
+        anyhow::Ok(counts)
+    };
+    let counts = match read.await {
+        Ok(counts) => counts,
+        Err(e) => return format!("queue not checked: {e:#}"),
+    };
+    let mut wrong = Vec::new();
+    if counts.ready != ready {
+        wrong.push(format!("{} ready, expected {ready}", counts.ready));
+    }
+    if counts.claimed != 0 {
+        wrong.push(format!("{} still claimed, expected 0", counts.claimed));
+    }
+    if let Some(found) = counts.done
+        && found != done
+    {
+        wrong.push(format!("{found} done, expected {done}"));
+    }
+    if !wrong.is_empty() {
+        return format!("QUEUE WRONG: {}", wrong.join(", "));
+    }
+    let done = match counts.done {
+        Some(found) => format!("{} done, ", report::thousands(found)),
+        None => String::new(),
+    };
+    format!(
+        "queue left {done}{} ready, 0 claimed, as expected",
+        report::thousands(ready)
+    )
+}
+
 struct Runner<'a> {
     args: &'a Args,
     budget: Budget,
@@ -656,6 +718,9 @@ struct Runner<'a> {
     fleet: Vec<(fleet::Plan, fleet::Via, fleet::Summary)>,
     /// Whether the arbiter binary has `--server`, or why not.
     server_cli: std::result::Result<(), String>,
+    /// Items each system's push run left in its queue (pushed and not yet taken): what
+    /// its claim + done run takes from.
+    queued: HashMap<System, u64>,
     done: usize,
     total: usize,
 }
@@ -685,6 +750,12 @@ impl Runner<'_> {
     }
 
     async fn measure(&mut self, workload: &str, plan: Plan, reference: Reference) {
+        self.measure_row(workload, plan, reference, true).await;
+    }
+
+    /// Measures `plan`, and adds its row to the table when `record` (otherwise it only
+    /// prepares another run, and says so on stderr).
+    async fn measure_row(&mut self, workload: &str, plan: Plan, reference: Reference, record: bool) {
         let system = plan.system;
         let label = reference.label(system, plan.workload);
         let started = Instant::now();
@@ -716,6 +787,22 @@ impl Runner<'_> {
                             report::thousands(m.ok),
                             report::thousands(m.ops)
                         ),
+                        Workload::QueuePush => {
+                            let queued = self.queued.get(&system).copied().unwrap_or(0) + m.ok + m.warmup_ok;
+                            self.queued.insert(system, queued);
+                            check_queue(system, &self.setup.targets, &plan, queued, 0).await
+                        }
+                        Workload::QueueWork => {
+                            let taken = m.ok + m.warmup_ok;
+                            let queued = self.queued.get(&system).copied().unwrap_or(0);
+                            let left = queued.saturating_sub(taken);
+                            self.queued.insert(system, left);
+                            let mut note = check_queue(system, &self.setup.targets, &plan, left, taken).await;
+                            if m.drained {
+                                note.push_str("; drained the queue");
+                            }
+                            note
+                        }
                     };
                     if m.capped {
                         note.push_str(&format!("; stopped at the {}s cap", plan.max.as_secs_f64()));
@@ -725,14 +812,21 @@ impl Runner<'_> {
                 Err(e) => (Outcome::Empty(format!("failed: {e:#}")), String::new()),
             }
         };
-        self.progress(workload, &label, &outcome, started.elapsed());
-        self.rows.push(Row {
-            workload: workload.to_string(),
-            system: label,
-            role: reference.role(system),
-            outcome,
-            note,
-        });
+        let shown = if record {
+            label.clone()
+        } else {
+            format!("{label} (fills the queue; not in the table)")
+        };
+        self.progress(workload, &shown, &outcome, started.elapsed());
+        if record {
+            self.rows.push(Row {
+                workload: workload.to_string(),
+                system: label,
+                role: reference.role(system),
+                outcome,
+                note,
+            });
+        }
     }
 
     /// The GitHub fleet replay for each number of clients: direct to the fake, then through
@@ -898,6 +992,58 @@ impl Runner<'_> {
         )];
         self.measure_variants(Workload::Cas, &CAS_SYSTEMS, variants, Reference::Library)
             .await;
+    }
+
+    /// Work items: 16 clients push into one queue (that run's row is the push rate), then
+    /// 16 clients claim and finish what was pushed. The push run fills the queue, so it
+    /// runs whenever the claim + done run is selected; its row is shown only when selected.
+    async fn queue_workloads(&mut self) {
+        let (n, budget) = (self.args.clients, self.budget);
+        let (push, work) = queue_workload_names(n);
+        let (push_selected, work_selected) = (self.selected(&push), self.selected(&work));
+        if !push_selected && !work_selected {
+            return;
+        }
+        let plan = |workload, system| Plan {
+            workload,
+            system,
+            tag: "q".to_string(),
+            names: 1,
+            clients: n,
+            processes: self.args.processes.unwrap_or(n).min(n),
+            total_ops: budget.queue_ops,
+            max: budget.max,
+            warmup: budget.warmup,
+            ttl_ms: LEASE_TTL_MS,
+        };
+        let plans: Vec<(Plan, Plan)> = QUEUE_SYSTEMS
+            .iter()
+            .map(|&system| (plan(Workload::QueuePush, system), plan(Workload::QueueWork, system)))
+            .collect();
+        for (push_plan, _) in &plans {
+            self.measure_row(&push, push_plan.clone(), Reference::Library, push_selected)
+                .await;
+        }
+        if !work_selected {
+            return;
+        }
+        for (_, work_plan) in plans {
+            let system = work_plan.system;
+            if self.queued.get(&system).copied().unwrap_or(0) == 0 && !self.setup.unavailable.contains_key(&system) {
+                let label = Reference::Library.label(system, Workload::QueueWork);
+                let outcome = Outcome::Empty("skipped: its push run did not fill the queue".to_string());
+                self.progress(&work, &label, &outcome, Duration::ZERO);
+                self.rows.push(Row {
+                    workload: work.clone(),
+                    system: label,
+                    role: role(system),
+                    outcome,
+                    note: String::new(),
+                });
+                continue;
+            }
+            self.measure(&work, work_plan, Reference::Library).await;
+        }
     }
 
     async fn append_workloads(&mut self) {
@@ -1269,6 +1415,7 @@ async fn run(args: Args) -> Result<()> {
         rows: Vec::new(),
         fleet: Vec::new(),
         server_cli,
+        queued: HashMap::new(),
         done: 0,
         total: LEASE_SYSTEMS.len() * 3
             + HTTP_LEASE_SYSTEMS.len() * 2
@@ -1276,6 +1423,7 @@ async fn run(args: Args) -> Result<()> {
             + APPEND_SYSTEMS.len() * 3
             + LIMIT_SYSTEMS.len() * 2
             + HTTP_LIMIT_SYSTEMS.len()
+            + QUEUE_SYSTEMS.len() * 2
             + 16
             + 12,
     };
@@ -1286,6 +1434,7 @@ async fn run(args: Args) -> Result<()> {
         runner.cli_workloads().await;
         runner.cli_contended().await;
         runner.limit_workloads().await;
+        runner.queue_workloads().await;
         runner.fleet_workloads().await;
     };
     let interrupted = tokio::select! {
@@ -1400,6 +1549,25 @@ mod tests {
         assert!(some.selects("lease · over HTTP · 16 clients, 1 name"));
         assert!(some.selects("CLI · acquire + release"));
         assert!(!some.selects("lease · 16 clients, 1 name"));
+    }
+
+    #[test]
+    fn only_queue_selects_both_work_item_runs() {
+        let (push, work) = queue_workload_names(16);
+        let queue = Args::parse_from(["arbiter-bench", "--only", "queue"]);
+        assert!(queue.selects(&push) && queue.selects(&work));
+        let pairs = Args::parse_from(["arbiter-bench", "--only", "claim + done"]);
+        assert!(pairs.selects(&work));
+        assert!(!pairs.selects(&push), "the push run then fills the queue without a row");
+        assert_eq!(
+            Reference::Library.label(System::PgTable, Workload::QueueWork),
+            "PG SKIP LOCKED jobs table"
+        );
+        assert_eq!(
+            Reference::Library.label(System::Redis, Workload::QueueWork),
+            "Redis LMOVE + LREM ack"
+        );
+        assert_eq!(Reference::Library.role(System::ArbiterPostgres), Role::ArbiterPostgres);
     }
 
     #[test]

@@ -197,19 +197,8 @@ mod tests {
     /// The run's targets with only a server for `HttpSqlite` at `addr`.
     fn targets(addr: std::net::SocketAddr) -> Targets {
         Targets {
-            sqlite_full: String::new(),
-            sqlite_normal: String::new(),
-            arbiter_postgres: String::new(),
-            redis: String::new(),
-            postgres: String::new(),
-            pg_schema: String::new(),
-            etcd: String::new(),
-            file_dir: String::new(),
-            prefix: String::new(),
             http_sqlite: Some(format!("http://{addr}/")),
-            http_postgres: None,
-            http_token_sqlite: None,
-            http_token_postgres: None,
+            ..Targets::nowhere()
         }
     }
 
