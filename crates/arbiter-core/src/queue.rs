@@ -341,6 +341,8 @@ pub struct Claim {
 }
 
 /// What one claim try found.
+// One per claim try, returned at once: not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
     Claimed(Claim),

@@ -2,10 +2,10 @@
 //!
 //! Layout:
 //! - [`url`]: how a store is named (`sqlite:///path.db`, a bare path, `postgres://…`).
-//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`], [`NotifyStore`], [`LoopStore`], [`LimitStore`], [`TokenStore`]) plus
+//! - [`api`]: the interface, one trait per primitive ([`LeaseStore`], [`KvStore`], [`LogStore`], [`NotifyStore`], [`LoopStore`], [`LimitStore`], [`TokenStore`], [`QueueStore`]) plus
 //!   [`Changes`], the way a caller waits for the store to change without polling it hard.
 //! - [`token`]: the rows of API tokens and refusals (public: the operations build them).
-//! - `lease`, `notify`, `loops`, `limit`: what both backends share for a primitive beyond SQL text.
+//! - `lease`, `notify`, `loops`, `limit`, `queue`: what both backends share for a primitive beyond SQL text.
 //! - `sqlite`: the embedded default backend (one file, WAL, many processes at once).
 //! - `postgres`: the backend for fleets that span machines.
 //!
@@ -20,6 +20,7 @@ mod limit;
 mod loops;
 mod notify;
 mod postgres;
+mod queue;
 mod schema;
 mod sql;
 mod sqlite;
@@ -39,7 +40,7 @@ pub use url::StoreUrl;
 
 /// The schema version this build writes. Opening a store migrates it up to this version; a
 /// store with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// What `arbiter store info` prints.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -10,6 +10,7 @@ mod log;
 mod loops;
 mod notify;
 mod pgconn;
+mod queue;
 mod schema;
 mod token;
 
@@ -36,6 +37,27 @@ impl Harness {
     /// A second, independent handle on the same store (its own connections).
     pub async fn reopen(&self) -> Store {
         Store::open(&self.url).await.unwrap()
+    }
+
+    /// Runs SQL on the store behind arbiter's back (to corrupt it): `sqlite` on a SQLite
+    /// store, `postgres` in a PostgreSQL store's schema.
+    pub async fn raw(&self, sqlite: &str, postgres: &str) {
+        match &self.url {
+            StoreUrl::Sqlite { path, .. } => {
+                rusqlite::Connection::open(path).unwrap().execute_batch(sqlite).unwrap();
+            }
+            StoreUrl::Postgres { url, schema, .. } => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                let driver = tokio::spawn(connection);
+                let schema = schema.as_deref().unwrap_or("public");
+                client
+                    .batch_execute(&format!("SET search_path = {schema}; {postgres}"))
+                    .await
+                    .unwrap();
+                drop(client);
+                let _ = driver.await;
+            }
+        }
     }
 }
 
