@@ -1,7 +1,8 @@
 //! `arbiter-bench`: arbiter's primitives side by side with what a user would pick instead —
 //! Redis `SET NX PX`, PostgreSQL advisory/row locks and CAS, etcd leases and txns, a
 //! PostgreSQL `INSERT`, Redis `XADD` or a shared file for the log, `governor` or a Redis
-//! GCRA script for rate-limit decisions — and a GitHub fleet replayed direct and through
+//! GCRA script for rate-limit decisions, a PostgreSQL `SKIP LOCKED` jobs table or a Redis
+//! list (`LMOVE` + `LREM`) for work items — and a GitHub fleet replayed direct and through
 //! arbiter's proxy, in one run on one machine, printed as one table with arbiter/peer ratios.
 //!
 //! Layout:
@@ -9,7 +10,8 @@
 //!   table.
 //! - `driver`: one measured run — worker processes started together, reports merged.
 //! - `worker`: the worker process (`arbiter-bench __worker SPEC`): clients, warm-up, loop.
-//! - `systems`: one client per system and its operations (try-lock + release, CAS, append).
+//! - `systems`: one client per system and its operations (try-lock + release, CAS, append,
+//!   limiter decision, work-item push and claim + done).
 //! - `cli`: CLI call latency, one process at a time.
 //! - `fleet`: the GitHub fleet replay (issue 14), in this process: the fake GitHub, arbiter's
 //!   proxy in front of it, and every simulated client's loops.
@@ -700,11 +702,11 @@ async fn check_queue(system: System, targets: &Targets, plan: &Plan, ready: u64,
         return format!("QUEUE WRONG: {}", wrong.join(", "));
     }
     let done = match counts.done {
-        Some(found) => format!("{} done, ", report::thousands(found)),
+        Some(found) => format!(", {} done", report::thousands(found)),
         None => String::new(),
     };
     format!(
-        "queue left {done}{} ready, 0 claimed, as expected",
+        "queue holds {} ready, 0 claimed{done} as expected",
         report::thousands(ready)
     )
 }
