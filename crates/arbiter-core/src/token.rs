@@ -27,10 +27,13 @@ pub enum Primitive {
     Limit,
     /// The fleet: loops, their rounds and GitHub budgets (`arbiter status`).
     Status,
+    /// Work items: push, claim, heartbeat, done, fail, retry (write); list, show, stats,
+    /// hosts (read).
+    Queue,
 }
 
 impl Primitive {
-    pub const ALL: [Primitive; 7] = [
+    pub const ALL: [Primitive; 8] = [
         Primitive::Lease,
         Primitive::Kv,
         Primitive::Log,
@@ -38,6 +41,7 @@ impl Primitive {
         Primitive::Notify,
         Primitive::Limit,
         Primitive::Status,
+        Primitive::Queue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Primitive {
             Primitive::Notify => "notify",
             Primitive::Limit => "limit",
             Primitive::Status => "status",
+            Primitive::Queue => "queue",
         }
     }
 }
@@ -81,7 +86,7 @@ pub enum Scope {
 }
 
 const SCOPE_RULE: &str = "expected `*`, `admin` or <primitive>:read|write with primitive one of \
-     lease, kv, log, decisions, notify, limit, status";
+     lease, kv, log, decisions, notify, limit, status, queue";
 
 impl FromStr for Scope {
     type Err = ParseError;
@@ -342,7 +347,7 @@ mod tests {
         let scopes: Scopes = "kv:read, lease:write,kv:read".parse().unwrap();
         assert_eq!(scopes.to_string(), "lease:write,kv:read");
         assert_eq!("*".parse::<Scopes>().unwrap(), Scopes::all());
-        for bad in ["", ",", "lease", "lease:admin", "queue:read", "kv:read,nope"] {
+        for bad in ["", ",", "lease", "lease:admin", "queues:read", "kv:read,nope"] {
             let err = bad.parse::<Scopes>().unwrap_err();
             assert!(err.message.contains("scope"), "{bad:?}: {}", err.message);
         }
@@ -367,6 +372,13 @@ mod tests {
         let every = Scopes::every_write();
         assert!(!every.admin() && Primitive::ALL.iter().all(|p| every.allows(*p, Access::Write)));
         assert_eq!(every.to_string().parse::<Scopes>().unwrap(), every, "sorted as parsed");
+        let queue: Scopes = "queue:read".parse().unwrap();
+        assert!(queue.allows(Primitive::Queue, Access::Read) && !queue.allows(Primitive::Queue, Access::Write));
+        assert_eq!(queue.to_string(), "queue:read");
+        assert!(
+            every.allows(Primitive::Queue, Access::Write),
+            "a default token works queues"
+        );
     }
 
     #[test]

@@ -318,3 +318,144 @@ pub struct Status {
     /// The namespace (default: `default`).
     pub namespace: Option<String>,
 }
+
+/// When a pushed item becomes claimable: a duration from now (`10m`) or an RFC 3339 time
+/// (`2026-12-01T14:00:00Z`), or names `field`.
+pub fn not_before(field: &str, text: &str) -> Result<arbiter_core::queue::NotBefore, ErrorData> {
+    use arbiter_core::queue::NotBefore;
+    if text.bytes().next().is_some_and(|b| b.is_ascii_digit()) && !text.contains('T') {
+        let delay =
+            arbiter_core::duration::parse_duration_or_zero(text).map_err(|e| invalid(Some(field), &e.message))?;
+        let delay = arbiter_core::queue::check_delay(field, delay).map_err(|e| invalid(Some(field), &e.message))?;
+        return Ok(NotBefore::After(delay));
+    }
+    arbiter_ops::view::parse_timestamp(field, text)
+        .map(NotBefore::At)
+        .map_err(|e| {
+            invalid(
+                Some(field),
+                &format!("{}; or a duration from now such as 10m", e.message),
+            )
+        })
+}
+
+/// `queue_push`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePush {
+    /// The namespace (default: `default`).
+    pub namespace: Option<String>,
+    /// The queue, e.g. `triage` or `loop/build`.
+    pub queue: String,
+    /// The work: text a worker reads (at most 1 MiB).
+    pub body: String,
+    /// Idempotency key (e.g. an issue's URL): pushing the same key again into the queue
+    /// creates nothing and returns the first item (`created: false`).
+    pub key: Option<String>,
+    /// Higher is claimed first (default 0).
+    pub priority: Option<i32>,
+    /// Capabilities a worker must have to claim it, e.g. ["gpu"].
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// Claimable only from then: a duration from now (10m) or an RFC 3339 time
+    /// (2026-12-01T14:00:00Z).
+    pub not_before: Option<String>,
+    /// Claims it gets before it is dead (default 5).
+    pub max_attempts: Option<u32>,
+}
+
+/// `queue_claim`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueClaim {
+    /// The namespace (default: `default`).
+    pub namespace: Option<String>,
+    /// The queue.
+    pub queue: String,
+    /// What you can do: only items whose requirements are all among these are claimed.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// How long the claim lasts without a heartbeat: 30s, 5m (default), at most 24h.
+    pub lease: Option<String>,
+    /// Wait up to this long for an item (default: one try; at most 10m).
+    pub wait: Option<String>,
+    /// Who claims, shown to others (an agent name, at most 200 characters).
+    pub agent: Option<String>,
+}
+
+/// `queue_heartbeat`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueHeartbeat {
+    /// The namespace (default: `default`).
+    pub namespace: Option<String>,
+    /// The item's id.
+    pub id: i64,
+    /// The claim token `queue_claim` returned.
+    pub token: i64,
+    /// The claim lasts this long from now: 30s, 5m, at most 24h.
+    pub lease: String,
+}
+
+/// `queue_done`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDone {
+    /// The namespace (default: `default`).
+    pub namespace: Option<String>,
+    /// The item's id.
+    pub id: i64,
+    /// The claim token `queue_claim` returned.
+    pub token: i64,
+    /// What came of it (at most 64 KiB).
+    pub result: Option<String>,
+}
+
+/// `queue_fail`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFail {
+    /// The namespace (default: `default`).
+    pub namespace: Option<String>,
+    /// The item's id.
+    pub id: i64,
+    /// The claim token `queue_claim` returned.
+    pub token: i64,
+    /// Why it failed (at most 64 KiB).
+    pub reason: String,
+    /// Ready again after this long (0s: at once; default: a backoff, 10s doubling per
+    /// attempt, at most 1h).
+    pub retry_in: Option<String>,
+}
+
+/// `queue_list`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueList {
+    /// The namespace (default: `default`).
+    pub namespace: Option<String>,
+    /// Only this queue's items.
+    pub queue: Option<String>,
+    /// Only items in this state: ready, claimed, done, dead or cancelled.
+    pub state: Option<String>,
+    /// At most this many, newest first (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// `queue_show`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueShow {
+    /// The namespace (default: `default`).
+    pub namespace: Option<String>,
+    /// The item's id.
+    pub id: i64,
+}
+
+/// `queue_stats`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueStats {
+    /// The namespace (default: `default`).
+    pub namespace: Option<String>,
+}

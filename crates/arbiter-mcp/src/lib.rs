@@ -28,15 +28,18 @@ use std::sync::Arc;
 use arbiter_config::Config;
 use arbiter_core::lease::Holder;
 use arbiter_core::log::{ContentType, NewRecord, RecordFields};
-use arbiter_core::name::{BucketName, ConsumerName, Key, LeaseName, Namespace, Prefix, StreamName};
+use arbiter_core::name::{
+    BucketName, Capability, ConsumerName, Key, LeaseName, Namespace, Prefix, QueueName, StreamName,
+};
 use arbiter_core::notify::{Notification, Severity};
+use arbiter_core::queue::{ClaimRequest, DEFAULT_MAX_ATTEMPTS, FailRequest, ItemState, NewItem};
 use arbiter_core::token::{Access, Primitive, Principal};
 use arbiter_core::{Detail, Error, ErrorKind};
 use arbiter_ops::decisions::DecisionInput;
 use arbiter_ops::lease::AcquireRequest;
 use arbiter_ops::limit::{Priority, TakeRequest};
 use arbiter_ops::log::Start;
-use arbiter_ops::{decisions, fleet, kv, lease, limit, log, notify};
+use arbiter_ops::{decisions, fleet, kv, lease, limit, log, notify, queue};
 use arbiter_store::Store;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
@@ -51,6 +54,8 @@ use args::{Parameters, invalid, namespace, parse};
 
 /// The most records `log_read` returns at once.
 const MAX_READ: usize = 1000;
+/// Items `queue_list` returns unless `limit` says otherwise.
+const DEFAULT_ITEMS: usize = 100;
 
 /// Who the tools act for, by transport.
 #[derive(Debug, Clone)]
@@ -189,6 +194,44 @@ fn failure(err: &Error) -> CallToolResult {
 /// A bad-input failure of a check made before the operation, naming `field`.
 fn checked<T>(field: &str, result: arbiter_core::Result<T>) -> Result<T, ErrorData> {
     result.map_err(|e| invalid(Some(field), &e.message))
+}
+
+/// A list of capabilities from `field`: each valid, at most 64.
+fn capabilities(field: &str, list: &[String]) -> Result<Vec<Capability>, ErrorData> {
+    let parsed = list
+        .iter()
+        .map(|text| parse::<Capability>(field, text))
+        .collect::<Result<Vec<_>, _>>()?;
+    arbiter_core::queue::capability_set(parsed).map_err(|e| invalid(Some(field), &e.message))
+}
+
+/// A claim's lease in the CLI's duration syntax: 100ms to 24h.
+fn claim_lease(field: &str, text: &str) -> Result<std::time::Duration, ErrorData> {
+    arbiter_core::queue::check_lease(args::duration(field, text)?).map_err(|e| invalid(Some(field), &e.message))
+}
+
+/// A work item's id: a positive integer.
+fn item_id(id: i64) -> Result<i64, ErrorData> {
+    if id > 0 {
+        Ok(id)
+    } else {
+        Err(invalid(
+            Some("id"),
+            &format!("{id}: expected the positive id queue_push returned"),
+        ))
+    }
+}
+
+/// A claim token: a positive integer.
+fn claim_token(token: i64) -> Result<i64, ErrorData> {
+    if token > 0 {
+        Ok(token)
+    } else {
+        Err(invalid(
+            Some("token"),
+            &format!("{token}: expected the positive token queue_claim returned"),
+        ))
+    }
 }
 
 /// A label of who holds a lease: the transport's own agent, with the caller's `agent`.
@@ -529,6 +572,248 @@ impl Arbiter {
     }
 
     #[tool(
+        description = "Add a work item to a queue for some agent to claim. With `key` (e.g. an issue URL), \
+                       pushing the same key again creates nothing and returns the first item (created: \
+                       false). `requires`: capabilities a worker must have (e.g. [\"gpu\"])."
+    )]
+    async fn queue_push(
+        &self,
+        Parameters(a): Parameters<args::QueuePush>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let ns = namespace(a.namespace.as_deref())?;
+        let queue_name: QueueName = parse("queue", &a.queue)?;
+        checked("body", arbiter_core::queue::check_body(&a.body).map_err(Error::from))?;
+        if let Some(key) = &a.key {
+            checked("key", arbiter_core::queue::check_key(key).map_err(Error::from))?;
+        }
+        let requires = capabilities("requires", &a.requires)?;
+        let not_before = a
+            .not_before
+            .as_deref()
+            .map(|text| args::not_before("not_before", text))
+            .transpose()?;
+        let item = checked(
+            "max_attempts",
+            NewItem::new(
+                ns.clone(),
+                queue_name,
+                a.body,
+                a.key,
+                a.priority.unwrap_or(0),
+                requires,
+                not_before,
+                a.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            )
+            .map_err(Error::from),
+        )?;
+        Ok(self
+            .call(&context, &ns, Primitive::Queue, Access::Write, |_| {
+                queue::push(&self.store, &item)
+            })
+            .await)
+    }
+
+    #[tool(
+        description = "Claim one work item of a queue: the highest priority, then oldest, ready item whose \
+                       requirements are among your `capabilities`. Returns {\"claimed\": {id, token, body, \
+                       attempt, …}}, or {\"claimed\": null} when there is nothing to claim (within `wait`). \
+                       Nobody else gets the item while your claim lasts: call queue_heartbeat before `lease` \
+                       runs out, then queue_done or queue_fail with the token."
+    )]
+    async fn queue_claim(
+        &self,
+        Parameters(a): Parameters<args::QueueClaim>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let ns = namespace(a.namespace.as_deref())?;
+        let queue_name: QueueName = parse("queue", &a.queue)?;
+        let capabilities = capabilities("capabilities", &a.capabilities)?;
+        let lease = match a.lease.as_deref() {
+            Some(text) => claim_lease("lease", text)?,
+            None => arbiter_core::queue::DEFAULT_LEASE,
+        };
+        let wait = args::wait(a.wait.as_deref())?;
+        if let Some(agent) = &a.agent {
+            arbiter_core::lease::check_agent(agent).map_err(|e| invalid(Some("agent"), &e.message))?;
+        }
+        let ns = &ns;
+        Ok(self
+            .call(&context, ns, Primitive::Queue, Access::Write, |caller| async move {
+                let mut holder = caller.holder;
+                holder.agent = agent_label(&holder.agent, a.agent.as_deref());
+                let request = ClaimRequest {
+                    namespace: ns.clone(),
+                    queue: queue_name,
+                    holder,
+                    capabilities,
+                    lease,
+                };
+                let claimed = queue::claim(&self.store, &self.config, &request, wait).await?;
+                Ok(listed("claimed", claimed))
+            })
+            .await)
+    }
+
+    #[tool(
+        description = "Extend your claim of a work item to `lease` from now. Error `lost`: the token is stale \
+                       (the claim ran out and the item may be someone else's now): stop working on it."
+    )]
+    async fn queue_heartbeat(
+        &self,
+        Parameters(a): Parameters<args::QueueHeartbeat>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let ns = namespace(a.namespace.as_deref())?;
+        let id = item_id(a.id)?;
+        let token = claim_token(a.token)?;
+        let lease = claim_lease("lease", &a.lease)?;
+        Ok(self
+            .call(&context, &ns, Primitive::Queue, Access::Write, |_| {
+                queue::heartbeat(&self.store, &ns, id, token, lease, None)
+            })
+            .await)
+    }
+
+    #[tool(
+        description = "Finish a work item you claimed, with success (and an optional `result`). Error \
+                       `lost`: the token is stale and nothing was changed."
+    )]
+    async fn queue_done(
+        &self,
+        Parameters(a): Parameters<args::QueueDone>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let ns = namespace(a.namespace.as_deref())?;
+        let id = item_id(a.id)?;
+        let token = claim_token(a.token)?;
+        if let Some(result) = &a.result {
+            checked(
+                "result",
+                arbiter_core::queue::check_note("result", result).map_err(Error::from),
+            )?;
+        }
+        Ok(self
+            .call(&context, &ns, Primitive::Queue, Access::Write, |_| {
+                queue::done(&self.store, &ns, id, token, a.result.as_deref())
+            })
+            .await)
+    }
+
+    #[tool(
+        description = "Give up a work item you claimed, with a `reason`: it is ready again after `retry_in` \
+                       (default: a backoff), or dead after its last attempt. Error `lost`: the token is stale \
+                       and nothing was changed."
+    )]
+    async fn queue_fail(
+        &self,
+        Parameters(a): Parameters<args::QueueFail>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let ns = namespace(a.namespace.as_deref())?;
+        let id = item_id(a.id)?;
+        let token = claim_token(a.token)?;
+        checked(
+            "reason",
+            arbiter_core::queue::check_note("reason", &a.reason).map_err(Error::from),
+        )?;
+        let retry_in = a
+            .retry_in
+            .as_deref()
+            .map(|text| {
+                arbiter_core::duration::parse_duration_or_zero(text)
+                    .and_then(|delay| arbiter_core::queue::check_delay("retry_in", delay))
+                    .map_err(|e| invalid(Some("retry_in"), &e.message))
+            })
+            .transpose()?;
+        let request = FailRequest {
+            namespace: ns.clone(),
+            id,
+            token,
+            reason: a.reason,
+            retry_in,
+        };
+        Ok(self
+            .call(&context, &ns, Primitive::Queue, Access::Write, |_| {
+                queue::fail(&self.store, &self.config, &request)
+            })
+            .await)
+    }
+
+    #[tool(
+        description = "List work items, newest first: of one `queue`, in one `state` (ready, claimed, done, \
+                          dead, cancelled)."
+    )]
+    async fn queue_list(
+        &self,
+        Parameters(a): Parameters<args::QueueList>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let ns = namespace(a.namespace.as_deref())?;
+        let queue_name = a
+            .queue
+            .as_deref()
+            .map(|text| parse::<QueueName>("queue", text))
+            .transpose()?;
+        let state = a
+            .state
+            .as_deref()
+            .map(|text| parse::<ItemState>("state", text))
+            .transpose()?;
+        let limit = a.limit.unwrap_or(DEFAULT_ITEMS);
+        if !(1..=queue::MAX_LIST).contains(&limit) {
+            return Err(invalid(
+                Some("limit"),
+                &format!("{limit}: expected 1 to {}", queue::MAX_LIST),
+            ));
+        }
+        Ok(self
+            .call(&context, &ns, Primitive::Queue, Access::Read, |_| async {
+                queue::list(&self.store, &ns, queue_name.as_ref(), state, limit)
+                    .await
+                    .map(|items| listed("items", items))
+            })
+            .await)
+    }
+
+    #[tool(
+        description = "Show one work item: its state, body, result or last error, and every claim of it \
+                          (who, token, outcome)."
+    )]
+    async fn queue_show(
+        &self,
+        Parameters(a): Parameters<args::QueueShow>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let ns = namespace(a.namespace.as_deref())?;
+        let id = item_id(a.id)?;
+        Ok(self
+            .call(&context, &ns, Primitive::Queue, Access::Read, |_| {
+                queue::show(&self.store, &ns, id)
+            })
+            .await)
+    }
+
+    #[tool(
+        description = "Every work queue's counts: depth (ready now), age of the oldest ready item, delayed, \
+                          claimed, done, dead, claims in the last minute."
+    )]
+    async fn queue_stats(
+        &self,
+        Parameters(a): Parameters<args::QueueStats>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let ns = namespace(a.namespace.as_deref())?;
+        Ok(self
+            .call(&context, &ns, Primitive::Queue, Access::Read, |_| async {
+                queue::stats(&self.store, &self.config, &ns)
+                    .await
+                    .map(|queues| listed("queues", queues))
+            })
+            .await)
+    }
+
+    #[tool(
         description = "The fleet: every agent loop (state, host, last rounds, failures, next run) and each \
                        GitHub identity's budget, as `arbiter status --json` shows it."
     )]
@@ -583,7 +868,9 @@ impl ServerHandler for Arbiter {
                 "arbiter coordinates a fleet of agents through one store: take a lease on what you are about \
                  to change (lease_acquire; renew it, release it), share state with compare-and-swap \
                  (kv_get, kv_cas), record decisions (decide), alert people (notify), respect shared rate \
-                 limits (limit_take), and see the fleet (status). Every tool takes an optional `namespace` \
+                 limits (limit_take), share work through queues (queue_push; queue_claim, then \
+                 queue_heartbeat and queue_done or queue_fail with the claim's token), and see the fleet \
+                 (status). Every tool takes an optional `namespace` \
                  (default `default`). A failed call returns {\"error\": CODE, \"message\": TEXT}.",
             )
     }

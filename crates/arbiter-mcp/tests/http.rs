@@ -113,7 +113,7 @@ arbiter_testkit::each_backend!(
         let a = connect(addr, Some("agent-a")).await;
 
         let tools = a.list_all_tools().await.unwrap();
-        assert_eq!(tools.len(), 14, "{tools:?}");
+        assert_eq!(tools.len(), 22, "{tools:?}");
 
         // The token's own namespace and scope: the lease is the token's, with no host (it
         // expires by its TTL only).
@@ -207,3 +207,125 @@ arbiter_testkit::each_backend!(
         cancel.cancel();
     }
 );
+
+arbiter_testkit::each_backend!(
+    a_work_item_is_claimed_and_completed_through_tools,
+    |url: String| async move {
+        let store = Store::open(&StoreUrl::parse(&url).unwrap()).await.unwrap();
+        let cancel = CancellationToken::new();
+        let addr = serve(store, cancel.clone()).await;
+        let b = connect(addr, Some("agent-b")).await;
+
+        let pushed = ok(call(
+            &b,
+            "queue_push",
+            json!({"namespace": "a", "queue": "triage", "body": "issue 7", "key": "issue/7", "requires": ["gpu"]}),
+        )
+        .await);
+        assert_eq!(pushed["created"], true, "{pushed}");
+        let again = ok(call(
+            &b,
+            "queue_push",
+            json!({"namespace": "a", "queue": "triage", "body": "issue 7", "key": "issue/7"}),
+        )
+        .await);
+        assert_eq!(
+            (again["id"].clone(), again["created"].clone()),
+            (pushed["id"].clone(), json!(false))
+        );
+
+        // Without the capability: nothing to claim, as data (not an error).
+        let none = ok(call(&b, "queue_claim", json!({"namespace": "a", "queue": "triage"})).await);
+        assert_eq!(none, json!({"claimed": null}));
+        let claimed = ok(call(
+            &b,
+            "queue_claim",
+            json!({"namespace": "a", "queue": "triage", "capabilities": ["gpu"], "lease": "1m", "agent": "bot"}),
+        )
+        .await)["claimed"]
+            .clone();
+        assert_eq!(claimed["id"], pushed["id"], "{claimed}");
+        assert_eq!(claimed["body"], "issue 7");
+        assert_eq!(
+            claimed["holder"]["agent"], "agent-b/bot",
+            "the token holds it: {claimed}"
+        );
+        assert_eq!(claimed["holder"]["host"], "", "{claimed}");
+        let (id, token) = (claimed["id"].as_i64().unwrap(), claimed["token"].as_i64().unwrap());
+
+        ok(call(
+            &b,
+            "queue_heartbeat",
+            json!({"namespace": "a", "id": id, "token": token, "lease": "2m"}),
+        )
+        .await);
+        // A stale token is `lost`, and changes nothing.
+        failed(
+            call(
+                &b,
+                "queue_done",
+                json!({"namespace": "a", "id": id, "token": token + 1}),
+            )
+            .await,
+            "lost",
+        );
+        failed(
+            call(
+                &b,
+                "queue_fail",
+                json!({"namespace": "a", "id": id, "token": token + 1, "reason": "late"}),
+            )
+            .await,
+            "lost",
+        );
+        let done = ok(call(
+            &b,
+            "queue_done",
+            json!({"namespace": "a", "id": id, "token": token, "result": "fixed"}),
+        )
+        .await);
+        assert_eq!(done["state"], "done", "{done}");
+
+        let shown = ok(call(&b, "queue_show", json!({"namespace": "a", "id": id})).await);
+        assert_eq!(shown["attempts"][0]["outcome"], "done", "{shown}");
+        let listed = ok(call(&b, "queue_list", json!({"namespace": "a", "state": "done"})).await);
+        assert_eq!(listed["items"][0]["id"], id, "{listed}");
+        let stats = ok(call(&b, "queue_stats", json!({"namespace": "a"})).await);
+        assert_eq!(stats["queues"][0]["done"], 1, "{stats}");
+
+        // Bad arguments name the field; a token without a queue scope is refused.
+        let bad = call_raw(
+            &b,
+            "queue_claim",
+            json!({"namespace": "a", "queue": "triage", "lease": "1ms"}),
+        )
+        .await;
+        assert!(bad.contains("lease"), "{bad}");
+        let a = connect(addr, Some("agent-a")).await;
+        let refused = failed(
+            call(&a, "queue_claim", json!({"namespace": "a", "queue": "triage"})).await,
+            "forbidden",
+        );
+        assert!(
+            refused["message"].as_str().unwrap().contains("queue:write"),
+            "{refused}"
+        );
+
+        for client in [a, b] {
+            client.cancel().await.unwrap();
+        }
+        cancel.cancel();
+    }
+);
+
+/// A call refused as invalid params: the error's text.
+async fn call_raw(client: &Client, tool: &str, args: Value) -> String {
+    let Value::Object(args) = args else {
+        panic!("tool arguments are an object")
+    };
+    let error = client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+        .expect_err("invalid params are a JSON-RPC error");
+    error.to_string()
+}

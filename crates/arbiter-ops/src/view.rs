@@ -16,6 +16,21 @@ pub fn timestamp(ms: Millis) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// The reverse of [`timestamp`]: an RFC 3339 time (`2026-12-01T14:00:00Z`, with or
+/// without fractions of a second; UTC) as milliseconds since the epoch. `what` names the
+/// input in the error.
+pub fn parse_timestamp(what: &str, text: &str) -> Result<Millis, arbiter_core::ParseError> {
+    humantime::parse_rfc3339(text)
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .and_then(|since| Millis::try_from(since.as_millis()).ok())
+        .ok_or_else(|| {
+            arbiter_core::ParseError::new(format!(
+                "invalid {what} {text:?}: expected an RFC 3339 time in UTC, e.g. 2026-12-01T14:00:00Z"
+            ))
+        })
+}
+
 /// A lease. Field names are stable.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +63,18 @@ impl From<&Lease> for LeaseView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_read_back_as_shown() {
+        for ms in [0, 1_764_600_000_123, LAST_SHOWN_MS] {
+            assert_eq!(parse_timestamp("time", &timestamp(ms)).unwrap(), ms);
+        }
+        assert_eq!(parse_timestamp("t", "2026-12-01T14:00:00Z").unwrap(), 1_796_133_600_000);
+        for bad in ["", "tomorrow", "2026-12-01", "2026-12-01T14:00:00+01:00"] {
+            let err = parse_timestamp("not-before", bad).unwrap_err();
+            assert!(err.message.contains("not-before"), "{bad:?}: {}", err.message);
+        }
+    }
 
     /// A stored time past year 9999 (a bogus upstream reset) made every view of it panic.
     #[test]

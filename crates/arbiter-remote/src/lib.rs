@@ -24,7 +24,8 @@ use arbiter_core::kv::{IfVersion, KeyValue, KvEvent};
 use arbiter_core::lease::{AcquireRequest, Holder, Lease, RenewRequest};
 use arbiter_core::limit::{BucketSpec, Observation, TakeRequest};
 use arbiter_core::log::{ConsumerInfo, ContentType, NewRecord, StreamInfo};
-use arbiter_core::name::{BucketName, ConsumerName, Key, LeaseName, Namespace, Prefix, StreamName};
+use arbiter_core::name::{BucketName, ConsumerName, Key, LeaseName, Namespace, Prefix, QueueName, StreamName};
+use arbiter_core::queue::{ClaimRequest, FailRequest, ItemState, NewItem, NotBefore, Pushed};
 use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_ops::decisions::{Decided, Rendered};
 use arbiter_ops::fleet::FleetView;
@@ -33,6 +34,7 @@ use arbiter_ops::lease::{LeaseShow, Released};
 use arbiter_ops::limit::{BucketView, CounterView, TakeView};
 use arbiter_ops::log::{AppendedView, RecordView};
 use arbiter_ops::notify::ChannelView;
+use arbiter_ops::queue::{ClaimView, HostView, ItemInfoView, ItemView, QueueStatsView};
 use arbiter_ops::view::LeaseView;
 use arbiter_server::routes::lease::MAX_WAIT;
 use arbiter_server::wire;
@@ -569,6 +571,156 @@ impl Client {
     }
 
     // -----------------------------------------------------------------------------------
+    // Work items
+
+    /// `arbiter_ops::queue::push`: 201 for a new item, 200 for a key already in the queue
+    /// (`created: false`), both the same `Pushed`.
+    pub async fn queue_push(&self, item: &NewItem) -> Result<Pushed> {
+        let (delay_ms, not_before) = match item.not_before {
+            Some(NotBefore::After(delay)) => (Some(millis(delay)), None),
+            Some(NotBefore::At(at)) => (None, Some(arbiter_ops::view::timestamp(at))),
+            None => (None, None),
+        };
+        let body = wire::PushBody {
+            body: item.body.clone(),
+            key: item.key.clone(),
+            priority: Some(item.priority),
+            requires: item.requires.iter().map(|c| c.as_str().to_string()).collect(),
+            delay_ms,
+            not_before,
+            max_attempts: Some(item.max_attempts),
+        };
+        let url = self.ns(&item.namespace, &["queues", item.queue.as_str(), "items"]);
+        self.with_body(Method::POST, url, &body, Duration::ZERO).await
+    }
+
+    /// `arbiter_ops::queue::claim`: `None` when there was nothing to claim within `wait`.
+    /// A wait longer than the server's longest long poll ([`MAX_WAIT`]) is asked for in
+    /// turns of at most that. The claim's holder is the request's (the server records it).
+    pub async fn queue_claim(&self, request: &ClaimRequest, wait: Option<Duration>) -> Result<Option<ClaimView>> {
+        let url = self.ns(&request.namespace, &["queues", request.queue.as_str(), "claim"]);
+        let mut left = wait;
+        // Bounded: every turn but the last waits MAX_WAIT in the server.
+        loop {
+            let wait = left.map(|left| left.min(MAX_WAIT)).filter(|wait| millis(*wait) > 0);
+            let body = wire::ClaimBody {
+                capabilities: request.capabilities.iter().map(|c| c.as_str().to_string()).collect(),
+                lease_ms: Some(millis(request.lease)),
+                wait_ms: wait.map(millis),
+                holder: Some(holder_body(&request.holder)),
+            };
+            let answer: wire::ClaimAnswer = self
+                .with_body(Method::POST, url.clone(), &body, wait.unwrap_or_default())
+                .await?;
+            match answer.claimed {
+                None if wait == Some(MAX_WAIT) => left = left.map(|left| left.saturating_sub(MAX_WAIT)),
+                claimed => return Ok(claimed),
+            }
+        }
+    }
+
+    /// `arbiter_ops::queue::heartbeat`.
+    pub async fn queue_heartbeat(
+        &self,
+        namespace: &Namespace,
+        id: i64,
+        token: i64,
+        lease: Duration,
+        pgid: Option<u32>,
+    ) -> Result<ItemView> {
+        let body = wire::HeartbeatBody {
+            token,
+            lease_ms: millis(lease),
+            pgid,
+        };
+        self.with_body(
+            Method::POST,
+            self.item(namespace, id, "heartbeat"),
+            &body,
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    /// `arbiter_ops::queue::done`.
+    pub async fn queue_done(
+        &self,
+        namespace: &Namespace,
+        id: i64,
+        token: i64,
+        result: Option<&str>,
+    ) -> Result<ItemView> {
+        let body = wire::DoneBody {
+            token,
+            result: result.map(str::to_string),
+        };
+        self.with_body(Method::POST, self.item(namespace, id, "done"), &body, Duration::ZERO)
+            .await
+    }
+
+    /// `arbiter_ops::queue::fail`.
+    pub async fn queue_fail(&self, request: &FailRequest) -> Result<ItemView> {
+        let body = wire::FailBody {
+            token: request.token,
+            reason: request.reason.clone(),
+            retry_in_ms: request.retry_in.map(millis),
+        };
+        let url = self.item(&request.namespace, request.id, "fail");
+        self.with_body(Method::POST, url, &body, Duration::ZERO).await
+    }
+
+    /// `arbiter_ops::queue::retry`.
+    pub async fn queue_retry(&self, namespace: &Namespace, id: i64) -> Result<ItemView> {
+        let url = self.item(namespace, id, "retry");
+        self.send(self.request(Method::POST, url), Duration::ZERO).await
+    }
+
+    /// `arbiter_ops::queue::list`: at most `limit` items (capped at
+    /// `arbiter_ops::queue::MAX_LIST`), newest first.
+    pub async fn queue_list(
+        &self,
+        namespace: &Namespace,
+        queue: Option<&QueueName>,
+        state: Option<ItemState>,
+        limit: usize,
+    ) -> Result<Vec<ItemView>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut url = self.ns(namespace, &["items"]);
+        let limit = limit.min(arbiter_ops::queue::MAX_LIST).to_string();
+        query(
+            &mut url,
+            &[
+                ("queue", queue.map(QueueName::as_str)),
+                ("state", state.map(ItemState::as_str)),
+                ("limit", Some(&limit)),
+            ],
+        );
+        self.get(url).await
+    }
+
+    /// `arbiter_ops::queue::show`.
+    pub async fn queue_show(&self, namespace: &Namespace, id: i64) -> Result<ItemInfoView> {
+        self.get(self.ns(namespace, &["items", &id.to_string()])).await
+    }
+
+    /// `arbiter_ops::queue::stats`.
+    pub async fn queue_stats(&self, namespace: &Namespace) -> Result<Vec<QueueStatsView>> {
+        self.get(self.ns(namespace, &["queues"])).await
+    }
+
+    /// `arbiter_ops::queue::hosts`.
+    pub async fn queue_hosts(&self, namespace: &Namespace) -> Result<Vec<HostView>> {
+        self.get(self.ns(namespace, &["hosts"])).await
+    }
+
+    /// `BASE/v1/ns/NS/items/ID/ACTION`.
+    fn item(&self, namespace: &Namespace, id: i64, action: &str) -> Url {
+        self.ns(namespace, &["items", &id.to_string(), action])
+    }
+
+    // -----------------------------------------------------------------------------------
     // The fleet, the store
 
     /// `arbiter_ops::fleet::fleet_status`.
@@ -626,15 +778,11 @@ impl LeaseKeeper for Client {
 /// The lease a server's view describes (its times are milliseconds, as the store's).
 fn lease_from_view(view: &LeaseView, shown: &str) -> Result<Lease> {
     let millis_of = |field: &str, text: &str| {
-        humantime::parse_rfc3339(text)
-            .ok()
-            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-            .and_then(|since| i64::try_from(since.as_millis()).ok())
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "the server at {shown} answered a lease whose {field} {text:?} is not an RFC 3339 time"
-                ))
-            })
+        arbiter_ops::view::parse_timestamp(field, text).map_err(|_| {
+            Error::internal(format!(
+                "the server at {shown} answered a lease whose {field} {text:?} is not an RFC 3339 time"
+            ))
+        })
     };
     let invalid = |why: String| Error::internal(format!("the server at {shown} answered an invalid lease: {why}"));
     Ok(Lease {

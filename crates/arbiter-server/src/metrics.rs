@@ -8,8 +8,9 @@
 //! - **Read from the store at scrape time**, for the namespaces of `serve
 //!   --metrics-namespace` (default `default`), so every server of a fleet reports the same
 //!   state: leases held, the notification outbox (pending entries, age of the oldest),
-//!   loops by state, each bucket's tokens, and the store's shared counters (the GitHub
-//!   proxy's). The store is the truth; the process keeps none of it.
+//!   loops by state, each bucket's tokens, the store's shared counters (the GitHub
+//!   proxy's), and each work queue's depth, oldest ready age, claimed and dead items. The
+//!   store is the truth; the process keeps none of it.
 //!
 //! `/metrics` is public, like a Prometheus exporter: it shows counts and names of
 //! namespaces, loops and buckets, never a value of a key, a record or a secret. Bind the
@@ -17,6 +18,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arbiter_config::Config;
 use arbiter_core::name::{Namespace, Prefix};
 use arbiter_core::{Error, Result};
 use arbiter_ops::notify::MAX_LIST;
@@ -69,6 +71,12 @@ struct BucketLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    namespace: String,
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CounterLabels {
     namespace: String,
     scope: String,
@@ -92,6 +100,10 @@ pub struct Metrics {
     loops: Family<LoopLabels, Gauge>,
     bucket_tokens: Family<BucketLabels, FloatGauge>,
     counters: Family<CounterLabels, Gauge>,
+    queue_depth: Family<QueueLabels, Gauge>,
+    queue_oldest: Family<QueueLabels, FloatGauge>,
+    queue_claimed: Family<QueueLabels, Gauge>,
+    queue_dead: Family<QueueLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -114,6 +126,10 @@ impl Metrics {
             loops: Family::default(),
             bucket_tokens: Family::default(),
             counters: Family::default(),
+            queue_depth: Family::default(),
+            queue_oldest: Family::default(),
+            queue_claimed: Family::default(),
+            queue_dead: Family::default(),
         };
         {
             let mut registry = metrics.registry.try_lock().expect("a new registry is not locked");
@@ -163,6 +179,26 @@ impl Metrics {
                 "The store's shared counters (the GitHub proxy's: requests, cache hits, …), summed over hosts",
                 metrics.counters.clone(),
             );
+            r.register(
+                "arbiter_queue_depth",
+                "Work items ready to be claimed now, per queue (read from the store at scrape time)",
+                metrics.queue_depth.clone(),
+            );
+            r.register(
+                "arbiter_queue_oldest_ready_age_seconds",
+                "How long the oldest item ready now has waited, per queue (0: none)",
+                metrics.queue_oldest.clone(),
+            );
+            r.register(
+                "arbiter_queue_claimed",
+                "Work items under a live claim, per queue",
+                metrics.queue_claimed.clone(),
+            );
+            r.register(
+                "arbiter_queue_dead",
+                "Work items dead after their last attempt, per queue (`queue retry` revives one)",
+                metrics.queue_dead.clone(),
+            );
         }
         metrics
     }
@@ -189,8 +225,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Reads the store's gauges afresh and encodes every metric.
-    pub async fn scrape(&self, store: &Store) -> Result<String> {
+    /// Reads the store's gauges afresh and encodes every metric. `config` routes the
+    /// `queue.dead` alerts a crash left unraised, which reading the queues' counts raises
+    /// (as `arbiter queue stats` does).
+    pub async fn scrape(&self, store: &Store, config: &Config) -> Result<String> {
         let registry = self.registry.lock().await;
         for family in [&self.leases_held, &self.outbox_pending] {
             family.clear();
@@ -199,8 +237,12 @@ impl Metrics {
         self.loops.clear();
         self.bucket_tokens.clear();
         self.counters.clear();
+        for family in [&self.queue_depth, &self.queue_claimed, &self.queue_dead] {
+            family.clear();
+        }
+        self.queue_oldest.clear();
         for ns in &self.namespaces {
-            self.read_namespace(store, ns).await?;
+            self.read_namespace(store, config, ns).await?;
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)
@@ -208,7 +250,7 @@ impl Metrics {
         Ok(text)
     }
 
-    async fn read_namespace(&self, store: &Store, ns: &Namespace) -> Result<()> {
+    async fn read_namespace(&self, store: &Store, config: &Config, ns: &Namespace) -> Result<()> {
         let labels = NsLabels {
             namespace: ns.to_string(),
         };
@@ -254,6 +296,18 @@ impl Metrics {
                     name: counter.name,
                 })
                 .set(counter.value);
+        }
+
+        for stats in arbiter_ops::queue::stats(store, config, ns).await? {
+            let labels = QueueLabels {
+                namespace: ns.to_string(),
+                queue: stats.queue,
+            };
+            self.queue_depth.get_or_create(&labels).set(stats.depth as i64);
+            self.queue_claimed.get_or_create(&labels).set(stats.claimed as i64);
+            self.queue_dead.get_or_create(&labels).set(stats.dead as i64);
+            let oldest = stats.oldest_ready_age_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
+            self.queue_oldest.get_or_create(&labels).set(oldest);
         }
         Ok(())
     }

@@ -154,6 +154,35 @@ pub mod path {
         pub consumer: String,
     }
 
+    /// `{ns}` and a work `{queue}`.
+    #[derive(IntoParams, ToSchema)]
+    #[into_params(parameter_in = Path)]
+    #[allow(dead_code)]
+    pub struct Queue {
+        /// The namespace.
+        #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+        pub ns: String,
+        /// The queue; a `/` in it is sent as `%2F`.
+        #[param(
+            pattern = "^(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+)(?:/(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+))*$",
+            max_length = 255
+        )]
+        pub queue: String,
+    }
+
+    /// `{ns}` and a work item's `{id}`.
+    #[derive(IntoParams, ToSchema)]
+    #[into_params(parameter_in = Path)]
+    #[allow(dead_code)]
+    pub struct Item {
+        /// The namespace.
+        #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+        pub ns: String,
+        /// The item's id (as `queue push` printed it).
+        #[param(minimum = 1)]
+        pub id: i64,
+    }
+
     /// `{ns}` and an outbox entry's `{id}`.
     #[derive(IntoParams, ToSchema)]
     #[into_params(parameter_in = Path)]

@@ -402,3 +402,139 @@ pub struct NotificationsQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
 }
+
+// ---------------------------------------------------------------------------------------
+// Work items
+
+/// `POST /v1/ns/{ns}/queues/{queue}/items`: push an item (as `arbiter queue push`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushBody {
+    /// The item's body: UTF-8 text, at most 1 MiB (it may be empty). A worker reads it on
+    /// its standard input.
+    pub body: String,
+    /// Idempotency key: a push with a key already in the queue (in any state) creates
+    /// nothing and answers the first item (200, `created: false`).
+    #[schema(min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Higher first (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Capabilities a worker must offer to claim it (`gpu`, `repo:web`): 1-64 characters of
+    /// a-z, 0-9 and . _ - : /, starting with a letter or digit.
+    #[schema(max_items = 64)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
+    /// Claimable only this long after the push (milliseconds, by the store's clock; at most
+    /// 30 days). Not with `not_before`.
+    #[schema(maximum = 2592000000.0)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Claimable only from this time (RFC 3339, `2026-12-01T14:00:00Z`). Not with
+    /// `delay_ms`.
+    #[schema(format = DateTime)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// Claims it gets before it is dead (default 5, at most 1000).
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+}
+
+/// `POST /v1/ns/{ns}/queues/{queue}/claim`: claim one item (as `arbiter queue claim`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// What the worker can do: only items whose `requires` are all among these are
+    /// claimed (default: none, so only items that require nothing).
+    #[schema(max_items = 64)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// How long the claim lasts without a heartbeat (milliseconds; 100 ms to 24 h; default
+    /// 5 minutes).
+    #[schema(minimum = 100, maximum = 86400000)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    /// Wait up to this long for an item (milliseconds; at most 10 minutes, a longer wait
+    /// is cut to that). Absent: one try.
+    #[schema(minimum = 1, maximum = 315360000000.0)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// Who claims, as for a lease (`agent` defaults to the token's name; no host unless
+    /// given). Shown by `queue show`; an expired claim is ended by its expiry alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<HolderBody>,
+}
+
+/// The answer of a claim: the claim, or `null` when there was nothing to claim (within
+/// the wait) — not an error, as `arbiter queue claim` exits 3 without printing one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClaimAnswer {
+    pub claimed: Option<arbiter_ops::queue::ClaimView>,
+}
+
+/// `POST /v1/ns/{ns}/items/{id}/heartbeat`: extend a live claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    /// The claim token `claim` returned.
+    #[schema(minimum = 1)]
+    pub token: i64,
+    /// The claim lasts this long from now (milliseconds; 100 ms to 24 h).
+    #[schema(minimum = 100, maximum = 86400000)]
+    pub lease_ms: u64,
+    /// The worker's process group, recorded with the claim's holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<u32>,
+}
+
+/// `POST /v1/ns/{ns}/items/{id}/done`: end a live claim with success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DoneBody {
+    /// The claim token `claim` returned.
+    #[schema(minimum = 1)]
+    pub token: i64,
+    /// What came of it (at most 64 KiB), shown by `queue show`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+}
+
+/// `POST /v1/ns/{ns}/items/{id}/fail`: end a live claim with a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailBody {
+    /// The claim token `claim` returned.
+    #[schema(minimum = 1)]
+    pub token: i64,
+    /// Why (at most 64 KiB).
+    pub reason: String,
+    /// Ready again this long from now (milliseconds, 0 for at once; at most 30 days).
+    /// Default: the backoff of the attempt (10 s doubling, at most 1 h).
+    #[schema(maximum = 2592000000.0)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+}
+
+/// `GET /v1/ns/{ns}/items?queue=&state=&limit=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ItemsQuery {
+    /// Only this queue's items.
+    #[param(
+        pattern = "^(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+)(?:/(?:[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.[A-Za-z0-9_:@-][A-Za-z0-9._:@-]*|\\.\\.[A-Za-z0-9._:@-]+))*$",
+        max_length = 255
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Only items in this state.
+    #[param(pattern = "^(ready|claimed|done|dead|cancelled)$")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// At most this many, newest first (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}

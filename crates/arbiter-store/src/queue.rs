@@ -209,6 +209,30 @@ pub(crate) fn claim_of(item: Item, request: &ClaimRequest, now: Millis) -> Claim
     }
 }
 
+/// The claim of an item a backend claimed in SQL (state, attempt, token and expiry already
+/// written by the rule of [`claim_of`]), for `request`.
+pub(crate) fn claimed_by(item: Item, request: &ClaimRequest) -> Result<Claim> {
+    let expires_at = item
+        .expires_at
+        .ok_or_else(|| corrupted(format!("claimed item {} has no expiry", item.id)))?;
+    Ok(Claim {
+        namespace: item.namespace,
+        queue: item.queue,
+        id: item.id,
+        token: item.last_token,
+        attempt: item.attempt,
+        max_attempts: item.max_attempts,
+        body: item.body,
+        key: item.key,
+        priority: item.priority,
+        requires: item.requires,
+        holder: request.holder.clone(),
+        claimed_at: item.updated_at,
+        expires_at,
+        lease_ms: ms(request.lease),
+    })
+}
+
 /// Where a failed item goes: its state, and when it is ready again (`not_before`, for a
 /// ready item; `now` for a dead one).
 pub(crate) fn after_failure(item: &Item, retry_in: Option<Duration>, now: Millis) -> (ItemState, Millis) {
@@ -261,4 +285,103 @@ pub(crate) fn stats_of(
         oldest_ready_at,
         claims_last_minute: n(claims),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use arbiter_core::name::QueueName;
+
+    use super::*;
+
+    fn claimed(last_token: i64, expires_at: Option<Millis>) -> Item {
+        Item {
+            namespace: Namespace::default(),
+            queue: QueueName::parse("q").unwrap(),
+            id: 7,
+            state: ItemState::Claimed,
+            priority: 0,
+            requires: vec![],
+            key: None,
+            body: String::new(),
+            attempt: 2,
+            max_attempts: 3,
+            last_token,
+            holder: None,
+            expires_at,
+            not_before: 0,
+            created_at: 0,
+            updated_at: 0,
+            result: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_token_holds_only_the_live_claim_and_a_refusal_says_why() {
+        assert!(check_claim(&claimed(4, Some(100)), 4, 99).is_ok());
+        let why = |item: &Item, token, now| {
+            let err = check_claim(item, token, now).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Lost);
+            err.message
+        };
+        assert!(why(&claimed(4, Some(100)), 4, 100).contains("the claim ran out"));
+        assert!(why(&claimed(4, Some(100)), 3, 50).contains("the item's claim has token 4"));
+        let done = Item {
+            state: ItemState::Done,
+            ..claimed(4, None)
+        };
+        assert_eq!(
+            why(&done, 4, 50),
+            "item 7: claim token 4 is stale (the item is done); nothing was changed"
+        );
+    }
+
+    #[test]
+    fn failures_back_off_or_die_by_the_core_rules() {
+        let item = claimed(4, Some(100));
+        assert_eq!(after_failure(&item, None, 1000), (ItemState::Ready, 1000 + 20_000));
+        assert_eq!(
+            after_failure(&item, Some(Duration::from_millis(5)), 1000),
+            (ItemState::Ready, 1005)
+        );
+        let last = Item { attempt: 3, ..item };
+        assert_eq!(after_failure(&last, None, 1000), (ItemState::Dead, 1000));
+    }
+
+    #[test]
+    fn stored_rows_that_do_not_decode_are_corrupted_not_panics() {
+        let expired = |attempt, max_attempts| Expired {
+            id: 1,
+            attempt,
+            max_attempts,
+            last_token: 1,
+        };
+        assert!(expired(3, 3).dies().unwrap());
+        assert!(!expired(1, 3).dies().unwrap());
+        assert!(
+            expired(-1, 3)
+                .dies()
+                .unwrap_err()
+                .message
+                .starts_with("corrupted store")
+        );
+        assert!(StoredCaps::Json("[1]".into()).decode().is_err());
+        assert!(StoredCaps::List(vec!["GPU".into()]).decode().is_err());
+        assert_eq!(
+            StoredCaps::Json(caps_json(&[Capability::parse("gpu").unwrap()]))
+                .decode()
+                .unwrap(),
+            [Capability::parse("gpu").unwrap()]
+        );
+        let bad = AttemptRow {
+            attempt: 1,
+            token: 1,
+            holder: "{}".into(),
+            claimed_at: 0,
+            ended_at: None,
+            outcome: None,
+            error: None,
+        };
+        assert!(bad.decode().unwrap_err().message.starts_with("corrupted store"));
+    }
 }

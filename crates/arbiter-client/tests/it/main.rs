@@ -12,6 +12,7 @@ use arbiter_store::{Store, StoreUrl};
 use arbiter_testkit::each_backend;
 
 mod limit;
+mod queue;
 
 async fn open(url: &str) -> Store {
     Store::open(&StoreUrl::parse(url).unwrap()).await.unwrap()

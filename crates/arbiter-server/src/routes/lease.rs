@@ -58,8 +58,9 @@ pub async fn acquire(
     }
 }
 
-/// The holder a client names, with the token's name as the default agent.
-fn holder(body: HolderBody, token_name: &str) -> ApiResult<Holder> {
+/// The holder a client names, with the token's name as the default agent (a lease's, a
+/// work item claim's).
+pub(crate) fn holder(body: HolderBody, token_name: &str) -> ApiResult<Holder> {
     let agent = body.agent.unwrap_or_else(|| token_name.to_string());
     check_field("holder.agent", check_agent(&agent))?;
     for (field, text) in [("holder.host", &body.host), ("holder.boot_id", &body.boot_id)] {

@@ -13,6 +13,7 @@ pub mod limit;
 pub mod log;
 pub mod notify;
 pub mod ops;
+pub mod queue;
 pub mod status;
 
 use utoipa::OpenApi;
@@ -48,6 +49,16 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(notify::list, notify::notify))
         .routes(routes!(notify::resolve))
         .routes(routes!(notify::retry))
+        .routes(routes!(queue::push))
+        .routes(routes!(queue::claim))
+        .routes(routes!(queue::heartbeat))
+        .routes(routes!(queue::done))
+        .routes(routes!(queue::fail))
+        .routes(routes!(queue::retry))
+        .routes(routes!(queue::show))
+        .routes(routes!(queue::list))
+        .routes(routes!(queue::stats))
+        .routes(routes!(queue::hosts))
         .routes(routes!(status::status))
         .routes(routes!(status::stream))
         .routes(routes!(crate::dashboard::stream))

@@ -35,6 +35,6 @@ pub async fn openapi() -> impl IntoResponse {
 /// `GET /metrics`: Prometheus metrics (OpenMetrics text); the store's gauges are read now.
 #[utoipa::path(operation_id = "ops_metrics", get, path = "/metrics", tag = "ops", security(()), responses((status = 200, description = "The metrics, in OpenMetrics text.", content_type = "application/openmetrics-text", body = String), (status = 503, description = "The store cannot be reached.", body = ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let text = state.metrics.scrape(&state.store).await?;
+    let text = state.metrics.scrape(&state.store, &state.config).await?;
     Ok(([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text))
 }

@@ -132,7 +132,7 @@ arbiter_testkit::each_backend!(a_read_scope_cannot_write, |url: String| async mo
         .token(
             "reader",
             "*",
-            "lease:read,kv:read,log:read,decisions:read,notify:read,limit:read,status:read",
+            "lease:read,kv:read,log:read,decisions:read,notify:read,limit:read,status:read,queue:read",
         )
         .await;
     let caller = api.with_token(&reader);
@@ -173,7 +173,7 @@ arbiter_testkit::each_backend!(admin_routes_need_the_admin_scope, |url: String| 
         .token(
             "worker",
             "*",
-            "lease:write,kv:write,log:write,decisions:write,notify:write,limit:write,status:write",
+            "lease:write,kv:write,log:write,decisions:write,notify:write,limit:write,status:write,queue:write",
         )
         .await;
     let admin = api.token("ops", "default", "admin").await;

@@ -1,11 +1,13 @@
 //! The server over real HTTP on loopback, on both backends: every route, its success and
-//! each error it can answer. `dashboard`: the dashboard's page and stream.
+//! each error it can answer. `dashboard`: the dashboard's page and stream. `queue`: work
+//! items (claims, their waits, stale tokens, scopes).
 
 mod auth;
 mod dashboard;
 mod kv;
 mod lease;
 mod openapi;
+mod queue;
 mod routes;
 mod unavailable;
 
@@ -243,6 +245,7 @@ pub fn sample_path(template: &str, ns: &str) -> String {
         .replace("{key}", "some%2Fkey")
         .replace("{stream}", "events")
         .replace("{consumer}", "reader")
+        .replace("{queue}", "work%2Fq")
         .replace("{id}", "1")
 }
 

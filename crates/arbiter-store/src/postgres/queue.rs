@@ -1,16 +1,20 @@
-//! Work items on PostgreSQL. Every change of an item locks its row (`FOR UPDATE`) and reads
-//! the clock after the lock, in one transaction whose statements go in [`pipeline`]s (one
-//! round trip each). Claims never wait for each other: the expiry step and the pick both
-//! skip rows another transaction holds (`FOR UPDATE SKIP LOCKED`), so concurrent claimers
-//! take different items. A claim is `BEGIN`, three round trips and `COMMIT`; one that finds
-//! nothing and ends nothing rolls back (and wakes nobody).
+//! Work items on PostgreSQL. Every change of an item locks its row and reads the clock after
+//! the lock, in one transaction whose statements go in [`pipeline`]s (one round trip each).
+//! Claims never wait for each other: they lock with `FOR UPDATE SKIP LOCKED`, so concurrent
+//! claimers take different items. A claim is usually one statement ([`CLAIM`], as
+//! graphile-worker and River take jobs); when the queue has run-out claims it is a
+//! transaction that ends them first (their rules — ready again or dead — are the core's),
+//! skipping rows another claimer is ending. `done` is one statement too (the token checked
+//! against the row as it is when locked, like a lease release); the other changes lock the
+//! row (`FOR UPDATE`), decide in Rust and write. A claim that finds nothing and ends
+//! nothing commits nothing and wakes nobody.
 
 use std::time::Duration;
 
 use arbiter_core::name::{Capability, Namespace, QueueName};
 use arbiter_core::queue::{
-    ClaimOutcome, ClaimRequest, Claimed, FailRequest, HostRecord, Item, ItemInfo, ItemState, NewItem, NotBefore,
-    Pushed, QueueStats,
+    Claim, ClaimOutcome, ClaimRequest, Claimed, FailRequest, HostRecord, Item, ItemInfo, ItemState, NewItem, NotBefore,
+    Pushed, QueueStats, stale_token,
 };
 use arbiter_core::{Error, Millis, Result};
 use async_trait::async_trait;
@@ -23,7 +27,7 @@ use crate::QueueStore;
 use crate::api::Topic;
 use crate::queue::{
     ATTEMPT_COLUMNS, AttemptRow, EXPIRE_BATCH, EXPIRED, Expired, ItemRow, StoredCaps, after_failure, caps_list,
-    check_claim, claim_of, item_columns, not_found, not_retryable, stats_of,
+    check_claim, claimed_by, item_columns, not_found, not_retryable, stats_of,
 };
 use crate::schema::Migration;
 use crate::sql::{encode_holder, ms};
@@ -36,24 +40,29 @@ fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<T> {
 }
 
 fn item_from_row(namespace: &Namespace, row: &Row) -> Result<Item> {
+    item_at(namespace, row, 0)
+}
+
+/// The item whose [`item_columns!`] start at column `at` of `row`.
+fn item_at(namespace: &Namespace, row: &Row, at: usize) -> Result<Item> {
     ItemRow {
-        queue: col(row, 0)?,
-        id: col(row, 1)?,
-        state: col(row, 2)?,
-        priority: col(row, 3)?,
-        requires: StoredCaps::List(col(row, 4)?),
-        key: col(row, 5)?,
-        body: col(row, 6)?,
-        attempt: col(row, 7)?,
-        max_attempts: col(row, 8)?,
-        last_token: col(row, 9)?,
-        holder: col(row, 10)?,
-        expires_at: col(row, 11)?,
-        not_before: col(row, 12)?,
-        created_at: col(row, 13)?,
-        updated_at: col(row, 14)?,
-        result: col(row, 15)?,
-        last_error: col(row, 16)?,
+        queue: col(row, at)?,
+        id: col(row, at + 1)?,
+        state: col(row, at + 2)?,
+        priority: col(row, at + 3)?,
+        requires: StoredCaps::List(col(row, at + 4)?),
+        key: col(row, at + 5)?,
+        body: col(row, at + 6)?,
+        attempt: col(row, at + 7)?,
+        max_attempts: col(row, at + 8)?,
+        last_token: col(row, at + 9)?,
+        holder: col(row, at + 10)?,
+        expires_at: col(row, at + 11)?,
+        not_before: col(row, at + 12)?,
+        created_at: col(row, at + 13)?,
+        updated_at: col(row, at + 14)?,
+        result: col(row, at + 15)?,
+        last_error: col(row, at + 16)?,
     }
     .decode(namespace)
 }
@@ -88,24 +97,77 @@ const END_EXPIRED_ITEMS: &str = "UPDATE queue_items SET state = $3, not_before =
             last_error = $4, updated_at = $2
      WHERE id = ANY($1)";
 
-/// The best ready item of a queue (`$1`, `$2`) that capabilities `$3` allow at `$4`, locked;
-/// items other claimers hold are skipped.
-const PICK: &str = concat!(
-    "SELECT ",
+/// One claim in one statement (the way graphile-worker and River take jobs): the best ready
+/// item of a queue (`$1`, `$2`) that capabilities `$3` allow, locked skipping rows other
+/// claimers hold, becomes claimed by holder `$4` for `$5` ms with its next attempt and token,
+/// and its attempt row is added. With `$6`, nothing is taken while the queue has run-out
+/// claims (they are ended first, in a transaction: see `claim_tx`). One row: the clock,
+/// whether run-out claims stopped it, and when nothing was taken the earliest delayed item
+/// the caller could take and the earliest claim to run out; then the claimed item's
+/// [`item_columns!`] (NULL when none).
+const CLAIM: &str = concat!(
+    "WITH clock AS MATERIALIZED (SELECT ",
+    now_ms_sql!(),
+    " AS now),
+     run_out AS MATERIALIZED (
+       SELECT $6::bool AND EXISTS (
+         SELECT 1 FROM queue_items
+         WHERE namespace = $1 AND queue = $2 AND state = 'claimed' AND expires_at <= (SELECT now FROM clock)
+       ) AS stop),
+     picked AS (
+       SELECT id AS picked_id FROM queue_items
+       WHERE NOT (SELECT stop FROM run_out) AND namespace = $1 AND queue = $2 AND state = 'ready'
+         AND not_before <= (SELECT now FROM clock) AND requires <@ $3::text[]
+       ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED),
+     claimed AS (
+       UPDATE queue_items SET state = 'claimed', attempt = attempt + 1, last_token = last_token + 1, holder = $4,
+              expires_at = clock.now + $5::bigint, updated_at = clock.now
+       FROM picked, clock WHERE id = picked_id
+       RETURNING ",
     item_columns!(),
-    " FROM queue_items
-     WHERE namespace = $1 AND queue = $2 AND state = 'ready' AND not_before <= $4 AND requires <@ $3::text[]
-     ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+    "),
+     attempt AS (
+       INSERT INTO queue_attempts (item_id, token, namespace, queue, attempt, holder, claimed_at)
+       SELECT id, last_token, $1, queue, attempt, holder, updated_at FROM claimed)
+     SELECT clock.now, run_out.stop,
+       CASE WHEN claimed.id IS NULL THEN (
+         SELECT not_before FROM queue_items
+         WHERE namespace = $1 AND queue = $2 AND state = 'ready' AND not_before > clock.now
+           AND requires <@ $3::text[]
+         ORDER BY not_before LIMIT 1) END,
+       CASE WHEN claimed.id IS NULL THEN (
+         SELECT expires_at FROM queue_items
+         WHERE namespace = $1 AND queue = $2 AND state = 'claimed' ORDER BY expires_at LIMIT 1) END,
+       claimed.*
+     FROM clock CROSS JOIN run_out LEFT JOIN claimed ON true"
 );
 
-/// The earliest delayed item the capabilities `$3` allow (after `$4`).
-const NEXT_DELAYED: &str = "SELECT not_before FROM queue_items
-     WHERE namespace = $1 AND queue = $2 AND state = 'ready' AND not_before > $4 AND requires <@ $3::text[]
-     ORDER BY not_before LIMIT 1";
+/// Where [`CLAIM`]'s item columns start.
+const CLAIMED_AT: usize = 4;
 
-/// The earliest claim of the queue to run out.
-const NEXT_EXPIRY: &str = "SELECT expires_at FROM queue_items
-     WHERE namespace = $1 AND queue = $2 AND state = 'claimed' ORDER BY expires_at LIMIT 1";
+/// What one [`CLAIM`] did: the clock, whether run-out claims stopped it, and the claim or
+/// when to look again.
+struct ClaimRow {
+    now: Millis,
+    run_out: bool,
+    claim: Option<Claim>,
+    next_at: Option<Millis>,
+}
+
+fn claim_row(request: &ClaimRequest, row: &Row) -> Result<ClaimRow> {
+    let claimed: Option<i64> = col(row, CLAIMED_AT + 1)?;
+    let claim = match claimed {
+        Some(_) => Some(claimed_by(item_at(&request.namespace, row, CLAIMED_AT)?, request)?),
+        None => None,
+    };
+    let (delayed, expiring): (Option<Millis>, Option<Millis>) = (col(row, 2)?, col(row, 3)?);
+    Ok(ClaimRow {
+        now: col(row, 0)?,
+        run_out: col(row, 1)?,
+        claim,
+        next_at: delayed.into_iter().chain(expiring).min(),
+    })
+}
 
 /// Adds an item (`$1` namespace, `$2` queue, `$3` priority, `$4` requires, `$5` key, `$6`
 /// body, `$7` max attempts, ready at `$8`, or `$9` ms from now) unless its key is in the
@@ -125,6 +187,37 @@ const PUSH: &str = concat!(
      SELECT id, pg_notify($10, $11) FROM inserted"
 );
 
+/// Ends the live claim of item `$2` (namespace `$1`) whose token is `$3` with success
+/// (result `$4`), and wakes waiters (`$5`, `$6`). The token is checked against the row as it
+/// is when locked, with the clock read then (a concurrent change is waited for and the
+/// condition checked again on what it left). No row: the token does not hold a live claim.
+const DONE: &str = concat!(
+    "WITH done AS (
+       UPDATE queue_items SET state = 'done', result = $4, holder = NULL, expires_at = NULL, updated_at = ",
+    now_ms_sql!(),
+    " WHERE namespace = $1 AND id = $2 AND state = 'claimed' AND last_token = $3 AND expires_at > ",
+    now_ms_sql!(),
+    " RETURNING ",
+    item_columns!(),
+    "),
+     ended AS (
+       UPDATE queue_attempts SET ended_at = done.updated_at, outcome = 'done'
+       FROM done WHERE item_id = done.id AND token = $3)
+     SELECT done.*, pg_notify($5, $6) FROM done"
+);
+
+/// The item `$2` of namespace `$1`, then the clock (column [`ITEM_END`]).
+const ITEM_NOW: &str = concat!(
+    "SELECT ",
+    item_columns!(),
+    ", ",
+    now_ms_sql!(),
+    " FROM queue_items WHERE namespace = $1 AND id = $2"
+);
+
+/// Where the clock is in [`ITEM_NOW`]'s row.
+const ITEM_END: usize = 17;
+
 fn expired_from_row(row: &Row) -> Result<Expired> {
     Ok(Expired {
         id: col(row, 0)?,
@@ -134,8 +227,13 @@ fn expired_from_row(row: &Row) -> Result<Expired> {
     })
 }
 
-fn first_time(rows: &[Row]) -> Result<Option<Millis>> {
-    rows.first().map(|row| col(row, 0)).transpose()
+/// [`CLAIM`]'s parameters from a request: the capabilities, the holder, the lease in ms.
+fn claim_args(request: &ClaimRequest) -> (Vec<String>, String, i64) {
+    (
+        caps_list(&request.capabilities),
+        encode_holder(&request.holder),
+        ms(request.lease),
+    )
 }
 
 /// The queue's NOTIFY channel, as a statement parameter.
@@ -147,6 +245,9 @@ impl PgStore {
         [&*CHANNEL, &self.schema]
     }
 
+    /// A claim when the queue has run-out claims: end them (skipping rows another claimer
+    /// is ending), then [`CLAIM`], in one transaction. Returns what to answer and whether to
+    /// commit.
     async fn claim_tx(&self, tx: &Transaction<'_>, request: &ClaimRequest) -> Result<(Claimed, bool)> {
         let (ns, queue) = (request.namespace.as_str(), request.queue.as_str());
         // The run-out claims, locked; then the clock (after those locks, so every one of
@@ -161,15 +262,14 @@ impl PgStore {
         let newly_dead = u32::try_from(dead.len()).unwrap_or(u32::MAX);
         let ids: Vec<i64> = expired.iter().map(|item| item.id).collect();
         let tokens: Vec<i64> = expired.iter().map(|item| item.last_token).collect();
-        let caps = caps_list(&request.capabilities);
-        // End them (and say so), then pick, and when the queue may change without a push:
-        // one round trip.
+        // End them (and say so), then claim: one round trip.
         let end_attempts: [&(dyn ToSql + Sync); 4] = [&now, &ids, &tokens, &EXPIRED];
         let (ready_state, dead_state) = (ItemState::Ready.as_str(), ItemState::Dead.as_str());
         let end_ready: [&(dyn ToSql + Sync); 4] = [&ready, &now, &ready_state, &EXPIRED];
         let end_dead: [&(dyn ToSql + Sync); 4] = [&dead, &now, &dead_state, &EXPIRED];
         let notify = self.notify_args();
-        let pick: [&(dyn ToSql + Sync); 4] = [&ns, &queue, &caps, &now];
+        let (caps, holder, lease_ms) = claim_args(request);
+        let claim: [&(dyn ToSql + Sync); 6] = [&ns, &queue, &caps, &holder, &lease_ms, &false];
         let mut steps: Vec<(&str, &[&(dyn ToSql + Sync)])> = vec![];
         if !expired.is_empty() {
             steps.push((END_EXPIRED_ATTEMPTS, &end_attempts));
@@ -177,46 +277,18 @@ impl PgStore {
             steps.push((END_EXPIRED_ITEMS, &end_dead));
             steps.push((NOTIFY, &notify));
         }
-        let first = steps.len();
-        steps.push((PICK, &pick));
-        steps.push((NEXT_DELAYED, &pick));
-        steps.push((NEXT_EXPIRY, &pick[..2]));
+        steps.push((CLAIM, &claim));
         let rows = pipeline(tx, &steps).await?;
-        let ended = !expired.is_empty();
-        let Some(item) = rows[first]
-            .first()
-            .map(|row| item_from_row(&request.namespace, row))
-            .transpose()?
-        else {
-            let next_at = first_time(&rows[first + 1])?
-                .into_iter()
-                .chain(first_time(&rows[first + 2])?)
-                .min();
-            let outcome = ClaimOutcome::Empty { now, next_at };
-            return Ok((Claimed { outcome, newly_dead }, ended));
+        let row = claim_row(request, &rows[steps.len() - 1][0])?;
+        let commit = !expired.is_empty() || row.claim.is_some();
+        let outcome = match row.claim {
+            Some(claim) => ClaimOutcome::Claimed(claim),
+            None => ClaimOutcome::Empty {
+                now: row.now,
+                next_at: row.next_at,
+            },
         };
-        let claim = claim_of(item, request, now);
-        let holder = encode_holder(&claim.holder);
-        let attempt = i64::from(claim.attempt);
-        pipeline(
-            tx,
-            &[
-                (
-                    "UPDATE queue_items SET state = 'claimed', attempt = $2, last_token = $3, holder = $4,
-                            expires_at = $5, updated_at = $6
-                     WHERE id = $1",
-                    &[&claim.id, &attempt, &claim.token, &holder, &claim.expires_at, &now],
-                ),
-                (
-                    "INSERT INTO queue_attempts (item_id, token, namespace, queue, attempt, holder, claimed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &[&claim.id, &claim.token, &ns, &queue, &attempt, &holder, &now],
-                ),
-            ],
-        )
-        .await?;
-        let outcome = ClaimOutcome::Claimed(claim);
-        Ok((Claimed { outcome, newly_dead }, true))
+        Ok((Claimed { outcome, newly_dead }, commit))
     }
 
     /// Locks the item, checks that `token` holds its live claim, applies `end` (which
@@ -400,6 +472,27 @@ impl QueueStore for PgStore {
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed> {
+        // Usually one statement, committed on its own; a queue with run-out claims takes
+        // the transaction that ends them first.
+        let (ns, queue) = (request.namespace.as_str(), request.queue.as_str());
+        let (caps, holder, lease_ms) = claim_args(request);
+        let rows = self
+            .single(CLAIM, &[&ns, &queue, &caps, &holder, &lease_ms, &true])
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| Error::internal("a claim statement returned no row"))
+            .and_then(|row| claim_row(request, row))?;
+        if !row.run_out {
+            let outcome = match row.claim {
+                Some(claim) => ClaimOutcome::Claimed(claim),
+                None => ClaimOutcome::Empty {
+                    now: row.now,
+                    next_at: row.next_at,
+                },
+            };
+            return Ok(Claimed { outcome, newly_dead: 0 });
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let (claimed, commit) = self.claim_tx(&tx, request).await?;
@@ -434,18 +527,20 @@ impl QueueStore for PgStore {
     }
 
     async fn done(&self, namespace: &Namespace, id: i64, token: i64, result: Option<&str>) -> Result<Item> {
-        self.end_claim(namespace, id, token, |item, now| {
-            item.state = ItemState::Done;
-            item.result = result.map(String::from);
-            item.holder = None;
-            item.expires_at = None;
-            item.updated_at = now;
-            Ending {
-                outcome: Some("done"),
-                error: None,
-            }
-        })
-        .await
+        // One statement, committed on its own. Nothing changed: say why.
+        let ns = namespace.as_str();
+        let [channel, schema] = self.notify_args();
+        let rows = self.single(DONE, &[&ns, &id, &token, &result, channel, schema]).await?;
+        if let Some(row) = rows.first() {
+            return item_from_row(namespace, row);
+        }
+        let rows = self.single(ITEM_NOW, &[&ns, &id]).await?;
+        let row = rows.first().ok_or_else(|| not_found(namespace, id))?;
+        let (item, now) = (item_from_row(namespace, row)?, col(row, ITEM_END)?);
+        check_claim(&item, token, now)?;
+        // Live now, so it was not when the statement looked: it ran out, and was claimed
+        // again with this very token — which cannot be, tokens only grow.
+        Err(stale_token(id, token, "the claim changed while it was checked"))
     }
 
     async fn fail(&self, request: &FailRequest) -> Result<Item> {
@@ -536,7 +631,14 @@ impl QueueStore for PgStore {
 
     async fn show(&self, namespace: &Namespace, id: i64) -> Result<ItemInfo> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
+        // One snapshot: the item and its attempts as one commit left them.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
         let ns = namespace.as_str();
         let attempts_sql = format!("SELECT {ATTEMPT_COLUMNS} FROM queue_attempts WHERE item_id = $1 ORDER BY token");
         let rows = pipeline(

@@ -476,6 +476,8 @@ impl QueueStore for SqliteStore {
     ) -> Result<Vec<Item>> {
         let (ns, queue) = (namespace.clone(), queue.map(|q| q.as_str().to_string()));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Newest first by walking the ids down, stopping at `limit` matches (an index on
+        // the namespace would read and sort every item of it).
         self.read(move |tx| {
             select_items(
                 tx,
@@ -483,7 +485,7 @@ impl QueueStore for SqliteStore {
                 concat!(
                     "SELECT ",
                     item_columns!(),
-                    " FROM queue_items
+                    " FROM queue_items NOT INDEXED
                      WHERE namespace = ?1 AND (?2 IS NULL OR queue = ?2) AND (?3 IS NULL OR state = ?3)
                      ORDER BY id DESC LIMIT ?4"
                 ),

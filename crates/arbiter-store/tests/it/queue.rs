@@ -731,3 +731,168 @@ conformance!(
         assert!(err.message.contains("corrupted store"), "{}", err.message);
     }
 );
+
+conformance!(
+    concurrent_claimers_take_back_abandoned_claims_once,
+    |h: Harness| async move {
+        // Workers abandon the first claim of every third item (a worker that died): those run
+        // out and are ended by whichever claim comes next, and every item is still done once.
+        const ITEMS: usize = 30;
+        const WORKERS: usize = 5;
+        for i in 0..ITEMS {
+            h.store.queue().push(&item("abandon", &format!("{i}"))).await.unwrap();
+        }
+        let mut tasks = vec![];
+        for w in 0..WORKERS {
+            let store = h.reopen().await;
+            tasks.push(tokio::spawn(async move {
+                let worker = short("abandon", &format!("w{w}"), 150);
+                let (mut done, mut abandoned, mut died) = (vec![], 0, 0);
+                // Bounded: far more tries than items; a worker stops when nothing is left.
+                for _ in 0..ITEMS * 20 {
+                    let claimed = store.queue().claim(&worker).await.unwrap();
+                    died += claimed.newly_dead;
+                    match claimed.outcome {
+                        ClaimOutcome::Claimed(c) if c.attempt == 1 && c.id % 3 == 0 => abandoned += 1,
+                        ClaimOutcome::Claimed(c) => {
+                            store.queue().done(&ns(), c.id, c.token, None).await.unwrap();
+                            done.push(c.id);
+                        }
+                        ClaimOutcome::Empty { next_at: None, .. } => break,
+                        ClaimOutcome::Empty { now, next_at: Some(at) } => {
+                            tokio::time::sleep(Duration::from_millis((at - now).clamp(0, 1000) as u64 + 5)).await
+                        }
+                    }
+                }
+                (done, abandoned, died)
+            }));
+        }
+        let (mut by_item, mut abandoned, mut died) = (BTreeMap::<i64, usize>::new(), 0, 0);
+        for task in tasks {
+            let (done, a, d) = task.await.unwrap();
+            for id in done {
+                *by_item.entry(id).or_default() += 1;
+            }
+            abandoned += a;
+            died += d;
+        }
+        assert_eq!(by_item.len(), ITEMS, "every item done");
+        assert!(by_item.values().all(|&count| count == 1), "{by_item:?}");
+        assert_eq!(abandoned, ITEMS / 3);
+        assert_eq!(died, 0);
+        // Each abandoned item shows one expired attempt, then its done one.
+        for (&id, _) in by_item.iter().filter(|(id, _)| *id % 3 == 0) {
+            let info = h.store.queue().show(&ns(), id).await.unwrap();
+            let outcomes: Vec<_> = info.attempts.iter().map(|a| a.outcome).collect();
+            assert_eq!(outcomes, [Some(AttemptOutcome::Expired), Some(AttemptOutcome::Done)]);
+        }
+    }
+);
+
+/// PostgreSQL only (SQLite has no row locks): a claim never waits for a row another
+/// transaction holds — neither the best ready item nor a run-out claim being ended —; it
+/// skips it and takes the next item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_skip_rows_others_hold() {
+    let Some(url) = arbiter_testkit::postgres_url("postgres_claims_skip_rows_others_hold").await else {
+        return;
+    };
+    let h = Harness::open(&url).await;
+    let q = h.store.queue();
+    let best = q
+        .push(&NewItem {
+            priority: 9,
+            ..item("skip", "best")
+        })
+        .await
+        .unwrap()
+        .id;
+    let next = q.push(&item("skip", "next")).await.unwrap().id;
+    let last = q.push(&item("skip", "last")).await.unwrap().id;
+    // A claim that runs out, so the next claim has one to end.
+    let c = claim(&h.store, &short("skip", "w", 100)).await;
+    assert_eq!(c.id, best);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another session holds the run-out claim's row and the next ready item's row.
+    let arbiter_store::StoreUrl::Postgres {
+        url: server, schema, ..
+    } = &h.url
+    else {
+        unreachable!("a PostgreSQL store")
+    };
+    let (mut client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "SET LOCAL search_path = {}; SELECT id FROM queue_items WHERE id IN ({best}, {next}) FOR UPDATE",
+        schema.as_deref().unwrap()
+    ))
+    .await
+    .unwrap();
+    // The claim skips both: it neither ends the held run-out claim nor takes the held item.
+    let taken = tokio::time::timeout(Duration::from_secs(30), q.claim(&request("skip", "w2", &[])))
+        .await
+        .expect("a claim does not wait for rows others hold")
+        .unwrap();
+    let ClaimOutcome::Claimed(taken) = taken.outcome else {
+        panic!("the unheld item is claimable")
+    };
+    assert_eq!(taken.id, last);
+    assert_eq!(
+        get(&h.store, best).await.state,
+        ItemState::Claimed,
+        "left to its holder"
+    );
+    tx.rollback().await.unwrap();
+    // Released: the next claim ends the run-out claim and takes the best item again.
+    let again = claim(&h.store, &request("skip", "w3", &[])).await;
+    assert_eq!((again.id, again.attempt), (best, 2));
+    assert_eq!(claim(&h.store, &request("skip", "w3", &[])).await.id, next);
+}
+
+conformance!(each_death_is_alerted_once, |h: Harness| async move {
+    let q = h.store.queue();
+    let new = NewItem {
+        max_attempts: 1,
+        ..item("alerts", "fragile")
+    };
+    let id = q.push(&new).await.unwrap().id;
+    // Marking an item that is not dead (yet) records nothing: its death is still owed.
+    q.mark_alerted(&ns(), &[id]).await.unwrap();
+    let c = claim(&h.store, &request("alerts", "w", &[])).await;
+    assert_eq!(
+        q.fail(&failure(id, c.token, "one", None)).await.unwrap().state,
+        ItemState::Dead
+    );
+    let owed: Vec<i64> = q
+        .unalerted_dead(&ns(), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(owed, [id]);
+    q.mark_alerted(&ns(), &[id]).await.unwrap();
+    assert!(q.unalerted_dead(&ns(), 10).await.unwrap().is_empty());
+    // Retried and dead again: a new death, owed again.
+    q.retry(&ns(), id).await.unwrap();
+    let c = claim(&h.store, &request("alerts", "w", &[])).await;
+    q.fail(&failure(id, c.token, "two", None)).await.unwrap();
+    let owed = q.unalerted_dead(&ns(), 10).await.unwrap();
+    assert_eq!(owed.len(), 1);
+    assert_eq!(owed[0].last_error.as_deref(), Some("two"));
+    // Oldest first, at most the limit.
+    let other = q.push(&new).await.unwrap().id;
+    let c = claim(&h.store, &request("alerts", "w", &[])).await;
+    assert_eq!(c.id, other);
+    q.fail(&failure(other, c.token, "three", None)).await.unwrap();
+    let ids: Vec<i64> = q
+        .unalerted_dead(&ns(), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, [id, other]);
+    assert_eq!(q.unalerted_dead(&ns(), 1).await.unwrap()[0].id, id);
+});

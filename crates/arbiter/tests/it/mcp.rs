@@ -16,7 +16,7 @@ use crate::support::{SOON, Store, bin};
 type Client = RunningService<RoleClient, ClientConfig>;
 
 /// Every tool `arbiter mcp` lists.
-const TOOLS: [&str; 14] = [
+const TOOLS: [&str; 22] = [
     "decide",
     "kv_cas",
     "kv_get",
@@ -30,6 +30,14 @@ const TOOLS: [&str; 14] = [
     "log_append",
     "log_read",
     "notify",
+    "queue_claim",
+    "queue_done",
+    "queue_fail",
+    "queue_heartbeat",
+    "queue_list",
+    "queue_push",
+    "queue_show",
+    "queue_stats",
     "status",
 ];
 
