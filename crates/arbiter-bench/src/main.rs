@@ -257,11 +257,24 @@ const QUEUE_SYSTEMS: [System; 5] = [
     System::Redis,
 ];
 
-/// The work-item workloads' names: the push run, and the claim + done run.
-fn queue_workload_names(clients: u32) -> (String, String) {
+/// Work items through arbiter's server, beside the library on the same stores and the
+/// peers of the direct rows.
+const HTTP_QUEUE_SYSTEMS: [System; 6] = [
+    System::HttpSqlite,
+    System::HttpPostgres,
+    System::ArbiterSqliteFull,
+    System::ArbiterPostgres,
+    System::PgTable,
+    System::Redis,
+];
+
+/// The work-item workloads' names: the push run, and the claim + done run (`over_http`:
+/// through arbiter's server).
+fn queue_workload_names(clients: u32, over_http: bool) -> (String, String) {
+    let via = if over_http { " · over HTTP" } else { "" };
     (
-        format!("queue push · {clients} clients, 1 queue"),
-        format!("queue claim + done · {clients} clients, 1 queue"),
+        format!("queue push{via} · {clients} clients, 1 queue"),
+        format!("queue claim + done{via} · {clients} clients, 1 queue"),
     )
 }
 
@@ -722,7 +735,7 @@ struct Runner<'a> {
     server_cli: std::result::Result<(), String>,
     /// Items each system's push run left in its queue (pushed and not yet taken): what
     /// its claim + done run takes from.
-    queued: HashMap<System, u64>,
+    queued: HashMap<(System, String), u64>,
     done: usize,
     total: usize,
 }
@@ -790,15 +803,17 @@ impl Runner<'_> {
                             report::thousands(m.ops)
                         ),
                         Workload::QueuePush => {
-                            let queued = self.queued.get(&system).copied().unwrap_or(0) + m.ok + m.warmup_ok;
-                            self.queued.insert(system, queued);
+                            let key = (system, plan.tag.clone());
+                            let queued = self.queued.get(&key).copied().unwrap_or(0) + m.ok + m.warmup_ok;
+                            self.queued.insert(key, queued);
                             check_queue(system, &self.setup.targets, &plan, queued, 0).await
                         }
                         Workload::QueueWork => {
                             let taken = m.ok + m.warmup_ok;
-                            let queued = self.queued.get(&system).copied().unwrap_or(0);
+                            let key = (system, plan.tag.clone());
+                            let queued = self.queued.get(&key).copied().unwrap_or(0);
                             let left = queued.saturating_sub(taken);
-                            self.queued.insert(system, left);
+                            self.queued.insert(key, left);
                             let mut note = check_queue(system, &self.setup.targets, &plan, left, taken).await;
                             if m.drained {
                                 note.push_str("; drained the queue");
@@ -996,12 +1011,19 @@ impl Runner<'_> {
             .await;
     }
 
-    /// Work items: 16 clients push into one queue (that run's row is the push rate), then
-    /// 16 clients claim and finish what was pushed. The push run fills the queue, so it
-    /// runs whenever the claim + done run is selected; its row is shown only when selected.
+    /// Work items directly and through the server.
     async fn queue_workloads(&mut self) {
+        self.queue_pair(&QUEUE_SYSTEMS, Reference::Library, "q").await;
+        self.queue_pair(&HTTP_QUEUE_SYSTEMS, Reference::Server, "hq").await;
+    }
+
+    /// Work items on `systems`: 16 clients push into one queue (that run's row is the push
+    /// rate), then 16 clients claim and finish what was pushed. The push run fills the
+    /// queue, so it runs whenever the claim + done run is selected; its row is shown only
+    /// when selected.
+    async fn queue_pair(&mut self, systems: &[System], reference: Reference, tag: &str) {
         let (n, budget) = (self.args.clients, self.budget);
-        let (push, work) = queue_workload_names(n);
+        let (push, work) = queue_workload_names(n, reference == Reference::Server);
         let (push_selected, work_selected) = (self.selected(&push), self.selected(&work));
         if !push_selected && !work_selected {
             return;
@@ -1009,7 +1031,7 @@ impl Runner<'_> {
         let plan = |workload, system| Plan {
             workload,
             system,
-            tag: "q".to_string(),
+            tag: tag.to_string(),
             names: 1,
             clients: n,
             processes: self.args.processes.unwrap_or(n).min(n),
@@ -1018,12 +1040,12 @@ impl Runner<'_> {
             warmup: budget.warmup,
             ttl_ms: LEASE_TTL_MS,
         };
-        let plans: Vec<(Plan, Plan)> = QUEUE_SYSTEMS
+        let plans: Vec<(Plan, Plan)> = systems
             .iter()
             .map(|&system| (plan(Workload::QueuePush, system), plan(Workload::QueueWork, system)))
             .collect();
         for (push_plan, _) in &plans {
-            self.measure_row(&push, push_plan.clone(), Reference::Library, push_selected)
+            self.measure_row(&push, push_plan.clone(), reference, push_selected)
                 .await;
         }
         if !work_selected {
@@ -1031,20 +1053,21 @@ impl Runner<'_> {
         }
         for (_, work_plan) in plans {
             let system = work_plan.system;
-            if self.queued.get(&system).copied().unwrap_or(0) == 0 && !self.setup.unavailable.contains_key(&system) {
-                let label = Reference::Library.label(system, Workload::QueueWork);
+            let queued = self.queued.get(&(system, tag.to_string())).copied().unwrap_or(0);
+            if queued == 0 && !self.setup.unavailable.contains_key(&system) {
+                let label = reference.label(system, Workload::QueueWork);
                 let outcome = Outcome::Empty("skipped: its push run did not fill the queue".to_string());
                 self.progress(&work, &label, &outcome, Duration::ZERO);
                 self.rows.push(Row {
                     workload: work.clone(),
                     system: label,
-                    role: role(system),
+                    role: reference.role(system),
                     outcome,
                     note: String::new(),
                 });
                 continue;
             }
-            self.measure(&work, work_plan, Reference::Library).await;
+            self.measure(&work, work_plan, reference).await;
         }
     }
 
@@ -1396,10 +1419,13 @@ async fn run(args: Args) -> Result<()> {
     };
     let n = args.clients;
     let selected = |workload: &str| args.selects(workload);
+    let (http_push, http_work) = queue_workload_names(n, true);
     let over_http = [
         http_lease_workload(n, 1),
         http_lease_workload(n, 64),
         http_limit_workload(n),
+        http_push,
+        http_work,
     ];
     let cli_rows = [
         "CLI · lease acquire (1 process)".to_string(),
@@ -1425,7 +1451,7 @@ async fn run(args: Args) -> Result<()> {
             + APPEND_SYSTEMS.len() * 3
             + LIMIT_SYSTEMS.len() * 2
             + HTTP_LIMIT_SYSTEMS.len()
-            + QUEUE_SYSTEMS.len() * 2
+            + (QUEUE_SYSTEMS.len() + HTTP_QUEUE_SYSTEMS.len()) * 2
             + 16
             + 12,
     };
@@ -1555,9 +1581,13 @@ mod tests {
 
     #[test]
     fn only_queue_selects_both_work_item_runs() {
-        let (push, work) = queue_workload_names(16);
+        let (push, work) = queue_workload_names(16, false);
+        let (http_push, http_work) = queue_workload_names(16, true);
         let queue = Args::parse_from(["arbiter-bench", "--only", "queue"]);
         assert!(queue.selects(&push) && queue.selects(&work));
+        assert!(queue.selects(&http_push) && queue.selects(&http_work));
+        let http = Args::parse_from(["arbiter-bench", "--only", "over HTTP"]);
+        assert!(http.selects(&http_work) && !http.selects(&work));
         let pairs = Args::parse_from(["arbiter-bench", "--only", "claim + done"]);
         assert!(pairs.selects(&work));
         assert!(!pairs.selects(&push), "the push run then fills the queue without a row");

@@ -170,6 +170,7 @@ impl Client {
             Client::Arbiter(client) => client.queue_push(queue, body).await,
             Client::Redis(client) => client.queue_push(queue, body).await,
             Client::Postgres(client) => client.queue_push(queue, body).await,
+            Client::Http(client) => client.queue_push(queue, body).await,
             _ => bail!("this system has no work-item workload"),
         }
     }
@@ -181,6 +182,7 @@ impl Client {
             Client::Arbiter(client) => client.queue_take(queue).await,
             Client::Redis(client) => client.queue_take(queue).await,
             Client::Postgres(client) => client.queue_take(queue).await,
+            Client::Http(client) => client.queue_take(queue).await,
             _ => bail!("this system has no work-item workload"),
         }
     }
@@ -191,6 +193,7 @@ impl Client {
             Client::Arbiter(client) => client.queue_counts(queue).await,
             Client::Redis(client) => client.queue_counts(queue).await,
             Client::Postgres(client) => client.queue_counts(queue).await,
+            Client::Http(client) => client.queue_counts(queue).await,
             _ => bail!("this system has no work-item workload"),
         }
     }
