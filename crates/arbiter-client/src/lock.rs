@@ -44,42 +44,20 @@ pub async fn run_locked<K: LeaseKeeper>(
     command: LockCommand,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<LockOutcome> {
-    let grace = held.deadlines().grace;
     let spawn = arbiter_process::Spawn {
         argv: command.argv,
         env: command.env,
         ..Default::default()
     };
-    let mut child = match arbiter_process::spawn_guarded(&spawn, &command.guard_exe) {
-        Ok(child) => child,
+    let outcome = match run_held(&mut held, &spawn, &command.guard_exe, shutdown).await {
+        Ok(Ran::Exited(status)) => LockOutcome::Exited(status),
+        Ok(Ran::Interrupted(status)) => LockOutcome::Interrupted(status),
+        Ok(Ran::Lost(err)) => return Ok(LockOutcome::Lost(err)),
         Err(err) => {
             if let Err(e) = held.release().await {
                 tracing::warn!(error = %e, "could not release the lease");
             }
             return Err(err);
-        }
-    };
-    if let Some(pgid) = child.pgid()
-        && let Err(err) = held.record_pgid(pgid).await
-    {
-        child.terminate(grace).await?;
-        return Ok(LockOutcome::Lost(err));
-    }
-    tokio::pin!(shutdown);
-    let outcome = tokio::select! {
-        status = child.wait() => {
-            let status = status?;
-            child.kill_group_leftovers(grace).await;
-            LockOutcome::Exited(status)
-        }
-        err = held.lost() => {
-            tracing::error!(name = %held.name(), error = %err, "lease lost; stopping the command");
-            child.terminate(grace).await?;
-            return Ok(LockOutcome::Lost(err));
-        }
-        () = &mut shutdown => {
-            let status = child.terminate(grace).await?;
-            LockOutcome::Interrupted(status)
         }
     };
     match held.release().await {
@@ -89,4 +67,53 @@ pub async fn run_locked<K: LeaseKeeper>(
         Err(err) if err.kind == ErrorKind::Lost => Ok(LockOutcome::Lost(err)),
         Err(err) => Err(err),
     }
+}
+
+/// How a command run under a held lease ended (the lease is neither released nor
+/// reported yet: that is the caller's, which differs between `lock` and `queue work`).
+#[derive(Debug)]
+pub(crate) enum Ran {
+    /// The command exited by itself; whatever it left in its group was stopped.
+    Exited(ExitStatus),
+    /// The lease was lost; the command's whole tree was stopped (TERM, KILL after grace).
+    Lost(Error),
+    /// `shutdown` fired; the command's whole tree was stopped.
+    Interrupted(ExitStatus),
+}
+
+/// The part `lock` and `queue work` share: starts `spawn` guarded (its tree dies with this
+/// process), records its process group in the lease, and waits for the first of: the
+/// command's exit, the lease's loss, `shutdown`. An error means the command could not be
+/// started (the lease is still held) or could not be waited for.
+pub(crate) async fn run_held<K: LeaseKeeper>(
+    held: &mut HeldLease<K>,
+    spawn: &arbiter_process::Spawn,
+    guard_exe: &std::path::Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Ran> {
+    let grace = held.deadlines().grace;
+    let mut child = arbiter_process::spawn_guarded(spawn, guard_exe)?;
+    if let Some(pgid) = child.pgid()
+        && let Err(err) = held.record_pgid(pgid).await
+    {
+        child.terminate(grace).await?;
+        return Ok(Ran::Lost(err));
+    }
+    tokio::pin!(shutdown);
+    Ok(tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            child.kill_group_leftovers(grace).await;
+            Ran::Exited(status)
+        }
+        err = held.lost() => {
+            tracing::error!(name = %held.name(), error = %err, "lease lost; stopping the command");
+            child.terminate(grace).await?;
+            Ran::Lost(err)
+        }
+        () = &mut shutdown => {
+            let status = child.terminate(grace).await?;
+            Ran::Interrupted(status)
+        }
+    })
 }

@@ -6,16 +6,18 @@
 //! that cannot confirm a heartbeat in time counts its claim lost and stops its command
 //! before the store could hand the item to another worker.
 
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use arbiter_core::Result;
 use arbiter_core::lease::{Lease, RenewRequest};
 use arbiter_core::name::{LeaseName, Namespace};
-use arbiter_core::queue::{Claim, ClaimOutcome, ClaimRequest, FailRequest};
+use arbiter_core::queue::{Claim, ClaimOutcome, ClaimRequest, FailRequest, Item};
+use arbiter_core::{Error, ErrorKind, Millis, Result};
 use arbiter_store::{Store, Topic};
 use tokio::time::Instant;
 
 use crate::lease::{Granted, HeldLease, LeaseKeeper};
+use crate::lock::{LockCommand, Ran, run_held};
 
 /// The longest a waiting claim sleeps between tries when nothing wakes it (a missed
 /// notification costs at most this).
@@ -37,12 +39,32 @@ pub struct ClaimResult {
     /// Items that turned dead while this claim tidied up expired claims: the caller raises
     /// their `queue.dead` alerts.
     pub newly_dead: u32,
+    /// Nothing claimed: when, by the store's clock, the last try said something may become
+    /// claimable for this caller without a push (a delayed item, a claim running out);
+    /// `None`: nothing pending at all (`queue work --drain` stops there).
+    pub next_at: Option<Millis>,
 }
 
 /// Claims one item, waiting up to `wait` (none: one try) for one to become claimable. The
 /// wait sleeps on the queue's change feed, waking at a push or an ended claim, or when a
 /// delayed item becomes ready or a claim runs out (the store says when), never polling.
 pub async fn claim(store: &Store, request: &ClaimRequest, wait: Option<Duration>) -> Result<ClaimResult> {
+    claim_loop(store, request, wait, false).await
+}
+
+/// [`claim`], but the wait also ends (with no grant and `next_at: None`) as soon as a try
+/// finds nothing pending for the caller at all — no delayed item it could take, no claim
+/// that could run out: what `queue work --drain` waits for.
+pub async fn claim_or_idle(store: &Store, request: &ClaimRequest, wait: Option<Duration>) -> Result<ClaimResult> {
+    claim_loop(store, request, wait, true).await
+}
+
+async fn claim_loop(
+    store: &Store,
+    request: &ClaimRequest,
+    wait: Option<Duration>,
+    until_idle: bool,
+) -> Result<ClaimResult> {
     let deadline = wait.map(|wait| Instant::now() + wait);
     // Subscribe before the first try, so no change between a try and the wait is missed.
     let mut subscription = match wait {
@@ -59,6 +81,7 @@ pub async fn claim(store: &Store, request: &ClaimRequest, wait: Option<Duration>
                 return Ok(ClaimResult {
                     grant: Some(ClaimGrant { claim, sent }),
                     newly_dead,
+                    next_at: None,
                 });
             }
             ClaimOutcome::Empty { now, next_at } => (now, next_at),
@@ -67,13 +90,15 @@ pub async fn claim(store: &Store, request: &ClaimRequest, wait: Option<Duration>
             return Ok(ClaimResult {
                 grant: None,
                 newly_dead,
+                next_at,
             });
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || (until_idle && next_at.is_none()) {
             return Ok(ClaimResult {
                 grant: None,
                 newly_dead,
+                next_at,
             });
         }
         // A few milliseconds past the store's time, so the next try sees it passed.
@@ -151,4 +176,126 @@ pub fn hold(store: &Store, grant: ClaimGrant, grace: Duration) -> HeldLease<Item
         },
         grace,
     )
+}
+
+/// How an item's command run by [`run_item`] ended.
+#[derive(Debug)]
+pub enum ItemOutcome {
+    /// The command exited 0 and the item is done.
+    Done(Item),
+    /// The command exited otherwise and the failure was reported: `item` is ready again
+    /// (after its backoff) or dead (that was its last attempt).
+    Failed { status: ExitStatus, item: Item },
+    /// The claim was lost (the store said so, or no heartbeat was confirmed in time, or it
+    /// ran out before the report): the command was stopped and nothing was reported — the
+    /// token is stale, the item is someone else's to finish.
+    Lost(Error),
+    /// `shutdown` fired: the command was stopped and the item given back (ready again at
+    /// once, the attempt counted).
+    Interrupted(ExitStatus),
+}
+
+/// The reason a failed run is recorded with: `exit N`, or `killed by signal S` (unix).
+pub fn failure_reason(status: &ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("killed by signal {signal}");
+        }
+    }
+    format!("exit {}", arbiter_process::exit_code(status))
+}
+
+/// Holds `grant` ([`hold`], with `grace` for the command to stop) and runs `command` for
+/// it the way `arbiter lock` runs one under a lease (the same guarded process tree, process
+/// group recorded, stopped when the claim is lost or at `shutdown`; see [`crate::lock`]),
+/// with the item's body on its standard input: exit 0 marks the
+/// item done, any other exit fails it with [`failure_reason`] (its backoff applies), a
+/// lost claim reports nothing, and `shutdown` gives the item back. A failed item is ready
+/// again after `retry_in` (`None`: the backoff of its attempt).
+///
+/// The body is fed from a file only the owner can read (0600, in the temp directory,
+/// removed when the command ends), not a pipe: a command that never reads its input
+/// neither blocks on nor fails by it, and one that does can read it at its own pace.
+pub async fn run_item(
+    store: &Store,
+    mut grant: ClaimGrant,
+    grace: Duration,
+    command: LockCommand,
+    retry_in: Option<Duration>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<ItemOutcome> {
+    let (namespace, id, token) = (grant.claim.namespace.clone(), grant.claim.id, grant.claim.token);
+    let body = std::mem::take(&mut grant.claim.body);
+    let mut held = hold(store, grant, grace);
+    let body_file = std::env::temp_dir().join(format!(
+        "arbiter-item-{}-{id}-{token}.in",
+        arbiter_process::current_pid()
+    ));
+    if let Err(err) = arbiter_process::private::replace_private(&body_file, body.as_bytes()) {
+        give_back(held).await;
+        return Err(err);
+    }
+    let spawn = arbiter_process::Spawn {
+        argv: command.argv,
+        env: command.env,
+        stdin: Some(body_file.clone()),
+        ..Default::default()
+    };
+    let ran = run_held(&mut held, &spawn, &command.guard_exe, shutdown).await;
+    let _ = std::fs::remove_file(&body_file);
+    let ran = match ran {
+        Ok(ran) => ran,
+        Err(err) => {
+            give_back(held).await;
+            return Err(err);
+        }
+    };
+    let status = match ran {
+        Ran::Lost(err) => return Ok(ItemOutcome::Lost(err)),
+        Ran::Interrupted(status) => {
+            give_back(held).await;
+            return Ok(ItemOutcome::Interrupted(status));
+        }
+        Ran::Exited(status) => status,
+    };
+    if let Some(err) = held.is_lost() {
+        return Ok(ItemOutcome::Lost(err));
+    }
+    // Stop heartbeating; the report is checked against the claim's expiry by the store.
+    drop(held);
+    let report = if status.success() {
+        store
+            .queue()
+            .done(&namespace, id, token, None)
+            .await
+            .map(ItemOutcome::Done)
+    } else {
+        let request = FailRequest {
+            namespace,
+            id,
+            token,
+            reason: failure_reason(&status),
+            retry_in,
+        };
+        store
+            .queue()
+            .fail(&request)
+            .await
+            .map(|item| ItemOutcome::Failed { status, item })
+    };
+    match report {
+        Err(err) if err.kind == ErrorKind::Lost => Ok(ItemOutcome::Lost(err)),
+        other => other,
+    }
+}
+
+/// Gives a held claim back (ready again at once, the attempt counted); a claim already
+/// lost has nothing to give.
+async fn give_back(held: HeldLease<ItemKeeper>) {
+    let name = held.name().to_string();
+    if let Err(e) = held.release().await {
+        tracing::warn!(name = %name, error = %e, "could not give the item back");
+    }
 }

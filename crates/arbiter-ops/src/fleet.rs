@@ -8,7 +8,8 @@
 //! Beside the loops, each GitHub identity the proxy spends for: the budget left per
 //! resource, its reset, how long it is frozen, and when it runs out at the rate the
 //! loops' last rounds spent it (`arbiter_core::github`); and per loop its mean spend per
-//! round.
+//! round. Then the work queues (depth, oldest ready age, claimed, dead: `crate::queue`'s
+//! stats view) and the hosts that declared capabilities, with when each was last seen.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ use arbiter_core::{Millis, Result};
 use arbiter_store::{RoundInfo, Store};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::queue::{self, HostView, QueueStatsView};
 use crate::view::timestamp;
 
 /// What a loop is doing, as far as the fleet can tell.
@@ -114,6 +116,13 @@ pub struct LoopView {
 pub struct FleetView {
     pub loops: Vec<LoopView>,
     pub github: Vec<IdentityView>,
+    /// Every work queue with items: depth, oldest ready age, claimed, dead (absent from a
+    /// server older than work items: empty).
+    #[serde(default)]
+    pub queues: Vec<QueueStatsView>,
+    /// The hosts that declared capabilities (`queue work`), with when each was last seen.
+    #[serde(default)]
+    pub hosts: Vec<HostView>,
 }
 
 /// One GitHub identity (a login, whatever tokens it has): its budgets.
@@ -189,7 +198,15 @@ pub async fn fleet_status(store: &Store, namespace: &Namespace) -> Result<FleetV
             }
         })
         .collect();
-    Ok(FleetView { loops, github })
+    let (queue_now, queue_stats) = store.queue().stats(namespace).await?;
+    let queues = queue_stats.iter().map(|s| queue::stats_view(queue_now, s)).collect();
+    let hosts = queue::hosts(store, namespace).await?;
+    Ok(FleetView {
+        loops,
+        github,
+        queues,
+        hosts,
+    })
 }
 
 /// The GitHub buckets of `namespace` (`github/<login>/<resource>`), as budgets.

@@ -184,7 +184,7 @@ pub struct QueueStatsView {
     pub claims_last_minute: u64,
 }
 
-fn stats_view(now: Millis, stats: &QueueStats) -> QueueStatsView {
+pub(crate) fn stats_view(now: Millis, stats: &QueueStats) -> QueueStatsView {
     QueueStatsView {
         queue: stats.queue.to_string(),
         ready: stats.ready,
@@ -347,12 +347,12 @@ pub async fn raise_dead_alerts(store: &Store, config: &Config, namespace: &Names
             tags: [("queue".to_string(), queue.to_string())].into_iter().collect(),
             dedupe_key: Some(format!("queue/{queue}/dead")),
         };
-        match arbiter_notify::accept(store, config, namespace, notification, None).await {
-            Ok(_) => {}
-            // No route for this kind: nobody asked to hear of it.
-            Err(e) if e.kind == arbiter_core::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        // No route for this kind: nobody asked to hear of it (accepting would refuse it as
+        // bad input, and the items would never be marked).
+        if config.route(&notification).is_empty() {
+            continue;
         }
+        arbiter_notify::accept(store, config, namespace, notification, None).await?;
     }
     let ids: Vec<i64> = dead.iter().map(|item| item.id).collect();
     store.queue().mark_alerted(namespace, &ids).await?;

@@ -73,14 +73,14 @@ each_backend!(
     |url: String| async move {
         let store = open(&url).await;
         let id = store.queue().push(&item("held", "long work")).await.unwrap().id;
-        let grant = claim(&store, &request("held", Duration::from_secs(1)), None)
+        let grant = claim(&store, &request("held", Duration::from_secs(2)), None)
             .await
             .unwrap()
             .grant
             .expect("claimed");
         let token = grant.claim.token;
         let held = hold(&store, grant, Duration::from_millis(20));
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        tokio::time::sleep(Duration::from_millis(5000)).await;
         assert!(held.is_lost().is_none(), "{:?}", held.is_lost());
         // Past two leases the item is still this worker's.
         let other = store

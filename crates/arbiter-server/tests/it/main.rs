@@ -28,10 +28,10 @@ pub struct Api {
 }
 
 /// The server's configuration in tests: one webhook channel (never called: no dispatcher
-/// runs) that takes every `test.*` notification.
+/// runs) that takes every `test.*` notification, and the queues' `queue.dead` alerts.
 pub fn test_config() -> arbiter_config::Config {
     let text = "[channels.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n\n\
-                [[routes]]\nkinds = [\"test.*\"]\nchannels = [\"hook\"]\n";
+                [[routes]]\nkinds = [\"test.*\", \"queue.dead\"]\nchannels = [\"hook\"]\n";
     arbiter_config::Config::parse(text, std::path::Path::new("arbiter.toml")).unwrap()
 }
 

@@ -1,6 +1,7 @@
 //! Work items over HTTP on both backends: push (201, then 200 for the same key), claim,
 //! heartbeat, done, fail, retry, list, show, stats, hosts; a stale claim token refused as
-//! the CLI refuses it (`lost`, its exit 4); a `queue:read` token cannot claim; a waiting
+//! the CLI refuses it (`lost`, its exit 4); the `queue.dead` alert of a last failure; a
+//! `queue:read` token cannot claim; a waiting
 //! claim woken by a push, ended by the server's shutdown, and gone with its client.
 
 use std::time::Duration;
@@ -192,6 +193,13 @@ api_test!(the_last_failure_is_dead_and_retry_revives_it, |api: Api| async move {
         .await
         .expect(200);
     assert_eq!(dead["state"], "dead", "{dead}");
+    // Its `queue.dead` alert is in the outbox, routed by the server's configuration,
+    // folded per queue.
+    let outbox = api.get("/v1/ns/default/notifications").await.expect(200);
+    let alert = &outbox[0]["message"]["notification"];
+    assert_eq!(alert["kind"], "queue.dead", "{outbox}");
+    assert_eq!(alert["dedupe_key"], "queue/build/web/dead", "{outbox}");
+    assert!(alert["body"].as_str().unwrap().contains("boom"), "{outbox}");
     let listed = api.get("/v1/ns/default/items?state=dead").await.expect(200);
     assert_eq!(listed[0]["id"], pushed["id"]);
     let revived = api.post(&item(&pushed["id"], "retry"), json!({})).await.expect(200);

@@ -443,6 +443,13 @@ impl Subscription for WatchSubscription {
             }
         }
         if let Ok(Err(_)) = tokio::time::timeout_at(until, self.receiver.changed()).await {
+            // The listener ended during this wait. It wakes everyone before it ends, but a
+            // waiter that had already taken that wake meets the end here: start another now
+            // (and return, so the caller re-reads) rather than sleep out the whole wait.
+            if let Ok(Ok(receiver)) = tokio::time::timeout_at(until, self.hub.receiver(self.topic)).await {
+                self.receiver = receiver;
+                return Ok(());
+            }
             tokio::time::sleep_until(until).await;
         }
         Ok(())

@@ -284,7 +284,7 @@ conformance!(stale_tokens_are_lost_and_change_nothing, |h: Harness| async move {
 conformance!(heartbeats_extend_the_claim, |h: Harness| async move {
     let q = h.store.queue();
     let id = q.push(&item("beat", "work")).await.unwrap().id;
-    let c = claim(&h.store, &short("beat", "w", 300)).await;
+    let c = claim(&h.store, &short("beat", "w", 1000)).await;
     let beat = q
         .heartbeat(&ns(), id, c.token, Duration::from_secs(30), Some(77))
         .await
@@ -294,7 +294,7 @@ conformance!(heartbeats_extend_the_claim, |h: Harness| async move {
     assert_eq!(beat.holder.as_ref().unwrap().pgid, Some(77));
     assert_eq!(get(&h.store, id).await, beat);
     // Past the first lease the claim still holds: nobody else gets the item.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, next_at) = empty(&h.store, &request("beat", "other", &[])).await;
     assert_eq!(next_at, beat.expires_at);
     let done = q.done(&ns(), id, c.token, None).await.unwrap();
@@ -368,7 +368,7 @@ conformance!(items_die_after_their_last_attempt, |h: Harness| async move {
     assert_eq!((retried.state, retried.attempt), (ItemState::Ready, 0));
     assert_eq!(retried.last_error.as_deref(), Some("boom 2"));
     assert_eq!(get(&h.store, id).await, retried);
-    let c = claim(&h.store, &short("dlq", "w", 100)).await;
+    let c = claim(&h.store, &request("dlq", "w", &[])).await;
     assert_eq!((c.attempt, c.token), (1, 3));
     // Only dead or cancelled items can be retried.
     let err = q.retry(&ns(), id).await.unwrap_err();
@@ -435,7 +435,7 @@ conformance!(not_before_delays_an_item, |h: Harness| async move {
     let q = h.store.queue();
     let later = q
         .push(&NewItem {
-            not_before: Some(NotBefore::After(Duration::from_millis(300))),
+            not_before: Some(NotBefore::After(Duration::from_millis(1500))),
             ..item("delay", "later")
         })
         .await
@@ -443,7 +443,7 @@ conformance!(not_before_delays_an_item, |h: Harness| async move {
     let worker = request("delay", "w", &[]);
     let (now, next_at) = empty(&h.store, &worker).await;
     let delayed = get(&h.store, later.id).await;
-    assert_eq!(delayed.not_before - delayed.created_at, 300);
+    assert_eq!(delayed.not_before - delayed.created_at, 1500);
     assert_eq!(next_at, Some(delayed.not_before));
     assert!(next_at.unwrap() > now);
     // A time in the past is ready now; one far ahead waits, and is what next_at names once
@@ -754,10 +754,12 @@ conformance!(
                     died += claimed.newly_dead;
                     match claimed.outcome {
                         ClaimOutcome::Claimed(c) if c.attempt == 1 && c.id % 3 == 0 => abandoned += 1,
-                        ClaimOutcome::Claimed(c) => {
-                            store.queue().done(&ns(), c.id, c.token, None).await.unwrap();
-                            done.push(c.id);
-                        }
+                        // A done that came after the short lease (a loaded machine) is refused as
+                        // stale, and the item goes to another claim.
+                        ClaimOutcome::Claimed(c) => match store.queue().done(&ns(), c.id, c.token, None).await {
+                            Ok(_) => done.push(c.id),
+                            Err(e) => assert_eq!(e.kind, ErrorKind::Lost, "{e:?}"),
+                        },
                         ClaimOutcome::Empty { next_at: None, .. } => break,
                         ClaimOutcome::Empty { now, next_at: Some(at) } => {
                             tokio::time::sleep(Duration::from_millis((at - now).clamp(0, 1000) as u64 + 5)).await
@@ -780,11 +782,14 @@ conformance!(
         assert!(by_item.values().all(|&count| count == 1), "{by_item:?}");
         assert_eq!(abandoned, ITEMS / 3);
         assert_eq!(died, 0);
-        // Each abandoned item shows one expired attempt, then its done one.
-        for (&id, _) in by_item.iter().filter(|(id, _)| *id % 3 == 0) {
+        // Each abandoned item's first attempt expired; every item's last is its done one.
+        for &id in by_item.keys() {
             let info = h.store.queue().show(&ns(), id).await.unwrap();
             let outcomes: Vec<_> = info.attempts.iter().map(|a| a.outcome).collect();
-            assert_eq!(outcomes, [Some(AttemptOutcome::Expired), Some(AttemptOutcome::Done)]);
+            assert_eq!(outcomes.last(), Some(&Some(AttemptOutcome::Done)), "{outcomes:?}");
+            if id % 3 == 0 {
+                assert_eq!(outcomes[0], Some(AttemptOutcome::Expired), "{outcomes:?}");
+            }
         }
     }
 );

@@ -12,6 +12,7 @@ mod mcp;
 mod notify;
 mod output;
 mod proxy;
+mod queue;
 mod serve;
 mod store;
 mod target;
@@ -30,7 +31,8 @@ use crate::exit;
 use output::Output;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 internal error, 2 bad input, 3 held, conflict or limited, 4 lost,
+Exit codes: 0 success, 1 internal error, 2 bad input, 3 held, conflict, limited or nothing
+to claim, 4 lost (a stale lease or claim token),
 5 not found, 6 store (or --server) unavailable, 7 failed, 8 refused by the server (token,
 namespace or scope). `arbiter lock` exits with its command's code.
 
@@ -120,6 +122,10 @@ enum Command {
     /// observe an upstream's limits.
     #[command(subcommand, long_about = limit::LONG_ABOUT)]
     Limit(limit::LimitCommand),
+    /// Work items: a durable queue whose claims are leases with fencing tokens; `queue work`
+    /// runs a command per item.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     /// Append-only streams with idempotency keys, and their consumers.
     #[command(subcommand)]
     Log(log::LogCommand),
@@ -259,6 +265,7 @@ async fn run(cli: Cli, out: Output) -> Result<i32> {
         Command::Kv(command) => kv::run(command, &global, out).await,
         Command::Limit(command) => limit::run(command, &global, out).await,
         Command::Log(command) => log::run(command, &global, out).await,
+        Command::Queue(command) => queue::run(command, &global, out).await,
         Command::Decide(args) => decisions::decide(args, &global, out).await,
         Command::Decisions(command) => decisions::decisions(command, &global, out).await,
         Command::Inbox(command) => decisions::inbox(command, &global, out).await,

@@ -6,7 +6,8 @@
 //! error's message and exit code) is the same byte for byte.
 //!
 //! Commands that work on this machine or the store itself (`watch`, `dispatch`, `inbox`,
-//! `init`, `logs`, `proxy`, `doctor`, `channels test`, `token`, `serve`, `store migrate`)
+//! `init`, `logs`, `proxy`, `doctor`, `channels test`, `token`, `serve`, `store migrate`,
+//! `queue work`)
 //! refuse `--server` with bad input naming it ([`local_only`]). `lock` keeps its lease
 //! through [`Global::server_client`] or the store itself (its keep-alive is
 //! `arbiter_client::lease::HeldLease` over either).
@@ -22,8 +23,9 @@ use arbiter_core::decisions::Decision;
 use arbiter_core::kv::{IfVersion, KeyValue, KvEvent};
 use arbiter_core::limit::{BucketSpec, Observation, TakeRequest};
 use arbiter_core::log::{ConsumerInfo, NewRecord, StreamInfo};
-use arbiter_core::name::{BucketName, ConsumerName, Key, LeaseName, Namespace, Prefix, StreamName};
+use arbiter_core::name::{BucketName, ConsumerName, Key, LeaseName, Namespace, Prefix, QueueName, StreamName};
 use arbiter_core::notify::Notification;
+use arbiter_core::queue::{ClaimRequest, FailRequest, ItemState, NewItem, Pushed};
 use arbiter_core::{Error, Result};
 use arbiter_ops::decisions::{self, Decided, Rendered};
 use arbiter_ops::fleet::{self, FleetView};
@@ -32,6 +34,7 @@ use arbiter_ops::lease::{self, AcquireRequest, LeaseShow, Released};
 use arbiter_ops::limit::{self, BucketView, CounterView, TakeView};
 use arbiter_ops::log::{self, AppendedView, RecordView, Start};
 use arbiter_ops::notify::{self, ChannelView};
+use arbiter_ops::queue::{self, ClaimView, ItemInfoView, ItemView, QueueStatsView};
 use arbiter_ops::view::LeaseView;
 use arbiter_remote::Client;
 use arbiter_server::wire::{DecideBody, NotifyBody};
@@ -55,6 +58,7 @@ pub enum Target {
 /// server; `None` for one that can go through `--server`.
 pub fn local_only(command: &Command) -> Option<&'static str> {
     use super::notify::ChannelsCommand;
+    use super::queue::QueueCommand;
     use super::store::StoreCommand;
     Some(match command {
         Command::Inbox(_) => "inbox",
@@ -68,6 +72,7 @@ pub fn local_only(command: &Command) -> Option<&'static str> {
         Command::Store(StoreCommand::Migrate) => "store migrate",
         Command::Token(_) => "token",
         Command::Doctor(_) => "doctor",
+        Command::Queue(QueueCommand::Work(_)) => "queue work",
         _ => return None,
     })
 }
@@ -477,6 +482,85 @@ impl Target {
         match self {
             Target::Store(store) => Ok(arbiter_ops::store::info(store)),
             Target::Server(client) => client.store_info().await,
+        }
+    }
+}
+
+/// Work items: the store's `arbiter_ops::queue` function (which also raises the
+/// `queue.dead` alerts, routed by the local `config`), or the server's route (routed by
+/// the server's own configuration).
+impl Target {
+    pub async fn queue_push(&self, item: &NewItem) -> Result<Pushed> {
+        match self {
+            Target::Store(store) => queue::push(store, item).await,
+            Target::Server(client) => client.queue_push(item).await,
+        }
+    }
+
+    pub async fn queue_claim(
+        &self,
+        config: &Config,
+        request: &ClaimRequest,
+        wait: Option<Duration>,
+    ) -> Result<Option<ClaimView>> {
+        match self {
+            Target::Store(store) => queue::claim(store, config, request, wait).await,
+            Target::Server(client) => client.queue_claim(request, wait).await,
+        }
+    }
+
+    pub async fn queue_heartbeat(&self, ns: &Namespace, id: i64, token: i64, lease: Duration) -> Result<ItemView> {
+        match self {
+            Target::Store(store) => queue::heartbeat(store, ns, id, token, lease, None).await,
+            Target::Server(client) => client.queue_heartbeat(ns, id, token, lease, None).await,
+        }
+    }
+
+    pub async fn queue_done(&self, ns: &Namespace, id: i64, token: i64, result: Option<&str>) -> Result<ItemView> {
+        match self {
+            Target::Store(store) => queue::done(store, ns, id, token, result).await,
+            Target::Server(client) => client.queue_done(ns, id, token, result).await,
+        }
+    }
+
+    pub async fn queue_fail(&self, config: &Config, request: &FailRequest) -> Result<ItemView> {
+        match self {
+            Target::Store(store) => queue::fail(store, config, request).await,
+            Target::Server(client) => client.queue_fail(request).await,
+        }
+    }
+
+    pub async fn queue_retry(&self, ns: &Namespace, id: i64) -> Result<ItemView> {
+        match self {
+            Target::Store(store) => queue::retry(store, ns, id).await,
+            Target::Server(client) => client.queue_retry(ns, id).await,
+        }
+    }
+
+    pub async fn queue_list(
+        &self,
+        ns: &Namespace,
+        queue: Option<&QueueName>,
+        state: Option<ItemState>,
+        limit: usize,
+    ) -> Result<Vec<ItemView>> {
+        match self {
+            Target::Store(store) => queue::list(store, ns, queue, state, limit).await,
+            Target::Server(client) => client.queue_list(ns, queue, state, limit).await,
+        }
+    }
+
+    pub async fn queue_show(&self, ns: &Namespace, id: i64) -> Result<ItemInfoView> {
+        match self {
+            Target::Store(store) => queue::show(store, ns, id).await,
+            Target::Server(client) => client.queue_show(ns, id).await,
+        }
+    }
+
+    pub async fn queue_stats(&self, config: &Config, ns: &Namespace) -> Result<Vec<QueueStatsView>> {
+        match self {
+            Target::Store(store) => queue::stats(store, config, ns).await,
+            Target::Server(client) => client.queue_stats(ns).await,
         }
     }
 }

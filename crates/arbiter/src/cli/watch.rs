@@ -203,8 +203,57 @@ fn fleet_text(fleet: &fleet::FleetView) -> String {
             p(l.last_reason.as_deref().unwrap_or_default()),
         );
     }
+    github_text(&mut out, fleet);
+    queues_text(&mut out, fleet);
+    out
+}
+
+/// The work queues and the hosts that declared capabilities, each table only when it has
+/// rows (a fleet without queues prints what it always printed).
+fn queues_text(out: &mut String, fleet: &fleet::FleetView) {
+    use std::fmt::Write;
+    let p = arbiter_core::redact::printable;
+    let format = |ms: i64| arbiter_core::duration::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64));
+    if !fleet.queues.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "QUEUE\tDEPTH\tOLDEST\tDELAYED\tCLAIMED\tDEAD\tDONE\tCLAIMS/MIN");
+        for q in &fleet.queues {
+            let _ = writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                p(&q.queue),
+                q.depth,
+                q.oldest_ready_age_ms.map_or("-".to_string(), format),
+                q.delayed,
+                q.claimed,
+                q.dead,
+                q.done,
+                q.claims_last_minute,
+            );
+        }
+    }
+    if !fleet.hosts.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "HOST\tCAPABILITIES\tLAST SEEN");
+        for h in &fleet.hosts {
+            let caps: Vec<&str> = h.capabilities.iter().map(|c| c.as_str()).collect();
+            let caps = if caps.is_empty() {
+                "-".to_string()
+            } else {
+                caps.join(",")
+            };
+            let _ = writeln!(out, "{}\t{}\t{} ago", p(&h.host), caps, format(h.last_seen_ago_ms));
+        }
+    }
+}
+
+/// Each GitHub identity's budgets, when the proxy spends for any.
+fn github_text(out: &mut String, fleet: &fleet::FleetView) {
+    use std::fmt::Write;
+    let p = arbiter_core::redact::printable;
+    let format = |ms: i64| arbiter_core::duration::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64));
     if fleet.github.is_empty() {
-        return out;
+        return;
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "GITHUB\tRESOURCE\tLEFT\tLIMIT\tRESETS\tFROZEN UNTIL\tRUNS OUT");
@@ -231,7 +280,6 @@ fn fleet_text(fleet: &fleet::FleetView) -> String {
             );
         }
     }
-    out
 }
 
 pub async fn logs(args: LogsArgs, global: &Global, _out: Output) -> Result<i32> {
@@ -355,6 +403,8 @@ mod tests {
                     resource("points", true, None),
                 ],
             }],
+            queues: Vec::new(),
+            hosts: Vec::new(),
         };
         let text = fleet_text(&fleet);
         assert!(

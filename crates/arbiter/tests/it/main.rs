@@ -16,6 +16,10 @@
 //! - `store`: `store info`, and a new store opened by many processes at once.
 //! - `token`: API tokens: the secret printed once and only its hash stored, revoke, expiry,
 //!   the audit of refusals, bad flags.
+//! - `queue`: work items: the push/claim/done round trip, exit codes 2/3/4 (nothing
+//!   written, nothing changed), a waiting claim woken by a push, `queue work` (each item
+//!   once, retries then dead, `retry`, SIGTERM gives items back), `[host] capabilities`,
+//!   and `status` listing queues and hosts.
 //! - `log`: idempotent appends from writers killed mid-run, `--follow`, consumers.
 //! - `doctor`: one line per check of a machine's setup; nothing sent without `--send`.
 //! - `decisions`: the render projection and the git-native drop-box, with real git.
@@ -31,6 +35,8 @@
 //! - `proxy`: `arbiter proxy github` as a process: where it listens, what it forwards, bad
 //!   flags.
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
+//! - `issues`: `watch` taking its rounds from GitHub issues on two supervisors: each issue
+//!   worked once, `needs:` labels routed by capabilities, marks, cancels, dead letters.
 //! - `stall`: a holder whose store link stalls is stopped before the lease goes elsewhere.
 //! - `trees`: descendants that call `setsid` die with the command (Linux).
 //! - `wrappers`: a lease taken from a wrapped call in a script stays held while it lives.
@@ -47,6 +53,7 @@ mod dashboard;
 mod decisions;
 mod doctor;
 mod faults;
+mod issues;
 mod kv;
 mod lease;
 mod limit;
@@ -56,6 +63,7 @@ mod mcp;
 mod notify;
 mod pgconn;
 mod proxy;
+mod queue;
 mod remote;
 mod secrets;
 mod serve;

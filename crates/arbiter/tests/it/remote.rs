@@ -26,7 +26,8 @@ each_backend!(Store;
     remote_token_refusals_exit_8_without_showing_the_secret,
     remote_server_down_and_local_commands_are_refused,
     remote_lock_runs_the_command_as_against_the_store,
-    remote_lock_stops_the_command_when_the_lease_is_lost
+    remote_lock_stops_the_command_when_the_lease_is_lost,
+    remote_queue_commands_print_as_against_the_store
 );
 
 /// An `arbiter serve` child on a store, on a port the OS chose.
@@ -557,4 +558,66 @@ fn masking_hides_times_and_durations_only() {
         masked("{\"created_at\":1764584787290,\"wait_ms\":2500,\"version\":3} 1/d 20% v2"),
         "{\"created_at\":<number>,\"wait_ms\":<number>,\"version\":3} 1/d 20% v2"
     );
+}
+
+/// `queue` commands through the server print what they print against the store (a
+/// claim's holder aside: through a server it is the server's record of the caller) and
+/// exit with the same codes; `queue work` is local only.
+fn remote_queue_commands_print_as_against_the_store(direct: &Store) {
+    let (_served, server, secret) = served_with_token(direct, "remote_queue");
+    let config = direct.scratch.path().join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    let config = config.display().to_string();
+    let same = |args: &[&str], code: i32| {
+        let mut args = args.to_vec();
+        args.splice(0..0, ["--config", config.as_str()]);
+        let local = direct.run(&args);
+        let through = run(&mut server.cmd(&args, Some(&secret)));
+        assert_eq!(local.code, code, "arbiter {args:?} directly: {local:?}");
+        assert_eq!(
+            (local.code, masked(&local.stdout), masked(&local.stderr)),
+            (through.code, masked(&through.stdout), masked(&through.stderr)),
+            "arbiter {args:?}: directly (left) and through the server (right) differ"
+        );
+        (local, through)
+    };
+    same(&["queue", "push", "jobs", "one", "--key", "k1", "--priority", "2"], 0);
+    same(&["--json", "queue", "push", "jobs", "again", "--key", "k1"], 0);
+    same(&["queue", "push", "jobs", "two", "--requires", "gpu"], 0);
+    let claim = |args: &[&str]| {
+        let mut all = vec![
+            "--config",
+            config.as_str(),
+            "--json",
+            "queue",
+            "claim",
+            "jobs",
+            "--lease",
+            "30s",
+        ];
+        all.extend_from_slice(args);
+        let local = direct.ok(&all).json();
+        let through = run(&mut server.cmd(&all, Some(&secret)));
+        through.expect_code(0, "queue claim through the server");
+        (local, through.json())
+    };
+    let (local, through) = claim(&[]);
+    for field in ["id", "token", "attempt", "body", "key", "requires", "max_attempts"] {
+        assert_eq!(local[field], through[field], "{field}: {local} vs {through}");
+    }
+    // Nothing else this caller may take: exit 3 both ways.
+    same(&["queue", "claim", "jobs"], 3);
+    // Stale tokens: exit 4, the same message, nothing changed.
+    same(&["queue", "done", "1", "--token", "9"], 4);
+    same(&["queue", "fail", "1", "--token", "9", "--reason", "late"], 4);
+    same(&["queue", "heartbeat", "1", "--token", "9"], 4);
+    same(&["queue", "done", "1", "--token", "1", "--result", "fine"], 0);
+    same(&["queue", "list"], 0);
+    same(&["queue", "list", "jobs", "--state", "done", "--json"], 0);
+    same(&["queue", "stats"], 0);
+    same(&["queue", "show", "99"], 5);
+    same(&["queue", "retry", "1"], 3);
+    let work = run(&mut server.cmd(&["queue", "work", "jobs", "--", "true"], Some(&secret)));
+    work.expect_code(2, "queue work through a server");
+    assert!(work.stderr.contains("queue work"), "{work:?}");
 }

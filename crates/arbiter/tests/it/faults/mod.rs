@@ -24,6 +24,11 @@
 //!   its session off and the next holder gets the lease; on SQLite (one file lock) writers
 //!   fail with exit 6 after the busy timeout until it resumes (a FIXME the test asserts).
 //!
+//! - `queue`: 500 work items worked by `queue work` processes of two simulated hosts
+//!   (different capabilities) under random `kill -9`: every item done exactly once in the
+//!   store, a fencing-checked log where no item's commands ever overlapped, `requires`
+//!   respected.
+//!
 //! Each test prints what it ran (operations, kills, restarts, seed) on stderr, past the
 //! test harness's capture, so CI's log shows the numbers. Set `ARBITER_FAULTS_SEED=N` to
 //! replay the random choices of a run (process timing still varies).
@@ -45,3 +50,4 @@ mod history;
 mod linearizability;
 mod models;
 pub(crate) mod postgres;
+mod queue;
