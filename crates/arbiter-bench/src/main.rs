@@ -1,7 +1,8 @@
 //! `arbiter-bench`: arbiter's primitives side by side with what a user would pick instead —
 //! Redis `SET NX PX`, PostgreSQL advisory/row locks and CAS, etcd leases and txns, a
 //! PostgreSQL `INSERT`, Redis `XADD` or a shared file for the log, `governor` or a Redis
-//! GCRA script for rate-limit decisions — and a GitHub fleet replayed direct and through
+//! GCRA script for rate-limit decisions, a PostgreSQL `SKIP LOCKED` jobs table or a Redis
+//! list (`LMOVE` + `LREM`) for work items — and a GitHub fleet replayed direct and through
 //! arbiter's proxy, in one run on one machine, printed as one table with arbiter/peer ratios.
 //!
 //! Layout:
@@ -9,7 +10,8 @@
 //!   table.
 //! - `driver`: one measured run — worker processes started together, reports merged.
 //! - `worker`: the worker process (`arbiter-bench __worker SPEC`): clients, warm-up, loop.
-//! - `systems`: one client per system and its operations (try-lock + release, CAS, append).
+//! - `systems`: one client per system and its operations (try-lock + release, CAS, append,
+//!   limiter decision, work-item push and claim + done).
 //! - `cli`: CLI call latency, one process at a time.
 //! - `fleet`: the GitHub fleet replay (issue 14), in this process: the fake GitHub, arbiter's
 //!   proxy in front of it, and every simulated client's loops.
@@ -133,6 +135,8 @@ struct Budget {
     append_ops_contended: u64,
     limit_ops_single: u64,
     limit_ops_contended: u64,
+    /// Items the push run pushes, and the claim + done run takes, at most.
+    queue_ops: u64,
     max: Duration,
     warmup: u32,
     cli: cli::Budget,
@@ -149,6 +153,7 @@ impl Budget {
                 append_ops_contended: 1_600,
                 limit_ops_single: 400,
                 limit_ops_contended: 1_600,
+                queue_ops: 1_600,
                 max: Duration::from_millis(600),
                 warmup: 2,
                 cli: cli::Budget {
@@ -165,6 +170,7 @@ impl Budget {
                 append_ops_contended: 32_000,
                 limit_ops_single: 20_000,
                 limit_ops_contended: 64_000,
+                queue_ops: 32_000,
                 max: Duration::from_secs(5),
                 warmup: 5,
                 cli: cli::Budget {
@@ -240,6 +246,37 @@ const HTTP_LIMIT_SYSTEMS: [System; 6] = [
     System::Governor,
     System::Redis,
 ];
+
+/// Work items, beside PostgreSQL `SKIP LOCKED` on a plain jobs table (graphile-worker,
+/// River) and the Redis reliable-queue pattern.
+const QUEUE_SYSTEMS: [System; 5] = [
+    System::ArbiterSqliteFull,
+    System::ArbiterSqliteNormal,
+    System::ArbiterPostgres,
+    System::PgTable,
+    System::Redis,
+];
+
+/// Work items through arbiter's server, beside the library on the same stores and the
+/// peers of the direct rows.
+const HTTP_QUEUE_SYSTEMS: [System; 6] = [
+    System::HttpSqlite,
+    System::HttpPostgres,
+    System::ArbiterSqliteFull,
+    System::ArbiterPostgres,
+    System::PgTable,
+    System::Redis,
+];
+
+/// The work-item workloads' names: the push run, and the claim + done run (`over_http`:
+/// through arbiter's server).
+fn queue_workload_names(clients: u32, over_http: bool) -> (String, String) {
+    let via = if over_http { " · over HTTP" } else { "" };
+    (
+        format!("queue push{via} · {clients} clients, 1 queue"),
+        format!("queue claim + done{via} · {clients} clients, 1 queue"),
+    )
+}
 
 fn http_lease_workload(clients: u32, names: u32) -> String {
     let s = if names == 1 { "" } else { "s" };
@@ -619,7 +656,7 @@ async fn check_acknowledged(system: System, targets: &Targets, plan: &Plan, m: &
     let expected = i64::try_from(m.ok + m.warmup_ok).unwrap_or(i64::MAX);
     let what = match plan.workload {
         Workload::Append => "records",
-        Workload::Cas | Workload::Lease | Workload::Limit => "counter",
+        _ => "counter",
     };
     let read = async {
         let mut client = Client::connect(system, targets, u32::MAX, LEASE_TTL_MS).await?;
@@ -631,7 +668,7 @@ async fn check_acknowledged(system: System, targets: &Targets, plan: &Plan, m: &
                 }
                 i64::try_from(records)?
             }
-            Workload::Cas | Workload::Lease | Workload::Limit => {
+            _ => {
                 client
                     .read_counter(&worker::counter_key(&targets.prefix, &plan.tag))
                     .await?
@@ -647,6 +684,46 @@ async fn check_acknowledged(system: System, targets: &Targets, plan: &Plan, m: &
     }
 }
 
+/// Reads back what a work-item run left in its queue: `ready` items waiting and none
+/// claimed, and (where the system keeps finished items) `done` finished.
+async fn check_queue(system: System, targets: &Targets, plan: &Plan, ready: u64, done: u64) -> String {
+    let read = async {
+        let mut client = Client::connect(system, targets, u32::MAX, LEASE_TTL_MS).await?;
+        let counts = client
+            .queue_counts(&worker::queue_name(&targets.prefix, &plan.tag))
+            .await?;
+        client.close().await?;
+        anyhow::Ok(counts)
+    };
+    let counts = match read.await {
+        Ok(counts) => counts,
+        Err(e) => return format!("queue not checked: {e:#}"),
+    };
+    let mut wrong = Vec::new();
+    if counts.ready != ready {
+        wrong.push(format!("{} ready, expected {ready}", counts.ready));
+    }
+    if counts.claimed != 0 {
+        wrong.push(format!("{} still claimed, expected 0", counts.claimed));
+    }
+    if let Some(found) = counts.done
+        && found != done
+    {
+        wrong.push(format!("{found} done, expected {done}"));
+    }
+    if !wrong.is_empty() {
+        return format!("QUEUE WRONG: {}", wrong.join(", "));
+    }
+    let done = match counts.done {
+        Some(found) => format!(", {} done", report::thousands(found)),
+        None => String::new(),
+    };
+    format!(
+        "queue holds {} ready, 0 claimed{done} as expected",
+        report::thousands(ready)
+    )
+}
+
 struct Runner<'a> {
     args: &'a Args,
     budget: Budget,
@@ -656,6 +733,9 @@ struct Runner<'a> {
     fleet: Vec<(fleet::Plan, fleet::Via, fleet::Summary)>,
     /// Whether the arbiter binary has `--server`, or why not.
     server_cli: std::result::Result<(), String>,
+    /// Items each system's push run left in its queue (pushed and not yet taken): what
+    /// its claim + done run takes from.
+    queued: HashMap<(System, String), u64>,
     done: usize,
     total: usize,
 }
@@ -685,6 +765,12 @@ impl Runner<'_> {
     }
 
     async fn measure(&mut self, workload: &str, plan: Plan, reference: Reference) {
+        self.measure_row(workload, plan, reference, true).await;
+    }
+
+    /// Measures `plan`, and adds its row to the table when `record` (otherwise it only
+    /// prepares another run, and says so on stderr).
+    async fn measure_row(&mut self, workload: &str, plan: Plan, reference: Reference, record: bool) {
         let system = plan.system;
         let label = reference.label(system, plan.workload);
         let started = Instant::now();
@@ -716,6 +802,24 @@ impl Runner<'_> {
                             report::thousands(m.ok),
                             report::thousands(m.ops)
                         ),
+                        Workload::QueuePush => {
+                            let key = (system, plan.tag.clone());
+                            let queued = self.queued.get(&key).copied().unwrap_or(0) + m.ok + m.warmup_ok;
+                            self.queued.insert(key, queued);
+                            check_queue(system, &self.setup.targets, &plan, queued, 0).await
+                        }
+                        Workload::QueueWork => {
+                            let taken = m.ok + m.warmup_ok;
+                            let key = (system, plan.tag.clone());
+                            let queued = self.queued.get(&key).copied().unwrap_or(0);
+                            let left = queued.saturating_sub(taken);
+                            self.queued.insert(key, left);
+                            let mut note = check_queue(system, &self.setup.targets, &plan, left, taken).await;
+                            if m.drained {
+                                note.push_str("; drained the queue");
+                            }
+                            note
+                        }
                     };
                     if m.capped {
                         note.push_str(&format!("; stopped at the {}s cap", plan.max.as_secs_f64()));
@@ -725,14 +829,21 @@ impl Runner<'_> {
                 Err(e) => (Outcome::Empty(format!("failed: {e:#}")), String::new()),
             }
         };
-        self.progress(workload, &label, &outcome, started.elapsed());
-        self.rows.push(Row {
-            workload: workload.to_string(),
-            system: label,
-            role: reference.role(system),
-            outcome,
-            note,
-        });
+        let shown = if record {
+            label.clone()
+        } else {
+            format!("{label} (fills the queue; not in the table)")
+        };
+        self.progress(workload, &shown, &outcome, started.elapsed());
+        if record {
+            self.rows.push(Row {
+                workload: workload.to_string(),
+                system: label,
+                role: reference.role(system),
+                outcome,
+                note,
+            });
+        }
     }
 
     /// The GitHub fleet replay for each number of clients: direct to the fake, then through
@@ -898,6 +1009,66 @@ impl Runner<'_> {
         )];
         self.measure_variants(Workload::Cas, &CAS_SYSTEMS, variants, Reference::Library)
             .await;
+    }
+
+    /// Work items directly and through the server.
+    async fn queue_workloads(&mut self) {
+        self.queue_pair(&QUEUE_SYSTEMS, Reference::Library, "q").await;
+        self.queue_pair(&HTTP_QUEUE_SYSTEMS, Reference::Server, "hq").await;
+    }
+
+    /// Work items on `systems`: 16 clients push into one queue (that run's row is the push
+    /// rate), then 16 clients claim and finish what was pushed. The push run fills the
+    /// queue, so it runs whenever the claim + done run is selected; its row is shown only
+    /// when selected.
+    async fn queue_pair(&mut self, systems: &[System], reference: Reference, tag: &str) {
+        let (n, budget) = (self.args.clients, self.budget);
+        let (push, work) = queue_workload_names(n, reference == Reference::Server);
+        let (push_selected, work_selected) = (self.selected(&push), self.selected(&work));
+        if !push_selected && !work_selected {
+            return;
+        }
+        let plan = |workload, system| Plan {
+            workload,
+            system,
+            tag: tag.to_string(),
+            names: 1,
+            clients: n,
+            processes: self.args.processes.unwrap_or(n).min(n),
+            total_ops: budget.queue_ops,
+            max: budget.max,
+            warmup: budget.warmup,
+            ttl_ms: LEASE_TTL_MS,
+        };
+        let plans: Vec<(Plan, Plan)> = systems
+            .iter()
+            .map(|&system| (plan(Workload::QueuePush, system), plan(Workload::QueueWork, system)))
+            .collect();
+        for (push_plan, _) in &plans {
+            self.measure_row(&push, push_plan.clone(), reference, push_selected)
+                .await;
+        }
+        if !work_selected {
+            return;
+        }
+        for (_, work_plan) in plans {
+            let system = work_plan.system;
+            let queued = self.queued.get(&(system, tag.to_string())).copied().unwrap_or(0);
+            if queued == 0 && !self.setup.unavailable.contains_key(&system) {
+                let label = reference.label(system, Workload::QueueWork);
+                let outcome = Outcome::Empty("skipped: its push run did not fill the queue".to_string());
+                self.progress(&work, &label, &outcome, Duration::ZERO);
+                self.rows.push(Row {
+                    workload: work.clone(),
+                    system: label,
+                    role: reference.role(system),
+                    outcome,
+                    note: String::new(),
+                });
+                continue;
+            }
+            self.measure(&work, work_plan, reference).await;
+        }
     }
 
     async fn append_workloads(&mut self) {
@@ -1248,10 +1419,13 @@ async fn run(args: Args) -> Result<()> {
     };
     let n = args.clients;
     let selected = |workload: &str| args.selects(workload);
+    let (http_push, http_work) = queue_workload_names(n, true);
     let over_http = [
         http_lease_workload(n, 1),
         http_lease_workload(n, 64),
         http_limit_workload(n),
+        http_push,
+        http_work,
     ];
     let cli_rows = [
         "CLI · lease acquire (1 process)".to_string(),
@@ -1269,6 +1443,7 @@ async fn run(args: Args) -> Result<()> {
         rows: Vec::new(),
         fleet: Vec::new(),
         server_cli,
+        queued: HashMap::new(),
         done: 0,
         total: LEASE_SYSTEMS.len() * 3
             + HTTP_LEASE_SYSTEMS.len() * 2
@@ -1276,6 +1451,7 @@ async fn run(args: Args) -> Result<()> {
             + APPEND_SYSTEMS.len() * 3
             + LIMIT_SYSTEMS.len() * 2
             + HTTP_LIMIT_SYSTEMS.len()
+            + (QUEUE_SYSTEMS.len() + HTTP_QUEUE_SYSTEMS.len()) * 2
             + 16
             + 12,
     };
@@ -1286,6 +1462,7 @@ async fn run(args: Args) -> Result<()> {
         runner.cli_workloads().await;
         runner.cli_contended().await;
         runner.limit_workloads().await;
+        runner.queue_workloads().await;
         runner.fleet_workloads().await;
     };
     let interrupted = tokio::select! {
@@ -1400,6 +1577,29 @@ mod tests {
         assert!(some.selects("lease · over HTTP · 16 clients, 1 name"));
         assert!(some.selects("CLI · acquire + release"));
         assert!(!some.selects("lease · 16 clients, 1 name"));
+    }
+
+    #[test]
+    fn only_queue_selects_both_work_item_runs() {
+        let (push, work) = queue_workload_names(16, false);
+        let (http_push, http_work) = queue_workload_names(16, true);
+        let queue = Args::parse_from(["arbiter-bench", "--only", "queue"]);
+        assert!(queue.selects(&push) && queue.selects(&work));
+        assert!(queue.selects(&http_push) && queue.selects(&http_work));
+        let http = Args::parse_from(["arbiter-bench", "--only", "over HTTP"]);
+        assert!(http.selects(&http_work) && !http.selects(&work));
+        let pairs = Args::parse_from(["arbiter-bench", "--only", "claim + done"]);
+        assert!(pairs.selects(&work));
+        assert!(!pairs.selects(&push), "the push run then fills the queue without a row");
+        assert_eq!(
+            Reference::Library.label(System::PgTable, Workload::QueueWork),
+            "PG SKIP LOCKED jobs table"
+        );
+        assert_eq!(
+            Reference::Library.label(System::Redis, Workload::QueueWork),
+            "Redis LMOVE + LREM ack"
+        );
+        assert_eq!(Reference::Library.role(System::ArbiterPostgres), Role::ArbiterPostgres);
     }
 
     #[test]

@@ -50,7 +50,7 @@ in the same workload, divided by this row's ops/s — above 1× arbiter is faste
 in the `over HTTP` workloads, of arbiter's server (HTTP) on each store. \
 p50/p99: latency of one operation (a lease try + release when granted; a CAS increment including its retries; \
 an append until acknowledged; \
-one rate-limiter decision; one CLI process from start to exit).";
+one rate-limiter decision; one work item pushed; one claim + done pair; one CLI process from start to exit).";
 
 /// The cells of every row, ratios computed within each workload.
 fn cells(rows: &[Row]) -> Vec<[String; 8]> {

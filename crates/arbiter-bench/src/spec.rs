@@ -22,6 +22,16 @@ pub enum Workload {
     /// rate is so high that every decision is a grant (what is timed is the decision, not a
     /// wait).
     Limit,
+    /// One work item (about 200 bytes) pushed into a queue shared by all clients, one push
+    /// per operation. It also fills the queue the `QueueWork` run of the same system and
+    /// tag takes from.
+    QueuePush,
+    /// One work item taken and finished: a claim without waiting (a lease of 30 s on the
+    /// item, no capabilities) and, when it got one, its completion. A claim that finds the
+    /// queue empty ends its client (the run drained the queue; it is not an operation).
+    /// After the run the queue must hold exactly the items pushed and not finished, none
+    /// of them claimed.
+    QueueWork,
 }
 
 /// The system under test.
@@ -34,7 +44,8 @@ pub enum System {
     /// arbiter on PostgreSQL (a fresh schema).
     ArbiterPostgres,
     /// Redis: `SET key token NX PX ttl`, release by a Lua compare-and-delete; CAS by
-    /// WATCH/GET/MULTI/SET/EXEC.
+    /// WATCH/GET/MULTI/SET/EXEC; work items by the reliable-queue pattern (`LPUSH`,
+    /// `LMOVE queue processing`, ack by `LREM processing`).
     Redis,
     /// PostgreSQL session advisory locks: `pg_try_advisory_lock` / `pg_advisory_unlock`.
     PgAdvisory,
@@ -42,7 +53,9 @@ pub enum System {
     PgRowLock,
     /// PostgreSQL hand-rolled lease table: conditional `UPDATE … WHERE holder IS NULL OR
     /// expired RETURNING token` (TTL and fencing token like arbiter's); release by a
-    /// conditional `UPDATE`. For CAS: `UPDATE … WHERE version = $1`.
+    /// conditional `UPDATE`. For CAS: `UPDATE … WHERE version = $1`. For work items: a
+    /// plain jobs table claimed by `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)`
+    /// and finished by `DELETE`, as graphile-worker and River do it.
     PgTable,
     /// etcd: a lease per acquire (grant), txn put-if-absent on the key with that lease,
     /// release by revoking the lease. For CAS: txn comparing `mod_revision`.
@@ -132,6 +145,17 @@ impl System {
         }
     }
 
+    /// The label for the queue workloads (push, and claim + done).
+    fn queue_label(self, workload: Workload) -> &'static str {
+        match (self, workload) {
+            (System::Redis, Workload::QueuePush) => "Redis LPUSH",
+            (System::Redis, _) => "Redis LMOVE + LREM ack",
+            (System::PgTable, Workload::QueuePush) => "PG INSERT jobs row",
+            (System::PgTable, _) => "PG SKIP LOCKED jobs table",
+            (other, _) => other.label(),
+        }
+    }
+
     /// The label of this system in `workload`.
     pub fn label_for(self, workload: Workload) -> &'static str {
         match workload {
@@ -139,6 +163,7 @@ impl System {
             Workload::Cas => self.cas_label(),
             Workload::Append => self.append_label(),
             Workload::Limit => self.limit_label(),
+            Workload::QueuePush | Workload::QueueWork => self.queue_label(workload),
         }
     }
 }
@@ -170,6 +195,28 @@ pub struct Targets {
     pub http_token_sqlite: Option<String>,
     #[serde(skip)]
     pub http_token_postgres: Option<String>,
+}
+
+#[cfg(test)]
+impl Targets {
+    /// Targets that point nowhere, for a test to fill in the one system it talks to.
+    pub fn nowhere() -> Targets {
+        Targets {
+            sqlite_full: String::new(),
+            sqlite_normal: String::new(),
+            arbiter_postgres: String::new(),
+            redis: String::new(),
+            postgres: String::new(),
+            pg_schema: String::new(),
+            etcd: String::new(),
+            file_dir: String::new(),
+            prefix: String::new(),
+            http_sqlite: None,
+            http_postgres: None,
+            http_token_sqlite: None,
+            http_token_postgres: None,
+        }
+    }
 }
 
 /// The variable a worker of an HTTP system finds its bearer token in.
@@ -233,4 +280,7 @@ pub struct WorkerReport {
     pub capped: bool,
     /// The first error that stopped a client, if any.
     pub error: Option<String>,
+    /// Whether a client stopped because the queue was empty (`QueueWork`).
+    #[serde(default)]
+    pub drained: bool,
 }

@@ -22,6 +22,8 @@ pub struct Measurement {
     pub capped: bool,
     /// The first error a client stopped on.
     pub error: Option<String>,
+    /// A client stopped because the queue was empty (the work-item run drained it).
+    pub drained: bool,
 }
 
 impl Measurement {
@@ -35,6 +37,7 @@ impl Measurement {
             m.warmup_ok += report.warmup_ok;
             m.elapsed = m.elapsed.max(Duration::from_micros(report.elapsed_us));
             m.capped |= report.capped;
+            m.drained |= report.drained;
             if m.error.is_none() {
                 m.error = report.error;
             }
@@ -70,6 +73,7 @@ impl Measurement {
             sorted_us,
             capped,
             error: None,
+            drained: false,
         }
     }
 }

@@ -28,6 +28,12 @@ pub fn counter_key(prefix: &str, tag: &str) -> String {
     format!("{prefix}{tag}-counter")
 }
 
+/// The queue every client of a work-item run pushes to and takes from (the push run and
+/// the claim + done run of one system share it).
+pub fn queue_name(prefix: &str, tag: &str) -> String {
+    format!("{prefix}{tag}-queue")
+}
+
 /// The bucket every client of a limiter run takes from.
 pub fn bucket_name(prefix: &str, tag: &str) -> String {
     format!("{prefix}{tag}-bucket")
@@ -39,6 +45,15 @@ fn record_body(client: u32, seq: u64) -> String {
     format!(
         "client {client:>3} record {seq:>8}: round finished on repo example/service, 3 files changed, \
          tests passed, PR #1234 opened for review; next wake in 300s (filler to ~200 bytes)"
+    )
+}
+
+/// What a work-item push carries: about 200 bytes, unique in the run (the Redis queue's ack
+/// removes an item by its value), like an agent's task ("work on this issue").
+fn item_body(client: u32, seq: u64) -> String {
+    format!(
+        "client {client:>3} item {seq:>8}: triage issue example/service#1234 \"build fails on main\", \
+         label needs:linux, open a PR with the fix and link it from the issue (filler to ~200 b)"
     )
 }
 
@@ -104,7 +119,7 @@ impl XorShift {
 struct Picks {
     /// Lease names.
     names: Vec<String>,
-    /// The CAS counter, or the limiter's bucket.
+    /// The CAS counter, the limiter's bucket, or the work queue.
     key: String,
     rng: XorShift,
     /// This client's number in the run, and how many records it has appended.
@@ -112,22 +127,36 @@ struct Picks {
     seq: u64,
 }
 
-/// One operation of the workload; returns (succeeded, tries).
-async fn operation(workload: Workload, client: &mut Client, picks: &mut Picks) -> Result<(bool, u64)> {
-    match workload {
+/// One operation of the workload; returns (succeeded, tries), or `None` when there is
+/// nothing left to do (the work queue is empty): the client stops.
+async fn operation(workload: Workload, client: &mut Client, picks: &mut Picks) -> Result<Option<(bool, u64)>> {
+    Ok(Some(match workload {
         Workload::Lease => {
             let name = &picks.names[picks.rng.below(picks.names.len() as u32)];
-            Ok((client.lease_once(name).await?, 1))
+            (client.lease_once(name).await?, 1)
         }
-        Workload::Cas => Ok((true, client.cas_increment(&picks.key).await?)),
-        Workload::Limit => Ok((client.limit_take(&picks.key).await?, 1)),
+        Workload::Cas => (true, client.cas_increment(&picks.key).await?),
+        Workload::Limit => (client.limit_take(&picks.key).await?, 1),
         Workload::Append => {
             picks.seq += 1;
             let stream = &picks.names[picks.client as usize % picks.names.len()];
             client.append(stream, &record_body(picks.client, picks.seq)).await?;
-            Ok((true, 1))
+            (true, 1)
         }
-    }
+        Workload::QueuePush => {
+            picks.seq += 1;
+            client
+                .queue_push(&picks.key, &item_body(picks.client, picks.seq))
+                .await?;
+            (true, 1)
+        }
+        Workload::QueueWork => {
+            if !client.queue_take(&picks.key).await? {
+                return Ok(None);
+            }
+            (true, 1)
+        }
+    }))
 }
 
 struct ClientResult {
@@ -136,6 +165,7 @@ struct ClientResult {
     attempts: u64,
     warmup_ok: u64,
     capped: bool,
+    drained: bool,
     error: Option<String>,
     ended: Instant,
 }
@@ -144,6 +174,7 @@ async fn run(spec: WorkerSpec) -> Result<()> {
     let names = names(&spec);
     let key = match spec.workload {
         Workload::Limit => bucket_name(&spec.targets.prefix, &spec.tag),
+        Workload::QueuePush | Workload::QueueWork => queue_name(&spec.targets.prefix, &spec.tag),
         _ => counter_key(&spec.targets.prefix, &spec.tag),
     };
 
@@ -164,7 +195,7 @@ async fn run(spec: WorkerSpec) -> Result<()> {
     match spec.workload {
         Workload::Lease => first.prepare_names(&names).await?,
         Workload::Cas => first.init_counter(&key).await?,
-        Workload::Append => {}
+        Workload::Append | Workload::QueuePush | Workload::QueueWork => {}
         Workload::Limit => first.prepare_bucket(&key).await?,
     }
 
@@ -182,7 +213,9 @@ async fn run(spec: WorkerSpec) -> Result<()> {
         warming.spawn(async move {
             let mut warmup_ok = 0;
             for _ in 0..warmup {
-                let (ok, _) = operation(workload, &mut client, &mut picks).await?;
+                let Some((ok, _)) = operation(workload, &mut client, &mut picks).await? else {
+                    break;
+                };
                 warmup_ok += u64::from(ok);
             }
             anyhow::Ok((client, picks, warmup_ok))
@@ -217,6 +250,7 @@ async fn run(spec: WorkerSpec) -> Result<()> {
                 attempts: 0,
                 warmup_ok,
                 capped: false,
+                drained: false,
                 error: None,
                 ended: Instant::now(),
             };
@@ -227,11 +261,15 @@ async fn run(spec: WorkerSpec) -> Result<()> {
                 }
                 let began = Instant::now();
                 match operation(workload, &mut client, &mut picks).await {
-                    Ok((ok, tries)) => {
+                    Ok(Some((ok, tries))) => {
                         let took = began.elapsed().as_micros();
                         result.latencies_us.push(u32::try_from(took).unwrap_or(u32::MAX));
                         result.ok += u64::from(ok);
                         result.attempts += tries;
+                    }
+                    Ok(None) => {
+                        result.drained = true;
+                        break;
                     }
                     Err(e) => {
                         result.error = Some(format!("{e:#}"));
@@ -259,6 +297,7 @@ async fn run(spec: WorkerSpec) -> Result<()> {
         report.attempts += result.attempts;
         report.warmup_ok += result.warmup_ok;
         report.capped |= result.capped;
+        report.drained |= result.drained;
         if report.error.is_none() {
             report.error = result.error;
         }

@@ -54,6 +54,15 @@
 //! on_stop = "stop"                   # on SIGINT/SIGTERM: "stop" the round, or let it "finish"
 //! github_proxy = true                # its gh and ARBITER_GITHUB_API calls go through the proxy
 //!
+//! [loops.web.issues]                 # optional: rounds from GitHub issues, one per claimed issue,
+//! repo = "acme/web"                  # on every host (the queue `loop/web` makes each exclusive)
+//! labels = ["squad"]                 # which open issues are work (all of them on the issue)
+//! needs_prefix = "needs:"            # label needs:gpu -> the issue requires capability gpu
+//! parallel = 2                       # rounds at once on this host (1 to 32)
+//! mark = false                       # true: label arbiter:working and a comment on the issue
+//! max_attempts = 3                   # claims of one issue before it is dead
+//!                                    # (implies github_proxy = true; `every`: how often it lists)
+//!
 //! [profiles.work]
 //! gh_config_dir = "~/.config/arbiter/gh/work"   # created 0700; the loop's own GH_CONFIG_DIR
 //! token_command = ["gh", "auth", "token", "--hostname", "github.com"]  # or token_file (0600), token_env
@@ -89,7 +98,7 @@ use std::path::{Path, PathBuf};
 use arbiter_core::{Error, Result};
 pub use github::{DEFAULT_UPSTREAM, GithubSettings};
 pub use host::HostSettings;
-pub use loops::{LoopSpec, Profile, ProfileRule, TokenSource, remote_path};
+pub use loops::{IssuesSpec, LoopSpec, MAX_PARALLEL, Profile, ProfileRule, TokenSource, remote_path};
 pub use notify::{Channel, ChannelType, NotifySettings, Rate, Route, Target, redact as redact_url};
 
 /// A loaded, validated configuration.

@@ -8,7 +8,7 @@ use arbiter_core::Result;
 use arbiter_core::duration::parse_duration;
 use toml::Spanned;
 
-use crate::raw::{RawConfig, RawLoop, RawProfile};
+use crate::raw::{RawConfig, RawIssues, RawLoop, RawProfile};
 use crate::{Config, Source};
 
 /// One agent loop, as `[loops.<name>]` declares it.
@@ -42,7 +42,37 @@ pub struct LoopSpec {
     /// `github_proxy`: its GitHub calls go through the supervisor's proxy (`None`: as its
     /// profile says; see [`Config::github_proxy`]).
     pub github_proxy: Option<bool>,
+    /// `[loops.<name>.issues]`: rounds come from a repository's open issues, one round per
+    /// claimed issue, on every host (not under the loop's exclusive lease).
+    pub issues: Option<IssuesSpec>,
 }
+
+/// `[loops.<name>.issues]`: which GitHub issues are a loop's work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuesSpec {
+    /// `owner/name`.
+    pub repo: String,
+    /// Every one of these labels must be on an issue for it to be work.
+    pub labels: Vec<String>,
+    /// A label `<needs_prefix>gpu` makes the issue require the capability `gpu`.
+    pub needs_prefix: String,
+    /// Rounds of this loop at once on one host (1 to [`MAX_PARALLEL`]).
+    pub parallel: u32,
+    /// Record the claim on the issue: a label and a comment.
+    pub mark: bool,
+    /// Claims of one issue before it is dead.
+    pub max_attempts: u32,
+}
+
+impl IssuesSpec {
+    /// The repository's owner and name.
+    pub fn owner_and_name(&self) -> (&str, &str) {
+        self.repo.split_once('/').unwrap_or((&self.repo, ""))
+    }
+}
+
+/// The most rounds one issues loop runs at once on one host.
+pub const MAX_PARALLEL: u32 = 32;
 
 /// Where a profile's token comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +353,23 @@ fn validate_loop(
             }
         },
     };
+    let issues = match &raw.issues {
+        Some(issues) => Some(validate_issues(name, issues, source)?),
+        None => None,
+    };
+    // The issues are listed and marked through the supervisor's GitHub proxy: an issues
+    // loop opts in unless it says otherwise, which is refused.
+    let github_proxy = match (&issues, raw.github_proxy) {
+        (Some(_), Some(false)) => {
+            return Err(source.error(
+                raw.issues.as_ref().map_or(0..0, |i| i.span()),
+                &key("github_proxy"),
+                "an issues loop lists and marks its issues through the GitHub proxy: remove github_proxy = false (or set it to true)",
+            ));
+        }
+        (Some(_), _) => Some(true),
+        (None, setting) => setting,
+    };
     let kind = match &raw.kind {
         Some(k) => {
             arbiter_core::notify::validate_kind(k.get_ref())
@@ -357,7 +404,91 @@ fn validate_loop(
         before_round,
         keep_logs,
         finish_on_stop,
-        github_proxy: raw.github_proxy,
+        github_proxy,
+        issues,
+    })
+}
+
+fn validate_issues(name: &str, spanned: &Spanned<RawIssues>, source: &Source<'_>) -> Result<IssuesSpec> {
+    let raw = spanned.get_ref();
+    let key = |field: &str| format!("loops.{name}.issues.{field}");
+    let repo = raw.repo.get_ref();
+    let valid_part = |part: &str| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    match repo.split_once('/') {
+        Some((owner, name)) if valid_part(owner) && valid_part(name) => {}
+        _ => {
+            return Err(source.error(
+                raw.repo.span(),
+                &key("repo"),
+                format!("invalid repository {repo:?}: expected \"owner/name\" (letters, digits, '-', '_', '.')"),
+            ));
+        }
+    }
+    let mut labels = Vec::new();
+    for label in &raw.labels {
+        let text = label.get_ref();
+        if text.trim().is_empty() || text.contains(char::is_control) || text.contains(',') || text.len() > 100 {
+            return Err(source.error(
+                label.span(),
+                &key("labels"),
+                format!("invalid label {text:?}: expected 1-100 characters, no comma or control characters"),
+            ));
+        }
+        labels.push(text.clone());
+    }
+    let needs_prefix = match &raw.needs_prefix {
+        Some(p) if p.get_ref().is_empty() || p.get_ref().contains(char::is_control) => {
+            return Err(source.error(
+                p.span(),
+                &key("needs_prefix"),
+                "expected a non-empty label prefix like \"needs:\"",
+            ));
+        }
+        Some(p) => p.get_ref().clone(),
+        None => "needs:".to_string(),
+    };
+    let parallel = match &raw.parallel {
+        Some(v) if !(1..=i64::from(MAX_PARALLEL)).contains(v.get_ref()) => {
+            return Err(source.error(
+                v.span(),
+                &key("parallel"),
+                format!("expected 1 to {MAX_PARALLEL}, got {}", v.get_ref()),
+            ));
+        }
+        Some(v) => *v.get_ref() as u32,
+        None => 1,
+    };
+    let max_attempts = match &raw.max_attempts {
+        Some(v) => {
+            let n = u32::try_from(*v.get_ref()).unwrap_or(0);
+            arbiter_core::queue::check_max_attempts(n).map_err(|_| {
+                source.error(
+                    v.span(),
+                    &key("max_attempts"),
+                    format!(
+                        "expected 1 to {}, got {}",
+                        arbiter_core::queue::MAX_ATTEMPTS,
+                        v.get_ref()
+                    ),
+                )
+            })?
+        }
+        None => 3,
+    };
+    Ok(IssuesSpec {
+        repo: repo.clone(),
+        labels,
+        needs_prefix,
+        parallel,
+        mark: raw.mark,
+        max_attempts,
     })
 }
 
@@ -424,5 +555,98 @@ mod tests {
         ] {
             assert_eq!(super::remote_path(url).as_deref(), Some(expected), "{url}");
         }
+    }
+}
+
+#[cfg(test)]
+mod issues_tests {
+    use std::path::Path;
+
+    use crate::Config;
+
+    fn parse(issues: &str) -> arbiter_core::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[loops.triage]\nrepo = \".\"\nevery = \"1m\"\ncommand = [\"true\"]\n\n[loops.triage.issues]\n{issues}"
+        );
+        let path = dir.path().join("arbiter.toml");
+        Config::parse(&text, Path::new(&path))
+    }
+
+    #[test]
+    fn issues_loops_are_read_with_defaults_and_opt_into_the_proxy() {
+        let config = parse("repo = \"acme/web\"\nlabels = [\"squad\"]\n").unwrap();
+        let spec = &config.loops[0];
+        let issues = spec.issues.as_ref().unwrap();
+        assert_eq!(issues.owner_and_name(), ("acme", "web"));
+        assert_eq!(issues.labels, ["squad"]);
+        assert_eq!(issues.needs_prefix, "needs:");
+        assert_eq!((issues.parallel, issues.mark, issues.max_attempts), (1, false, 3));
+        assert_eq!(spec.github_proxy, Some(true));
+        let config =
+            parse("repo = \"acme/web\"\nneeds_prefix = \"cap/\"\nparallel = 4\nmark = true\nmax_attempts = 7\n")
+                .unwrap();
+        let issues = config.loops[0].issues.clone().unwrap();
+        assert_eq!(
+            (
+                issues.needs_prefix.as_str(),
+                issues.parallel,
+                issues.mark,
+                issues.max_attempts
+            ),
+            ("cap/", 4, true, 7)
+        );
+    }
+
+    #[test]
+    fn bad_issues_settings_name_their_line_and_key() {
+        for (body, line, key, what) in [
+            ("repo = \"acme\"\n", 7, "loops.triage.issues.repo", "owner/name"),
+            (
+                "repo = \"a/b\"\nparallel = 0\n",
+                8,
+                "loops.triage.issues.parallel",
+                "1 to 32",
+            ),
+            (
+                "repo = \"a/b\"\nparallel = 33\n",
+                8,
+                "loops.triage.issues.parallel",
+                "1 to 32",
+            ),
+            (
+                "repo = \"a/b\"\nmax_attempts = 0\n",
+                8,
+                "loops.triage.issues.max_attempts",
+                "1 to 1000",
+            ),
+            (
+                "repo = \"a/b\"\nlabels = [\"a,b\"]\n",
+                8,
+                "loops.triage.issues.labels",
+                "comma",
+            ),
+            (
+                "repo = \"a/b\"\nneeds_prefix = \"\"\n",
+                8,
+                "loops.triage.issues.needs_prefix",
+                "prefix",
+            ),
+        ] {
+            let err = parse(body).unwrap_err();
+            assert!(
+                err.message.contains(&format!("arbiter.toml:{line}: {key}: ")),
+                "{body}: {}",
+                err.message
+            );
+            assert!(err.message.contains(what), "{body}: {}", err.message);
+        }
+        let err = parse("repo = \"a/b\"\nlabel = [\"x\"]\n").unwrap_err();
+        assert!(err.message.contains("label"), "{}", err.message);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("arbiter.toml");
+        let text = "[loops.t]\nrepo = \".\"\nevery = \"1m\"\ncommand = [\"true\"]\ngithub_proxy = false\n[loops.t.issues]\nrepo = \"a/b\"\n";
+        let err = Config::parse(text, &path).unwrap_err();
+        assert!(err.message.contains("loops.t.github_proxy: "), "{}", err.message);
     }
 }

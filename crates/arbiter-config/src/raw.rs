@@ -72,6 +72,21 @@ pub struct RawLoop {
     pub keep_logs: Option<Spanned<i64>>,
     pub on_stop: Option<Spanned<String>>,
     pub github_proxy: Option<bool>,
+    pub issues: Option<Spanned<RawIssues>>,
+}
+
+/// `[loops.X.issues]`: the loop takes its rounds from a repository's open issues.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssues {
+    pub repo: Spanned<String>,
+    #[serde(default)]
+    pub labels: Vec<Spanned<String>>,
+    pub needs_prefix: Option<Spanned<String>>,
+    pub parallel: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub mark: bool,
+    pub max_attempts: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

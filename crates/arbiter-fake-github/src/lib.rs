@@ -231,6 +231,44 @@ impl FakeGitHub {
         data.push(repo, number)
     }
 
+    /// Opens an issue in `owner/name` by `author` (as a person would on github.com);
+    /// returns its number, `None` when there is no such repository.
+    pub fn create_issue(
+        &self,
+        owner: &str,
+        name: &str,
+        author: &str,
+        title: &str,
+        body: &str,
+        labels: &[&str],
+    ) -> Option<u64> {
+        let mut data = self.shared.data.write().unwrap_or_else(|e| e.into_inner());
+        let repo = data.repo(owner, name)?;
+        let labels = labels.iter().map(|l| l.to_string()).collect();
+        Some(data.create_issue(repo, author, title.to_string(), body.to_string(), labels))
+    }
+
+    /// Closes (`open = false`) or reopens issue `number` of `owner/name`; false when there
+    /// is no such issue.
+    pub fn set_open(&self, owner: &str, name: &str, number: u64, open: bool) -> bool {
+        let mut data = self.shared.data.write().unwrap_or_else(|e| e.into_inner());
+        let Some(repo) = data.repo(owner, name) else {
+            return false;
+        };
+        if data.repos[repo].item(number).is_none() {
+            return false;
+        }
+        data.edit(repo, number, |item| item.open = open);
+        true
+    }
+
+    /// Issue or pull request `number` of `owner/name` as it is now (labels, comments, …).
+    pub fn item(&self, owner: &str, name: &str, number: u64) -> Option<seed::Item> {
+        let data = self.shared.data.read().unwrap_or_else(|e| e.into_inner());
+        let repo = data.repo(owner, name)?;
+        data.repos[repo].item(number).cloned()
+    }
+
     pub fn stats(&self) -> Stats {
         self.shared.stats()
     }

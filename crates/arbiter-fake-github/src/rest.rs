@@ -20,6 +20,8 @@ pub enum Route {
     Issue(String, String, u64),
     Comments(String, String, u64),
     Labels(String, String, u64),
+    /// `/repos/{o}/{r}/issues/{n}/labels/{name}` (DELETE: remove one label).
+    Label(String, String, u64, String),
     Pulls(String, String),
     Pull(String, String, u64),
     /// `/repos/{o}/{r}/issues/{n}/reactions` (POST).
@@ -81,6 +83,10 @@ impl Route {
                 (Some(n), "comments") => Route::Comments(o.to_string(), r.to_string(), n),
                 (Some(n), "labels") => Route::Labels(o.to_string(), r.to_string(), n),
                 _ => Route::Unknown,
+            },
+            ["repos", o, r, "issues", n, "labels", label] => match number(n) {
+                Some(n) => Route::Label(o.to_string(), r.to_string(), n, decode(label)),
+                None => Route::Unknown,
             },
             _ => Route::Unknown,
         }
@@ -455,11 +461,22 @@ pub fn get(data: &Data, route: &Route, query: &str, base: &str, path: &str) -> R
             };
             let pulls = matches!(route, Route::Pulls(..));
             let state = param(&query, "state");
+            // `labels`: a comma-separated list, every one of them on the item (GitHub
+            // compares label names without case).
+            let labels: Vec<&str> = param(&query, "labels")
+                .map(|l| l.split(',').map(str::trim).filter(|l| !l.is_empty()).collect())
+                .unwrap_or_default();
+            let labelled = |item: &&Item| {
+                labels
+                    .iter()
+                    .all(|want| item.labels.iter().any(|have| have.eq_ignore_ascii_case(want)))
+            };
             let mut items: Vec<&Item> = repo
                 .items
                 .iter()
                 .filter(|item| !pulls || item.pull.is_some())
                 .filter(|item| state_matches(item, state))
+                .filter(labelled)
                 .collect();
             // GitHub's `sort` (created — the default —, updated, comments; pulls also
             // popularity and long-running, read here as created) and `direction` (desc by
@@ -636,6 +653,7 @@ pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &
         | Route::Issue(o, r, _)
         | Route::Comments(o, r, _)
         | Route::Labels(o, r, _)
+        | Route::Label(o, r, _, _)
         | Route::IssueReactions(o, r, _)
         | Route::CommentReactions(o, r, _)
         | Route::Statuses(o, r, _)
@@ -704,7 +722,7 @@ pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &
         _ => {}
     }
     let number = match route {
-        Route::Issue(_, _, n) | Route::Comments(_, _, n) | Route::Labels(_, _, n) => {
+        Route::Issue(_, _, n) | Route::Comments(_, _, n) | Route::Labels(_, _, n) | Route::Label(_, _, n, _) => {
             if data.repos[repo].item(*n).is_none() {
                 return not_found();
             }
@@ -782,6 +800,18 @@ pub fn write(data: &mut Data, method: &str, route: &Route, body: &[u8], login: &
             let item = data.repos[repo].item(number).unwrap();
             Reply::ok(item.labels.iter().map(|l| label_json(l)).collect())
         }
+        ("DELETE", Route::Label(_, _, _, label)) => {
+            let on = data.repos[repo].item(number).unwrap().labels.contains(label);
+            if !on {
+                return Reply::status(
+                    404,
+                    json!({"message": "Label does not exist", "documentation_url": DOCS}),
+                );
+            }
+            data.edit(repo, number, |item| item.labels.retain(|l| l != label));
+            let item = data.repos[repo].item(number).unwrap();
+            Reply::ok(item.labels.iter().map(|l| label_json(l)).collect())
+        }
         _ => not_found(),
     }
 }
@@ -831,5 +861,41 @@ mod tests {
             ]
         );
         assert_eq!(query_pairs("a=%zz%"), vec![("a".to_string(), "%zz%".to_string())]);
+    }
+
+    #[test]
+    fn issues_filter_by_every_label_and_one_label_comes_off() {
+        let mut data = Data::new(&crate::Seed::default());
+        let repo = data.repo("octo", "hello").unwrap();
+        let a = data.create_issue(
+            repo,
+            "bot",
+            "a".into(),
+            String::new(),
+            vec!["squad".into(), "needs:GPU".into()],
+        );
+        let b = data.create_issue(repo, "bot", "b".into(), String::new(), vec!["squad".into()]);
+        let route = Route::parse("/repos/octo/hello/issues");
+        let numbers = |data: &Data, query: &str| -> Vec<u64> {
+            let reply = get(data, &route, query, "http://h", "/repos/octo/hello/issues");
+            reply
+                .body
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["number"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(numbers(&data, "labels=squad"), [b, a]);
+        assert_eq!(numbers(&data, "labels=SQUAD,needs%3Agpu"), [a]);
+        assert!(numbers(&data, "labels=squad,nothing").is_empty());
+        let label = Route::parse(&format!("/repos/octo/hello/issues/{a}/labels/needs%3AGPU"));
+        assert_eq!(
+            label,
+            Route::Label("octo".into(), "hello".into(), a, "needs:GPU".into())
+        );
+        assert_eq!(write(&mut data, "DELETE", &label, b"", "bot", "http://h").status, 200);
+        assert_eq!(data.repos[repo].item(a).unwrap().labels, ["squad"]);
+        assert_eq!(write(&mut data, "DELETE", &label, b"", "bot", "http://h").status, 404);
     }
 }

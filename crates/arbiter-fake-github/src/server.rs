@@ -271,7 +271,7 @@ async fn answer(
         }
     }
 
-    let write = *method == Method::POST || *method == Method::PATCH;
+    let write = *method == Method::POST || *method == Method::PATCH || *method == Method::DELETE;
     let reply = if write {
         // A write is charged before it runs: one refused by the primary limit changes
         // nothing.

@@ -323,9 +323,8 @@ pub struct Status {
 /// (`2026-12-01T14:00:00Z`), or names `field`.
 pub fn not_before(field: &str, text: &str) -> Result<arbiter_core::queue::NotBefore, ErrorData> {
     use arbiter_core::queue::NotBefore;
-    if text.bytes().next().is_some_and(|b| b.is_ascii_digit()) && !text.contains('T') {
-        let delay =
-            arbiter_core::duration::parse_duration_or_zero(text).map_err(|e| invalid(Some(field), &e.message))?;
+    // As `arbiter queue push --not-before` reads it: a duration if it is one.
+    if let Ok(delay) = arbiter_core::duration::parse_duration_or_zero(text) {
         let delay = arbiter_core::queue::check_delay(field, delay).map_err(|e| invalid(Some(field), &e.message))?;
         return Ok(NotBefore::After(delay));
     }

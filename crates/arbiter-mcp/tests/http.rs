@@ -291,7 +291,27 @@ arbiter_testkit::each_backend!(
         let listed = ok(call(&b, "queue_list", json!({"namespace": "a", "state": "done"})).await);
         assert_eq!(listed["items"][0]["id"], id, "{listed}");
         let stats = ok(call(&b, "queue_stats", json!({"namespace": "a"})).await);
+        assert_eq!(stats["queues"][0]["queue"], "triage", "{stats}");
         assert_eq!(stats["queues"][0]["done"], 1, "{stats}");
+
+        // A delayed item (a duration from now, or an RFC 3339 time) is not claimable yet.
+        for not_before in ["1h", "2100-01-01T00:00:00Z"] {
+            ok(call(
+                &b,
+                "queue_push",
+                json!({"namespace": "a", "queue": "later", "body": "x", "not_before": not_before}),
+            )
+            .await);
+        }
+        let none = ok(call(&b, "queue_claim", json!({"namespace": "a", "queue": "later"})).await);
+        assert_eq!(none, json!({"claimed": null}));
+        let bad = call_raw(
+            &b,
+            "queue_push",
+            json!({"namespace": "a", "queue": "later", "body": "x", "not_before": "soon"}),
+        )
+        .await;
+        assert!(bad.contains("not_before"), "{bad}");
 
         // Bad arguments name the field; a token without a queue scope is refused.
         let bad = call_raw(

@@ -130,6 +130,21 @@ pub trait LoopStore: Send + Sync {
         lease: &Lease,
         log_path: RoundLogPath,
     ) -> Result<i64>;
+    /// Starts the next round of `loop_name` for one work item, fenced by the item's claim
+    /// instead of the loop's lease: `claim` is the claim held as a lease (its token is the
+    /// claim token, its holder the round's), and item `item` must be `claimed` with that
+    /// token and live by the store's clock (else `Lost`), checked in the same transaction.
+    /// Unlike [`begin_round`](Self::begin_round), running rounds of the loop are left
+    /// alone: an issues loop runs several at once, on several hosts. Returns the round
+    /// number. Announced on [`Topic::Loops`].
+    async fn begin_item_round(
+        &self,
+        namespace: &Namespace,
+        loop_name: &LoopName,
+        item: i64,
+        claim: &Lease,
+        log_path: RoundLogPath,
+    ) -> Result<i64>;
     /// Records how a round ended and when the loop runs next. A round that the next holder
     /// marked `abandoned` meanwhile keeps that, unless this end is `lost`: the supervisor
     /// that ran it lost its lease (and stopped it) rather than crashed. A `lost` end leaves

@@ -33,6 +33,8 @@
 //!   the gate before a round (paused while an identity is frozen, deferred while its
 //!   budget would not cover the round).
 //! - `gh_config`: the `http_unix_socket` key of a loop's own `gh` config.
+//! - [`issues`]: loops whose rounds are GitHub issues — the lister, the claimers, a round
+//!   per claimed issue fenced by its claim.
 //! - `dispatcher`: the notification dispatcher inside the supervisor.
 //! - `reload`: noticing an edited `arbiter.toml` and saying what changed.
 
@@ -41,6 +43,7 @@ mod dispatcher;
 mod gh_config;
 mod git;
 mod github;
+pub mod issues;
 mod logs;
 mod loop_task;
 mod reload;

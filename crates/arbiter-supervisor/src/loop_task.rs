@@ -27,7 +27,14 @@ pub(crate) async fn run(shared: Arc<Shared>, name: LoopName, mut stop: LoopStop)
     let mut pause = STORE_RETRY_MIN;
     loop {
         let started = tokio::time::Instant::now();
-        match run_loop(&shared, &name, stop.clone()).await {
+        // An issues loop runs on every host, its issues made exclusive by its queue.
+        let issues = spec(&shared.config(), &name).is_some_and(|s| s.issues.is_some());
+        let result = if issues {
+            crate::issues::run(shared.clone(), &name, stop.clone()).await
+        } else {
+            run_loop(&shared, &name, stop.clone()).await
+        };
+        match result {
             Err(e) if e.kind == ErrorKind::Unavailable && shared.options.rounds.is_none() => {
                 if started.elapsed() > 2 * STORE_RETRY_MAX {
                     pause = STORE_RETRY_MIN;
@@ -262,6 +269,8 @@ async fn hold_loop(
                 Some(running) => running.live_sockets(name).await,
                 None => Vec::new(),
             },
+            vars: Vec::new(),
+            exclusive: true,
         };
         if let Some(guard) = &guard {
             guard.wrote(ctx.gh_dir());

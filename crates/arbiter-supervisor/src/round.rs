@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use arbiter_client::lease::HeldLease;
+use arbiter_client::lease::{HeldLease, LeaseKeeper};
 use arbiter_config::{LoopSpec, Profile, TokenSource};
 use arbiter_core::loops::RoundStatus;
 use arbiter_core::{Error, Result};
@@ -59,6 +59,12 @@ pub struct RoundContext<'a> {
     /// profile's) that opts in may be in a round using it, and taking it away would send
     /// that round's `gh` calls to GitHub directly.
     pub live_sockets: Vec<PathBuf>,
+    /// Template variables beside the loop's own (an issue round's `issue.number`, …).
+    pub vars: Vec<(String, String)>,
+    /// Whether this round is the only one of its loop on this host (a timer loop under its
+    /// lease): then prompt files a killed round left are swept first. An issues loop runs
+    /// several at once, and none may remove another's prompt.
+    pub exclusive: bool,
 }
 
 impl RoundContext<'_> {
@@ -97,7 +103,9 @@ fn remove_stale_prompts(dir: &Path) {
     }
 }
 
-/// Replaces `{{loop}}`, `{{repo}}`, `{{round}}`, `{{last_status}}`, `{{host}}`; every other
+/// Replaces `{{loop}}`, `{{repo}}`, `{{round}}`, `{{last_status}}`, `{{host}}` (and an issue
+/// round's `{{issue.number}}`, `{{issue.title}}`, `{{issue.url}}`, `{{issue.body}}`): each
+/// `{{name}}` of `vars`, in one pass, so a value is never rendered again; every other
 /// character passes through as it is (prompts contain code and braces).
 pub fn render_prompt(template: &str, vars: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(template.len());
@@ -162,7 +170,11 @@ fn base_env() -> Vec<(OsString, OsString)> {
 /// carry the token or anything token-shaped (`arbiter_core::redact::text`): they go to the
 /// round log, `status`, the failure alert and the store. `limit` bounds a token command
 /// (the profile's `token_timeout`, at most the loop's `timeout`).
-async fn token(profile: &Profile, repo: &Path, limit: Duration) -> std::result::Result<Option<String>, String> {
+pub(crate) async fn token(
+    profile: &Profile,
+    repo: &Path,
+    limit: Duration,
+) -> std::result::Result<Option<String>, String> {
     let name = &profile.name;
     let token = match &profile.token {
         None => return Ok(None),
@@ -226,7 +238,11 @@ fn log_line(log: &Path, line: &str) {
 
 /// Runs a round; `held` reports the loss of the loop's lease, `shutdown` that the loop stops
 /// (the supervisor was signalled, or a reload removed the loop).
-pub async fn run(ctx: &RoundContext<'_>, held: &mut HeldLease, shutdown: &mut crate::LoopStop) -> Result<Outcome> {
+pub async fn run<K: LeaseKeeper>(
+    ctx: &RoundContext<'_>,
+    held: &mut HeldLease<K>,
+    shutdown: &mut crate::LoopStop,
+) -> Result<Outcome> {
     let spec = ctx.spec;
     let host = arbiter_process::host_name();
     // The round log is created here, 0600, and a planted link refused, before anything
@@ -235,7 +251,9 @@ pub async fn run(ctx: &RoundContext<'_>, held: &mut HeldLease, shutdown: &mut cr
     let _ = writeln!(log, "arbiter: round {} of loop {} on {host}", ctx.round, spec.name);
     drop(log);
     private_dir(&ctx.prompt_dir)?;
-    remove_stale_prompts(&ctx.prompt_dir);
+    if ctx.exclusive {
+        remove_stale_prompts(&ctx.prompt_dir);
+    }
     // Environment: a clean base, the profile's and loop's variables, isolated credentials.
     let gh_dir = ctx.gh_dir();
     private_dir(&gh_dir)?;
@@ -316,16 +334,15 @@ pub async fn run(ctx: &RoundContext<'_>, held: &mut HeldLease, shutdown: &mut cr
                 .map_err(|e| Error::internal(format!("cannot read prompt template {}: {e}", template.display())))?;
             let round = ctx.round.to_string();
             let repo = spec.repo.to_string_lossy();
-            let rendered = render_prompt(
-                &text,
-                &[
-                    ("loop", &spec.name),
-                    ("repo", &repo),
-                    ("round", &round),
-                    ("last_status", ctx.last_status),
-                    ("host", &host),
-                ],
-            );
+            let mut vars = vec![
+                ("loop", spec.name.as_str()),
+                ("repo", &*repo),
+                ("round", &round),
+                ("last_status", ctx.last_status),
+                ("host", &host),
+            ];
+            vars.extend(ctx.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let rendered = render_prompt(&text, &vars);
             // tempfile creates it readable and writable by its owner only (0600 on Unix).
             let mut file = tempfile::Builder::new()
                 .prefix(&format!("{PROMPT_PREFIX}{}-", spec.name))
@@ -370,11 +387,11 @@ pub async fn run(ctx: &RoundContext<'_>, held: &mut HeldLease, shutdown: &mut cr
 }
 
 /// Runs one command to its end, its timeout, the loss of the lease, or shutdown.
-async fn supervise(
+async fn supervise<K: LeaseKeeper>(
     ctx: &RoundContext<'_>,
     spawn: &Spawn,
     deadline: tokio::time::Instant,
-    held: &mut HeldLease,
+    held: &mut HeldLease<K>,
     shutdown: &mut crate::LoopStop,
 ) -> Result<Outcome> {
     if !ctx.spec.repo.is_dir() {
@@ -415,7 +432,7 @@ async fn supervise(
         err = held.lost() => {
             // The deadline rule leaves the command at most this long between TERM and KILL.
             child.terminate(grace.min(held.deadlines().grace)).await?;
-            Outcome { status: RoundStatus::Lost, exit_code: None, reason: format!("the loop's lease was lost: {}", err.message) }
+            Outcome { status: RoundStatus::Lost, exit_code: None, reason: format!("the round's lease ({}) was lost: {}", held.name(), err.message) }
         }
         why = crate::told_to_stop(shutdown), if !ctx.spec.finish_on_stop => {
             child.terminate(grace).await?;
@@ -449,5 +466,15 @@ mod tests {
             "$HOME `ls` \"q\" ünï {web}"
         );
         assert_eq!(render_prompt("", &vars), "");
+        // An issue's fields: dotted names, values never rendered again.
+        let vars = [
+            ("issue.number", "7"),
+            ("issue.body", "see {{issue.number}}"),
+            ("loop", "web"),
+        ];
+        assert_eq!(
+            render_prompt("#{{issue.number}} {{issue.body}} {{issue}} {{loop}}", &vars),
+            "#7 see {{issue.number}} {{issue}} web"
+        );
     }
 }

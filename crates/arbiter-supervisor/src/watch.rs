@@ -83,6 +83,11 @@ pub async fn watch(store: Store, config: Config, options: Options, mut shutdown:
         guards_started: 0,
     };
     let config = shared.config();
+    // This host's capabilities, for `arbiter status` and the fleet's routing (issues loops
+    // record them again at each listing).
+    if !config.host.capabilities.is_empty() || config.loops.iter().any(|l| l.issues.is_some()) {
+        crate::issues::register(&shared).await;
+    }
     fleet.sync_github(&config).await?;
     for spec in selected(&config, &shared.options) {
         fleet.start_loop(spec)?;
@@ -266,6 +271,13 @@ impl Fleet {
                 None => {
                     self.start_loop(spec)?;
                     changes.added.push(spec.name.clone());
+                }
+                // An issues loop's tasks (its claimers, how it is run at all) are set when
+                // it starts: a change of its `[loops.X.issues]` starts it over.
+                Some(was) if was.issues != spec.issues => {
+                    self.stop_loop(&spec.name);
+                    self.start_loop(spec)?;
+                    changes.changed.push(spec.name.clone());
                 }
                 Some(was) if *was != *spec => changes.changed.push(spec.name.clone()),
                 Some(_) => {}

@@ -527,6 +527,7 @@ impl Outcome {
             sorted_us: self.latencies_us.clone(),
             capped: false,
             error: self.first_error.clone(),
+            drained: false,
         }
     }
 

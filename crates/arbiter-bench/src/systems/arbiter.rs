@@ -1,7 +1,9 @@
 //! arbiter through its library, as an agent loop links it: `arbiter_client::lease::acquire`
 //! without waiting (a try-lock: busy is `Held`), `LeaseStore::release`, and `KvStore`
 //! get + put `--if-version` for CAS, and `LogStore::append` of a validated record (what
-//! `arbiter log append` does) for appends.
+//! `arbiter log append` does) for appends. Work items: `QueueStore::push` of a validated
+//! item (what `arbiter queue push` does); `arbiter_client::queue::claim` without waiting
+//! (one try: one store transaction) and `QueueStore::done` with the claim's token.
 
 use std::time::Duration;
 
@@ -12,10 +14,11 @@ use arbiter_core::ErrorKind;
 use arbiter_core::lease::Holder;
 use arbiter_core::limit::{BucketSpec, MAX_AMOUNT, Priority, Rate, TakeRequest};
 use arbiter_core::log::{NewRecord, RecordFields};
-use arbiter_core::name::{BucketName, Key, LeaseName, Namespace, StreamName};
+use arbiter_core::name::{BucketName, Key, LeaseName, Namespace, QueueName, StreamName};
+use arbiter_core::queue::{ClaimRequest, DEFAULT_MAX_ATTEMPTS, NewItem};
 use arbiter_store::{Store, StoreUrl};
 
-use super::{MAX_CAS_TRIES, NAMESPACE, parse_counter};
+use super::{MAX_CAS_TRIES, NAMESPACE, QueueCounts, parse_counter};
 use crate::spec::{System, Targets};
 
 pub struct ArbiterClient {
@@ -213,4 +216,114 @@ impl ArbiterClient {
         }
         bail!("stream {stream} did not end")
     }
+
+    /// `arbiter queue push QUEUE BODY`: no key, priority 0, no requirements.
+    pub async fn queue_push(&mut self, queue: &str, body: &str) -> Result<()> {
+        let item = NewItem::new(
+            self.namespace.clone(),
+            QueueName::parse(queue)?,
+            body.to_string(),
+            None,
+            0,
+            Vec::new(),
+            None,
+            DEFAULT_MAX_ATTEMPTS,
+        )?;
+        self.store.queue().push(&item).await.context("push")?;
+        Ok(())
+    }
+
+    /// `arbiter queue claim QUEUE --lease 30s` (one try, no capabilities), then `queue done
+    /// ID --token T`. A refused `done` (the claim was lost) is an error: nothing else
+    /// touches the queue during a run, and the lease outlasts it.
+    pub async fn queue_take(&mut self, queue: &str) -> Result<bool> {
+        let request = ClaimRequest {
+            namespace: self.namespace.clone(),
+            queue: QueueName::parse(queue)?,
+            holder: self.holder.clone(),
+            capabilities: Vec::new(),
+            lease: self.ttl,
+        };
+        let claimed = arbiter_client::queue::claim(&self.store, &request, None)
+            .await
+            .context("claim")?;
+        let Some(grant) = claimed.grant else {
+            return Ok(false);
+        };
+        let claim = &grant.claim;
+        self.store
+            .queue()
+            .done(&self.namespace, claim.id, claim.token, None)
+            .await
+            .with_context(|| format!("done of item {}", claim.id))?;
+        Ok(true)
+    }
+
+    /// The queue's counts from `queue stats`.
+    pub async fn queue_counts(&mut self, queue: &str) -> Result<QueueCounts> {
+        let (_, stats) = self.store.queue().stats(&self.namespace).await?;
+        let Some(stats) = stats.into_iter().find(|s| s.queue == queue) else {
+            return Ok(QueueCounts {
+                ready: 0,
+                claimed: 0,
+                done: Some(0),
+            });
+        };
+        Ok(QueueCounts {
+            ready: stats.ready + stats.delayed,
+            claimed: stats.claimed + stats.expired,
+            done: Some(stats.done),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // What the work-item rows count on each real store: a push is one ready item, a take
+    // claims and finishes one (its done accepted with the claim's token), an empty queue
+    // is `false`, and the counts read back are the queue's.
+    arbiter_testkit::each_backend!(takes_every_pushed_item_once, |url: String| async move {
+        let (system, targets) = if url.starts_with("sqlite:") {
+            let targets = Targets {
+                sqlite_full: url,
+                ..Targets::nowhere()
+            };
+            (System::ArbiterSqliteFull, targets)
+        } else {
+            let targets = Targets {
+                arbiter_postgres: url,
+                ..Targets::nowhere()
+            };
+            (System::ArbiterPostgres, targets)
+        };
+        let mut a = ArbiterClient::connect(system, &targets, 1, 30_000).await.unwrap();
+        let mut b = ArbiterClient::connect(system, &targets, 2, 30_000).await.unwrap();
+        let queue = "arbiter-bench/1-2/q-queue";
+        for i in 0..5 {
+            a.queue_push(queue, &format!("item {i}")).await.unwrap();
+        }
+        let counts = b.queue_counts(queue).await.unwrap();
+        assert_eq!((counts.ready, counts.claimed, counts.done), (5, 0, Some(0)));
+        let mut taken = 0;
+        // Bounded: 5 items.
+        for _ in 0..10 {
+            let (got_a, got_b) = tokio::join!(a.queue_take(queue), b.queue_take(queue));
+            let (got_a, got_b) = (got_a.unwrap(), got_b.unwrap());
+            taken += u32::from(got_a) + u32::from(got_b);
+            if !got_a && !got_b {
+                break;
+            }
+        }
+        assert_eq!(taken, 5, "each item taken once");
+        let counts = a.queue_counts(queue).await.unwrap();
+        assert_eq!((counts.ready, counts.claimed, counts.done), (0, 0, Some(5)));
+        let none = a.queue_counts("arbiter-bench/1-2/none").await.unwrap();
+        assert_eq!(
+            (none.ready, none.done),
+            (0, Some(0)),
+            "a queue never pushed to is empty"
+        );
+    });
 }

@@ -4,15 +4,18 @@
 //!
 //! A lease try is `POST …/leases/{name}/acquire` without `wait_ms` (busy: 409 `held`) and,
 //! when granted, `POST …/leases/{name}/release`; a limiter decision is `POST …/limits/take`
-//! (not granted: 429 `limited`). Names go as one percent-encoded path segment (`/` as `%2F`).
+//! (not granted: 429 `limited`). A work item is pushed by `POST …/queues/{queue}/items`; a
+//! claim + done is `POST …/queues/{queue}/claim` without `wait_ms` (nothing to claim: 200
+//! `{"claimed": null}`) and, when it got one, `POST …/items/{id}/done` with its token. Names
+//! go as one percent-encoded path segment (`/` as `%2F`).
 
 use anyhow::{Context, Result, bail};
 use arbiter_core::limit::MAX_AMOUNT;
-use arbiter_server::wire::{AcquireBody, DefineBody, HolderBody, ReleaseBody, TakeBody};
+use arbiter_server::wire::{AcquireBody, ClaimBody, DefineBody, DoneBody, HolderBody, PushBody, ReleaseBody, TakeBody};
 use reqwest::{Client, StatusCode, Url};
 use serde::Deserialize;
 
-use super::NAMESPACE;
+use super::{NAMESPACE, QueueCounts};
 use crate::spec::{System, Targets};
 
 pub struct HttpClient {
@@ -34,6 +37,29 @@ struct Granted {
 #[derive(Deserialize)]
 struct Decision {
     granted: bool,
+}
+
+/// What the benchmark reads of a claim's answer (`ClaimAnswer`).
+#[derive(Deserialize)]
+struct ClaimAnswer {
+    claimed: Option<ClaimedItem>,
+}
+
+#[derive(Deserialize)]
+struct ClaimedItem {
+    id: i64,
+    token: i64,
+}
+
+/// What the benchmark reads of a `QueueStatsView`.
+#[derive(Deserialize)]
+struct QueueStatsView {
+    queue: String,
+    ready: u64,
+    delayed: u64,
+    claimed: u64,
+    expired: u64,
+    done: u64,
 }
 
 /// What the benchmark reads of the API's error body.
@@ -180,6 +206,82 @@ impl HttpClient {
             code => bail!("take: {status} {code}: {}", String::from_utf8_lossy(&bytes)),
         }
     }
+
+    /// `POST …/queues/{queue}/items` with `body` (no key, priority 0, no requirements).
+    pub async fn queue_push(&mut self, queue: &str, body: &str) -> Result<()> {
+        let body = PushBody {
+            body: body.to_string(),
+            key: None,
+            priority: None,
+            requires: Vec::new(),
+            delay_ms: None,
+            not_before: None,
+            max_attempts: None,
+        };
+        let push = self.http.post(self.url(&["queues", queue, "items"])?).json(&body);
+        let (status, bytes) = self.send(push).await.context("push")?;
+        if status != StatusCode::CREATED {
+            bail!("push: {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        Ok(())
+    }
+
+    /// One claim without waiting (a lease of the run's TTL), then its done.
+    pub async fn queue_take(&mut self, queue: &str) -> Result<bool> {
+        let body = ClaimBody {
+            capabilities: Vec::new(),
+            lease_ms: Some(self.ttl_ms),
+            wait_ms: None,
+            holder: Some(self.holder.clone()),
+        };
+        let claim = self.http.post(self.url(&["queues", queue, "claim"])?).json(&body);
+        let (status, bytes) = self.send(claim).await.context("claim")?;
+        if !status.is_success() {
+            bail!("claim: {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        let answer: ClaimAnswer = serde_json::from_slice(&bytes).context("claim's answer")?;
+        let Some(claimed) = answer.claimed else {
+            return Ok(false);
+        };
+        let done = self
+            .http
+            .post(self.url(&["items", &claimed.id.to_string(), "done"])?)
+            .json(&DoneBody {
+                token: claimed.token,
+                result: None,
+            });
+        let (status, bytes) = self.send(done).await.context("done")?;
+        if !status.is_success() {
+            bail!(
+                "done of item {}: {status}: {}",
+                claimed.id,
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(true)
+    }
+
+    /// The queue's counts from `GET …/queues`.
+    pub async fn queue_counts(&mut self, queue: &str) -> Result<QueueCounts> {
+        let stats = self.http.get(self.url(&["queues"])?);
+        let (status, bytes) = self.send(stats).await.context("queue stats")?;
+        if !status.is_success() {
+            bail!("queue stats: {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        let stats: Vec<QueueStatsView> = serde_json::from_slice(&bytes).context("queue stats' answer")?;
+        Ok(match stats.into_iter().find(|s| s.queue == queue) {
+            Some(s) => QueueCounts {
+                ready: s.ready + s.delayed,
+                claimed: s.claimed + s.expired,
+                done: Some(s.done),
+            },
+            None => QueueCounts {
+                ready: 0,
+                claimed: 0,
+                done: Some(0),
+            },
+        })
+    }
 }
 
 #[cfg(test)]
@@ -197,19 +299,8 @@ mod tests {
     /// The run's targets with only a server for `HttpSqlite` at `addr`.
     fn targets(addr: std::net::SocketAddr) -> Targets {
         Targets {
-            sqlite_full: String::new(),
-            sqlite_normal: String::new(),
-            arbiter_postgres: String::new(),
-            redis: String::new(),
-            postgres: String::new(),
-            pg_schema: String::new(),
-            etcd: String::new(),
-            file_dir: String::new(),
-            prefix: String::new(),
             http_sqlite: Some(format!("http://{addr}/")),
-            http_postgres: None,
-            http_token_sqlite: None,
-            http_token_postgres: None,
+            ..Targets::nowhere()
         }
     }
 
@@ -276,6 +367,20 @@ mod tests {
         for _ in 0..3 {
             assert!(client.limit_take(bucket).await.unwrap());
         }
+
+        // Work items: pushed, each taken once (claimed and done), then the queue is empty.
+        let queue = "arbiter-bench/1-2/hq-queue";
+        for i in 0..3 {
+            client.queue_push(queue, &format!("item {i}")).await.unwrap();
+        }
+        let counts = client.queue_counts(queue).await.unwrap();
+        assert_eq!((counts.ready, counts.claimed, counts.done), (3, 0, Some(0)));
+        for _ in 0..3 {
+            assert!(client.queue_take(queue).await.unwrap(), "a pushed item is taken");
+        }
+        assert!(!client.queue_take(queue).await.unwrap(), "then nothing is left");
+        let counts = client.queue_counts(queue).await.unwrap();
+        assert_eq!((counts.ready, counts.claimed, counts.done), (0, 0, Some(3)));
 
         let mut stranger = HttpClient::connect(System::HttpSqlite, &targets, 2, 30_000, Some("arb_wrong".into()))
             .await

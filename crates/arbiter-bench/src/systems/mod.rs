@@ -1,5 +1,6 @@
 //! One client of each system under test, with the operations the workloads time: a
-//! try-lock + release, a compare-and-swap increment, and a durable append.
+//! try-lock + release, a compare-and-swap increment, a durable append, a rate-limiter
+//! decision, and a work item pushed, or claimed and finished.
 
 mod arbiter;
 #[cfg(feature = "etcd")]
@@ -163,6 +164,40 @@ impl Client {
         }
     }
 
+    /// Pushes one work item carrying `body` into `queue`.
+    pub async fn queue_push(&mut self, queue: &str, body: &str) -> Result<()> {
+        match self {
+            Client::Arbiter(client) => client.queue_push(queue, body).await,
+            Client::Redis(client) => client.queue_push(queue, body).await,
+            Client::Postgres(client) => client.queue_push(queue, body).await,
+            Client::Http(client) => client.queue_push(queue, body).await,
+            _ => bail!("this system has no work-item workload"),
+        }
+    }
+
+    /// Claims one item of `queue` without waiting and finishes it. `Ok(false)`: the queue
+    /// had nothing to claim.
+    pub async fn queue_take(&mut self, queue: &str) -> Result<bool> {
+        match self {
+            Client::Arbiter(client) => client.queue_take(queue).await,
+            Client::Redis(client) => client.queue_take(queue).await,
+            Client::Postgres(client) => client.queue_take(queue).await,
+            Client::Http(client) => client.queue_take(queue).await,
+            _ => bail!("this system has no work-item workload"),
+        }
+    }
+
+    /// What `queue` holds now.
+    pub async fn queue_counts(&mut self, queue: &str) -> Result<QueueCounts> {
+        match self {
+            Client::Arbiter(client) => client.queue_counts(queue).await,
+            Client::Redis(client) => client.queue_counts(queue).await,
+            Client::Postgres(client) => client.queue_counts(queue).await,
+            Client::Http(client) => client.queue_counts(queue).await,
+            _ => bail!("this system has no work-item workload"),
+        }
+    }
+
     /// Lets go of what the client holds for its whole life (an etcd session lease).
     pub async fn close(self) -> Result<()> {
         match self {
@@ -220,6 +255,18 @@ pub async fn etcd_cleanup(endpoint: &str, prefix: &str) -> Result<()> {
 
 pub use postgres::{SCHEMA_SQL as PG_SCHEMA_SQL, pg_connect, pg_describe};
 pub use redis::{redis_cleanup, redis_version};
+
+/// What a work queue holds, read back after a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Items waiting to be claimed.
+    pub ready: u64,
+    /// Items claimed and not finished (after a run: none).
+    pub claimed: u64,
+    /// Items finished, where the system keeps them (arbiter); the peers delete or remove a
+    /// finished item.
+    pub done: Option<u64>,
+}
 
 /// A value read back from a store that should be a counter.
 fn parse_counter(text: &str) -> Result<i64> {

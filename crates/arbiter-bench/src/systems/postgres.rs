@@ -6,7 +6,12 @@
 //!   bumps its token (TTL and fencing token, like arbiter), released by another `UPDATE`;
 //! - CAS: `SELECT value, version`, then `UPDATE … WHERE version = $old`;
 //! - a log: `INSERT` of one row into a table keyed by a `bigserial`, committed on its own
-//!   (`synchronous_commit` as the server has it).
+//!   (`synchronous_commit` as the server has it);
+//! - a work queue as graphile-worker and River keep one: a plain jobs table, an `INSERT`
+//!   per push, a claim by one `UPDATE … WHERE id = (SELECT … ORDER BY priority DESC, id
+//!   LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, payload` (concurrent claimers skip each
+//!   other's rows instead of waiting), and a `DELETE` of the row on completion — two
+//!   statements, two commits per item, no lease expiry and no fencing token.
 //!
 //! Every statement is prepared once per connection. Tables live in the run's own schema.
 
@@ -16,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::MAX_CAS_TRIES;
+use super::{MAX_CAS_TRIES, QueueCounts};
 use crate::spec::{System, Targets};
 
 /// The peers' tables, created by the parent in the run's schema before any worker starts.
@@ -36,6 +41,17 @@ CREATE TABLE IF NOT EXISTS peer_log (
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS peer_jobs (
+    id BIGSERIAL PRIMARY KEY,
+    queue TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    priority INT NOT NULL DEFAULT 0,
+    run_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    attempts INT NOT NULL DEFAULT 0,
+    locked_by TEXT,
+    locked_at TIMESTAMPTZ
+);
+CREATE INDEX IF NOT EXISTS peer_jobs_ready ON peer_jobs (queue, priority DESC, id) WHERE locked_at IS NULL;
 ";
 
 pub struct PgClient {
@@ -103,6 +119,15 @@ impl PgClient {
                 "UPDATE peer_counters SET value = $2, version = version + 1 WHERE k = $1 AND version = $3",
                 "INSERT INTO peer_log (stream, author, body) VALUES ($1, $2, $3)",
                 "SELECT count(*) FROM peer_log WHERE stream = $1",
+                "INSERT INTO peer_jobs (queue, payload) VALUES ($1, $2)",
+                "UPDATE peer_jobs SET locked_by = $2, locked_at = now(), attempts = attempts + 1
+                 WHERE id = (SELECT id FROM peer_jobs
+                             WHERE queue = $1 AND locked_at IS NULL AND run_at <= now()
+                             ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, payload",
+                "DELETE FROM peer_jobs WHERE id = $1 AND locked_by = $2",
+                "SELECT count(*) FILTER (WHERE locked_at IS NULL), count(*) FILTER (WHERE locked_at IS NOT NULL)
+                 FROM peer_jobs WHERE queue = $1",
             ],
             other => bail!("{other:?} is not a PostgreSQL peer"),
         };
@@ -188,10 +213,10 @@ impl PgClient {
         }
     }
 
-    /// CAS and appends are done by the table peer only.
+    /// CAS, appends and work items are done by the table peer only.
     fn check_table(&self) -> Result<()> {
         if self.system != System::PgTable {
-            bail!("{:?} has no CAS or append workload", self.system);
+            bail!("{:?} has no CAS, append or work-item workload", self.system);
         }
         Ok(())
     }
@@ -247,10 +272,110 @@ impl PgClient {
         let count: i64 = self.client.query_one(&self.statements[5], &[&stream]).await?.get(0);
         Ok(u64::try_from(count)?)
     }
+
+    pub async fn queue_push(&mut self, queue: &str, body: &str) -> Result<()> {
+        self.check_table()?;
+        self.client.execute(&self.statements[6], &[&queue, &body]).await?;
+        Ok(())
+    }
+
+    /// Claims the best ready job (`FOR UPDATE SKIP LOCKED`, autocommit) and deletes it.
+    pub async fn queue_take(&mut self, queue: &str) -> Result<bool> {
+        self.check_table()?;
+        let worker = format!("bench-{}", self.id);
+        let Some(row) = self.client.query_opt(&self.statements[7], &[&queue, &worker]).await? else {
+            return Ok(false);
+        };
+        let id: i64 = row.get(0);
+        let deleted = self.client.execute(&self.statements[8], &[&id, &worker]).await?;
+        if deleted != 1 {
+            bail!("job {id} was not locked by {worker} at completion");
+        }
+        Ok(true)
+    }
+
+    pub async fn queue_counts(&mut self, queue: &str) -> Result<QueueCounts> {
+        self.check_table()?;
+        let row = self.client.query_one(&self.statements[9], &[&queue]).await?;
+        let (ready, claimed): (i64, i64) = (row.get(0), row.get(1));
+        Ok(QueueCounts {
+            ready: u64::try_from(ready)?,
+            claimed: u64::try_from(claimed)?,
+            done: None,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The jobs-table peer against a real PostgreSQL: every pushed job is taken exactly once
+    /// by two clients taking at once, and a job another transaction holds locked is skipped,
+    /// not waited for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn skip_locked_jobs_are_taken_once() {
+        let Some(url) = arbiter_testkit::postgres_url("bench_skip_locked").await else {
+            return;
+        };
+        let (server, schema) = url.split_once("?schema=").expect("a schema in the test URL");
+        let admin = pg_connect(server, None).await.unwrap();
+        admin
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; SET search_path = {schema}; {SCHEMA_SQL}"
+            ))
+            .await
+            .unwrap();
+        let targets = Targets {
+            postgres: server.to_string(),
+            pg_schema: schema.to_string(),
+            ..Targets::nowhere()
+        };
+        let mut a = PgClient::connect(System::PgTable, &targets, 1, 30_000).await.unwrap();
+        let mut b = PgClient::connect(System::PgTable, &targets, 2, 30_000).await.unwrap();
+        let queue = "arbiter-bench/1-2/q-queue";
+        for i in 0..20 {
+            a.queue_push(queue, &format!("job {i}")).await.unwrap();
+        }
+        a.queue_push("another-queue", "not ours").await.unwrap();
+
+        // Job 1 locked by a transaction that stays open: the claims skip it.
+        admin.batch_execute("BEGIN").await.unwrap();
+        let locked: i64 = admin
+            .query_one(
+                "SELECT id FROM peer_jobs WHERE queue = $1 ORDER BY id LIMIT 1 FOR UPDATE",
+                &[&queue],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let (mut taken_a, mut taken_b) = (0, 0);
+        // Bounded: 20 jobs, at most 19 takeable now, two clients.
+        for _ in 0..40 {
+            let (got_a, got_b) = tokio::join!(a.queue_take(queue), b.queue_take(queue));
+            let (got_a, got_b) = (got_a.unwrap(), got_b.unwrap());
+            taken_a += u32::from(got_a);
+            taken_b += u32::from(got_b);
+            if !got_a && !got_b {
+                break;
+            }
+        }
+        assert_eq!(taken_a + taken_b, 19, "every job but the locked one, once");
+        let counts = a.queue_counts(queue).await.unwrap();
+        assert_eq!((counts.ready, counts.claimed, counts.done), (1, 0, None));
+        let left: i64 = admin
+            .query_one("SELECT id FROM peer_jobs WHERE queue = $1", &[&queue])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, locked, "the one left is the one that was locked");
+        admin.batch_execute("COMMIT").await.unwrap();
+        assert!(a.queue_take(queue).await.unwrap(), "unlocked, it is taken");
+        assert!(!b.queue_take(queue).await.unwrap(), "and the queue is empty");
+        let other = a.queue_counts("another-queue").await.unwrap();
+        assert_eq!(other.ready, 1, "another queue's job was not touched");
+    }
+
     #[test]
     fn advisory_keys_are_stable_and_spread() {
         assert_eq!(super::advisory_key("a"), super::advisory_key("a"));

@@ -2,13 +2,17 @@
 //! released by a Lua script that deletes the key only if it still holds our token. No
 //! fencing token, and nothing is on disk (`--save "" --appendonly no` in `scripts/bench`).
 //! CAS is WATCH, GET, then MULTI/SET/EXEC, which fails (nil) if the key changed. A log is a
-//! stream: `XADD key * author A body B`, acknowledged from memory.
+//! stream: `XADD key * author A body B`, acknowledged from memory. A work queue is the
+//! reliable-queue pattern of Redis's documentation: `LPUSH queue item`; a worker takes one
+//! with `LMOVE queue processing RIGHT LEFT` (the item stays in `processing` until acked, so
+//! a crash does not lose it — but nothing gives it back by itself, and nothing fences a
+//! late ack) and acks with `LREM processing 1 item`.
 
 use anyhow::{Context, Result, bail};
 use redis::aio::MultiplexedConnection;
 use redis::{Script, Value};
 
-use super::{MAX_CAS_TRIES, parse_counter};
+use super::{MAX_CAS_TRIES, QueueCounts, parse_counter};
 use crate::spec::Targets;
 
 const RELEASE: &str =
@@ -153,6 +157,60 @@ impl RedisClient {
 
     pub async fn count_records(&mut self, stream: &str) -> Result<u64> {
         Ok(redis::cmd("XLEN").arg(stream).query_async(&mut self.con).await?)
+    }
+}
+
+/// The list a queue's taken, not yet acknowledged items wait in.
+fn processing_list(queue: &str) -> String {
+    format!("{queue}:processing")
+}
+
+impl RedisClient {
+    pub async fn queue_push(&mut self, queue: &str, body: &str) -> Result<()> {
+        let _: i64 = redis::cmd("LPUSH")
+            .arg(queue)
+            .arg(body)
+            .query_async(&mut self.con)
+            .await?;
+        Ok(())
+    }
+
+    /// `LMOVE queue processing RIGHT LEFT` (the oldest item), then `LREM processing 1 item`.
+    pub async fn queue_take(&mut self, queue: &str) -> Result<bool> {
+        let processing = processing_list(queue);
+        let item: Option<String> = redis::cmd("LMOVE")
+            .arg(queue)
+            .arg(&processing)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .query_async(&mut self.con)
+            .await?;
+        let Some(item) = item else {
+            return Ok(false);
+        };
+        let removed: i64 = redis::cmd("LREM")
+            .arg(&processing)
+            .arg(1)
+            .arg(&item)
+            .query_async(&mut self.con)
+            .await?;
+        if removed != 1 {
+            bail!("the item taken was not in {processing} at its ack");
+        }
+        Ok(true)
+    }
+
+    pub async fn queue_counts(&mut self, queue: &str) -> Result<QueueCounts> {
+        let ready: u64 = redis::cmd("LLEN").arg(queue).query_async(&mut self.con).await?;
+        let claimed: u64 = redis::cmd("LLEN")
+            .arg(processing_list(queue))
+            .query_async(&mut self.con)
+            .await?;
+        Ok(QueueCounts {
+            ready,
+            claimed,
+            done: None,
+        })
     }
 }
 

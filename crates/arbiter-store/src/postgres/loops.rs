@@ -42,6 +42,46 @@ async fn ensure(tx: &Transaction<'_>, ns: &str, name: &str, holder: &Holder, now
     .map(drop)
 }
 
+/// Takes the loop's next round number and records the round running (`abandon`: first
+/// marks `abandoned` the rounds an earlier holder left running).
+async fn start_round(
+    tx: &Transaction<'_>,
+    ns: &str,
+    name: &str,
+    holder: &Holder,
+    now: Millis,
+    abandon: bool,
+    log_path: RoundLogPath,
+) -> Result<i64> {
+    ensure(tx, ns, name, holder, now).await?;
+    if abandon {
+        execute(
+            tx,
+            "UPDATE loop_rounds SET status = 'abandoned', ended_at = $3, reason = $4
+             WHERE namespace = $1 AND loop = $2 AND status = 'running'",
+            &[&ns, &name, &now, &ABANDONED],
+        )
+        .await?;
+    }
+    let pid = i64::from(holder.pid);
+    let rows = query(
+        tx,
+        "UPDATE loop_state SET round = round + 1, state = 'running', host = $3, pid = $4, heartbeat_at = $5
+         WHERE namespace = $1 AND loop = $2 RETURNING round",
+        &[&ns, &name, &holder.host, &pid, &now],
+    )
+    .await?;
+    let round: i64 = rows[0].get(0);
+    execute(
+        tx,
+        "INSERT INTO loop_rounds (namespace, loop, round, host, pid, started_at, status, log_path)
+         VALUES ($1, $2, $3, $4, $5, $6, 'running', $7)",
+        &[&ns, &name, &round, &holder.host, &pid, &now, &log_path(round)],
+    )
+    .await?;
+    Ok(round)
+}
+
 #[async_trait]
 impl LoopStore for PgStore {
     async fn begin_round(
@@ -63,30 +103,35 @@ impl LoopStore for PgStore {
         .await?;
         let now = now_ms(&tx).await?;
         check_fence(lease, held.first().map(|r| r.get::<_, i64>(0)), now)?;
-        ensure(&tx, ns, name, &lease.holder, now).await?;
-        execute(
+        let round = start_round(&tx, ns, name, &lease.holder, now, true, log_path).await?;
+        notify(&tx, Topic::Loops, &self.schema).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(round)
+    }
+
+    async fn begin_item_round(
+        &self,
+        namespace: &Namespace,
+        loop_name: &LoopName,
+        item: i64,
+        claim: &Lease,
+        log_path: RoundLogPath,
+    ) -> Result<i64> {
+        let (ns, name) = (namespace.as_str(), loop_name.as_str());
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        // The fence: the item must still be claimed with this token (its row locked
+        // against a concurrent end of the claim until the round is recorded).
+        let held = query(
             &tx,
-            "UPDATE loop_rounds SET status = 'abandoned', ended_at = $3, reason = $4
-             WHERE namespace = $1 AND loop = $2 AND status = 'running'",
-            &[&ns, &name, &now, &ABANDONED],
+            "SELECT expires_at FROM queue_items
+             WHERE namespace = $1 AND id = $2 AND state = 'claimed' AND last_token = $3 FOR SHARE",
+            &[&ns, &item, &claim.token],
         )
         .await?;
-        let pid = i64::from(lease.holder.pid);
-        let rows = query(
-            &tx,
-            "UPDATE loop_state SET round = round + 1, state = 'running', host = $3, pid = $4, heartbeat_at = $5
-             WHERE namespace = $1 AND loop = $2 RETURNING round",
-            &[&ns, &name, &lease.holder.host, &pid, &now],
-        )
-        .await?;
-        let round: i64 = rows[0].get(0);
-        execute(
-            &tx,
-            "INSERT INTO loop_rounds (namespace, loop, round, host, pid, started_at, status, log_path)
-             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7)",
-            &[&ns, &name, &round, &lease.holder.host, &pid, &now, &log_path(round)],
-        )
-        .await?;
+        let now = now_ms(&tx).await?;
+        check_fence(claim, held.first().and_then(|r| r.get::<_, Option<i64>>(0)), now)?;
+        let round = start_round(&tx, ns, name, &claim.holder, now, false, log_path).await?;
         notify(&tx, Topic::Loops, &self.schema).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(round)

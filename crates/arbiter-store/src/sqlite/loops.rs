@@ -32,6 +32,43 @@ fn ensure(tx: &Transaction<'_>, ns: &str, name: &str, holder: &Holder, now: Mill
     .map_err(internal)
 }
 
+/// Takes the loop's next round number and records the round running (`abandon`: first
+/// marks `abandoned` the rounds an earlier holder left running).
+fn start_round(
+    tx: &Transaction<'_>,
+    ns: &str,
+    name: &str,
+    holder: &Holder,
+    now: Millis,
+    abandon: bool,
+    log_path: RoundLogPath,
+) -> Result<i64> {
+    ensure(tx, ns, name, holder, now)?;
+    if abandon {
+        tx.execute(
+            "UPDATE loop_rounds SET status = 'abandoned', ended_at = ?3, reason = ?4
+             WHERE namespace = ?1 AND loop = ?2 AND status = 'running'",
+            params![ns, name, now, ABANDONED],
+        )
+        .map_err(internal)?;
+    }
+    let round: i64 = tx
+        .query_row(
+            "UPDATE loop_state SET round = round + 1, state = 'running', host = ?3, pid = ?4, heartbeat_at = ?5
+             WHERE namespace = ?1 AND loop = ?2 RETURNING round",
+            params![ns, name, holder.host, holder.pid, now],
+            |r| r.get(0),
+        )
+        .map_err(internal)?;
+    tx.execute(
+        "INSERT INTO loop_rounds (namespace, loop, round, host, pid, started_at, status, log_path)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
+        params![ns, name, round, holder.host, holder.pid, now, log_path(round)],
+    )
+    .map_err(internal)?;
+    Ok(round)
+}
+
 #[async_trait]
 impl LoopStore for SqliteStore {
     async fn begin_round(
@@ -54,36 +91,34 @@ impl LoopStore for SqliteStore {
                 .optional()
                 .map_err(internal)?;
             check_fence(&lease, expires_at, now)?;
-            ensure(tx, &ns, &name, &lease.holder, now)?;
-            tx.execute(
-                "UPDATE loop_rounds SET status = 'abandoned', ended_at = ?3, reason = ?4
-                 WHERE namespace = ?1 AND loop = ?2 AND status = 'running'",
-                params![ns, name, now, ABANDONED],
-            )
-            .map_err(internal)?;
-            let round: i64 = tx
+            start_round(tx, &ns, &name, &lease.holder, now, true, log_path).map(Outcome::Commit)
+        })
+        .await
+    }
+
+    async fn begin_item_round(
+        &self,
+        namespace: &Namespace,
+        loop_name: &LoopName,
+        item: i64,
+        claim: &Lease,
+        log_path: RoundLogPath,
+    ) -> Result<i64> {
+        let (ns, name, claim) = (namespace.to_string(), loop_name.to_string(), claim.clone());
+        self.write(move |tx| {
+            let now = now_ms(tx)?;
+            // The fence: the item must still be claimed with this token.
+            let expires_at: Option<Millis> = tx
                 .query_row(
-                    "UPDATE loop_state SET round = round + 1, state = 'running', host = ?3, pid = ?4, heartbeat_at = ?5
-                     WHERE namespace = ?1 AND loop = ?2 RETURNING round",
-                    params![ns, name, lease.holder.host, lease.holder.pid, now],
+                    "SELECT expires_at FROM queue_items
+                     WHERE namespace = ?1 AND id = ?2 AND state = 'claimed' AND last_token = ?3",
+                    params![ns, item, claim.token],
                     |r| r.get(0),
                 )
+                .optional()
                 .map_err(internal)?;
-            tx.execute(
-                "INSERT INTO loop_rounds (namespace, loop, round, host, pid, started_at, status, log_path)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
-                params![
-                    ns,
-                    name,
-                    round,
-                    lease.holder.host,
-                    lease.holder.pid,
-                    now,
-                    log_path(round)
-                ],
-            )
-            .map_err(internal)?;
-            Ok(Outcome::Commit(round))
+            check_fence(&claim, expires_at, now)?;
+            start_round(tx, &ns, &name, &claim.holder, now, false, log_path).map(Outcome::Commit)
         })
         .await
     }

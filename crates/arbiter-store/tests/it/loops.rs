@@ -379,3 +379,101 @@ conformance!(rounds_record_their_github_spend, |h: Harness| async move {
         ]
     );
 });
+
+/// A claim as the supervisor holds it: a lease named `item/<id>` with the claim's token.
+fn claim_lease(claim: &arbiter_core::queue::Claim) -> Lease {
+    Lease {
+        namespace: claim.namespace.clone(),
+        name: arbiter_core::name::LeaseName::parse(&format!("item/{}", claim.id)).unwrap(),
+        token: claim.token,
+        holder: claim.holder.clone(),
+        slots: 1,
+        ttl_ms: claim.lease_ms,
+        acquired_at: claim.claimed_at,
+        expires_at: claim.expires_at,
+    }
+}
+
+async fn claim_one(store: &Store, queue: &str, lease: Duration) -> arbiter_core::queue::Claim {
+    let request = arbiter_core::queue::ClaimRequest {
+        namespace: ns(),
+        queue: crate::n(queue),
+        holder: holder("sup"),
+        capabilities: Vec::new(),
+        lease,
+    };
+    match store.queue().claim(&request).await.unwrap().outcome {
+        arbiter_core::queue::ClaimOutcome::Claimed(claim) => claim,
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+conformance!(
+    item_rounds_are_fenced_by_the_claim_and_run_side_by_side,
+    |h: Harness| async move {
+        let loops = h.store.loops();
+        let queue = h.store.queue();
+        let a = name("a");
+        for key in ["one", "two", "three"] {
+            let item = arbiter_core::queue::NewItem::new(
+                ns(),
+                crate::n("loop/a"),
+                key.into(),
+                Some(key.into()),
+                0,
+                vec![],
+                None,
+                3,
+            )
+            .unwrap();
+            queue.push(&item).await.unwrap();
+        }
+        let first = claim_one(&h.store, "loop/a", Duration::from_secs(30)).await;
+        let second = claim_one(&h.store, "loop/a", Duration::from_secs(30)).await;
+        let r1 = loops
+            .begin_item_round(&ns(), &a, first.id, &claim_lease(&first), log_path("/l"))
+            .await
+            .unwrap();
+        let r2 = loops
+            .begin_item_round(&ns(), &a, second.id, &claim_lease(&second), log_path("/l"))
+            .await
+            .unwrap();
+        assert_eq!((r1, r2), (1, 2));
+        // Side by side: starting the second left the first running.
+        assert_eq!(status_of(&h.store, &a, 1).await, RoundStatus::Running);
+        assert_eq!(status_of(&h.store, &a, 2).await, RoundStatus::Running);
+        let info = loops.round(&ns(), &a, 2).await.unwrap().unwrap();
+        assert_eq!((info.log_path.as_str(), info.host.as_str()), ("/l/2.log", "test-host"));
+
+        // A wrong token, an unknown item, an ended claim: Lost, and no round.
+        let mut stale = claim_lease(&first);
+        stale.token += 1;
+        for (id, lease) in [(first.id, stale), (first.id + second.id + 100, claim_lease(&first))] {
+            let err = loops
+                .begin_item_round(&ns(), &a, id, &lease, log_path("/l"))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Lost, "{err:?}");
+        }
+        queue.done(&ns(), first.id, first.token, None).await.unwrap();
+        let err = loops
+            .begin_item_round(&ns(), &a, first.id, &claim_lease(&first), log_path("/l"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Lost);
+        // A claim that ran out fences nothing either.
+        let third = claim_one(&h.store, "loop/a", Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let err = loops
+            .begin_item_round(&ns(), &a, third.id, &claim_lease(&third), log_path("/l"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Lost);
+        let (_, states) = loops.status(&ns()).await.unwrap();
+        assert_eq!(
+            states.iter().find(|s| s.name == a).unwrap().round,
+            2,
+            "no round was taken"
+        );
+    }
+);

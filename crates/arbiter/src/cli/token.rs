@@ -18,7 +18,8 @@ API tokens for `arbiter serve`: a request carries one as `Authorization: Bearer 
 
 A token reaches only its namespaces (-n NS for one, --namespaces a,b or `*` for several)
 and its scopes: <primitive>:read or <primitive>:write for lease, kv, log, decisions,
-notify, limit, status (write includes read), `admin` (the store, channels) and `*` (all).
+notify, limit, status, queue (write includes read), `admin` (the store, channels) and `*`
+(all).
 The secret is printed once, alone on stdout; the store keeps only its SHA-256. A revoked
 or expired token is refused at its next request. Refusals (401/403) are kept in an audit
 (the newest 10 000): `arbiter token audit`.";

@@ -35,6 +35,8 @@
 //! - `proxy`: `arbiter proxy github` as a process: where it listens, what it forwards, bad
 //!   flags.
 //! - `watch`: the supervisor: prompts, credentials, timeouts, backoff, failover, status.
+//! - `issues`: `watch` taking its rounds from GitHub issues on two supervisors: each issue
+//!   worked once, `needs:` labels routed by capabilities, marks, cancels, dead letters.
 //! - `stall`: a holder whose store link stalls is stopped before the lease goes elsewhere.
 //! - `trees`: descendants that call `setsid` die with the command (Linux).
 //! - `wrappers`: a lease taken from a wrapped call in a script stays held while it lives.
@@ -51,6 +53,7 @@ mod dashboard;
 mod decisions;
 mod doctor;
 mod faults;
+mod issues;
 mod kv;
 mod lease;
 mod limit;

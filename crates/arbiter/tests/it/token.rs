@@ -103,7 +103,8 @@ fn token_secret_is_printed_once_and_only_its_hash_is_stored(store: &Store) {
     assert_eq!(listed[0]["name"], "agent");
     assert_eq!(listed[0]["namespaces"], "team-a");
     assert_eq!(
-        listed[0]["scopes"], "lease:write,kv:write,log:write,decisions:write,notify:write,limit:write,status:write",
+        listed[0]["scopes"],
+        "lease:write,kv:write,log:write,decisions:write,notify:write,limit:write,status:write,queue:write",
         "the default: every write, not admin"
     );
     assert_eq!(

@@ -1843,13 +1843,13 @@ fn round_logs_are_private_and_planted_links_are_refused() {
 
 /// A fake GitHub on loopback, served by a runtime of the test's own; user `bot` has token
 /// `ghp_bot`, and `octo/hello` has the seed's issues.
-struct FakeHub {
+pub(crate) struct FakeHub {
     runtime: tokio::runtime::Runtime,
     fake: Option<arbiter_fake_github::FakeGitHub>,
 }
 
 impl FakeHub {
-    fn start(limits: arbiter_fake_github::Limits) -> FakeHub {
+    pub(crate) fn start(limits: arbiter_fake_github::Limits) -> FakeHub {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -1869,8 +1869,13 @@ impl FakeHub {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.fake.as_ref().expect("running").url()
+    }
+
+    /// The running fake, to play the people on github.com (open, close, read issues).
+    pub(crate) fn fake(&self) -> &arbiter_fake_github::FakeGitHub {
+        self.fake.as_ref().expect("running")
     }
 
     fn stats(&self) -> arbiter_fake_github::Stats {
