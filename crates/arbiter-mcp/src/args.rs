@@ -322,20 +322,7 @@ pub struct Status {
 /// When a pushed item becomes claimable: a duration from now (`10m`) or an RFC 3339 time
 /// (`2026-12-01T14:00:00Z`), or names `field`.
 pub fn not_before(field: &str, text: &str) -> Result<arbiter_core::queue::NotBefore, ErrorData> {
-    use arbiter_core::queue::NotBefore;
-    // As `arbiter queue push --not-before` reads it: a duration if it is one.
-    if let Ok(delay) = arbiter_core::duration::parse_duration_or_zero(text) {
-        let delay = arbiter_core::queue::check_delay(field, delay).map_err(|e| invalid(Some(field), &e.message))?;
-        return Ok(NotBefore::After(delay));
-    }
-    arbiter_ops::view::parse_timestamp(field, text)
-        .map(NotBefore::At)
-        .map_err(|e| {
-            invalid(
-                Some(field),
-                &format!("{}; or a duration from now such as 10m", e.message),
-            )
-        })
+    arbiter_ops::queue::parse_not_before(field, text).map_err(|e| invalid(Some(field), &e.message))
 }
 
 /// `queue_push`.

@@ -14,10 +14,10 @@ use arbiter_core::lease::Holder;
 use arbiter_core::name::{Capability, Namespace, QueueName};
 use arbiter_core::notify::{Notification, Severity};
 use arbiter_core::queue::{
-    AttemptOutcome, ClaimRequest, FailRequest, HostRecord, Item, ItemAttempt, ItemInfo, ItemState, NewItem, Pushed,
-    QueueStats,
+    AttemptOutcome, ClaimRequest, FailRequest, HostRecord, Item, ItemAttempt, ItemInfo, ItemState, NewItem, NotBefore,
+    Pushed, QueueStats,
 };
-use arbiter_core::{Millis, Result};
+use arbiter_core::{Millis, ParseError, Result};
 use arbiter_store::Store;
 use serde::{Deserialize, Serialize};
 
@@ -217,6 +217,18 @@ fn host_view(now: Millis, host: &HostRecord) -> HostView {
         last_seen: timestamp(host.last_seen),
         last_seen_ago_ms: (now - host.last_seen).max(0),
     }
+}
+
+/// When a pushed item becomes claimable, as every front end reads it: a duration from now
+/// by the store's clock (`10m`, `0s`), or an RFC 3339 time (`2026-12-01T14:00:00Z`). `what`
+/// names the input (`--not-before`, `not_before`) in the error.
+pub fn parse_not_before(what: &str, text: &str) -> std::result::Result<NotBefore, ParseError> {
+    if let Ok(delay) = arbiter_core::duration::parse_duration_or_zero(text) {
+        return arbiter_core::queue::check_delay(what, delay).map(NotBefore::After);
+    }
+    crate::view::parse_timestamp(what, text)
+        .map(NotBefore::At)
+        .map_err(|e| ParseError::new(format!("{}; or a duration from now such as 10m", e.message)))
 }
 
 /// Pushes an item (valid by construction); the same key again returns the first item.

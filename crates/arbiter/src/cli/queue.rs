@@ -20,7 +20,7 @@ use arbiter_core::name::{Capability, QueueName};
 use arbiter_core::queue::{
     ClaimRequest, DEFAULT_MAX_ATTEMPTS, FailRequest, ItemState, MAX_BODY_BYTES, NewItem, NotBefore, capability_set,
 };
-use arbiter_core::{Error, ErrorKind, Millis, Result};
+use arbiter_core::{Error, ErrorKind, Result};
 use arbiter_ops::queue::{self as ops, ItemView};
 use arbiter_store::Store;
 use clap::{Args, Subcommand};
@@ -271,20 +271,7 @@ fn parse_max_attempts(text: &str) -> std::result::Result<u32, String> {
 
 /// `--not-before`: a duration from now by the store's clock (`10m`), or an RFC 3339 time.
 fn parse_not_before(text: &str) -> std::result::Result<NotBefore, String> {
-    if let Ok(delay) = arbiter_core::duration::parse_duration_or_zero(text) {
-        let delay = arbiter_core::queue::check_delay("not-before delay", delay).map_err(|e| e.message)?;
-        return Ok(NotBefore::After(delay));
-    }
-    let at = humantime::parse_rfc3339_weak(text).map_err(|_| {
-        format!("invalid time {text:?}: expected a duration from now (10m, 1h30m) or an RFC 3339 time (2026-12-01T15:00:00Z)")
-    })?;
-    let ms = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| format!("invalid time {text:?}: before 1970"))?
-        .as_millis();
-    Ok(NotBefore::At(
-        Millis::try_from(ms).map_err(|_| format!("invalid time {text:?}: too far ahead"))?,
-    ))
+    ops::parse_not_before("--not-before", text).map_err(|e| e.message)
 }
 
 /// The capabilities a worker offers: `--capability` flags and `[host] capabilities`.
