@@ -81,7 +81,8 @@ fn serve(store: &Store) -> (Background, SocketAddr) {
         assert!(server.running(), "arbiter serve exited: {}", server.stderr());
         let stderr = server.stderr();
         let (_, rest) = stderr.split_once("serving on http://")?;
-        rest.lines().next()?.trim().parse::<SocketAddr>().ok()
+        // Only a whole line: a port cut short by a read mid-write parses too.
+        rest.split_once('\n')?.0.trim().parse::<SocketAddr>().ok()
     });
     (server, addr)
 }

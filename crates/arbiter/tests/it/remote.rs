@@ -47,7 +47,10 @@ impl Serve {
             assert!(process.running(), "arbiter serve exited: {}", process.stderr());
             let stderr = process.stderr();
             let at = stderr.find("serving on ")?;
-            let line = stderr[at + "serving on ".len()..].lines().next()?.trim().to_string();
+            // Only a whole line: stderr is read while the server writes it, and a line
+            // cut short ("http://") is not its address.
+            let (line, _) = stderr[at + "serving on ".len()..].split_once('\n')?;
+            let line = line.trim().to_string();
             Some(line)
         });
         Serve { _process: process, url }

@@ -32,9 +32,12 @@ fn serve(store: &Store, extra: &[&str]) -> Served {
     let mut process = Background::start(store.cmd(&args), store.scratch.path(), "serve");
     let addr: SocketAddr = eventually(SOON, "the server says where it listens", || {
         assert!(process.running(), "serve exited: {}", process.stderr());
+        // Whole lines only (`split_inclusive` keeps the newline of each finished one): a
+        // port cut short by a read mid-write parses too.
         process
             .stderr()
-            .lines()
+            .split_inclusive('\n')
+            .filter_map(|line| line.strip_suffix('\n'))
             .find_map(|line| line.strip_prefix("arbiter: serving on http://")?.trim().parse().ok())
     });
     let token = process
