@@ -2,7 +2,7 @@
 //! retry — and `queue work`, which claims items and runs a command for each.
 //!
 //! Every command but `work` goes through [`Target`](super::target::Target) (the store's
-//! `arbiter_ops::queue` function; through `--server`, refused for now in one place). A
+//! `arbiter_ops::queue` function, or through `--server` the server's route). A
 //! worker's capabilities are its `--capability` flags plus `[host] capabilities` of
 //! arbiter.toml.
 
