@@ -3,7 +3,7 @@
 //! processes, work through 500 items (a fifth require `gpu`, a fifth `windows`, the rest
 //! nothing) while the test `kill -9`s random workers and starts them again.
 //!
-//! Each item's command is this test binary itself, re-executed as the ignored test
+//! Each item's command is this test binary itself, re-executed as the test
 //! [`fence_append`] (no shell: the same would run on Windows): under a file lock it appends
 //! `start ID TOKEN HOST` to a shared log, pauses a few milliseconds, then — under the lock
 //! again — reads the highest token accepted for its item and appends `refused …` if its own
@@ -35,24 +35,41 @@ const QUEUE: &str = "faults";
 /// The bound on the whole run (it takes well under a minute normally).
 const RUN_LIMIT: Duration = Duration::from_secs(240);
 
-/// The item command: see the module documentation. Run by the fault test only (with
-/// `FENCE_DIR` set), as `IT_BINARY faults::queue::fence_append --exact --ignored`.
+/// The item command: see the module documentation. Run by the fault test (with
+/// `FENCE_DIR` set) as `IT_BINARY faults::queue::fence_append --exact`; run by the suite
+/// itself (without it), it checks the fence on a log of its own: a run with a smaller
+/// token than one already accepted for the item is refused.
 #[test]
-#[ignore = "the queue fault test's item command, not a test of its own"]
 fn fence_append() {
-    let Some(dir) = std::env::var_os("FENCE_DIR").map(PathBuf::from) else {
+    if let Some(dir) = std::env::var_os("FENCE_DIR").map(PathBuf::from) {
+        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
+        let (id, token, host) = (var("ARBITER_ITEM_ID"), var("ARBITER_ITEM_TOKEN"), var("FENCE_HOST"));
+        fence_run(&dir, &id, token.parse().expect("a numeric token"), &host);
         return;
-    };
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
-    let (id, token, host) = (var("ARBITER_ITEM_ID"), var("ARBITER_ITEM_TOKEN"), var("FENCE_HOST"));
-    let token: i64 = token.parse().expect("a numeric token");
-    locked(&dir, |log| append(log, &format!("start {id} {token} {host}\n")));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fence_run(dir.path(), "7", 2, "a");
+    fence_run(dir.path(), "7", 1, "b");
+    fence_run(dir.path(), "8", 1, "b");
+    fence_run(dir.path(), "7", 3, "a");
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let verdicts: Vec<&str> = log.lines().filter(|line| !line.starts_with("start ")).collect();
+    assert_eq!(
+        verdicts,
+        ["accept 7 2 a", "refused 7 1 b", "accept 8 1 b", "accept 7 3 a"]
+    );
+}
+
+/// One item's run: `start ID TOKEN HOST`, a pause, then under the lock again `accept …` —
+/// or `refused …` when a larger token was already accepted for the item.
+fn fence_run(dir: &Path, id: &str, token: i64, host: &str) {
+    locked(dir, |log| append(log, &format!("start {id} {token} {host}\n")));
     // A few milliseconds between the two writes, so that an overlap would show.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     std::thread::sleep(Duration::from_millis(u64::from(nanos % 20)));
-    locked(&dir, |log| {
+    locked(dir, |log| {
         let mut text = String::new();
         log.read_to_string(&mut text).expect("the log reads");
         let highest = text
@@ -122,13 +139,7 @@ fn worker(store: &Store, dir: &Path, config: &str, host: &str, cap: &str, n: usi
         "--",
     ]);
     cmd.arg(it)
-        .args([
-            "faults::queue::fence_append",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "-q",
-        ])
+        .args(["faults::queue::fence_append", "--exact", "--nocapture", "-q"])
         .arg("--test-threads=1")
         .env("FENCE_DIR", dir)
         .env("FENCE_HOST", host);
