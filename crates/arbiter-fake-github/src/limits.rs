@@ -191,6 +191,10 @@ pub struct UserStats {
     pub max_concurrency: u64,
     /// Content-creating requests served.
     pub content_created: u64,
+    /// Primary budget spent, by what it was spent on: a REST request's method and route
+    /// (`GET issue`, `POST comments`), or a GraphQL operation's name (`graphql IssueList`).
+    #[serde(default)]
+    pub spent: std::collections::BTreeMap<String, u64>,
 }
 
 /// How a request spends secondary points.
@@ -305,6 +309,11 @@ impl Budget {
         self.content_minute.used = self.content_minute.used.saturating_sub(1);
         self.content_hour.used = self.content_hour.used.saturating_sub(1);
         self.stats.content_created = self.stats.content_created.saturating_sub(1);
+    }
+
+    /// Records `cost` of primary budget spent on `what` ([`UserStats::spent`]).
+    pub fn spent_on(&mut self, what: String, cost: u64) {
+        *self.stats.spent.entry(what).or_default() += cost;
     }
 
     /// Spends `cost` from the primary budget of `resource`; refused (nothing spent) when

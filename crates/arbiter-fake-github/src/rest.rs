@@ -92,6 +92,29 @@ impl Route {
         }
     }
 
+    /// What it is, in a word or two (for [`crate::UserStats::spent`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Route::User => "user",
+            Route::RateLimit => "rate_limit",
+            Route::Graphql => "graphql",
+            Route::SearchIssues => "search",
+            Route::Repo(..) => "repo",
+            Route::Issues(..) => "issues",
+            Route::Issue(..) => "issue",
+            Route::Comments(..) => "comments",
+            Route::Labels(..) | Route::Label(..) => "labels",
+            Route::Pulls(..) => "pulls",
+            Route::Pull(..) => "pull",
+            Route::IssueReactions(..) | Route::CommentReactions(..) => "reactions",
+            Route::Statuses(..) => "statuses",
+            Route::CheckRuns(..) => "check-runs",
+            Route::CommitStatus(..) => "commit status",
+            Route::CommitCheckRuns(..) => "commit check-runs",
+            Route::Unknown => "unknown",
+        }
+    }
+
     /// The primary budget it spends, `None` for `/rate_limit` (free, as GitHub documents).
     pub fn resource(&self) -> Option<Resource> {
         match self {
@@ -262,7 +285,7 @@ pub fn repo_json(repo: &Repo, base: &str) -> Value {
         "default_branch": "main",
         "has_issues": true,
         "open_issues_count": open,
-        "updated_at": iso(repo.updated),
+        "updated_at": iso(repo.own_updated),
     })
 }
 
@@ -452,7 +475,7 @@ pub fn get(data: &Data, route: &Route, query: &str, base: &str, path: &str) -> R
     let find = |o: &str, r: &str| data.repo(o, r).map(|i| &data.repos[i]);
     match route {
         Route::Repo(o, r) => match find(o, r) {
-            Some(repo) => Reply::ok(repo_json(repo, base)).modified(repo.updated),
+            Some(repo) => Reply::ok(repo_json(repo, base)).modified(repo.own_updated),
             None => not_found(),
         },
         Route::Issues(o, r) | Route::Pulls(o, r) => {

@@ -182,8 +182,14 @@ pub struct Repo {
     pub id: u64,
     pub owner: String,
     pub name: String,
-    /// The last change to the repository or anything in it.
+    /// The last change to the repository or anything in it (the `Last-Modified` of its
+    /// issue and pull request lists).
     pub updated: Millis,
+    /// The last change to the repository's own object, its `updated_at`: its creation, or
+    /// an issue opened or closed (its `open_issues_count`). As on GitHub, a comment, a
+    /// label or an edit of an issue changes the issue, not the repository: the
+    /// repository's answer (and its ETag) stays the same.
+    pub own_updated: Millis,
     /// Item `n` is at index `n - 1`.
     pub items: Vec<Item>,
     /// Commit statuses and check runs, of any commit (told by their `sha`), oldest first.
@@ -234,6 +240,7 @@ impl Data {
                 owner: spec.owner.clone(),
                 name: spec.name.clone(),
                 updated: base,
+                own_updated: base,
                 items: Vec::new(),
                 statuses: Vec::new(),
                 check_runs: Vec::new(),
@@ -278,6 +285,7 @@ impl Data {
                 });
             }
             repo.updated = repo.items.iter().map(|i| i.updated).max().unwrap_or(base);
+            repo.own_updated = repo.updated;
             data.repos.push(repo);
         }
         data
@@ -308,6 +316,7 @@ impl Data {
         let id = self.id();
         let at = self.touch(repo);
         let repo = &mut self.repos[repo];
+        repo.own_updated = at;
         let number = repo.items.len() as u64 + 1;
         repo.items.push(Item {
             id,
@@ -444,6 +453,9 @@ impl Data {
             item.closed_at = None;
         }
         item.updated = at;
+        if item.open != was_open {
+            self.repos[repo].own_updated = at;
+        }
     }
 
     /// Finds an issue or pull request by the node id the API gives it.

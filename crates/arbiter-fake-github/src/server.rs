@@ -280,6 +280,7 @@ async fn answer(
             let rate = budgets[user].headers(now, limits, clock, resource);
             return refused(limits.status, Refusal::Primary, &rate, request_id);
         }
+        budgets[user].spent_on(format!("{method} {}", route.kind()), 1);
         drop(budgets);
         let mut data = shared.data.write().unwrap_or_else(|e| e.into_inner());
         rest::write(&mut data, method.as_str(), &route, body, login, &base)
@@ -325,6 +326,9 @@ async fn answer(
         let rate = budget.headers(now, limits, clock, resource);
         return refused(limits.status, Refusal::Primary, &rate, request_id);
     }
+    if !write {
+        budget.spent_on(format!("{method} {}", route.kind()), 1);
+    }
     let rate = budget.headers(now, limits, clock, resource);
     drop(budgets);
     let mut answer = Answer {
@@ -346,6 +350,25 @@ async fn answer(
         answer = answer.header("link", link);
     }
     answer
+}
+
+/// The name of a GraphQL request's operation (`operationName`, or the first named
+/// `query`/`mutation` of its document), `-` when it has none.
+fn operation_name(body: &[u8]) -> String {
+    let value: Value = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(name) = value["operationName"].as_str().filter(|n| !n.is_empty()) {
+        return name.to_string();
+    }
+    let document = value["query"].as_str().unwrap_or_default();
+    let mut words = document.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+    while let Some(word) = words.next() {
+        if word == "query" || word == "mutation" {
+            if let Some(name) = words.find(|w| !w.is_empty()) {
+                return name.to_string();
+            }
+        }
+    }
+    "-".to_string()
 }
 
 fn graphql(shared: &Shared, user: usize, method: &Method, body: &[u8], request_id: &str, now: Instant) -> Answer {
@@ -393,6 +416,7 @@ fn graphql(shared: &Shared, user: usize, method: &Method, body: &[u8], request_i
         )
         .rate(&rate);
     }
+    budget.spent_on(format!("graphql {}", operation_name(body)), cost);
     let rate = budget.headers(now, limits, clock, Resource::Graphql);
     drop(budgets);
     let answer = match request {

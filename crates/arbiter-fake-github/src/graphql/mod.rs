@@ -672,7 +672,7 @@ fn repo_value(data: &Data, index: usize) -> Value {
         "isArchived": false,
         "viewerPermission": "WRITE",
         "defaultBranchRef": {"__typename": "Ref", "name": "main"},
-        "updatedAt": iso(repo.updated),
+        "updatedAt": iso(repo.own_updated),
     })
 }
 

@@ -1,7 +1,7 @@
 use arbiter_fake_github::Limits;
 use serde_json::json;
 
-use crate::{client, config, get, send, start};
+use crate::{client, config, get, graphql, send, start};
 
 #[tokio::test]
 async fn every_answer_carries_the_rate_limit_headers_and_a_request_id() {
@@ -293,4 +293,73 @@ async fn the_issues_list_sorts_by_update_and_its_etag_moves_with_any_change() {
     assert_eq!(edited.status, 200);
     assert_eq!(numbers(&edited), vec![12]);
     assert!(edited.body[0]["pull_request"].is_object());
+}
+
+#[tokio::test]
+async fn the_repository_changes_with_its_own_object_not_with_comments_on_its_issues() {
+    let fake = start(config(Limits::default())).await;
+    let client = client();
+    let repo = get(&client, &fake, "/repos/o/r", "a1").await;
+    let etag = repo.header("etag").to_string();
+    let comment = send(
+        &client,
+        &fake,
+        "POST",
+        "/repos/o/r/issues/3/comments",
+        "a1",
+        &[],
+        Some(json!({"body": "hi"})),
+    )
+    .await;
+    assert_eq!(comment.status, 201);
+    // GitHub's repository `updated_at` is the repository object's: a comment on one of its
+    // issues changes the issue, and the repository's answer stays the same (a free 304).
+    let after = send(
+        &client,
+        &fake,
+        "GET",
+        "/repos/o/r",
+        "a1",
+        &[("if-none-match", &etag)],
+        None,
+    )
+    .await;
+    assert_eq!(after.status, 304, "a comment does not change the repository");
+    // An issue opened changes its `open_issues_count`, so its answer.
+    let opened = send(
+        &client,
+        &fake,
+        "POST",
+        "/repos/o/r/issues",
+        "a1",
+        &[],
+        Some(json!({"title": "new"})),
+    )
+    .await;
+    assert_eq!(opened.status, 201);
+    let after = send(
+        &client,
+        &fake,
+        "GET",
+        "/repos/o/r",
+        "a1",
+        &[("if-none-match", &etag)],
+        None,
+    )
+    .await;
+    assert_eq!(after.status, 200);
+    assert_eq!(
+        after.body["open_issues_count"],
+        repo.body["open_issues_count"].as_u64().unwrap() + 1
+    );
+    assert_ne!(after.body["updated_at"], repo.body["updated_at"]);
+
+    // What the budget was spent on, per user: the 304 is not there.
+    let spent = fake.stats().user("alice").spent;
+    assert_eq!(spent.get("GET repo"), Some(&2), "{spent:?}");
+    assert_eq!(spent.get("POST comments"), Some(&1), "{spent:?}");
+    assert_eq!(spent.get("POST issues"), Some(&1), "{spent:?}");
+    let list = graphql(&client, &fake, "a1", "query Mine { viewer { login } }").await;
+    assert_eq!(list.status, 200);
+    assert_eq!(fake.stats().user("alice").spent.get("graphql Mine"), Some(&1));
 }
