@@ -24,6 +24,9 @@ pub struct GithubSettings {
     /// How long past its freshness a cached GraphQL query may still be served when a free
     /// probe of its repository says nothing changed (0: never), counted from its fetch.
     pub graphql_max_age: Duration,
+    /// The same for a query about one issue or pull request (`gh issue view`, `gh pr
+    /// view`), revalidated by free probes of that item (0: never).
+    pub graphql_view_max_age: Duration,
     /// How long a request may queue for budget before the proxy answers 429 itself.
     pub max_wait: Duration,
     /// Requests in flight upstream at once, per host.
@@ -42,6 +45,7 @@ impl Default for GithubSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             graphql_fresh: Duration::from_secs(30),
             graphql_max_age: Duration::from_secs(300),
+            graphql_view_max_age: Duration::from_secs(3600),
             max_wait: Duration::from_secs(60),
             concurrency: 100,
             reserve_percent: 10,
@@ -137,6 +141,9 @@ pub(crate) fn validate(raw: Option<&Spanned<RawGithub>>, source: &Source<'_>) ->
     }
     if let Some(max_age) = &raw.graphql_max_age {
         settings.graphql_max_age = duration_or_zero("graphql_max_age", max_age)?;
+    }
+    if let Some(max_age) = &raw.graphql_view_max_age {
+        settings.graphql_view_max_age = duration_or_zero("graphql_view_max_age", max_age)?;
     }
     if let Some(wait) = &raw.max_wait {
         settings.max_wait = duration("max_wait", wait)?;

@@ -79,6 +79,7 @@
 //! listen = "127.0.0.1:0"             # loopback only: ARBITER_GITHUB_API
 //! graphql_fresh = "30s"              # identical GraphQL queries served from cache ("0s": off)
 //! graphql_max_age = "5m"             # then served while a free probe of the repo says unchanged ("0s": off)
+//! graphql_view_max_age = "1h"        # the same for one issue or pull request (gh issue/pr view), by its own probes
 //! max_wait = "60s"                   # a request queues this long for budget, then 429
 //! concurrency = 100                  # requests in flight upstream at once
 //! reserve = "10%"                    # defer a round that would leave less of the budget

@@ -38,6 +38,7 @@ pub struct RawGithub {
     pub listen: Option<Spanned<String>>,
     pub graphql_fresh: Option<Spanned<String>>,
     pub graphql_max_age: Option<Spanned<String>>,
+    pub graphql_view_max_age: Option<Spanned<String>>,
     pub max_wait: Option<Spanned<String>>,
     pub concurrency: Option<Spanned<i64>>,
     /// `"10%"` or `10`.

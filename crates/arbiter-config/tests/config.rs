@@ -355,12 +355,13 @@ fn github_settings_and_their_errors() {
     assert_eq!(defaults.listen.to_string(), "127.0.0.1:0");
     assert_eq!(defaults.graphql_fresh, Duration::from_secs(30));
     assert_eq!(defaults.graphql_max_age, Duration::from_secs(300));
+    assert_eq!(defaults.graphql_view_max_age, Duration::from_secs(3600));
     assert_eq!(defaults.max_wait, Duration::from_secs(60));
     assert_eq!((defaults.concurrency, defaults.reserve_percent), (100, 10));
 
     let set = parse(
         "[github]\nupstream = \"http://127.0.0.1:8080/api/v3/\"\nlisten = \"[::1]:7000\"\n\
-         graphql_fresh = \"0s\"\ngraphql_max_age = \"0\"\nmax_wait = \"5s\"\nconcurrency = 4\nreserve = \"25%\"\n",
+         graphql_fresh = \"0s\"\ngraphql_max_age = \"0\"\ngraphql_view_max_age = \"0s\"\nmax_wait = \"5s\"\nconcurrency = 4\nreserve = \"25%\"\n",
     )
     .unwrap()
     .github;
@@ -368,6 +369,7 @@ fn github_settings_and_their_errors() {
     assert_eq!(set.listen.to_string(), "[::1]:7000");
     assert_eq!(set.graphql_fresh, Duration::ZERO);
     assert_eq!(set.graphql_max_age, Duration::ZERO);
+    assert_eq!(set.graphql_view_max_age, Duration::ZERO);
     assert_eq!(
         parse("[github]\ngraphql_max_age = \"10m\"\n")
             .unwrap()
@@ -411,6 +413,10 @@ fn github_settings_and_their_errors() {
         (
             "[github]\n\ngraphql_max_age = \"a while\"\n",
             "arbiter.toml:3: github.graphql_max_age: invalid duration",
+        ),
+        (
+            "[github]\ngraphql_view_max_age = \"-1h\"\n",
+            "arbiter.toml:2: github.graphql_view_max_age: invalid duration",
         ),
         (
             "[github]\nmax_wait = \"1 minute\"\n",

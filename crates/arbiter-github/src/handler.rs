@@ -15,7 +15,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::json;
 
 use crate::Shared;
@@ -77,6 +77,12 @@ fn probe_path(repo: &str) -> Option<String> {
     };
     (plain(owner) && plain(name))
         .then(|| format!("/repos/{owner}/{name}/issues?state=all&sort=updated&direction=desc&per_page=1"))
+}
+
+/// The probe of `repo`'s pull requests alone ([`graphql::Probes::Pulls`]): its most
+/// recently updated pull request.
+fn pulls_probe_path(repo: &str) -> Option<String> {
+    Some(probe_path(repo)?.replacen("/issues?", "/pulls?", 1))
 }
 
 /// What a probe said, with what its answer told of the resource when it was last seen
@@ -151,13 +157,7 @@ async fn current_tags(
         if let Some(known) = known.iter().find(|(p, _, _)| *p == path) {
             return Some(known.clone());
         }
-        let latest = ctx
-            .shared
-            .probes
-            .lock()
-            .expect("probes")
-            .get(&probe_key(ctx, &path))
-            .cloned();
+        let latest = latest_tag(ctx, &path);
         let said = probe(ctx, &path, latest.as_ref().map(|(tag, _)| tag)).await;
         match (said, latest) {
             (Probe::Same(fact), Some((tag, _))) => Some((path, tag, fact)),
@@ -169,6 +169,10 @@ async fn current_tags(
         graphql::Probes::None => None,
         graphql::Probes::Repository => {
             let (path, tag, _) = current(probe_path(repo)?).await?;
+            Some(vec![(path, tag)])
+        }
+        graphql::Probes::Pulls => {
+            let (path, tag, _) = current(pulls_probe_path(repo)?).await?;
             Some(vec![(path, tag)])
         }
         graphql::Probes::Item(number) => {
@@ -223,6 +227,7 @@ enum Payload {
 }
 
 async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) -> Response {
+    let began = Instant::now();
     let (parts, body) = request.into_parts();
     if !target_allowed(&shared, &parts) {
         return respond(&Stored::local(
@@ -316,7 +321,7 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
     let body = match body {
         Payload::Read(body) => {
             let mut response = respond(&*graphql(&ctx, &parts, body).await);
-            tell_outcome(&ctx, &mut response);
+            tell_outcome(&ctx, &mut response, began);
             return response;
         }
         Payload::Stream(body) => body,
@@ -339,16 +344,26 @@ async fn handle(shared: Arc<Shared>, tag: Option<LoopName>, request: Request) ->
         response
     };
     keep_links_here(&shared, &parts, response.headers_mut());
-    tell_outcome(&ctx, &mut response);
+    tell_outcome(&ctx, &mut response, began);
     response
 }
 
-fn tell_outcome(ctx: &Ctx<'_>, response: &mut Response) {
+/// Says how the request was answered (`x-arbiter-cache`) and how long the proxy took, from
+/// the request's head to the answer's (`Server-Timing: arbiter;dur=MS`, the standard
+/// header browsers' tools and `curl -v` show; the upstream's time and any wait for budget
+/// included, a streamed body's transfer not).
+fn tell_outcome(ctx: &Ctx<'_>, response: &mut Response, began: Instant) {
     let outcome = *ctx.outcome.lock().expect("outcome");
-    response
-        .headers_mut()
-        .insert(CACHE_HEADER, HeaderValue::from_static(outcome.as_str()));
+    let headers = response.headers_mut();
+    headers.insert(CACHE_HEADER, HeaderValue::from_static(outcome.as_str()));
+    let took = format!("arbiter;dur={:.3}", began.elapsed().as_secs_f64() * 1000.0);
+    if let Ok(value) = HeaderValue::from_str(&took) {
+        headers.append(SERVER_TIMING, value);
+    }
 }
+
+/// `Server-Timing` (W3C Server Timing); `http` has no constant for it.
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// A client that reached the proxy by its loopback address (`ARBITER_GITHUB_API`) follows
 /// `Link` (the next page) and `Location` to the proxy, not around it to the upstream: the
@@ -674,6 +689,15 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
             .spend(&ctx.identity.login, &[(primary, 1)], ctx.priority, Duration::ZERO)
             .await;
     }
+    if stored.status == StatusCode::OK
+        && stored.whole()
+        && path.starts_with("/repos/")
+        && let Some(etag) = stored.headers.get(header::ETAG)
+    {
+        // The probes of a GraphQL answer ask some of these paths too: they start from
+        // this ETag (a 304, free) rather than pay for a first answer of their own.
+        keep_latest_tag(ctx, path_q, etag, &stored.body);
+    }
     let mut cache = ctx.shared.cache.lock().expect("cache");
     if stored.status == StatusCode::OK && stored.whole() && revalidatable(&stored) {
         cache.insert(
@@ -714,7 +738,10 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
         let what = [path_q.as_bytes(), b"\n", operation.identity.as_bytes()].concat();
         let key = request_key(ctx, "graphql", &what, &headers);
         let fresh = ctx.shared.config.graphql_fresh;
-        let max_age = ctx.shared.config.graphql_max_age;
+        let max_age = match operation.probes {
+            graphql::Probes::Item(_) => ctx.shared.config.graphql_view_max_age,
+            _ => ctx.shared.config.graphql_max_age,
+        };
         let repo = operation.repo.as_deref();
         // Free probes may revalidate this answer past its freshness (within its max age).
         let probed = !fresh.is_zero() && !max_age.is_zero() && operation.probes != graphql::Probes::None;
@@ -730,9 +757,16 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
                 }
                 if probed && !entry.probes.is_empty() && entry.at.elapsed() < max_age {
                     let generation = ctx.shared.cache.lock().expect("cache").generation(repo);
-                    let said = futures_util::future::join_all(
-                        entry.probes.iter().map(|(path, tag)| probe(ctx, path, Some(tag))),
-                    )
+                    let said = futures_util::future::join_all(entry.probes.iter().map(|(path, tag)| async move {
+                        // A newer ETag seen since (a client's GET of the same path, another
+                        // answer's probe): changed, known without asking with the old one —
+                        // whose 200 would cost a point. The query is asked again below, its
+                        // probes asked with that newer ETag (free when nothing changed since).
+                        if latest_tag(ctx, path).is_some_and(|(latest, _)| latest != *tag) {
+                            return Probe::Unknown;
+                        }
+                        probe(ctx, path, Some(tag)).await
+                    }))
                     .await;
                     let same = said.iter().all(|p| matches!(p, Probe::Same(_)));
                     for ((path, _), said) in entry.probes.iter().zip(said) {
@@ -766,11 +800,17 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
             let (asked, generation) = (Instant::now(), ctx.shared.cache.lock().expect("cache").generation(repo));
             // The probes' ETags before the query is asked: a change after them shows at
             // the next probe, even one the answer already has.
-            // An item's probes only for a query asked again within the max age: their first
-            // answers cost a point each, worth it only if a revalidation is likely to come.
-            // (The repository's one probe is shared by every list of the repository.)
+            // An item's probes only for a query asked before, within twice the max age (one
+            // asked again as its answer runs out counts): their first answers cost a point
+            // each, worth it only if a revalidation is likely to come. (The repository's one
+            // probe is shared by every list of the repository.)
             let worth_it = match operation.probes {
-                graphql::Probes::Item(_) => ctx.shared.cache.lock().expect("cache").asked_again(&key, max_age),
+                graphql::Probes::Item(_) => ctx
+                    .shared
+                    .cache
+                    .lock()
+                    .expect("cache")
+                    .asked_again(&key, max_age.saturating_mul(2)),
                 _ => true,
             };
             let tags = match (probed && worth_it, repo) {
@@ -824,7 +864,7 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
             .cache
             .lock()
             .expect("cache")
-            .invalidate(repo.as_deref(), |e| {
+            .invalidate(repo.as_deref(), false, |e| {
                 e.graphql
                     && match &repo {
                         Some(repo) => e.repo.as_ref() == Some(repo) || e.repo.is_none(),
@@ -892,23 +932,49 @@ impl http_body::Body for Upload {
 fn invalidate_after_write(ctx: &Ctx<'_>, path: &str) {
     let mut cache = ctx.shared.cache.lock().expect("cache");
     match repo_of(path) {
-        Some(repo) => cache.invalidate(Some(&repo), |e| {
+        Some(repo) => cache.invalidate(Some(&repo), item_write(path), |e| {
             e.graphql && (e.repo.as_ref() == Some(&repo) || e.repo.is_none())
         }),
         None => {
             let writer = ctx.credential.as_ref().map(|c| c.hash);
-            cache.invalidate(None, |e| e.graphql && e.credential == writer)
+            cache.invalidate(None, false, |e| e.graphql && e.credential == writer)
         }
     };
 }
 
-/// The key of `ctx`'s credential's probe of `probe_path`, for its latest ETag.
+/// Whether a write to `path` is one to a single issue or pull request that moves its
+/// `updated_at`: `/repos/{o}/{r}/issues/{n}` or `/pulls/{n}` and what is under them (a
+/// comment, labels, assignees, a review, a merge) — but reactions, which do not move it,
+/// and a lock, which may not. Comments by id (`/issues/comments/{id}`: an edit does not
+/// move the issue's `updated_at`) are no such write.
+fn item_write(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["repos", _, _, "issues" | "pulls", n, rest @ ..] => {
+            n.parse::<u64>().is_ok() && !matches!(rest.first(), Some(&"reactions" | &"lock"))
+        }
+        _ => false,
+    }
+}
+
+/// The key of `ctx`'s credential's latest ETag of `probe_path` in the representation its
+/// client asks for ([`probe_accept`]): an ETag is only compared with one of the same
+/// representation (GitHub's answers `Vary: Accept`).
 fn probe_key(ctx: &Ctx<'_>, probe_path: &str) -> CacheKey {
     cache::key(
         "probe",
         ctx.credential.as_ref().map(|c| &c.hash),
-        &[probe_path.as_bytes()],
+        &[probe_path.as_bytes(), probe_accept(ctx).as_bytes()],
     )
+}
+
+/// The `Accept` a probe sends: the client's own (so a probe of a path the client also
+/// GETs asks for the same representation, and shares its ETag), or GitHub's JSON.
+fn probe_accept(ctx: &Ctx<'_>) -> HeaderValue {
+    ctx.request_headers
+        .get(header::ACCEPT)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/vnd.github+json"))
 }
 
 /// A conditional GET of `probe_path` (see [`probe_path`]) with `tag`, `ctx`'s credential's
@@ -921,7 +987,7 @@ async fn probe(ctx: &Ctx<'_>, probe_path: &str, tag: Option<&HeaderValue>) -> Pr
             headers.insert(name, value.clone());
         }
     }
-    headers.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
+    headers.insert(header::ACCEPT, probe_accept(ctx));
     if let Some(tag) = tag {
         headers.insert(header::IF_NONE_MATCH, tag.clone());
     }
@@ -929,7 +995,7 @@ async fn probe(ctx: &Ctx<'_>, probe_path: &str, tag: Option<&HeaderValue>) -> Pr
     let key = cache::key(
         "probe",
         ctx.credential.as_ref().map(|c| &c.hash),
-        &[probe_path.as_bytes(), tag_bytes],
+        &[probe_path.as_bytes(), tag_bytes, probe_accept(ctx).as_bytes()],
     );
     let repo = repo_of(probe_path);
     let (stored, _) = follow_or_lead(ctx, key, repo.as_deref(), || async {
@@ -957,12 +1023,7 @@ async fn probe(ctx: &Ctx<'_>, probe_path: &str, tag: Option<&HeaderValue>) -> Pr
         if stored.status == StatusCode::OK
             && let Some(etag) = stored.headers.get(header::ETAG)
         {
-            let fact = fact(&stored.body);
-            let mut probes = ctx.shared.probes.lock().expect("probes");
-            if probes.len() >= PROBES_HELD {
-                probes.clear();
-            }
-            probes.insert(probe_key(ctx, probe_path), (etag.clone(), fact));
+            keep_latest_tag(ctx, probe_path, etag, &stored.body);
         }
         stored
     })
@@ -970,14 +1031,9 @@ async fn probe(ctx: &Ctx<'_>, probe_path: &str, tag: Option<&HeaderValue>) -> Pr
     match (stored.status, stored.headers.get(header::ETAG)) {
         (StatusCode::NOT_MODIFIED, _) if tag.is_some() => {
             // What the credential's latest answer of this probe told, if it was this one.
-            let fact = ctx
-                .shared
-                .probes
-                .lock()
-                .expect("probes")
-                .get(&probe_key(ctx, probe_path))
+            let fact = latest_tag(ctx, probe_path)
                 .filter(|(latest, _)| Some(latest) == tag)
-                .and_then(|(_, fact)| fact.clone());
+                .and_then(|(_, fact)| fact);
             Probe::Same(fact)
         }
         (StatusCode::OK, Some(etag)) => Probe::Changed(etag.clone(), fact(&stored.body)),
@@ -985,9 +1041,31 @@ async fn probe(ctx: &Ctx<'_>, probe_path: &str, tag: Option<&HeaderValue>) -> Pr
     }
 }
 
-/// How many credentials' latest probe ETags are held (past it, they are forgotten: the next
-/// probe of each costs a point).
-const PROBES_HELD: usize = 10_000;
+/// The credential's latest ETag of `path` (a probe's, or a client's GET of the same path)
+/// with what its answer told ([`fact`]).
+fn latest_tag(ctx: &Ctx<'_>, path: &str) -> Option<(HeaderValue, Option<String>)> {
+    ctx.shared
+        .probes
+        .lock()
+        .expect("probes")
+        .get(&probe_key(ctx, path))
+        .cloned()
+}
+
+/// Keeps `etag` as the credential's latest of `path`, with what `body` tells.
+fn keep_latest_tag(ctx: &Ctx<'_>, path: &str, etag: &HeaderValue, body: &[u8]) {
+    let fact = fact(body);
+    let mut probes = ctx.shared.probes.lock().expect("probes");
+    if probes.len() >= PROBES_HELD {
+        probes.clear();
+    }
+    probes.insert(probe_key(ctx, path), (etag.clone(), fact));
+}
+
+/// How many credentials' latest ETags of probed paths (and of GETs of `/repos/…` paths,
+/// which probes ask too) are held; past it, they are forgotten all at once (the next probe
+/// of each costs a point).
+const PROBES_HELD: usize = 50_000;
 
 /// Spends the budget, then forwards within the host's concurrency; learns from the answer.
 /// No budget within the wait: arbiter's own 429, nothing forwarded.
@@ -1152,6 +1230,24 @@ mod tests {
         assert_eq!(primary_resource("/search/issues"), "search");
         assert_eq!(primary_resource("/search/code"), "code_search");
         assert_eq!(primary_resource("/repos/a/b"), "core");
+        assert!(item_write("/repos/o/r/issues/3/comments"));
+        assert!(item_write("/repos/o/r/issues/3"));
+        assert!(item_write("/repos/o/r/pulls/12/reviews"));
+        assert!(
+            !item_write("/repos/o/r/issues/3/reactions"),
+            "reactions do not move updated_at"
+        );
+        assert!(!item_write("/repos/o/r/issues/3/lock"));
+        assert!(
+            !item_write("/repos/o/r/issues/comments/77"),
+            "a comment edited, by its id"
+        );
+        assert!(!item_write("/repos/o/r/labels/bug"));
+        assert!(!item_write("/repos/o/r/issues"), "an issue created: the lists change");
+        assert_eq!(
+            pulls_probe_path("octo/hello").as_deref(),
+            Some("/repos/octo/hello/pulls?state=all&sort=updated&direction=desc&per_page=1")
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub use counters::CounterSnapshot;
 
 /// GitHub's API, the default upstream.
 pub const DEFAULT_UPSTREAM: &str = "https://api.github.com";
+/// The default `graphql_view_max_age`: an hour.
+pub const DEFAULT_VIEW_MAX_AGE: Duration = Duration::from_secs(3600);
 /// How often counters are added to the store (and at shutdown).
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
@@ -56,6 +58,11 @@ pub struct ProxyConfig {
     /// updated issue or pull request says nothing changed (0: never; see `graphql::probe_covers`).
     /// Counted from when the answer was fetched.
     pub graphql_max_age: Duration,
+    /// The same for a query about one issue or pull request (`gh issue view`, `gh pr
+    /// view`: `graphql::Probes::Item`), revalidated by free probes of that item, which see
+    /// nearly all it shows (0: never). Longer than `graphql_max_age` by default: what those
+    /// probes miss is rarer than what the repository's one probe misses for a list.
+    pub graphql_view_max_age: Duration,
     /// How long a request may queue for budget before arbiter answers 429 itself.
     pub max_wait: Duration,
     /// Upstream requests in flight at once from this host (GitHub allows 100 per user; the
@@ -84,6 +91,7 @@ impl Default for ProxyConfig {
             namespace: Namespace::default(),
             graphql_fresh: Duration::from_secs(30),
             graphql_max_age: Duration::from_secs(300),
+            graphql_view_max_age: DEFAULT_VIEW_MAX_AGE,
             max_wait: Duration::from_secs(60),
             concurrency: 100,
             source: arbiter_process::host_name(),

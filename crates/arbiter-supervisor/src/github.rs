@@ -92,6 +92,7 @@ impl Guard {
                 namespace,
                 graphql_fresh: settings.graphql_fresh,
                 graphql_max_age: settings.graphql_max_age,
+                graphql_view_max_age: settings.graphql_view_max_age,
                 max_wait: settings.max_wait,
                 concurrency: settings.concurrency,
                 source: arbiter_process::host_name(),

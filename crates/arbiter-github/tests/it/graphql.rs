@@ -416,3 +416,144 @@ async fn a_write_through_the_proxy_keeps_other_items_views_and_refreshes_its_own
         "only the written-to view asked again"
     );
 }
+
+/// `gh pr list` and `gh issue list` as `gh` asks them, for alice's first token.
+async fn list(h: &Harness, document: &str) -> crate::support::Answer {
+    let vars =
+        serde_json::json!({"limit": 30, "owner": "octo", "repo": "hello", "states": ["OPEN"], "state": ["OPEN"]});
+    h.graphql("alice-token-1", document, vars).await
+}
+
+async fn comment_through_the_proxy(h: &Harness, number: u64, body: &str) {
+    let commented = crate::support::send(
+        h.client
+            .post(h.url(&format!("/repos/octo/hello/issues/{number}/comments")))
+            .header("authorization", "token alice-token-1")
+            .json(&serde_json::json!({ "body": body })),
+    )
+    .await;
+    assert_eq!(commented.status, 201, "{}", commented.body);
+}
+
+/// `gh pr list` is revalidated by a probe of the repository's pull requests alone: after a
+/// comment through the proxy on an issue that is no pull request it is served again for a
+/// free 304 (even within its freshness window: the write marked it to be probed), while
+/// `gh issue list`, which the comment changed, is asked again; a comment on a pull request
+/// makes `gh pr list` asked again too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_on_an_issue_keeps_the_pull_request_list() {
+    use arbiter_fake_github::gh;
+    let h = Harness::start(fake_config(), |c| c.graphql_fresh = Duration::from_secs(3600)).await;
+    for document in [gh::PR_LIST, gh::ISSUE_LIST] {
+        let first = list(&h, document).await;
+        assert_eq!(first.status, 200, "{}", first.body);
+        assert_eq!(first.header("x-arbiter-cache"), Some("miss"));
+        assert_eq!(list(&h, document).await.header("x-arbiter-cache"), Some("hit"));
+        let timing = first.header("server-timing").expect("Server-Timing");
+        assert!(
+            timing
+                .strip_prefix("arbiter;dur=")
+                .is_some_and(|ms| ms.parse::<f64>().is_ok()),
+            "{timing}"
+        );
+    }
+    comment_through_the_proxy(&h, 2, "On an issue").await;
+    let spent = |what: &str| h.fake.stats().user("alice").spent.get(what).copied().unwrap_or(0);
+    let (pr_lists, issue_lists) = (spent("graphql PullRequestList"), spent("graphql IssueList"));
+    let prs = list(&h, gh::PR_LIST).await;
+    assert_eq!(prs.header("x-arbiter-cache"), Some("revalidated"), "{}", prs.body);
+    assert_eq!(
+        spent("graphql PullRequestList"),
+        pr_lists,
+        "no GraphQL point for the pull requests"
+    );
+    let issues = list(&h, gh::ISSUE_LIST).await;
+    assert_eq!(
+        issues.header("x-arbiter-cache"),
+        Some("miss"),
+        "the comment moved issue 2"
+    );
+    assert_eq!(spent("graphql IssueList"), issue_lists + 1);
+    assert_eq!(list(&h, gh::PR_LIST).await.header("x-arbiter-cache"), Some("hit"));
+
+    comment_through_the_proxy(&h, 6, "On a pull request").await;
+    let prs = list(&h, gh::PR_LIST).await;
+    assert_eq!(
+        prs.header("x-arbiter-cache"),
+        Some("miss"),
+        "the comment moved pull request 6"
+    );
+    assert_eq!(spent("graphql PullRequestList"), pr_lists + 1);
+}
+
+/// A view's probe of `GET /repos/…/issues/N` starts from the ETag of the client's own GET
+/// of that path through the proxy (a free 304, not a second first answer); after a change
+/// that GET sees first, the view is asked again without paying for the probe's old ETag.
+/// Views keep their own max age: past the lists' (here 200 ms) they are still revalidated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_views_probes_start_from_the_clients_own_gets() {
+    let h = Harness::start(fake_config(), |c| {
+        c.graphql_fresh = Duration::from_millis(50);
+        c.graphql_max_age = Duration::from_millis(200);
+    })
+    .await;
+    let spent = |what: &str| h.fake.stats().user("alice").spent.get(what).copied().unwrap_or(0);
+    // As `Harness::graphql` sends its token (`bearer`): the same credential.
+    let get_issue = async || {
+        crate::support::send(
+            h.client
+                .get(h.url("/repos/octo/hello/issues/2"))
+                .header("authorization", "bearer alice-token-1"),
+        )
+        .await
+    };
+    let got = get_issue().await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(spent("GET issue"), 1);
+    issue_view(&h).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let first = issue_view(&h).await; // asked again: with its probes now
+    assert_eq!(first.header("x-arbiter-cache"), Some("miss"));
+    assert_eq!(
+        spent("GET issue"),
+        1,
+        "the issue's probe was a 304 on the client's ETag"
+    );
+    assert_eq!(spent("GET comments"), 1, "the comments' probe's first answer");
+    tokio::time::sleep(Duration::from_millis(300)).await; // past the lists' max age
+    let again = issue_view(&h).await;
+    assert_eq!(
+        again.header("x-arbiter-cache"),
+        Some("revalidated"),
+        "a view's own max age"
+    );
+
+    // A comment around the proxy; the client's GET sees it first.
+    around(
+        &h,
+        reqwest::Method::POST,
+        "/repos/octo/hello/issues/2/comments",
+        serde_json::json!({"body": "Around the proxy"}),
+    )
+    .await;
+    let got = get_issue().await;
+    assert_eq!(got.status, 200);
+    assert_eq!(spent("GET issue"), 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = h.fake.stats().user("alice");
+    let changed = issue_view(&h).await;
+    assert_eq!(changed.header("x-arbiter-cache"), Some("miss"));
+    assert!(changed.body.contains("Around the proxy"), "{}", changed.body);
+    let after = h.fake.stats().user("alice");
+    assert_eq!(
+        spent("GET issue"),
+        2,
+        "the issue's change was known: no probe paid for it"
+    );
+    assert_eq!(
+        after.core_used,
+        before.core_used + 1,
+        "the comments' probe saw the change (1); the issue's probe asked with the GET's ETag (304)"
+    );
+    assert_eq!(after.graphql_used, before.graphql_used + 1);
+}

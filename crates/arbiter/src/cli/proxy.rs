@@ -56,6 +56,11 @@ pub struct GithubArgs {
     /// issue or pull request says nothing changed (0: never; from when it was fetched).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration_or_zero)]
     graphql_max_age: Duration,
+    /// The same for a query about one issue or pull request (gh issue view, gh pr view),
+    /// revalidated by free probes of that item: the issue, its comments and, for a pull
+    /// request, the pull and its head commit's statuses and check runs (0: never).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration_or_zero)]
+    graphql_view_max_age: Duration,
     /// How long a request may wait for budget before arbiter answers 429 (0: not at all).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration_or_zero)]
     max_wait: Duration,
@@ -87,6 +92,7 @@ pub async fn run(command: ProxyCommand, global: &Global, _out: Output) -> Result
         namespace: global.namespace.clone(),
         graphql_fresh: args.graphql_fresh,
         graphql_max_age: args.graphql_max_age,
+        graphql_view_max_age: args.graphql_view_max_age,
         max_wait: args.max_wait,
         concurrency: args.concurrency as usize,
         ..ProxyConfig::default()

@@ -60,6 +60,7 @@ fn proxy_github_refuses_bad_flags_and_creates_nothing() {
             "--upstream ftp://example.com: ",
         ),
         (&["--graphql-fresh", "5x"][..], "--graphql-fresh"),
+        (&["--graphql-view-max-age", "soon"][..], "--graphql-view-max-age"),
         (&["--concurrency", "0"][..], "--concurrency"),
         (
             &["--socket", "/tmp/arbiter-proxy-test.sock"][..],
