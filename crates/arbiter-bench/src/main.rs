@@ -116,6 +116,16 @@ struct Args {
     /// the rest): how long a probed GraphQL answer may be served (the proxy's default).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "5m")]
     fleet_graphql_max_age: Duration,
+    /// The proxy's `graphql_view_max_age` in the fleet replay (GitHub time): how long a
+    /// probed answer about one issue or pull request may be served (the proxy's default).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1h")]
+    fleet_graphql_view_max_age: Duration,
+    /// Rounds each loop runs through the proxy before the measured ones (default: as many
+    /// as are measured, an hour — the proxy as it is after running a while; 0 with --quick):
+    /// the proxy's row counts the hour after them, and its notes what the first hour
+    /// spent. 0: measure the first hour, from an empty cache.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    fleet_warmup_rounds: Option<u32>,
 }
 
 impl Args {
@@ -851,13 +861,16 @@ impl Runner<'_> {
     async fn fleet_workloads(&mut self) {
         let quick = self.args.quick;
         for &clients in &self.args.fleet_clients.clone() {
+            let rounds = self.args.fleet_rounds.unwrap_or(if quick { 2 } else { 12 });
             let plan = fleet::Plan {
                 clients,
                 loops: 8,
-                rounds: self.args.fleet_rounds.unwrap_or(if quick { 2 } else { 12 }),
+                rounds,
                 hour: self.args.fleet_hour.unwrap_or_else(|| fleet_hour(quick, clients)),
                 upstream_latency: self.args.fleet_latency,
                 graphql_max_age: self.args.fleet_graphql_max_age,
+                graphql_view_max_age: self.args.fleet_graphql_view_max_age,
+                warmup: self.args.fleet_warmup_rounds.unwrap_or(if quick { 0 } else { rounds }),
             };
             let workload = format!(
                 "GitHub fleet · {clients} client{} × {} loops × {} rounds × {} calls",
@@ -887,7 +900,7 @@ impl Runner<'_> {
                 };
                 let (outcome, note) = match result {
                     Ok(o) => {
-                        let note = fleet::note(&o, via, direct_quota, plan.graphql_max_age);
+                        let note = fleet::note(&o, via, direct_quota, &plan);
                         if via == fleet::Via::Direct {
                             direct_quota = Some(o.quota());
                         }

@@ -57,6 +57,12 @@ pub struct Plan {
     pub upstream_latency: Duration,
     /// The proxy's `graphql_max_age`, GitHub time (compressed when applied).
     pub graphql_max_age: Duration,
+    /// The proxy's `graphql_view_max_age`, GitHub time (compressed when applied).
+    pub graphql_view_max_age: Duration,
+    /// Rounds each loop runs through the proxy before the measured ones (an hour: the
+    /// proxy as it is after running for a while, not just started), 0 for none. Direct
+    /// replays have none: every call spends, whatever came before.
+    pub warmup: u32,
 }
 
 impl Plan {
@@ -167,6 +173,8 @@ pub struct Outcome {
     pub latencies_us: Vec<u32>,
     /// Calls answered by the proxy itself (`x-arbiter-cache: hit`), microseconds, sorted.
     pub cache_hit_us: Vec<u32>,
+    /// The proxy's own time on those calls, as its `Server-Timing` says, microseconds, sorted.
+    pub cache_hit_proxy_us: Vec<u32>,
     /// Answers the proxy said were revalidated (a free 304 upstream) or coalesced.
     pub revalidated: u64,
     pub coalesced: u64,
@@ -186,6 +194,12 @@ pub struct Outcome {
     /// Requests that reached the fake, and of those 304s.
     pub upstream_requests: u64,
     pub not_modified: u64,
+    /// What the primary budget was spent on, as the fake tells it (`GET issue`,
+    /// `graphql IssueByNumber`, …).
+    pub spent: std::collections::BTreeMap<String, u64>,
+    /// What the warm-up rounds before the measured ones spent ([`Plan::warmup`]): core,
+    /// GraphQL points; `None` without warm-up.
+    pub warmup_used: Option<(u64, u64)>,
     pub elapsed: Duration,
 }
 
@@ -200,6 +214,7 @@ impl Outcome {
 struct Recorder {
     latencies_us: Vec<u32>,
     cache_hit_us: Vec<u32>,
+    cache_hit_proxy_us: Vec<u32>,
     revalidated: u64,
     coalesced: u64,
     graphql_calls: u64,
@@ -214,6 +229,15 @@ struct Recorder {
 /// `revalidated`, `coalesced`, `miss`); nothing when the answer is GitHub's own.
 fn cache_outcome(headers: &reqwest::header::HeaderMap) -> Option<&str> {
     headers.get("x-arbiter-cache").and_then(|v| v.to_str().ok())
+}
+
+/// The proxy's own time on an answer, microseconds: its `Server-Timing: arbiter;dur=MS`.
+fn proxy_time_us(headers: &reqwest::header::HeaderMap) -> Option<u32> {
+    headers.get_all("server-timing").iter().find_map(|value| {
+        let ms = value.to_str().ok()?.strip_prefix("arbiter;dur=")?;
+        let ms: f64 = ms.parse().ok()?;
+        Some((ms * 1000.0).round() as u32)
+    })
 }
 
 /// Whether an answer is a rate limit, primary or secondary, GitHub's or arbiter's.
@@ -310,7 +334,12 @@ impl Loop {
             other => return self.fail(format!("{method} {path}: HTTP {other}")),
         }
         match cache_outcome(&headers) {
-            Some("hit") => self.record.cache_hit_us.push(took),
+            Some("hit") => {
+                self.record.cache_hit_us.push(took);
+                if let Some(us) = proxy_time_us(&headers) {
+                    self.record.cache_hit_proxy_us.push(us);
+                }
+            }
             Some("revalidated") => self.record.revalidated += 1,
             Some("coalesced") => self.record.coalesced += 1,
             _ => {}
@@ -320,6 +349,41 @@ impl Loop {
     fn fail(&mut self, what: String) {
         self.record.other_errors += 1;
         self.record.first_error.get_or_insert(what);
+    }
+}
+
+/// When a loop's rounds are due.
+struct Schedule<'a> {
+    /// Its client's start after the others' (clients are hosts, started apart).
+    spread: Duration,
+    interval: Duration,
+    jitter: Duration,
+    /// Between one call and the next.
+    gap: Duration,
+    per_round: Duration,
+    random: &'a mut XorShift,
+}
+
+impl Schedule<'_> {
+    /// Runs `rounds` of `one`, the first due at `from` plus the client's spread, each next
+    /// one the interval plus jitter after the previous one ended, as `arbiter watch` does;
+    /// bounded by twice their planned length: past it no more rounds start.
+    async fn rounds(&mut self, one: &mut Loop, from: Instant, rounds: std::ops::Range<u32>) {
+        let count = rounds.end.saturating_sub(rounds.start);
+        let stop = from + self.per_round * count * 2 + self.interval;
+        let mut due = from + self.spread;
+        for r in rounds {
+            if Instant::now() >= stop {
+                break;
+            }
+            tokio::time::sleep_until(due).await;
+            for call in round(&login(one.client), one.lp, r) {
+                let next = Instant::now() + self.gap;
+                one.call(&call).await;
+                tokio::time::sleep_until(next).await;
+            }
+            due = Instant::now() + self.interval + self.jitter.mul_f64(self.random.unit());
+        }
     }
 }
 
@@ -334,7 +398,13 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
     let jitter = plan.scaled(JITTER);
     let gap = plan.scaled(Duration::from_secs(1));
     let start = Instant::now() + Duration::from_millis(50);
-    let deadline = start + plan.hour.mul_f64(f64::from(plan.rounds) / f64::from(ROUNDS_PER_HOUR)) * 2 + interval;
+    let per_round = plan.hour / ROUNDS_PER_HOUR;
+    let warmup = plan.warmup;
+    let loops = (plan.clients * plan.loops) as usize;
+    // Between the warm-up and the measured rounds every loop waits at `reached`, the fake's
+    // counts are read, and `go` lets them on, with their clients spread again as at the start.
+    let reached = std::sync::Arc::new(tokio::sync::Barrier::new(loops + 1));
+    let go = std::sync::Arc::new(tokio::sync::Barrier::new(loops + 1));
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..plan.clients {
         let http = reqwest::Client::builder()
@@ -343,7 +413,7 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
             .build()
             .context("HTTP client")?;
         // Clients (hosts) start spread over the first interval (a golden-ratio sequence).
-        let first = start + interval.mul_f64((f64::from(client) * 0.618_034).fract());
+        let spread = interval.mul_f64((f64::from(client) * 0.618_034).fract());
         for lp in 0..plan.loops {
             let mut one = Loop {
                 client,
@@ -353,32 +423,45 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
                 record: Recorder::default(),
             };
             let rounds = plan.rounds;
+            let (reached, go) = (reached.clone(), go.clone());
             // Each loop its own deterministic sequence, for its jitter.
             let mut random = XorShift::new(client.wrapping_mul(64).wrapping_add(lp));
             tasks.spawn(async move {
-                let mut due = first;
-                for r in 0..rounds {
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                    tokio::time::sleep_until(due).await;
-                    for call in round(&login(client), lp, r) {
-                        let next = Instant::now() + gap;
-                        one.call(&call).await;
-                        tokio::time::sleep_until(next).await;
-                    }
-                    // As `arbiter watch`: the interval plus jitter after the round's end.
-                    due = Instant::now() + interval + jitter.mul_f64(random.unit());
+                let mut schedule = Schedule {
+                    spread,
+                    interval,
+                    jitter,
+                    gap,
+                    per_round,
+                    random: &mut random,
+                };
+                let mut from = start;
+                if warmup > 0 {
+                    schedule.rounds(&mut one, from, 0..warmup).await;
+                    // What the clients saw during the warm-up is not measured.
+                    one.record = Recorder::default();
+                    reached.wait().await;
+                    go.wait().await;
+                    from = Instant::now();
                 }
+                schedule.rounds(&mut one, from, warmup..warmup + rounds).await;
                 one.record
             });
         }
     }
     let mut outcome = Outcome::default();
+    let (mut before, mut measured_from) = (None, start);
+    if warmup > 0 {
+        reached.wait().await;
+        before = Some(fake.stats());
+        go.wait().await;
+        measured_from = Instant::now();
+    }
     while let Some(joined) = tasks.join_next().await {
         let record = joined.context("a loop panicked")?;
         outcome.latencies_us.extend(record.latencies_us);
         outcome.cache_hit_us.extend(record.cache_hit_us);
+        outcome.cache_hit_proxy_us.extend(record.cache_hit_proxy_us);
         outcome.revalidated += record.revalidated;
         outcome.coalesced += record.coalesced;
         outcome.graphql_calls += record.graphql_calls;
@@ -390,18 +473,67 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
             outcome.first_error = record.first_error;
         }
     }
-    outcome.elapsed = start.elapsed();
+    outcome.elapsed = measured_from.elapsed();
     outcome.calls = outcome.latencies_us.len() as u64;
     outcome.latencies_us.sort_unstable();
     outcome.cache_hit_us.sort_unstable();
-    let stats = fake.stats();
-    outcome.upstream_requests = stats.requests;
-    for user in stats.users.values() {
-        outcome.core_used += user.core_used;
-        outcome.graphql_used += user.graphql_used;
-        outcome.not_modified += user.not_modified;
+    outcome.cache_hit_proxy_us.sort_unstable();
+    // What the measured rounds spent: the fake's counts at the end, less those at the
+    // end of the warm-up.
+    let mut spent = Counted::of(&fake.stats());
+    if let Some(before) = before.as_ref().map(Counted::of) {
+        spent = spent.since(&before);
+        outcome.warmup_used = Some((before.core, before.graphql));
     }
+    outcome.upstream_requests = spent.requests;
+    outcome.core_used = spent.core;
+    outcome.graphql_used = spent.graphql;
+    outcome.not_modified = spent.not_modified;
+    outcome.spent = spent.on;
     Ok(outcome)
+}
+
+/// The fake's counts, all users together.
+#[derive(Default)]
+struct Counted {
+    requests: u64,
+    core: u64,
+    graphql: u64,
+    not_modified: u64,
+    on: std::collections::BTreeMap<String, u64>,
+}
+
+impl Counted {
+    fn of(stats: &arbiter_fake_github::Stats) -> Counted {
+        let mut counted = Counted {
+            requests: stats.requests,
+            ..Counted::default()
+        };
+        for user in stats.users.values() {
+            counted.core += user.core_used;
+            counted.graphql += user.graphql_used;
+            counted.not_modified += user.not_modified;
+            for (what, cost) in &user.spent {
+                *counted.on.entry(what.clone()).or_default() += cost;
+            }
+        }
+        counted
+    }
+
+    /// What was counted after `before`.
+    fn since(mut self, before: &Counted) -> Counted {
+        self.requests -= before.requests;
+        self.core -= before.core;
+        self.graphql -= before.graphql;
+        self.not_modified -= before.not_modified;
+        for (what, cost) in &before.on {
+            if let Some(now) = self.on.get_mut(what) {
+                *now -= cost;
+            }
+        }
+        self.on.retain(|_, cost| *cost > 0);
+        self
+    }
 }
 
 /// How the clients reach GitHub.
@@ -440,7 +572,7 @@ pub async fn run(plan: &Plan, via: Via, targets: &Targets) -> Result<Outcome> {
         .await?
         .context("starting the fake GitHub")?;
     let outcome = match via {
-        Via::Direct => replay(plan, &fake.url(), &fake).await,
+        Via::Direct => replay(&Plan { warmup: 0, ..*plan }, &fake.url(), &fake).await,
         Via::Arbiter(store) => {
             let url = match store {
                 System::ArbiterSqliteNormal => &targets.sqlite_normal,
@@ -510,10 +642,16 @@ impl Drop for Host {
 #[derive(Debug, Clone, Copy)]
 pub struct Summary {
     pub quota: u64,
+    /// What the warm-up before the measured rounds spent, if there was one.
+    pub warmup_quota: Option<u64>,
     pub limit_errors: u64,
     pub cache_hits: u64,
+    /// Whole calls as the clients saw them.
     pub cache_hit_p50: Duration,
     pub cache_hit_p99: Duration,
+    /// The proxy's own time on them (`Server-Timing`): the latency it adds.
+    pub cache_hit_added_p50: Duration,
+    pub cache_hit_added_p99: Duration,
 }
 
 impl Outcome {
@@ -534,16 +672,19 @@ impl Outcome {
     pub fn summary(&self) -> Summary {
         Summary {
             quota: self.quota(),
+            warmup_quota: self.warmup_used.map(|(core, graphql)| core + graphql),
             limit_errors: self.limit_errors,
             cache_hits: self.cache_hit_us.len() as u64,
             cache_hit_p50: percentile(&self.cache_hit_us, 50.0),
             cache_hit_p99: percentile(&self.cache_hit_us, 99.0),
+            cache_hit_added_p50: percentile(&self.cache_hit_proxy_us, 50.0),
+            cache_hit_added_p99: percentile(&self.cache_hit_proxy_us, 99.0),
         }
     }
 }
 
 /// The notes of a replay's row: what it cost upstream and what the clients saw.
-pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>, max_age: Duration) -> String {
+pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>, plan: &Plan) -> String {
     let mut note = format!(
         "calls {} (GraphQL {}, REST GET {}, comments {}: writes {:.1}%); \
          upstream quota {} (core {} + graphql {}); {} upstream requests ({} answered 304); limit errors {}",
@@ -567,23 +708,56 @@ pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>, max_age: Duration)
         ));
     }
     if via != Via::Direct {
+        let share = |quota: u64| match direct_quota.filter(|d| *d > 0) {
+            Some(direct) => format!(" ({:.1}% of direct)", quota as f64 * 100.0 / direct as f64),
+            None => String::new(),
+        };
         if let Some(direct) = direct_quota.filter(|d| *d > 0) {
             note.push_str(&format!(
                 "; quota {:.1}% of direct",
                 o.quota() as f64 * 100.0 / direct as f64
             ));
         }
-        if max_age != Duration::from_secs(300) {
-            note.push_str(&format!("; GraphQL max age {}", humantime::format_duration(max_age)));
+        if let Some((core, graphql)) = o.warmup_used {
+            note.push_str(&format!(
+                "; measured after {} warm-up rounds per loop, which spent {} (core {} + graphql {}){}",
+                plan.warmup,
+                thousands(core + graphql),
+                thousands(core),
+                thousands(graphql),
+                share(core + graphql),
+            ));
+        }
+        if plan.graphql_max_age != Duration::from_secs(300) {
+            note.push_str(&format!(
+                "; GraphQL max age {}",
+                humantime::format_duration(plan.graphql_max_age)
+            ));
+        }
+        if plan.graphql_view_max_age != arbiter_github::DEFAULT_VIEW_MAX_AGE {
+            note.push_str(&format!(
+                "; GraphQL view max age {}",
+                humantime::format_duration(plan.graphql_view_max_age)
+            ));
         }
         note.push_str(&format!(
-            "; cache hits {}: p50 {}, p99 {}; revalidated {}, coalesced {}",
+            "; cache hits {}: the proxy's time (Server-Timing) p50 {}, p99 {}, the whole call p50 {}, p99 {}; \
+             revalidated {}, coalesced {}",
             thousands(o.cache_hit_us.len() as u64),
+            format_latency(percentile(&o.cache_hit_proxy_us, 50.0)),
+            format_latency(percentile(&o.cache_hit_proxy_us, 99.0)),
             format_latency(percentile(&o.cache_hit_us, 50.0)),
             format_latency(percentile(&o.cache_hit_us, 99.0)),
             thousands(o.revalidated),
             thousands(o.coalesced),
         ));
+        let mut spent: Vec<(&String, &u64)> = o.spent.iter().collect();
+        spent.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let spent: Vec<String> = spent
+            .into_iter()
+            .map(|(what, cost)| format!("{what} {}", thousands(*cost)))
+            .collect();
+        note.push_str(&format!("; quota spent on: {}", spent.join(", ")));
     }
     note
 }
@@ -603,20 +777,31 @@ pub fn goals(runs: &[(Plan, Via, Summary)]) -> Vec<String> {
         };
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
         let share = arbiter.quota as f64 * 100.0 / direct.quota.max(1) as f64;
+        let measured = match arbiter.warmup_quota {
+            Some(warmup) => format!(
+                " in the hour after {} warm-up rounds per loop (the first hour, from an empty cache: {:.1}%)",
+                plan.warmup,
+                warmup as f64 * 100.0 / direct.quota.max(1) as f64
+            ),
+            None => String::new(),
+        };
         lines.push(format!(
-            "goals · fleet of {} client(s), {}: upstream quota through arbiter {share:.1}% of direct (goal ≤ 10%: {}); \
-             limit errors through arbiter {} (goal 0: {}), direct {}; cache-hit latency p50 {}, p99 {} over {} hits \
-             (goal p99 < 1 ms: {})",
+            "goals · fleet of {} client(s), {}: upstream quota through arbiter {share:.1}% of direct{measured} (goal ≤ 10%: {}); \
+             limit errors through arbiter {} (goal 0: {}), direct {}; latency the proxy adds on a cache hit \
+             (its Server-Timing) p50 {}, p99 {} over {} hits (goal p99 < 1 ms: {}); the whole call as the client saw it, \
+             loopback and this machine's scheduling of the simulated loops included: p50 {}, p99 {}",
             plan.clients,
             via.label(),
             met(share <= 10.0),
             arbiter.limit_errors,
             met(arbiter.limit_errors == 0),
             direct.limit_errors,
+            format_latency(arbiter.cache_hit_added_p50),
+            format_latency(arbiter.cache_hit_added_p99),
+            thousands(arbiter.cache_hits),
+            met(arbiter.cache_hits > 0 && arbiter.cache_hit_added_p99 < Duration::from_millis(1)),
             format_latency(arbiter.cache_hit_p50),
             format_latency(arbiter.cache_hit_p99),
-            thousands(arbiter.cache_hits),
-            met(arbiter.cache_hits > 0 && arbiter.cache_hit_p99 < Duration::from_millis(1)),
         ));
     }
     lines

@@ -73,8 +73,13 @@ pub async fn start(upstream: &str, plan: &Plan, store_url: &str) -> Result<Runni
         namespace,
         graphql_fresh: plan.scaled(Duration::from_secs(30)),
         graphql_max_age: plan.scaled(plan.graphql_max_age),
+        graphql_view_max_age: plan.scaled(plan.graphql_view_max_age),
         max_wait: plan.scaled(Duration::from_secs(60)),
         source: "arbiter-bench".to_string(),
+        // Each simulated client is a host, which runs its own proxy with the default cache
+        // (`arbiter watch` does): one proxy for all of them holds what theirs would.
+        cache_entries: ProxyConfig::default().cache_entries * plan.clients as usize,
+        cache_bytes: ProxyConfig::default().cache_bytes * plan.clients as usize,
         ..ProxyConfig::default()
     };
     let proxy = Proxy::start(store, config).await.context("starting the proxy")?;
