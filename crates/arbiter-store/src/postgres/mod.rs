@@ -364,6 +364,28 @@ pub(crate) const NOW_MS: &str = concat!("SELECT ", now_ms_sql!());
 /// schema) when the transaction commits.
 pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
+impl PgStore {
+    /// Wakes the subscribers of `topic` now, from a transaction of its own committed
+    /// without waiting for its WAL flush (one round trip), for a change already committed.
+    /// A transaction that notifies holds PostgreSQL's database-wide notify lock from its
+    /// commit's start to its end — through the WAL flush when `synchronous_commit` is on
+    /// —, so writers that notify in their own transaction commit one at a time: a
+    /// frequent change whose waiters can afford a lost wake (a crash between the two
+    /// commits) wakes this way. A failure is logged, not returned: the change stands.
+    pub(crate) async fn wake_after(&self, topic: Topic) {
+        let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
+        let sql = format!(
+            "BEGIN; SET LOCAL synchronous_commit TO OFF; SELECT pg_notify({}, {}); COMMIT",
+            literal(topic.channel()),
+            literal(&self.schema)
+        );
+        let woken = async { self.client().await?.batch_execute(&sql).await.map_err(pg_error) };
+        if let Err(e) = woken.await {
+            tracing::warn!(error = %e, "could not wake the waiters of {topic:?}; they wake at their next deadline");
+        }
+    }
+}
+
 /// Wakes the subscribers of `topic` when the transaction commits.
 pub(crate) async fn notify(tx: &deadpool_postgres::Transaction<'_>, topic: Topic, schema: &str) -> Result<()> {
     query(tx, NOTIFY, &[&topic.channel(), &schema]).await.map(drop)

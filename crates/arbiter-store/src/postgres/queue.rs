@@ -188,9 +188,10 @@ const PUSH: &str = concat!(
 );
 
 /// Ends the live claim of item `$2` (namespace `$1`) whose token is `$3` with success
-/// (result `$4`), and wakes waiters (`$5`, `$6`). The token is checked against the row as it
-/// is when locked, with the clock read then (a concurrent change is waited for and the
-/// condition checked again on what it left). No row: the token does not hold a live claim.
+/// (result `$4`). The token is checked against the row as it is when locked, with the
+/// clock read then (a concurrent change is waited for and the condition checked again on
+/// what it left). No row: the token does not hold a live claim. It wakes nobody itself
+/// (see [`PgStore::wake_after`]).
 const DONE: &str = concat!(
     "WITH done AS (
        UPDATE queue_items SET state = 'done', result = $4, holder = NULL, expires_at = NULL, updated_at = ",
@@ -203,7 +204,7 @@ const DONE: &str = concat!(
      ended AS (
        UPDATE queue_attempts SET ended_at = done.updated_at, outcome = 'done'
        FROM done WHERE item_id = done.id AND token = $3)
-     SELECT done.*, pg_notify($5, $6) FROM done"
+     SELECT done.* FROM done"
 );
 
 /// The item `$2` of namespace `$1`, then the clock (column [`ITEM_END`]).
@@ -529,9 +530,13 @@ impl QueueStore for PgStore {
     async fn done(&self, namespace: &Namespace, id: i64, token: i64, result: Option<&str>) -> Result<Item> {
         // One statement, committed on its own. Nothing changed: say why.
         let ns = namespace.as_str();
-        let [channel, schema] = self.notify_args();
-        let rows = self.single(DONE, &[&ns, &id, &token, &result, channel, schema]).await?;
+        let rows = self.single(DONE, &[&ns, &id, &token, &result]).await?;
         if let Some(row) = rows.first() {
+            // Who waits for a done: a drain (`claim_or_idle`), to see the queue idle —
+            // nothing was made ready. Woken after the commit, so that dones do not commit
+            // one at a time behind PostgreSQL's notify lock; a wake lost to a crash right
+            // here delays a drain until the next claim runs out, never an item.
+            self.wake_after(Topic::Queue).await;
             return item_from_row(namespace, row);
         }
         let rows = self.single(ITEM_NOW, &[&ns, &id]).await?;
