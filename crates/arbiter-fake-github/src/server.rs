@@ -362,10 +362,10 @@ fn operation_name(body: &[u8]) -> String {
     let document = value["query"].as_str().unwrap_or_default();
     let mut words = document.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
     while let Some(word) = words.next() {
-        if word == "query" || word == "mutation" {
-            if let Some(name) = words.find(|w| !w.is_empty()) {
-                return name.to_string();
-            }
+        if (word == "query" || word == "mutation")
+            && let Some(name) = words.find(|w| !w.is_empty())
+        {
+            return name.to_string();
         }
     }
     "-".to_string()
