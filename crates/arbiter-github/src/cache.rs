@@ -169,18 +169,14 @@ impl Cache {
     /// entries `select` selects, those with probes of their own issue or pull request
     /// (more than the repository's one: their probes see what the write changed, and
     /// only that) are marked stale — probed before they are served again —, the others
-    /// dropped. After a write to one issue or pull request (`item_write`: one that moves
-    /// its `updated_at`), lists with a probe are marked stale too: their probe sees that
-    /// change, so a list the write did not touch (pull requests, after a comment on an
-    /// issue) is served again after a free 304. Returns how many were dropped.
-    pub fn invalidate(&mut self, repo: Option<&str>, item_write: bool, select: impl Fn(&Entry) -> bool) -> usize {
-        let least = if item_write { 1 } else { 2 };
+    /// dropped. Returns how many were dropped.
+    pub fn invalidate(&mut self, repo: Option<&str>, select: impl Fn(&Entry) -> bool) -> usize {
         for (entry, _) in self.entries.values_mut() {
-            if entry.probes.len() >= least && select(entry) {
+            if entry.probes.len() > 1 && select(entry) {
                 entry.stale = true;
             }
         }
-        self.remove_where(repo, |e| select(e) && e.probes.len() < least)
+        self.remove_where(repo, |e| select(e) && e.probes.len() <= 1)
     }
 
     /// Drops every entry `drop` selects (an invalidation, after a write to `repo` — `None`:

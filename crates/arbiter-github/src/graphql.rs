@@ -25,10 +25,6 @@ pub enum Probes {
     /// The repository's most recently updated issue or pull request ([`probe_covers`]):
     /// for lists of issues and pull requests.
     Repository,
-    /// The repository's most recently updated pull request: for lists of pull requests
-    /// only ([`pulls_only`]), which a change to an issue that is no pull request (a comment,
-    /// a label) leaves as they were.
-    Pulls,
     /// One issue or pull request, by number, and what its `updated_at` does not move
     /// with: the issue (reactions, labels, milestone), its comments (edits, reactions)
     /// and, for a pull request, the pull (head commit, mergeability) and its head
@@ -58,11 +54,7 @@ pub fn parse(body: &[u8]) -> Operation {
     // One pass of the lexer for every question asked of the document.
     let tokens = tokens(document);
     let probes = if covers(&tokens) {
-        if pulls_only(&tokens) {
-            Probes::Pulls
-        } else {
-            Probes::Repository
-        }
+        Probes::Repository
     } else if let Some(number) = item_in(&tokens, variables) {
         Probes::Item(number)
     } else {
@@ -259,31 +251,6 @@ fn covers(tokens: &[Token<'_>]) -> bool {
     names.clone().any(|n| n == "repository") && !names.any(|n| PROBE_DENIES.contains(&n))
 }
 
-/// Whether a document the repository's probe covers asks only for pull requests: it names
-/// `pullRequests` and none of [`ISSUE_NAMES`] (nothing an issue's own change could show
-/// in). Then the probe of the repository's most recently updated pull request covers it:
-/// a pull request's `updated_at` moves with its comments, reviews, labels, pushes and
-/// state as an issue's does.
-fn pulls_only(tokens: &[Token<'_>]) -> bool {
-    let mut names = names(tokens);
-    names.clone().any(|n| n == "pullRequests") && !names.any(|n| ISSUE_NAMES.contains(&n) || ITEM_FIELDS.contains(&n))
-}
-
-/// Names through which a query about pull requests shows issues (their lists, the issues
-/// a pull request closes or its timeline refers to, anything typed `Issue`): a query
-/// naming one is revalidated by the probe of issues and pull requests, not of pull
-/// requests alone.
-const ISSUE_NAMES: &[&str] = &[
-    "issues",
-    "pinnedIssues",
-    "Issue",
-    "closingIssuesReferences",
-    "timelineItems",
-    "timeline",
-    "trackedIssues",
-    "trackedInIssues",
-];
-
 /// The denied names the probes of one issue or pull request cover ([`Probes::Item`]):
 /// checks and statuses (the head commit's combined status and check runs), commits (the
 /// pull request's head), reactions (the issue's and its comments' reaction counts),
@@ -467,22 +434,6 @@ mod tests {
         };
         assert_eq!(view(gh::PR_VIEW), Probes::Item(7));
         assert_eq!(view(gh::ISSUE_LIST), Probes::Repository);
-        assert_eq!(view(gh::PR_LIST), Probes::Pulls);
-        let framed = "query Q($owner: String!, $repo: String!) { repository(owner: $owner, name: $repo) { ";
-        assert_eq!(
-            view(&format!(
-                "{framed} pullRequests(first: 5) {{ nodes {{ title }} }} issues(first: 5) {{ nodes {{ title }} }} }} }}"
-            )),
-            Probes::Repository,
-            "issues beside the pull requests"
-        );
-        assert_eq!(
-            view(&format!(
-                "{framed} pullRequests(first: 5) {{ nodes {{ closingIssuesReferences(first: 1) {{ nodes {{ title }} }} }} }} }} }}"
-            )),
-            Probes::Repository,
-            "the issues they close"
-        );
     }
 
     #[test]

@@ -79,10 +79,21 @@ fn probe_path(repo: &str) -> Option<String> {
         .then(|| format!("/repos/{owner}/{name}/issues?state=all&sort=updated&direction=desc&per_page=1"))
 }
 
-/// The probe of `repo`'s pull requests alone ([`graphql::Probes::Pulls`]): its most
-/// recently updated pull request.
-fn pulls_probe_path(repo: &str) -> Option<String> {
-    Some(probe_path(repo)?.replacen("/issues?", "/pulls?", 1))
+/// Whether `path_q` is one a probe asks ([`probe_path`], [`item_paths`], [`pull_paths`],
+/// [`check_paths`]): only a client's GET of such a path is kept as the latest ETag a probe
+/// starts from (any other is not worth a place among them, nor its body's reading).
+fn probe_shaped(path_q: &str) -> bool {
+    let (path, query) = path_q.split_once('?').unwrap_or((path_q, ""));
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let number = |s: &str| s.parse::<u64>().is_ok();
+    match (segments.as_slice(), query) {
+        (["repos", _, _, "issues"], "state=all&sort=updated&direction=desc&per_page=1") => true,
+        (["repos", _, _, "issues" | "pulls", n], "") => number(n),
+        (["repos", _, _, "issues", n, "comments"], "per_page=100") => number(n),
+        (["repos", _, _, "commits", _, "status"], "") => true,
+        (["repos", _, _, "commits", _, "check-runs"], "per_page=100") => true,
+        _ => false,
+    }
 }
 
 /// What a probe said, with what its answer told of the resource when it was last seen
@@ -169,10 +180,6 @@ async fn current_tags(
         graphql::Probes::None => None,
         graphql::Probes::Repository => {
             let (path, tag, _) = current(probe_path(repo)?).await?;
-            Some(vec![(path, tag)])
-        }
-        graphql::Probes::Pulls => {
-            let (path, tag, _) = current(pulls_probe_path(repo)?).await?;
             Some(vec![(path, tag)])
         }
         graphql::Probes::Item(number) => {
@@ -691,11 +698,11 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
     }
     if stored.status == StatusCode::OK
         && stored.whole()
-        && path.starts_with("/repos/")
+        && probe_shaped(path_q)
         && let Some(etag) = stored.headers.get(header::ETAG)
     {
-        // The probes of a GraphQL answer ask some of these paths too: they start from
-        // this ETag (a 304, free) rather than pay for a first answer of their own.
+        // A probe of a GraphQL answer asks this path too: it starts from this ETag (a
+        // 304, free) rather than pay for a first answer of its own.
         keep_latest_tag(ctx, path_q, etag, &stored.body);
     }
     let mut cache = ctx.shared.cache.lock().expect("cache");
@@ -864,7 +871,7 @@ async fn graphql(ctx: &Ctx<'_>, parts: &Parts, body: Bytes) -> Arc<Stored> {
             .cache
             .lock()
             .expect("cache")
-            .invalidate(repo.as_deref(), false, |e| {
+            .invalidate(repo.as_deref(), |e| {
                 e.graphql
                     && match &repo {
                         Some(repo) => e.repo.as_ref() == Some(repo) || e.repo.is_none(),
@@ -932,29 +939,14 @@ impl http_body::Body for Upload {
 fn invalidate_after_write(ctx: &Ctx<'_>, path: &str) {
     let mut cache = ctx.shared.cache.lock().expect("cache");
     match repo_of(path) {
-        Some(repo) => cache.invalidate(Some(&repo), item_write(path), |e| {
+        Some(repo) => cache.invalidate(Some(&repo), |e| {
             e.graphql && (e.repo.as_ref() == Some(&repo) || e.repo.is_none())
         }),
         None => {
             let writer = ctx.credential.as_ref().map(|c| c.hash);
-            cache.invalidate(None, false, |e| e.graphql && e.credential == writer)
+            cache.invalidate(None, |e| e.graphql && e.credential == writer)
         }
     };
-}
-
-/// Whether a write to `path` is one to a single issue or pull request that moves its
-/// `updated_at`: `/repos/{o}/{r}/issues/{n}` or `/pulls/{n}` and what is under them (a
-/// comment, labels, assignees, a review, a merge) — but reactions, which do not move it,
-/// and a lock, which may not. Comments by id (`/issues/comments/{id}`: an edit does not
-/// move the issue's `updated_at`) are no such write.
-fn item_write(path: &str) -> bool {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["repos", _, _, "issues" | "pulls", n, rest @ ..] => {
-            n.parse::<u64>().is_ok() && !matches!(rest.first(), Some(&"reactions" | &"lock"))
-        }
-        _ => false,
-    }
 }
 
 /// The key of `ctx`'s credential's latest ETag of `probe_path` in the representation its
@@ -1230,24 +1222,22 @@ mod tests {
         assert_eq!(primary_resource("/search/issues"), "search");
         assert_eq!(primary_resource("/search/code"), "code_search");
         assert_eq!(primary_resource("/repos/a/b"), "core");
-        assert!(item_write("/repos/o/r/issues/3/comments"));
-        assert!(item_write("/repos/o/r/issues/3"));
-        assert!(item_write("/repos/o/r/pulls/12/reviews"));
-        assert!(
-            !item_write("/repos/o/r/issues/3/reactions"),
-            "reactions do not move updated_at"
-        );
-        assert!(!item_write("/repos/o/r/issues/3/lock"));
-        assert!(
-            !item_write("/repos/o/r/issues/comments/77"),
-            "a comment edited, by its id"
-        );
-        assert!(!item_write("/repos/o/r/labels/bug"));
-        assert!(!item_write("/repos/o/r/issues"), "an issue created: the lists change");
-        assert_eq!(
-            pulls_probe_path("octo/hello").as_deref(),
-            Some("/repos/octo/hello/pulls?state=all&sort=updated&direction=desc&per_page=1")
-        );
+        // The paths probes ask, and so the client GETs kept for them.
+        let [issue, comments] = item_paths("octo/hello", 3).unwrap();
+        let pull = pull_paths("octo/hello", 4).unwrap();
+        let [status, runs] = check_paths(&pull, &"a".repeat(40)).unwrap();
+        for path in [probe_path("octo/hello").unwrap(), issue, comments, pull, status, runs] {
+            assert!(probe_shaped(&path), "{path}");
+        }
+        for path in [
+            "/repos/octo/hello/issues/3/comments",
+            "/repos/octo/hello/issues?per_page=1",
+            "/repos/octo/hello/git/trees/main",
+            "/repos/octo/hello/issues/x",
+            "/user",
+        ] {
+            assert!(!probe_shaped(path), "{path}");
+        }
     }
 
     #[test]

@@ -30,6 +30,15 @@ async fn identical_queries_within_the_window_cost_one_call() {
     assert_eq!(h.upstream_requests(), before + 2);
     assert_eq!(h.fake.stats().user("alice").graphql_used, graphql_used);
     assert_eq!(h.proxy().counters(None).cache_hits, 5);
+    // Every answer says how long the proxy took: on a hit, all it added.
+    let hit = h.graphql("alice-token-1", ISSUES, hello()).await;
+    assert_eq!(hit.header("x-arbiter-cache"), Some("hit"));
+    let timing = hit.header("server-timing").expect("Server-Timing");
+    let ms: f64 = timing
+        .strip_prefix("arbiter;dur=")
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{timing}"));
+    assert!((0.0..10_000.0).contains(&ms), "{timing}");
     // Other variables are another query; another token of the same user has its own cache.
     h.graphql(
         "alice-token-1",
@@ -415,75 +424,6 @@ async fn a_write_through_the_proxy_keeps_other_items_views_and_refreshes_its_own
         before.graphql_used + 1,
         "only the written-to view asked again"
     );
-}
-
-/// `gh pr list` and `gh issue list` as `gh` asks them, for alice's first token.
-async fn list(h: &Harness, document: &str) -> crate::support::Answer {
-    let vars =
-        serde_json::json!({"limit": 30, "owner": "octo", "repo": "hello", "states": ["OPEN"], "state": ["OPEN"]});
-    h.graphql("alice-token-1", document, vars).await
-}
-
-async fn comment_through_the_proxy(h: &Harness, number: u64, body: &str) {
-    let commented = crate::support::send(
-        h.client
-            .post(h.url(&format!("/repos/octo/hello/issues/{number}/comments")))
-            .header("authorization", "token alice-token-1")
-            .json(&serde_json::json!({ "body": body })),
-    )
-    .await;
-    assert_eq!(commented.status, 201, "{}", commented.body);
-}
-
-/// `gh pr list` is revalidated by a probe of the repository's pull requests alone: after a
-/// comment through the proxy on an issue that is no pull request it is served again for a
-/// free 304 (even within its freshness window: the write marked it to be probed), while
-/// `gh issue list`, which the comment changed, is asked again; a comment on a pull request
-/// makes `gh pr list` asked again too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_comment_on_an_issue_keeps_the_pull_request_list() {
-    use arbiter_fake_github::gh;
-    let h = Harness::start(fake_config(), |c| c.graphql_fresh = Duration::from_secs(3600)).await;
-    for document in [gh::PR_LIST, gh::ISSUE_LIST] {
-        let first = list(&h, document).await;
-        assert_eq!(first.status, 200, "{}", first.body);
-        assert_eq!(first.header("x-arbiter-cache"), Some("miss"));
-        assert_eq!(list(&h, document).await.header("x-arbiter-cache"), Some("hit"));
-        let timing = first.header("server-timing").expect("Server-Timing");
-        assert!(
-            timing
-                .strip_prefix("arbiter;dur=")
-                .is_some_and(|ms| ms.parse::<f64>().is_ok()),
-            "{timing}"
-        );
-    }
-    comment_through_the_proxy(&h, 2, "On an issue").await;
-    let spent = |what: &str| h.fake.stats().user("alice").spent.get(what).copied().unwrap_or(0);
-    let (pr_lists, issue_lists) = (spent("graphql PullRequestList"), spent("graphql IssueList"));
-    let prs = list(&h, gh::PR_LIST).await;
-    assert_eq!(prs.header("x-arbiter-cache"), Some("revalidated"), "{}", prs.body);
-    assert_eq!(
-        spent("graphql PullRequestList"),
-        pr_lists,
-        "no GraphQL point for the pull requests"
-    );
-    let issues = list(&h, gh::ISSUE_LIST).await;
-    assert_eq!(
-        issues.header("x-arbiter-cache"),
-        Some("miss"),
-        "the comment moved issue 2"
-    );
-    assert_eq!(spent("graphql IssueList"), issue_lists + 1);
-    assert_eq!(list(&h, gh::PR_LIST).await.header("x-arbiter-cache"), Some("hit"));
-
-    comment_through_the_proxy(&h, 6, "On a pull request").await;
-    let prs = list(&h, gh::PR_LIST).await;
-    assert_eq!(
-        prs.header("x-arbiter-cache"),
-        Some("miss"),
-        "the comment moved pull request 6"
-    );
-    assert_eq!(spent("graphql PullRequestList"), pr_lists + 1);
 }
 
 /// A view's probe of `GET /repos/…/issues/N` starts from the ETag of the client's own GET
