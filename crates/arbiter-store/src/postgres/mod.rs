@@ -379,7 +379,15 @@ impl PgStore {
             literal(topic.channel()),
             literal(&self.schema)
         );
-        let woken = async { self.client().await?.batch_execute(&sql).await.map_err(pg_error) };
+        let woken = async {
+            let client = self.client().await?;
+            let woken = client.batch_execute(&sql).await.map_err(pg_error);
+            if woken.is_err() {
+                // Not back to the pool inside a failed transaction.
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            woken
+        };
         if let Err(e) = woken.await {
             tracing::warn!(error = %e, "could not wake the waiters of {topic:?}; they wake at their next deadline");
         }

@@ -534,7 +534,7 @@ impl QueueStore for PgStore {
         if let Some(row) = rows.first() {
             // Who waits for a done: a drain (`claim_or_idle`), to see the queue idle —
             // nothing was made ready. Woken after the commit, so that dones do not commit
-            // one at a time behind PostgreSQL's notify lock; a wake lost to a crash right
+            // one at a time behind PostgreSQL's notify lock; a wake lost to a crash (or the call dropped) right
             // here delays a drain until the next claim runs out, never an item.
             self.wake_after(Topic::Queue).await;
             return item_from_row(namespace, row);
