@@ -24,7 +24,8 @@ use tokio::sync::OnceCell;
 use crate::Shared;
 use crate::upstream::Stored;
 
-/// A request's credential: its `Authorization` header and that header's SHA-256.
+/// A request's credential: its `Authorization` header (forwarded as it came) and the
+/// SHA-256 of what GitHub authenticates in it ([`secret_of`]).
 #[derive(Clone)]
 pub struct Credential {
     pub hash: [u8; 32],
@@ -34,9 +35,24 @@ pub struct Credential {
 impl Credential {
     pub fn from_headers(headers: &HeaderMap) -> Option<Credential> {
         let header = headers.get(header::AUTHORIZATION)?.clone();
-        let hash = Sha256::digest(header.as_bytes()).into();
+        let hash = Sha256::digest(secret_of(header.as_bytes())).into();
         Some(Credential { hash, header })
     }
+}
+
+/// What identifies a credential in an `Authorization` value: for GitHub's two schemes for
+/// a token, `token T` and `Bearer T` (either case), the token — one token either way, so
+/// one cache, one `GET /user` —; any other value whole (`Basic …` is another credential).
+fn secret_of(value: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(value);
+    let text = text.trim();
+    if let Some((scheme, token)) = text.split_once(char::is_whitespace)
+        && (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
+        && !token.trim().is_empty()
+    {
+        return [b"token ", token.trim().as_bytes()].concat();
+    }
+    value.to_vec()
 }
 
 /// The identity budgets are kept for: a segment of the bucket names.
@@ -275,6 +291,20 @@ async fn lookup(shared: &Shared, credential: &Credential) -> Lookup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_one_credential_whatever_its_scheme() {
+        let hash = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            Credential::from_headers(&headers).unwrap().hash
+        };
+        assert_eq!(hash("token ghp_abc"), hash("Bearer ghp_abc"));
+        assert_eq!(hash("token ghp_abc"), hash("bearer  ghp_abc"));
+        assert_ne!(hash("token ghp_abc"), hash("token ghp_abd"));
+        assert_ne!(hash("token ghp_abc"), hash("Basic ghp_abc"), "another scheme");
+        assert_ne!(hash("Basic ghp_abc"), hash("basic ghp_abc"), "kept whole");
+    }
 
     #[test]
     fn identities_are_name_segments() {

@@ -438,15 +438,8 @@ async fn a_views_probes_start_from_the_clients_own_gets() {
     })
     .await;
     let spent = |what: &str| h.fake.stats().user("alice").spent.get(what).copied().unwrap_or(0);
-    // As `Harness::graphql` sends its token (`bearer`): the same credential.
-    let get_issue = async || {
-        crate::support::send(
-            h.client
-                .get(h.url("/repos/octo/hello/issues/2"))
-                .header("authorization", "bearer alice-token-1"),
-        )
-        .await
-    };
+    // `gh`'s GET says `token …`, `Harness::graphql` `bearer …`: one token, one credential.
+    let get_issue = async || h.get("alice-token-1", "/repos/octo/hello/issues/2").await;
     let got = get_issue().await;
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(spent("GET issue"), 1);
