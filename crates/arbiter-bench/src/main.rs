@@ -1041,10 +1041,16 @@ impl Runner<'_> {
         if !push_selected && !work_selected {
             return;
         }
+        // Beside a server, a library row of the same store (the server's PostgreSQL schema)
+        // takes a queue of its own: one queue for both would make each one's count wrong.
+        let tag_of = |system: System| match (reference, system) {
+            (Reference::Server, System::HttpSqlite | System::HttpPostgres) | (Reference::Library, _) => tag.to_string(),
+            (Reference::Server, _) => format!("{tag}-lib"),
+        };
         let plan = |workload, system| Plan {
             workload,
             system,
-            tag: tag.to_string(),
+            tag: tag_of(system),
             names: 1,
             clients: n,
             processes: self.args.processes.unwrap_or(n).min(n),
@@ -1066,7 +1072,7 @@ impl Runner<'_> {
         }
         for (_, work_plan) in plans {
             let system = work_plan.system;
-            let queued = self.queued.get(&(system, tag.to_string())).copied().unwrap_or(0);
+            let queued = self.queued.get(&(system, work_plan.tag.clone())).copied().unwrap_or(0);
             if queued == 0 && !self.setup.unavailable.contains_key(&system) {
                 let label = reference.label(system, Workload::QueueWork);
                 let outcome = Outcome::Empty("skipped: its push run did not fill the queue".to_string());

@@ -53,8 +53,11 @@ impl Client {
             System::File => Client::File(file::FileClient::open(targets, id)?),
             System::Governor => Client::Governor(governor::GovernorClient::new()),
             System::HttpSqlite | System::HttpPostgres => {
-                // The parent's `Targets` keep the token out of the spec (see `TOKEN_ENV`).
-                let token = std::env::var(TOKEN_ENV).ok();
+                // A worker has the token in its environment: the spec's `Targets` go without
+                // it (see `TOKEN_ENV`). The parent (checking what a run left) has it in its own.
+                let token = std::env::var(TOKEN_ENV)
+                    .ok()
+                    .or_else(|| targets.server(system).and_then(|(_, token)| token.map(str::to_string)));
                 Client::Http(http::HttpClient::connect(system, targets, id, ttl_ms, token).await?)
             }
         })
