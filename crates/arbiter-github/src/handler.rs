@@ -79,21 +79,29 @@ fn probe_path(repo: &str) -> Option<String> {
         .then(|| format!("/repos/{owner}/{name}/issues?state=all&sort=updated&direction=desc&per_page=1"))
 }
 
-/// Whether `path_q` is one a probe asks ([`probe_path`], [`item_paths`], [`pull_paths`],
-/// [`check_paths`]): only a client's GET of such a path is kept as the latest ETag a probe
-/// starts from (any other is not worth a place among them, nor its body's reading).
-fn probe_shaped(path_q: &str) -> bool {
+/// The path a probe would ask for `path_q`, when `path_q` is one a probe asks
+/// ([`probe_path`], [`item_paths`], [`pull_paths`], [`check_paths`]; those name the
+/// repository in lowercase, as GitHub reads it whatever its case): only a client's GET of
+/// such a path is kept as the latest ETag a probe starts from (any other is not worth a
+/// place among them, nor its body's reading).
+fn probe_shaped(path_q: &str) -> Option<String> {
     let (path, query) = path_q.split_once('?').unwrap_or((path_q, ""));
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let number = |s: &str| s.parse::<u64>().is_ok();
-    match (segments.as_slice(), query) {
+    let shaped = match (segments.as_slice(), query) {
         (["repos", _, _, "issues"], "state=all&sort=updated&direction=desc&per_page=1") => true,
         (["repos", _, _, "issues" | "pulls", n], "") => number(n),
         (["repos", _, _, "issues", n, "comments"], "per_page=100") => number(n),
         (["repos", _, _, "commits", _, "status"], "") => true,
         (["repos", _, _, "commits", _, "check-runs"], "per_page=100") => true,
         _ => false,
-    }
+    };
+    let [_, owner, name, ..] = segments.as_slice() else {
+        return None;
+    };
+    let prefix = format!("/repos/{owner}/{name}/");
+    let rest = path_q.strip_prefix(&prefix).filter(|_| shaped)?;
+    Some(format!("{}{rest}", prefix.to_ascii_lowercase()))
 }
 
 /// What a probe said, with what its answer told of the resource when it was last seen
@@ -698,12 +706,12 @@ async fn revalidate(ctx: &Ctx<'_>, key: CacheKey, path: &str, path_q: &str, mut 
     }
     if stored.status == StatusCode::OK
         && stored.whole()
-        && probe_shaped(path_q)
+        && let Some(probed) = probe_shaped(path_q)
         && let Some(etag) = stored.headers.get(header::ETAG)
     {
         // A probe of a GraphQL answer asks this path too: it starts from this ETag (a
         // 304, free) rather than pay for a first answer of its own.
-        keep_latest_tag(ctx, path_q, etag, &stored.body);
+        keep_latest_tag(ctx, &probed, etag, &stored.body);
     }
     let mut cache = ctx.shared.cache.lock().expect("cache");
     if stored.status == StatusCode::OK && stored.whole() && revalidatable(&stored) {
@@ -979,7 +987,8 @@ async fn probe(ctx: &Ctx<'_>, probe_path: &str, tag: Option<&HeaderValue>) -> Pr
             headers.insert(name, value.clone());
         }
     }
-    headers.insert(header::ACCEPT, probe_accept(ctx));
+    let accept = probe_accept(ctx);
+    headers.insert(header::ACCEPT, accept.clone());
     if let Some(tag) = tag {
         headers.insert(header::IF_NONE_MATCH, tag.clone());
     }
@@ -987,7 +996,7 @@ async fn probe(ctx: &Ctx<'_>, probe_path: &str, tag: Option<&HeaderValue>) -> Pr
     let key = cache::key(
         "probe",
         ctx.credential.as_ref().map(|c| &c.hash),
-        &[probe_path.as_bytes(), tag_bytes, probe_accept(ctx).as_bytes()],
+        &[probe_path.as_bytes(), tag_bytes, accept.as_bytes()],
     );
     let repo = repo_of(probe_path);
     let (stored, _) = follow_or_lead(ctx, key, repo.as_deref(), || async {
@@ -1054,9 +1063,9 @@ fn keep_latest_tag(ctx: &Ctx<'_>, path: &str, etag: &HeaderValue, body: &[u8]) {
     probes.insert(probe_key(ctx, path), (etag.clone(), fact));
 }
 
-/// How many credentials' latest ETags of probed paths (and of GETs of `/repos/…` paths,
-/// which probes ask too) are held; past it, they are forgotten all at once (the next probe
-/// of each costs a point).
+/// How many credentials' latest ETags of the paths probes ask (from probes, and from
+/// clients' GETs of those paths) are held; past it, they are forgotten all at once (the
+/// next probe of each costs a point).
 const PROBES_HELD: usize = 50_000;
 
 /// Spends the budget, then forwards within the host's concurrency; learns from the answer.
@@ -1227,16 +1236,22 @@ mod tests {
         let pull = pull_paths("octo/hello", 4).unwrap();
         let [status, runs] = check_paths(&pull, &"a".repeat(40)).unwrap();
         for path in [probe_path("octo/hello").unwrap(), issue, comments, pull, status, runs] {
-            assert!(probe_shaped(&path), "{path}");
+            assert_eq!(probe_shaped(&path).as_deref(), Some(path.as_str()));
         }
+        assert_eq!(
+            probe_shaped("/repos/Octo/Hello/issues/3").as_deref(),
+            Some("/repos/octo/hello/issues/3"),
+            "as the probe names it"
+        );
         for path in [
             "/repos/octo/hello/issues/3/comments",
             "/repos/octo/hello/issues?per_page=1",
             "/repos/octo/hello/git/trees/main",
             "/repos/octo/hello/issues/x",
+            "//repos/é/hello/issues/3",
             "/user",
         ] {
-            assert!(!probe_shaped(path), "{path}");
+            assert_eq!(probe_shaped(path), None, "{path}");
         }
     }
 

@@ -43,14 +43,15 @@ impl Credential {
 /// What identifies a credential in an `Authorization` value: for GitHub's two schemes for
 /// a token, `token T` and `Bearer T` (either case), the token — one token either way, so
 /// one cache, one `GET /user` —; any other value whole (`Basic …` is another credential).
+/// Read as bytes (a header may hold any byte past ASCII): two different tokens never
+/// become one.
 fn secret_of(value: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(value);
-    let text = text.trim();
-    if let Some((scheme, token)) = text.split_once(char::is_whitespace)
-        && (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
-        && !token.trim().is_empty()
-    {
-        return [b"token ", token.trim().as_bytes()].concat();
+    let value = value.trim_ascii();
+    if let Some(space) = value.iter().position(|b| b.is_ascii_whitespace()) {
+        let (scheme, token) = (&value[..space], value[space..].trim_ascii());
+        if (scheme.eq_ignore_ascii_case(b"token") || scheme.eq_ignore_ascii_case(b"bearer")) && !token.is_empty() {
+            return [b"token ", token].concat();
+        }
     }
     value.to_vec()
 }
@@ -304,6 +305,16 @@ mod tests {
         assert_ne!(hash("token ghp_abc"), hash("token ghp_abd"));
         assert_ne!(hash("token ghp_abc"), hash("Basic ghp_abc"), "another scheme");
         assert_ne!(hash("Basic ghp_abc"), hash("basic ghp_abc"), "kept whole");
+        let bytes = |value: &[u8]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+            Credential::from_headers(&headers).unwrap().hash
+        };
+        assert_ne!(
+            bytes(b"token \xfe\xff"),
+            bytes(b"token \xff\xfe"),
+            "bytes past ASCII are the token's own"
+        );
     }
 
     #[test]

@@ -39,8 +39,6 @@ pub use counters::CounterSnapshot;
 
 /// GitHub's API, the default upstream.
 pub const DEFAULT_UPSTREAM: &str = "https://api.github.com";
-/// The default `graphql_view_max_age`: an hour.
-pub const DEFAULT_VIEW_MAX_AGE: Duration = Duration::from_secs(3600);
 /// How often counters are added to the store (and at shutdown).
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
@@ -91,7 +89,7 @@ impl Default for ProxyConfig {
             namespace: Namespace::default(),
             graphql_fresh: Duration::from_secs(30),
             graphql_max_age: Duration::from_secs(300),
-            graphql_view_max_age: DEFAULT_VIEW_MAX_AGE,
+            graphql_view_max_age: Duration::from_secs(3600),
             max_wait: Duration::from_secs(60),
             concurrency: 100,
             source: arbiter_process::host_name(),

@@ -360,7 +360,6 @@ struct Schedule<'a> {
     jitter: Duration,
     /// Between one call and the next.
     gap: Duration,
-    per_round: Duration,
     random: &'a mut XorShift,
 }
 
@@ -370,7 +369,7 @@ impl Schedule<'_> {
     /// bounded by twice their planned length: past it no more rounds start.
     async fn rounds(&mut self, one: &mut Loop, from: Instant, rounds: std::ops::Range<u32>) {
         let count = rounds.end.saturating_sub(rounds.start);
-        let stop = from + self.per_round * count * 2 + self.interval;
+        let stop = from + self.interval * count * 2 + self.interval;
         let mut due = from + self.spread;
         for r in rounds {
             if Instant::now() >= stop {
@@ -398,7 +397,6 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
     let jitter = plan.scaled(JITTER);
     let gap = plan.scaled(Duration::from_secs(1));
     let start = Instant::now() + Duration::from_millis(50);
-    let per_round = plan.hour / ROUNDS_PER_HOUR;
     let warmup = plan.warmup;
     let loops = (plan.clients * plan.loops) as usize;
     // Between the warm-up and the measured rounds every loop waits at `reached`, the fake's
@@ -432,7 +430,6 @@ pub async fn replay(plan: &Plan, base: &str, fake: &FakeGitHub) -> Result<Outcom
                     interval,
                     jitter,
                     gap,
-                    per_round,
                     random: &mut random,
                 };
                 let mut from = start;
@@ -708,15 +705,13 @@ pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>, plan: &Plan) -> St
         ));
     }
     if via != Via::Direct {
-        let share = |quota: u64| match direct_quota.filter(|d| *d > 0) {
-            Some(direct) => format!(" ({:.1}% of direct)", quota as f64 * 100.0 / direct as f64),
-            None => String::new(),
+        let share = |quota: u64| {
+            direct_quota
+                .filter(|d| *d > 0)
+                .map(|direct| format!("{:.1}% of direct", quota as f64 * 100.0 / direct as f64))
         };
-        if let Some(direct) = direct_quota.filter(|d| *d > 0) {
-            note.push_str(&format!(
-                "; quota {:.1}% of direct",
-                o.quota() as f64 * 100.0 / direct as f64
-            ));
+        if let Some(share) = share(o.quota()) {
+            note.push_str(&format!("; quota {share}"));
         }
         if let Some((core, graphql)) = o.warmup_used {
             note.push_str(&format!(
@@ -725,16 +720,17 @@ pub fn note(o: &Outcome, via: Via, direct_quota: Option<u64>, plan: &Plan) -> St
                 thousands(core + graphql),
                 thousands(core),
                 thousands(graphql),
-                share(core + graphql),
+                share(core + graphql).map(|s| format!(" ({s})")).unwrap_or_default(),
             ));
         }
-        if plan.graphql_max_age != Duration::from_secs(300) {
+        let defaults = arbiter_github::ProxyConfig::default();
+        if plan.graphql_max_age != defaults.graphql_max_age {
             note.push_str(&format!(
                 "; GraphQL max age {}",
                 humantime::format_duration(plan.graphql_max_age)
             ));
         }
-        if plan.graphql_view_max_age != arbiter_github::DEFAULT_VIEW_MAX_AGE {
+        if plan.graphql_view_max_age != defaults.graphql_view_max_age {
             note.push_str(&format!(
                 "; GraphQL view max age {}",
                 humantime::format_duration(plan.graphql_view_max_age)

@@ -299,54 +299,36 @@ async fn the_issues_list_sorts_by_update_and_its_etag_moves_with_any_change() {
 async fn the_repository_changes_with_its_own_object_not_with_comments_on_its_issues() {
     let fake = start(config(Limits::default())).await;
     let client = client();
+    let post =
+        async |path: &str, body: serde_json::Value| send(&client, &fake, "POST", path, "a1", &[], Some(body)).await;
     let repo = get(&client, &fake, "/repos/o/r", "a1").await;
     let etag = repo.header("etag").to_string();
-    let comment = send(
-        &client,
-        &fake,
-        "POST",
-        "/repos/o/r/issues/3/comments",
-        "a1",
-        &[],
-        Some(json!({"body": "hi"})),
-    )
-    .await;
-    assert_eq!(comment.status, 201);
+    let repo_again = async || {
+        send(
+            &client,
+            &fake,
+            "GET",
+            "/repos/o/r",
+            "a1",
+            &[("if-none-match", &etag)],
+            None,
+        )
+        .await
+    };
+    assert_eq!(
+        post("/repos/o/r/issues/3/comments", json!({"body": "hi"})).await.status,
+        201
+    );
     // GitHub's repository `updated_at` is the repository object's: a comment on one of its
     // issues changes the issue, and the repository's answer stays the same (a free 304).
-    let after = send(
-        &client,
-        &fake,
-        "GET",
-        "/repos/o/r",
-        "a1",
-        &[("if-none-match", &etag)],
-        None,
-    )
-    .await;
-    assert_eq!(after.status, 304, "a comment does not change the repository");
+    assert_eq!(
+        repo_again().await.status,
+        304,
+        "a comment does not change the repository"
+    );
     // An issue opened changes its `open_issues_count`, so its answer.
-    let opened = send(
-        &client,
-        &fake,
-        "POST",
-        "/repos/o/r/issues",
-        "a1",
-        &[],
-        Some(json!({"title": "new"})),
-    )
-    .await;
-    assert_eq!(opened.status, 201);
-    let after = send(
-        &client,
-        &fake,
-        "GET",
-        "/repos/o/r",
-        "a1",
-        &[("if-none-match", &etag)],
-        None,
-    )
-    .await;
+    assert_eq!(post("/repos/o/r/issues", json!({"title": "new"})).await.status, 201);
+    let after = repo_again().await;
     assert_eq!(after.status, 200);
     assert_eq!(
         after.body["open_issues_count"],
